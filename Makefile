@@ -1,0 +1,31 @@
+# `make demo` and `make test` do all set-up on a fresh machine: venv, package, data.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test data bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -U pip 2>&1 | grep -v "is ignored" || true
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+	$(PY) -c "import jax, flax, optax, orbax.checkpoint, chex, tensorflow_datasets, ml_collections, pytest"
+	touch $(STAMP)
+
+data:
+	bash scripts/ensure_data.sh
+
+demo: $(STAMP) data
+	$(PY) -m experiments.demo
+
+test: $(STAMP) data
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.attacks
+	$(PY) -m benchmarks.lwta
+	$(PY) -m benchmarks.train_step
+
+clean:
+	rm -rf $(VENV) *.egg-info
