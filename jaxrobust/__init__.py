@@ -1,0 +1,9 @@
+"""jaxrobust: adversarial robustness in JAX/Flax.
+
+Attacks are pure, compiled functions `attack(logits_fn, key, x, y, **hyper) -> x_adv` with
+`logits_fn(x, key) -> logits` on inputs in [0,1]; models are Flax Linen modules with explicit
+PRNG threading through the `stochastic` rng collection.
+"""
+__version__ = '0.1.0'
+
+from jaxrobust import data, models, train  # noqa: F401

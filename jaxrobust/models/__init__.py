@@ -1,0 +1,5 @@
+"""Flax Linen models: small CNN, pre-activation WideResNet, stochastic LWTA and PNI layers."""
+from jaxrobust.models.common import STOCHASTIC, Normalize, ReLU, max_pool_2x2
+from jaxrobust.models.registry import create_model, make_logits_fn, model_names, register_model
+from jaxrobust.models.small_cnn import SmallCNN
+from jaxrobust.models.wide_resnet import WRN16_4, WRN34_1, WRN34_10, WRN_TINY, WideResNet, WRNBlock

@@ -1,0 +1,53 @@
+"""Building blocks shared by the models: input normalisation, activations, pooling."""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+ModuleDef = Any
+# Every stochastic layer (LWTA winners, IBP gates, PNI noise) draws from this rng collection, so
+# one `rngs={STOCHASTIC: key}` drives a whole model.
+STOCHASTIC = 'stochastic'
+
+
+class Normalize(nn.Module):
+  """Per-channel (x - mean) / std inside the model, so attacks work in [0,1] pixel space."""
+  mean: Sequence[float] = (0.0,)
+  std: Sequence[float] = (1.0,)
+
+  @nn.compact
+  def __call__(self, x):
+    mean = jnp.asarray(self.mean, x.dtype)
+    std = jnp.asarray(self.std, x.dtype)
+    return (x - mean) / std
+
+
+class ReLU(nn.Module):
+  """ReLU as a module with the activation interface `(x, train) -> y` that LWTA shares."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    return nn.relu(x)
+
+
+def max_pool_2x2(x):
+  """2×2 max pooling, stride 2, written as reshape + max.
+
+  Why: on XLA's CPU backend the gradient of reshape+max is ~2× faster than that of
+  `reduce_window` (perf-cpu.md); odd sizes fall back to `nn.max_pool`.
+  """
+  n, h, w, c = x.shape
+  if h % 2 or w % 2:
+    return nn.max_pool(x, (2, 2), (2, 2), padding='VALID')
+  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def conv_kernel_init():
+  """He init with fan-out, N(0, 2/(k·k·out)), as in the TRADES WideResNet."""
+  return nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+
+Activation = Callable[..., nn.Module]

@@ -1,0 +1,38 @@
+"""The small CNN of the reference figures: conv32-pool-conv64-pool-dense128-dense."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+
+from jaxrobust.models.common import ModuleDef, Normalize, ReLU, max_pool_2x2
+
+
+class SmallCNN(nn.Module):
+  """conv3×3(32)-act-maxpool2, conv3×3(64)-act-maxpool2, dense 128-act, dense classes.
+
+  Args (fields):
+    num_classes: output classes.
+    mean, std: per-channel input normalisation, applied inside the model.
+    act: activation module class, called as `act()(x, train)` (ReLU, LWTA, ...).
+    conv, dense: layer factories with the signatures of nn.Conv / nn.Dense (PNI slots in).
+    width: multiplier of the channel counts (1 gives 32/64/128).
+  """
+  num_classes: int = 10
+  mean: Sequence[float] = (0.0,)
+  std: Sequence[float] = (1.0,)
+  act: ModuleDef = ReLU
+  conv: ModuleDef = nn.Conv
+  dense: ModuleDef = nn.Dense
+  width: int = 1
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = Normalize(self.mean, self.std)(x)
+    x = self.conv(32 * self.width, (3, 3), padding='SAME')(x)
+    x = max_pool_2x2(self.act()(x, train))
+    x = self.conv(64 * self.width, (3, 3), padding='SAME')(x)
+    x = max_pool_2x2(self.act()(x, train))
+    x = x.reshape(x.shape[0], -1)
+    x = self.act()(self.dense(128 * self.width)(x), train)
+    return self.dense(self.num_classes)(x)

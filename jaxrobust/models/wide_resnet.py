@@ -1,0 +1,91 @@
+"""Pre-activation WideResNet (the TRADES/Madry variant), with pluggable activation and layers.
+
+References:
+  Zagoruyko & Komodakis 2016, "Wide Residual Networks", arXiv:1605.07146
+  Zhang et al. 2019, "TRADES", arXiv:1901.08573 (models/wideresnet.py, followed exactly)
+"""
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxrobust.models.common import ModuleDef, Normalize, ReLU, conv_kernel_init
+
+
+class WRNBlock(nn.Module):
+  """Pre-activation basic block.
+
+  in != out: x <- act(bn1(x)); shortcut = 1×1 strided conv of that activated x.
+  in == out: shortcut is the raw x; the residual branch starts from act(bn1(x)).
+  Then conv3×3(stride) -> act(bn2) -> conv3×3, and out = shortcut + branch.
+  """
+  in_planes: int
+  out_planes: int
+  stride: int
+  act: ModuleDef
+  conv: ModuleDef
+  norm: ModuleDef
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    equal = self.in_planes == self.out_planes
+    o = self.act()(self.norm()(x), train)
+    shortcut = x if equal else self.conv(self.out_planes, (1, 1), (self.stride, self.stride),
+                                         padding='VALID', use_bias=False)(o)
+    o = self.conv(self.out_planes, (3, 3), (self.stride, self.stride), padding=((1, 1), (1, 1)),
+                  use_bias=False)(o)
+    o = self.act()(self.norm()(o), train)
+    o = self.conv(self.out_planes, (3, 3), (1, 1), padding=((1, 1), (1, 1)), use_bias=False)(o)
+    return shortcut + o
+
+
+class WideResNet(nn.Module):
+  """WRN-depth-widen: stem conv, three groups of (depth-4)/6 blocks, bn-act-avgpool-fc.
+
+  Args (fields):
+    depth: 6n + 4 (34 gives 5 blocks per group).
+    widen: widen factor k; group widths are 16k, 32k, 64k after a 16-channel stem.
+    num_classes: output classes.
+    mean, std: input normalisation inside the model ((0,), (1,) = none, as the study).
+    act: activation module class called as `act()(x, train)`.
+    conv, dense: layer factories (nn.Conv/nn.Dense signatures).
+    bn_axis_name: mapped axis over which BatchNorm averages batch statistics.
+  """
+  depth: int = 34
+  widen: int = 1
+  num_classes: int = 10
+  mean: Sequence[float] = (0.0,)
+  std: Sequence[float] = (1.0,)
+  act: ModuleDef = ReLU
+  conv: ModuleDef = nn.Conv
+  dense: ModuleDef = nn.Dense
+  bn_axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if (self.depth - 4) % 6:
+      raise ValueError(f'WideResNet depth must be 6n+4, got {self.depth}')
+    n = (self.depth - 4) // 6
+    widths = [16, 16 * self.widen, 32 * self.widen, 64 * self.widen]
+    conv = functools.partial(self.conv, kernel_init=conv_kernel_init())
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, axis_name=self.bn_axis_name)
+    x = Normalize(self.mean, self.std)(x)
+    x = conv(widths[0], (3, 3), padding=((1, 1), (1, 1)), use_bias=False)(x)
+    in_planes = widths[0]
+    for g, stride in enumerate((1, 2, 2)):
+      for i in range(n):
+        x = WRNBlock(in_planes, widths[g + 1], stride if i == 0 else 1, self.act, conv, norm)(x, train)
+        in_planes = widths[g + 1]
+    x = self.act()(norm()(x), train)
+    x = jnp.mean(x, axis=(1, 2))  # avgpool over the final 8×8 map (global for 32×32 inputs)
+    return self.dense(self.num_classes, bias_init=nn.initializers.zeros)(x)
+
+
+WRN34_1 = functools.partial(WideResNet, depth=34, widen=1)
+WRN34_10 = functools.partial(WideResNet, depth=34, widen=10)
+WRN16_4 = functools.partial(WideResNet, depth=16, widen=4)
+WRN_TINY = functools.partial(WideResNet, depth=10, widen=1)  # tests only
