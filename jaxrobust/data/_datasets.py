@@ -136,7 +136,7 @@ def load_tfds(name: str, data_dir: str | None = None) -> Dataset:
 
 def load_dataset(name: str, data_dir: str | None = None, *, seed: int = 0,
                  num_train: int | None = None, num_test: int | None = None,
-                 source: str = 'auto', **synthetic_kwargs) -> Dataset:
+                 source: str = 'auto', synthetic: dict | None = None) -> Dataset:
   """Returns train and test splits as uint8 arrays with labels and metadata.
 
   Args:
@@ -146,12 +146,13 @@ def load_dataset(name: str, data_dir: str | None = None, *, seed: int = 0,
     seed: seed of the synthetic dataset.
     num_train, num_test: keep only the first examples of each split.
     source: 'auto' (IDX for fashion_mnist, else tfds), 'idx' or 'tfds'.
+    synthetic: keyword arguments of `load_synthetic` (sizes, image shape, classes).
 
   Returns:
     A `Dataset`.
   """
   if name == 'synthetic':
-    ds = load_synthetic(seed=seed, **synthetic_kwargs)
+    ds = load_synthetic(seed=seed, **(synthetic or {}))
   elif name == 'fashion_mnist' and source in ('auto', 'idx'):
     ds = load_fashion_mnist(data_dir)
   elif source in ('auto', 'tfds'):

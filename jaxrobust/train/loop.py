@@ -29,7 +29,7 @@ def load_data(config) -> Dataset:
   d = config.data
   return load_dataset(d.name, d.get('data_dir') or None, seed=config.seed,
                       num_train=d.get('num_train') or None, num_test=d.get('num_test') or None,
-                      **dict(d.get('synthetic', {})))
+                      synthetic=dict(d.get('synthetic', {})))
 
 
 def build_model(config, ds: Dataset, *, bn_axis_name: str | None = None):

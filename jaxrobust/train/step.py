@@ -84,7 +84,7 @@ def make_train_step(objective: Objective, *, axis_name: str | None = None,
     if axis_name is not None:
       # Per-device gradients of the per-device mean loss; their mean is the global-batch gradient.
       grads, metrics, batch_stats = lax.pmean((grads, metrics, batch_stats), axis_name)
-    metrics['grad_norm'] = optax.global_norm(grads)
+    metrics['grad_norm'] = optax.tree.norm(grads)
     state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     return state, metrics
 
