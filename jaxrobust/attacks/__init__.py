@@ -1,0 +1,34 @@
+"""Attacks as pure, compiled functions.
+
+Every attack has the signature `attack(logits_fn, key, x, y, **hyper) -> x_adv` where
+`logits_fn(x, key) -> logits` and x lies in [lo, hi] ([0,1] by default). They compile whole under
+`jax.jit`, run their steps in (CPU-unrolled) lax loops, return through `stop_gradient`, accept
+scalar or per-example ε / step / bounds, and never import the model or training code.
+
+Components:
+  fgsm, fgm          one-step L∞ / L2
+  pgd                L∞/L2 PGD; losses 'ce', 'margin' (CW, κ), 'dlr'; restarts under vmap; EOT
+  cw_l2              Carlini–Wagner L2 with binary search over c, all inside jit
+  apgd               APGD-CE / APGD-DLR (Croce & Hein 2020), with EOT
+  uniform_noise, gaussian_noise   random baselines
+  eot                gradient averaged over keys around any gradient attack
+  over_epsilons      one attack over an ε grid in one vmapped call
+  robust_accuracy    accuracy under a list of attacks with the per-example worst case
+
+Example:
+  >>> logits_fn = lambda x, key: model.apply(variables, x)
+  >>> x_adv = jax.jit(lambda k, x, y: pgd(logits_fn, k, x, y, epsilon=8/255, num_steps=10))(key, x, y)
+"""
+from jaxrobust.attacks._apgd import apgd, checkpoint_schedule
+from jaxrobust.attacks._compose import eot, over_epsilons, robust_accuracy
+from jaxrobust.attacks._core import (Attack, LogitsFn, default_unroll, per_example_norm, project,
+                                     project_and_clip)
+from jaxrobust.attacks._cw import cw_l2
+from jaxrobust.attacks._losses import cross_entropy, dlr, get_loss, margin
+from jaxrobust.attacks._noise import gaussian_noise, uniform_noise
+from jaxrobust.attacks._pgd import fgm, fgsm, pgd
+
+__all__ = ['apgd', 'checkpoint_schedule', 'cross_entropy', 'cw_l2', 'default_unroll', 'dlr', 'eot',
+           'fgm', 'fgsm', 'gaussian_noise', 'get_loss', 'margin', 'over_epsilons', 'pgd',
+           'per_example_norm', 'project', 'project_and_clip', 'robust_accuracy', 'uniform_noise',
+           'Attack', 'LogitsFn']

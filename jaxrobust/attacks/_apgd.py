@@ -1,0 +1,126 @@
+"""Auto-PGD (APGD-CE, APGD-DLR): step-size-free PGD with momentum and step-size halving.
+
+The whole attack is one compiled program: checkpoints are fixed by the budget, so the halving
+conditions are evaluated with masks, per example, inside the loop.
+
+References:
+  Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+  parameter-free attacks", arXiv:2003.01690 (fra31/auto-attack `autopgd_base.py`)
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrobust.attacks import _core
+from jaxrobust.attacks._losses import get_loss
+
+
+def checkpoint_schedule(num_steps: int) -> np.ndarray:
+  """Window length k at each iteration that ends a checkpoint window, 0 elsewhere.
+
+  As auto-attack: the first window is ⌈0.22·N⌉ iterations; each next one shrinks by ⌈0.03·N⌉,
+  down to ⌈0.06·N⌉.
+  """
+  k = max(int(0.22 * num_steps), 1)
+  k_min = max(int(0.06 * num_steps), 1)
+  decr = max(int(0.03 * num_steps), 1)
+  out = np.zeros(num_steps, np.int32)
+  counter = 0
+  for i in range(num_steps):
+    counter += 1
+    if counter == k:
+      out[i] = k
+      k = max(k - decr, k_min)
+      counter = 0
+  return out
+
+
+@functools.partial(jax.jit, static_argnames=('num_steps', 'norm', 'loss', 'targeted', 'eot_samples',
+                                             'unroll', 'rho'))
+def _apgd_impl(logits_fn, key, x, y, epsilon, lo, hi, *, num_steps, norm, loss, targeted,
+               eot_samples, unroll, rho):
+  b = x.shape[0]
+  eps, lo, hi = _core.bcast(epsilon, x), _core.bcast(lo, x), _core.bcast(hi, x)
+  loss_fn = get_loss(loss, targeted=targeted)
+  noise_key, model_key = _core.split_attack_key(key, b)
+  ex = lambda m: m.reshape((-1,) + (1,) * (x.ndim - 1))
+  windows = jnp.asarray(checkpoint_schedule(num_steps))
+
+  x0 = jnp.clip(x + _core.random_start(noise_key, x, eps, norm, 'uniform'), lo, hi)
+  l0, logits0, g0 = _core.loss_and_grad(logits_fn, loss_fn, x0, y, model_key, eot_samples)
+  fooled0 = _core.success(logits0, y, targeted)
+  hist = jnp.zeros((num_steps + 1, b), x.dtype).at[0].set(l0)  # hist[t+1] = loss after step t
+  state = dict(x=x0, x_prev=x0, g=g0, step=2.0 * eps * jnp.ones_like(x),
+               x_best=x0, g_best=g0, l_best=l0, x_adv=x0, fooled=fooled0, hist=hist,
+               l_best_last=l0, reduced_last=jnp.ones((b,), bool))
+
+  def body(i, s):
+    a = jnp.where(i > 0, 0.75, 1.0)
+    z = _core.project_and_clip(s['x'] + s['step'] * _core.normalize_step(s['g'], norm), x, eps, norm, lo, hi)
+    x_new = _core.project_and_clip(s['x'] + a * (z - s['x']) + (1 - a) * (s['x'] - s['x_prev']),
+                                   x, eps, norm, lo, hi)
+    l, logits, g = _core.loss_and_grad(logits_fn, loss_fn, x_new, y, jax.random.fold_in(model_key, i + 1),
+                                       eot_samples)
+    fooled_now = _core.success(logits, y, targeted)
+    x_adv = jnp.where(ex(fooled_now & ~s['fooled']), x_new, s['x_adv'])
+    fooled = s['fooled'] | fooled_now
+    better = l > s['l_best']
+    x_best = jnp.where(ex(better), x_new, s['x_best'])
+    g_best = jnp.where(ex(better), g, s['g_best'])
+    l_best = jnp.where(better, l, s['l_best'])
+    hist = s['hist'].at[i + 1].set(l)
+
+    # Checkpoint: halve the step where fewer than ρ·k of the last k steps raised the loss, or
+    # where the step was not halved last time and the best loss has not improved since.
+    k = windows[i]
+    t = jnp.arange(num_steps)
+    in_window = (t > i - k) & (t <= i)
+    increases = jnp.sum(jnp.where(in_window[:, None], hist[1:] > hist[:-1], False), axis=0)
+    osc = increases <= k * rho
+    no_impr = ~s['reduced_last'] & (s['l_best_last'] >= l_best)
+    halve = (k > 0) & (osc | no_impr)
+    at_ckpt = k > 0
+    step = jnp.where(ex(halve), s['step'] / 2.0, s['step'])
+    x_next = jnp.where(ex(halve), x_best, x_new)
+    g_next = jnp.where(ex(halve), g_best, g)
+    return dict(x=x_next, x_prev=s['x'], g=g_next,
+                step=step, x_best=x_best, g_best=g_best, l_best=l_best, x_adv=x_adv, fooled=fooled,
+                hist=hist, l_best_last=jnp.where(at_ckpt, l_best, s['l_best_last']),
+                reduced_last=jnp.where(at_ckpt, osc | no_impr, s['reduced_last']))
+
+  s = _core.fori(num_steps, body, state, unroll)
+  # A successful point is returned where it first succeeded; the others at their highest loss.
+  return jax.lax.stop_gradient(jnp.where(ex(s['fooled']), s['x_adv'], s['x_best']))
+
+
+def apgd(logits_fn: _core.LogitsFn, key, x, y, *, epsilon, num_steps: int = 100, norm: str = 'linf',
+         loss='ce', targeted: bool = False, bounds=(0.0, 1.0), eot_samples: int = 1, rho: float = 0.75,
+         unroll=None) -> jax.Array:
+  """APGD: PGD with step size 2ε halved at checkpoints, momentum 0.75, and the best point kept.
+
+  Args:
+    logits_fn, key, x, y: as in `pgd` (key may be per example).
+    epsilon: radius, scalar or (B,).
+    num_steps: iterations (100 in AutoAttack).
+    norm: 'linf' or 'l2'.
+    loss: 'ce' (APGD-CE), 'dlr' (APGD-DLR), 'margin', or a callable.
+    targeted: attack toward y.
+    bounds: (lo, hi).
+    eot_samples: EOT gradient samples (AutoAttack's `rand` version uses 20).
+    rho: the oscillation threshold ρ of the step-size rule.
+    unroll: unroll factor (default: full on CPU up to 20).
+
+  Returns:
+    x_adv inside the ε-ball and bounds: the first successful iterate, else the highest-loss one.
+  """
+  _core.check_inputs(logits_fn, x, y, epsilon=epsilon, num_steps=num_steps, bounds=bounds, name='apgd')
+  if norm not in ('linf', 'l2'):
+    raise ValueError(f"apgd: unknown norm {norm!r}; use 'linf' or 'l2'")
+  get_loss(loss)
+  return _apgd_impl(_core.as_pytree_fn(logits_fn), key, x, y, epsilon, bounds[0], bounds[1],
+                    num_steps=num_steps, norm=norm, loss=loss, targeted=targeted,
+                    eot_samples=eot_samples, unroll=_core.resolve_unroll(unroll, num_steps), rho=rho)

@@ -1,0 +1,265 @@
+"""Shared pieces of every attack: types, input checks, keys, projections, loops, gradients.
+
+The contract: `attack(logits_fn, key, x, y, **hyper) -> x_adv`, with `logits_fn(x, key) -> logits`
+and x in [lo, hi] ([0, 1] by default). ε, step size and bounds may be scalars or per-example arrays.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+LogitsFn = Callable[[jax.Array, jax.Array], jax.Array]
+Attack = Callable[..., jax.Array]
+Bounds = tuple[Any, Any]
+
+
+# --------------------------------------------------------------------------------------- checks
+def concrete(v) -> np.ndarray | None:
+  """The value as numpy when it is concrete, None while tracing (checks then run at trace time
+  on shapes only)."""
+  if isinstance(v, jax.core.Tracer):
+    return None
+  try:
+    return np.asarray(v)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError, TypeError):
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _num_classes(logits_fn, shape, dtype) -> int:
+  out = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(shape, dtype), jax.random.key(0))
+  return int(out.shape[-1])
+
+
+def num_classes_of(logits_fn, x) -> int:
+  """Classes of `logits_fn` on inputs shaped like x (abstract evaluation, cached)."""
+  try:
+    return _num_classes(logits_fn, tuple(x.shape), jnp.dtype(x.dtype))
+  except TypeError:  # unhashable logits_fn
+    return int(jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype),
+                              jax.random.key(0)).shape[-1])
+
+
+def check_inputs(logits_fn, x, y, *, epsilon=None, num_steps=None, bounds=(0.0, 1.0),
+                 step_size=None, name='attack') -> None:
+  """Raises ValueError naming the argument for bad inputs; value checks need concrete inputs.
+
+  Checks: ε ≥ 0 (and finite), num_steps ≥ 1, step size ≥ 0, x without NaN and inside
+  [lo, hi], y of shape (batch,) with labels in [0, num_classes), per-example arrays of batch size.
+  """
+  if x.ndim < 2:
+    raise ValueError(f'{name}: x must be a batch of shape (batch, ...), got shape {x.shape}')
+  b = x.shape[0]
+  if y.shape != (b,):
+    raise ValueError(f'{name}: y must have shape ({b},) to match x of shape {x.shape}, got {y.shape}')
+  if not jnp.issubdtype(y.dtype, jnp.integer):
+    raise ValueError(f'{name}: y must hold integer labels, got dtype {y.dtype}')
+  for arg, v in (('epsilon', epsilon), ('step_size', step_size), ('bounds[0]', bounds[0]),
+                 ('bounds[1]', bounds[1])):
+    if v is None or callable(v):
+      continue
+    shape = jnp.shape(v)
+    if shape not in ((), (b,), tuple(x.shape)):
+      raise ValueError(f'{name}: {arg} must be a scalar or have shape ({b},), got shape {shape}')
+    c = concrete(v)
+    if c is not None and arg in ('epsilon', 'step_size'):
+      if np.any(np.isnan(c)):
+        raise ValueError(f'{name}: {arg} is NaN')
+      if np.any(c < 0):
+        raise ValueError(f'{name}: {arg} must be >= 0, got {c.min()}')
+  if num_steps is not None and num_steps < 1:
+    raise ValueError(f'{name}: num_steps must be >= 1, got {num_steps}')
+  lo, hi = concrete(bounds[0]), concrete(bounds[1])
+  if lo is not None and hi is not None and np.any(lo > hi):
+    raise ValueError(f'{name}: bounds must satisfy lo <= hi, got {bounds}')
+  xc = concrete(x)
+  if xc is not None:
+    if np.any(np.isnan(xc)):
+      raise ValueError(f'{name}: x contains NaN')
+    if lo is not None and hi is not None:
+      lo_b, hi_b = _np_bcast(lo, xc), _np_bcast(hi, xc)
+      if np.any(xc < lo_b - 1e-6) or np.any(xc > hi_b + 1e-6):
+        raise ValueError(
+            f'{name}: x has values outside its bounds [{np.min(lo)}, {np.max(hi)}]: min {xc.min():.4g}, '
+            f'max {xc.max():.4g}. Attacks work in pixel space; normalise inside the model.')
+  yc = concrete(y)
+  if yc is not None and b:
+    k = num_classes_of(logits_fn, x)
+    if yc.min() < 0 or yc.max() >= k:
+      raise ValueError(f'{name}: label out of range: y spans [{yc.min()}, {yc.max()}], '
+                       f'the model has {k} classes')
+
+
+def _np_bcast(v, x):
+  v = np.asarray(v)
+  return v if v.ndim in (0, x.ndim) else v.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+# ------------------------------------------------------------------------------ array helpers
+def bcast(v, x) -> jax.Array:
+  """A scalar, per-example (B,) or x-shaped value, broadcastable against x."""
+  v = jnp.asarray(v, x.dtype)
+  if v.ndim == 0 or v.shape == x.shape:
+    return v
+  return v.reshape((x.shape[0],) + (1,) * (x.ndim - 1))
+
+
+def per_example_norm(v, norm: str) -> jax.Array:
+  """‖v_i‖ per example, shape (B,)."""
+  flat = v.reshape(v.shape[0], -1)
+  if norm == 'linf':
+    return jnp.max(jnp.abs(flat), axis=1)
+  if norm == 'l2':
+    return jnp.sqrt(jnp.sum(flat * flat, axis=1))
+  raise ValueError(f'unknown norm {norm!r}; use linf or l2')
+
+
+def project(delta, epsilon, norm: str) -> jax.Array:
+  """Projects δ onto the ε-ball of `norm` (ε broadcast against δ)."""
+  if norm == 'linf':
+    return jnp.clip(delta, -epsilon, epsilon)
+  n = per_example_norm(delta, 'l2').reshape((-1,) + (1,) * (delta.ndim - 1))
+  factor = jnp.minimum(1.0, epsilon / jnp.maximum(n, 1e-12))
+  return delta * factor
+
+
+def project_and_clip(x_adv, x, epsilon, norm, lo, hi):
+  """Back into the ε-ball around x, then into the box [lo, hi]. The box clip never leaves the
+  ball: the ball is convex, contains x, and the box clip moves each coordinate toward x."""
+  return jnp.clip(x + project(x_adv - x, epsilon, norm), lo, hi)
+
+
+def normalize_step(g, norm: str) -> jax.Array:
+  """Steepest-ascent direction of unit `norm`: sign(g) for L∞, g/‖g‖₂ for L2."""
+  if norm == 'linf':
+    return jnp.sign(g)
+  n = per_example_norm(g, 'l2').reshape((-1,) + (1,) * (g.ndim - 1))
+  return g / jnp.maximum(n, 1e-12)
+
+
+# ------------------------------------------------------------------------------------ keys
+def is_key_batch(key, batch: int) -> bool:
+  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    return key.ndim == 1 and key.shape[0] == batch
+  return key.ndim == 2
+
+
+def as_typed(key):
+  return key if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else jax.random.wrap_key_data(key)
+
+
+def split_attack_key(key, batch: int):
+  """(noise keys, model key) from a single key or from per-example keys.
+
+  With per-example keys (shape (B,)), each example's random start depends on its key only, so an
+  example attacked alone equals the same example attacked inside a batch. The model key (for
+  stochastic `logits_fn`) then comes from the first example's key.
+  """
+  key = as_typed(key)
+  if is_key_batch(key, batch):
+    return jax.vmap(lambda k: jax.random.fold_in(k, 0))(key), jax.random.fold_in(key[0], 1)
+  k_noise, k_model = jax.random.split(key)
+  return k_noise, k_model
+
+
+def fold_keys(key, data):
+  """fold_in for one key or, element-wise, for a batch of keys."""
+  if key.ndim == 0:
+    return jax.random.fold_in(key, data)
+  return jax.vmap(lambda k: jax.random.fold_in(k, data))(key)
+
+
+def sample_like(key, x, sampler):
+  """Draws `sampler(key, shape)` for the batch: from one key, or per example from a key batch."""
+  if key.ndim == 1:
+    return jax.vmap(lambda k: sampler(k, x.shape[1:]))(key).astype(x.dtype)
+  return sampler(key, x.shape).astype(x.dtype)
+
+
+def random_start(key, x, epsilon, norm: str, kind: str | None):
+  """δ₀ in the ε-ball: 'uniform' (uniform in the L∞ cube / L2 ball), 'normal' (0.001·N(0,1),
+  the TRADES start, projected), or None (δ₀ = 0)."""
+  if kind is None or kind == 'none':
+    return jnp.zeros_like(x)
+  if kind == 'normal':
+    return project(0.001 * sample_like(key, x, jax.random.normal), epsilon, norm)
+  if kind != 'uniform':
+    raise ValueError(f"unknown random_init {kind!r}; use 'uniform', 'normal' or None")
+  if norm == 'linf':
+    return epsilon * sample_like(key, x, lambda k, s: jax.random.uniform(k, s, minval=-1.0, maxval=1.0))
+  # L2: uniform in the ball = uniform direction × radius ε·U^(1/d).
+  d = int(np.prod(x.shape[1:]))
+  g = sample_like(key, x, jax.random.normal)
+  u = sample_like(key, x[:, :1].reshape(x.shape[0], 1), lambda k, s: jax.random.uniform(jax.random.fold_in(k, 1), s))
+  r = (u.reshape((-1,) + (1,) * (x.ndim - 1))) ** (1.0 / d)
+  return epsilon * r * normalize_step(g, 'l2')
+
+
+# ------------------------------------------------------------------------------ loops, grads
+def default_unroll(num_steps: int) -> int:
+  """Unroll factor for attack loops: full on XLA's CPU backend, where a rolled loop over conv
+  gradients is 2–5× slower (perf-cpu.md), capped for long attacks; rolled (1) on GPU/TPU."""
+  if jax.default_backend() == 'cpu':
+    return max(1, min(num_steps, 20))
+  return 1
+
+
+def resolve_unroll(unroll, num_steps: int) -> int:
+  if unroll is None:
+    return default_unroll(num_steps)
+  if unroll is True:
+    return num_steps
+  return max(1, int(unroll))
+
+
+def fori(n: int, body, init, unroll: int):
+  """lax.fori_loop with the unroll factor; a loop whose length equals the factor is emitted
+  straight-line (no while op), which XLA's CPU backend needs for fast conv gradients."""
+  if unroll >= n:
+    carry = init
+    for i in range(n):
+      carry = body(i, carry)
+    return carry
+  return lax.fori_loop(0, n, body, init, unroll=unroll)
+
+
+def loss_and_grad(logits_fn, loss_fn, x, y, key, eot_samples: int = 1):
+  """Per-example loss, logits and ∇ₓ of the summed loss (examples are independent in eval mode).
+
+  With eot_samples = S > 1, the loss, gradient and logits are averaged over S keys drawn from
+  `key` under vmap: Expectation over Transformation, ∇E[L] ≈ (1/S)Σ∇L(f_{k_s}(x)).
+
+  References:
+    Athalye et al. 2018, "Synthesizing Robust Adversarial Examples", arXiv:1707.07397
+  """
+  def total(xx, k):
+    logits = logits_fn(xx, k)
+    per = loss_fn(logits, y)
+    return jnp.sum(per), (per, logits)
+
+  grad_fn = jax.value_and_grad(total, has_aux=True)
+  if eot_samples == 1:
+    (_, (per, logits)), g = grad_fn(x, key)
+    return per, logits, g
+  (_, (per, logits)), g = jax.vmap(grad_fn, in_axes=(None, 0))(x, jax.random.split(key, eot_samples))
+  return per.mean(0), logits.mean(0), g.mean(0)
+
+
+def as_pytree_fn(logits_fn):
+  """Makes `logits_fn` a pytree so that it can be a jit argument: a `jax.tree_util.Partial`
+  carries its parameters as leaves (no constants baked into the program, no retrace for new
+  parameters); a plain function becomes a leafless Partial, keyed on its identity."""
+  if isinstance(logits_fn, jax.tree_util.Partial):
+    return logits_fn
+  return jax.tree_util.Partial(logits_fn)
+
+
+def success(logits, y, targeted: bool):
+  """Per-example attack success: misclassified (untargeted) or predicted as the target."""
+  pred = jnp.argmax(logits, -1)
+  return pred == y if targeted else pred != y

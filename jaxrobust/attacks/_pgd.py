@@ -1,0 +1,136 @@
+"""FGSM/FGM and projected gradient descent (L∞ and L2) with restarts, schedules, losses and EOT.
+
+References:
+  Goodfellow et al. 2015, "Explaining and Harnessing Adversarial Examples", arXiv:1412.6572
+  Madry et al. 2018, "Towards Deep Learning Models Resistant to Adversarial Attacks", arXiv:1706.06083
+  Carlini & Wagner 2017 (margin loss, CW-L∞ as PGD on it), arXiv:1608.04644
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxrobust.attacks import _core
+from jaxrobust.attacks._losses import get_loss
+
+
+def _schedule_factor(schedule, t, n):
+  if schedule is None or schedule == 'constant':
+    return 1.0
+  if schedule == 'cosine':
+    return 0.5 * (1.0 + jnp.cos(jnp.pi * t / n))
+  if schedule == 'linear':
+    return 1.0 - t / n
+  if callable(schedule):
+    return schedule(t, n)
+  raise ValueError(f"unknown step schedule {schedule!r}; use 'constant', 'cosine', 'linear' or a callable")
+
+
+@functools.partial(jax.jit, static_argnames=(
+    'num_steps', 'norm', 'loss', 'random_init', 'restarts', 'targeted', 'eot_samples', 'unroll',
+    'step_schedule'))
+def _pgd_impl(logits_fn, key, x, y, epsilon, step_size, lo, hi, kappa, *, num_steps, norm, loss,
+              random_init, restarts, targeted, eot_samples, unroll, step_schedule):
+  eps = _core.bcast(epsilon, x)
+  alpha = _core.bcast(step_size, x)
+  lo, hi = _core.bcast(lo, x), _core.bcast(hi, x)
+  loss_fn = get_loss(loss, targeted=targeted, kappa=kappa)
+  noise_key, model_key = _core.split_attack_key(key, x.shape[0])
+
+  def one_restart(r):
+    k_noise = _core.fold_keys(noise_key, r) if restarts > 1 else noise_key
+    x0 = jnp.clip(x + _core.random_start(k_noise, x, eps, norm, random_init), lo, hi)
+
+    def step(t, xa):
+      k = jax.random.fold_in(jax.random.fold_in(model_key, r), t)
+      _, _, g = _core.loss_and_grad(logits_fn, loss_fn, xa, y, k, eot_samples)
+      a = alpha * _schedule_factor(step_schedule, t, num_steps)
+      return _core.project_and_clip(xa + a * _core.normalize_step(g, norm), x, eps, norm, lo, hi)
+
+    return _core.fori(num_steps, step, x0, unroll)
+
+  if restarts == 1:
+    return jax.lax.stop_gradient(one_restart(0))
+  candidates = jax.vmap(one_restart)(jnp.arange(restarts))          # (R, B, ...)
+  # Keep, per example, the most damaging restart: successful first, then the highest loss.
+  k_eval = jax.random.fold_in(model_key, 10**6)
+  per, logits, _ = jax.vmap(lambda xa: _core.loss_and_grad(logits_fn, loss_fn, xa, y, k_eval))(candidates)
+  score = jnp.where(jax.vmap(lambda lg: _core.success(lg, y, targeted))(logits), jnp.inf, per)
+  best = jnp.argmax(score, axis=0)                                   # (B,)
+  return jax.lax.stop_gradient(jnp.take_along_axis(
+      candidates, best.reshape((1, -1) + (1,) * (x.ndim - 1)), axis=0)[0])
+
+
+def pgd(logits_fn: _core.LogitsFn, key, x, y, *, epsilon, step_size=None, num_steps: int = 10,
+        norm: str = 'linf', loss='ce', kappa: float = 0.0, random_init: str | None = 'uniform',
+        restarts: int = 1, targeted: bool = False, bounds=(0.0, 1.0), step_schedule=None,
+        eot_samples: int = 1, unroll=None) -> jax.Array:
+  """Projected gradient ascent on `loss` inside the ε-ball of `norm`, clipped to `bounds`.
+
+  L∞: x_{t+1} = clip Π_ε(x_t + α_t·sign ∇ₓL); L2: x_{t+1} = clip Π_ε(x_t + α_t·∇ₓL/‖∇ₓL‖₂).
+
+  Args:
+    logits_fn: `logits_fn(x, key) -> logits`; a `jax.tree_util.Partial` carries its parameters
+      as jit arguments.
+    key: a PRNG key, or one key per example (shape (B,)) for batch-independent random starts.
+    x: inputs (B, ...), inside `bounds`.
+    y: int labels (B,), or target classes if `targeted`.
+    epsilon: radius, scalar or per-example (B,).
+    step_size: α, scalar or (B,); default 2.5·ε/num_steps.
+    num_steps: iterations (≥ 1).
+    norm: 'linf' or 'l2'.
+    loss: 'ce', 'margin' (CW, with `kappa`; PGD on it is CW-L∞), 'dlr', or a callable
+      `(logits, y) -> (B,)` to maximise.
+    random_init: 'uniform' (in the ball), 'normal' (x + 0.001·N(0,1), TRADES) or None.
+    restarts: independent random starts run under vmap; per example the most damaging is kept.
+    targeted: move toward the class y instead of away from it.
+    bounds: (lo, hi), scalars or per-example arrays.
+    step_schedule: None/'constant', 'cosine', 'linear', or `f(t, num_steps) -> factor`.
+    eot_samples: average the gradient over this many keys (EOT), for stochastic models.
+    unroll: loop unroll factor; default full on CPU (capped at 20), rolled on GPU/TPU.
+
+  Returns:
+    x_adv with ‖x_adv − x‖ ≤ ε and lo ≤ x_adv ≤ hi, passed through stop_gradient.
+
+  Raises:
+    ValueError: for ε < 0, num_steps < 1, x out of bounds or NaN, labels out of range, shape
+      mismatches, unknown norm/loss/init names.
+
+  References:
+    Madry et al. 2018, arXiv:1706.06083
+  """
+  _core.check_inputs(logits_fn, x, y, epsilon=epsilon, num_steps=num_steps, bounds=bounds,
+                     step_size=step_size, name='pgd')
+  if norm not in ('linf', 'l2'):
+    raise ValueError(f"pgd: unknown norm {norm!r}; use 'linf' or 'l2'")
+  if restarts < 1 or eot_samples < 1:
+    raise ValueError(f'pgd: restarts and eot_samples must be >= 1, got {restarts}, {eot_samples}')
+  get_loss(loss)  # validates the name
+  if step_size is None:
+    step_size = 2.5 * jnp.asarray(epsilon) / num_steps
+  return _pgd_impl(_core.as_pytree_fn(logits_fn), key, x, y, epsilon, step_size, bounds[0], bounds[1],
+                   kappa, num_steps=num_steps, norm=norm, loss=loss, random_init=random_init,
+                   restarts=restarts, targeted=targeted, eot_samples=eot_samples,
+                   unroll=_core.resolve_unroll(unroll, num_steps), step_schedule=step_schedule)
+
+
+def fgsm(logits_fn: _core.LogitsFn, key, x, y, *, epsilon, loss='ce', targeted: bool = False,
+         bounds=(0.0, 1.0), eot_samples: int = 1, norm: str = 'linf') -> jax.Array:
+  """Fast Gradient Sign Method: x + ε·sign ∇ₓL, clipped (one PGD step of size ε, no start).
+
+  With norm='l2' this is FGM: x + ε·∇ₓL/‖∇ₓL‖₂.
+
+  References:
+    Goodfellow et al. 2015, arXiv:1412.6572
+  """
+  return pgd(logits_fn, key, x, y, epsilon=epsilon, step_size=epsilon, num_steps=1, norm=norm,
+             loss=loss, random_init=None, targeted=targeted, bounds=bounds, eot_samples=eot_samples)
+
+
+def fgm(logits_fn: _core.LogitsFn, key, x, y, *, epsilon, **kwargs) -> jax.Array:
+  """Fast Gradient Method (L2): x + ε·∇ₓL/‖∇ₓL‖₂, clipped. See `fgsm`."""
+  return fgsm(logits_fn, key, x, y, epsilon=epsilon, norm='l2', **kwargs)
