@@ -195,7 +195,9 @@ def random_start(key, x, epsilon, norm: str, kind: str | None):
   # L2: uniform in the ball = uniform direction × radius ε·U^(1/d).
   d = int(np.prod(x.shape[1:]))
   g = sample_like(key, x, jax.random.normal)
-  u = sample_like(key, x[:, :1].reshape(x.shape[0], 1), lambda k, s: jax.random.uniform(jax.random.fold_in(k, 1), s))
+  k_r = fold_keys(key, 1)
+  u = (jax.vmap(lambda k: jax.random.uniform(k, ()))(k_r) if key.ndim == 1
+       else jax.random.uniform(k_r, (x.shape[0],))).astype(x.dtype)
   r = (u.reshape((-1,) + (1,) * (x.ndim - 1))) ** (1.0 / d)
   return epsilon * r * normalize_step(g, 'l2')
 
