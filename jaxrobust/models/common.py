@@ -51,3 +51,9 @@ def conv_kernel_init():
 
 
 Activation = Callable[..., nn.Module]
+
+
+def call_layer(layer: nn.Module, x, train: bool):
+  """Calls a conv/dense layer, passing `train` to those that take it (IBP, PNI layers set
+  `takes_train = True`); plain nn.Conv / nn.Dense are called with x alone."""
+  return layer(x, train=train) if getattr(layer, 'takes_train', False) else layer(x)

@@ -1,6 +1,7 @@
 """Build a model from its name in the config, and wrap it as an attack's `logits_fn`."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -37,12 +38,23 @@ def create_model(name: str, **kwargs):
   return _REGISTRY[name](**kwargs)
 
 
-def make_logits_fn(model, variables, *, train: bool = False) -> Callable[[jax.Array, jax.Array], jax.Array]:
-  """Returns the pure closure `logits_fn(x, key) -> logits` that attacks take.
+@dataclasses.dataclass(frozen=True)
+class _ModelLogits:
+  """Hashable `(variables, x, key) -> logits` for a model; equal models share compiled code."""
+  model: Any
+  train: bool = False
 
-  BatchNorm uses running statistics (train=False). The key feeds every stochastic layer through
-  the `stochastic` rng collection; deterministic models ignore it.
+  def __call__(self, variables, x, key):
+    return self.model.apply(variables, x, train=self.train, rngs={STOCHASTIC: key})
+
+
+def make_logits_fn(model, variables, *, train: bool = False) -> jax.tree_util.Partial:
+  """Returns `logits_fn(x, key) -> logits`, the pure closure that attacks take.
+
+  It is a `jax.tree_util.Partial` whose leaves are the variables, so it can be passed to jitted
+  code as an argument: parameters are not baked into compiled programs as constants (slower on
+  CPU, perf-cpu.md) and new parameters of the same shapes do not recompile. BatchNorm uses
+  running statistics (train=False). The key feeds every stochastic layer through the
+  `stochastic` rng collection; deterministic models ignore it.
   """
-  def logits_fn(x, key):
-    return model.apply(variables, x, train=train, rngs={STOCHASTIC: key})
-  return logits_fn
+  return jax.tree_util.Partial(_ModelLogits(model, train), variables)

@@ -5,7 +5,7 @@ from typing import Sequence
 
 import flax.linen as nn
 
-from jaxrobust.models.common import ModuleDef, Normalize, ReLU, max_pool_2x2
+from jaxrobust.models.common import ModuleDef, Normalize, ReLU, call_layer, max_pool_2x2
 
 
 class SmallCNN(nn.Module):
@@ -15,7 +15,8 @@ class SmallCNN(nn.Module):
     num_classes: output classes.
     mean, std: per-channel input normalisation, applied inside the model.
     act: activation module class, called as `act()(x, train)` (ReLU, LWTA, ...).
-    conv, dense: layer factories with the signatures of nn.Conv / nn.Dense (PNI slots in).
+    conv, dense: layer factories with the signatures of nn.Conv / nn.Dense (PNI, IBP slot in).
+    head: factory of the final classification layer (nn.Dense signature).
     width: multiplier of the channel counts (1 gives 32/64/128).
   """
   num_classes: int = 10
@@ -24,15 +25,16 @@ class SmallCNN(nn.Module):
   act: ModuleDef = ReLU
   conv: ModuleDef = nn.Conv
   dense: ModuleDef = nn.Dense
+  head: ModuleDef = nn.Dense
   width: int = 1
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = Normalize(self.mean, self.std)(x)
-    x = self.conv(32 * self.width, (3, 3), padding='SAME')(x)
+    x = call_layer(self.conv(32 * self.width, (3, 3), padding='SAME'), x, train)
     x = max_pool_2x2(self.act()(x, train))
-    x = self.conv(64 * self.width, (3, 3), padding='SAME')(x)
+    x = call_layer(self.conv(64 * self.width, (3, 3), padding='SAME'), x, train)
     x = max_pool_2x2(self.act()(x, train))
     x = x.reshape(x.shape[0], -1)
-    x = self.act()(self.dense(128 * self.width)(x), train)
-    return self.dense(self.num_classes)(x)
+    x = self.act()(call_layer(self.dense(128 * self.width), x, train), train)
+    return call_layer(self.head(self.num_classes), x, train)

@@ -12,7 +12,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxrobust.models.common import ModuleDef, Normalize, ReLU, conv_kernel_init
+from jaxrobust.models.common import ModuleDef, Normalize, ReLU, call_layer, conv_kernel_init
 
 
 class WRNBlock(nn.Module):
@@ -33,12 +33,13 @@ class WRNBlock(nn.Module):
   def __call__(self, x, train: bool = False):
     equal = self.in_planes == self.out_planes
     o = self.act()(self.norm()(x), train)
-    shortcut = x if equal else self.conv(self.out_planes, (1, 1), (self.stride, self.stride),
-                                         padding='VALID', use_bias=False)(o)
-    o = self.conv(self.out_planes, (3, 3), (self.stride, self.stride), padding=((1, 1), (1, 1)),
-                  use_bias=False)(o)
+    shortcut = x if equal else call_layer(self.conv(
+        self.out_planes, (1, 1), (self.stride, self.stride), padding='VALID', use_bias=False), o, train)
+    o = call_layer(self.conv(self.out_planes, (3, 3), (self.stride, self.stride),
+                             padding=((1, 1), (1, 1)), use_bias=False), o, train)
     o = self.act()(self.norm()(o), train)
-    o = self.conv(self.out_planes, (3, 3), (1, 1), padding=((1, 1), (1, 1)), use_bias=False)(o)
+    o = call_layer(self.conv(self.out_planes, (3, 3), (1, 1), padding=((1, 1), (1, 1)),
+                             use_bias=False), o, train)
     return shortcut + o
 
 
@@ -74,7 +75,7 @@ class WideResNet(nn.Module):
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, axis_name=self.bn_axis_name)
     x = Normalize(self.mean, self.std)(x)
-    x = conv(widths[0], (3, 3), padding=((1, 1), (1, 1)), use_bias=False)(x)
+    x = call_layer(conv(widths[0], (3, 3), padding=((1, 1), (1, 1)), use_bias=False), x, train)
     in_planes = widths[0]
     for g, stride in enumerate((1, 2, 2)):
       for i in range(n):

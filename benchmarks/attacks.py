@@ -1,0 +1,65 @@
+"""Attack throughput: input gradient, FGSM, PGD-10, CW-L2 (100 steps, 1 binary step) per batch.
+
+  python -m benchmarks.attacks [--models=small_cnn,wrn16_4] [--batch=128] [--repeats=3]
+  XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution python -m benchmarks.attacks
+
+Prints one JSON line per measurement, then the ratios: ratio_to_limit = t(PGD-k)/(k·t(grad))
+(target ≤ 1.0) and speedup over torchattacks' PGD-10 on this machine (perf-cpu.md: 19.3 s on
+WRN-16-4, 0.575 s on the small CNN; target ≥ 1.5×).
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks.common import arg, emit, timeit
+from jaxrobust import attacks as A
+from jaxrobust.models import create_model, make_logits_fn
+
+TORCH_PGD10 = {'wrn16_4': 19.3, 'small_cnn': 0.575}
+SHAPES = {'wrn16_4': (32, 32, 3), 'small_cnn': (28, 28, 1)}
+
+
+def bench(name: str, batch: int, repeats: int, cw_steps: int):
+  model = create_model(name, num_classes=10)
+  shape = SHAPES[name]
+  x = jax.random.uniform(jax.random.key(0), (batch,) + shape)
+  y = jax.random.randint(jax.random.key(1), (batch,), 0, 10)
+  variables = jax.jit(model.init)(jax.random.key(2), x[:2])
+  f = make_logits_fn(model, variables)   # a Partial: parameters are jit arguments
+  key = jax.random.key(3)
+
+  @jax.jit
+  def input_grad(f, x, y):
+    return jax.grad(lambda xx: A.cross_entropy(f(xx, key), y).sum())(x)
+
+  runs = {
+      'input_grad': lambda: input_grad(f, x, y),
+      'fgsm': lambda: A.fgsm(f, key, x, y, epsilon=8 / 255),
+      'pgd10': lambda: A.pgd(f, key, x, y, epsilon=8 / 255, step_size=2 / 255, num_steps=10),
+      'cw_l2': lambda: A.cw_l2(f, key, x, y, max_iterations=cw_steps, binary_search_steps=1,
+                               abort_early=False),
+  }
+  t = {}
+  for what, fn in runs.items():
+    first, med = timeit(fn, repeats=repeats if what != 'cw_l2' else 1)
+    t[what] = med
+    emit(model=name, batch=batch, measure=what, seconds=round(med, 4), first_call_s=round(first, 2))
+  row = dict(model=name, batch=batch, measure='summary',
+             ratio_to_limit=round(t['pgd10'] / (10 * t['input_grad']), 3),
+             pgd10_s=round(t['pgd10'], 3),
+             cw_per_step_over_grad=round(t['cw_l2'] / (cw_steps * t['input_grad']), 3))
+  if name in TORCH_PGD10:
+    row.update(torchattacks_pgd10_s=TORCH_PGD10[name],
+               speedup_vs_torchattacks=round(TORCH_PGD10[name] / t['pgd10'], 2),
+               target_s=round(TORCH_PGD10[name] / 1.5, 3))
+  emit(**row)
+
+
+def main():
+  for name in arg('models', 'small_cnn,wrn16_4').split(','):
+    bench(name, arg('batch', 128), arg('repeats', 3), arg('cw_steps', 100))
+
+
+if __name__ == '__main__':
+  main()
