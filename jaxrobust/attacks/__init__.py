@@ -14,6 +14,7 @@ Components:
   eot                gradient averaged over keys around any gradient attack
   over_epsilons      one attack over an ε grid in one vmapped call
   robust_accuracy    accuracy under a list of attacks with the per-example worst case
+  build_attack       an attack from a dict (configs, suites)
 
 Example:
   >>> logits_fn = lambda x, key: model.apply(variables, x)
@@ -27,8 +28,9 @@ from jaxrobust.attacks._cw import cw_l2
 from jaxrobust.attacks._losses import cross_entropy, dlr, get_loss, margin
 from jaxrobust.attacks._noise import gaussian_noise, uniform_noise
 from jaxrobust.attacks._pgd import fgm, fgsm, pgd
+from jaxrobust.attacks._registry import attack_names, build_attack
 
-__all__ = ['apgd', 'checkpoint_schedule', 'cross_entropy', 'cw_l2', 'default_unroll', 'dlr', 'eot',
+__all__ = ['apgd', 'attack_names', 'build_attack', 'checkpoint_schedule', 'cross_entropy', 'cw_l2', 'default_unroll', 'dlr', 'eot',
            'fgm', 'fgsm', 'gaussian_noise', 'get_loss', 'margin', 'over_epsilons', 'pgd',
            'per_example_norm', 'project', 'project_and_clip', 'robust_accuracy', 'uniform_noise',
            'Attack', 'LogitsFn']

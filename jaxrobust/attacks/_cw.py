@@ -14,6 +14,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
@@ -128,7 +129,7 @@ def cw_l2(logits_fn: _core.LogitsFn, key, x, y, *, kappa: float = 0.0, initial_c
   if binary_search_steps < 1:
     raise ValueError(f'cw_l2: binary_search_steps must be >= 1, got {binary_search_steps}')
   c = _core.concrete(epsilon)
-  if c is not None and (jnp.any(c < 0) or jnp.any(jnp.isnan(c))):
+  if c is not None and (np.any(c < 0) or np.any(np.isnan(c))):
     raise ValueError(f'cw_l2: epsilon must be >= 0, got {c}')
   chunk = max(max_iterations // 10, 1)
   return _cw_impl(_core.as_pytree_fn(logits_fn), key, x, y, initial_const, kappa, learning_rate,

@@ -7,4 +7,5 @@ from jaxrobust.models.ibp import (LWTAConv, LWTADense, collect_kl, elbo_loss, kl
                                   kl_gaussian_std_normal, kl_kumaraswamy_beta, kumaraswamy_mean,
                                   kumaraswamy_sample)
 from jaxrobust.models.lwta import LWTA, categorical_kl_uniform, gumbel_noise
-from jaxrobust.models.lwta_models import predict_mc, predict_single, with_lwta_mode
+from jaxrobust.models.stochastic_models import predict_mc, predict_single, with_lwta_mode
+from jaxrobust.models.pni import PNIConv, PNIDense

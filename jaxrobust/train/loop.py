@@ -117,7 +117,7 @@ def train_and_evaluate(config, workdir: str, *, ds: Dataset | None = None,
     if progress and is_main:
       print(f'resumed from {ckpt.directory} at step {start}')
 
-  objective = build_objective(config, model.apply, ds.num_classes)
+  objective = build_objective(config, model.apply, ds.num_classes, ds.num_train)
   aug = dict(config.data.get('augment', {}))
   pstep = make_parallel_step(lambda ax: make_train_step(objective, axis_name=ax, augment=aug), mode)
   placed = pstep.put_state(state)
@@ -128,7 +128,7 @@ def train_and_evaluate(config, workdir: str, *, ds: Dataset | None = None,
     raise ValueError(f'batch_size {gb} is not divisible by the {pstep.num_devices} devices')
   lb = gb // n_proc
   log_every = config.train.get('log_every', 50)
-  ckpt_every = config.train.get('checkpoint_every', spe)
+  ckpt_every = config.train.get('checkpoint_every', 0) or spe
   stop_at = config.train.get('stop_at_step', 0) or total
 
   def save(step_state, step):

@@ -19,12 +19,19 @@ from jaxrobust.data import per_example_keys, to_float
 from jaxrobust.models.common import STOCHASTIC
 
 # objective(params, batch_stats, x, y, key, *, example_keys, axis_name) -> (loss, (batch_stats, metrics))
+# `key` is the same on every device (policy draws such as the mixed-attack branch); stochastic
+# layers take `device_key(key, axis_name)`, and attack starts take the per-example keys.
 Objective = Callable[..., tuple[jax.Array, tuple[Any, dict]]]
 
 
 def shard_offset(n_local: int, axis_name: str | None):
   """Global index of this device's first example (0 without a mapped axis)."""
   return 0 if axis_name is None else lax.axis_index(axis_name) * n_local
+
+
+def device_key(key, axis_name: str | None):
+  """A key of this device's own (model noise differs across shards), or `key` on one device."""
+  return key if axis_name is None else jax.random.fold_in(key, lax.axis_index(axis_name))
 
 
 def model_forward(apply_fn, params, batch_stats, x, key, *, train: bool):
@@ -72,8 +79,6 @@ def make_train_step(objective: Objective, *, axis_name: str | None = None,
       x = augment_lib(per_example_keys(k_aug, n, offset), x, pad=augment.get('pad', 0),
                       flip=augment.get('flip', False))
     example_keys = per_example_keys(k_ex, n, offset)
-    if axis_name is not None:  # a model-noise key per device
-      k_obj = jax.random.fold_in(k_obj, lax.axis_index(axis_name))
 
     def loss_fn(params):
       return objective(params, state.batch_stats, x, y, k_obj, example_keys=example_keys,

@@ -1,5 +1,6 @@
-"""The LWTA models: WRN-34 with every ReLU replaced by LWTA (the authors' model), a WRN with IBP
-convolution layers, and LWTA / IBP versions of the small CNN; plus single-pass and Monte-Carlo
+"""The stochastic models. LWTA: WRN-34 with every ReLU replaced by LWTA (the authors' model), a WRN with IBP
+convolution layers, and LWTA / IBP versions of the small CNN. PNI: every conv and dense layer
+(the WRN stem and head included) with parametric noise. Plus single-pass and Monte-Carlo
 prediction.
 
 References:
@@ -18,6 +19,7 @@ from jaxrobust.models import registry
 from jaxrobust.models.common import STOCHASTIC
 from jaxrobust.models.ibp import LWTAConv, LWTADense
 from jaxrobust.models.lwta import LWTA
+from jaxrobust.models.pni import PNIConv, PNIDense
 from jaxrobust.models.small_cnn import SmallCNN
 from jaxrobust.models.wide_resnet import WideResNet
 
@@ -62,6 +64,22 @@ for _name, _base, _fixed in [('wrn34_1', WideResNet, dict(depth=34, widen=1)),
                              ('small_cnn', SmallCNN, {})]:
   registry.register_model(f'{_name}_lwta', _lwta_factory(_base, **_fixed))
   registry.register_model(f'{_name}_ibp', _lwta_factory(_base, ibp=True, **_fixed))
+
+
+def _pni_factory(base, **fixed):
+  def build(channelwise: bool = False, **kwargs):
+    conv = functools.partial(PNIConv, channelwise=channelwise)
+    dense = functools.partial(PNIDense, channelwise=channelwise)
+    extra = {'dense': dense, 'head': dense} if base is SmallCNN else {'dense': dense}
+    return base(conv=conv, **extra, **fixed, **kwargs)
+  return build
+
+
+for _name, _base, _fixed in [('wrn34_1', WideResNet, dict(depth=34, widen=1)),
+                             ('wrn16_4', WideResNet, dict(depth=16, widen=4)),
+                             ('wrn_tiny', WideResNet, dict(depth=10, widen=1)),
+                             ('small_cnn', SmallCNN, {})]:
+  registry.register_model(f'{_name}_pni', _pni_factory(_base, **_fixed))
 
 
 @functools.partial(jax.jit, static_argnames=('model',))

@@ -1,0 +1,54 @@
+"""Attacks from data: `build_attack({'name': 'pgd', 'epsilon': 0.1, ...})`, for configs and suites."""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Mapping
+
+from jaxrobust.attacks._apgd import apgd
+from jaxrobust.attacks._cw import cw_l2
+from jaxrobust.attacks._noise import gaussian_noise, uniform_noise
+from jaxrobust.attacks._pgd import fgm, fgsm, pgd
+
+# name -> (function, fixed keyword arguments)
+_ATTACKS: dict[str, tuple[Callable, dict]] = {
+    'fgsm': (fgsm, {}),
+    'fgm': (fgm, {}),
+    'pgd': (pgd, {}),
+    'pgd_l2': (pgd, {'norm': 'l2'}),
+    'cw_linf': (pgd, {'loss': 'margin'}),
+    'cw_l2': (cw_l2, {}),
+    'apgd_ce': (apgd, {'loss': 'ce'}),
+    'apgd_dlr': (apgd, {'loss': 'dlr'}),
+    'uniform': (uniform_noise, {}),
+    'gaussian': (gaussian_noise, {}),
+}
+
+
+def attack_names() -> list[str]:
+  return sorted(_ATTACKS)
+
+
+def build_attack(spec: Mapping[str, Any]) -> Callable:
+  """`attack(logits_fn, key, x, y) -> x_adv` from a dict with 'name' and hyperparameters.
+
+  Args:
+    spec: {'name': one of attack_names(), **hyperparameters}; 'eot' (int) averages gradients
+      over that many keys (EOT) for gradient attacks.
+
+  Raises:
+    ValueError: for an unknown attack name (listing the known ones) or a missing name.
+  """
+  spec = dict(spec)
+  name = spec.pop('name', None)
+  if name not in _ATTACKS:
+    raise ValueError(f'unknown attack name {name!r}; known attacks: {", ".join(attack_names())}')
+  fn, fixed = _ATTACKS[name]
+  eot_samples = spec.pop('eot', 1)
+  if eot_samples != 1:
+    if fn not in (pgd, apgd, fgsm, fgm):
+      raise ValueError(f'attack {name!r} does not take EOT samples')
+    spec['eot_samples'] = int(eot_samples)
+  for k in ('bounds',):
+    if k in spec:
+      spec[k] = tuple(spec[k])
+  return functools.partial(fn, **fixed, **spec)

@@ -1,0 +1,75 @@
+"""Parametric Noise Injection: weight noise with a trainable scale, on in training and at test.
+
+W̃ = W + α·η with η ~ N(0, std(W)²) drawn per forward pass; std(W) and η carry no gradient, so
+only α learns through the noise. α ('noise_scale', 0.25 at init) is one scalar per layer or one
+per output channel, and is excluded from weight decay by the optimiser's default mask.
+
+References:
+  He, Rakin & Fan 2019, "Parametric Noise Injection: Trainable Randomness to Improve Deep Neural
+  Network Robustness against Adversarial Attack", CVPR, arXiv:1811.09310
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxrobust.models.common import STOCHASTIC
+from jaxrobust.models.lwta import require_rng
+
+
+def _noisy(module: nn.Module, w, channelwise: bool, init: float):
+  shape = (w.shape[-1],) if channelwise else ()
+  alpha = module.param('noise_scale', nn.initializers.constant(init), shape)
+  std = jax.lax.stop_gradient(jnp.std(w))
+  eta = jax.lax.stop_gradient(std * jax.random.normal(require_rng(module, STOCHASTIC, 'PNI layer'),
+                                                      w.shape, w.dtype))
+  return w + alpha * eta
+
+
+class PNIConv(nn.Module):
+  """nn.Conv with parametric weight noise (same constructor arguments, plus PNI options)."""
+  features: int
+  kernel_size: Sequence[int] = (3, 3)
+  strides: Sequence[int] | int = (1, 1)
+  padding: Any = 'SAME'
+  use_bias: bool = True
+  kernel_init: Any = nn.initializers.lecun_normal()
+  bias_init: Any = nn.initializers.zeros
+  channelwise: bool = False
+  noise_init: float = 0.25
+  takes_train = True
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train  # the noise stays on at test time, as in the paper
+    w = self.param('kernel', self.kernel_init, tuple(self.kernel_size) + (x.shape[-1], self.features))
+    w = _noisy(self, w, self.channelwise, self.noise_init)
+    strides = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
+    y = jax.lax.conv_general_dilated(x, w, strides, self.padding,
+                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    if self.use_bias:
+      y = y + self.param('bias', self.bias_init, (self.features,))
+    return y
+
+
+class PNIDense(nn.Module):
+  """nn.Dense with parametric weight noise."""
+  features: int
+  use_bias: bool = True
+  kernel_init: Any = nn.initializers.lecun_normal()
+  bias_init: Any = nn.initializers.zeros
+  channelwise: bool = False
+  noise_init: float = 0.25
+  takes_train = True
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    w = self.param('kernel', self.kernel_init, (x.shape[-1], self.features))
+    y = x @ _noisy(self, w, self.channelwise, self.noise_init)
+    if self.use_bias:
+      y = y + self.param('bias', self.bias_init, (self.features,))
+    return y
