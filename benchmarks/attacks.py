@@ -1,6 +1,6 @@
 """Attack throughput: input gradient, FGSM, PGD-10, CW-L2 (100 steps, 1 binary step) per batch.
 
-  python -m benchmarks.attacks [--models=small_cnn,wrn16_4] [--batch=128] [--repeats=3]
+  python -m benchmarks.attacks [--models=small_cnn,wrn16_4] [--batch=128] [--repeats=3] [--microbatch=16]
   XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution python -m benchmarks.attacks
 
 Prints one JSON line per measurement, then the ratios: ratio_to_limit = t(PGD-k)/(k·t(grad))
@@ -29,14 +29,19 @@ def bench(name: str, batch: int, repeats: int, cw_steps: int):
   f = make_logits_fn(model, variables)   # a Partial: parameters are jit arguments
   key = jax.random.key(3)
 
-  @jax.jit
-  def input_grad(f, x, y):
-    return jax.grad(lambda xx: A.cross_entropy(f(xx, key), y).sum())(x)
+  mb = arg('microbatch', 16)
 
+  @functools.partial(jax.jit, static_argnames=('microbatch',))
+  def input_grad(f, x, y, microbatch=None):
+    return A._core.loss_and_grad(f, A.cross_entropy, x, y, key, microbatch=microbatch)[2]
+
+  pgd = functools.partial(A.pgd, epsilon=8 / 255, step_size=2 / 255, num_steps=10)
   runs = {
       'input_grad': lambda: input_grad(f, x, y),
+      f'input_grad_mb{mb}': lambda: input_grad(f, x, y, microbatch=mb),
       'fgsm': lambda: A.fgsm(f, key, x, y, epsilon=8 / 255),
-      'pgd10': lambda: A.pgd(f, key, x, y, epsilon=8 / 255, step_size=2 / 255, num_steps=10),
+      'pgd10': lambda: pgd(f, key, x, y),
+      f'pgd10_mb{mb}': lambda: pgd(f, key, x, y, microbatch=mb),
       'cw_l2': lambda: A.cw_l2(f, key, x, y, max_iterations=cw_steps, binary_search_steps=1,
                                abort_early=False),
   }
@@ -45,15 +50,16 @@ def bench(name: str, batch: int, repeats: int, cw_steps: int):
     first, med = timeit(fn, repeats=repeats if what != 'cw_l2' else 1)
     t[what] = med
     emit(model=name, batch=batch, measure=what, seconds=round(med, 4), first_call_s=round(first, 2))
-  row = dict(model=name, batch=batch, measure='summary',
-             ratio_to_limit=round(t['pgd10'] / (10 * t['input_grad']), 3),
-             pgd10_s=round(t['pgd10'], 3),
-             cw_per_step_over_grad=round(t['cw_l2'] / (cw_steps * t['input_grad']), 3))
-  if name in TORCH_PGD10:
-    row.update(torchattacks_pgd10_s=TORCH_PGD10[name],
-               speedup_vs_torchattacks=round(TORCH_PGD10[name] / t['pgd10'], 2),
-               target_s=round(TORCH_PGD10[name] / 1.5, 3))
-  emit(**row)
+  for variant, grad, pgd10 in (('whole_batch', 'input_grad', 'pgd10'),
+                               (f'microbatch{mb}', f'input_grad_mb{mb}', f'pgd10_mb{mb}')):
+    row = dict(model=name, batch=batch, measure='summary', variant=variant,
+               ratio_to_limit=round(t[pgd10] / (10 * t[grad]), 3), pgd10_s=round(t[pgd10], 3),
+               cw_per_step_over_grad=round(t['cw_l2'] / (cw_steps * t['input_grad']), 3))
+    if name in TORCH_PGD10:
+      row.update(torchattacks_pgd10_s=TORCH_PGD10[name],
+                 speedup_vs_torchattacks=round(TORCH_PGD10[name] / t[pgd10], 2),
+                 target_s=round(TORCH_PGD10[name] / 1.5, 3))
+    emit(**row)
 
 
 def main():

@@ -40,9 +40,9 @@ def checkpoint_schedule(num_steps: int) -> np.ndarray:
 
 
 @functools.partial(jax.jit, static_argnames=('num_steps', 'norm', 'loss', 'targeted', 'eot_samples',
-                                             'unroll', 'rho'))
+                                             'unroll', 'rho', 'microbatch'))
 def _apgd_impl(logits_fn, key, x, y, epsilon, lo, hi, *, num_steps, norm, loss, targeted,
-               eot_samples, unroll, rho):
+               eot_samples, unroll, rho, microbatch):
   b = x.shape[0]
   eps, lo, hi = _core.bcast(epsilon, x), _core.bcast(lo, x), _core.bcast(hi, x)
   loss_fn = get_loss(loss, targeted=targeted)
@@ -51,7 +51,7 @@ def _apgd_impl(logits_fn, key, x, y, epsilon, lo, hi, *, num_steps, norm, loss, 
   windows = jnp.asarray(checkpoint_schedule(num_steps))
 
   x0 = jnp.clip(x + _core.random_start(noise_key, x, eps, norm, 'uniform'), lo, hi)
-  l0, logits0, g0 = _core.loss_and_grad(logits_fn, loss_fn, x0, y, model_key, eot_samples)
+  l0, logits0, g0 = _core.loss_and_grad(logits_fn, loss_fn, x0, y, model_key, eot_samples, microbatch)
   fooled0 = _core.success(logits0, y, targeted)
   hist = jnp.zeros((num_steps + 1, b), x.dtype).at[0].set(l0)  # hist[t+1] = loss after step t
   state = dict(x=x0, x_prev=x0, g=g0, step=2.0 * eps * jnp.ones_like(x),
@@ -64,7 +64,7 @@ def _apgd_impl(logits_fn, key, x, y, epsilon, lo, hi, *, num_steps, norm, loss, 
     x_new = _core.project_and_clip(s['x'] + a * (z - s['x']) + (1 - a) * (s['x'] - s['x_prev']),
                                    x, eps, norm, lo, hi)
     l, logits, g = _core.loss_and_grad(logits_fn, loss_fn, x_new, y, jax.random.fold_in(model_key, i + 1),
-                                       eot_samples)
+                                       eot_samples, microbatch)
     fooled_now = _core.success(logits, y, targeted)
     x_adv = jnp.where(ex(fooled_now & ~s['fooled']), x_new, s['x_adv'])
     fooled = s['fooled'] | fooled_now
@@ -99,7 +99,7 @@ def _apgd_impl(logits_fn, key, x, y, epsilon, lo, hi, *, num_steps, norm, loss, 
 
 def apgd(logits_fn: _core.LogitsFn, key, x, y, *, epsilon, num_steps: int = 100, norm: str = 'linf',
          loss='ce', targeted: bool = False, bounds=(0.0, 1.0), eot_samples: int = 1, rho: float = 0.75,
-         unroll=None) -> jax.Array:
+         unroll=None, microbatch: int | None = None) -> jax.Array:
   """APGD: PGD with step size 2ε halved at checkpoints, momentum 0.75, and the best point kept.
 
   Args:
@@ -113,6 +113,7 @@ def apgd(logits_fn: _core.LogitsFn, key, x, y, *, epsilon, num_steps: int = 100,
     eot_samples: EOT gradient samples (AutoAttack's `rand` version uses 20).
     rho: the oscillation threshold ρ of the step-size rule.
     unroll: unroll factor (default: full on CPU up to 20).
+    microbatch: gradient chunk size (see `pgd`).
 
   Returns:
     x_adv inside the ε-ball and bounds: the first successful iterate, else the highest-loss one.
@@ -123,4 +124,5 @@ def apgd(logits_fn: _core.LogitsFn, key, x, y, *, epsilon, num_steps: int = 100,
   get_loss(loss)
   return _apgd_impl(_core.as_pytree_fn(logits_fn), key, x, y, epsilon, bounds[0], bounds[1],
                     num_steps=num_steps, norm=norm, loss=loss, targeted=targeted,
-                    eot_samples=eot_samples, unroll=_core.resolve_unroll(unroll, num_steps), rho=rho)
+                    eot_samples=eot_samples, unroll=_core.resolve_unroll(unroll, num_steps), rho=rho,
+                    microbatch=microbatch)

@@ -1,0 +1,123 @@
+"""Train and evaluate every row of the study's Table 1, then write the table and figures.
+
+  python -m experiments.table1                                   # Fashion-MNIST, small CNN, 1 epoch/row
+  python -m experiments.table1 --rows=regular,pgd_at --epochs=2 --num_test=2000
+  python -m experiments.table1 --dataset=cifar10 --epochs=100    # the study's setting, on a GPU
+
+Writes results/<dataset>/table1.md, table1.json, rows/<row>.json and figures/*.png. A row whose
+results exist is not redone (--force redoes it); an interrupted row resumes from its checkpoints
+in runs/<dataset>/<row>.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+from experiments.configs.defenses import DEFENSES, defense_config
+from jaxrobust.evaluation import (evaluate_model, examples_and_confidence, figures, linf_budget,
+                                  write_table)
+from jaxrobust.evaluation.suites import STANDARD_BUDGETS
+from jaxrobust.train import train_and_evaluate
+
+GRID = {'fashion_mnist': (0.0, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3),
+        'cifar10': (0.0, 2 / 255, 4 / 255, 8 / 255, 12 / 255, 16 / 255),
+        'synthetic': (0.0, 0.05, 0.1, 0.2)}
+
+
+def run_row(row: str, dataset: str, *, epochs: float | None = None, num_test: int = 1000,
+            suite: str = 'standard', steps_scale: float = 1.0, eot_samples: int = 8,
+            runs_dir: str = 'runs', out_dir: str = 'results', force: bool = False, seed: int = 0,
+            progress: bool = True) -> dict:
+  """Trains (or resumes) and evaluates one row; caches its record in out_dir/<dataset>/rows/."""
+  rows_dir = os.path.join(out_dir, dataset, 'rows')
+  cache = os.path.join(rows_dir, f'{row}.json')
+  if os.path.exists(cache) and not force:
+    with open(cache) as f:
+      return json.load(f)
+  config = defense_config(row, f'{dataset},quick')
+  config.seed = seed
+  if epochs is not None:
+    config.train.num_epochs = float(epochs)
+  t0 = time.time()
+  out = train_and_evaluate(config, os.path.join(runs_dir, dataset, row), progress=progress)
+  train_time = time.time() - t0
+  ds, model, variables = out['dataset'], out['model'], out['state'].variables
+  n = min(num_test, len(ds.test_images)) if num_test else len(ds.test_images)
+  key = jax.random.key(seed + 1)
+  images, labels = ds.test_images[:n], ds.test_labels[:n]
+  result = evaluate_model(model, variables, images, labels, dataset=dataset, suite=suite, key=key,
+                          steps_scale=steps_scale, eot_samples=eot_samples,
+                          epsilon_grid=GRID.get(dataset, GRID['synthetic']), progress=progress)
+  # Figures of this row: adversarial examples (Figure 3) and confidence histograms (Figure 4).
+  eps = linf_budget(suite, dataset)
+  ex = examples_and_confidence(model, variables, images, labels,
+                               dict(name='pgd', epsilon=eps, step_size=eps / 8, num_steps=20),
+                               key=jax.random.fold_in(key, 9), n=min(n, 500))
+  fig_dir = os.path.join(out_dir, dataset, 'figures')
+  title = f'{DEFENSES[row][0]} — PGD-20 L∞ ε={eps:.3g}'
+  figures.adversarial_examples_grid(os.path.join(fig_dir, f'{row}_examples.png'), ex['x'], ex['x_adv'],
+                                    ex['labels'], ex['pred'], ex['pred_adv'], ds.class_names, title=title)
+  figures.confidence_histograms(os.path.join(fig_dir, f'{row}_confidence.png'),
+                                {'clean': ex['conf'], 'PGD-20': ex['conf_adv']},
+                                {'clean': ex['pred'] == ex['labels'], 'PGD-20': ex['pred_adv'] == ex['labels']},
+                                title=DEFENSES[row][0])
+  record = {'row': row, 'title': DEFENSES[row][0], 'dataset': dataset, 'epochs': config.train.num_epochs,
+            'train_time_s': train_time, 'test_accuracy_full': out['test_accuracy'], 'n_eval': n,
+            'result': result}
+  os.makedirs(rows_dir, exist_ok=True)
+  with open(cache + '.tmp', 'w') as f:
+    json.dump(record, f)
+  os.replace(cache + '.tmp', cache)
+  return record
+
+
+def run_table(rows, dataset: str = 'fashion_mnist', *, out_dir: str = 'results', **kw) -> tuple[list, str]:
+  """Runs every row, writes table1.md/json and the accuracy-vs-ε figure; returns (records, md path)."""
+  unknown = [r for r in rows if r not in DEFENSES]
+  if unknown:
+    raise ValueError(f'unknown Table 1 rows {unknown}; known: {", ".join(DEFENSES)}')
+  if dataset not in STANDARD_BUDGETS:
+    raise ValueError(f'unknown dataset {dataset!r}; use fashion_mnist, cifar10 or synthetic')
+  records = [run_row(r, dataset, out_dir=out_dir, **kw) for r in rows]
+  suite = records[0]['result'].get('suite', 'standard')
+  caption = (f'Table 1 on {dataset} ({records[0]["n_eval"]} test images, suite "{suite}"). '
+             f'Accuracy in %; worst case = correct under every attack, per point.')
+  md, _ = write_table(os.path.join(out_dir, dataset), records, caption=caption)
+  figures.accuracy_vs_epsilon(os.path.join(out_dir, dataset, 'figures', 'accuracy_vs_epsilon.png'),
+                              {r['title']: (r['result']['epsilon_grid'], r['result']['accuracy_vs_epsilon'])
+                               for r in records}, title=f'PGD-10 accuracy against ε, {dataset}')
+  return records, md
+
+
+def main(argv):
+  del argv
+  from absl import flags
+  F = flags.FLAGS
+  rows = F.rows.split(',') if F.rows else list(DEFENSES)
+  t0 = time.time()
+  _, md = run_table(rows, F.dataset, out_dir=F.out, epochs=F.epochs, num_test=F.num_test,
+                    suite=F.suite, steps_scale=F.steps_scale, eot_samples=F.eot, runs_dir=F.runs,
+                    force=F.force, seed=F.seed)
+  print(open(md).read())
+  print(f'wrote {md} ({time.time() - t0:.0f} s)')
+
+
+if __name__ == '__main__':
+  from absl import app, flags, logging
+  flags.DEFINE_string('dataset', 'fashion_mnist', 'fashion_mnist, cifar10 or synthetic')
+  flags.DEFINE_string('rows', '', f'comma-separated rows (default all): {",".join(DEFENSES)}')
+  flags.DEFINE_float('epochs', None, 'training epochs per row (default: the quick budget, 1)')
+  flags.DEFINE_integer('num_test', 1000, 'test images to evaluate (0 = all)')
+  flags.DEFINE_string('suite', 'standard', 'attack suite: standard or study')
+  flags.DEFINE_float('steps_scale', 1.0, 'scale attack iteration counts')
+  flags.DEFINE_integer('eot', 8, 'EOT samples of the adaptive attacks on stochastic models')
+  flags.DEFINE_string('out', 'results', 'results directory')
+  flags.DEFINE_string('runs', 'runs', 'training work directories')
+  flags.DEFINE_bool('force', False, 'redo rows whose results exist')
+  flags.DEFINE_integer('seed', 0, 'seed of every row')
+  logging.set_verbosity(logging.WARNING)
+  app.run(main)

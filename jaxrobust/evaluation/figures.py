@@ -1,0 +1,81 @@
+"""Figures of the study, with matplotlib (Agg): adversarial examples, confidence histograms,
+and accuracy against ε."""
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _img(a):
+  a = np.asarray(a, np.float32)
+  if a.max() > 1.0:
+    a = a / 255.0
+  return a[..., 0] if a.shape[-1] == 1 else a
+
+
+def adversarial_examples_grid(path, images, adv_images, labels, clean_pred, adv_pred, class_names=(),
+                              n: int = 8, title: str = ''):
+  """Originals (top) beside their attacked versions (bottom), labelled, marked ✓/✗ (Figure 3)."""
+  n = min(n, len(images))
+  fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 4.2), squeeze=False)
+  name = lambda k: class_names[k] if class_names else str(k)
+  for i in range(n):
+    for row, (im, pred) in enumerate(((images[i], clean_pred[i]), (adv_images[i], adv_pred[i]))):
+      ax = axes[row][i]
+      ax.imshow(_img(im), cmap='gray' if _img(im).ndim == 2 else None, vmin=0, vmax=1)
+      ok = int(pred) == int(labels[i])
+      head = f'true: {name(int(labels[i]))}\n' if row == 0 else ''
+      ax.set_title(f'{head}{"✓" if ok else "✗"} {name(int(pred))}', fontsize=7, color='green' if ok else 'red')
+      ax.set_xticks([]), ax.set_yticks([])
+  axes[0][0].set_ylabel('original', fontsize=8)
+  axes[1][0].set_ylabel('attacked', fontsize=8)
+  fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  _save(fig, path)
+
+
+def confidence_histograms(path, confidences: dict, correct: dict, title: str = ''):
+  """Histograms of max-softmax confidence for all examples and the correctly classified ones
+  (Figure 4), one panel per input kind (e.g. 'clean', 'pgd')."""
+  kinds = list(confidences)
+  fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 3), squeeze=False)
+  bins = np.linspace(0, 1, 21)
+  for ax, k in zip(axes[0], kinds):
+    c = np.asarray(confidences[k])
+    ok = np.asarray(correct[k], bool)
+    ax.hist(c, bins=bins, alpha=0.5, label=f'all ({len(c)})')
+    ax.hist(c[ok], bins=bins, alpha=0.7, label=f'correct ({ok.sum()})')
+    ax.set_title(k, fontsize=9)
+    ax.set_xlabel('max softmax confidence')
+    ax.legend(fontsize=7)
+  fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  _save(fig, path)
+
+
+def accuracy_vs_epsilon(path, curves: dict, xlabel: str = 'ε (L∞)', title: str = ''):
+  """One PGD-accuracy curve per row: curves = {label: (epsilons, accuracies)}."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for label, (eps, acc) in curves.items():
+    ax.plot(eps, 100 * np.asarray(acc), marker='o', ms=3, label=label)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel('accuracy (%)')
+  ax.set_ylim(0, 100)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  _save(fig, path)
+
+
+def _save(fig, path):
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + '.tmp.png'
+  fig.savefig(tmp, dpi=110)
+  plt.close(fig)
+  os.replace(tmp, path)   # never leave a half-written figure

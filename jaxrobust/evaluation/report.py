@@ -1,0 +1,43 @@
+"""Table 1 as Markdown and JSON."""
+from __future__ import annotations
+
+import json
+import os
+
+COLUMNS = [('clean', 'Natural'), ('fgsm', 'FGSM'), ('pgd_linf', 'PGD-L∞'), ('pgd_l2', 'PGD-L2'),
+           ('cw_l2', 'CW-L2'), ('apgd_ce', 'APGD-CE'), ('apgd_dlr', 'APGD-DLR'), ('eot_pgd', 'EOT-PGD'),
+           ('eot_apgd', 'EOT-APGD'), ('transfer', 'Transfer'), ('worst_case', 'Worst case')]
+
+
+def _pct(v):
+  return '–' if v is None else f'{100 * v:.1f}'
+
+
+def table_markdown(rows: list[dict], *, caption: str = '') -> str:
+  """Rows of {'title', 'result': evaluate_model output, 'train_time_s'} as a Markdown table; only
+  columns that some row has are shown."""
+  cols = [(k, t) for k, t in COLUMNS if any(k in r['result'] for r in rows)]
+  head = '| Defense | ' + ' | '.join(t for _, t in cols) + ' | ms/image | train s |'
+  sep = '|' + '---|' * (len(cols) + 3)
+  lines = [caption, '', head, sep] if caption else [head, sep]
+  for r in rows:
+    res = r['result']
+    mark = ' (stochastic)' if res.get('stochastic') else ''
+    lines.append(f'| {r["title"]}{mark} | ' + ' | '.join(_pct(res.get(k)) for k, _ in cols)
+                 + f' | {res.get("ms_per_image", float("nan")):.3f} | {r.get("train_time_s", 0):.0f} |')
+  return '\n'.join(lines) + '\n'
+
+
+def write_table(out_dir: str, rows: list[dict], *, caption: str = '') -> tuple[str, str]:
+  """Writes table1.md and table1.json (without per-example arrays) to out_dir; returns paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  md = os.path.join(out_dir, 'table1.md')
+  js = os.path.join(out_dir, 'table1.json')
+  with open(md + '.tmp', 'w') as f:
+    f.write(table_markdown(rows, caption=caption))
+  os.replace(md + '.tmp', md)
+  slim = [dict(r, result={k: v for k, v in r['result'].items() if k != 'per_example'}) for r in rows]
+  with open(js + '.tmp', 'w') as f:
+    json.dump(slim, f, indent=1)
+  os.replace(js + '.tmp', js)
+  return md, js

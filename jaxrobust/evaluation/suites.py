@@ -1,0 +1,76 @@
+"""Named attack suites: the study's own settings, and the field's standard settings per dataset.
+
+A suite is a dict name -> attack spec (see `jaxrobust.attacks.build_attack`). Stochastic models
+get adaptive attacks on top: EOT-PGD and EOT-APGD, and a transfer attack from the deterministic
+surrogate (added by the evaluator, which owns the surrogate).
+
+References:
+  Croce & Hein 2020 (APGD-CE/DLR; AutoAttack 'rand' uses EOT-20), arXiv:2003.01690
+  Athalye et al. 2018 (EOT, BPDA), arXiv:1802.00420
+"""
+from __future__ import annotations
+
+SUITES = ('study', 'standard')
+
+# L∞ / L2 budgets of the 'standard' suite per dataset.
+STANDARD_BUDGETS = {
+    'fashion_mnist': dict(linf=0.1, linf_step=0.01, l2=1.5, l2_step=0.15),
+    'mnist': dict(linf=0.3, linf_step=0.01, l2=2.0, l2_step=0.2),
+    'cifar10': dict(linf=8 / 255, linf_step=2 / 255, l2=0.5, l2_step=0.1),
+    'synthetic': dict(linf=0.1, linf_step=0.02, l2=0.5, l2_step=0.1),
+}
+
+
+def attack_suite(name: str, dataset: str, *, stochastic: bool = False, eot_samples: int = 8,
+                 steps_scale: float = 1.0) -> dict[str, dict]:
+  """The attacks of suite `name` for `dataset`.
+
+  Args:
+    name: 'study' (PGD ε=0.3, α=0.01, 3 steps; FGSM ε=0.3; CW κ=0.01, c=1e-4: the study's numbers,
+      compared like for like) or 'standard' (FGSM, PGD-20 with a random start, PGD-L2, APGD-CE,
+      APGD-DLR, CW-L2 at the field's ε for the dataset).
+    dataset: dataset name (picks the ε of 'standard').
+    stochastic: add EOT-PGD and EOT-APGD with `eot_samples` gradient samples.
+    steps_scale: multiply iteration counts (< 1 for quick runs; at least 1 step each).
+
+  Raises:
+    ValueError: for an unknown suite or a dataset without standard budgets.
+  """
+  s = lambda n: max(1, int(round(n * steps_scale)))
+  # Fewer steps take proportionally larger steps, so that a quick run still crosses the ε-ball.
+  a = lambda alpha, eps, n: min(eps, alpha * n / s(n))
+  if name == 'study':
+    suite = {
+        'fgsm': dict(name='fgsm', epsilon=0.3),
+        'pgd_linf': dict(name='pgd', epsilon=0.3, step_size=0.01, num_steps=3),
+        'pgd_l2': dict(name='pgd_l2', epsilon=1.5, step_size=0.1, num_steps=3),
+        'cw_l2': dict(name='cw_l2', kappa=0.01, initial_const=1e-4, binary_search_steps=1,
+                      max_iterations=s(100)),
+    }
+    b = dict(linf=0.3, linf_step=0.01)
+  elif name == 'standard':
+    if dataset not in STANDARD_BUDGETS:
+      raise ValueError(f'no standard budgets for dataset {dataset!r}; known: {", ".join(STANDARD_BUDGETS)}')
+    b = STANDARD_BUDGETS[dataset]
+    suite = {
+        'fgsm': dict(name='fgsm', epsilon=b['linf']),
+        'pgd_linf': dict(name='pgd', epsilon=b['linf'], step_size=a(b['linf_step'], b['linf'], 20),
+                         num_steps=s(20)),
+        'pgd_l2': dict(name='pgd_l2', epsilon=b['l2'], step_size=a(b['l2_step'], b['l2'], 20), num_steps=s(20)),
+        'apgd_ce': dict(name='apgd_ce', epsilon=b['linf'], num_steps=s(100)),
+        'apgd_dlr': dict(name='apgd_dlr', epsilon=b['linf'], num_steps=s(100)),
+        'cw_l2': dict(name='cw_l2', epsilon=b['l2'], max_iterations=s(100), binary_search_steps=s(5),
+                      initial_const=0.1, learning_rate=0.05),
+    }
+  else:
+    raise ValueError(f'unknown attack suite {name!r}; use one of {SUITES}')
+  if stochastic:
+    suite['eot_pgd'] = dict(name='pgd', epsilon=b['linf'], step_size=a(b['linf_step'], b['linf'], 20),
+                            num_steps=s(20), eot=eot_samples)
+    suite['eot_apgd'] = dict(name='apgd_ce', epsilon=b['linf'], num_steps=s(50), eot=eot_samples)
+  return suite
+
+
+def linf_budget(name: str, dataset: str) -> float:
+  """The L∞ ε of a suite (the transfer attack and ε-grid centre use it)."""
+  return 0.3 if name == 'study' else STANDARD_BUDGETS[dataset]['linf']
