@@ -89,7 +89,8 @@ def run_table(rows, dataset: str = 'fashion_mnist', *, out_dir: str = 'results',
   md, _ = write_table(os.path.join(out_dir, dataset), records, caption=caption)
   figures.accuracy_vs_epsilon(os.path.join(out_dir, dataset, 'figures', 'accuracy_vs_epsilon.png'),
                               {r['title']: (r['result']['epsilon_grid'], r['result']['accuracy_vs_epsilon'])
-                               for r in records}, title=f'PGD-10 accuracy against ε, {dataset}')
+                               for r in records},
+                              title=f'PGD-{records[0]["result"].get("grid_steps", 10)} accuracy against ε, {dataset}')
   return records, md
 
 

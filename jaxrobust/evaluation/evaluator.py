@@ -111,6 +111,7 @@ def evaluate_model(model, variables, images, labels, *, dataset: str, suite: str
     out['eval_draws'] = eval_draws
   if epsilon_grid is not None:
     out['epsilon_grid'] = [float(e) for e in epsilon_grid]
+    out['grid_steps'] = max(1, int(10 * steps_scale))
     out['accuracy_vs_epsilon'] = accuracy_vs_epsilon(
         f, images, labels, epsilon_grid, key=jax.random.fold_in(key, 2),
         num_steps=max(1, int(10 * steps_scale)), batch_size=batch_size)

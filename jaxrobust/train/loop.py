@@ -159,7 +159,8 @@ def train_and_evaluate(config, workdir: str, *, ds: Dataset | None = None,
       mean = {k: float(np.mean([a[k] for a in acc])) for k in acc[0]}
       writer.write(step, epoch=epoch, elapsed_s=time.time() - t0,
                    **{f'train_{k}': v for k, v in mean.items()})
-      bar.set_postfix(loss=f'{mean["loss"]:.3f}', acc=f'{mean.get("accuracy", float("nan")):.3f}')
+      acc_key = 'accuracy' if 'accuracy' in mean else 'adv_accuracy'
+      bar.set_postfix(loss=f'{mean["loss"]:.3f}', **{acc_key[:7]: f'{mean.get(acc_key, float("nan")):.3f}'})
       acc = []
     if step % ckpt_every == 0 or step == total:
       save(placed, step)

@@ -1,0 +1,35 @@
+"""Stochastic LWTA inference cost: WRN-34-1-LWTA, ms per image at batch 256 on 32×32×3, one
+stochastic pass (as published) and Monte-Carlo prediction with S = 8 (vmap over keys).
+
+  python -m benchmarks.lwta [--batch=256] [--model=wrn34_1_lwta] [--samples=8]
+
+The study reports 166 ms per image; the target here is ≤ 2.5 ms.
+"""
+import jax
+
+from benchmarks.common import arg, emit, timeit
+from jaxrobust.models import create_model, predict_mc, predict_single
+from jaxrobust.models.common import STOCHASTIC
+
+
+def main():
+  name, batch, s = arg('model', 'wrn34_1_lwta'), arg('batch', 256), arg('samples', 8)
+  model = create_model(name, num_classes=10)
+  x = jax.random.uniform(jax.random.key(0), (batch, 32, 32, 3))
+  v = jax.jit(lambda x: model.init({'params': jax.random.key(1), STOCHASTIC: jax.random.key(2)}, x))(x[:2])
+  key = jax.random.key(3)
+  base = create_model(name.replace('_lwta', ''), num_classes=10)
+  bv = jax.jit(base.init)(jax.random.key(1), x[:2])
+  _, t_relu = timeit(lambda: predict_single(base, bv, x, key), repeats=5)
+  _, t1 = timeit(lambda: predict_single(model, v, x, key), repeats=5)
+  _, ts = timeit(lambda: predict_mc(model, v, x, key, num_samples=s), repeats=3)
+  emit(model=name, batch=batch, measure='single_pass', ms_per_image=round(1000 * t1 / batch, 3),
+       study_ms_per_image=166.0, target_ms_per_image=2.5, meets_target=1000 * t1 / batch <= 2.5)
+  emit(model=name, batch=batch, measure=f'mc{s}', ms_per_image=round(1000 * ts / batch, 3),
+       ratio_to_single=round(ts / t1, 2))
+  emit(model=name.replace('_lwta', ''), batch=batch, measure='relu_single_pass',
+       ms_per_image=round(1000 * t_relu / batch, 3), lwta_over_relu=round(t1 / t_relu, 2))
+
+
+if __name__ == '__main__':
+  main()
