@@ -55,15 +55,16 @@ def run_row(row: str, dataset: str, *, epochs: float | None = None, num_test: in
   # Figures of this row: adversarial examples (Figure 3) and confidence histograms (Figure 4).
   eps = linf_budget(suite, dataset)
   ex = examples_and_confidence(model, variables, images, labels,
-                               dict(name='pgd', epsilon=eps, step_size=eps / 8, num_steps=20),
+                               dict(name='pgd', epsilon=eps, step_size=min(eps, eps / 8 / steps_scale),
+                                    num_steps=max(1, int(20 * steps_scale))),
                                key=jax.random.fold_in(key, 9), n=min(n, 500))
   fig_dir = os.path.join(out_dir, dataset, 'figures')
-  title = f'{DEFENSES[row][0]} — PGD-20 L∞ ε={eps:.3g}'
+  title = f'{DEFENSES[row][0]} — PGD-{max(1, int(20 * steps_scale))} L∞ ε={eps:.3g}'
   figures.adversarial_examples_grid(os.path.join(fig_dir, f'{row}_examples.png'), ex['x'], ex['x_adv'],
                                     ex['labels'], ex['pred'], ex['pred_adv'], ds.class_names, title=title)
   figures.confidence_histograms(os.path.join(fig_dir, f'{row}_confidence.png'),
-                                {'clean': ex['conf'], 'PGD-20': ex['conf_adv']},
-                                {'clean': ex['pred'] == ex['labels'], 'PGD-20': ex['pred_adv'] == ex['labels']},
+                                {'clean': ex['conf'], 'PGD': ex['conf_adv']},
+                                {'clean': ex['pred'] == ex['labels'], 'PGD': ex['pred_adv'] == ex['labels']},
                                 title=DEFENSES[row][0])
   record = {'row': row, 'title': DEFENSES[row][0], 'dataset': dataset, 'epochs': config.train.num_epochs,
             'train_time_s': train_time, 'test_accuracy_full': out['test_accuracy'], 'n_eval': n,

@@ -5,6 +5,8 @@ os.environ.setdefault('XLA_FLAGS', '')
 import jax  # noqa: E402
 
 jax.config.update('jax_num_cpu_devices', 4)
+# Compile time dominates these tiny tests; XLA's heavy optimisations are not worth it here.
+jax.config.update('jax_disable_most_optimizations', True)
 
 import logging  # noqa: E402
 

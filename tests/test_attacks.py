@@ -190,7 +190,8 @@ def test_strength_ordering_on_trained_model(trained):
 
 def test_cw_reduces_accuracy_with_small_perturbations(trained):
   f, x, y = trained
-  xa = A.cw_l2(f, KEY, x[:32], y[:32], max_iterations=100, binary_search_steps=4, initial_const=1.0)
+  xa = A.cw_l2(f, KEY, x[:32], y[:32], max_iterations=60, binary_search_steps=4, initial_const=1.0,
+              learning_rate=0.05, unroll=10)   # chunked loop: exercises the while-loop path
   assert acc(f, xa, y[:32]) < 0.2
   # The L2 budget variant keeps only successes within ε: with ε = 0 nothing changes.
   np.testing.assert_array_equal(A.cw_l2(f, KEY, x[:8], y[:8], max_iterations=10, binary_search_steps=1,

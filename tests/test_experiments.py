@@ -16,7 +16,7 @@ def table(tmp_path_factory):
   d = tmp_path_factory.mktemp('table1')
   records, md = table1.run_table(['regular', 'lwta'], 'synthetic', out_dir=str(d / 'results'),
                                  runs_dir=str(d / 'runs'), num_test=32, steps_scale=0.05, eot_samples=2,
-                                 progress=False)
+                                 suite='study', progress=False)
   return d, records, md
 
 

@@ -95,7 +95,7 @@ def _cw_impl(logits_fn, key, x, y, initial_const, kappa, learning_rate, lo, hi, 
 
   c0 = jnp.broadcast_to(jnp.asarray(initial_const, x.dtype), (b,))
   init = (jnp.zeros((b,), x.dtype), jnp.full((b,), 1e10, x.dtype), c0, jnp.full((b,), jnp.inf, x.dtype), x)
-  straight = unroll >= max_iterations and binary_search_steps * max_iterations <= 200
+  straight = unroll >= max_iterations and binary_search_steps == 1
   _, _, _, best_l2, best_x = _core.fori(binary_search_steps, binary_step, init,
                                         binary_search_steps if straight else 1)
   # An L2 budget: points whose smallest adversarial example is farther than ε stay unperturbed.
