@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 ModuleDef = Any
@@ -57,3 +58,18 @@ def call_layer(layer: nn.Module, x, train: bool):
   """Calls a conv/dense layer, passing `train` to those that take it (IBP, PNI layers set
   `takes_train = True`); plain nn.Conv / nn.Dense are called with x alone."""
   return layer(x, train=train) if getattr(layer, 'takes_train', False) else layer(x)
+
+
+def add_bias(module: nn.Module, y):
+  """y + the module's 'bias' parameter when `module.use_bias` (nn.Dense/nn.Conv semantics)."""
+  if module.use_bias:
+    y = y + module.param('bias', module.bias_init, (module.features,))
+  return y
+
+
+def conv_with_kernel(module: nn.Module, x, w):
+  """nn.Conv's computation with a given (gated or noisy) HWIO kernel: conv, then bias."""
+  strides = (module.strides,) * 2 if isinstance(module.strides, int) else tuple(module.strides)
+  y = jax.lax.conv_general_dilated(x, w, strides, module.padding,
+                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  return add_bias(module, y)

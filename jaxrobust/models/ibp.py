@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import digamma
 
-from jaxrobust.models.common import STOCHASTIC
+from jaxrobust.models.common import STOCHASTIC, add_bias, conv_with_kernel
 from jaxrobust.models.lwta import KL_COLLECTION, require_rng
 
 EULER_GAMMA = 0.5772156649015329
@@ -139,10 +139,7 @@ class LWTADense(nn.Module):
     k = self.features // self.U
     w = _Weights((x.shape[-1], self.features), self.kernel_init, self.bayesian, name='weights')(train)
     z = _IBPGate(k, (x.shape[-1], k), **(self.gate or {}), name='gate')(train)
-    y = x @ (w * jnp.repeat(z, self.U, axis=-1))
-    if self.use_bias:
-      y = y + self.param('bias', self.bias_init, (self.features,))
-    return y
+    return add_bias(self, x @ (w * jnp.repeat(z, self.U, axis=-1)))
 
 
 class LWTAConv(nn.Module):
@@ -171,12 +168,7 @@ class LWTAConv(nn.Module):
     w = _Weights(shape, self.kernel_init, self.bayesian, name='weights')(train)
     z = _IBPGate(k, (k,), **(self.gate or {}), name='gate')(train)
     w = w * jnp.repeat(z, self.U, axis=-1)
-    strides = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
-    y = jax.lax.conv_general_dilated(x, w, strides, self.padding,
-                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    if self.use_bias:
-      y = y + self.param('bias', self.bias_init, (self.features,))
-    return y
+    return conv_with_kernel(self, x, w)
 
 
 def collect_kl(kl_tree) -> jax.Array:

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxrobust.models.common import STOCHASTIC
+from jaxrobust.models.common import STOCHASTIC, add_bias, conv_with_kernel
 from jaxrobust.models.lwta import require_rng
 
 
@@ -47,12 +47,7 @@ class PNIConv(nn.Module):
     del train  # the noise stays on at test time, as in the paper
     w = self.param('kernel', self.kernel_init, tuple(self.kernel_size) + (x.shape[-1], self.features))
     w = _noisy(self, w, self.channelwise, self.noise_init)
-    strides = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
-    y = jax.lax.conv_general_dilated(x, w, strides, self.padding,
-                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    if self.use_bias:
-      y = y + self.param('bias', self.bias_init, (self.features,))
-    return y
+    return conv_with_kernel(self, x, w)
 
 
 class PNIDense(nn.Module):
@@ -69,7 +64,4 @@ class PNIDense(nn.Module):
   def __call__(self, x, train: bool = False):
     del train
     w = self.param('kernel', self.kernel_init, (x.shape[-1], self.features))
-    y = x @ _noisy(self, w, self.channelwise, self.noise_init)
-    if self.use_bias:
-      y = y + self.param('bias', self.bias_init, (self.features,))
-    return y
+    return add_bias(self, x @ _noisy(self, w, self.channelwise, self.noise_init))
