@@ -160,7 +160,8 @@ def train_and_evaluate(config, workdir: str, *, ds: Dataset | None = None,
       writer.write(step, epoch=epoch, elapsed_s=time.time() - t0,
                    **{f'train_{k}': v for k, v in mean.items()})
       acc_key = 'accuracy' if 'accuracy' in mean else 'adv_accuracy'
-      bar.set_postfix(loss=f'{mean["loss"]:.3f}', **{acc_key[:7]: f'{mean.get(acc_key, float("nan")):.3f}'})
+      bar.set_postfix(loss=f'{mean["loss"]:.3f}',
+                      **{acc_key.replace('accuracy', 'acc'): f'{mean.get(acc_key, float("nan")):.3f}'})
       acc = []
     if step % ckpt_every == 0 or step == total:
       save(placed, step)
