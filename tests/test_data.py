@@ -133,3 +133,20 @@ def test_augment_crops_and_flips_per_example():
   assert set(np.round(np.asarray(crop).ravel(), 6)) <= vals
   keys = data.per_example_keys(jax.random.key(4), 64)
   np.testing.assert_array_equal(data.augment(keys, x)[5:6], data.augment(keys[5:6], x[5:6]))
+
+
+def test_tfds_unprepared_with_tensorflow_prepares_array_record(tmp_path, monkeypatch):
+  """With TensorFlow importable, an unprepared dataset is prepared in array_record format."""
+  import sys
+  import types
+  tfds = pytest.importorskip('tensorflow_datasets')
+  calls = []
+  monkeypatch.setitem(sys.modules, 'tensorflow', types.ModuleType('tensorflow'))   # "importable"
+
+  def fake_prepare(self, **kwargs):
+    calls.append(kwargs)
+    raise RuntimeError('stop after the call')  # no network here; only the call is checked
+  monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', fake_prepare)
+  with pytest.raises(RuntimeError, match='stop after the call'):
+    data.load_dataset('mnist', data_dir=str(tmp_path), source='tfds')
+  assert calls == [{'file_format': 'array_record'}]

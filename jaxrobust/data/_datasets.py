@@ -123,8 +123,7 @@ def load_tfds(name: str, data_dir: str | None = None) -> Dataset:
           f'tfds dataset {name!r} is not prepared in data_dir={builder.data_dir!r}, and '
           f'preparing it needs TensorFlow: pip install "jaxrobust[tf]" (the `tf` extra), '
           f'or point data_dir at a prepared copy.') from e
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(file_format='array_record'))
+    builder.download_and_prepare(file_format='array_record')
     train = _tfds_split(builder, 'train')
   test = _tfds_split(builder, 'test')
   feats = builder.info.features
