@@ -44,6 +44,8 @@ def test_killed_run_resumes_bit_identically(synthetic_config, tmp_path):
   resumed = train.train_and_evaluate(synthetic_config, str(tmp_path / 'resume'), progress=False)
   assert resumed['steps'] == 8
   assert _equal(_params(full), _params(resumed))
+  # The first run's config (with stop_at_step=4) was kept beside the new one, not overwritten.
+  assert '"stop_at_step": 4' in open(tmp_path / 'resume' / 'config.json.1').read()
 
 
 def test_checkpoint_restore_gives_saved_step_and_state(synthetic_config, tmp_path):

@@ -97,8 +97,7 @@ def train_and_evaluate(config, workdir: str, *, ds: Dataset | None = None,
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
   if is_main:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
+    _write_config(workdir, config.to_json_best_effort(indent=2))
   ds = load_data(config) if ds is None else ds
   mode = config.train.get('parallel', 'none')
   model = build_model(config, ds, bn_axis_name=None if mode == 'none' else 'data')
@@ -177,6 +176,22 @@ def train_and_evaluate(config, workdir: str, *, ds: Dataset | None = None,
   ckpt.close()
   return {'state': state, 'model': model, 'dataset': ds, 'test_accuracy': test_acc,
           'steps': step, 'train_time_s': train_time}
+
+
+def _write_config(workdir: str, text: str) -> None:
+  """Writes config.json; a different config already there is kept as config.json.<n>, so that a
+  resumed run with changed settings never erases the record of the earlier ones."""
+  path = os.path.join(workdir, 'config.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      if f.read() == text:
+        return
+    n = 1
+    while os.path.exists(f'{path}.{n}'):
+      n += 1
+    os.replace(path, f'{path}.{n}')
+  with open(path, 'w') as f:
+    f.write(text)
 
 
 def _state_tree(pstep, placed: TrainState) -> dict:
