@@ -1,6 +1,6 @@
 """Attack throughput: input gradient, FGSM, PGD-10, CW-L2 (100 steps, 1 binary step) per batch.
 
-  python -m benchmarks.attacks [--models=small_cnn,wrn16_4] [--batch=128] [--repeats=3] [--microbatch=16]
+  python -m benchmarks.attacks [--models=small_cnn,wrn16_4] [--batch=128] [--repeats=3] [--microbatch=16] [--cw_steps=100 (0 skips CW)]
   XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution python -m benchmarks.attacks
 
 Prints one JSON line per measurement, then the ratios: ratio_to_limit = t(PGD-k)/(k·t(grad))
@@ -45,6 +45,8 @@ def bench(name: str, batch: int, repeats: int, cw_steps: int):
       'cw_l2': lambda: A.cw_l2(f, key, x, y, max_iterations=cw_steps, binary_search_steps=1,
                                abort_early=False),
   }
+  if cw_steps == 0:
+    del runs['cw_l2']
   t = {}
   for what, fn in runs.items():
     first, med = timeit(fn, repeats=repeats if what != 'cw_l2' else 1)
@@ -54,7 +56,7 @@ def bench(name: str, batch: int, repeats: int, cw_steps: int):
                                (f'microbatch{mb}', f'input_grad_mb{mb}', f'pgd10_mb{mb}')):
     row = dict(model=name, batch=batch, measure='summary', variant=variant,
                ratio_to_limit=round(t[pgd10] / (10 * t[grad]), 3), pgd10_s=round(t[pgd10], 3),
-               cw_per_step_over_grad=round(t['cw_l2'] / (cw_steps * t['input_grad']), 3))
+               cw_per_step_over_grad=round(t['cw_l2'] / (cw_steps * t['input_grad']), 3) if cw_steps else None)
     if name in TORCH_PGD10:
       row.update(torchattacks_pgd10_s=TORCH_PGD10[name],
                  speedup_vs_torchattacks=round(TORCH_PGD10[name] / t[pgd10], 2),
