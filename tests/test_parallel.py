@@ -125,7 +125,8 @@ def test_every_defense_trains(synthetic_config, tmp_path, objective, model, extr
   c = synthetic_config
   c.model.name = model
   c.train.objective = objective
-  c.train.attack = dict(name='pgd', epsilon=0.1, step_size=0.05, num_steps=2)
+  # microbatch=16 < the batch of 32: the chunked-gradient path runs inside every objective.
+  c.train.attack = dict(name='pgd', epsilon=0.1, step_size=0.05, num_steps=2, microbatch=16)
   c.train.num_steps = 12
   for k, v in extra.items():
     c.train[k] = v

@@ -133,9 +133,10 @@ def mixed_objective(apply_fn, num_classes: int, attacks: dict[str, dict], *, cle
 def trades_objective(apply_fn, num_classes: int, attack: dict, *, beta: float = 6.0):
   """TRADES: CE(f(x), y) + β·KL(f(x) ‖ f(x_adv)), x_adv maximising that KL from x + 0.001·N(0,1).
 
-  The attack spec's 'loss' is replaced by the KL to the clean prediction.
+  The attack spec's 'loss' is replaced by the KL to the clean prediction. That loss closes over
+  the whole batch's clean predictions, so the attack runs without `microbatch`.
   """
-  spec = dict(attack, random_init='normal')
+  spec = {k: v for k, v in dict(attack, random_init='normal').items() if k != 'microbatch'}
 
   def objective(params, batch_stats, x, y, key, *, example_keys, axis_name=None):
     k_model = device_key(key, axis_name)
