@@ -45,6 +45,39 @@ def test_winner_frequencies_match_softmax_within_4_sigma():
     assert np.all(np.abs(freq - p[blk]) <= 4 * sigma), (freq, p[blk])
 
 
+@pytest.mark.parametrize('mode', ['hard', 'eval'])
+def test_two_unit_winner_frequencies_match_sigmoid_within_4_sigma(mode):
+  # U = 2 takes the closed form σ((h₁ − h₂ + L)/T): P(first unit wins) must be σ(h₁ − h₂).
+  h = jnp.array([[0.3, -0.5, 1.2, 0.1, -2.0, 1.0, 0.5, 0.5]])
+  n = 8000
+  y = jax.vmap(lambda k: lwta_apply(mode, h, k))(jax.random.split(K1, n))[:, 0]
+  first = np.asarray(jnp.abs(y.reshape(n, 4, 2))[..., 0] > jnp.abs(y.reshape(n, 4, 2))[..., 1])
+  p = np.asarray(jax.nn.sigmoid(h[0, 0::2] - h[0, 1::2]))
+  sigma = np.sqrt(p * (1 - p) / n)
+  assert np.all(np.abs(first.mean(0) - p) <= 4 * sigma), (first.mean(0), p)
+
+
+def test_two_unit_relaxed_law_is_the_binary_concrete():
+  # ξ₁ = softmax((h + G)/T)₁ has CDF P(ξ₁ ≤ s) = σ(T·logit(s) − (h₁ − h₂)); check it at several s,
+  # against the general Gumbel-softmax path (U = 2 written as one block of a U = 2 softmax).
+  h1, h2, temp, n = 0.7, -0.2, 0.67, 20_000
+  h = jnp.array([[h1, h2]])
+  keys = jax.random.split(K0, n)
+  xi = jax.vmap(lambda k: lwta_apply('relaxed', h, k, temperature=temp))(keys)[:, 0, 0] / h1
+  g = jax.vmap(lambda k: M.gumbel_noise(k, (2,)))(keys)
+  xi_gumbel = jax.nn.softmax((h[0] + g) / temp, -1)[:, 0]
+  for s in (0.05, 0.2, 0.5, 0.8, 0.95):
+    cdf = float(jax.nn.sigmoid(temp * np.log(s / (1 - s)) - (h1 - h2)))
+    tol = 4 * np.sqrt(cdf * (1 - cdf) / n)
+    assert abs(float(jnp.mean(xi <= s)) - cdf) <= tol, s
+    assert abs(float(jnp.mean(xi_gumbel <= s)) - cdf) <= tol, s
+
+
+def test_two_unit_kl_equals_the_categorical_kl():
+  h = jax.random.normal(K0, (64, 2)) * 3
+  np.testing.assert_allclose(M.binary_kl_uniform(h[:, 0] - h[:, 1]), M.categorical_kl_uniform(h), atol=1e-6)
+
+
 def test_hard_mode_has_exactly_one_winner_and_low_t_is_near_one_hot():
   h = jax.random.normal(K0, (32, 10)) + 0.1
   y = lwta_apply('hard', h, K1)

@@ -6,6 +6,7 @@ from jaxrobust.models.wide_resnet import WRN16_4, WRN34_1, WRN34_10, WRN_TINY, W
 from jaxrobust.models.ibp import (LWTAConv, LWTADense, collect_kl, elbo_loss, kl_bernoulli,
                                   kl_gaussian_std_normal, kl_kumaraswamy_beta, kumaraswamy_mean,
                                   kumaraswamy_sample)
-from jaxrobust.models.lwta import LWTA, categorical_kl_uniform, gumbel_noise
+from jaxrobust.models.lwta import LWTA, binary_kl_uniform, categorical_kl_uniform
+from jaxrobust.models.noise import gumbel_noise, logistic_noise, uniform_open
 from jaxrobust.models.stochastic_models import predict_mc, predict_single, with_lwta_mode
 from jaxrobust.models.pni import PNIConv, PNIDense
