@@ -142,3 +142,32 @@ def test_unknown_objective_and_parallel_mode_are_named(synthetic_config, tmp_pat
     train.train_and_evaluate(synthetic_config, str(tmp_path / 'a'), progress=False)
   with pytest.raises(ValueError, match="unknown parallel mode 'dp'"):
     train.make_parallel_step(lambda ax: None, 'dp')
+
+
+@pytest.mark.parametrize('host_mode', ['none', 'shard_map'])
+def test_mixed_training_host_dispatch_equals_switch(synthetic_config, tmp_path, host_mode):
+  # The host draws each step's branch from the same key that lax.switch uses in the program, so
+  # both dispatches run the same branch sequence and reach the same parameters.
+  runs = {}
+  for dispatch, mode in (('switch', 'none'), ('host', host_mode)):
+    c = synthetic_config.copy_and_resolve_references()
+    c.train.objective = 'mixed'
+    c.train.mixed_attacks = MIXED
+    c.train.num_steps = 10
+    c.train.log_every = 1
+    c.train.parallel = mode
+    c.train.branch_dispatch = dispatch
+    r = train.train_and_evaluate(c, str(tmp_path / dispatch), progress=False)
+    rows = train.read_jsonl(str(tmp_path / dispatch / 'metrics.jsonl'))
+    runs[dispatch] = ([row['train_branch'] for row in rows if 'train_branch' in row], r['state'].params)
+  assert runs['host'][0] == runs['switch'][0] and len(set(runs['host'][0])) >= 3, runs['host'][0]
+  for a, b in zip(_leaves(runs['host'][1]), _leaves(runs['switch'][1])):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_unknown_branch_dispatch_is_named(synthetic_config, tmp_path):
+  synthetic_config.train.objective = 'mixed'
+  synthetic_config.train.mixed_attacks = MIXED
+  synthetic_config.train.branch_dispatch = 'python'
+  with pytest.raises(ValueError, match="unknown branch dispatch 'python'"):
+    train.train_and_evaluate(synthetic_config, str(tmp_path), progress=False)

@@ -15,6 +15,9 @@ def base_config() -> ml_collections.ConfigDict:
       optimizer='sgd', learning_rate=0.05, momentum=0.9, weight_decay=5e-4,
       schedule='cosine', boundaries_epochs=(), schedule_factor=0.1, no_decay=('noise_scale',),
       label_smoothing=0.0, parallel='none', log_every=50, checkpoint_every=0, keep_checkpoints=3,
-      stop_at_step=0))
+      stop_at_step=0,
+      # Mixed training's branch: 'switch' (inside the program), 'host' (one program per branch,
+      # chosen from the same key), 'auto' (host on the CPU, where conditionals are slow).
+      branch_dispatch='auto'))
   c.eval = ml_collections.ConfigDict(dict(batch_size=500))
   return c

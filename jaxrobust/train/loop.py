@@ -18,7 +18,7 @@ from jaxrobust.train.checkpoint import Checkpointer
 from jaxrobust.train.metrics import JsonlWriter
 from jaxrobust.train.parallel import make_parallel_step
 from jaxrobust.train.state import TrainState, create_train_state
-from jaxrobust.train.step import evaluate_clean, make_train_step
+from jaxrobust.train.step import evaluate_clean, make_train_step, step_keys
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -67,6 +67,40 @@ def seeded_keys(seed: int) -> dict[str, jax.Array]:
   """One seed -> the init, data-order and training keys (the training key is folded per step)."""
   k_init, k_data, k_train = jax.random.split(jax.random.key(seed), 3)
   return {'init': k_init, 'data': k_data, 'train': k_train}
+
+
+BRANCH_DISPATCH = ('auto', 'host', 'switch')
+
+
+def make_step_runner(objective, mode: str, augment: dict, dispatch: str = 'auto'):
+  """(pstep, run): the parallel step and `run(placed, batch, key, step) -> (placed, metrics)`.
+
+  For an objective with branches (the mixed one), dispatch 'switch' compiles one step that picks
+  the branch by `lax.switch`; 'host' draws the branch on the host from the step's key (the same
+  draw) and runs a step compiled for that branch alone, compiling each branch on first use;
+  'auto' = 'host' on the CPU, whose conditionals run convolution gradients 2× slower, else 'switch'.
+
+  Raises:
+    ValueError: for an unknown dispatch.
+  """
+  if dispatch not in BRANCH_DISPATCH:
+    raise ValueError(f'unknown branch dispatch {dispatch!r}; use one of {BRANCH_DISPATCH}')
+  build = lambda branch: make_parallel_step(
+      lambda ax: make_train_step(objective, axis_name=ax, augment=augment, branch=branch), mode)
+  pstep = build(None)
+  if dispatch == 'auto':
+    dispatch = 'host' if jax.default_backend() == 'cpu' else 'switch'
+  if not hasattr(objective, 'choose_branch') or dispatch == 'switch':
+    return pstep, lambda placed, batch, key, step: pstep.step(placed, batch, key)
+  choose = jax.jit(lambda key, step: objective.choose_branch(step_keys(key, step)[1]))
+  per_branch = {}
+
+  def run(placed, batch, key, step):
+    b = int(choose(key, step))
+    if b not in per_branch:
+      per_branch[b] = build(b)
+    return per_branch[b].step(placed, batch, key)
+  return pstep, run
 
 
 def _first(tree):
@@ -118,7 +152,7 @@ def train_and_evaluate(config, workdir: str, *, ds: Dataset | None = None,
 
   objective = build_objective(config, model.apply, ds.num_classes, ds.num_train)
   aug = dict(config.data.get('augment', {}))
-  pstep = make_parallel_step(lambda ax: make_train_step(objective, axis_name=ax, augment=aug), mode)
+  pstep, run_step = make_step_runner(objective, mode, aug, config.train.get('branch_dispatch', 'auto'))
   placed = pstep.put_state(state)
   writer = JsonlWriter(workdir)
   gb = config.train.batch_size
@@ -145,7 +179,7 @@ def train_and_evaluate(config, workdir: str, *, ds: Dataset | None = None,
       batches = epoch_batches(keys['data'], epoch, ds.train_images, ds.train_labels, gb, start_batch=b)
     x, y = next(batches)
     local = {'image': x[pid * lb:(pid + 1) * lb], 'label': y[pid * lb:(pid + 1) * lb]}
-    placed, m = pstep.step(placed, pstep.put_batch(local), keys['train'])
+    placed, m = run_step(placed, pstep.put_batch(local), keys['train'], step)
     m = _first(m)
     if not np.isfinite(m['loss']):
       raise NonFiniteLossError(

@@ -109,24 +109,41 @@ def mixed_policy_branch(key, attacks: Sequence[str], clean_prob: float = 0.5):
 def mixed_objective(apply_fn, num_classes: int, attacks: dict[str, dict], *, clean_prob: float = 0.5,
                     label_smoothing: float = 0.0):
   """The study's mixed adversarial training: each step is clean with probability 4/8, otherwise
-  attacked by one of `attacks` (PGD, FGSM, CW, noise) chosen uniformly; one `lax.switch`, so the
-  step stays one compiled program.
+  attacked by one of `attacks` (PGD, FGSM, CW, noise) chosen uniformly from the step's key.
+
+  The branch is either taken inside the program by one `lax.switch` (`branch=None`: one compiled
+  step, the right choice on GPU/TPU), or fixed per call (`branch=b`, a Python int): the training
+  loop then draws it on the host with `choose_branch` from the same key and runs the step compiled
+  for that branch. Both give the same branch sequence; the second exists because XLA's CPU backend
+  runs convolution gradients inside a conditional as slowly as inside a rolled loop (2× here).
 
   Args:
     attacks: name -> attack spec, in branch order (branch 0 is clean).
+
+  Returns:
+    the objective, with attributes `num_branches` and `choose_branch(objective_key) -> int array`.
   """
   fns = [build_attack(spec) for spec in attacks.values()]
   names = list(attacks)
 
-  def objective(params, batch_stats, x, y, key, *, example_keys, axis_name=None):
+  def choose_branch(key):
+    return mixed_policy_branch(jax.random.fold_in(key, 3), names, clean_prob)
+
+  def objective(params, batch_stats, x, y, key, *, example_keys, axis_name=None, branch=None):
     k_model = device_key(key, axis_name)
-    branch = mixed_policy_branch(jax.random.fold_in(key, 3), names, clean_prob)
     f = eval_logits_fn(apply_fn, params, batch_stats)
     branches = [lambda x: x] + [lambda x, fn=fn: fn(f, example_keys, x, y) for fn in fns]
-    x_in = lax.switch(branch, branches, x)
+    if branch is None:
+      branch = choose_branch(key)
+      x_in = lax.switch(branch, branches, x)
+    else:
+      x_in = branches[branch](x)
     logits, bs = model_forward(apply_fn, params, batch_stats, x_in, k_model, train=True)
     loss = cross_entropy(logits, y, num_classes, label_smoothing)
-    return loss, (bs, {'accuracy': accuracy(logits, y), 'branch': branch.astype(jnp.float32)})
+    return loss, (bs, {'accuracy': accuracy(logits, y), 'branch': jnp.asarray(branch, jnp.float32)})
+
+  objective.num_branches = len(names) + 1
+  objective.choose_branch = choose_branch
   return objective
 
 

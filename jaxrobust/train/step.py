@@ -55,22 +55,29 @@ def accuracy(logits, labels):
   return jnp.mean(jnp.argmax(logits, -1) == labels)
 
 
+def step_keys(key, step):
+  """(k_aug, k_obj, k_ex): the keys a step draws from the run's key and its index, so that the host
+  can recompute what a step will do (the mixed objective's branch) before running it."""
+  k_aug, k_obj, k_ex = jax.random.split(jax.random.fold_in(key, step), 3)
+  return k_aug, k_obj, k_ex
+
+
 def make_train_step(objective: Objective, *, axis_name: str | None = None,
-                    augment: dict | None = None) -> Callable:
+                    augment: dict | None = None, branch: int | None = None) -> Callable:
   """Builds the per-device step.
 
   Args:
     objective: the training objective (see `objectives.py`).
     axis_name: the mapped axis for data parallelism, or None on one device.
     augment: {'pad': int, 'flip': bool} for on-device augmentation, or None.
+    branch: for objectives with branches (`objective.num_branches`), compile this branch only.
 
   Returns:
     `train_step(state, batch, key) -> (state, metrics)`: batch = {'image': uint8, 'label': int};
     the step's key is fold_in(key, state.step), so a resumed run draws the same numbers.
   """
   def train_step(state, batch, key):
-    key = jax.random.fold_in(key, state.step)
-    k_aug, k_obj, k_ex = jax.random.split(key, 3)
+    k_aug, k_obj, k_ex = step_keys(key, state.step)
     x = to_float(batch['image'])
     y = batch['label']
     n = x.shape[0]
@@ -80,9 +87,11 @@ def make_train_step(objective: Objective, *, axis_name: str | None = None,
                       flip=augment.get('flip', False))
     example_keys = per_example_keys(k_ex, n, offset)
 
+    fixed = {} if branch is None else {'branch': branch}
+
     def loss_fn(params):
       return objective(params, state.batch_stats, x, y, k_obj, example_keys=example_keys,
-                       axis_name=axis_name)
+                       axis_name=axis_name, **fixed)
 
     (loss, (batch_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     metrics = dict(metrics, loss=loss)
