@@ -3,7 +3,7 @@
 Trains a baseline (regular training) and a robust model (PGD-10 adversarial training, ε=0.1) for
 one epoch each with the small CNN, evaluates both on 1000 test images under the standard suite
 (FGSM, PGD-L∞, PGD-L2, APGD-CE, APGD-DLR, CW-L2 at ε=0.1 / 1.5, iterations halved for time), prints
-Table 1 and writes figures to results/fashion_mnist_demo/. Rerunning reuses finished rows.
+Table 1 and writes it with the figures to results/demo/fashion_mnist/. Rerunning reuses finished rows.
 """
 import time
 

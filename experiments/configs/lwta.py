@@ -1,7 +1,7 @@
 """Table 1 row: Stochastic LWTA (PGD-AT + ELBO).
 
-Fashion-MNIST + small CNN by default (10 epochs; ',quick' = 1 epoch, a few minutes on 2 CPU
-cores for clean rows, about 4 minutes per epoch for adversarially trained rows); ':cifar10' trains
+Fashion-MNIST + small CNN by default (10 epochs; ',quick' = 1 epoch, about 6 minutes on 2 CPU
+cores); ':cifar10' trains
 WRN-34-1 on CIFAR-10 as the study (GPU: hours).
 
   python -m experiments.train --config=experiments/configs/lwta.py:fashion_mnist,quick --workdir=runs/lwta

@@ -113,13 +113,12 @@ class LWTA(nn.Module):
       self.sow(KL_COLLECTION, 'xi', jnp.sum(binary_kl_uniform(d)) / x.shape[0])
     if mode == 'argmax':                     # ties go to the first unit, like argmax
       xi1 = (d >= 0).astype(x.dtype)
-      xi2 = 1 - xi1
     else:
       z = d + logistic_noise(self._key(), d.shape, d.dtype)
       xi1 = jax.nn.sigmoid(z / temp)
-      xi2 = 1 - xi1
-      if mode == 'hard':                     # each side gets its own straight-through so the
-        win = (z >= 0).astype(x.dtype)       # loser is exactly 0 in the forward pass
-        xi1 = xi1 + jax.lax.stop_gradient(win - xi1)
-        xi2 = xi2 + jax.lax.stop_gradient((1 - win) - xi2)
+    xi2 = 1 - xi1
+    if mode == 'hard':                       # each side gets its own straight-through so the
+      win = (z >= 0).astype(x.dtype)         # loser is exactly 0 in the forward pass
+      xi1 = xi1 + jax.lax.stop_gradient(win - xi1)
+      xi2 = xi2 + jax.lax.stop_gradient((1 - win) - xi2)
     return jnp.stack([h1 * xi1, h2 * xi2], -1).reshape(x.shape)

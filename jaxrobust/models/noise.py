@@ -25,13 +25,11 @@ _MANTISSA_BITS = 23
 
 def _counters(shape):
   """Two uint32 counter arrays of `shape`: the index on axis 0 and the linear index over the rest."""
-  if math.prod(shape[1:]) >= 2 ** 32 or shape[0] >= 2 ** 32:
+  per_example = math.prod(shape[1:])
+  if per_example >= 2 ** 32 or shape[0] >= 2 ** 32:
     raise ValueError(f'uniform_open: shape {shape} has too many elements per example for 32-bit counters')
   first = jax.lax.broadcasted_iota(jnp.uint32, shape, 0)
-  rest, stride = jnp.zeros(shape, jnp.uint32), 1
-  for axis in range(len(shape) - 1, 0, -1):
-    rest = rest + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(stride)
-    stride *= shape[axis]
+  rest = jax.lax.broadcasted_iota(jnp.uint32, (shape[0], per_example), 1).reshape(shape)
   return first, rest
 
 
