@@ -16,7 +16,7 @@ import jax
 
 from benchmarks.common import arg, emit, timeit
 from jaxrobust.models import create_model, predict_mc, predict_single
-from jaxrobust.models.common import STOCHASTIC
+from jaxrobust.models import STOCHASTIC
 
 
 def main():

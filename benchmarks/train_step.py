@@ -12,7 +12,9 @@ import optax
 from benchmarks.common import arg, emit, timeit
 from jaxrobust import attacks as A
 from jaxrobust.models import create_model, make_logits_fn
-from jaxrobust.train import adversarial_objective, clean_objective, create_train_state, make_train_step
+from jaxrobust.train.objectives import adversarial_objective, clean_objective
+from jaxrobust.train.state import create_train_state
+from jaxrobust.train.step import make_train_step
 
 SHAPES = {'wrn16_4': (32, 32, 3), 'small_cnn': (28, 28, 1)}
 

@@ -7,28 +7,39 @@ Prints the accuracies and writes <workdir>/eval_<suite>.json.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import jax
 
-from jaxrobust.evaluation import evaluate_model
+from jaxrobust.evaluation import SUITES, evaluate_model
+from jaxrobust.files import write_json_atomic
 from jaxrobust.train.restore import load_trained
 
 
 def evaluate_checkpoint(workdir: str, *, suite: str = 'standard', num_test: int = 1000, epsilons=None,
                         steps_scale: float = 1.0, eot_samples: int = 8, seed: int = 0,
                         progress: bool = False) -> dict:
-  """Loads the run in `workdir`, evaluates it, writes eval_<suite>.json there, returns the result."""
+  """Loads the run in `workdir`, evaluates it, writes eval_<suite>.json there, returns the result.
+
+  Raises:
+    ValueError: for num_test < 0, steps_scale <= 0, eot_samples < 1 or an unknown suite (before
+      anything is loaded).
+    NonFiniteLogitsError: when the checkpoint's clean logits are not finite.
+  """
+  if not isinstance(num_test, int) or num_test < 0:
+    raise ValueError(f'num_test must be an integer >= 0 (0 = the whole test set), got {num_test!r}')
+  if not steps_scale > 0:
+    raise ValueError(f'steps_scale must be > 0, got {steps_scale}')
+  if not isinstance(eot_samples, int) or eot_samples < 1:
+    raise ValueError(f'eot must be an integer >= 1, got {eot_samples!r}')
+  if suite not in SUITES:
+    raise ValueError(f'unknown suite {suite!r}; use one of {SUITES}')
   config, model, variables, ds = load_trained(workdir)
   n = min(num_test, len(ds.test_images)) if num_test else len(ds.test_images)
   res = evaluate_model(model, variables, ds.test_images[:n], ds.test_labels[:n], dataset=ds.name,
                        suite=suite, key=jax.random.key(seed), steps_scale=steps_scale,
                        eot_samples=eot_samples, epsilon_grid=epsilons, progress=progress)
-  out = os.path.join(workdir, f'eval_{suite}.json')
-  with open(out + '.tmp', 'w') as f:
-    json.dump(res, f)
-  os.replace(out + '.tmp', out)
+  write_json_atomic(os.path.join(workdir, f'eval_{suite}.json'), res)
   return res
 
 

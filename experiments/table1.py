@@ -15,12 +15,12 @@ import os
 import time
 
 import jax
-import numpy as np
 
 from experiments.configs.defenses import DEFENSES, defense_config
-from jaxrobust.evaluation import (evaluate_model, examples_and_confidence, figures, linf_budget,
-                                  write_table)
-from jaxrobust.evaluation.suites import STANDARD_BUDGETS
+from jaxrobust.evaluation import (STANDARD_BUDGETS, evaluate_model, examples_and_confidence, figures,
+                                  transfer_attack, write_table)
+from jaxrobust import keys
+from jaxrobust.files import write_json_atomic
 from jaxrobust.train import train_and_evaluate
 
 GRID = {'fashion_mnist': (0.0, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3),
@@ -52,27 +52,23 @@ def run_row(row: str, dataset: str, *, epochs: float | None = None, num_test: in
   result = evaluate_model(model, variables, images, labels, dataset=dataset, suite=suite, key=key,
                           steps_scale=steps_scale, eot_samples=eot_samples,
                           epsilon_grid=GRID.get(dataset, GRID['synthetic']), progress=progress)
-  # Figures of this row: adversarial examples (Figure 3) and confidence histograms (Figure 4).
-  eps = linf_budget(suite, dataset)
-  ex = examples_and_confidence(model, variables, images, labels,
-                               dict(name='pgd', epsilon=eps, step_size=min(eps, eps / 8 / steps_scale),
-                                    num_steps=max(1, int(20 * steps_scale))),
-                               key=jax.random.fold_in(key, 9), n=min(n, 500))
+  # Figures of this row: adversarial examples (Figure 3) and confidence histograms (Figure 4),
+  # under the transfer attack's PGD run on the model itself.
+  spec = transfer_attack(suite, dataset, steps_scale=steps_scale)
+  ex = examples_and_confidence(model, variables, images, labels, spec,
+                               key=jax.random.fold_in(key, keys.TAG_FIGURES), n=min(n, 500))
   fig_dir = os.path.join(out_dir, dataset, 'figures')
-  title = f'{DEFENSES[row][0]} — PGD-{max(1, int(20 * steps_scale))} L∞ ε={eps:.3g}'
+  title = f'{DEFENSES[row].title} — PGD-{spec["num_steps"]} L∞ ε={spec["epsilon"]:.3g}'
   figures.adversarial_examples_grid(os.path.join(fig_dir, f'{row}_examples.png'), ex['x'], ex['x_adv'],
                                     ex['labels'], ex['pred'], ex['pred_adv'], ds.class_names, title=title)
   figures.confidence_histograms(os.path.join(fig_dir, f'{row}_confidence.png'),
                                 {'clean': ex['conf'], 'PGD': ex['conf_adv']},
                                 {'clean': ex['pred'] == ex['labels'], 'PGD': ex['pred_adv'] == ex['labels']},
-                                title=DEFENSES[row][0])
-  record = {'row': row, 'title': DEFENSES[row][0], 'dataset': dataset, 'epochs': config.train.num_epochs,
+                                title=DEFENSES[row].title)
+  record = {'row': row, 'title': DEFENSES[row].title, 'dataset': dataset, 'epochs': config.train.num_epochs,
             'train_time_s': train_time, 'test_accuracy_full': out['test_accuracy'], 'n_eval': n,
             'result': result}
-  os.makedirs(rows_dir, exist_ok=True)
-  with open(cache + '.tmp', 'w') as f:
-    json.dump(record, f)
-  os.replace(cache + '.tmp', cache)
+  write_json_atomic(cache, record)
   return record
 
 
@@ -88,7 +84,7 @@ def run_table(rows, dataset: str = 'fashion_mnist', *, out_dir: str = 'results',
   caption = (f'Table 1 on {dataset} ({records[0]["n_eval"]} test images, suite "{suite}"). '
              f'Accuracy in %; worst case = correct under every attack, per point.')
   md, _ = write_table(os.path.join(out_dir, dataset), records, caption=caption)
-  figures.accuracy_vs_epsilon(os.path.join(out_dir, dataset, 'figures', 'accuracy_vs_epsilon.png'),
+  figures.plot_accuracy_vs_epsilon(os.path.join(out_dir, dataset, 'figures', 'accuracy_vs_epsilon.png'),
                               {r['title']: (r['result']['epsilon_grid'], r['result']['accuracy_vs_epsilon'])
                                for r in records},
                               title=f'PGD-{records[0]["result"].get("grid_steps", 10)} accuracy against ε, {dataset}')

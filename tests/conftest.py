@@ -1,4 +1,4 @@
-"""Test set-up: 4 simulated CPU devices (before JAX initialises), quiet logs, shared fixtures."""
+"""Test set-up: 4 simulated CPU devices (before JAX initialises), quiet logs, shared helpers."""
 import os
 
 os.environ.setdefault('XLA_FLAGS', '')
@@ -11,23 +11,39 @@ jax.config.update('jax_disable_most_optimizations', True)
 import logging  # noqa: E402
 
 import absl.logging  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 absl.logging.set_verbosity(absl.logging.WARNING)
 logging.getLogger('absl').setLevel(logging.WARNING)
 
 
+def leaves(tree) -> list[np.ndarray]:
+  """The leaves of a pytree as numpy arrays."""
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def trees_equal(a, b) -> bool:
+  """Bit-identical pytrees."""
+  la, lb = leaves(a), leaves(b)
+  return len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb))
+
+
+def tree_files(root) -> dict:
+  """{relative path: (size, mtime_ns)} of every file below `root`: a snapshot to prove nothing
+  on disk changed."""
+  out = {}
+  for d, _, files in os.walk(root):
+    for f in files:
+      p = os.path.join(d, f)
+      st = os.stat(p)
+      out[os.path.relpath(p, root)] = (st.st_size, st.st_mtime_ns)
+  return out
+
+
+from tests.configs import synthetic_training_config  # noqa: E402
+
+
 @pytest.fixture
 def synthetic_config():
-  """A tiny, fast training config on the synthetic dataset."""
-  from experiments.configs.common import base_config
-  c = base_config()
-  c.data.name = 'synthetic'
-  c.data.synthetic = dict(num_train=256, num_test=128, image_shape=(8, 8, 1), num_classes=4)
-  c.model.kwargs = dict(width=1)
-  c.train.batch_size = 32
-  c.train.num_steps = 8
-  c.train.learning_rate = 0.05
-  c.train.log_every = 4
-  c.train.checkpoint_every = 4
-  return c
+  return synthetic_training_config()

@@ -17,9 +17,9 @@ def main():
   os.environ['JAXROBUST_NUM_PROCESSES'] = str(n)
   os.environ['JAXROBUST_PROCESS_ID'] = str(pid)
   from jaxrobust.train import distributed
-  assert distributed.maybe_initialize()
+  assert distributed.maybe_initialize(None)
   import numpy as np
-  from tests.parallel_config import tiny_parallel_config
+  from tests.configs import tiny_parallel_config
   from jaxrobust.train import train_and_evaluate
   config = tiny_parallel_config()
   config.train.parallel = 'shard_map'

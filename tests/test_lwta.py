@@ -13,7 +13,8 @@ K0, K1 = jax.random.key(0), jax.random.key(1)
 
 
 def lwta_apply(mode, h, key=None, **kw):
-  m = M.LWTA(mode=mode, **kw)
+  det = mode == 'argmax'
+  m = M.LWTA(mode='auto' if det else mode, deterministic=det, **kw)
   rngs = {} if key is None else {'stochastic': key}
   v = m.init({'params': K0, 'stochastic': K0}, h)
   return m.apply(v, h, rngs=rngs)
@@ -110,9 +111,8 @@ def test_missing_key_gives_clear_error_and_bad_channels():
 
 def test_learnable_temperature_starts_at_softplus_minus_001():
   m = M.LWTA(learn_temperature=True)
-  v = m.init({'params': K0, 'stochastic': K0}, jnp.ones((1, 4)))
+  v = m.init({'params': K0, 'stochastic': K0}, jnp.ones((1, 4)), deterministic=False)
   assert float(v['params']['temperature']) == pytest.approx(-0.01)
-  assert float(jax.nn.softplus(-0.01)) == pytest.approx(0.688, abs=1e-3)
 
 
 # ----------------------------------------------------------------------------------- KL terms
@@ -159,7 +159,7 @@ def test_bernoulli_categorical_gaussian_kls_match_monte_carlo():
 
 
 def test_ibp_gate_is_shared_by_the_units_of_a_block():
-  layer = M.LWTADense(features=6, U=3)
+  layer = M.LWTADense(features=6, U=3, deterministic=False)
   x = jnp.eye(4)
   v = layer.init({'params': K0, 'stochastic': K0}, x, train=True)
   v = jax.tree.map(lambda a: a, v)
@@ -178,7 +178,8 @@ def test_ibp_gate_is_shared_by_the_units_of_a_block():
 @pytest.mark.parametrize('mode', ['auto', 'hard', 'argmax'])
 def test_gradients_are_finite_in_every_mode(name, mode):
   shape = (2, 8, 8, 1) if 'cnn' in name else (2, 8, 8, 3)
-  m = M.create_model(name, num_classes=10, lwta_mode=mode, **({'bayesian': True} if 'ibp' in name else {}))
+  kw = dict(deterministic=True) if mode == 'argmax' else dict(lwta_mode=mode)
+  m = M.create_model(name, num_classes=10, **kw, **({'bayesian': True} if 'ibp' in name else {}))
   x = jax.random.uniform(K0, shape)
   v = m.init({'params': K0, 'stochastic': K0}, x)
   for train in ((True, False) if mode == 'auto' else (True,)):
@@ -216,8 +217,7 @@ def test_lwta_model_shapes_and_parameter_counts():
   assert jax.eval_shape(lambda v: m.apply(v, jnp.zeros((3, 28, 28, 1)), rngs={'stochastic': K0}), s).shape == (3, 10)
 
 
-def test_elbo_and_monte_carlo_prediction():
-  assert float(M.elbo_loss(jnp.array(1.0), jnp.array(600.0), 60_000, beta=2.0)) == pytest.approx(1.02)
+def test_monte_carlo_prediction():
   m = M.create_model('small_cnn_lwta', num_classes=10)
   x = jax.random.uniform(K0, (4, 28, 28, 1))
   v = m.init({'params': K0, 'stochastic': K0}, x)
@@ -225,5 +225,5 @@ def test_elbo_and_monte_carlo_prediction():
   np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-5)
   singles = jnp.stack([M.predict_single(m, v, x, k) for k in jax.random.split(K1, 8)])
   np.testing.assert_allclose(p, singles.mean(0), rtol=1e-4, atol=1e-6)
-  det = M.with_lwta_mode(m, 'argmax')
+  det = m.clone(deterministic=True)
   np.testing.assert_allclose(M.predict_mc(det, v, x, K1, num_samples=3), M.predict_single(det, v, x, K0), rtol=1e-5)

@@ -11,7 +11,7 @@ def _count(tree):
 
 
 def _wrn_param_count(depth, k, num_classes=10, in_ch=3):
-  """Parameters of the TRADES pre-activation WRN, counted from its definition (methods.md §7)."""
+  """Parameters of the TRADES pre-activation WRN, counted from its definition (docs/methods.md)."""
   n = (depth - 4) // 6
   widths = [16, 16 * k, 32 * k, 64 * k]
   total = 3 * 3 * in_ch * 16  # stem, no bias
@@ -35,10 +35,6 @@ def test_wrn_parameter_counts_and_shapes(name, depth, k):
   assert out.shape == (2, 10)
 
 
-def test_wrn34_1_is_about_047m_parameters():
-  assert _wrn_param_count(34, 1) == 466_714  # "about 0.47M" in the reference code
-
-
 def test_small_cnn_shapes_and_count():
   m = models.create_model('small_cnn', num_classes=10)
   v = m.init(jax.random.key(0), jnp.zeros((3, 28, 28, 1)))
@@ -48,14 +44,19 @@ def test_small_cnn_shapes_and_count():
 
 
 def test_normalization_is_inside_the_model():
-  m = models.Normalize(mean=(0.5,), std=(0.25,))
-  np.testing.assert_allclose(m.apply({}, jnp.array([[[[1.0]]]])), 2.0)
+  """A model with mean/std on pixels equals the same weights on pre-normalised pixels."""
+  x = jax.random.uniform(jax.random.key(0), (3, 28, 28, 1))
+  inside = models.create_model('small_cnn', num_classes=10, mean=(0.3,), std=(0.5,))
+  plain = models.create_model('small_cnn', num_classes=10)
+  v = inside.init(jax.random.key(1), x)
+  np.testing.assert_allclose(inside.apply(v, x), plain.apply(v, (x - 0.3) / 0.5), rtol=1e-5, atol=1e-5)
 
 
 def test_max_pool_matches_reduce_window():
   x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
   import flax.linen as nn
-  np.testing.assert_array_equal(models.max_pool_2x2(x), nn.max_pool(x, (2, 2), (2, 2)))
+  from jaxrobust.models.common import max_pool_2x2
+  np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), (2, 2)))
 
 
 def test_registry_rejects_unknown_name():
@@ -71,3 +72,50 @@ def test_wrn_eval_mode_uses_running_stats_and_logits_fn_is_pure():
   a = f(x, jax.random.key(0))
   b = f(x[:1], jax.random.key(5))
   np.testing.assert_allclose(a[:1], b, rtol=1e-5, atol=1e-5)  # eval BN: no batch dependence
+
+
+def test_registry_names_every_variant_explicitly():
+  names = models.model_names()
+  for base in ('small_cnn', 'wrn34_1', 'wrn16_4', 'wrn_tiny'):
+    for suffix in ('', '_lwta', '_ibp', '_pni'):
+      assert base + suffix in names
+  # The small CNN's noisy variant makes its head noisy too; the WRN's has no separate head.
+  cnn = models.create_model('small_cnn_pni')
+  wrn = models.create_model('wrn_tiny_pni')
+  assert cnn.head.func is models.PNIDense and wrn.dense.func is models.PNIDense
+  assert models.create_model('small_cnn_ibp').dense.func is models.LWTADense
+  assert models.create_model('wrn_tiny_ibp').dense is not models.LWTADense
+
+
+@pytest.mark.parametrize('name', ['small_cnn_lwta', 'small_cnn_pni', 'small_cnn_ibp', 'wrn_tiny_lwta',
+                                  'wrn_tiny_pni'])
+def test_deterministic_twin_is_noise_free_and_keeps_the_parameters(name):
+  """model.clone(deterministic=True): the same variables, no noise (any key gives the same
+  logits), and the stochastic model's outputs scatter around it."""
+  shape = (4, 8, 8, 1) if 'cnn' in name else (4, 8, 8, 3)
+  m = models.create_model(name, num_classes=4)
+  x = jax.random.uniform(jax.random.key(0), shape)
+  v = m.init({'params': jax.random.key(1), 'stochastic': jax.random.key(2)}, x)
+  det = m.clone(deterministic=True)
+  a = det.apply(v, x)                                          # no key needed
+  np.testing.assert_array_equal(a, det.apply(v, x, rngs={'stochastic': jax.random.key(5)}))
+  if 'ibp' not in name:   # IBP layers are deterministic in eval mode already; LWTA and PNI are not
+    b = m.apply(v, x, rngs={'stochastic': jax.random.key(5)})
+    assert not np.allclose(a, b)
+
+
+def test_stochastic_layers_follow_the_dropout_protocol():
+  """`deterministic` as a field or a call argument (exactly one), and `rng_collection`."""
+  x = jax.random.normal(jax.random.key(0), (4, 6))
+  for layer in (models.LWTA(), models.PNIDense(6), models.LWTADense(6)):
+    v = layer.init({'params': jax.random.key(1), 'stochastic': jax.random.key(2)}, x, deterministic=False)
+    np.testing.assert_array_equal(layer.apply(v, x, deterministic=True),
+                                  layer.clone(deterministic=True).apply(v, x))
+    with pytest.raises(ValueError, match='deterministic'):
+      layer.clone(deterministic=True).apply(v, x, deterministic=True)
+  noisy = models.PNIDense(6, rng_collection='noise')
+  v = noisy.init({'params': jax.random.key(1), 'noise': jax.random.key(2)}, x, deterministic=False)
+  with pytest.raises(ValueError, match='needs a PRNG key.*noise'):
+    noisy.apply(v, x, deterministic=False, rngs={'stochastic': jax.random.key(3)})
+  out = noisy.apply(v, x, deterministic=False, rngs={'noise': jax.random.key(3)})
+  assert out.shape == (4, 6)

@@ -1,88 +1,237 @@
+"""The training loop, the step, checkpoints and the work directory: bit-identical reruns and
+resumes, integrity of what is saved, one writer per work directory."""
+import glob
+import json
 import os
+import subprocess
+import sys
+import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
+from jaxrobust import keys
 from jaxrobust import train
 from jaxrobust.train import optim
+from jaxrobust.train.objectives import clean_objective
+from jaxrobust.train.state import create_train_state
+from jaxrobust.train.step import make_train_step
+from tests.conftest import leaves, trees_equal
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _params(out):
-  return jax.tree.leaves(jax.tree.map(np.asarray, out['state'].params))
+def _run(config, workdir, **kw):
+  return train.train_and_evaluate(config, str(workdir), progress=False, **kw)
 
 
-def _equal(a, b):
-  return all(np.array_equal(x, y) for x, y in zip(a, b))
+def _steps(workdir):
+  return sorted(int(os.path.basename(p)) for p in glob.glob(os.path.join(workdir, 'checkpoints', '[0-9]*')))
 
 
 def test_same_seed_gives_bit_identical_parameters(synthetic_config, tmp_path):
-  a = train.train_and_evaluate(synthetic_config, str(tmp_path / 'a'), progress=False)
-  b = train.train_and_evaluate(synthetic_config, str(tmp_path / 'b'), progress=False)
+  a = _run(synthetic_config, tmp_path / 'a')
+  b = _run(synthetic_config, tmp_path / 'b')
   synthetic_config.seed = 1
-  c = train.train_and_evaluate(synthetic_config, str(tmp_path / 'c'), progress=False)
-  assert _equal(_params(a), _params(b))
-  assert not _equal(_params(a), _params(c))
+  c = _run(synthetic_config, tmp_path / 'c')
+  assert trees_equal(a['state'].params, b['state'].params)
+  assert not trees_equal(a['state'].params, c['state'].params)
 
 
 def test_training_learns_and_writes_metrics(synthetic_config, tmp_path):
   synthetic_config.train.num_steps = 40
-  out = train.train_and_evaluate(synthetic_config, str(tmp_path), progress=False)
+  out = _run(synthetic_config, tmp_path)
   assert out['test_accuracy'] > 0.9
-  rows = train.read_jsonl(str(tmp_path / 'metrics.jsonl'))
+  rows = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
   assert rows[-1]['test_accuracy'] == out['test_accuracy']
   assert rows[0]['train_loss'] > rows[-2]['train_loss']
   assert os.path.exists(tmp_path / 'config.json')
 
 
+def test_train_step_is_one_sgd_step_on_the_objective():
+  """One step of the per-device step, without the loop: the update equals SGD on the objective's
+  gradient, the step counter advances, and the step's keys follow the key schedule."""
+  from jaxrobust.models import create_model
+  model = create_model('small_cnn', num_classes=4, width=1)
+  tx = optax.sgd(0.1)
+  state = create_train_state(model, jax.random.key(0), np.zeros((1, 8, 8, 1), np.float32), tx)
+  batch = {'image': np.asarray(jax.random.randint(jax.random.key(1), (6, 8, 8, 1), 0, 256), np.uint8),
+           'label': np.arange(6) % 4}
+  objective = clean_objective(model.apply, 4)
+  new, metrics = jax.jit(make_train_step(objective))(state, batch, jax.random.key(2))
+  x = jnp.asarray(batch['image'], jnp.float32) / 255
+  k = keys.step_keys(jax.random.key(2), 0)
+
+  def loss(p):
+    return objective.loss_fn(p, {}, x, jnp.asarray(batch['label']), k.objective, example_keys=None)[0]
+  g = jax.grad(loss)(state.params)
+  expected = jax.tree.map(lambda p, gg: p - 0.1 * gg, state.params, g)
+  for a, b in zip(leaves(new.params), leaves(expected)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  assert int(new.step) == 1
+  assert float(metrics['loss']) == pytest.approx(float(loss(state.params)), rel=1e-5)
+  assert float(metrics['grad_norm']) == pytest.approx(float(optax.tree.norm(g)), rel=1e-5)
+
+
 def test_killed_run_resumes_bit_identically(synthetic_config, tmp_path):
-  full = train.train_and_evaluate(synthetic_config, str(tmp_path / 'full'), progress=False)
+  full = _run(synthetic_config, tmp_path / 'full')
   synthetic_config.train.stop_at_step = 4  # "killed" right after the step-4 checkpoint
-  part = train.train_and_evaluate(synthetic_config, str(tmp_path / 'resume'), progress=False)
+  part = _run(synthetic_config, tmp_path / 'resume')
   assert part['steps'] == 4
   synthetic_config.train.stop_at_step = 0
-  resumed = train.train_and_evaluate(synthetic_config, str(tmp_path / 'resume'), progress=False)
+  resumed = _run(synthetic_config, tmp_path / 'resume')
   assert resumed['steps'] == 8
-  assert _equal(_params(full), _params(resumed))
+  assert trees_equal(full['state'].params, resumed['state'].params)
   # The first run's config (with stop_at_step=4) was kept beside the new one, not overwritten.
   assert '"stop_at_step": 4' in open(tmp_path / 'resume' / 'config.json.1').read()
+  # No step is logged twice after the resume.
+  steps = [json.loads(line)['step'] for line in open(tmp_path / 'resume' / 'metrics.jsonl')
+           if 'train_loss' in line]
+  assert steps == [4, 8]
+
+
+def test_metrics_logged_after_the_resumed_checkpoint_are_not_duplicated(synthetic_config, tmp_path):
+  synthetic_config.train.log_every = 1
+  synthetic_config.train.num_steps = 8
+  _run(synthetic_config, tmp_path)
+  # A run killed after step 6 had logged steps 5 and 6 past its last checkpoint (step 4).
+  ckpt = train.Checkpointer(str(tmp_path / 'checkpoints'))
+  ckpt._set_aside(8)
+  ckpt.close()
+  with open(tmp_path / 'metrics.jsonl') as f:
+    rows = [r for r in f if json.loads(r)['step'] <= 6 and 'train_loss' in r]
+  with open(tmp_path / 'metrics.jsonl', 'w') as f:
+    f.writelines(rows + ['{"step": 7, "trunc'])    # and died while writing a row
+  _run(synthetic_config, tmp_path)
+  logged = [json.loads(line)['step'] for line in open(tmp_path / 'metrics.jsonl') if 'train_loss' in line]
+  assert logged == list(range(1, 9))
 
 
 def test_checkpoint_restore_gives_saved_step_and_state(synthetic_config, tmp_path):
-  out = train.train_and_evaluate(synthetic_config, str(tmp_path), progress=False)
+  out = _run(synthetic_config, tmp_path)
   ck = train.Checkpointer(str(tmp_path / 'checkpoints'))
   assert ck.latest_step() == 8
   tree, meta = ck.restore(out['state'].to_checkpoint())
   assert int(tree['step']) == 8 and meta['step'] == 8
   assert type(tree['opt_state']) is type(out['state'].opt_state)  # optax NamedTuples survive
-  assert _equal(jax.tree.leaves(jax.tree.map(np.asarray, tree)),
-                jax.tree.leaves(jax.tree.map(np.asarray, out['state'].to_checkpoint())))
+  assert trees_equal(tree, out['state'].to_checkpoint())
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synthetic_config, tmp_path):
-  synthetic_config.train.num_steps = 4
-  train.train_and_evaluate(synthetic_config, str(tmp_path), progress=False)
+def _damage(step_dir, how):
+  files = sorted((p for p in glob.glob(os.path.join(step_dir, '**', '*'), recursive=True)
+                  if os.path.isfile(p) and os.path.getsize(p) > 64 and 'meta' not in p),
+                 key=os.path.getsize)
+  target = files[-1]                       # the largest file: array data
+  if how == 'flip':
+    data = bytearray(open(target, 'rb').read())
+    for i in range(len(data) // 3, len(data) // 3 + 16):
+      data[i] ^= 0xFF
+    open(target, 'wb').write(bytes(data))
+  elif how == 'truncate':
+    with open(target, 'r+b') as f:
+      f.truncate(os.path.getsize(target) // 2)
+  else:
+    os.remove(target)
+
+
+@pytest.mark.parametrize('how', ['flip', 'truncate', 'remove'])
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(synthetic_config, tmp_path, how):
+  """The run restores the newest intact step, bit-identical to a run that stopped there, warns
+  with the skipped step and keeps the damaged one aside."""
+  synthetic_config.train.stop_at_step = 4
+  stopped = _run(synthetic_config, tmp_path / 'stopped')
+  synthetic_config.train.stop_at_step = 0
+  _run(synthetic_config, tmp_path / 'run')
+  assert _steps(tmp_path / 'run') == [4, 8]
+  _damage(tmp_path / 'run' / 'checkpoints' / '8', how)
+  from jaxrobust.train.restore import load_trained
+  with pytest.warns(UserWarning, match='skipping damaged checkpoint step 8'):
+    _, _, variables, _ = load_trained(str(tmp_path / 'run'))
+  assert trees_equal(variables['params'], stopped['state'].params)
+  assert os.path.isdir(tmp_path / 'run' / 'checkpoints.corrupt' / '8')   # kept, not deleted
+  assert _steps(tmp_path / 'run') == [4]
+
+
+def test_checksum_detects_flipped_bytes(synthetic_config, tmp_path):
+  out = _run(synthetic_config, tmp_path)
+  _damage(tmp_path / 'checkpoints' / '8', 'flip')
+  ck = train.Checkpointer(str(tmp_path / 'checkpoints'))
+  with pytest.raises(train.CheckpointError, match='step 8'):
+    ck.restore(out['state'].to_checkpoint(), 8)
+
+
+def test_no_checkpoint_yet_is_said_plainly(tmp_path):
+  ck = train.Checkpointer(str(tmp_path / 'checkpoints'))
+  with pytest.raises(train.NoCheckpointError, match='no checkpoint has been written'):
+    ck.restore({'a': np.zeros(2)})
+  with pytest.raises(ValueError, match='keep_checkpoints.*0 would delete every checkpoint'):
+    train.Checkpointer(str(tmp_path / 'c2'), max_to_keep=0)
+
+
+def test_non_finite_loss_names_a_checkpoint_that_loads_with_finite_logits(synthetic_config, tmp_path):
   synthetic_config.train.num_steps = 12
   synthetic_config.train.schedule = 'step'
   synthetic_config.train.boundaries_epochs = (0.6,)   # lr ×1e30 from step 4.8 on
   synthetic_config.train.schedule_factor = 1e30
-  with pytest.raises(train.NonFiniteLossError, match='last good checkpoint'):
-    train.train_and_evaluate(synthetic_config, str(tmp_path), progress=False)
-  ck = train.Checkpointer(str(tmp_path / 'checkpoints'))
-  step = ck.latest_step()
-  assert step is not None and step <= 8
-  tree, _ = ck.restore(_template(synthetic_config))
-  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(tree['params']))
+  with pytest.raises(train.NonFiniteLossError, match=r'last good checkpoint \(step (\d+)\)') as e:
+    _run(synthetic_config, tmp_path)
+  named = int(e.value.args[0].split('(step ')[1].split(')')[0])
+  from jaxrobust.train.restore import load_trained
+  _, model, variables, ds = load_trained(str(tmp_path))
+  assert _steps(tmp_path)[-1] == named
+  logits = model.apply(variables, jnp.asarray(ds.test_images[:64], jnp.float32) / 255)
+  assert np.all(np.isfinite(np.asarray(logits)))
 
 
-def _template(config):
-  ds = train.load_data(config)
-  model = train.build_model(config, ds)
-  spe = ds.num_train // config.train.batch_size
-  from jaxrobust.train.loop import build_optimizer
-  tx = build_optimizer(config, spe, 12)
-  return train.create_train_state(model, jax.random.key(0), np.zeros((1,) + ds.image_shape, np.float32),
-                                  tx).to_checkpoint()
+def test_non_finite_loss_before_any_checkpoint_says_so(synthetic_config, tmp_path):
+  synthetic_config.train.learning_rate = 1e30
+  with pytest.raises(train.NonFiniteLossError, match='No checkpoint was written'):
+    _run(synthetic_config, tmp_path)
+
+
+def test_second_run_on_a_locked_workdir_is_refused(synthetic_config, tmp_path):
+  holder = subprocess.Popen([sys.executable, '-c', (
+      'import sys, time; from jaxrobust.train.workdir import WorkdirLock; '
+      f'WorkdirLock({str(tmp_path)!r}).acquire(); print("locked", flush=True); time.sleep(60)')],
+      cwd=ROOT, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == 'locked'
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(train.WorkdirLockedError, match=f'pid {holder.pid} on host'):
+      _run(synthetic_config, tmp_path)
+    assert sorted(os.listdir(tmp_path)) == before            # nothing written
+  finally:
+    holder.kill()
+    holder.wait()
+  time.sleep(0.1)
+  with pytest.warns(UserWarning, match=f'stale lock.*pid {holder.pid}'):
+    _run(synthetic_config, tmp_path)                         # a dead holder's lock is taken over
+
+
+def test_resuming_with_another_model_or_objective_is_refused_before_anything_changes(synthetic_config, tmp_path):
+  synthetic_config.train.num_steps = 4
+  _run(synthetic_config, tmp_path)
+  before = {p: open(os.path.join(tmp_path, p), 'rb').read() for p in ('config.json', 'metrics.jsonl')}
+  other = synthetic_config.copy_and_resolve_references()
+  other.model.name = 'small_cnn_lwta'
+  other.train.objective = 'pgd_at'
+  with pytest.raises(train.ConfigMismatchError, match=r"model.name: 'small_cnn' -> 'small_cnn_lwta'"
+                                                       r"(.|\n)*train.objective: 'clean' -> 'pgd_at'"):
+    _run(other, tmp_path)
+  assert {p: open(os.path.join(tmp_path, p), 'rb').read() for p in before} == before
+  assert not os.path.exists(tmp_path / 'config.json.1')
+  # Running longer is not a different training: allowed, and recorded.
+  synthetic_config.train.num_steps = 8
+  assert _run(synthetic_config, tmp_path)['steps'] == 8
+  # An explicit override continues with another objective.
+  other = synthetic_config.copy_and_resolve_references()
+  other.train.objective = 'label_smoothing'
+  other.train.label_smoothing = 0.1
+  other.train.num_steps = 12
+  assert _run(other, tmp_path, allow_config_change=True)['steps'] == 12
 
 
 def test_decay_mask_excludes_noise_scale():

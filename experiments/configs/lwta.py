@@ -1,10 +1,15 @@
 """Table 1 row: Stochastic LWTA (PGD-AT + ELBO).
 
-Fashion-MNIST + small CNN by default (10 epochs; ',quick' = 1 epoch, about 6 minutes on 2 CPU
-cores); ':cifar10' trains
-WRN-34-1 on CIFAR-10 as the study (GPU: hours).
-
   python -m experiments.train --config=experiments/configs/lwta.py:fashion_mnist,quick --workdir=runs/lwta
+  python -m experiments.table1 --rows=lwta --epochs=1 --num_test=500 --steps_scale=0.5
+
+Measured (Fashion-MNIST, small CNN, 1 epoch, 2 CPU cores; results/fashion_mnist/rows/lwta.json):
+training took 335 s; clean 82.6 % on the full test set; on the first
+500 test images, natural 83.6 %, PGD-L∞ 73.6 %, worst case over the standard
+suite (with EOT and transfer) 58.4 %.
+
+Without ',quick' the Fashion-MNIST budget is 10 epochs (about ten times the time above);
+':cifar10' trains WRN-34-1 on CIFAR-10 as the study does (a GPU job).
 """
 from experiments.configs.defenses import defense_config
 

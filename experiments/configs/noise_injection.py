@@ -1,10 +1,15 @@
 """Table 1 row: Noise injection (PNI).
 
-Fashion-MNIST + small CNN by default (10 epochs; ',quick' = 1 epoch, a few minutes on 2 CPU
-cores for clean rows, about 4 minutes per epoch for adversarially trained rows); ':cifar10' trains
-WRN-34-1 on CIFAR-10 as the study (GPU: hours).
-
   python -m experiments.train --config=experiments/configs/noise_injection.py:fashion_mnist,quick --workdir=runs/noise_injection
+  python -m experiments.table1 --rows=noise_injection --epochs=1 --num_test=500 --steps_scale=0.5
+
+Measured (Fashion-MNIST, small CNN, 1 epoch, 2 CPU cores; results/fashion_mnist/rows/noise_injection.json):
+training took 206 s; clean 85.4 % on the full test set; on the first
+500 test images, natural 86.2 %, PGD-L∞ 63.0 %, worst case over the standard
+suite (with EOT and transfer) 50.6 %.
+
+Without ',quick' the Fashion-MNIST budget is 10 epochs (about ten times the time above);
+':cifar10' trains WRN-34-1 on CIFAR-10 as the study does (a GPU job).
 """
 from experiments.configs.defenses import defense_config
 

@@ -1,10 +1,18 @@
 """Table 1 row: TRADES, reference.
 
-Fashion-MNIST + small CNN by default (10 epochs; ',quick' = 1 epoch, a few minutes on 2 CPU
-cores for clean rows, about 4 minutes per epoch for adversarially trained rows); ':cifar10' trains
-WRN-34-1 on CIFAR-10 as the study (GPU: hours).
-
   python -m experiments.train --config=experiments/configs/trades.py:fashion_mnist,quick --workdir=runs/trades
+  python -m experiments.table1 --rows=trades --epochs=1 --num_test=500 --steps_scale=0.5
+
+Measured (Fashion-MNIST, small CNN, 1 epoch, 2 CPU cores; results/fashion_mnist/rows/trades.json):
+training took 274 s; clean 79.1 % on the full test set; on the first
+500 test images, natural 81.4 %, PGD-L∞ 65.2 %, worst case over the standard
+suite 49.4 %.
+
+TRADES now runs the clean and adversarial batches as two train-mode passes (as its
+reference does); the small CNN has no BatchNorm, so this row is unaffected in principle.
+
+Without ',quick' the Fashion-MNIST budget is 10 epochs (about ten times the time above);
+':cifar10' trains WRN-34-1 on CIFAR-10 as the study does (a GPU job).
 """
 from experiments.configs.defenses import defense_config
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrobust.attacks import _core
-from jaxrobust.attacks._losses import get_loss
+from jaxrobust.attacks._losses import get_loss, min_classes
 
 
 def checkpoint_schedule(num_steps: int) -> np.ndarray:
@@ -56,7 +56,7 @@ def _apgd_impl(logits_fn, key, x, y, epsilon, lo, hi, *, num_steps, norm, loss, 
   hist = jnp.zeros((num_steps + 1, b), x.dtype).at[0].set(l0)  # hist[t+1] = loss after step t
   state = dict(x=x0, x_prev=x0, g=g0, step=2.0 * eps * jnp.ones_like(x),
                x_best=x0, g_best=g0, l_best=l0, x_adv=x0, fooled=fooled0, hist=hist,
-               l_best_last=l0, reduced_last=jnp.ones((b,), bool))
+               l_best_last=l0, reduced_last=jnp.ones((b,), bool), bad=_core.nonfinite(logits0))
 
   def body(i, s):
     a = jnp.where(i > 0, 0.75, 1.0)
@@ -90,11 +90,12 @@ def _apgd_impl(logits_fn, key, x, y, epsilon, lo, hi, *, num_steps, norm, loss, 
     return dict(x=x_next, x_prev=s['x'], g=g_next,
                 step=step, x_best=x_best, g_best=g_best, l_best=l_best, x_adv=x_adv, fooled=fooled,
                 hist=hist, l_best_last=jnp.where(at_ckpt, l_best, s['l_best_last']),
-                reduced_last=jnp.where(at_ckpt, osc | no_impr, s['reduced_last']))
+                reduced_last=jnp.where(at_ckpt, osc | no_impr, s['reduced_last']),
+                bad=s['bad'] | _core.nonfinite(logits))
 
   s = _core.fori(num_steps, body, state, unroll)
   # A successful point is returned where it first succeeded; the others at their highest loss.
-  return jax.lax.stop_gradient(jnp.where(ex(s['fooled']), s['x_adv'], s['x_best']))
+  return jax.lax.stop_gradient(jnp.where(ex(s['fooled']), s['x_adv'], s['x_best'])), s['bad']
 
 
 def apgd(logits_fn: _core.LogitsFn, key, x, y, *, epsilon, num_steps: int = 100, norm: str = 'linf',
@@ -117,12 +118,20 @@ def apgd(logits_fn: _core.LogitsFn, key, x, y, *, epsilon, num_steps: int = 100,
 
   Returns:
     x_adv inside the ε-ball and bounds: the first successful iterate, else the highest-loss one.
+
+  Raises:
+    ValueError: for bad input, naming the argument; DLR with fewer than 3 classes (4 targeted).
+    FloatingPointError: when `logits_fn` returns non-finite logits during the attack.
   """
-  _core.check_inputs(logits_fn, x, y, epsilon=epsilon, num_steps=num_steps, bounds=bounds, name='apgd')
   if norm not in ('linf', 'l2'):
     raise ValueError(f"apgd: unknown norm {norm!r}; use 'linf' or 'l2'")
   get_loss(loss)
-  return _apgd_impl(_core.as_pytree_fn(logits_fn), key, x, y, epsilon, bounds[0], bounds[1],
-                    num_steps=num_steps, norm=norm, loss=loss, targeted=targeted,
-                    eot_samples=eot_samples, unroll=_core.resolve_unroll(unroll, num_steps), rho=rho,
-                    microbatch=microbatch)
+  _core.check_inputs(logits_fn, x, y, name='apgd', key=key, bounds=bounds, values={'epsilon': epsilon},
+                     counts={'num_steps': num_steps, 'eot_samples': eot_samples},
+                     min_classes=min_classes(loss, targeted))
+  x_adv, bad = _apgd_impl(_core.as_pytree_fn(logits_fn), key, x, y, epsilon, bounds[0], bounds[1],
+                          num_steps=num_steps, norm=norm, loss=loss, targeted=targeted,
+                          eot_samples=eot_samples, unroll=_core.resolve_unroll(unroll, num_steps),
+                          rho=rho, microbatch=microbatch)
+  _core.check_logits_finite('apgd', bad)
+  return x_adv

@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxrobust import keys
+
 LogitsFn = Callable[[jax.Array, jax.Array], jax.Array]
 Attack = Callable[..., jax.Array]
 Bounds = tuple[Any, Any]
@@ -30,57 +32,133 @@ def concrete(v) -> np.ndarray | None:
     return None
 
 
+def _output_shape(logits_fn, x):
+  return jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype), jax.random.key(0)).shape
+
+
 @functools.lru_cache(maxsize=8)
-def _num_classes(logits_fn, shape, dtype) -> int:
-  out = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(shape, dtype), jax.random.key(0))
-  return int(out.shape[-1])
+def _output_shape_cached(logits_fn, shape, dtype):
+  return _output_shape(logits_fn, jax.ShapeDtypeStruct(shape, dtype))
+
+
+def logits_shape(logits_fn, x) -> tuple[int, ...]:
+  """The shape of `logits_fn`'s output on inputs shaped like x (abstract evaluation, cached)."""
+  try:
+    return tuple(_output_shape_cached(logits_fn, tuple(x.shape), jnp.dtype(x.dtype)))
+  except TypeError:  # unhashable logits_fn
+    return tuple(_output_shape(logits_fn, x))
 
 
 def num_classes_of(logits_fn, x) -> int:
-  """Classes of `logits_fn` on inputs shaped like x (abstract evaluation, cached)."""
-  try:
-    return _num_classes(logits_fn, tuple(x.shape), jnp.dtype(x.dtype))
-  except TypeError:  # unhashable logits_fn
-    return int(jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype),
-                              jax.random.key(0)).shape[-1])
+  """Classes of `logits_fn` on inputs shaped like x."""
+  return int(logits_shape(logits_fn, x)[-1])
 
 
-def check_inputs(logits_fn, x, y, *, epsilon=None, num_steps=None, bounds=(0.0, 1.0),
-                 step_size=None, name='attack') -> None:
-  """Raises ValueError naming the argument for bad inputs; value checks need concrete inputs.
+def check_count(name: str, arg: str, v, minimum: int = 1) -> None:
+  """An integer count (steps, restarts, EOT samples) of at least `minimum`."""
+  if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+    raise ValueError(f'{name}: {arg} must be an integer, got {v!r} ({type(v).__name__})')
+  if v < minimum:
+    raise ValueError(f'{name}: {arg} must be >= {minimum}, got {v}')
 
-  Checks: ε ≥ 0 (and finite), num_steps ≥ 1, step size ≥ 0, x without NaN and inside
-  [lo, hi], y of shape (batch,) with labels in [0, num_classes), per-example arrays of batch size.
+
+def check_key(name: str, key, batch: int) -> None:
+  """One PRNG key, or one key per example."""
+  if key is None or isinstance(key, (int, float, np.integer)) or not hasattr(key, 'dtype'):
+    raise ValueError(f'{name}: key must be a PRNG key (jax.random.key(seed)) or one key per example, '
+                     f'got {key!r}')
+  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    ok = key.ndim == 0 or (key.ndim == 1 and key.shape[0] == batch)
+  else:
+    ok = key.dtype == jnp.uint32 and (key.shape == (2,) or (key.ndim == 2 and key.shape[0] == batch))
+  if not ok:
+    raise ValueError(f'{name}: key must be one PRNG key or {batch} per-example keys (one per example '
+                     f'of x), got a key array of shape {key.shape} and dtype {key.dtype}')
+
+
+def _check_value(name: str, arg: str, v, x, b: int) -> None:
+  if isinstance(v, str) or (hasattr(v, 'dtype') and not jnp.issubdtype(v.dtype, jnp.number)):
+    raise ValueError(f'{name}: {arg} must be a number or an array of numbers, got {v!r}')
+  shape = jnp.shape(v)
+  if shape not in ((), (b,), tuple(x.shape)):
+    raise ValueError(f'{name}: {arg} must be a scalar or have shape ({b},), got shape {shape}')
+  c = concrete(v)
+  if c is None:
+    return
+  if np.any(np.isnan(c)):
+    raise ValueError(f'{name}: {arg} is NaN')
+  if np.any(np.isinf(c)):
+    raise ValueError(f'{name}: {arg} must be finite, got {c.max() if np.any(c > 0) else c.min()}')
+  if np.any(c < 0):
+    raise ValueError(f'{name}: {arg} must be >= 0, got {c.min()}')
+
+
+_NO_KEY = object()
+
+
+def check_inputs(logits_fn, x, y, *, name: str, key=_NO_KEY, values: dict | None = None,
+                 counts: dict | None = None, bounds=(0.0, 1.0), min_classes: int = 1) -> None:
+  """Raises ValueError naming the argument for bad inputs.
+
+  Always checked (shapes and types, also under a caller's `jit`): x is a floating batch of at
+  least one example, y holds one integer label per example, `logits_fn` returns (batch, classes),
+  the key is one key or one per example, counts are integers >= 1, values and bounds are scalars
+  or per-example arrays. Checked only on concrete arguments (not inside a caller's `jit`, where
+  they are tracers): values finite and >= 0, bounds not NaN with lo <= hi, x finite and inside
+  its bounds, labels in [0, classes).
+
+  Args:
+    name: the attack's name, which starts every message.
+    key: the attack's key (checked when passed, even as None).
+    values: non-negative finite quantities by argument name (epsilon, step_size, sigma, ...).
+    counts: integer counts by argument name (num_steps, max_iterations, ...).
+    bounds: (lo, hi) of x.
+    min_classes: the fewest classes the attack's loss can work with (DLR: 3; 4 targeted).
   """
+  if not hasattr(x, 'dtype') or not hasattr(x, 'shape'):
+    raise ValueError(f'{name}: x must be an array, got {type(x).__name__}')
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(f'{name}: x must be a floating-point array in [lo, hi], got dtype {x.dtype} '
+                     f'(scale uint8 pixels to [0, 1] first)')
   if x.ndim < 2:
     raise ValueError(f'{name}: x must be a batch of shape (batch, ...), got shape {x.shape}')
   b = x.shape[0]
-  if y.shape != (b,):
-    raise ValueError(f'{name}: y must have shape ({b},) to match x of shape {x.shape}, got {y.shape}')
+  if b == 0:
+    raise ValueError(f'{name}: x is an empty batch (shape {x.shape})')
+  if not hasattr(y, 'shape') or y.shape != (b,):
+    raise ValueError(f'{name}: y must have shape ({b},) to match x of shape {x.shape}, '
+                     f'got {getattr(y, "shape", type(y).__name__)}')
   if not jnp.issubdtype(y.dtype, jnp.integer):
     raise ValueError(f'{name}: y must hold integer labels, got dtype {y.dtype}')
-  for arg, v in (('epsilon', epsilon), ('step_size', step_size), ('bounds[0]', bounds[0]),
-                 ('bounds[1]', bounds[1])):
-    if v is None or callable(v):
-      continue
-    shape = jnp.shape(v)
-    if shape not in ((), (b,), tuple(x.shape)):
-      raise ValueError(f'{name}: {arg} must be a scalar or have shape ({b},), got shape {shape}')
-    c = concrete(v)
-    if c is not None and arg in ('epsilon', 'step_size'):
-      if np.any(np.isnan(c)):
-        raise ValueError(f'{name}: {arg} is NaN')
-      if np.any(c < 0):
-        raise ValueError(f'{name}: {arg} must be >= 0, got {c.min()}')
-  if num_steps is not None and num_steps < 1:
-    raise ValueError(f'{name}: num_steps must be >= 1, got {num_steps}')
+  if key is not _NO_KEY:
+    check_key(name, key, b)
+  for arg, v in (counts or {}).items():
+    check_count(name, arg, v)
+  for arg, v in (values or {}).items():
+    if v is not None and not callable(v):
+      _check_value(name, arg, v, x, b)
+  if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
+    raise ValueError(f'{name}: bounds must be a pair (lo, hi), got {bounds!r}')
+  for arg, v in (('bounds[0]', bounds[0]), ('bounds[1]', bounds[1])):
+    if jnp.shape(v) not in ((), (b,), tuple(x.shape)):
+      raise ValueError(f'{name}: {arg} must be a scalar or have shape ({b},), got shape {jnp.shape(v)}')
+  out = logits_shape(logits_fn, x)
+  if len(out) != 2 or out[0] != b:
+    raise ValueError(f'{name}: logits_fn must return logits of shape ({b}, classes) for x of shape '
+                     f'{x.shape}, got shape {out}')
+  k = int(out[-1])
+  if k < min_classes:
+    raise ValueError(f'{name}: the loss needs at least {min_classes} classes, the model has {k}')
   lo, hi = concrete(bounds[0]), concrete(bounds[1])
+  for arg, c in (('bounds[0]', lo), ('bounds[1]', hi)):
+    if c is not None and np.any(np.isnan(c)):
+      raise ValueError(f'{name}: {arg} is NaN')
   if lo is not None and hi is not None and np.any(lo > hi):
     raise ValueError(f'{name}: bounds must satisfy lo <= hi, got {bounds}')
   xc = concrete(x)
   if xc is not None:
-    if np.any(np.isnan(xc)):
-      raise ValueError(f'{name}: x contains NaN')
+    if not np.all(np.isfinite(xc)):
+      raise ValueError(f'{name}: x contains {"NaN" if np.any(np.isnan(xc)) else "inf"}')
     if lo is not None and hi is not None:
       lo_b, hi_b = _np_bcast(lo, xc), _np_bcast(hi, xc)
       if np.any(xc < lo_b - 1e-6) or np.any(xc > hi_b + 1e-6):
@@ -88,11 +166,24 @@ def check_inputs(logits_fn, x, y, *, epsilon=None, num_steps=None, bounds=(0.0, 
             f'{name}: x has values outside its bounds [{np.min(lo)}, {np.max(hi)}]: min {xc.min():.4g}, '
             f'max {xc.max():.4g}. Attacks work in pixel space; normalise inside the model.')
   yc = concrete(y)
-  if yc is not None and b:
-    k = num_classes_of(logits_fn, x)
-    if yc.min() < 0 or yc.max() >= k:
-      raise ValueError(f'{name}: label out of range: y spans [{yc.min()}, {yc.max()}], '
-                       f'the model has {k} classes')
+  if yc is not None and (yc.min() < 0 or yc.max() >= k):
+    raise ValueError(f'{name}: label out of range: y spans [{yc.min()}, {yc.max()}], '
+                     f'the model has {k} classes')
+
+
+def check_logits_finite(name: str, bad) -> None:
+  """Raises when the attack met non-finite logits (`bad`: per-example flags from the program);
+  inside a caller's `jit` the flags are tracers and the check is skipped."""
+  c = concrete(bad)
+  if c is not None and np.any(c):
+    raise FloatingPointError(
+        f'{name}: logits_fn returned non-finite logits (NaN or inf) for {int(np.sum(c))} of '
+        f'{c.size} examples during the attack; the model is broken, its accuracy would be meaningless')
+
+
+def nonfinite(logits) -> jax.Array:
+  """Per-example flag: any logit NaN or infinite."""
+  return ~jnp.all(jnp.isfinite(logits), axis=-1)
 
 
 def _np_bcast(v, x):
@@ -162,7 +253,8 @@ def split_attack_key(key, batch: int):
   """
   key = as_typed(key)
   if is_key_batch(key, batch):
-    return jax.vmap(lambda k: jax.random.fold_in(k, 0))(key), jax.random.fold_in(key[0], 1)
+    noise = jax.vmap(lambda k: jax.random.fold_in(k, keys.TAG_EXAMPLE_NOISE))(key)
+    return noise, jax.random.fold_in(key[0], keys.TAG_EXAMPLE_MODEL)
   k_noise, k_model = jax.random.split(key)
   return k_noise, k_model
 
@@ -205,7 +297,7 @@ def random_start(key, x, epsilon, norm: str, kind: str | None):
 # ------------------------------------------------------------------------------ loops, grads
 def default_unroll(num_steps: int) -> int:
   """Unroll factor for attack loops: full on XLA's CPU backend, where a rolled loop over conv
-  gradients is 2–5× slower (perf-cpu.md), capped for long attacks; rolled (1) on GPU/TPU."""
+  gradients is 2–5× slower (docs/performance.md), capped for long attacks; rolled (1) on GPU/TPU."""
   if jax.default_backend() == 'cpu':
     return max(1, min(num_steps, 20))
   return 1
@@ -238,8 +330,7 @@ def loss_and_grad(logits_fn, loss_fn, x, y, key, eot_samples: int = 1, microbatc
 
   With `microbatch`, the batch is processed in straight-line chunks of that size (each chunk's
   model key is folded from `key`): the same per-example results, but on XLA's CPU backend
-  convolutions over chunks of 16–32 stay in cache and run 1.1–1.5× faster (perf notes in
-  benchmarks/attacks.py). `loss_fn` must then be per-example in (logits, y).
+  convolutions over chunks of 16–32 stay in cache and run 1.1–1.5× faster (docs/performance.md). `loss_fn` must then be per-example in (logits, y).
 
   References:
     Athalye et al. 2018, "Synthesizing Robust Adversarial Examples", arXiv:1707.07397

@@ -1,6 +1,6 @@
 """Carlini–Wagner L2: tanh change of variables, margin loss with κ, Adam, binary search over c.
 
-Follows the reference implementation (carlini/nn_robust_attacks `l2_attack.py`, methods.md §4):
+Follows the reference implementation (carlini/nn_robust_attacks `l2_attack.py`):
 Adam and the modifier are reset at every binary-search step, the search aborts early when the
 loss stalls, and the minimum-L2 successful example is kept per point. Unlike torchattacks, the
 true class is masked with −∞, and unlike cleverhans' torch port, Adam is reset.
@@ -21,6 +21,13 @@ from jax import lax
 from jaxrobust.attacks import _core
 from jaxrobust.attacks._losses import margin
 
+# x is mapped into the tanh box slightly shrunk, so arctanh stays finite at the box edges.
+TANH_SHRINK = 0.999999
+# The search's upper bound on c starts "not found" at NO_UPPER; below FOUND_UPPER a success has
+# been seen, and c bisects between the bounds instead of growing tenfold (the reference's 1e10/1e9).
+NO_UPPER = 1e10
+FOUND_UPPER = 1e9
+
 
 def _succeeded(logits, y, kappa, targeted):
   """Carlini's `compare`: the prediction after shifting the y logit by κ against the attack."""
@@ -36,7 +43,7 @@ def _cw_impl(logits_fn, key, x, y, initial_const, kappa, learning_rate, lo, hi, 
   b = x.shape[0]
   lo, hi = _core.bcast(lo, x), _core.bcast(hi, x)
   span = hi - lo
-  w0 = jnp.arctanh(((x - lo) / jnp.where(span > 0, span, 1.0) * 2 - 1) * 0.999999)
+  w0 = jnp.arctanh(((x - lo) / jnp.where(span > 0, span, 1.0) * 2 - 1) * TANH_SHRINK)
   to_x = lambda w: lo + span * (jnp.tanh(w) + 1) / 2
   _, model_key = _core.split_attack_key(key, b)
   opt = optax.adam(learning_rate)
@@ -54,12 +61,13 @@ def _cw_impl(logits_fn, key, x, y, initial_const, kappa, learning_rate, lo, hi, 
   grad_fn = jax.value_and_grad(objective, has_aux=True)
 
   def binary_step(s, outer):
-    lower, upper, c, best_l2, best_x = outer
+    lower, upper, c, best_l2, best_x, bad = outer
 
     def step(i, carry):
-      w, opt_state, step_l2, step_ok, best_l2, best_x, prev, active = carry
+      w, opt_state, step_l2, step_ok, best_l2, best_x, prev, bad, active = carry
       k = jax.random.fold_in(model_key, s * max_iterations + i)
       (_, (per, l2, logits, xa)), g = grad_fn(w, c, k)
+      bad = bad | _core.nonfinite(logits)
       ok = _succeeded(logits, y, kappa, targeted)
       step_better = ok & (l2 < step_l2)
       step_l2, step_ok = jnp.where(step_better, l2, step_l2), step_ok | ok
@@ -72,7 +80,7 @@ def _cw_impl(logits_fn, key, x, y, initial_const, kappa, learning_rate, lo, hi, 
         prev = jnp.where(check, per, prev)
       upd, opt_state = opt.update(g, opt_state)
       w = jnp.where(active.reshape((-1,) + (1,) * (x.ndim - 1)), w + upd, w)
-      return w, opt_state, step_l2, step_ok, best_l2, best_x, prev, active
+      return w, opt_state, step_l2, step_ok, best_l2, best_x, prev, bad, active
 
     def run_chunk(state):
       j, carry = state
@@ -80,28 +88,29 @@ def _cw_impl(logits_fn, key, x, y, initial_const, kappa, learning_rate, lo, hi, 
       return j + 1, carry
 
     carry = (w0, opt.init(w0), jnp.full((b,), jnp.inf), jnp.zeros((b,), bool), best_l2, best_x,
-             jnp.full((b,), jnp.inf), jnp.ones((b,), bool))
+             jnp.full((b,), jnp.inf), bad, jnp.ones((b,), bool))
     if unroll >= max_iterations:
       # Straight-line steps (XLA CPU: no loop around conv gradients); aborted examples are masked.
       carry = _core.fori(max_iterations, step, carry, unroll)
     else:
       # Chunks of unrolled steps; the while loop stops once every example has aborted.
       _, carry = lax.while_loop(lambda st: (st[0] < n_chunks) & jnp.any(st[1][-1]), run_chunk, (0, carry))
-    _, _, _, step_ok, best_l2, best_x, _, _ = carry
+    _, _, _, step_ok, best_l2, best_x, _, bad, _ = carry
     upper = jnp.where(step_ok, jnp.minimum(upper, c), upper)
     lower = jnp.where(step_ok, lower, jnp.maximum(lower, c))
-    c = jnp.where(upper < 1e9, (lower + upper) / 2, jnp.where(step_ok, c, c * 10))
-    return lower, upper, c, best_l2, best_x
+    c = jnp.where(upper < FOUND_UPPER, (lower + upper) / 2, jnp.where(step_ok, c, c * 10))
+    return lower, upper, c, best_l2, best_x, bad
 
   c0 = jnp.broadcast_to(jnp.asarray(initial_const, x.dtype), (b,))
-  init = (jnp.zeros((b,), x.dtype), jnp.full((b,), 1e10, x.dtype), c0, jnp.full((b,), jnp.inf, x.dtype), x)
+  init = (jnp.zeros((b,), x.dtype), jnp.full((b,), NO_UPPER, x.dtype), c0,
+          jnp.full((b,), jnp.inf, x.dtype), x, jnp.zeros((b,), bool))
   straight = unroll >= max_iterations and binary_search_steps == 1
-  _, _, _, best_l2, best_x = _core.fori(binary_search_steps, binary_step, init,
-                                        binary_search_steps if straight else 1)
+  _, _, _, best_l2, best_x, bad = _core.fori(binary_search_steps, binary_step, init,
+                                             binary_search_steps if straight else 1)
   # An L2 budget: points whose smallest adversarial example is farther than ε stay unperturbed.
   eps = jnp.broadcast_to(jnp.asarray(epsilon, x.dtype), (b,))
   keep = (jnp.sqrt(best_l2) <= eps).reshape((-1,) + (1,) * (x.ndim - 1))
-  return lax.stop_gradient(jnp.where(keep, best_x, x))
+  return lax.stop_gradient(jnp.where(keep, best_x, x)), bad
 
 
 def cw_l2(logits_fn: _core.LogitsFn, key, x, y, *, kappa: float = 0.0, initial_const: float = 1e-3,
@@ -131,21 +140,28 @@ def cw_l2(logits_fn: _core.LogitsFn, key, x, y, *, kappa: float = 0.0, initial_c
 
   Returns:
     The minimum-L2 successful example per point, or x where none was found.
+
+  Raises:
+    ValueError: for bad input, naming the argument.
+    FloatingPointError: when `logits_fn` returns non-finite logits during the attack.
   """
-  _core.check_inputs(logits_fn, x, y, num_steps=max_iterations, bounds=bounds,
-                     step_size=learning_rate, name='cw_l2')
-  if binary_search_steps < 1:
-    raise ValueError(f'cw_l2: binary_search_steps must be >= 1, got {binary_search_steps}')
-  c = _core.concrete(epsilon)
-  if c is not None and (np.any(c < 0) or np.any(np.isnan(c))):
-    raise ValueError(f'cw_l2: epsilon must be >= 0, got {c}')
+  _core.check_inputs(logits_fn, x, y, name='cw_l2', key=key, bounds=bounds,
+                     values={'learning_rate': learning_rate, 'initial_const': initial_const,
+                             'kappa': kappa},
+                     counts={'max_iterations': max_iterations,
+                             'binary_search_steps': binary_search_steps})
+  c = _core.concrete(epsilon)   # an L2 budget: inf (the default) means none
+  if isinstance(epsilon, str) or (c is not None and (np.any(c < 0) or np.any(np.isnan(c)))):
+    raise ValueError(f'cw_l2: epsilon must be a number >= 0 (inf: no budget), got {epsilon!r}')
   if unroll is None:
     if jax.default_backend() == 'cpu':
       unroll = max_iterations if max_iterations <= 100 else min(20, max(max_iterations // 10, 1))
     else:
       unroll = 1
   unroll = _core.resolve_unroll(unroll, max_iterations)
-  return _cw_impl(_core.as_pytree_fn(logits_fn), key, x, y, initial_const, kappa, learning_rate,
-                  bounds[0], bounds[1], epsilon, max_iterations=max_iterations,
-                  binary_search_steps=binary_search_steps, targeted=targeted, abort_early=abort_early,
-                  unroll=unroll)
+  x_adv, bad = _cw_impl(_core.as_pytree_fn(logits_fn), key, x, y, initial_const, kappa, learning_rate,
+                        bounds[0], bounds[1], epsilon, max_iterations=max_iterations,
+                        binary_search_steps=binary_search_steps, targeted=targeted,
+                        abort_early=abort_early, unroll=unroll)
+  _core.check_logits_finite('cw_l2', bad)
+  return x_adv

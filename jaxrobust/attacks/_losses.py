@@ -54,6 +54,14 @@ def dlr(logits, y, targeted: bool = False):
 LOSSES = ('ce', 'margin', 'dlr')
 
 
+def min_classes(loss, targeted: bool = False) -> int:
+  """The fewest classes a loss can work with: DLR's denominator needs the third (targeted:
+  fourth) largest logit, and with fewer classes its gradient vanishes; CE and the margin need two."""
+  if loss == 'dlr':
+    return 4 if targeted else 3
+  return 1 if callable(loss) else 2
+
+
 def get_loss(name, *, targeted: bool = False, kappa: float = 0.0):
   """The per-example loss `(logits, y) -> (B,)` by name ('ce', 'margin', 'dlr') or a callable."""
   if callable(name):

@@ -11,12 +11,19 @@ import jax.numpy as jnp
 from jaxrobust.attacks import _core
 
 
+def _check_norm(name: str, norm: str) -> None:
+  if norm not in ('linf', 'l2'):
+    raise ValueError(f"{name}: unknown norm {norm!r}; use 'linf' or 'l2'")
+
+
 def uniform_noise(logits_fn, key, x, y, *, epsilon, norm: str = 'linf', bounds=(0.0, 1.0)) -> jax.Array:
   """x + δ with δ uniform in the ε-ball of `norm` (L∞ cube or L2 ball), clipped to bounds.
 
   `logits_fn` and `y` are only checked, never queried: the attack is blind.
   """
-  _core.check_inputs(logits_fn, x, y, epsilon=epsilon, bounds=bounds, name='uniform_noise')
+  _check_norm('uniform_noise', norm)
+  _core.check_inputs(logits_fn, x, y, name='uniform_noise', key=key, bounds=bounds,
+                     values={'epsilon': epsilon})
   noise_key, _ = _core.split_attack_key(key, x.shape[0])
   eps = _core.bcast(epsilon, x)
   delta = _core.random_start(noise_key, x, eps, norm, 'uniform')
@@ -26,8 +33,9 @@ def uniform_noise(logits_fn, key, x, y, *, epsilon, norm: str = 'linf', bounds=(
 def gaussian_noise(logits_fn, key, x, y, *, sigma, epsilon=None, norm: str = 'l2',
                    bounds=(0.0, 1.0)) -> jax.Array:
   """x + N(0, σ²I), projected onto the ε-ball of `norm` when `epsilon` is given, then clipped."""
-  _core.check_inputs(logits_fn, x, y, epsilon=epsilon, step_size=sigma, bounds=bounds,
-                     name='gaussian_noise')
+  _check_norm('gaussian_noise', norm)
+  _core.check_inputs(logits_fn, x, y, name='gaussian_noise', key=key, bounds=bounds,
+                     values={'sigma': sigma, 'epsilon': epsilon})
   noise_key, _ = _core.split_attack_key(key, x.shape[0])
   delta = _core.bcast(sigma, x) * _core.sample_like(noise_key, x, jax.random.normal)
   if epsilon is not None:

@@ -14,8 +14,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxrobust import keys
 from jaxrobust.attacks import _core
-from jaxrobust.attacks._losses import get_loss
+from jaxrobust.attacks._losses import get_loss, min_classes
 
 
 def _schedule_factor(schedule, t, n):
@@ -45,24 +46,27 @@ def _pgd_impl(logits_fn, key, x, y, epsilon, step_size, lo, hi, kappa, *, num_st
     k_noise = _core.fold_keys(noise_key, r) if restarts > 1 else noise_key
     x0 = jnp.clip(x + _core.random_start(k_noise, x, eps, norm, random_init), lo, hi)
 
-    def step(t, xa):
+    def step(t, carry):
+      xa, bad = carry
       k = jax.random.fold_in(jax.random.fold_in(model_key, r), t)
-      _, _, g = _core.loss_and_grad(logits_fn, loss_fn, xa, y, k, eot_samples, microbatch)
+      _, logits, g = _core.loss_and_grad(logits_fn, loss_fn, xa, y, k, eot_samples, microbatch)
       a = alpha * _schedule_factor(step_schedule, t, num_steps)
-      return _core.project_and_clip(xa + a * _core.normalize_step(g, norm), x, eps, norm, lo, hi)
+      xa = _core.project_and_clip(xa + a * _core.normalize_step(g, norm), x, eps, norm, lo, hi)
+      return xa, bad | _core.nonfinite(logits)
 
-    return _core.fori(num_steps, step, x0, unroll)
+    return _core.fori(num_steps, step, (x0, jnp.zeros(x.shape[:1], bool)), unroll)
 
   if restarts == 1:
-    return jax.lax.stop_gradient(one_restart(0))
-  candidates = jax.vmap(one_restart)(jnp.arange(restarts))          # (R, B, ...)
+    x_adv, bad = one_restart(0)
+    return jax.lax.stop_gradient(x_adv), bad
+  candidates, bad = jax.vmap(one_restart)(jnp.arange(restarts))      # (R, B, ...)
   # Keep, per example, the most damaging restart: successful first, then the highest loss.
-  k_eval = jax.random.fold_in(model_key, 10**6)
+  k_eval = jax.random.fold_in(model_key, keys.TAG_RESTART_SELECTION)
   per, logits, _ = jax.vmap(lambda xa: _core.loss_and_grad(logits_fn, loss_fn, xa, y, k_eval))(candidates)
   score = jnp.where(jax.vmap(lambda lg: _core.success(lg, y, targeted))(logits), jnp.inf, per)
   best = jnp.argmax(score, axis=0)                                   # (B,)
-  return jax.lax.stop_gradient(jnp.take_along_axis(
-      candidates, best.reshape((1, -1) + (1,) * (x.ndim - 1)), axis=0)[0])
+  x_adv = jnp.take_along_axis(candidates, best.reshape((1, -1) + (1,) * (x.ndim - 1)), axis=0)[0]
+  return jax.lax.stop_gradient(x_adv), jnp.any(bad, 0) | jnp.any(jax.vmap(_core.nonfinite)(logits), 0)
 
 
 def pgd(logits_fn: _core.LogitsFn, key, x, y, *, epsilon, step_size=None, num_steps: int = 10,
@@ -99,26 +103,41 @@ def pgd(logits_fn: _core.LogitsFn, key, x, y, *, epsilon, step_size=None, num_st
     x_adv with ‖x_adv − x‖ ≤ ε and lo ≤ x_adv ≤ hi, passed through stop_gradient.
 
   Raises:
-    ValueError: for ε < 0, num_steps < 1, x out of bounds or NaN, labels out of range, shape
-      mismatches, unknown norm/loss/init names.
+    ValueError: for bad input, naming the argument (see `check_inputs`), unknown norm, loss or
+      init names, a loss that needs more classes than the model has.
+    FloatingPointError: when `logits_fn` returns non-finite logits during the attack (checked
+      when called outside a `jit`; see the README on checks).
 
   References:
     Madry et al. 2018, arXiv:1706.06083
   """
-  _core.check_inputs(logits_fn, x, y, epsilon=epsilon, num_steps=num_steps, bounds=bounds,
-                     step_size=step_size, name='pgd')
+  return _run_pgd('pgd', logits_fn, key, x, y, epsilon=epsilon, step_size=step_size,
+                  num_steps=num_steps, norm=norm, loss=loss, kappa=kappa, random_init=random_init,
+                  restarts=restarts, targeted=targeted, bounds=bounds, step_schedule=step_schedule,
+                  eot_samples=eot_samples, unroll=unroll, microbatch=microbatch)
+
+
+def _run_pgd(name, logits_fn, key, x, y, *, epsilon, step_size, num_steps, norm, loss, kappa,
+             random_init, restarts, targeted, bounds, step_schedule, eot_samples, unroll, microbatch):
+  """Checks the arguments under the caller's `name`, runs the compiled program, checks its logits."""
   if norm not in ('linf', 'l2'):
-    raise ValueError(f"pgd: unknown norm {norm!r}; use 'linf' or 'l2'")
-  if restarts < 1 or eot_samples < 1:
-    raise ValueError(f'pgd: restarts and eot_samples must be >= 1, got {restarts}, {eot_samples}')
+    raise ValueError(f"{name}: unknown norm {norm!r}; use 'linf' or 'l2'")
   get_loss(loss)  # validates the name
+  _core.check_inputs(logits_fn, x, y, name=name, key=key, bounds=bounds,
+                     values={'epsilon': epsilon, 'step_size': step_size, 'kappa': kappa},
+                     counts={'num_steps': num_steps, 'restarts': restarts, 'eot_samples': eot_samples},
+                     min_classes=min_classes(loss, targeted))
+  if microbatch is not None:
+    _core.check_count(name, 'microbatch', microbatch)
   if step_size is None:
     step_size = 2.5 * jnp.asarray(epsilon) / num_steps
-  return _pgd_impl(_core.as_pytree_fn(logits_fn), key, x, y, epsilon, step_size, bounds[0], bounds[1],
-                   kappa, num_steps=num_steps, norm=norm, loss=loss, random_init=random_init,
-                   restarts=restarts, targeted=targeted, eot_samples=eot_samples,
-                   unroll=_core.resolve_unroll(unroll, num_steps), step_schedule=step_schedule,
-                   microbatch=microbatch)
+  x_adv, bad = _pgd_impl(_core.as_pytree_fn(logits_fn), key, x, y, epsilon, step_size, bounds[0],
+                         bounds[1], kappa, num_steps=num_steps, norm=norm, loss=loss,
+                         random_init=random_init, restarts=restarts, targeted=targeted,
+                         eot_samples=eot_samples, unroll=_core.resolve_unroll(unroll, num_steps),
+                         step_schedule=step_schedule, microbatch=microbatch)
+  _core.check_logits_finite(name, bad)
+  return x_adv
 
 
 def fgsm(logits_fn: _core.LogitsFn, key, x, y, *, epsilon, loss='ce', targeted: bool = False,
@@ -131,9 +150,10 @@ def fgsm(logits_fn: _core.LogitsFn, key, x, y, *, epsilon, loss='ce', targeted: 
   References:
     Goodfellow et al. 2015, arXiv:1412.6572
   """
-  return pgd(logits_fn, key, x, y, epsilon=epsilon, step_size=epsilon, num_steps=1, norm=norm,
-             loss=loss, random_init=None, targeted=targeted, bounds=bounds, eot_samples=eot_samples,
-             microbatch=microbatch)
+  return _run_pgd('fgsm' if norm == 'linf' else 'fgm', logits_fn, key, x, y, epsilon=epsilon,
+                  step_size=epsilon, num_steps=1, norm=norm, loss=loss, kappa=0.0, random_init=None,
+                  restarts=1, targeted=targeted, bounds=bounds, step_schedule=None,
+                  eot_samples=eot_samples, unroll=None, microbatch=microbatch)
 
 
 def fgm(logits_fn: _core.LogitsFn, key, x, y, *, epsilon, **kwargs) -> jax.Array:

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable, Mapping
 
 from jaxrobust.attacks._apgd import apgd
+from jaxrobust.attacks._core import check_count
 from jaxrobust.attacks._cw import cw_l2
 from jaxrobust.attacks._noise import gaussian_noise, uniform_noise
 from jaxrobust.attacks._pgd import fgm, fgsm, pgd
@@ -22,6 +24,10 @@ _ATTACKS: dict[str, tuple[Callable, dict]] = {
     'uniform': (uniform_noise, {}),
     'gaussian': (gaussian_noise, {}),
 }
+
+
+# Arguments of every call, never of a spec.
+_CALL_ARGS = frozenset({'logits_fn', 'key', 'x', 'y'})
 
 
 def attack_names() -> list[str]:
@@ -44,11 +50,17 @@ def build_attack(spec: Mapping[str, Any]) -> Callable:
     raise ValueError(f'unknown attack name {name!r}; known attacks: {", ".join(attack_names())}')
   fn, fixed = _ATTACKS[name]
   eot_samples = spec.pop('eot', 1)
-  if eot_samples != 1:
+  if eot_samples != 1 or not isinstance(eot_samples, int):
     if fn not in (pgd, apgd, fgsm, fgm):
       raise ValueError(f'attack {name!r} does not take EOT samples')
-    spec['eot_samples'] = int(eot_samples)
-  for k in ('bounds',):
-    if k in spec:
-      spec[k] = tuple(spec[k])
+    check_count(name, 'eot', eot_samples)
+    spec['eot_samples'] = eot_samples
+  params = inspect.signature(fn).parameters
+  if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+    unknown = sorted(set(spec) - set(params) | set(spec) & set(fixed) | set(spec) & _CALL_ARGS)
+    if unknown:
+      settable = sorted(set(params) - set(fixed) - _CALL_ARGS)
+      raise ValueError(f'attack {name!r}: unknown or fixed hyperparameters {unknown}; it takes {settable}')
+  if 'bounds' in spec:
+    spec['bounds'] = tuple(spec['bounds'])
   return functools.partial(fn, **fixed, **spec)

@@ -11,29 +11,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrobust import attacks as A
-from jaxrobust.evaluation.suites import attack_suite, linf_budget
-from jaxrobust.models import make_logits_fn
-from jaxrobust.models.common import STOCHASTIC
+from jaxrobust import keys
+from jaxrobust.evaluation.accuracy import NonFiniteLogitsError, as_unit_float, correct, robust_accuracy
+from jaxrobust.evaluation.suites import attack_suite, transfer_attack
+from jaxrobust.models import forward, make_logits_fn
 
 
 def deterministic_surrogate(model):
-  """The same model without its randomness: LWTA winners by argmax, PNI noise scale 0 (via a
-  params transform), or None when the model has no known surrogate."""
-  from jaxrobust.models.stochastic_models import with_lwta_mode
-  try:
-    return with_lwta_mode(model, 'argmax'), None
-  except ValueError:
-    pass
-  if 'PNI' in repr(model.conv) or 'PNI' in repr(getattr(model, 'dense', '')):
-    zero_noise = lambda v: jax.tree_util.tree_map_with_path(
-        lambda p, a: jnp.zeros_like(a) if any(getattr(k, 'key', None) == 'noise_scale' for k in p) else a, v)
-    return model, zero_noise
-  return None, None
+  """The same model (same variables) with every stochastic layer's noise off (LWTA winners by
+  argmax, PNI without weight noise, IBP gates at their means), or None when the model has no
+  `deterministic` switch."""
+  return model.clone(deterministic=True) if hasattr(model, 'deterministic') else None
 
 
 @functools.partial(jax.jit, static_argnames=('model',))
 def _forward(model, variables, x, key):
-  return model.apply(variables, x, train=False, rngs={STOCHASTIC: key})
+  return forward(model.apply, variables, x, key)
 
 
 def inference_ms_per_image(model, variables, image_shape, batch: int = 256, repeats: int = 5) -> float:
@@ -49,19 +42,31 @@ def inference_ms_per_image(model, variables, image_shape, batch: int = 256, repe
   return 1000.0 * float(np.median(ts)) / batch
 
 
-def accuracy_vs_epsilon(logits_fn, images, labels, epsilons, *, key, num_steps: int = 10,
-                        batch_size: int = 256) -> list[float]:
+def pgd_accuracy_over_epsilons(logits_fn, images, labels, epsilons, *, key, num_steps: int = 10,
+                               batch_size: int = 256) -> list[float]:
   """PGD-L∞ accuracy at every ε of the grid, one vmapped call per batch (α = 2.5·ε/steps)."""
   eps = jnp.asarray(epsilons, jnp.float32)
-  correct = np.zeros(len(epsilons))
+  hits = np.zeros(len(epsilons))
   for i in range(0, len(images), batch_size):
-    x = jnp.asarray(images[i:i + batch_size], jnp.float32) / 255.0
+    x = as_unit_float(images[i:i + batch_size])
     y = jnp.asarray(labels[i:i + batch_size])
     kb = jax.random.fold_in(key, i)
     xs = A.over_epsilons(A.pgd, logits_fn, kb, x, y, eps, num_steps=num_steps)
-    pred = jax.vmap(lambda xa: jnp.argmax(logits_fn(xa, jax.random.fold_in(kb, 1)), -1))(xs)
-    correct += np.asarray(jnp.sum(pred == y[None], axis=1))
-  return (correct / max(len(images), 1)).tolist()
+    logits = jax.vmap(lambda xa: logits_fn(xa, jax.random.fold_in(kb, keys.TAG_EVAL_PREDICT)))(xs)
+    ok = (jnp.argmax(logits, -1) == y[None]) & jnp.all(jnp.isfinite(logits), -1)
+    hits += np.asarray(jnp.sum(ok, axis=1))
+  return (hits / max(len(images), 1)).tolist()
+
+
+def check_finite_model(logits_fn, images, *, key, batch_size: int = 250) -> None:
+  """Raises NonFiniteLogitsError when the model's clean logits are not all finite."""
+  for i in range(0, len(images), batch_size):
+    x = as_unit_float(images[i:i + batch_size])
+    _, finite = correct(logits_fn, x, jnp.zeros((x.shape[0],), jnp.int32), jax.random.fold_in(key, i))
+    if not finite.all():
+      raise NonFiniteLogitsError(f'the model gives non-finite clean logits on {int((~finite).sum())} of '
+                                 f'{x.shape[0]} examples in batch {i // batch_size}: refusing to evaluate '
+                                 f'it (a broken checkpoint?)')
 
 
 def evaluate_model(model, variables, images, labels, *, dataset: str, suite: str = 'standard',
@@ -76,44 +81,46 @@ def evaluate_model(model, variables, images, labels, *, dataset: str, suite: str
     suite: 'study' or 'standard'.
     key: PRNG key.
     batch_size: evaluation batch.
-    eval_draws: for stochastic models, also report accuracy when a point must be right in all
-      of this many fresh draws ('worst over k stochastic re-evaluations').
+    eval_draws: for stochastic models, also report clean accuracy when a point must be right in
+      all of this many fresh draws ('clean_all_of_k_draws').
     steps_scale: scale attack iterations (quick runs).
     eot_samples: EOT samples of the adaptive attacks.
     epsilon_grid: if given, PGD-L∞ accuracy at each ε (vmapped grid).
 
   Returns:
     dict with accuracies per attack ('clean', 'fgsm', ...), 'worst_case', 'stochastic',
-    'worst_case_k_draws' (stochastic), 'transfer' (if a surrogate exists), 'ms_per_image',
-    'epsilon_grid' and 'accuracy_vs_epsilon', 'n', and 'per_example' correctness arrays.
+    'clean_all_of_k_draws' (stochastic), 'transfer' (if a surrogate exists), 'ms_per_image',
+    'epsilon_grid' and 'accuracy_vs_epsilon', 'n', 'non_finite', and per-example correctness.
+
+  Raises:
+    NonFiniteLogitsError: when the model's clean logits are not finite.
   """
-  stochastic = _stochastic(model, variables, images.shape[1:])
   f = make_logits_fn(model, variables)
+  check_finite_model(f, images, key=key, batch_size=batch_size)
+  stochastic = _stochastic(model, variables, images.shape[1:])
   specs = attack_suite(suite, dataset, stochastic=stochastic, eot_samples=eot_samples, steps_scale=steps_scale)
   attacks = {k: A.build_attack(v) for k, v in specs.items()}
-  surrogate, transform = deterministic_surrogate(model) if stochastic else (None, None)
+  surrogate = deterministic_surrogate(model) if stochastic else None
   if surrogate is not None:
-    sv = transform(variables) if transform else variables
-    sf = make_logits_fn(surrogate, sv)
-    eps = linf_budget(suite, dataset)
-    transfer = functools.partial(A.pgd, epsilon=eps, step_size=eps / 8, num_steps=max(1, int(20 * steps_scale)))
+    sf = make_logits_fn(surrogate, variables)
+    transfer = A.build_attack(transfer_attack(suite, dataset, steps_scale=steps_scale))
     attacks['transfer'] = lambda _f, k, x, y: transfer(sf, k, x, y)
-  res = A.robust_accuracy(f, images, labels, attacks, key=key, batch_size=batch_size, progress=progress)
+  res = robust_accuracy(f, images, labels, attacks, key=key, batch_size=batch_size, progress=progress)
   out = {k: v for k, v in res.items() if k != 'per_example'}
   out['per_example'] = {k: v.tolist() for k, v in res['per_example'].items()}
   out['stochastic'] = stochastic
   out['suite'] = suite
   out['attacks'] = specs
   if stochastic and eval_draws > 1:
-    multi = A.robust_accuracy(f, images, labels, {}, key=jax.random.fold_in(key, 1),
-                              batch_size=batch_size, eval_draws=eval_draws)
+    multi = robust_accuracy(f, images, labels, {}, key=jax.random.fold_in(key, keys.TAG_EVAL_DRAWS),
+                            batch_size=batch_size, eval_draws=eval_draws)
     out['clean_all_of_k_draws'] = multi['clean']
     out['eval_draws'] = eval_draws
   if epsilon_grid is not None:
     out['epsilon_grid'] = [float(e) for e in epsilon_grid]
     out['grid_steps'] = max(1, int(10 * steps_scale))
-    out['accuracy_vs_epsilon'] = accuracy_vs_epsilon(
-        f, images, labels, epsilon_grid, key=jax.random.fold_in(key, 2),
+    out['accuracy_vs_epsilon'] = pgd_accuracy_over_epsilons(
+        f, images, labels, epsilon_grid, key=jax.random.fold_in(key, keys.TAG_EVAL_GRID),
         num_steps=max(1, int(10 * steps_scale)), batch_size=batch_size)
   out['ms_per_image'] = inference_ms_per_image(model, variables, images.shape[1:])
   return out
@@ -133,12 +140,12 @@ def examples_and_confidence(model, variables, images, labels, attack_spec: dict,
   attack = A.build_attack(attack_spec)
   out = {k: [] for k in ('x', 'x_adv', 'pred', 'pred_adv', 'conf', 'conf_adv')}
   for i in range(0, min(n, len(images)), batch_size):
-    x = jnp.asarray(images[i:min(i + batch_size, n)], jnp.float32) / 255.0
+    x = as_unit_float(images[i:min(i + batch_size, n)])
     y = jnp.asarray(labels[i:min(i + batch_size, n)])
     kb = jax.random.fold_in(key, i)
     xa = attack(f, kb, x, y)
     for suffix, inp in (('', x), ('_adv', xa)):
-      p = jax.nn.softmax(f(inp, jax.random.fold_in(kb, 1)), -1)
+      p = jax.nn.softmax(f(inp, jax.random.fold_in(kb, keys.TAG_EVAL_PREDICT)), -1)
       out['pred' + suffix].append(np.asarray(jnp.argmax(p, -1)))
       out['conf' + suffix].append(np.asarray(jnp.max(p, -1)))
     out['x'].append(np.asarray(x))

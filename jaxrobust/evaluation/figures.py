@@ -2,13 +2,13 @@
 and accuracy against ε."""
 from __future__ import annotations
 
-import os
-
 import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from jaxrobust.files import write_atomic  # noqa: E402
 
 
 def _img(a):
@@ -58,7 +58,7 @@ def confidence_histograms(path, confidences: dict, correct: dict, title: str = '
   _save(fig, path)
 
 
-def accuracy_vs_epsilon(path, curves: dict, xlabel: str = 'ε (L∞)', title: str = ''):
+def plot_accuracy_vs_epsilon(path, curves: dict, xlabel: str = 'ε (L∞)', title: str = ''):
   """One PGD-accuracy curve per row: curves = {label: (epsilons, accuracies)}."""
   fig, ax = plt.subplots(figsize=(6, 4))
   for label, (eps, acc) in curves.items():
@@ -74,8 +74,5 @@ def accuracy_vs_epsilon(path, curves: dict, xlabel: str = 'ε (L∞)', title: st
 
 
 def _save(fig, path):
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + '.tmp.png'
-  fig.savefig(tmp, dpi=110)
+  write_atomic(path, lambda f: fig.savefig(f, format='png', dpi=110))   # never half a figure
   plt.close(fig)
-  os.replace(tmp, path)   # never leave a half-written figure

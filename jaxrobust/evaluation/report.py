@@ -1,8 +1,9 @@
 """Table 1 as Markdown and JSON."""
 from __future__ import annotations
 
-import json
 import os
+
+from jaxrobust.files import write_atomic, write_json_atomic
 
 COLUMNS = [('clean', 'Natural'), ('fgsm', 'FGSM'), ('pgd_linf', 'PGD-L∞'), ('pgd_l2', 'PGD-L2'),
            ('cw_l2', 'CW-L2'), ('apgd_ce', 'APGD-CE'), ('apgd_dlr', 'APGD-DLR'), ('eot_pgd', 'EOT-PGD'),
@@ -30,14 +31,7 @@ def table_markdown(rows: list[dict], *, caption: str = '') -> str:
 
 def write_table(out_dir: str, rows: list[dict], *, caption: str = '') -> tuple[str, str]:
   """Writes table1.md and table1.json (without per-example arrays) to out_dir; returns paths."""
-  os.makedirs(out_dir, exist_ok=True)
-  md = os.path.join(out_dir, 'table1.md')
-  js = os.path.join(out_dir, 'table1.json')
-  with open(md + '.tmp', 'w') as f:
-    f.write(table_markdown(rows, caption=caption))
-  os.replace(md + '.tmp', md)
+  md = write_atomic(os.path.join(out_dir, 'table1.md'), table_markdown(rows, caption=caption))
   slim = [dict(r, result={k: v for k, v in r['result'].items() if k != 'per_example'}) for r in rows]
-  with open(js + '.tmp', 'w') as f:
-    json.dump(slim, f, indent=1)
-  os.replace(js + '.tmp', js)
+  js = write_json_atomic(os.path.join(out_dir, 'table1.json'), slim, indent=1)
   return md, js

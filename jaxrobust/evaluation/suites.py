@@ -74,3 +74,10 @@ def attack_suite(name: str, dataset: str, *, stochastic: bool = False, eot_sampl
 def linf_budget(name: str, dataset: str) -> float:
   """The L∞ ε of a suite (the transfer attack and ε-grid centre use it)."""
   return 0.3 if name == 'study' else STANDARD_BUDGETS[dataset]['linf']
+
+
+def transfer_attack(name: str, dataset: str, *, steps_scale: float = 1.0) -> dict:
+  """The PGD-L∞ attack run on a stochastic model's deterministic surrogate (transfer), and
+  drawn in the example figures: 20 steps of ε/8 at the suite's ε (iterations scaled)."""
+  eps = linf_budget(name, dataset)
+  return dict(name='pgd', epsilon=eps, step_size=eps / 8, num_steps=max(1, int(20 * steps_scale)))

@@ -1,4 +1,13 @@
-"""Building blocks shared by the models: input normalisation, activations, pooling."""
+"""Building blocks shared by the models: the one forward pass, the stochastic-layer protocol,
+input normalisation, activations, pooling.
+
+The stochastic-layer protocol follows `nn.Dropout`: every stochastic layer (LWTA, the IBP layers,
+PNI) has a `deterministic` field merged with a `deterministic` call argument (exactly one of the
+two must be set, as `nn.merge_param` demands) and an `rng_collection` field naming where its keys
+come from. Our models carry a `deterministic` field of their own and pass it down as the call
+argument, so `model.clone(deterministic=True)` is the model without its noise: the surrogate of
+transfer attacks.
+"""
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
@@ -11,6 +20,44 @@ ModuleDef = Any
 # Every stochastic layer (LWTA winners, IBP gates, PNI noise) draws from this rng collection, so
 # one `rngs={STOCHASTIC: key}` drives a whole model.
 STOCHASTIC = 'stochastic'
+# Stochastic layers sow their KL terms (the ELBO's regulariser) into this collection.
+KL_COLLECTION = 'kl'
+
+
+def require_rng(module: nn.Module, collection: str, what: str):
+  """The module's key from `collection`, or a clear error saying how to pass it."""
+  if not module.has_rng(collection):
+    raise ValueError(
+        f'{what} is stochastic and needs a PRNG key: call apply(..., rngs={{"{collection}": key}}) '
+        f'(or make it deterministic=True).')
+  return module.make_rng(collection)
+
+
+def merge_deterministic(field, argument) -> bool:
+  """`nn.Dropout`'s rule: the `deterministic` field or call argument, exactly one of them set."""
+  return bool(nn.merge_param('deterministic', field, argument))
+
+
+def model_variables(params, batch_stats=None) -> dict:
+  """The variables of a model: params, and BatchNorm statistics when it has any."""
+  return {'params': params, 'batch_stats': batch_stats} if batch_stats else {'params': params}
+
+
+def forward(apply_fn, variables, x, key, *, train: bool = False, mutable=False):
+  """The one forward pass of every model in the library.
+
+  Args:
+    apply_fn: a Linen `model.apply`.
+    variables: {'params': ..., 'batch_stats': ...} (see `model_variables`).
+    x: inputs in pixel space.
+    key: drives every stochastic layer through the `stochastic` rng collection.
+    train: train mode (BatchNorm batch statistics, LWTA's training temperature).
+    mutable: collections to return updated ('batch_stats', the KL collection), or False.
+
+  Returns:
+    logits, or (logits, updated collections) when `mutable` names any.
+  """
+  return apply_fn(variables, x, train=train, rngs={STOCHASTIC: key}, mutable=mutable)
 
 
 class Normalize(nn.Module):
@@ -26,11 +73,11 @@ class Normalize(nn.Module):
 
 
 class ReLU(nn.Module):
-  """ReLU as a module with the activation interface `(x, train) -> y` that LWTA shares."""
+  """ReLU as a module with the activation interface `(x, train, deterministic) -> y` of LWTA."""
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
-    del train
+  def __call__(self, x, train: bool = False, deterministic: bool | None = None):
+    del train, deterministic
     return nn.relu(x)
 
 
@@ -38,7 +85,7 @@ def max_pool_2x2(x):
   """2×2 max pooling, stride 2, written as reshape + max.
 
   Why: on XLA's CPU backend the gradient of reshape+max is ~2× faster than that of
-  `reduce_window` (perf-cpu.md); odd sizes fall back to `nn.max_pool`.
+  `reduce_window` (docs/performance.md); odd sizes fall back to `nn.max_pool`.
   """
   n, h, w, c = x.shape
   if h % 2 or w % 2:
@@ -54,10 +101,12 @@ def conv_kernel_init():
 Activation = Callable[..., nn.Module]
 
 
-def call_layer(layer: nn.Module, x, train: bool):
-  """Calls a conv/dense layer, passing `train` to those that take it (IBP, PNI layers set
-  `takes_train = True`); plain nn.Conv / nn.Dense are called with x alone."""
-  return layer(x, train=train) if getattr(layer, 'takes_train', False) else layer(x)
+def call_layer(layer: nn.Module, x, train: bool, deterministic: bool):
+  """Calls a conv/dense layer: stochastic layers (IBP, PNI: `stochastic_layer = True`) take the
+  mode and the `deterministic` switch; plain nn.Conv / nn.Dense are called with x alone."""
+  if getattr(layer, 'stochastic_layer', False):
+    return layer(x, train=train, deterministic=deterministic)
+  return layer(x)
 
 
 def add_bias(module: nn.Module, y):

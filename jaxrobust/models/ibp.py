@@ -6,7 +6,9 @@ Bernoulli posterior over z (shared by the U units of a block: `repeat`, not `til
 be Gaussian, N(μ, softplus(ρ)²), reparameterised. The layers sow their KL terms into the 'kl'
 collection; the LWTA competition itself is the `LWTA` activation applied to their output.
 
-Test time (train=False): z = σ(t)·1[σ(t) > 0.01] and the weights are the posterior means.
+Test time (train=False) or deterministic: z = σ(t)·1[σ(t) > 0.01] and the weights are the
+posterior means. The layers follow `nn.Dropout`'s protocol (`deterministic` field or call
+argument, `rng_collection`).
 
 References:
   Panousis et al. 2019, "Nonparametric Bayesian Deep Networks with Local Competition", ICML
@@ -22,8 +24,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import digamma
 
-from jaxrobust.models.common import STOCHASTIC, add_bias, conv_with_kernel
-from jaxrobust.models.lwta import KL_COLLECTION, require_rng
+from jaxrobust.models.common import (KL_COLLECTION, STOCHASTIC, add_bias, conv_with_kernel,
+                                     merge_deterministic, require_rng)
 
 EULER_GAMMA = 0.5772156649015329
 
@@ -77,6 +79,7 @@ class _IBPGate(nn.Module):
   t_range: tuple[float, float] = (4.0, 5.0)
   temperature: float = 0.67
   threshold: float = 0.01
+  rng_collection: str = STOCHASTIC
 
   @nn.compact
   def __call__(self, train: bool):
@@ -89,7 +92,7 @@ class _IBPGate(nn.Module):
     q = jax.nn.sigmoid(t)
     if not train:
       return q * (q > self.threshold)
-    key = require_rng(self, STOCHASTIC, 'IBP layer')
+    key = require_rng(self, self.rng_collection, 'IBP layer')
     k_u, k_z = jax.random.split(key)
     u = kumaraswamy_sample(k_u, a, b)
     log_pi = jnp.cumsum(jnp.log(u))                     # stick-breaking over blocks
@@ -104,6 +107,7 @@ class _Weights(nn.Module):
   kernel_init: Any
   bayesian: bool = False
   rho_init: float = -5.0
+  rng_collection: str = STOCHASTIC
 
   @nn.compact
   def __call__(self, train: bool):
@@ -114,7 +118,7 @@ class _Weights(nn.Module):
     if not train:
       return mu
     self.sow(KL_COLLECTION, 'weights', jnp.sum(kl_gaussian_std_normal(mu, sigma)))
-    eps = jax.random.normal(require_rng(self, STOCHASTIC, 'Bayesian weights'), mu.shape, mu.dtype)
+    eps = jax.random.normal(require_rng(self, self.rng_collection, 'Bayesian weights'), mu.shape, mu.dtype)
     return mu + sigma * eps
 
 
@@ -123,7 +127,7 @@ class LWTADense(nn.Module):
 
   Same call signature as nn.Dense plus `train`; follow it with the `LWTA` activation.
   """
-  takes_train = True
+  stochastic_layer = True
   features: int
   U: int = 2
   use_bias: bool = True
@@ -131,14 +135,19 @@ class LWTADense(nn.Module):
   kernel_init: Any = nn.initializers.lecun_normal()
   bias_init: Any = nn.initializers.zeros
   gate: dict | None = None
+  deterministic: bool | None = None
+  rng_collection: str = STOCHASTIC
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, deterministic: bool | None = None):
     if self.features % self.U:
       raise ValueError(f'LWTADense: features={self.features} not divisible by U={self.U}')
+    sample = not merge_deterministic(self.deterministic, deterministic) and train
     k = self.features // self.U
-    w = _Weights((x.shape[-1], self.features), self.kernel_init, self.bayesian, name='weights')(train)
-    z = _IBPGate(k, (x.shape[-1], k), **(self.gate or {}), name='gate')(train)
+    w = _Weights((x.shape[-1], self.features), self.kernel_init, self.bayesian,
+                 rng_collection=self.rng_collection, name='weights')(sample)
+    z = _IBPGate(k, (x.shape[-1], k), **(self.gate or {}), rng_collection=self.rng_collection,
+                 name='gate')(sample)
     return add_bias(self, x @ (w * jnp.repeat(z, self.U, axis=-1)))
 
 
@@ -147,7 +156,7 @@ class LWTAConv(nn.Module):
 
   Accepts nn.Conv's arguments (so it slots into the WRN's `conv` factory) plus `train`.
   """
-  takes_train = True
+  stochastic_layer = True
   features: int
   kernel_size: Sequence[int] = (3, 3)
   strides: Sequence[int] | int = (1, 1)
@@ -158,15 +167,19 @@ class LWTAConv(nn.Module):
   kernel_init: Any = nn.initializers.lecun_normal()
   bias_init: Any = nn.initializers.zeros
   gate: dict | None = None
+  deterministic: bool | None = None
+  rng_collection: str = STOCHASTIC
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, deterministic: bool | None = None):
     if self.features % self.U:
       raise ValueError(f'LWTAConv: features={self.features} not divisible by U={self.U}')
+    sample = not merge_deterministic(self.deterministic, deterministic) and train
     k = self.features // self.U
     shape = tuple(self.kernel_size) + (x.shape[-1], self.features)
-    w = _Weights(shape, self.kernel_init, self.bayesian, name='weights')(train)
-    z = _IBPGate(k, (k,), **(self.gate or {}), name='gate')(train)
+    w = _Weights(shape, self.kernel_init, self.bayesian, rng_collection=self.rng_collection,
+                 name='weights')(sample)
+    z = _IBPGate(k, (k,), **(self.gate or {}), rng_collection=self.rng_collection, name='gate')(sample)
     w = w * jnp.repeat(z, self.U, axis=-1)
     return conv_with_kernel(self, x, w)
 
@@ -175,12 +188,3 @@ def collect_kl(kl_tree) -> jax.Array:
   """Σ of every KL term sown into the 'kl' collection (0 when there are none)."""
   leaves = jax.tree.leaves(kl_tree)
   return sum((jnp.sum(l) for l in leaves), jnp.zeros(()))
-
-
-def elbo_loss(ce, kl_sum, num_train: int, beta: float = 1.0):
-  """Negative ELBO per example: CE + β·ΣKL/N_train.
-
-  References:
-    Panousis et al. 2019 ([SB] utils/metrics.py): mean CE + Σ KL / N
-  """
-  return ce + beta * kl_sum / num_train

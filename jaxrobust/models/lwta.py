@@ -23,11 +23,10 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxrobust.models.common import STOCHASTIC
+from jaxrobust.models.common import KL_COLLECTION, STOCHASTIC, merge_deterministic, require_rng
 from jaxrobust.models.noise import gumbel_noise, logistic_noise
 
-MODES = ('auto', 'relaxed', 'eval', 'hard', 'argmax')
-KL_COLLECTION = 'kl'
+MODES = ('auto', 'relaxed', 'eval', 'hard')
 
 
 def categorical_kl_uniform(logits, axis=-1):
@@ -43,17 +42,8 @@ def binary_kl_uniform(diff):
   return q * jax.nn.log_sigmoid(diff) + (1 - q) * jax.nn.log_sigmoid(-diff) + jnp.log(2.0)
 
 
-def require_rng(module: nn.Module, collection: str, what: str):
-  """The module's key from `collection`, or a clear error saying how to pass it."""
-  if not module.has_rng(collection):
-    raise ValueError(
-        f'{what} is stochastic and needs a PRNG key: call apply(..., rngs={{"{collection}": key}}) '
-        f'(or use a deterministic mode such as "argmax").')
-  return module.make_rng(collection)
-
-
 class LWTA(nn.Module):
-  """Stochastic LWTA activation, with the activation interface `(x, train) -> y`.
+  """Stochastic LWTA activation, with the activation interface `(x, train, deterministic) -> y`.
 
   Attributes:
     U: units per block (channels must be divisible by U).
@@ -61,9 +51,10 @@ class LWTA(nn.Module):
     learn_temperature: T = softplus(τ) with a learnable τ per layer initialised at −0.01
       (T₀ ≈ 0.688, the released checkpoint's variant).
     eval_temperature: T at test time and under attack (0.01: nearly one-hot, still stochastic).
-    mode: 'auto' (relaxed when train, eval temperature otherwise), 'relaxed', 'eval', 'hard'
-      (straight-through: one-hot forward, relaxed gradient), or 'argmax' (deterministic winner
-      = argmax h, no noise: the surrogate for transfer attacks).
+    mode: 'auto' (relaxed when train, eval temperature otherwise), 'relaxed', 'eval', or 'hard'
+      (straight-through: one-hot forward, relaxed gradient).
+    deterministic: the winner is argmax h, without noise (the surrogate of transfer attacks);
+      merged with the call argument as `nn.Dropout` does (set exactly one of the two).
     rng_collection: where keys come from.
     collect_kl: sow KL(q(ξ) ‖ Uniform) into the 'kl' collection (q = softmax(h) per block).
   """
@@ -72,11 +63,13 @@ class LWTA(nn.Module):
   learn_temperature: bool = False
   eval_temperature: float = 0.01
   mode: str = 'auto'
+  deterministic: bool | None = None
   rng_collection: str = STOCHASTIC
   collect_kl: bool = True
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, deterministic: bool | None = None):
+    deterministic = merge_deterministic(self.deterministic, deterministic)
     if self.mode not in MODES:
       raise ValueError(f'LWTA: unknown mode {self.mode!r}; use one of {MODES}')
     c = x.shape[-1]
@@ -88,11 +81,11 @@ class LWTA(nn.Module):
     mode = ('relaxed' if train else 'eval') if self.mode == 'auto' else self.mode
     temp = self.eval_temperature if mode == 'eval' else t_train
     if self.U == 2:
-      return self._pairs(x, mode, temp, train)
+      return self._pairs(x, mode, temp, train, deterministic)
     h = x.reshape(x.shape[:-1] + (c // self.U, self.U))
     if self.collect_kl and train:
       self.sow(KL_COLLECTION, 'xi', jnp.sum(categorical_kl_uniform(h)) / x.shape[0])
-    if mode == 'argmax':
+    if deterministic:
       xi = jax.nn.one_hot(jnp.argmax(h, -1), self.U, dtype=h.dtype)
     else:
       g = gumbel_noise(self._key(), h.shape, h.dtype)
@@ -105,19 +98,19 @@ class LWTA(nn.Module):
   def _key(self):
     return require_rng(self, self.rng_collection, 'LWTA')
 
-  def _pairs(self, x, mode, temp, train):
+  def _pairs(self, x, mode, temp, train, deterministic):
     """U = 2: ξ₁ = σ((h₁ − h₂ + L)/T), ξ₂ = 1 − ξ₁, units (2k, 2k+1) forming block k."""
     h1, h2 = x[..., 0::2], x[..., 1::2]
     d = h1 - h2
     if self.collect_kl and train:
       self.sow(KL_COLLECTION, 'xi', jnp.sum(binary_kl_uniform(d)) / x.shape[0])
-    if mode == 'argmax':                     # ties go to the first unit, like argmax
+    if deterministic:                        # ties go to the first unit, like argmax
       xi1 = (d >= 0).astype(x.dtype)
     else:
       z = d + logistic_noise(self._key(), d.shape, d.dtype)
       xi1 = jax.nn.sigmoid(z / temp)
     xi2 = 1 - xi1
-    if mode == 'hard':                       # each side gets its own straight-through so the
+    if mode == 'hard' and not deterministic:  # each side gets its own straight-through so the
       win = (z >= 0).astype(x.dtype)         # loser is exactly 0 in the forward pass
       xi1 = xi1 + jax.lax.stop_gradient(win - xi1)
       xi2 = xi2 + jax.lax.stop_gradient((1 - win) - xi2)

@@ -16,16 +16,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxrobust.models.common import STOCHASTIC, add_bias, conv_with_kernel
-from jaxrobust.models.lwta import require_rng
+from jaxrobust.models.common import (STOCHASTIC, add_bias, conv_with_kernel, merge_deterministic,
+                                     require_rng)
 
 
-def _noisy(module: nn.Module, w, channelwise: bool, init: float):
-  shape = (w.shape[-1],) if channelwise else ()
-  alpha = module.param('noise_scale', nn.initializers.constant(init), shape)
+def _noisy(module: nn.Module, w, deterministic: bool):
+  """W + α·η, or W itself when deterministic (the noise-free surrogate); α exists either way."""
+  shape = (w.shape[-1],) if module.channelwise else ()
+  alpha = module.param('noise_scale', nn.initializers.constant(module.noise_init), shape)
+  if deterministic:
+    return w
   std = jax.lax.stop_gradient(jnp.std(w))
-  eta = jax.lax.stop_gradient(std * jax.random.normal(require_rng(module, STOCHASTIC, 'PNI layer'),
-                                                      w.shape, w.dtype))
+  key = require_rng(module, module.rng_collection, 'PNI layer')
+  eta = jax.lax.stop_gradient(std * jax.random.normal(key, w.shape, w.dtype))
   return w + alpha * eta
 
 
@@ -40,13 +43,15 @@ class PNIConv(nn.Module):
   bias_init: Any = nn.initializers.zeros
   channelwise: bool = False
   noise_init: float = 0.25
-  takes_train = True
+  deterministic: bool | None = None
+  rng_collection: str = STOCHASTIC
+  stochastic_layer = True
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, deterministic: bool | None = None):
     del train  # the noise stays on at test time, as in the paper
     w = self.param('kernel', self.kernel_init, tuple(self.kernel_size) + (x.shape[-1], self.features))
-    w = _noisy(self, w, self.channelwise, self.noise_init)
+    w = _noisy(self, w, merge_deterministic(self.deterministic, deterministic))
     return conv_with_kernel(self, x, w)
 
 
@@ -58,10 +63,12 @@ class PNIDense(nn.Module):
   bias_init: Any = nn.initializers.zeros
   channelwise: bool = False
   noise_init: float = 0.25
-  takes_train = True
+  deterministic: bool | None = None
+  rng_collection: str = STOCHASTIC
+  stochastic_layer = True
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, deterministic: bool | None = None):
     del train
     w = self.param('kernel', self.kernel_init, (x.shape[-1], self.features))
-    return add_bias(self, x @ _noisy(self, w, self.channelwise, self.noise_init))
+    return add_bias(self, x @ _noisy(self, w, merge_deterministic(self.deterministic, deterministic)))

@@ -1,26 +1,45 @@
-"""Build a model from its name in the config, and wrap it as an attack's `logits_fn`."""
+"""Every model by name, registered explicitly; and a model wrapped as an attack's `logits_fn`."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
 
-from jaxrobust.models import small_cnn, wide_resnet
-from jaxrobust.models.common import STOCHASTIC
+from jaxrobust.models.common import forward
+from jaxrobust.models.small_cnn import SmallCNN
+from jaxrobust.models.stochastic_models import lwta_network, pni_network
+from jaxrobust.models.wide_resnet import WRN16_4, WRN34_1, WRN34_5, WRN34_10, WRN_TINY
 
 _REGISTRY: dict[str, Callable[..., Any]] = {
-    'small_cnn': small_cnn.SmallCNN,
-    'wrn34_1': wide_resnet.WRN34_1,
-    'wrn34_10': wide_resnet.WRN34_10,
-    'wrn16_4': wide_resnet.WRN16_4,
-    'wrn_tiny': wide_resnet.WRN_TINY,
+    # deterministic networks
+    'small_cnn': SmallCNN,
+    'wrn34_1': WRN34_1,
+    'wrn34_5': WRN34_5,
+    'wrn34_10': WRN34_10,
+    'wrn16_4': WRN16_4,
+    'wrn_tiny': WRN_TINY,  # tests
+    # stochastic LWTA activations
+    'small_cnn_lwta': functools.partial(lwta_network, SmallCNN),
+    'wrn34_1_lwta': functools.partial(lwta_network, WRN34_1),
+    'wrn34_5_lwta': functools.partial(lwta_network, WRN34_5),
+    'wrn34_10_lwta': functools.partial(lwta_network, WRN34_10),
+    'wrn16_4_lwta': functools.partial(lwta_network, WRN16_4),
+    'wrn_tiny_lwta': functools.partial(lwta_network, WRN_TINY),
+    # LWTA with IBP layers (the small CNN's hidden dense layer too)
+    'small_cnn_ibp': functools.partial(lwta_network, SmallCNN, ibp=True, ibp_dense=True),
+    'wrn34_1_ibp': functools.partial(lwta_network, WRN34_1, ibp=True),
+    'wrn34_5_ibp': functools.partial(lwta_network, WRN34_5, ibp=True),
+    'wrn34_10_ibp': functools.partial(lwta_network, WRN34_10, ibp=True),
+    'wrn16_4_ibp': functools.partial(lwta_network, WRN16_4, ibp=True),
+    'wrn_tiny_ibp': functools.partial(lwta_network, WRN_TINY, ibp=True),
+    # parametric noise injection (the small CNN's separate head too)
+    'small_cnn_pni': functools.partial(pni_network, SmallCNN, noisy_head=True),
+    'wrn34_1_pni': functools.partial(pni_network, WRN34_1, noisy_head=False),
+    'wrn16_4_pni': functools.partial(pni_network, WRN16_4, noisy_head=False),
+    'wrn_tiny_pni': functools.partial(pni_network, WRN_TINY, noisy_head=False),
 }
-
-
-def register_model(name: str, constructor: Callable[..., Any]) -> None:
-  """Adds a model constructor (a Linen class or partial) under `name`."""
-  _REGISTRY[name] = constructor
 
 
 def model_names() -> list[str]:
@@ -41,20 +60,20 @@ def create_model(name: str, **kwargs):
 @dataclasses.dataclass(frozen=True)
 class _ModelLogits:
   """Hashable `(variables, x, key) -> logits` for a model; equal models share compiled code."""
+
   model: Any
-  train: bool = False
 
   def __call__(self, variables, x, key):
-    return self.model.apply(variables, x, train=self.train, rngs={STOCHASTIC: key})
+    return forward(self.model.apply, variables, x, key)
 
 
-def make_logits_fn(model, variables, *, train: bool = False) -> jax.tree_util.Partial:
+def make_logits_fn(model, variables) -> jax.tree_util.Partial:
   """Returns `logits_fn(x, key) -> logits`, the pure closure that attacks take.
 
   It is a `jax.tree_util.Partial` whose leaves are the variables, so it can be passed to jitted
   code as an argument: parameters are not baked into compiled programs as constants (slower on
-  CPU, perf-cpu.md) and new parameters of the same shapes do not recompile. BatchNorm uses
-  running statistics (train=False). The key feeds every stochastic layer through the
-  `stochastic` rng collection; deterministic models ignore it.
+  the CPU, docs/performance.md) and new parameters of the same shapes do not recompile. The model
+  runs in eval mode (BatchNorm running statistics). The key feeds every stochastic layer through
+  the `stochastic` rng collection; deterministic models ignore it.
   """
-  return jax.tree_util.Partial(_ModelLogits(model, train), variables)
+  return jax.tree_util.Partial(_ModelLogits(model), variables)

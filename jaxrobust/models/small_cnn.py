@@ -18,6 +18,7 @@ class SmallCNN(nn.Module):
     conv, dense: layer factories with the signatures of nn.Conv / nn.Dense (PNI, IBP slot in).
     head: factory of the final classification layer (nn.Dense signature).
     width: multiplier of the channel counts (1 gives 32/64/128).
+    deterministic: every stochastic layer without its noise (the transfer surrogate).
   """
   num_classes: int = 10
   mean: Sequence[float] = (0.0,)
@@ -27,14 +28,18 @@ class SmallCNN(nn.Module):
   dense: ModuleDef = nn.Dense
   head: ModuleDef = nn.Dense
   width: int = 1
+  deterministic: bool = False
+  bn_axis_name: str | None = None  # no BatchNorm here; every model takes the field alike
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+    det = self.deterministic
+    act = lambda h: self.act()(h, train, deterministic=det)
     x = Normalize(self.mean, self.std)(x)
-    x = call_layer(self.conv(32 * self.width, (3, 3), padding='SAME'), x, train)
-    x = max_pool_2x2(self.act()(x, train))
-    x = call_layer(self.conv(64 * self.width, (3, 3), padding='SAME'), x, train)
-    x = max_pool_2x2(self.act()(x, train))
+    x = call_layer(self.conv(32 * self.width, (3, 3), padding='SAME'), x, train, det)
+    x = max_pool_2x2(act(x))
+    x = call_layer(self.conv(64 * self.width, (3, 3), padding='SAME'), x, train, det)
+    x = max_pool_2x2(act(x))
     x = x.reshape(x.shape[0], -1)
-    x = self.act()(call_layer(self.dense(128 * self.width), x, train), train)
-    return call_layer(self.head(self.num_classes), x, train)
+    x = act(call_layer(self.dense(128 * self.width), x, train, det))
+    return call_layer(self.head(self.num_classes), x, train, det)

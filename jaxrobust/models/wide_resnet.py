@@ -28,18 +28,20 @@ class WRNBlock(nn.Module):
   act: ModuleDef
   conv: ModuleDef
   norm: ModuleDef
+  deterministic: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     equal = self.in_planes == self.out_planes
-    o = self.act()(self.norm()(x), train)
+    det = self.deterministic
+    o = self.act()(self.norm()(x), train, deterministic=det)
     shortcut = x if equal else call_layer(self.conv(
-        self.out_planes, (1, 1), (self.stride, self.stride), padding='VALID', use_bias=False), o, train)
+        self.out_planes, (1, 1), (self.stride, self.stride), padding='VALID', use_bias=False), o, train, det)
     o = call_layer(self.conv(self.out_planes, (3, 3), (self.stride, self.stride),
-                             padding=((1, 1), (1, 1)), use_bias=False), o, train)
-    o = self.act()(self.norm()(o), train)
+                             padding=((1, 1), (1, 1)), use_bias=False), o, train, det)
+    o = self.act()(self.norm()(o), train, deterministic=det)
     o = call_layer(self.conv(self.out_planes, (3, 3), (1, 1), padding=((1, 1), (1, 1)),
-                             use_bias=False), o, train)
+                             use_bias=False), o, train, det)
     return shortcut + o
 
 
@@ -54,6 +56,7 @@ class WideResNet(nn.Module):
     act: activation module class called as `act()(x, train)`.
     conv, dense: layer factories (nn.Conv/nn.Dense signatures).
     bn_axis_name: mapped axis over which BatchNorm averages batch statistics.
+    deterministic: every stochastic layer without its noise (the transfer surrogate).
   """
   depth: int = 34
   widen: int = 1
@@ -64,6 +67,7 @@ class WideResNet(nn.Module):
   conv: ModuleDef = nn.Conv
   dense: ModuleDef = nn.Dense
   bn_axis_name: str | None = None
+  deterministic: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -75,18 +79,20 @@ class WideResNet(nn.Module):
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, axis_name=self.bn_axis_name)
     x = Normalize(self.mean, self.std)(x)
-    x = call_layer(conv(widths[0], (3, 3), padding=((1, 1), (1, 1)), use_bias=False), x, train)
+    det = self.deterministic
+    x = call_layer(conv(widths[0], (3, 3), padding=((1, 1), (1, 1)), use_bias=False), x, train, det)
     in_planes = widths[0]
     for g, stride in enumerate((1, 2, 2)):
       for i in range(n):
-        x = WRNBlock(in_planes, widths[g + 1], stride if i == 0 else 1, self.act, conv, norm)(x, train)
+        x = WRNBlock(in_planes, widths[g + 1], stride if i == 0 else 1, self.act, conv, norm, det)(x, train)
         in_planes = widths[g + 1]
-    x = self.act()(norm()(x), train)
+    x = self.act()(norm()(x), train, deterministic=det)
     x = jnp.mean(x, axis=(1, 2))  # avgpool over the final 8×8 map (global for 32×32 inputs)
-    return self.dense(self.num_classes, bias_init=nn.initializers.zeros)(x)
+    return call_layer(self.dense(self.num_classes, bias_init=nn.initializers.zeros), x, train, det)
 
 
 WRN34_1 = functools.partial(WideResNet, depth=34, widen=1)
+WRN34_5 = functools.partial(WideResNet, depth=34, widen=5)
 WRN34_10 = functools.partial(WideResNet, depth=34, widen=10)
 WRN16_4 = functools.partial(WideResNet, depth=16, widen=4)
 WRN_TINY = functools.partial(WideResNet, depth=10, widen=1)  # tests only

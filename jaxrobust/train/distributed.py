@@ -10,25 +10,29 @@ ENV_NUM_PROCESSES = 'JAXROBUST_NUM_PROCESSES'
 ENV_PROCESS_ID = 'JAXROBUST_PROCESS_ID'
 
 
-def maybe_initialize(config=None) -> bool:
+def maybe_initialize(distributed=None) -> bool:
   """Calls `jax.distributed.initialize` when a coordinator is given, else does nothing.
 
-  The coordinator, process count and id come from config.distributed.{coordinator,
-  num_processes, process_id}, or from $JAXROBUST_COORDINATOR, $JAXROBUST_NUM_PROCESSES and
-  $JAXROBUST_PROCESS_ID. On clusters JAX detects itself (SLURM, TPU pods), set
-  config.distributed.auto=True to call `initialize()` without arguments.
+  Args:
+    distributed: `config.distributed` (coordinator, num_processes, process_id, auto), or None.
+      Empty fields fall back to $JAXROBUST_COORDINATOR, $JAXROBUST_NUM_PROCESSES and
+      $JAXROBUST_PROCESS_ID. On clusters JAX detects itself (SLURM, TPU pods), set auto=True to
+      call `initialize()` without arguments.
 
   Returns:
     True when JAX was initialised for several processes.
   """
-  d = dict(config.get('distributed', {})) if config is not None else {}
-  if d.get('auto'):
+  coordinator, num_processes, process_id, auto = '', 0, -1, False
+  if distributed is not None:
+    coordinator, num_processes = distributed.coordinator, distributed.num_processes
+    process_id, auto = distributed.process_id, distributed.auto
+  if auto:
     jax.distributed.initialize()
     return True
-  coord = d.get('coordinator') or os.environ.get(ENV_COORDINATOR)
-  if not coord:
+  coordinator = coordinator or os.environ.get(ENV_COORDINATOR, '')
+  if not coordinator:
     return False
-  n = int(d.get('num_processes') or os.environ.get(ENV_NUM_PROCESSES, '1'))
-  pid = int(d.get('process_id', -1) if d.get('process_id', -1) >= 0 else os.environ.get(ENV_PROCESS_ID, '0'))
-  jax.distributed.initialize(coordinator_address=coord, num_processes=n, process_id=pid)
+  n = num_processes or int(os.environ.get(ENV_NUM_PROCESSES, '1'))
+  pid = process_id if process_id >= 0 else int(os.environ.get(ENV_PROCESS_ID, '0'))
+  jax.distributed.initialize(coordinator_address=coordinator, num_processes=n, process_id=pid)
   return True

@@ -1,98 +1,60 @@
-"""train_and_evaluate: the seeded, checkpointed training loop that every experiment runs."""
+"""The seeded, checkpointed training loop. It takes a built `Experiment` (see `experiment.py`).
+
+What it guarantees:
+- one writer per work directory (a lock naming the holder);
+- a resumed run continues bit-identically from the newest intact checkpoint, and a config that
+  would train something else is refused before anything is touched;
+- a checkpoint is written only once the loss computed from its parameters is known to be finite,
+  so the checkpoint a `NonFiniteLossError` names loads and gives finite logits.
+"""
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
-from jaxrobust.data import Dataset, epoch_batches, load_dataset
-from jaxrobust.models import create_model
-from jaxrobust.train import optim
-from jaxrobust.train.checkpoint import Checkpointer
+from jaxrobust import keys
+from jaxrobust.data import epoch_batches
+from jaxrobust.evaluation.accuracy import NonFiniteLogitsError, clean_accuracy
+from jaxrobust.models import make_logits_fn
+from jaxrobust.train.checkpoint import Checkpointer, NoCheckpointError
+from jaxrobust.train.experiment import Experiment, build_experiment
 from jaxrobust.train.metrics import JsonlWriter
-from jaxrobust.train.parallel import make_parallel_step
-from jaxrobust.train.state import TrainState, create_train_state
-from jaxrobust.train.step import evaluate_clean, make_train_step, step_keys
+from jaxrobust.train.objectives import Objective
+from jaxrobust.train.parallel import ParallelStep, make_parallel_step
+from jaxrobust.train.step import make_train_step
+from jaxrobust.train.workdir import WorkdirLock, check_resume_config, record_config, trim_metrics
 
 
 class NonFiniteLossError(FloatingPointError):
   """The training loss became NaN or infinite; the last good checkpoint is left intact."""
 
 
-def load_data(config) -> Dataset:
-  d = config.data
-  return load_dataset(d.name, d.get('data_dir') or None, seed=config.seed,
-                      num_train=d.get('num_train') or None, num_test=d.get('num_test') or None,
-                      synthetic=dict(d.get('synthetic', {})))
+StepRunner = Callable[[Any, Any, jax.Array, int], tuple[Any, dict]]
 
 
-def build_model(config, ds: Dataset, *, bn_axis_name: str | None = None):
-  """The model named in config.model, with the dataset's classes and normalisation."""
-  kwargs = dict(config.model.get('kwargs', {}))
-  if config.model.get('normalize', 'dataset') == 'dataset':
-    mean, std = ds.channel_stats()
-    kwargs.update(mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
-  model = create_model(config.model.name, num_classes=ds.num_classes, **kwargs)
-  if bn_axis_name is not None and hasattr(model, 'bn_axis_name'):
-    model = model.clone(bn_axis_name=bn_axis_name)
-  return model
-
-
-def steps_for(config, ds: Dataset) -> tuple[int, int]:
-  """(steps per epoch, total steps) for the global batch size."""
-  spe = ds.num_train // config.train.batch_size
-  if spe < 1:
-    raise ValueError(f'batch_size {config.train.batch_size} exceeds the {ds.num_train} training examples')
-  total = config.train.get('num_steps', 0) or int(math.ceil(config.train.num_epochs * spe))
-  return spe, total
-
-
-def build_optimizer(config, spe: int, total: int):
-  t = config.train
-  sched = optim.make_schedule(t.schedule, t.learning_rate, total, spe,
-                              boundaries_epochs=tuple(t.get('boundaries_epochs', ())),
-                              factor=t.get('schedule_factor', 0.1))
-  return optim.make_optimizer(t.optimizer, sched, momentum=t.get('momentum', 0.9),
-                              weight_decay=t.get('weight_decay', 0.0),
-                              no_decay=tuple(t.get('no_decay', ('noise_scale',))))
-
-
-def seeded_keys(seed: int) -> dict[str, jax.Array]:
-  """One seed -> the init, data-order and training keys (the training key is folded per step)."""
-  k_init, k_data, k_train = jax.random.split(jax.random.key(seed), 3)
-  return {'init': k_init, 'data': k_data, 'train': k_train}
-
-
-BRANCH_DISPATCH = ('auto', 'host', 'switch')
-
-
-def make_step_runner(objective, mode: str, augment: dict, dispatch: str = 'auto'):
+def make_step_runner(objective: Objective, mode: str, *, pad: int = 0, flip: bool = False,
+                     dispatch: str = 'auto') -> tuple[ParallelStep, StepRunner]:
   """(pstep, run): the parallel step and `run(placed, batch, key, step) -> (placed, metrics)`.
 
   For an objective with branches (the mixed one), dispatch 'switch' compiles one step that picks
-  the branch by `lax.switch`; 'host' draws the branch on the host from the step's key (the same
-  draw) and runs a step compiled for that branch alone, compiling each branch on first use;
-  'auto' = 'host' on the CPU, whose conditionals run convolution gradients 2× slower, else 'switch'.
-
-  Raises:
-    ValueError: for an unknown dispatch.
+  the branch by `lax.switch`; 'host' draws the branch on the host with the objective's own
+  `choose_branch` from the same step key and runs a step compiled for that branch alone
+  (compiled on first use); 'auto' = 'host' on the CPU, whose conditionals run convolution
+  gradients 2× slower (docs/performance.md), else 'switch'.
   """
-  if dispatch not in BRANCH_DISPATCH:
-    raise ValueError(f'unknown branch dispatch {dispatch!r}; use one of {BRANCH_DISPATCH}')
   build = lambda branch: make_parallel_step(
-      lambda ax: make_train_step(objective, axis_name=ax, augment=augment, branch=branch), mode)
+      lambda ax: make_train_step(objective, axis_name=ax, pad=pad, flip=flip, branch=branch), mode)
   pstep = build(None)
   if dispatch == 'auto':
     dispatch = 'host' if jax.default_backend() == 'cpu' else 'switch'
-  if not hasattr(objective, 'choose_branch') or dispatch == 'switch':
+  if objective.num_branches == 1 or dispatch == 'switch':
     return pstep, lambda placed, batch, key, step: pstep.step(placed, batch, key)
-  choose = jax.jit(lambda key, step: objective.choose_branch(step_keys(key, step)[1]))
+  choose = jax.jit(lambda key, step: objective.choose_branch(keys.step_keys(key, step).objective))
   per_branch = {}
 
   def run(placed, batch, key, step):
@@ -100,6 +62,7 @@ def make_step_runner(objective, mode: str, augment: dict, dispatch: str = 'auto'
     if b not in per_branch:
       per_branch[b] = build(b)
     return per_branch[b].step(placed, batch, key)
+
   return pstep, run
 
 
@@ -108,125 +71,136 @@ def _first(tree):
   return jax.tree.map(lambda a: np.asarray(a).reshape(-1)[0].item(), tree)
 
 
-def train_and_evaluate(config, workdir: str, *, ds: Dataset | None = None,
-                       progress: bool = True) -> dict[str, Any]:
-  """Trains per `config`, checkpointing into `workdir`, then reports clean test accuracy.
+def _host_tree(pstep: ParallelStep, placed) -> dict:
+  return jax.tree.map(np.asarray, pstep.get_state(placed).to_checkpoint())
 
-  Resumes from the latest checkpoint in `workdir/checkpoints` if there is one, so a killed run
-  continues bit-identically (data order and step keys are functions of seed and step).
+
+def _batches(exp: Experiment, start: int):
+  """The local slices of the global batches from step `start` on (data order from the seed)."""
+  lp, ds = exp.loop, exp.dataset
+  lb = lp.batch_size // jax.process_count()
+  pid = jax.process_index()
+  step = start
+  while True:
+    epoch, b = divmod(step, lp.steps_per_epoch)
+    for x, y in epoch_batches(exp.keys.data, epoch, ds.train_images, ds.train_labels, lp.batch_size,
+                              start_batch=b):
+      yield epoch, {'image': x[pid * lb:(pid + 1) * lb], 'label': y[pid * lb:(pid + 1) * lb]}
+      step += 1
+
+
+def train(exp: Experiment, workdir: str, *, progress: bool = True,
+          allow_config_change: bool = False) -> dict[str, Any]:
+  """Trains `exp`, checkpointing into `workdir`, then reports clean test accuracy.
+
+  Resumes from the newest intact checkpoint in `workdir/checkpoints`, so a killed run continues
+  bit-identically (data order and step keys are functions of seed and step).
 
   Args:
-    config: an ml_collections ConfigDict (see experiments/configs/).
+    exp: the built experiment.
     workdir: output directory: config.json, metrics.jsonl, checkpoints/.
-    ds: an already loaded dataset (else loaded from config.data).
     progress: show a tqdm bar.
+    allow_config_change: resume even when the stored config trains something else.
 
   Returns:
     dict with 'state' (TrainState), 'model', 'dataset', 'test_accuracy', 'steps', 'train_time_s'.
 
   Raises:
-    NonFiniteLossError: when the loss is NaN/inf; no checkpoint is written past the last good one.
+    WorkdirLockedError: another live run holds `workdir`.
+    ConfigMismatchError: `workdir` holds a run of another config.
+    NonFiniteLossError: when the loss or the final logits are NaN/inf; the checkpoint it names
+      is the newest one, and it is good.
   """
-  from jaxrobust.train.objectives import build_objective  # objectives import attacks
-  os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
-  if is_main:
-    _write_config(workdir, config.to_json_best_effort(indent=2))
-  ds = load_data(config) if ds is None else ds
-  mode = config.train.get('parallel', 'none')
-  model = build_model(config, ds, bn_axis_name=None if mode == 'none' else 'data')
-  spe, total = steps_for(config, ds)
-  tx = build_optimizer(config, spe, total)
-  keys = seeded_keys(config.seed)
-  sample = np.zeros((1,) + ds.image_shape, np.float32)
-  state = create_train_state(model, keys['init'], sample, tx)
+  lock = WorkdirLock(workdir).acquire() if is_main else None
+  try:
+    check_resume_config(workdir, exp.config, allow_config_change=allow_config_change)
+    if is_main:
+      record_config(workdir, exp.config.to_json_best_effort(indent=2))
+    return _run(exp, workdir, progress=progress and is_main)
+  finally:
+    if lock is not None:
+      lock.release()
 
-  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), config.train.get('keep_checkpoints', 3))
-  start = 0
-  if ckpt.latest_step() is not None:
-    restored, meta = ckpt.restore(state.to_checkpoint())
-    state = state.from_checkpoint(restored)
-    start = int(state.step)
-    if progress and is_main:
-      print(f'resumed from {ckpt.directory} at step {start}')
 
-  objective = build_objective(config, model.apply, ds.num_classes, ds.num_train)
-  aug = dict(config.data.get('augment', {}))
-  pstep, run_step = make_step_runner(objective, mode, aug, config.train.get('branch_dispatch', 'auto'))
-  placed = pstep.put_state(state)
+def _run(exp: Experiment, workdir: str, *, progress: bool) -> dict[str, Any]:
+  lp = exp.loop
+  state = exp.init_state()
+  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), lp.keep_checkpoints)
   writer = JsonlWriter(workdir)
-  gb = config.train.batch_size
-  n_proc, pid = jax.process_count(), jax.process_index()
-  if gb % (pstep.num_devices) != 0:
-    raise ValueError(f'batch_size {gb} is not divisible by the {pstep.num_devices} devices')
-  lb = gb // n_proc
-  log_every = config.train.get('log_every', 50)
-  ckpt_every = config.train.get('checkpoint_every', 0) or spe
-  stop_at = config.train.get('stop_at_step', 0) or total
+  start = 0
+  try:
+    tree, _, start = ckpt.restore_latest_intact(state.to_checkpoint())
+    state = state.from_checkpoint(tree)
+    if progress:
+      print(f'resumed from {ckpt.directory} at step {start}')
+  except NoCheckpointError:
+    pass
+  if writer.enabled:
+    trim_metrics(writer.path, start)
 
-  def save(step_state, step):
-    ckpt.save(step, _state_tree(pstep, step_state), {'step': step, 'config': config.to_dict()})
+  pstep, run_step = make_step_runner(exp.objective, lp.parallel, pad=lp.pad, flip=lp.flip,
+                                     dispatch=lp.branch_dispatch)
+  placed = pstep.put_state(state)
 
+  def last_good() -> str:
+    s = ckpt.latest_step()
+    return (f'The last good checkpoint (step {s}) in {ckpt.directory} is left intact.' if s is not None
+            else f'No checkpoint was written in {ckpt.directory} yet.')
+
+  pending = None   # (step, host state): saved once the loss computed from it is known finite
   t0 = time.time()
-  acc = []
-  bar = tqdm(total=min(total, stop_at), initial=start, disable=not (progress and is_main),
-             desc='train', mininterval=2.0, dynamic_ncols=True)
+  logged = []
+  bar = tqdm(total=lp.stop_at_step, initial=start, disable=not progress, desc='train',
+             mininterval=2.0, dynamic_ncols=True)
   step = start
-  batches = None
-  while step < min(total, stop_at):
-    epoch, b = divmod(step, spe)
-    if batches is None or b == 0:
-      batches = epoch_batches(keys['data'], epoch, ds.train_images, ds.train_labels, gb, start_batch=b)
-    x, y = next(batches)
-    local = {'image': x[pid * lb:(pid + 1) * lb], 'label': y[pid * lb:(pid + 1) * lb]}
-    placed, m = run_step(placed, pstep.put_batch(local), keys['train'], step)
+  batches = _batches(exp, start)
+  while step < lp.stop_at_step:
+    epoch, batch = next(batches)
+    placed, m = run_step(placed, pstep.put_batch(batch), exp.keys.train, step)
     m = _first(m)
     if not np.isfinite(m['loss']):
-      raise NonFiniteLossError(
-          f'training loss is {m["loss"]} at step {step} (epoch {epoch}); stopping. The last good '
-          f'checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is left intact.')
+      raise NonFiniteLossError(f'training loss is {m["loss"]} at step {step} (epoch {epoch}); '
+                               f'stopping. {last_good()}')
+    if pending is not None:
+      ckpt.save(*pending, {'step': pending[0], 'config': exp.config.to_dict()})
+      pending = None
     step += 1
-    acc.append(m)
+    logged.append(m)
     bar.update(1)
-    if step % log_every == 0 or step == total:
-      mean = {k: float(np.mean([a[k] for a in acc])) for k in acc[0]}
-      writer.write(step, epoch=epoch, elapsed_s=time.time() - t0,
-                   **{f'train_{k}': v for k, v in mean.items()})
-      acc_key = 'accuracy' if 'accuracy' in mean else 'adv_accuracy'
-      bar.set_postfix(loss=f'{mean["loss"]:.3f}',
-                      **{acc_key.replace('accuracy', 'acc'): f'{mean.get(acc_key, float("nan")):.3f}'})
-      acc = []
-    if step % ckpt_every == 0 or step == total:
-      save(placed, step)
+    if step % lp.log_every == 0 or step == lp.total_steps:
+      _log(writer, bar, logged, step, epoch, time.time() - t0)
+      logged = []
+    if step % lp.checkpoint_every == 0 or step == lp.stop_at_step:
+      pending = (step, _host_tree(pstep, placed))
   bar.close()
   train_time = time.time() - t0
-  if ckpt.latest_step() != step and step > 0:
-    save(placed, step)
-  state = state.from_checkpoint(_state_tree(pstep, placed))
-  test_acc = evaluate_clean(model.apply, state.variables, ds.test_images, ds.test_labels,
-                            batch_size=config.eval.get('batch_size', 500),
-                            key=jax.random.fold_in(keys['train'], 10**9))
+  state = state.from_checkpoint(_host_tree(pstep, placed))
+  try:
+    test_acc = clean_accuracy(make_logits_fn(exp.model, state.variables), exp.dataset.test_images,
+                              exp.dataset.test_labels, batch_size=lp.eval_batch_size,
+                              key=jax.random.fold_in(exp.keys.train, keys.TAG_FINAL_EVAL))
+  except NonFiniteLogitsError as e:
+    raise NonFiniteLossError(f'the trained model gives non-finite logits at step {step}: {e}. '
+                             f'{last_good()}') from e
+  if pending is not None:
+    ckpt.save(*pending, {'step': pending[0], 'config': exp.config.to_dict()})
   writer.write(step, test_accuracy=test_acc, train_time_s=train_time)
   ckpt.close()
-  return {'state': state, 'model': model, 'dataset': ds, 'test_accuracy': test_acc,
+  return {'state': state, 'model': exp.model, 'dataset': exp.dataset, 'test_accuracy': test_acc,
           'steps': step, 'train_time_s': train_time}
 
 
-def _write_config(workdir: str, text: str) -> None:
-  """Writes config.json; a different config already there is kept as config.json.<n>, so that a
-  resumed run with changed settings never erases the record of the earlier ones."""
-  path = os.path.join(workdir, 'config.json')
-  if os.path.exists(path):
-    with open(path) as f:
-      if f.read() == text:
-        return
-    n = 1
-    while os.path.exists(f'{path}.{n}'):
-      n += 1
-    os.replace(path, f'{path}.{n}')
-  with open(path, 'w') as f:
-    f.write(text)
+def _log(writer: JsonlWriter, bar, logged: list[dict], step: int, epoch: int, elapsed: float) -> None:
+  mean = {k: float(np.mean([a[k] for a in logged])) for k in logged[0]}
+  writer.write(step, epoch=epoch, elapsed_s=elapsed, **{f'train_{k}': v for k, v in mean.items()})
+  acc_key = 'accuracy' if 'accuracy' in mean else 'adv_accuracy'
+  bar.set_postfix(loss=f'{mean["loss"]:.3f}',
+                  **{acc_key.replace('accuracy', 'acc'): f'{mean.get(acc_key, float("nan")):.3f}'})
 
 
-def _state_tree(pstep, placed: TrainState) -> dict:
-  return jax.tree.map(np.asarray, pstep.get_state(placed).to_checkpoint())
+def train_and_evaluate(config, workdir: str, *, ds=None, progress: bool = True,
+                       allow_config_change: bool = False) -> dict[str, Any]:
+  """`train(build_experiment(config, dataset=ds), workdir, ...)`: a run from its config."""
+  return train(build_experiment(config, dataset=ds), workdir, progress=progress,
+               allow_config_change=allow_config_change)

@@ -1,70 +1,115 @@
-"""Training objectives: pure functions of (params, batch_stats, x, y, key).
+"""Training objectives: small values holding a pure loss function.
 
-Each factory returns `objective(params, batch_stats, x, y, key, *, example_keys, axis_name)
--> (loss, (new_batch_stats, metrics))`. x is this device's float batch in [0,1]; `key` is the
-step's key, the same on every device; `example_keys` hold one key per example (attack starts are
-then independent of how the batch is sharded). Attacks inside the step run on the model in eval
-mode (BatchNorm running statistics; LWTA at its eval temperature) with parameters held fixed.
+An `Objective` holds `loss_fn(params, batch_stats, x, y, key, *, example_keys, axis_name, **branch)
+-> (loss, (new_batch_stats, metrics))`, its number of branches, and, for the mixed objective,
+`choose_branch(objective_key)`: the draw that both the compiled step and the host (which may
+compile one step per branch) make from the same key. x is this device's float batch in [0,1];
+`key` is the step's objective key, the same on every device; `example_keys` hold one key per
+example, so attack starts do not depend on how the batch is sharded. Attacks inside the step see
+the model in eval mode (BatchNorm running statistics; LWTA at its eval temperature) with its
+parameters held fixed.
 
 References:
   Madry et al. 2018 (PGD adversarial training), arXiv:1706.06083
   Zhang et al. 2019 (TRADES), arXiv:1901.08573
   He et al. 2019 (PNI), arXiv:1811.09310
-  Panousis et al. 2022 (LWTA + PGD-AT), arXiv:2112.02671
+  Panousis et al. 2019 (the ELBO: CE + ΣKL/N), ICML; 2022 (LWTA + PGD-AT), arXiv:2112.02671
   Szegedy et al. 2016 (label smoothing), arXiv:1512.00567
   Cohen et al. 2019 (Gaussian augmentation for randomized smoothing), arXiv:1902.02918
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
 
+from jaxrobust import keys
 from jaxrobust.attacks import build_attack
-from jaxrobust.models.common import STOCHASTIC
-from jaxrobust.models.ibp import collect_kl
-from jaxrobust.models.lwta import KL_COLLECTION
-from jaxrobust.train.step import accuracy, cross_entropy, device_key, model_forward
+from jaxrobust.models import KL_COLLECTION, collect_kl, forward, model_variables
 
 MIXED_ATTACKS = ('pgd', 'fgsm', 'cw', 'noise')
 
 
+class Objective(NamedTuple):
+  """A training objective.
+
+  Attributes:
+    loss_fn: `(params, batch_stats, x, y, key, *, example_keys, axis_name[, branch])
+      -> (loss, (batch_stats, metrics))`.
+    num_branches: 1, or the mixed objective's clean + attack branches.
+    choose_branch: `objective_key -> int array`, the branch a step takes (None without branches).
+  """
+
+  loss_fn: Callable[..., tuple[jax.Array, tuple[Any, dict]]]
+  num_branches: int = 1
+  choose_branch: Callable[[jax.Array], jax.Array] | None = None
+
+
+# ------------------------------------------------------------------------------- helpers
+def device_key(key, axis_name: str | None):
+  """A key of this device's own (model noise differs across shards), or `key` on one device."""
+  return key if axis_name is None else jax.random.fold_in(key, lax.axis_index(axis_name))
+
+
+def softmax_cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0):
+  """Mean softmax cross-entropy against (optionally smoothed) one-hot labels."""
+  targets = jax.nn.one_hot(labels, num_classes)
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return optax.softmax_cross_entropy(logits, targets).mean()
+
+
+def accuracy(logits, labels):
+  return jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
+def elbo_loss(ce, kl_sum, num_train: int, beta: float = 1.0):
+  """Negative ELBO per example: CE + β·ΣKL/N_train (β = 0: cross-entropy alone)."""
+  return ce + beta * kl_sum / num_train
+
+
 def eval_logits_fn(apply_fn, params, batch_stats):
   """The model in eval mode with parameters held fixed: what attacks inside the step see."""
-  variables = {'params': lax.stop_gradient(params)}
-  if batch_stats:
-    variables['batch_stats'] = batch_stats
-  return lambda x, key: apply_fn(variables, x, train=False, rngs={STOCHASTIC: key})
+  variables = model_variables(lax.stop_gradient(params), batch_stats)
+  return lambda x, key: forward(apply_fn, variables, x, key)
 
 
-def _forward_with_kl(apply_fn, params, batch_stats, x, key):
-  """Train-mode forward returning logits, new batch stats and ΣKL of the stochastic layers."""
-  variables = {'params': params, 'batch_stats': batch_stats} if batch_stats else {'params': params}
-  logits, state = apply_fn(variables, x, train=True, rngs={STOCHASTIC: key},
-                           mutable=['batch_stats', KL_COLLECTION])
+def train_forward(apply_fn, params, batch_stats, x, key, *, with_kl: bool = False):
+  """Train-mode forward: (logits, updated batch statistics, ΣKL of the stochastic layers)."""
+  mutable = ['batch_stats', KL_COLLECTION] if with_kl else (['batch_stats'] if batch_stats else False)
+  out = forward(apply_fn, model_variables(params, batch_stats), x, key, train=True, mutable=mutable)
+  if not mutable:
+    return out, batch_stats, jnp.zeros(())
+  logits, state = out
   return logits, state.get('batch_stats', batch_stats), collect_kl(state.get(KL_COLLECTION, {}))
 
 
-def clean_objective(apply_fn, num_classes: int, *, label_smoothing: float = 0.0, noise_sigma: float = 0.0):
+# ---------------------------------------------------------------------------- objectives
+def clean_objective(apply_fn, num_classes: int, *, label_smoothing: float = 0.0,
+                    noise_sigma: float = 0.0) -> Objective:
   """Cross-entropy on clean inputs; optional label smoothing ỹ = (1−ε)·onehot + ε/K, and optional
   Gaussian augmentation x + N(0, σ²) (clipped to [0,1]), the training half of randomized smoothing."""
-  def objective(params, batch_stats, x, y, key, *, example_keys=None, axis_name=None):
+
+  def loss_fn(params, batch_stats, x, y, key, *, example_keys, axis_name=None):
     k = device_key(key, axis_name)
     if noise_sigma:
-      noise = jax.vmap(lambda kk, xx: jax.random.normal(jax.random.fold_in(kk, 7), xx.shape))(example_keys, x)
+      noise = jax.vmap(lambda kk, xx: jax.random.normal(
+          jax.random.fold_in(kk, keys.TAG_GAUSSIAN_AUGMENT), xx.shape))(example_keys, x)
       x = jnp.clip(x + noise_sigma * noise, 0.0, 1.0)
-    logits, bs = model_forward(apply_fn, params, batch_stats, x, k, train=True)
-    loss = cross_entropy(logits, y, num_classes, label_smoothing)
+    logits, bs, _ = train_forward(apply_fn, params, batch_stats, x, k)
+    loss = softmax_cross_entropy(logits, y, num_classes, label_smoothing)
     return loss, (bs, {'accuracy': accuracy(logits, y)})
-  return objective
+
+  return Objective(loss_fn)
 
 
-def adversarial_objective(apply_fn, num_classes: int, attack: dict, *, label_smoothing: float = 0.0,
-                          clean_weight: float = 0.0, kl_beta: float = 0.0, num_train: int = 1,
-                          attack_labels: str = 'true'):
+def adversarial_objective(apply_fn, num_classes: int, attack: Mapping, *,
+                          label_smoothing: float = 0.0, clean_weight: float = 0.0,
+                          kl_beta: float = 0.0, num_train: int = 1,
+                          attack_labels: str = 'true') -> Objective:
   """Adversarial training: CE on x_adv (Madry), optionally mixed with clean CE and the ELBO's KL.
 
   loss = (1−w)·CE(x_adv) + w·CE(x) + β·ΣKL/N_train, with w = `clean_weight` (PNI uses 0.5) and
@@ -75,27 +120,32 @@ def adversarial_objective(apply_fn, num_classes: int, attack: dict, *, label_smo
     attack_labels: 'true', or 'pred' (attack the model's clean predictions, as PNI's code does,
       which avoids label leaking).
   """
+  if attack_labels not in ('true', 'pred'):
+    raise ValueError(f"attack_labels must be 'true' or 'pred', got {attack_labels!r}")
   attack_fn = build_attack(attack)
 
-  def objective(params, batch_stats, x, y, key, *, example_keys, axis_name=None):
+  def loss_fn(params, batch_stats, x, y, key, *, example_keys, axis_name=None):
     k_model = device_key(key, axis_name)
     f = eval_logits_fn(apply_fn, params, batch_stats)
     y_att = y
     if attack_labels == 'pred':
-      y_att = jnp.argmax(f(x, jax.random.fold_in(k_model, 1)), -1)
+      y_att = jnp.argmax(f(x, jax.random.fold_in(k_model, keys.TAG_ATTACK_LABELS)), -1)
     x_adv = attack_fn(f, example_keys, x, y_att)
-    logits, bs, kl = _forward_with_kl(apply_fn, params, batch_stats, x_adv, k_model)
-    loss = cross_entropy(logits, y, num_classes, label_smoothing)
+    logits, bs, kl = train_forward(apply_fn, params, batch_stats, x_adv, k_model, with_kl=True)
+    loss = softmax_cross_entropy(logits, y, num_classes, label_smoothing)
     metrics = {'adv_accuracy': accuracy(logits, y)}
     if clean_weight:
-      logits_c, bs, kl_c = _forward_with_kl(apply_fn, params, bs, x, jax.random.fold_in(k_model, 2))
-      loss = (1 - clean_weight) * loss + clean_weight * cross_entropy(logits_c, y, num_classes, label_smoothing)
+      logits_c, bs, _ = train_forward(apply_fn, params, bs, x,
+                                      jax.random.fold_in(k_model, keys.TAG_CLEAN_PASS), with_kl=True)
+      clean_ce = softmax_cross_entropy(logits_c, y, num_classes, label_smoothing)
+      loss = (1 - clean_weight) * loss + clean_weight * clean_ce
       metrics['accuracy'] = accuracy(logits_c, y)
     if kl_beta:
-      loss = loss + kl_beta * kl / num_train
+      loss = elbo_loss(loss, kl, num_train, kl_beta)
       metrics['kl'] = kl
     return loss, (bs, metrics)
-  return objective
+
+  return Objective(loss_fn)
 
 
 def mixed_policy_branch(key, attacks: Sequence[str], clean_prob: float = 0.5):
@@ -106,30 +156,29 @@ def mixed_policy_branch(key, attacks: Sequence[str], clean_prob: float = 0.5):
   return jax.random.choice(key, n + 1, p=probs)
 
 
-def mixed_objective(apply_fn, num_classes: int, attacks: dict[str, dict], *, clean_prob: float = 0.5,
-                    label_smoothing: float = 0.0):
-  """The study's mixed adversarial training: each step is clean with probability 4/8, otherwise
-  attacked by one of `attacks` (PGD, FGSM, CW, noise) chosen uniformly from the step's key.
+def mixed_objective(apply_fn, num_classes: int, attacks: Mapping[str, Mapping], *,
+                    clean_prob: float = 0.5, label_smoothing: float = 0.0) -> Objective:
+  """The study's mixed adversarial training: each step is clean with probability `clean_prob`,
+  otherwise attacked by one of `attacks` (PGD, FGSM, CW, noise) chosen uniformly.
 
-  The branch is either taken inside the program by one `lax.switch` (`branch=None`: one compiled
-  step, the right choice on GPU/TPU), or fixed per call (`branch=b`, a Python int): the training
+  The branch is either taken inside the program by one `lax.switch` (`branch` not given: one
+  compiled step, the right choice on GPU/TPU), or fixed per call (`branch=b`, a Python int): the
   loop then draws it on the host with `choose_branch` from the same key and runs the step compiled
-  for that branch. Both give the same branch sequence; the second exists because XLA's CPU backend
-  runs convolution gradients inside a conditional as slowly as inside a rolled loop (2× here).
+  for that branch, since XLA's CPU backend runs convolution gradients inside a conditional 2×
+  slower (docs/performance.md). Both give the same branch sequence.
 
   Args:
     attacks: name -> attack spec, in branch order (branch 0 is clean).
-
-  Returns:
-    the objective, with attributes `num_branches` and `choose_branch(objective_key) -> int array`.
   """
+  if not attacks:
+    raise ValueError('the mixed objective needs at least one attack (config.train.mixed_attacks)')
   fns = [build_attack(spec) for spec in attacks.values()]
   names = list(attacks)
 
   def choose_branch(key):
-    return mixed_policy_branch(jax.random.fold_in(key, 3), names, clean_prob)
+    return mixed_policy_branch(jax.random.fold_in(key, keys.TAG_MIXED_BRANCH), names, clean_prob)
 
-  def objective(params, batch_stats, x, y, key, *, example_keys, axis_name=None, branch=None):
+  def loss_fn(params, batch_stats, x, y, key, *, example_keys, axis_name=None, branch=None):
     k_model = device_key(key, axis_name)
     f = eval_logits_fn(apply_fn, params, batch_stats)
     branches = [lambda x: x] + [lambda x, fn=fn: fn(f, example_keys, x, y) for fn in fns]
@@ -138,75 +187,34 @@ def mixed_objective(apply_fn, num_classes: int, attacks: dict[str, dict], *, cle
       x_in = lax.switch(branch, branches, x)
     else:
       x_in = branches[branch](x)
-    logits, bs = model_forward(apply_fn, params, batch_stats, x_in, k_model, train=True)
-    loss = cross_entropy(logits, y, num_classes, label_smoothing)
+    logits, bs, _ = train_forward(apply_fn, params, batch_stats, x_in, k_model)
+    loss = softmax_cross_entropy(logits, y, num_classes, label_smoothing)
     return loss, (bs, {'accuracy': accuracy(logits, y), 'branch': jnp.asarray(branch, jnp.float32)})
 
-  objective.num_branches = len(names) + 1
-  objective.choose_branch = choose_branch
-  return objective
+  return Objective(loss_fn, num_branches=len(names) + 1, choose_branch=choose_branch)
 
 
-def trades_objective(apply_fn, num_classes: int, attack: dict, *, beta: float = 6.0):
+def trades_objective(apply_fn, num_classes: int, attack: Mapping, *, beta: float = 6.0) -> Objective:
   """TRADES: CE(f(x), y) + β·KL(f(x) ‖ f(x_adv)), x_adv maximising that KL from x + 0.001·N(0,1).
 
-  The attack spec's 'loss' is replaced by the KL to the clean prediction. That loss closes over
-  the whole batch's clean predictions, so the attack runs without `microbatch`.
+  The clean and adversarial batches go through the model in two train-mode passes, as the
+  reference does, so BatchNorm normalises each with its own statistics (the running statistics
+  see the clean batch, then the adversarial one). The attack's 'loss' is replaced by the KL to
+  the clean prediction; that loss closes over the whole batch, so the attack runs without
+  `microbatch`.
   """
   spec = {k: v for k, v in dict(attack, random_init='normal').items() if k != 'microbatch'}
 
-  def objective(params, batch_stats, x, y, key, *, example_keys, axis_name=None):
+  def loss_fn(params, batch_stats, x, y, key, *, example_keys, axis_name=None):
     k_model = device_key(key, axis_name)
     f = eval_logits_fn(apply_fn, params, batch_stats)
-    p_nat = jax.nn.softmax(f(x, jax.random.fold_in(k_model, 1)))
+    p_nat = jax.nn.softmax(f(x, jax.random.fold_in(k_model, keys.TAG_ATTACK_LABELS)))
     kl_loss = lambda logits, _: jnp.sum(p_nat * (jnp.log(p_nat + 1e-12) - jax.nn.log_softmax(logits)), -1)
     x_adv = build_attack(dict(spec, loss=kl_loss))(f, example_keys, x, y)
-    both = jnp.concatenate([x, x_adv])
-    logits, bs = model_forward(apply_fn, params, batch_stats, both, k_model, train=True)
-    lc, la = jnp.split(logits, 2)
+    lc, bs, _ = train_forward(apply_fn, params, batch_stats, x, k_model)
+    la, bs, _ = train_forward(apply_fn, params, bs, x_adv, k_model)
     robust = jnp.mean(jnp.sum(jax.nn.softmax(lc) * (jax.nn.log_softmax(lc) - jax.nn.log_softmax(la)), -1))
-    loss = cross_entropy(lc, y, num_classes) + beta * robust
+    loss = softmax_cross_entropy(lc, y, num_classes) + beta * robust
     return loss, (bs, {'accuracy': accuracy(lc, y), 'adv_accuracy': accuracy(la, y)})
-  return objective
 
-
-OBJECTIVES = ('clean', 'label_smoothing', 'gaussian_noise', 'pgd_at', 'mixed', 'pni', 'lwta_elbo', 'trades')
-
-
-def build_objective(config, apply_fn, num_classes: int, num_train: int = 1):
-  """The objective named by config.train.objective, with its hyperparameters from the config.
-
-  Objectives: 'clean' (label_smoothing, noise_sigma optional), 'label_smoothing' (ε=0.1 unless
-  set), 'gaussian_noise', 'pgd_at', 'mixed', 'pni' (0.5 clean + 0.5 adversarial on predicted
-  labels), 'lwta_elbo' (PGD-AT + β·ΣKL/N), 'trades'.
-
-  Raises:
-    ValueError: for an unknown objective name, listing the known ones.
-  """
-  t = config.train
-  name = t.get('objective', 'clean')
-  ls = t.get('label_smoothing', 0.0)
-  attack = dict(t.get('attack', {'name': 'pgd', 'epsilon': 0.1, 'step_size': 0.025, 'num_steps': 10}))
-  if name == 'clean':
-    return clean_objective(apply_fn, num_classes, label_smoothing=ls, noise_sigma=t.get('noise_sigma', 0.0))
-  if name == 'label_smoothing':
-    return clean_objective(apply_fn, num_classes, label_smoothing=ls or 0.1)
-  if name == 'gaussian_noise':
-    return clean_objective(apply_fn, num_classes, label_smoothing=ls, noise_sigma=t.get('noise_sigma', 0.25))
-  if name == 'pgd_at':
-    return adversarial_objective(apply_fn, num_classes, attack, label_smoothing=ls)
-  if name == 'pni':
-    return adversarial_objective(apply_fn, num_classes, attack, label_smoothing=ls, clean_weight=0.5,
-                                 attack_labels=t.get('attack_labels', 'pred'))
-  if name == 'lwta_elbo':
-    return adversarial_objective(apply_fn, num_classes, attack, label_smoothing=ls,
-                                 kl_beta=t.get('kl_beta', 1.0), num_train=num_train)
-  if name == 'mixed':
-    mixed = {k: dict(v) for k, v in dict(t.get('mixed_attacks', {})).items()}
-    if not mixed:
-      raise ValueError('objective "mixed" needs config.train.mixed_attacks (name -> attack spec)')
-    return mixed_objective(apply_fn, num_classes, mixed, clean_prob=t.get('clean_prob', 0.5),
-                           label_smoothing=ls)
-  if name == 'trades':
-    return trades_objective(apply_fn, num_classes, attack, beta=t.get('trades_beta', 6.0))
-  raise ValueError(f'unknown training objective {name!r}; known: {", ".join(OBJECTIVES)}')
+  return Objective(loss_fn)

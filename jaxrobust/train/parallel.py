@@ -18,7 +18,7 @@ MODES = ('none', 'shard_map', 'pmap')
 
 def data_mesh() -> Mesh:
   """A 1-D mesh named 'data' over all devices (of all processes). Auto axis types, so
-  unsharded inputs are accepted (stack.md gotcha 1)."""
+  unsharded inputs are accepted (docs/design.md, data parallelism)."""
   return Mesh(np.array(jax.devices()), (AXIS,))
 
 
@@ -65,7 +65,7 @@ def make_parallel_step(build_step: Callable[[str | None], Callable], mode: str =
     replicated = NamedSharding(mesh, P())
     sharded = NamedSharding(mesh, P(AXIS))
     # check_vma=False: gradients of replicated inputs are then per-device (not psum'd), so the
-    # step's explicit pmean is right (stack.md gotcha 2).
+    # step's explicit pmean is right (docs/design.md, data parallelism).
     mapped = jax.shard_map(build_step(AXIS), mesh=mesh, in_specs=(P(), P(AXIS), P()),
                            out_specs=(P(), P()), check_vma=False)
     step = jax.jit(mapped, donate_argnums=donate_argnums)

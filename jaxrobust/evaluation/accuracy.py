@@ -1,0 +1,127 @@
+"""Accuracy over a dataset, batch by batch: clean, and under a list of attacks with the per-point
+worst case. A point whose logits are not finite is never counted as correct.
+
+References:
+  Croce & Hein 2020 (per-point worst case over an attack ensemble), arXiv:2003.01690
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from jaxrobust.attacks import as_pytree_fn
+
+
+class NonFiniteLogitsError(FloatingPointError):
+  """The model's logits are NaN or infinite: no accuracy can be computed from them."""
+
+
+def as_unit_float(images) -> jax.Array:
+  """uint8 pixels scaled to [0,1], or floats taken as they are."""
+  a = np.asarray(images)
+  return jnp.asarray(a, jnp.float32) / 255.0 if a.dtype == np.uint8 else jnp.asarray(a)
+
+
+@jax.jit
+def _correct_and_finite(logits_fn, x, y, key):
+  logits = logits_fn(x, key)
+  finite = jnp.all(jnp.isfinite(logits), axis=-1)
+  return (jnp.argmax(logits, -1) == y) & finite, finite
+
+
+def correct(logits_fn, x, y, key) -> tuple[np.ndarray, np.ndarray]:
+  """(correct, finite) per example: correct needs finite logits and the right argmax."""
+  ok, finite = _correct_and_finite(as_pytree_fn(logits_fn), x, y, key)
+  return np.asarray(ok), np.asarray(finite)
+
+
+def _check_dataset(images, labels, batch_size: int, name: str):
+  if batch_size < 1:
+    raise ValueError(f'{name}: batch_size must be >= 1, got {batch_size}')
+  if len(images) != len(labels):
+    raise ValueError(f'{name}: {len(images)} images but {len(labels)} labels')
+
+
+def clean_accuracy(logits_fn, images, labels, *, key, batch_size: int = 500) -> float:
+  """Clean accuracy over a split (one stochastic pass per batch, key folded with the offset).
+
+  Raises:
+    NonFiniteLogitsError: when any logit is NaN or infinite (the model is broken, not robust).
+  """
+  _check_dataset(images, labels, batch_size, 'clean_accuracy')
+  hits, bad = 0, 0
+  for i in range(0, len(images), batch_size):
+    ok, finite = correct(logits_fn, as_unit_float(images[i:i + batch_size]),
+                         jnp.asarray(labels[i:i + batch_size]), jax.random.fold_in(key, i))
+    hits += int(ok.sum())
+    bad += int((~finite).sum())
+  if bad:
+    raise NonFiniteLogitsError(f'clean_accuracy: the model gives non-finite logits on {bad} of '
+                               f'{len(images)} examples')
+  return hits / max(len(images), 1)
+
+
+def robust_accuracy(logits_fn, images, labels, attacks: Mapping[str, Callable], *, key,
+                    batch_size: int = 256, eval_draws: int = 1, progress: bool = False) -> dict:
+  """Accuracy under each attack and the per-example worst case, batch by batch over a dataset.
+
+  Args:
+    logits_fn: `logits_fn(x, key) -> logits`.
+    images: (N, ...) uint8 pixels (scaled to [0,1]) or floats in [0,1].
+    labels: (N,) int labels.
+    attacks: name -> `attack(logits_fn, key, x, y) -> x_adv` (e.g. a functools.partial of pgd).
+    key: PRNG key; each batch and attack gets its own fold.
+    batch_size: examples per batch (>= 1).
+    eval_draws: for stochastic models, an example counts as correct only if it is classified
+      correctly in all of this many fresh forward passes (1 = a single draw, as usually published).
+    progress: show a tqdm bar.
+
+  Returns:
+    {'clean': acc, <attack name>: acc, ..., 'worst_case': acc, 'n': N, 'non_finite': count of
+    points with non-finite logits anywhere, 'per_example': {name: bool array (N,)}}. Worst case:
+    correct clean and under every attack. Non-finite logits never count as correct.
+
+  Raises:
+    ValueError: for labels whose count differs from the images', batch_size < 1, eval_draws < 1.
+  """
+  _check_dataset(images, labels, batch_size, 'robust_accuracy')
+  if not isinstance(eval_draws, int) or eval_draws < 1:
+    raise ValueError(f'robust_accuracy: eval_draws must be an integer >= 1, got {eval_draws!r}')
+  logits_fn = as_pytree_fn(logits_fn)
+  n = len(images)
+  names = ['clean'] + list(attacks)
+  per = {k: [] for k in names}
+  non_finite = []
+
+  def correct_all_draws(x, y, k):
+    ok, fin = np.ones(y.shape, bool), np.ones(y.shape, bool)
+    for d in range(eval_draws):
+      o, f = correct(logits_fn, x, y, jax.random.fold_in(k, d))
+      ok, fin = ok & o, fin & f
+    return ok, fin
+
+  for i in tqdm(range(0, n, batch_size), disable=not progress, desc='evaluate'):
+    x = as_unit_float(images[i:i + batch_size])
+    y = jnp.asarray(labels[i:i + batch_size])
+    kb = jax.random.fold_in(key, i)
+    ok, fin = correct_all_draws(x, y, jax.random.fold_in(kb, 0))
+    per['clean'].append(ok)
+    bad = ~fin
+    for j, (name, attack) in enumerate(attacks.items(), start=1):
+      x_adv = attack(logits_fn, jax.random.fold_in(kb, 2 * j), x, y)
+      ok, fin = correct_all_draws(x_adv, y, jax.random.fold_in(kb, 2 * j + 1))
+      per[name].append(ok)
+      bad = bad | ~fin
+    non_finite.append(bad)
+  per = {k: np.concatenate(v) if v else np.zeros(0, bool) for k, v in per.items()}
+  worst = np.logical_and.reduce([per[k] for k in names]) if n else np.zeros(0, bool)
+  out = {k: float(v.mean()) if n else float('nan') for k, v in per.items()}
+  out['worst_case'] = float(worst.mean()) if n else float('nan')
+  out['n'] = n
+  out['non_finite'] = int(np.concatenate(non_finite).sum()) if n else 0
+  out['per_example'] = dict(per, worst_case=worst)
+  return out

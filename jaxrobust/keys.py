@@ -1,0 +1,69 @@
+"""The key schedule: how one seed becomes every random number of a run, in one place.
+
+One `seed` gives three run keys (`run_keys`); the training key is folded with the step index
+(`step_keys`), so a resumed run draws exactly what an uninterrupted one draws. Below that, every
+`jax.random.fold_in` of the library uses a named tag from this module. The values are part of
+the reproducibility contract: changing one changes the bits of every run that uses it.
+
+This module imports nothing of the library, so the attack library can use it and stay a leaf.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+
+# -------------------------------------------------------------------- training (per step)
+# Folded into a device's model key inside an objective.
+TAG_ATTACK_LABELS = 1  # the eval-mode pass whose predictions label the attack (PNI, TRADES)
+TAG_CLEAN_PASS = 2  # the second train-mode pass, on clean inputs (PNI's 0.5/0.5 loss)
+# Folded into the step's objective key.
+TAG_MIXED_BRANCH = 3  # mixed training's draw of clean or one attack
+# Folded into each example's key.
+TAG_GAUSSIAN_AUGMENT = 7  # the noise of Gaussian augmentation
+# Folded into the training key instead of a step index (larger than any step count).
+TAG_FINAL_EVAL = 10**9  # the clean test pass at the end of training
+
+# -------------------------------------------------------------------------------- attacks
+# Per-example keys: each example's own key is split by these two tags.
+TAG_EXAMPLE_NOISE = 0  # random start and noise
+TAG_EXAMPLE_MODEL = 1  # the model's randomness (taken from the first example's key)
+TAG_RESTART_SELECTION = 10**6  # PGD: the pass that scores restarts (beyond any step index)
+
+# ----------------------------------------------------------------------------- evaluation
+TAG_EVAL_PREDICT = 1  # the forward pass that classifies attacked inputs (ε grid, figures)
+TAG_EVAL_DRAWS = 1  # the repeated clean draws of a stochastic model
+TAG_EVAL_GRID = 2  # the accuracy-against-ε grid
+TAG_FIGURES = 9  # the attack drawn for the example and confidence figures
+
+
+class RunKeys(NamedTuple):
+  """The three keys of a run: parameter init, data order, and training (folded per step)."""
+
+  init: jax.Array
+  data: jax.Array
+  train: jax.Array
+
+
+class StepKeys(NamedTuple):
+  """The keys of one training step, all from fold_in(train key, step).
+
+  Attributes:
+    augment: per-example augmentation (folded with the global example index).
+    objective: the objective's own draws, the same on every device (mixed branch, model noise).
+    examples: per-example attack starts (folded with the global example index).
+  """
+
+  augment: jax.Array
+  objective: jax.Array
+  examples: jax.Array
+
+
+def run_keys(seed: int) -> RunKeys:
+  """One seed -> the init, data-order and training keys."""
+  return RunKeys(*jax.random.split(jax.random.key(seed), 3))
+
+
+def step_keys(train_key: jax.Array, step) -> StepKeys:
+  """The keys of step `step`; the host and the compiled step both call this (one schedule)."""
+  return StepKeys(*jax.random.split(jax.random.fold_in(train_key, step), 3))
