@@ -31,10 +31,12 @@ def trees_equal(a, b) -> bool:
 
 def tree_files(root) -> dict:
   """{relative path: (size, mtime_ns)} of every file below `root`: a snapshot to prove nothing
-  on disk changed."""
+  on disk changed (the work-directory lock, which a refused run takes and releases, aside)."""
   out = {}
   for d, _, files in os.walk(root):
     for f in files:
+      if f == '.lock':
+        continue
       p = os.path.join(d, f)
       st = os.stat(p)
       out[os.path.relpath(p, root)] = (st.st_size, st.st_mtime_ns)

@@ -1,4 +1,4 @@
-"""Attack tests against closed forms, invariants and statistics (attacks.md §5)."""
+"""Attack tests against closed forms, invariants and statistics (docs/design.md, testing)."""
 import functools
 
 import jax
@@ -223,11 +223,9 @@ def test_eot_averages_gradients_of_a_stochastic_model():
     s = jnp.where(jax.random.bernoulli(key, 0.75), 1.0, -1.0)
     z = s * x.sum(-1)
     return jnp.stack([-z, z], -1)
-  from jaxrobust.attacks._core import loss_and_grad
-  from jaxrobust.attacks._losses import margin
   x = jnp.full((1, 3), 0.5)
   y = jnp.array([1])
-  _, _, g = loss_and_grad(f, margin, x, y, KEY, eot_samples=4000)
+  _, _, g = A.loss_and_grad(f, A.margin, x, y, KEY, eot_samples=4000)
   # margin = −max(z_y − z_other, 0) = −2·s·Σx for s=+1 (gap>0), 0 for s=−1: E[∇] = −2·0.75.
   np.testing.assert_allclose(g, -1.5, atol=0.06)
 
@@ -334,15 +332,3 @@ def test_bad_inputs_raise_naming_the_problem(attack, x, y, match):
   f = multiclass_linear(jnp.ones((2, 3)), jnp.zeros(3))
   with pytest.raises(ValueError, match=match):
     attack(f, KEY, x, y)
-
-
-def test_robust_accuracy_worst_case_is_per_example(trained):
-  f, x, y = trained
-  atk = {'fgsm': functools.partial(A.fgsm, epsilon=0.12),
-         'pgd': functools.partial(A.pgd, epsilon=0.12, num_steps=5)}
-  r = A.robust_accuracy(f, np.asarray(x), np.asarray(y), atk, key=KEY, batch_size=50)
-  assert r['n'] == len(x)
-  pe = r['per_example']
-  np.testing.assert_array_equal(pe['worst_case'], pe['clean'] & pe['fgsm'] & pe['pgd'])
-  assert r['worst_case'] <= min(r['clean'], r['fgsm'], r['pgd'])
-  assert r['clean'] == pytest.approx(acc(f, x, y))

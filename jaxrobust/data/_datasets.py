@@ -63,8 +63,8 @@ def load_fashion_mnist(data_dir: str | None = None) -> Dataset:
         f'`apt-get install dataset-fashion-mnist` (Debian), or set '
         f'${FASHION_MNIST_DIR_ENV} / config.data.data_dir to a directory holding them.')
   p = [os.path.join(d, n) for n in names]
-  xtr, ytr = _idx.read_image_label_pair(p[0], p[1])
-  xte, yte = _idx.read_image_label_pair(p[2], p[3])
+  xtr, ytr = _idx.read_image_label_pair(p[0], p[1], num_classes=len(FASHION_MNIST_CLASSES))
+  xte, yte = _idx.read_image_label_pair(p[2], p[3], num_classes=len(FASHION_MNIST_CLASSES))
   return Dataset('fashion_mnist', 10, tuple(xtr.shape[1:]), xtr, ytr, xte, yte,
                  FASHION_MNIST_CLASSES)
 
@@ -93,7 +93,7 @@ def load_synthetic(*, seed: int = 0, num_train: int = 512, num_test: int = 256,
 def _tfds_split(builder, split: str):
   src = builder.as_data_source(split=split)
   n = len(src)
-  # __getitems__ is broken under mock_data (stack.md), so read item by item.
+  # __getitems__ fails under tfds.testing.mock_data (docs/design.md, data), so read item by item.
   items = [src[i] for i in range(n)]
   images = np.stack([np.asarray(e['image'], np.uint8) for e in items])
   labels = np.asarray([int(e['label']) for e in items], np.int32)
@@ -158,8 +158,15 @@ def load_dataset(name: str, data_dir: str | None = None, *, seed: int = 0,
     ds = load_tfds(name, data_dir)
   else:
     raise ValueError(f'unknown data source {source!r} (use auto, idx or tfds)')
+  for arg, v in (('num_train', num_train), ('num_test', num_test)):
+    if v is not None and (not isinstance(v, (int, np.integer)) or v < 0):
+      raise ValueError(f'load_dataset: {arg} must be an integer >= 0 or None, got {v!r}')
   if num_train is not None or num_test is not None:
     ds = dataclasses.replace(
         ds, train_images=ds.train_images[:num_train], train_labels=ds.train_labels[:num_train],
         test_images=ds.test_images[:num_test], test_labels=ds.test_labels[:num_test])
+  for split, y in (('train', ds.train_labels), ('test', ds.test_labels)):
+    if y.size and (y.min() < 0 or y.max() >= ds.num_classes):
+      raise ValueError(f'dataset {name!r}: {split} labels span [{y.min()}, {y.max()}], outside the '
+                       f'{ds.num_classes} classes')
   return ds

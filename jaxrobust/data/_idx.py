@@ -76,11 +76,13 @@ def write_idx(path: str, array: np.ndarray) -> None:
     f.write(data)
 
 
-def read_image_label_pair(images_path: str, labels_path: str) -> tuple[np.ndarray, np.ndarray]:
+def read_image_label_pair(images_path: str, labels_path: str,
+                          num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
   """Reads matching image and label IDX files; images come back as (N, H, W, 1).
 
   Raises:
-    IdxError: if either file is bad or their counts differ (both files named).
+    IdxError: if either file is bad, their counts differ (both files named), or a label is
+      outside [0, num_classes) (the labels file named).
   """
   images = read_idx(images_path, IMAGES_MAGIC)
   labels = read_idx(labels_path, LABELS_MAGIC)
@@ -88,4 +90,8 @@ def read_image_label_pair(images_path: str, labels_path: str) -> tuple[np.ndarra
     raise IdxError(
         f'image and label counts differ: {images_path} holds {images.shape[0]} '
         f'images, {labels_path} holds {labels.shape[0]} labels')
+  if num_classes is not None and labels.size and labels.max() >= num_classes:
+    bad = int(np.sum(labels >= num_classes))
+    raise IdxError(f'IDX file {labels_path} holds {bad} labels outside [0, {num_classes}) '
+                   f'(largest {int(labels.max())})')
   return images[..., None], labels.astype(np.int32)

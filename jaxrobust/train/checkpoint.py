@@ -24,6 +24,30 @@ class NoCheckpointError(FileNotFoundError):
   """No intact checkpoint exists in the directory."""
 
 
+class CheckpointMismatchError(ValueError):
+  """The checkpoint is intact but holds another model's parameters than the target's."""
+
+
+def _param_shapes(tree) -> dict[str, tuple]:
+  return {jax.tree_util.keystr(p): tuple(getattr(a, 'shape', ())) for p, a in
+          jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: hasattr(x, 'shape'))}
+
+
+def describe_mismatch(stored: dict[str, tuple], expected: dict[str, tuple], limit: int = 5) -> str:
+  """The first missing, unexpected and wrongly shaped keys between two {path: shape} maps."""
+  missing = sorted(set(expected) - set(stored))
+  unexpected = sorted(set(stored) - set(expected))
+  shapes = sorted(k for k in set(stored) & set(expected) if stored[k] != expected[k])
+  parts = []
+  if missing:
+    parts.append(f'missing {missing[:limit]}' + (f' (+{len(missing) - limit})' if len(missing) > limit else ''))
+  if unexpected:
+    parts.append(f'unexpected {unexpected[:limit]}' + (f' (+{len(unexpected) - limit})' if len(unexpected) > limit else ''))
+  if shapes:
+    parts.append('wrong shapes ' + ', '.join(f'{k}: {stored[k]} vs {expected[k]}' for k in shapes[:limit]))
+  return '; '.join(parts)
+
+
 def tree_checksum(tree: Any) -> str:
   """SHA-256 over every leaf's path, dtype, shape and bytes (host copies)."""
   h = hashlib.sha256()
@@ -48,8 +72,10 @@ class Checkpointer:
       raise ValueError(f'max_to_keep (keep_checkpoints) must be >= 1, got {max_to_keep}: 0 would delete every checkpoint')
     self.directory = os.path.abspath(directory)
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    # Handlers named up front, so that a step's metadata can be read before anything is restored.
     self._mngr = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        item_handlers={'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> int | None:
     return self._mngr.latest_step()
@@ -75,6 +101,7 @@ class Checkpointer:
     step = self._mngr.latest_step() if step is None else step
     if step is None:
       raise NoCheckpointError(f'no checkpoint has been written in {self.directory} yet')
+    self._check_parameters(step, target)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     try:
       r = self._mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
@@ -91,6 +118,21 @@ class Checkpointer:
       raise CheckpointError(f'checkpoint step {step} in {self.directory} fails its checksum: '
                             f'its bytes changed after it was saved')
     return tree, meta
+
+  def _check_parameters(self, step: int, target: Any) -> None:
+    """Refuses, before reading any array, a checkpoint whose parameters are not the target's."""
+    if not isinstance(target, dict) or 'params' not in target:
+      return
+    try:
+      stored = self._mngr.item_metadata(step)['state'].tree['params']
+    except Exception as e:  # noqa: BLE001 - unreadable metadata is damage, handled as such
+      raise CheckpointError(f'checkpoint step {step} in {self.directory} has unreadable metadata: '
+                            f'{type(e).__name__}: {str(e)[:200]}') from e
+    got, want = _param_shapes(stored), _param_shapes(target['params'])
+    if got != want:
+      raise CheckpointMismatchError(
+          f'checkpoint step {step} in {self.directory} holds the parameters of another model: '
+          f'{describe_mismatch(got, want)}')
 
   def restore_latest_intact(self, target: Any) -> tuple[Any, dict, int]:
     """The newest step that restores intact: damaged newer steps are moved aside with a warning.

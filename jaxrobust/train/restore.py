@@ -8,7 +8,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxrobust.train.checkpoint import Checkpointer, NoCheckpointError
+from jaxrobust.train.checkpoint import CheckpointMismatchError, Checkpointer
 from jaxrobust.train.experiment import build_experiment
 
 
@@ -18,7 +18,8 @@ def load_trained(workdir: str, *, ds=None):
   Raises:
     FileNotFoundError: if the directory has no config.json, or no intact checkpoint
       (`NoCheckpointError`).
-    ValueError: if the checkpoint holds another model than config.json names (both are named).
+    CheckpointMismatchError: if the checkpoint holds another model's parameters than config.json
+      names (the model and the first mismatched keys are named).
   """
   cfg_path = os.path.join(workdir, 'config.json')
   if not os.path.exists(cfg_path):
@@ -31,16 +32,14 @@ def load_trained(workdir: str, *, ds=None):
   ck = Checkpointer(os.path.join(workdir, 'checkpoints'), config.train.keep_checkpoints)
   try:
     tree, meta, _ = ck.restore_latest_intact(state.to_checkpoint())
-  except NoCheckpointError:
-    raise
-  except (ValueError, KeyError) as e:
-    raise ValueError(f'the checkpoint in {workdir} does not fit the model {config.model.name!r} '
-                     f'of its config.json: {e}') from e
+  except CheckpointMismatchError as e:
+    raise CheckpointMismatchError(f'{workdir}: config.json names model {config.model.name!r}, whose '
+                                  f'parameters the checkpoint does not hold. {e}') from e
   finally:
     ck.close()
-  stored_model = meta.get('config', {}).get('model', {}).get('name')
-  if stored_model is not None and stored_model != config.model.name:
-    raise ValueError(f'{workdir}: the checkpoint holds model {stored_model!r}, but config.json names '
-                     f'{config.model.name!r}')
+  stored = (meta.get('config') or {}).get('model', {}).get('name')
+  if stored is not None and stored != config.model.name:   # same shapes, another network
+    raise CheckpointMismatchError(f'{workdir}: config.json names model {config.model.name!r}, but the '
+                                  f'checkpoint was trained as {stored!r}')
   state = state.from_checkpoint(tree)
   return config, exp.model, jax.tree.map(np.asarray, state.variables), exp.dataset

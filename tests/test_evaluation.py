@@ -1,0 +1,89 @@
+"""Evaluation: accuracy over datasets (clean, robust, worst case), non-finite logits, the
+deterministic surrogate and the ε grid."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrobust import attacks as A
+from jaxrobust import evaluation as E
+from jaxrobust.models import create_model
+
+KEY = jax.random.key(0)
+
+
+def linear(W):
+  return jax.tree_util.Partial(lambda W, x, key: x.reshape(x.shape[0], -1) @ W, W)
+
+
+@pytest.fixture(scope='module')
+def data():
+  x = jax.random.uniform(jax.random.key(1), (60, 4, 4, 1))
+  W = jax.random.normal(jax.random.key(2), (16, 3))
+  y = jnp.argmax(x.reshape(60, -1) @ W, -1)
+  y = y.at[:15].set((y[:15] + 1) % 3)          # a quarter misclassified
+  return linear(W), np.asarray(x), np.asarray(y)
+
+
+def test_robust_accuracy_worst_case_is_per_example(data):
+  f, x, y = data
+  atk = {'fgsm': functools.partial(A.fgsm, epsilon=0.05),
+         'pgd': functools.partial(A.pgd, epsilon=0.05, num_steps=5)}
+  r = E.robust_accuracy(f, x, y, atk, key=KEY, batch_size=25)
+  assert r['n'] == len(x) and r['non_finite'] == 0
+  pe = r['per_example']
+  np.testing.assert_array_equal(pe['worst_case'], pe['clean'] & pe['fgsm'] & pe['pgd'])
+  assert r['worst_case'] <= min(r['clean'], r['fgsm'], r['pgd'])
+  assert r['clean'] == pytest.approx(0.75)
+
+
+def test_non_finite_logits_are_never_correct(data):
+  """A model whose logits are NaN for some points: argmax(NaN) is 0, and the labels of those
+  points are 0, yet none of them counts as correct, clean or robust."""
+  f, x, _ = data
+  y = np.zeros(len(x), np.int32)
+  nan_rows = jnp.arange(len(x)) % 2 == 0
+
+  def broken(x, key):
+    out = jnp.zeros((x.shape[0], 3)).at[:, 0].set(1.0)
+    return jnp.where(nan_rows[:x.shape[0], None], jnp.nan, out)
+  r = E.robust_accuracy(broken, x, y, {'noise': functools.partial(A.uniform_noise, epsilon=0.01)},
+                        key=KEY, batch_size=60)
+  assert r['clean'] == pytest.approx(0.5) and r['noise'] == pytest.approx(0.5)
+  assert r['non_finite'] == 30
+  with pytest.raises(E.NonFiniteLogitsError, match='non-finite logits on 30 of 60'):
+    E.clean_accuracy(broken, x, y, key=KEY, batch_size=60)
+
+
+def test_clean_accuracy_and_epsilon_grid_agree_at_zero(data):
+  f, x, y = data
+  clean = E.clean_accuracy(f, x, y, key=KEY, batch_size=16)
+  grid = E.pgd_accuracy_over_epsilons(f, x, y, [0.0, 0.05, 0.5], key=KEY, num_steps=3, batch_size=16)
+  assert grid[0] == pytest.approx(clean) == pytest.approx(0.75)
+  assert grid[2] <= grid[1] <= grid[0]
+
+
+def test_evaluate_model_refuses_a_model_with_non_finite_logits():
+  m = create_model('small_cnn', num_classes=4)
+  x = np.zeros((8, 8, 8, 1), np.uint8)
+  v = m.init(KEY, jnp.zeros((1, 8, 8, 1)))
+  v = jax.tree.map(lambda a: jnp.full_like(a, jnp.nan), v)
+  with pytest.raises(E.NonFiniteLogitsError, match='refusing to evaluate'):
+    E.evaluate_model(m, v, x, np.zeros(8, np.int32), dataset='synthetic', key=KEY)
+
+
+def test_transfer_attack_settings_are_stored_once():
+  spec = E.transfer_attack('standard', 'fashion_mnist', steps_scale=0.5)
+  assert spec == dict(name='pgd', epsilon=0.1, step_size=0.1 / 8, num_steps=10)
+  assert E.transfer_attack('study', 'cifar10')['epsilon'] == 0.3
+
+
+def test_surrogate_is_the_noise_free_twin():
+  m = create_model('small_cnn_lwta', num_classes=4)
+  s = E.deterministic_surrogate(m)
+  assert s.deterministic and not m.deterministic
+  x = jax.random.uniform(KEY, (2, 8, 8, 1))
+  v = m.init({'params': KEY, 'stochastic': KEY}, x)
+  np.testing.assert_array_equal(s.apply(v, x), s.apply(v, x, rngs={'stochastic': jax.random.key(9)}))
