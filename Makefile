@@ -4,13 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test data bench clean
+.PHONY: demo test lint data bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -U pip 2>&1 | grep -v "is ignored" || true
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored" || true
-	$(PY) -c "import jax, flax, optax, orbax.checkpoint, chex, tensorflow_datasets, ml_collections, pytest"
+	$(PY) -c "import jax, flax, optax, orbax.checkpoint, chex, tensorflow_datasets, ml_collections, pytest, ruff"
 	touch $(STAMP)
 
 data:
@@ -19,10 +19,14 @@ data:
 demo: $(STAMP) data
 	$(PY) -m experiments.demo
 
-test: $(STAMP) data
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: $(STAMP) data lint
 	$(PY) -m pytest -q tests
 
-# Benchmarks send convolutions to Eigen (perf-cpu.md: 1.5x faster conv gradients on WRN-16-4).
+# Benchmarks send convolutions to Eigen (docs/performance.md: 1.5x faster conv gradients on WRN-16-4).
 BENCH_XLA_FLAGS ?= --xla_cpu_experimental_ynn_fusion_type=-individual_convolution
 bench: $(STAMP)
 	XLA_FLAGS="$(BENCH_XLA_FLAGS)" $(PY) -m benchmarks.attacks

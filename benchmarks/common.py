@@ -1,4 +1,5 @@
 """Shared benchmark helpers: timing medians after compile, JSON lines on stdout."""
+
 import json
 import os
 import statistics

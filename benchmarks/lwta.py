@@ -12,6 +12,7 @@ exact two-way closed form σ((h₁ − h₂ + L)/T) with one logistic variate pe
 
 The study reports 166 ms per image; the target here is ≤ 2.5 ms.
 """
+
 import jax
 
 from benchmarks.common import arg, emit, timeit
@@ -32,12 +33,31 @@ def main():
   _, t_relu = timeit(lambda: predict_single(base, bv, x, key), repeats=5)
   _, t1 = timeit(lambda: predict_single(model, v, x, key), repeats=5)
   _, ts = timeit(lambda: predict_mc(model, v, x, key, num_samples=s), repeats=3)
-  emit(model=name, batch=batch, measure='single_pass', prng_impl=impl, ms_per_image=round(1000 * t1 / batch, 3),
-       study_ms_per_image=166.0, target_ms_per_image=2.5, meets_target=1000 * t1 / batch <= 2.5)
-  emit(model=name, batch=batch, measure=f'mc{s}', prng_impl=impl, ms_per_image=round(1000 * ts / batch, 3),
-       ratio_to_single=round(ts / t1, 2))
-  emit(model=name.replace('_lwta', ''), batch=batch, measure='relu_single_pass',
-       ms_per_image=round(1000 * t_relu / batch, 3), lwta_over_relu=round(t1 / t_relu, 2))
+  emit(
+    model=name,
+    batch=batch,
+    measure='single_pass',
+    prng_impl=impl,
+    ms_per_image=round(1000 * t1 / batch, 3),
+    study_ms_per_image=166.0,
+    target_ms_per_image=2.5,
+    meets_target=1000 * t1 / batch <= 2.5,
+  )
+  emit(
+    model=name,
+    batch=batch,
+    measure=f'mc{s}',
+    prng_impl=impl,
+    ms_per_image=round(1000 * ts / batch, 3),
+    ratio_to_single=round(ts / t1, 2),
+  )
+  emit(
+    model=name.replace('_lwta', ''),
+    batch=batch,
+    measure='relu_single_pass',
+    ms_per_image=round(1000 * t_relu / batch, 3),
+    lwta_over_relu=round(t1 / t_relu, 2),
+  )
 
 
 if __name__ == '__main__':

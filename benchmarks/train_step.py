@@ -3,7 +3,6 @@ t(one parameter-gradient step)) (target ≤ 1.10), for the small CNN and WRN-16-
 
   python -m benchmarks.train_step [--models=small_cnn,wrn16_4] [--batch=128]
 """
-import functools
 
 import jax
 import numpy as np
@@ -35,9 +34,17 @@ def bench(name, batch, repeats):
   _, t_step = timeit(lambda: adv(state, batch_d, key)[1]['loss'], repeats=repeats)
   _, t_clean = timeit(lambda: clean(state, batch_d, key)[1]['loss'], repeats=repeats)
   _, t_pgd = timeit(pgd, repeats=repeats)
-  emit(model=name, batch=batch, measure='pgd10_at_step', seconds=round(t_step, 4),
-       images_per_s=round(batch / t_step, 1), pgd10_s=round(t_pgd, 4), param_grad_step_s=round(t_clean, 4),
-       ratio_to_limit=round(t_step / (t_pgd + t_clean), 3), target=1.10)
+  emit(
+    model=name,
+    batch=batch,
+    measure='pgd10_at_step',
+    seconds=round(t_step, 4),
+    images_per_s=round(batch / t_step, 1),
+    pgd10_s=round(t_pgd, 4),
+    param_grad_step_s=round(t_clean, 4),
+    ratio_to_limit=round(t_step / (t_pgd + t_clean), 3),
+    target=1.10,
+  )
 
 
 def main():

@@ -5,6 +5,7 @@
 
 Prints the accuracies and writes <workdir>/eval_<suite>.json.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,9 +17,17 @@ from jaxrobust.files import write_json_atomic
 from jaxrobust.train.restore import load_trained
 
 
-def evaluate_checkpoint(workdir: str, *, suite: str = 'standard', num_test: int = 1000, epsilons=None,
-                        steps_scale: float = 1.0, eot_samples: int = 8, seed: int = 0,
-                        progress: bool = False) -> dict:
+def evaluate_checkpoint(
+  workdir: str,
+  *,
+  suite: str = 'standard',
+  num_test: int = 1000,
+  epsilons=None,
+  steps_scale: float = 1.0,
+  eot_samples: int = 8,
+  seed: int = 0,
+  progress: bool = False,
+) -> dict:
   """Loads the run in `workdir`, evaluates it, writes eval_<suite>.json there, returns the result.
 
   Raises:
@@ -36,9 +45,19 @@ def evaluate_checkpoint(workdir: str, *, suite: str = 'standard', num_test: int 
     raise ValueError(f'unknown suite {suite!r}; use one of {SUITES}')
   config, model, variables, ds = load_trained(workdir)
   n = min(num_test, len(ds.test_images)) if num_test else len(ds.test_images)
-  res = evaluate_model(model, variables, ds.test_images[:n], ds.test_labels[:n], dataset=ds.name,
-                       suite=suite, key=jax.random.key(seed), steps_scale=steps_scale,
-                       eot_samples=eot_samples, epsilon_grid=epsilons, progress=progress)
+  res = evaluate_model(
+    model,
+    variables,
+    ds.test_images[:n],
+    ds.test_labels[:n],
+    dataset=ds.name,
+    suite=suite,
+    key=jax.random.key(seed),
+    steps_scale=steps_scale,
+    eot_samples=eot_samples,
+    epsilon_grid=epsilons,
+    progress=progress,
+  )
   write_json_atomic(os.path.join(workdir, f'eval_{suite}.json'), res)
   return res
 
@@ -46,10 +65,19 @@ def evaluate_checkpoint(workdir: str, *, suite: str = 'standard', num_test: int 
 def main(argv):
   del argv
   from absl import flags
+
   F = flags.FLAGS
   eps = [float(e) for e in F.epsilons.split(',')] if F.epsilons else None
-  res = evaluate_checkpoint(F.workdir, suite=F.suite, num_test=F.num_test, epsilons=eps,
-                            steps_scale=F.steps_scale, eot_samples=F.eot, seed=F.seed, progress=True)
+  res = evaluate_checkpoint(
+    F.workdir,
+    suite=F.suite,
+    num_test=F.num_test,
+    epsilons=eps,
+    steps_scale=F.steps_scale,
+    eot_samples=F.eot,
+    seed=F.seed,
+    progress=True,
+  )
   for k, v in res.items():
     if isinstance(v, float):
       print(f'{k:>24}: {100 * v:6.2f}%' if k != 'ms_per_image' else f'{k:>24}: {v:.3f} ms')
@@ -59,6 +87,7 @@ def main(argv):
 
 if __name__ == '__main__':
   from absl import app, flags, logging
+
   flags.DEFINE_string('workdir', None, 'work directory of a training run', required=True)
   flags.DEFINE_string('suite', 'standard', 'standard or study')
   flags.DEFINE_integer('num_test', 1000, 'test images (0 = all)')

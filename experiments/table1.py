@@ -8,6 +8,7 @@ Writes results/<dataset>/table1.md, table1.json, rows/<row>.json and figures/*.p
 results exist is not redone (--force redoes it); an interrupted row resumes from its checkpoints
 in runs/<dataset>/<row>.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,21 +18,40 @@ import time
 import jax
 
 from experiments.configs.defenses import DEFENSES, defense_config
-from jaxrobust.evaluation import (STANDARD_BUDGETS, evaluate_model, examples_and_confidence, figures,
-                                  transfer_attack, write_table)
+from jaxrobust.evaluation import (
+  STANDARD_BUDGETS,
+  evaluate_model,
+  examples_and_confidence,
+  figures,
+  transfer_attack,
+  write_table,
+)
 from jaxrobust import keys
 from jaxrobust.files import write_json_atomic
 from jaxrobust.train import train_and_evaluate
 
-GRID = {'fashion_mnist': (0.0, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3),
-        'cifar10': (0.0, 2 / 255, 4 / 255, 8 / 255, 12 / 255, 16 / 255),
-        'synthetic': (0.0, 0.05, 0.1, 0.2)}
+GRID = {
+  'fashion_mnist': (0.0, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3),
+  'cifar10': (0.0, 2 / 255, 4 / 255, 8 / 255, 12 / 255, 16 / 255),
+  'synthetic': (0.0, 0.05, 0.1, 0.2),
+}
 
 
-def run_row(row: str, dataset: str, *, epochs: float | None = None, num_test: int = 1000,
-            suite: str = 'standard', steps_scale: float = 1.0, eot_samples: int = 8,
-            runs_dir: str = 'runs', out_dir: str = 'results', force: bool = False, seed: int = 0,
-            progress: bool = True) -> dict:
+def run_row(
+  row: str,
+  dataset: str,
+  *,
+  epochs: float | None = None,
+  num_test: int = 1000,
+  suite: str = 'standard',
+  steps_scale: float = 1.0,
+  eot_samples: int = 8,
+  runs_dir: str = 'runs',
+  out_dir: str = 'results',
+  force: bool = False,
+  seed: int = 0,
+  progress: bool = True,
+) -> dict:
   """Trains (or resumes) and evaluates one row; caches its record in out_dir/<dataset>/rows/."""
   rows_dir = os.path.join(out_dir, dataset, 'rows')
   cache = os.path.join(rows_dir, f'{row}.json')
@@ -49,25 +69,53 @@ def run_row(row: str, dataset: str, *, epochs: float | None = None, num_test: in
   n = min(num_test, len(ds.test_images)) if num_test else len(ds.test_images)
   key = jax.random.key(seed + 1)
   images, labels = ds.test_images[:n], ds.test_labels[:n]
-  result = evaluate_model(model, variables, images, labels, dataset=dataset, suite=suite, key=key,
-                          steps_scale=steps_scale, eot_samples=eot_samples,
-                          epsilon_grid=GRID.get(dataset, GRID['synthetic']), progress=progress)
+  result = evaluate_model(
+    model,
+    variables,
+    images,
+    labels,
+    dataset=dataset,
+    suite=suite,
+    key=key,
+    steps_scale=steps_scale,
+    eot_samples=eot_samples,
+    epsilon_grid=GRID.get(dataset, GRID['synthetic']),
+    progress=progress,
+  )
   # Figures of this row: adversarial examples (Figure 3) and confidence histograms (Figure 4),
   # under the transfer attack's PGD run on the model itself.
   spec = transfer_attack(suite, dataset, steps_scale=steps_scale)
-  ex = examples_and_confidence(model, variables, images, labels, spec,
-                               key=jax.random.fold_in(key, keys.TAG_FIGURES), n=min(n, 500))
+  ex = examples_and_confidence(
+    model, variables, images, labels, spec, key=jax.random.fold_in(key, keys.TAG_FIGURES), n=min(n, 500)
+  )
   fig_dir = os.path.join(out_dir, dataset, 'figures')
   title = f'{DEFENSES[row].title} — PGD-{spec["num_steps"]} L∞ ε={spec["epsilon"]:.3g}'
-  figures.adversarial_examples_grid(os.path.join(fig_dir, f'{row}_examples.png'), ex['x'], ex['x_adv'],
-                                    ex['labels'], ex['pred'], ex['pred_adv'], ds.class_names, title=title)
-  figures.confidence_histograms(os.path.join(fig_dir, f'{row}_confidence.png'),
-                                {'clean': ex['conf'], 'PGD': ex['conf_adv']},
-                                {'clean': ex['pred'] == ex['labels'], 'PGD': ex['pred_adv'] == ex['labels']},
-                                title=DEFENSES[row].title)
-  record = {'row': row, 'title': DEFENSES[row].title, 'dataset': dataset, 'epochs': config.train.num_epochs,
-            'train_time_s': train_time, 'test_accuracy_full': out['test_accuracy'], 'n_eval': n,
-            'result': result}
+  figures.adversarial_examples_grid(
+    os.path.join(fig_dir, f'{row}_examples.png'),
+    ex['x'],
+    ex['x_adv'],
+    ex['labels'],
+    ex['pred'],
+    ex['pred_adv'],
+    ds.class_names,
+    title=title,
+  )
+  figures.confidence_histograms(
+    os.path.join(fig_dir, f'{row}_confidence.png'),
+    {'clean': ex['conf'], 'PGD': ex['conf_adv']},
+    {'clean': ex['pred'] == ex['labels'], 'PGD': ex['pred_adv'] == ex['labels']},
+    title=DEFENSES[row].title,
+  )
+  record = {
+    'row': row,
+    'title': DEFENSES[row].title,
+    'dataset': dataset,
+    'epochs': config.train.num_epochs,
+    'train_time_s': train_time,
+    'test_accuracy_full': out['test_accuracy'],
+    'n_eval': n,
+    'result': result,
+  }
   write_json_atomic(cache, record)
   return record
 
@@ -81,31 +129,46 @@ def run_table(rows, dataset: str = 'fashion_mnist', *, out_dir: str = 'results',
     raise ValueError(f'unknown dataset {dataset!r}; use fashion_mnist, cifar10 or synthetic')
   records = [run_row(r, dataset, out_dir=out_dir, **kw) for r in rows]
   suite = records[0]['result'].get('suite', 'standard')
-  caption = (f'Table 1 on {dataset} ({records[0]["n_eval"]} test images, suite "{suite}"). '
-             f'Accuracy in %; worst case = correct under every attack, per point.')
+  caption = (
+    f'Table 1 on {dataset} ({records[0]["n_eval"]} test images, suite "{suite}"). '
+    f'Accuracy in %; worst case = correct under every attack, per point.'
+  )
   md, _ = write_table(os.path.join(out_dir, dataset), records, caption=caption)
-  figures.plot_accuracy_vs_epsilon(os.path.join(out_dir, dataset, 'figures', 'accuracy_vs_epsilon.png'),
-                              {r['title']: (r['result']['epsilon_grid'], r['result']['accuracy_vs_epsilon'])
-                               for r in records},
-                              title=f'PGD-{records[0]["result"].get("grid_steps", 10)} accuracy against ε, {dataset}')
+  figures.plot_accuracy_vs_epsilon(
+    os.path.join(out_dir, dataset, 'figures', 'accuracy_vs_epsilon.png'),
+    {r['title']: (r['result']['epsilon_grid'], r['result']['accuracy_vs_epsilon']) for r in records},
+    title=f'PGD-{records[0]["result"].get("grid_steps", 10)} accuracy against ε, {dataset}',
+  )
   return records, md
 
 
 def main(argv):
   del argv
   from absl import flags
+
   F = flags.FLAGS
   rows = F.rows.split(',') if F.rows else list(DEFENSES)
   t0 = time.time()
-  _, md = run_table(rows, F.dataset, out_dir=F.out, epochs=F.epochs, num_test=F.num_test,
-                    suite=F.suite, steps_scale=F.steps_scale, eot_samples=F.eot, runs_dir=F.runs,
-                    force=F.force, seed=F.seed)
+  _, md = run_table(
+    rows,
+    F.dataset,
+    out_dir=F.out,
+    epochs=F.epochs,
+    num_test=F.num_test,
+    suite=F.suite,
+    steps_scale=F.steps_scale,
+    eot_samples=F.eot,
+    runs_dir=F.runs,
+    force=F.force,
+    seed=F.seed,
+  )
   print(open(md).read())
   print(f'wrote {md} ({time.time() - t0:.0f} s)')
 
 
 if __name__ == '__main__':
   from absl import app, flags, logging
+
   flags.DEFINE_string('dataset', 'fashion_mnist', 'fashion_mnist, cifar10 or synthetic')
   flags.DEFINE_string('rows', '', f'comma-separated rows (default all): {",".join(DEFENSES)}')
   flags.DEFINE_float('epochs', None, 'training epochs per row (default: the quick budget, 1)')

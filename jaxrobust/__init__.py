@@ -5,4 +5,5 @@ Attacks are pure, compiled functions `attack(logits_fn, key, x, y, **hyper) -> x
 PRNG threading through the `stochastic` rng collection. Import the subpackages you need
 (`jaxrobust.attacks` imports neither models nor training).
 """
+
 __version__ = '0.1.0'

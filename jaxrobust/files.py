@@ -4,6 +4,7 @@ A file is written to a unique temporary name in its directory, flushed to disk, 
 the target, so a reader sees the old file or the new one, never half of one, and two writers
 never share a temporary file.
 """
+
 from __future__ import annotations
 
 import json

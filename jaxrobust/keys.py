@@ -7,6 +7,7 @@ the reproducibility contract: changing one changes the bits of every run that us
 
 This module imports nothing of the library, so the attack library can use it and stay a leaf.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple

@@ -4,6 +4,7 @@
 def synthetic_training_config():
   """A tiny, fast training config on the synthetic dataset."""
   from jaxrobust.train import default_config
+
   c = default_config()
   c.data.name = 'synthetic'
   c.data.synthetic = dict(num_train=256, num_test=128, image_shape=(8, 8, 1), num_classes=4)
@@ -19,6 +20,7 @@ def synthetic_training_config():
 def tiny_parallel_config():
   """A tiny PGD-AT config on a BatchNorm model, shared by the parallel and multi-host tests."""
   from jaxrobust.train import default_config
+
   c = default_config()
   c.data.name = 'synthetic'
   c.data.synthetic = dict(num_train=128, num_test=32, image_shape=(8, 8, 3), num_classes=4)

@@ -1,4 +1,5 @@
 """Test set-up: 4 simulated CPU devices (before JAX initialises), quiet logs, shared helpers."""
+
 import os
 
 os.environ.setdefault('XLA_FLAGS', '')

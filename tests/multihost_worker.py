@@ -1,7 +1,8 @@
 """One process of the 2-process test: trains a few steps with shard_map and saves its parameters.
 
-  python tests/multihost_worker.py <process_id> <num_processes> <port> <workdir> <out.npz>
+python tests/multihost_worker.py <process_id> <num_processes> <port> <workdir> <out.npz>
 """
+
 import os
 import sys
 
@@ -17,10 +18,12 @@ def main():
   os.environ['JAXROBUST_NUM_PROCESSES'] = str(n)
   os.environ['JAXROBUST_PROCESS_ID'] = str(pid)
   from jaxrobust.train import distributed
+
   assert distributed.maybe_initialize(None)
   import numpy as np
   from tests.configs import tiny_parallel_config
   from jaxrobust.train import train_and_evaluate
+
   config = tiny_parallel_config()
   config.train.parallel = 'shard_map'
   res = train_and_evaluate(config, workdir, progress=False)

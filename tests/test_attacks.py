@@ -1,4 +1,5 @@
 """Attack tests against closed forms, invariants and statistics (docs/design.md, testing)."""
+
 import functools
 
 import jax
@@ -16,9 +17,11 @@ KEY = jax.random.key(0)
 # ------------------------------------------------------------------------------------ models
 def binary_linear(w, b=0.0):
   """Two-class linear model: logits [−s/2, s/2] with s = w·x + b."""
+
   def f(x, key):
     s = x.reshape(x.shape[0], -1) @ w + b
     return jnp.stack([-s / 2, s / 2], -1)
+
   return f
 
 
@@ -33,8 +36,12 @@ def trained():
   x = jnp.asarray(ds.train_images, jnp.float32) / 255
   y = jnp.asarray(ds.train_labels)
   k1, k2 = jax.random.split(jax.random.key(1))
-  p = {'w1': jax.random.normal(k1, (36, 64)) / 6, 'b1': jnp.zeros(64),
-       'w2': jax.random.normal(k2, (64, 4)) / 8, 'b2': jnp.zeros(4)}
+  p = {
+    'w1': jax.random.normal(k1, (36, 64)) / 6,
+    'b1': jnp.zeros(64),
+    'w2': jax.random.normal(k2, (64, 4)) / 8,
+    'b2': jnp.zeros(4),
+  }
 
   def apply(p, x, key=None):
     h = jax.nn.relu(x.reshape(x.shape[0], -1) @ p['w1'] + p['b1'])
@@ -61,23 +68,26 @@ def acc(f, x, y):
 
 
 ATTACKS_LINF = {
-    'fgsm': lambda f, k, x, y, e: A.fgsm(f, k, x, y, epsilon=e),
-    'pgd': lambda f, k, x, y, e: A.pgd(f, k, x, y, epsilon=e, num_steps=5, restarts=2),
-    'pgd_margin': lambda f, k, x, y, e: A.pgd(f, k, x, y, epsilon=e, num_steps=5, loss='margin', kappa=5.0),
-    'pgd_dlr': lambda f, k, x, y, e: A.pgd(f, k, x, y, epsilon=e, num_steps=5, loss='dlr', random_init='normal'),
-    'apgd': lambda f, k, x, y, e: A.apgd(f, k, x, y, epsilon=e, num_steps=10),
-    'eot_pgd': lambda f, k, x, y, e: A.eot(A.pgd, 3)(f, k, x, y, epsilon=e, num_steps=3),
-    'uniform': lambda f, k, x, y, e: A.uniform_noise(f, k, x, y, epsilon=e),
-    'gaussian': lambda f, k, x, y, e: A.gaussian_noise(f, k, x, y, sigma=1.0, epsilon=e, norm='linf'),
+  'fgsm': lambda f, k, x, y, e: A.fgsm(f, k, x, y, epsilon=e),
+  'pgd': lambda f, k, x, y, e: A.pgd(f, k, x, y, epsilon=e, num_steps=5, restarts=2),
+  'pgd_margin': lambda f, k, x, y, e: A.pgd(f, k, x, y, epsilon=e, num_steps=5, loss='margin', kappa=5.0),
+  'pgd_dlr': lambda f, k, x, y, e: A.pgd(
+    f, k, x, y, epsilon=e, num_steps=5, loss='dlr', random_init='normal'
+  ),
+  'apgd': lambda f, k, x, y, e: A.apgd(f, k, x, y, epsilon=e, num_steps=10),
+  'eot_pgd': lambda f, k, x, y, e: A.eot(A.pgd, 3)(f, k, x, y, epsilon=e, num_steps=3),
+  'uniform': lambda f, k, x, y, e: A.uniform_noise(f, k, x, y, epsilon=e),
+  'gaussian': lambda f, k, x, y, e: A.gaussian_noise(f, k, x, y, sigma=1.0, epsilon=e, norm='linf'),
 }
 ATTACKS_L2 = {
-    'fgm': lambda f, k, x, y, e: A.fgm(f, k, x, y, epsilon=e),
-    'pgd_l2': lambda f, k, x, y, e: A.pgd(f, k, x, y, epsilon=e, num_steps=5, norm='l2', restarts=2),
-    'apgd_l2': lambda f, k, x, y, e: A.apgd(f, k, x, y, epsilon=e, num_steps=10, norm='l2', loss='dlr'),
-    'cw_l2': lambda f, k, x, y, e: A.cw_l2(f, k, x, y, epsilon=e, max_iterations=20, binary_search_steps=2,
-                                          initial_const=10.0),
-    'uniform_l2': lambda f, k, x, y, e: A.uniform_noise(f, k, x, y, epsilon=e, norm='l2'),
-    'gaussian_l2': lambda f, k, x, y, e: A.gaussian_noise(f, k, x, y, sigma=0.5, epsilon=e),
+  'fgm': lambda f, k, x, y, e: A.fgm(f, k, x, y, epsilon=e),
+  'pgd_l2': lambda f, k, x, y, e: A.pgd(f, k, x, y, epsilon=e, num_steps=5, norm='l2', restarts=2),
+  'apgd_l2': lambda f, k, x, y, e: A.apgd(f, k, x, y, epsilon=e, num_steps=10, norm='l2', loss='dlr'),
+  'cw_l2': lambda f, k, x, y, e: A.cw_l2(
+    f, k, x, y, epsilon=e, max_iterations=20, binary_search_steps=2, initial_const=10.0
+  ),
+  'uniform_l2': lambda f, k, x, y, e: A.uniform_noise(f, k, x, y, epsilon=e, norm='l2'),
+  'gaussian_l2': lambda f, k, x, y, e: A.gaussian_noise(f, k, x, y, sigma=0.5, epsilon=e),
 }
 
 
@@ -114,9 +124,9 @@ def test_custom_and_per_example_bounds(trained):
 @pytest.fixture
 def binary_setup():
   w = jnp.array([0.6, -0.4, 0.2, -0.8, 0.3, 0.5])
-  x = jax.random.uniform(jax.random.key(3), (10, 6))     # some coordinates near the box edges
+  x = jax.random.uniform(jax.random.key(3), (10, 6))  # some coordinates near the box edges
   y = jnp.array([0, 1] * 5)
-  s = (2 * y - 1)[:, None].astype(jnp.float32)             # +1 for class 1, −1 for class 0
+  s = (2 * y - 1)[:, None].astype(jnp.float32)  # +1 for class 1, −1 for class 0
   return binary_linear(w), w, x, y, s
 
 
@@ -125,7 +135,9 @@ def test_fgsm_and_pgd_linf_closed_form_on_binary_linear(binary_setup):
   eps = 0.07
   expected = jnp.clip(x - eps * s * jnp.sign(w), 0, 1)
   np.testing.assert_allclose(A.fgsm(f, KEY, x, y, epsilon=eps), expected, atol=1e-6)
-  np.testing.assert_allclose(A.pgd(f, KEY, x, y, epsilon=eps, step_size=0.02, num_steps=10), expected, atol=1e-6)
+  np.testing.assert_allclose(
+    A.pgd(f, KEY, x, y, epsilon=eps, step_size=0.02, num_steps=10), expected, atol=1e-6
+  )
 
 
 def test_fgm_and_pgd_l2_closed_form_on_binary_linear(binary_setup):
@@ -134,8 +146,11 @@ def test_fgm_and_pgd_l2_closed_form_on_binary_linear(binary_setup):
   eps = 0.2
   expected = x - eps * s * w / jnp.linalg.norm(w)
   np.testing.assert_allclose(A.fgm(f, KEY, x, y, epsilon=eps), expected, atol=1e-6)
-  np.testing.assert_allclose(A.pgd(f, KEY, x, y, epsilon=eps, step_size=0.05, num_steps=6, norm='l2',
-                                   random_init=None), expected, atol=1e-6)
+  np.testing.assert_allclose(
+    A.pgd(f, KEY, x, y, epsilon=eps, step_size=0.05, num_steps=6, norm='l2', random_init=None),
+    expected,
+    atol=1e-6,
+  )
   # From a random start, PGD-L2 still ends on (nearly) the same point.
   xr = A.pgd(f, KEY, x, y, epsilon=eps, step_size=0.05, num_steps=40, norm='l2')
   np.testing.assert_allclose(xr, expected, atol=2e-3)
@@ -145,8 +160,9 @@ def test_targeted_moves_toward_target(binary_setup):
   f, w, x, y, s = binary_setup
   eps = 0.05
   # Target = the true class: the targeted step must *increase* its margin (opposite of untargeted).
-  np.testing.assert_allclose(A.fgsm(f, KEY, x, y, epsilon=eps, targeted=True),
-                             jnp.clip(x + eps * s * jnp.sign(w), 0, 1), atol=1e-6)
+  np.testing.assert_allclose(
+    A.fgsm(f, KEY, x, y, epsilon=eps, targeted=True), jnp.clip(x + eps * s * jnp.sign(w), 0, 1), atol=1e-6
+  )
 
 
 def test_cw_l2_finds_minimal_distance_on_multiclass_linear():
@@ -160,9 +176,9 @@ def test_cw_l2_finds_minimal_distance_on_multiclass_linear():
   z = x @ W + b
   y = jnp.argmax(z, -1)
   zy = jnp.take_along_axis(z, y[:, None], 1)
-  wd = jnp.linalg.norm(W[:, y].T[:, :, None] - W[None], axis=1)           # ‖w_y − w_j‖, (B, K)
+  wd = jnp.linalg.norm(W[:, y].T[:, :, None] - W[None], axis=1)  # ‖w_y − w_j‖, (B, K)
   dist = jnp.where(jax.nn.one_hot(y, k, dtype=bool), jnp.inf, (zy - z) / wd).min(1)
-  interior = np.asarray(dist < 0.3)   # the minimiser stays inside [0,1]: coordinates move < 0.3
+  interior = np.asarray(dist < 0.3)  # the minimiser stays inside [0,1]: coordinates move < 0.3
   assert interior.sum() >= 10
   f = multiclass_linear(W, b)
   xa = A.cw_l2(f, KEY, x, y, max_iterations=1000, binary_search_steps=9)
@@ -185,17 +201,27 @@ def test_strength_ordering_on_trained_model(trained):
   assert clean > 0.95
   assert a_pgd <= a_fgsm < clean
   assert a_apgd <= a_pgd
-  assert a_noise > a_fgsm   # blind noise is weaker than a gradient step
+  assert a_noise > a_fgsm  # blind noise is weaker than a gradient step
 
 
 def test_cw_reduces_accuracy_with_small_perturbations(trained):
   f, x, y = trained
-  xa = A.cw_l2(f, KEY, x[:32], y[:32], max_iterations=60, binary_search_steps=4, initial_const=1.0,
-              learning_rate=0.05, unroll=10)   # chunked loop: exercises the while-loop path
+  xa = A.cw_l2(
+    f,
+    KEY,
+    x[:32],
+    y[:32],
+    max_iterations=60,
+    binary_search_steps=4,
+    initial_const=1.0,
+    learning_rate=0.05,
+    unroll=10,
+  )  # chunked loop: exercises the while-loop path
   assert acc(f, xa, y[:32]) < 0.2
   # The L2 budget variant keeps only successes within ε: with ε = 0 nothing changes.
-  np.testing.assert_array_equal(A.cw_l2(f, KEY, x[:8], y[:8], max_iterations=10, binary_search_steps=1,
-                                        epsilon=0.0), x[:8])
+  np.testing.assert_array_equal(
+    A.cw_l2(f, KEY, x[:8], y[:8], max_iterations=10, binary_search_steps=1, epsilon=0.0), x[:8]
+  )
 
 
 def test_restarts_never_worse_than_one_start(trained):
@@ -223,6 +249,7 @@ def test_eot_averages_gradients_of_a_stochastic_model():
     s = jnp.where(jax.random.bernoulli(key, 0.75), 1.0, -1.0)
     z = s * x.sum(-1)
     return jnp.stack([-z, z], -1)
+
   x = jnp.full((1, 3), 0.5)
   y = jnp.array([1])
   _, _, g = A.loss_and_grad(f, A.margin, x, y, KEY, eot_samples=4000)
@@ -251,9 +278,11 @@ def test_one_example_alone_equals_inside_batch_with_per_example_keys(trained, at
   f, x, y = trained
   x, y = x[:8], y[:8]
   keys = jax.random.split(KEY, 8)
-  fn = {'pgd': functools.partial(A.pgd, epsilon=0.1, num_steps=3),
-        'apgd': functools.partial(A.apgd, epsilon=0.1, num_steps=5),
-        'uniform': functools.partial(A.uniform_noise, epsilon=0.1)}[attack]
+  fn = {
+    'pgd': functools.partial(A.pgd, epsilon=0.1, num_steps=3),
+    'apgd': functools.partial(A.apgd, epsilon=0.1, num_steps=5),
+    'uniform': functools.partial(A.uniform_noise, epsilon=0.1),
+  }[attack]
   batch = fn(f, keys, x, y)
   alone = fn(f, keys[3:4], x[3:4], y[3:4])
   np.testing.assert_allclose(batch[3:4], alone, atol=1e-6)
@@ -262,8 +291,9 @@ def test_one_example_alone_equals_inside_batch_with_per_example_keys(trained, at
 def test_scalar_epsilon_equals_constant_vector(trained):
   f, x, y = trained
   a = A.pgd(f, KEY, x, y, epsilon=0.1, step_size=0.03, num_steps=3)
-  b = A.pgd(f, KEY, x, y, epsilon=jnp.full((x.shape[0],), 0.1), step_size=jnp.full((x.shape[0],), 0.03),
-            num_steps=3)
+  b = A.pgd(
+    f, KEY, x, y, epsilon=jnp.full((x.shape[0],), 0.1), step_size=jnp.full((x.shape[0],), 0.03), num_steps=3
+  )
   np.testing.assert_array_equal(a, b)
 
 
@@ -283,6 +313,7 @@ def test_second_call_does_not_retrace():
   def f(x, key):
     traces.append(1)
     return x @ W
+
   x = jnp.full((5, 4), 0.5)
   y = jnp.zeros(5, jnp.int32)
   A.pgd(f, KEY, x, y, epsilon=0.1, num_steps=2)
@@ -294,20 +325,24 @@ def test_second_call_does_not_retrace():
 def test_attacks_compose_under_outer_jit(trained):
   f, x, y = trained
   inner = A.pgd(f, KEY, x, y, epsilon=0.1, num_steps=3)
-  outer = jax.jit(lambda p, k, x, y: A.pgd(jax.tree_util.Partial(f.func, p), k, x, y, epsilon=0.1,
-                                             num_steps=3))(f.args[0], KEY, x, y)
+  outer = jax.jit(
+    lambda p, k, x, y: A.pgd(jax.tree_util.Partial(f.func, p), k, x, y, epsilon=0.1, num_steps=3)
+  )(f.args[0], KEY, x, y)
   np.testing.assert_allclose(inner, outer, atol=1e-6)
 
 
 # --------------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize('kwargs,match', [
+@pytest.mark.parametrize(
+  'kwargs,match',
+  [
     (dict(epsilon=-0.1), 'epsilon must be >= 0'),
     (dict(epsilon=0.1, num_steps=0), 'num_steps must be >= 1'),
     (dict(epsilon=jnp.nan), 'epsilon is NaN'),
     (dict(epsilon=0.1, norm='l1'), "unknown norm 'l1'"),
     (dict(epsilon=0.1, loss='hinge'), "unknown attack loss 'hinge'"),
     (dict(epsilon=jnp.ones(3)), r'epsilon must be a scalar or have shape \(4,\)'),
-])
+  ],
+)
 def test_bad_hyperparameters_raise(kwargs, match):
   f = multiclass_linear(jnp.ones((2, 3)), jnp.zeros(3))
   x = jnp.full((4, 2), 0.5)
@@ -316,18 +351,27 @@ def test_bad_hyperparameters_raise(kwargs, match):
     A.pgd(f, KEY, x, y, **kwargs)
 
 
-@pytest.mark.parametrize('x,y,match', [
+@pytest.mark.parametrize(
+  'x,y,match',
+  [
     (jnp.full((4, 2), 1.5), jnp.zeros(4, jnp.int32), 'outside its bounds'),
     (jnp.full((4, 2), jnp.nan), jnp.zeros(4, jnp.int32), 'x contains NaN'),
     (jnp.full((4, 2), 0.5), jnp.array([0, 1, 2, 3]), 'label out of range.*3 classes'),
     (jnp.full((4, 2), 0.5), jnp.array([0, -1, 0, 0]), 'label out of range'),
     (jnp.full((4, 2), 0.5), jnp.zeros(3, jnp.int32), r'y must have shape \(4,\)'),
     (jnp.full((4, 2), 0.5), jnp.zeros(4), 'integer labels'),
-])
-@pytest.mark.parametrize('attack', [
-    functools.partial(A.pgd, epsilon=0.1), functools.partial(A.cw_l2, max_iterations=2),
-    functools.partial(A.apgd, epsilon=0.1), functools.partial(A.fgsm, epsilon=0.1),
-    functools.partial(A.uniform_noise, epsilon=0.1)])
+  ],
+)
+@pytest.mark.parametrize(
+  'attack',
+  [
+    functools.partial(A.pgd, epsilon=0.1),
+    functools.partial(A.cw_l2, max_iterations=2),
+    functools.partial(A.apgd, epsilon=0.1),
+    functools.partial(A.fgsm, epsilon=0.1),
+    functools.partial(A.uniform_noise, epsilon=0.1),
+  ],
+)
 def test_bad_inputs_raise_naming_the_problem(attack, x, y, match):
   f = multiclass_linear(jnp.ones((2, 3)), jnp.zeros(3))
   with pytest.raises(ValueError, match=match):

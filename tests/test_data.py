@@ -36,7 +36,7 @@ def test_idx_rejects_truncated_file_and_names_it(tmp_path):
 def test_idx_rejects_corrupt_gzip(tmp_path):
   _write_pair(tmp_path)
   blob = (tmp_path / 'img.gz').read_bytes()
-  (tmp_path / 'bad.gz').write_bytes(blob[:len(blob) // 2])
+  (tmp_path / 'bad.gz').write_bytes(blob[: len(blob) // 2])
   with pytest.raises(data.IdxError, match='bad.gz'):
     data.read_idx(str(tmp_path / 'bad.gz'))
 
@@ -67,8 +67,10 @@ def test_fashion_mnist_from_directory_and_env(tmp_path, monkeypatch):
     data.load_dataset('fashion_mnist')
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(data.fashion_mnist_dir(), 't10k-labels-idx1-ubyte.gz')),
-                    reason='real Fashion-MNIST not installed')
+@pytest.mark.skipif(
+  not os.path.exists(os.path.join(data.fashion_mnist_dir(), 't10k-labels-idx1-ubyte.gz')),
+  reason='real Fashion-MNIST not installed',
+)
 def test_real_fashion_mnist():
   ds = data.load_dataset('fashion_mnist')
   assert ds.train_images.shape == (60000, 28, 28, 1) and ds.test_images.shape == (10000, 28, 28, 1)
@@ -88,6 +90,7 @@ def test_tfds_mock_path():
 def test_tfds_unprepared_without_tensorflow_names_the_extra(tmp_path):
   try:
     import tensorflow  # noqa: F401
+
     pytest.skip('TensorFlow is installed')
   except ImportError:
     pass
@@ -139,13 +142,15 @@ def test_tfds_unprepared_with_tensorflow_prepares_array_record(tmp_path, monkeyp
   """With TensorFlow importable, an unprepared dataset is prepared in array_record format."""
   import sys
   import types
+
   tfds = pytest.importorskip('tensorflow_datasets')
   calls = []
-  monkeypatch.setitem(sys.modules, 'tensorflow', types.ModuleType('tensorflow'))   # "importable"
+  monkeypatch.setitem(sys.modules, 'tensorflow', types.ModuleType('tensorflow'))  # "importable"
 
   def fake_prepare(self, **kwargs):
     calls.append(kwargs)
     raise RuntimeError('stop after the call')  # no network here; only the call is checked
+
   monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', fake_prepare)
   with pytest.raises(RuntimeError, match='stop after the call'):
     data.load_dataset('mnist', data_dir=str(tmp_path), source='tfds')

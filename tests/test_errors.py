@@ -1,6 +1,7 @@
 """Bad input and faults, layer by layer, one table each: every case must raise the named
 exception type, with a message that names the offending argument, field or file, and must leave
 nothing changed on disk."""
+
 import gzip
 import os
 import shutil
@@ -24,8 +25,8 @@ from tests.conftest import tree_files
 
 KEY = jax.random.key(0)
 W = jnp.ones((2, 3))
-f3 = lambda x, key: x.reshape(x.shape[0], -1) @ W                    # 3 classes
-f2 = lambda x, key: x.reshape(x.shape[0], -1) @ jnp.ones((2, 2))      # 2 classes
+f3 = lambda x, key: x.reshape(x.shape[0], -1) @ W  # 3 classes
+f2 = lambda x, key: x.reshape(x.shape[0], -1) @ jnp.ones((2, 2))  # 2 classes
 nan_f = lambda x, key: f3(x, key) * jnp.nan
 x4 = jnp.full((4, 2), 0.5)
 y4 = jnp.zeros(4, jnp.int32)
@@ -37,76 +38,224 @@ def call(attack, *, f=f3, key=KEY, x=x4, y=y4, **kw):
 
 # (id, thunk, exception type, regex the message must match)
 ATTACK_CASES = [
-    ('eps_negative', call(A.pgd, epsilon=-0.1), ValueError, 'pgd: epsilon must be >= 0'),
-    ('eps_nan', call(A.pgd, epsilon=jnp.nan), ValueError, 'pgd: epsilon is NaN'),
-    ('eps_inf', call(A.pgd, epsilon=jnp.inf), ValueError, 'pgd: epsilon must be finite'),
-    ('eps_string', call(A.pgd, epsilon='0.1'), ValueError, 'pgd: epsilon must be a number'),
-    ('eps_shape', call(A.pgd, epsilon=jnp.ones(3)), ValueError, r'pgd: epsilon must be a scalar or have shape \(4,\)'),
-    ('steps_zero', call(A.pgd, epsilon=0.1, num_steps=0), ValueError, 'pgd: num_steps must be >= 1'),
-    ('steps_float', call(A.pgd, epsilon=0.1, num_steps=2.0), ValueError, 'pgd: num_steps must be an integer'),
-    ('restarts_zero', call(A.pgd, epsilon=0.1, restarts=0), ValueError, 'pgd: restarts must be >= 1'),
-    ('eot_float', call(A.pgd, epsilon=0.1, eot_samples=1.5), ValueError, 'pgd: eot_samples must be an integer'),
-    ('eot_wrapper_float', lambda: A.eot(A.pgd, 2.0), ValueError, 'eot: num_samples must be an integer'),
-    ('step_negative', call(A.pgd, epsilon=0.1, step_size=-1.0), ValueError, 'pgd: step_size must be >= 0'),
-    ('norm_unknown', call(A.pgd, epsilon=0.1, norm='l1'), ValueError, "pgd: unknown norm 'l1'"),
-    ('loss_unknown', call(A.pgd, epsilon=0.1, loss='hinge'), ValueError, "unknown attack loss 'hinge'"),
-    ('microbatch_zero', call(A.pgd, epsilon=0.1, microbatch=0), ValueError, 'pgd: microbatch must be >= 1'),
-    ('x_integer', call(A.pgd, epsilon=0.1, x=jnp.full((4, 2), 1, jnp.int32)), ValueError, 'x must be a floating-point'),
-    ('x_empty', call(A.pgd, epsilon=0.1, x=jnp.zeros((0, 2)), y=jnp.zeros(0, jnp.int32)), ValueError, 'empty batch'),
-    ('x_nan', call(A.pgd, epsilon=0.1, x=x4.at[0, 0].set(jnp.nan)), ValueError, 'x contains NaN'),
-    ('x_inf_unbounded', call(A.pgd, epsilon=0.1, x=x4.at[0, 0].set(jnp.inf), bounds=(-jnp.inf, jnp.inf)),
-     ValueError, 'x contains inf'),
-    ('x_out_of_bounds', call(A.pgd, epsilon=0.1, x=x4 + 1.0), ValueError, 'x has values outside its bounds'),
-    ('x_rank1', call(A.pgd, epsilon=0.1, x=jnp.zeros(4)), ValueError, r'x must be a batch of shape'),
-    ('bounds_nan', call(A.pgd, epsilon=0.1, bounds=(jnp.nan, 1.0)), ValueError, r'bounds\[0\] is NaN'),
-    ('bounds_order', call(A.pgd, epsilon=0.1, bounds=(1.0, 0.0), x=jnp.full((4, 2), 0.5)), ValueError, 'lo <= hi'),
-    ('bounds_not_pair', call(A.pgd, epsilon=0.1, bounds=(0.0,)), ValueError, r'bounds must be a pair'),
-    ('y_length', call(A.pgd, epsilon=0.1, y=jnp.zeros(3, jnp.int32)), ValueError, r'y must have shape \(4,\)'),
-    ('y_float', call(A.pgd, epsilon=0.1, y=jnp.zeros(4)), ValueError, 'integer labels'),
-    ('y_out_of_range', call(A.pgd, epsilon=0.1, y=jnp.array([0, 1, 2, 3])), ValueError, 'label out of range.*3 classes'),
-    ('key_int', call(A.pgd, epsilon=0.1, key=0), ValueError, 'pgd: key must be a PRNG key'),
-    ('key_none', call(A.pgd, epsilon=0.1, key=None), ValueError, 'pgd: key must be a PRNG key'),
-    ('keys_wrong_count', call(A.pgd, epsilon=0.1, key=jax.random.split(KEY, 3)), ValueError, '4 per-example keys'),
-    ('logits_rank', call(A.pgd, epsilon=0.1, f=lambda x, k: x.sum(-1)), ValueError, r'logits_fn must return logits of shape \(4, classes\)'),
-    ('logits_batch', call(A.pgd, epsilon=0.1, f=lambda x, k: f3(x, k)[:2]), ValueError, 'logits_fn must return logits'),
-    ('pgd_nan_logits', call(A.pgd, epsilon=0.1, f=nan_f), FloatingPointError, 'pgd: logits_fn returned non-finite'),
-    ('apgd_nan_logits', call(A.apgd, epsilon=0.1, num_steps=3, f=nan_f), FloatingPointError, 'apgd: logits_fn returned non-finite'),
-    ('cw_nan_logits', call(A.cw_l2, max_iterations=3, binary_search_steps=1, f=nan_f), FloatingPointError,
-     'cw_l2: logits_fn returned non-finite'),
-    ('fgsm_nan_logits', call(A.fgsm, epsilon=0.1, f=nan_f), FloatingPointError, 'fgsm: logits_fn returned non-finite'),
-    ('dlr_two_classes', call(A.apgd, epsilon=0.1, loss='dlr', f=f2), ValueError, 'apgd: the loss needs at least 3 classes'),
-    ('dlr_targeted_three', call(A.apgd, epsilon=0.1, loss='dlr', targeted=True), ValueError, 'at least 4 classes'),
-    ('pgd_dlr_two_classes', call(A.pgd, epsilon=0.1, loss='dlr', f=f2), ValueError, 'pgd: the loss needs at least 3'),
-    ('fgsm_names_itself', call(A.fgsm, epsilon=-1.0), ValueError, 'fgsm: epsilon must be >= 0'),
-    ('fgm_names_itself', call(A.fgm, epsilon=-1.0), ValueError, 'fgm: epsilon must be >= 0'),
-    ('cw_iterations', call(A.cw_l2, max_iterations=0), ValueError, 'cw_l2: max_iterations must be >= 1'),
-    ('cw_binary_steps', call(A.cw_l2, max_iterations=2, binary_search_steps=0), ValueError,
-     'cw_l2: binary_search_steps must be >= 1'),
-    ('cw_epsilon', call(A.cw_l2, max_iterations=2, epsilon=-1.0), ValueError, 'cw_l2: epsilon must be'),
-    ('cw_learning_rate', call(A.cw_l2, max_iterations=2, learning_rate=jnp.nan), ValueError, 'cw_l2: learning_rate is NaN'),
-    ('uniform_norm', call(A.uniform_noise, epsilon=0.1, norm='l3'), ValueError, "uniform_noise: unknown norm 'l3'"),
-    ('gaussian_norm', call(A.gaussian_noise, sigma=0.1, norm='linf2'), ValueError, "gaussian_noise: unknown norm"),
-    ('gaussian_sigma', call(A.gaussian_noise, sigma=-1.0), ValueError, 'gaussian_noise: sigma must be >= 0'),
-    ('apgd_steps_float', call(A.apgd, epsilon=0.1, num_steps=10.0), ValueError, 'apgd: num_steps must be an integer'),
-    ('grid_inf', lambda: A.over_epsilons(A.pgd, f3, KEY, x4, y4, [0.1, jnp.inf]), ValueError,
-     'over_epsilons: every epsilon must be finite'),
-    ('grid_string', lambda: A.over_epsilons(A.pgd, f3, KEY, x4, y4, '0.1'), ValueError, 'epsilons must be numbers'),
-    ('registry_name', lambda: A.build_attack({'name': 'deepfool'}), ValueError, "unknown attack name 'deepfool'"),
-    ('registry_hyper', lambda: A.build_attack({'name': 'pgd', 'epsilonn': 0.1}), ValueError,
-     r"attack 'pgd': unknown or fixed hyperparameters \['epsilonn'\]"),
-    ('registry_fixed', lambda: A.build_attack({'name': 'pgd_l2', 'norm': 'linf'}), ValueError,
-     r"unknown or fixed hyperparameters \['norm'\]"),
-    ('registry_eot_float', lambda: A.build_attack({'name': 'pgd', 'epsilon': 0.1, 'eot': 2.5}), ValueError,
-     'eot must be an integer'),
-    ('registry_eot_cw', lambda: A.build_attack({'name': 'cw_l2', 'eot': 2}), ValueError, 'does not take EOT'),
-    ('accuracy_labels', lambda: E.robust_accuracy(f3, np.zeros((4, 2), np.float32), np.zeros(3, np.int32), {}, key=KEY),
-     ValueError, '4 images but 3 labels'),
-    ('accuracy_batch', lambda: E.robust_accuracy(f3, np.zeros((4, 2), np.float32), np.zeros(4, np.int32), {}, key=KEY,
-                                                 batch_size=0), ValueError, 'batch_size must be >= 1'),
-    ('accuracy_draws', lambda: E.robust_accuracy(f3, np.zeros((4, 2), np.float32), np.zeros(4, np.int32), {}, key=KEY,
-                                                 eval_draws=0), ValueError, 'eval_draws must be an integer >= 1'),
-    ('clean_nan', lambda: E.clean_accuracy(nan_f, np.zeros((4, 2), np.float32), np.zeros(4, np.int32), key=KEY),
-     E.NonFiniteLogitsError, 'non-finite logits on 4 of 4'),
+  ('eps_negative', call(A.pgd, epsilon=-0.1), ValueError, 'pgd: epsilon must be >= 0'),
+  ('eps_nan', call(A.pgd, epsilon=jnp.nan), ValueError, 'pgd: epsilon is NaN'),
+  ('eps_inf', call(A.pgd, epsilon=jnp.inf), ValueError, 'pgd: epsilon must be finite'),
+  ('eps_string', call(A.pgd, epsilon='0.1'), ValueError, 'pgd: epsilon must be a number'),
+  (
+    'eps_shape',
+    call(A.pgd, epsilon=jnp.ones(3)),
+    ValueError,
+    r'pgd: epsilon must be a scalar or have shape \(4,\)',
+  ),
+  ('steps_zero', call(A.pgd, epsilon=0.1, num_steps=0), ValueError, 'pgd: num_steps must be >= 1'),
+  ('steps_float', call(A.pgd, epsilon=0.1, num_steps=2.0), ValueError, 'pgd: num_steps must be an integer'),
+  ('restarts_zero', call(A.pgd, epsilon=0.1, restarts=0), ValueError, 'pgd: restarts must be >= 1'),
+  ('eot_float', call(A.pgd, epsilon=0.1, eot_samples=1.5), ValueError, 'pgd: eot_samples must be an integer'),
+  ('eot_wrapper_float', lambda: A.eot(A.pgd, 2.0), ValueError, 'eot: num_samples must be an integer'),
+  ('step_negative', call(A.pgd, epsilon=0.1, step_size=-1.0), ValueError, 'pgd: step_size must be >= 0'),
+  ('norm_unknown', call(A.pgd, epsilon=0.1, norm='l1'), ValueError, "pgd: unknown norm 'l1'"),
+  ('loss_unknown', call(A.pgd, epsilon=0.1, loss='hinge'), ValueError, "unknown attack loss 'hinge'"),
+  ('microbatch_zero', call(A.pgd, epsilon=0.1, microbatch=0), ValueError, 'pgd: microbatch must be >= 1'),
+  (
+    'x_integer',
+    call(A.pgd, epsilon=0.1, x=jnp.full((4, 2), 1, jnp.int32)),
+    ValueError,
+    'x must be a floating-point',
+  ),
+  (
+    'x_empty',
+    call(A.pgd, epsilon=0.1, x=jnp.zeros((0, 2)), y=jnp.zeros(0, jnp.int32)),
+    ValueError,
+    'empty batch',
+  ),
+  ('x_nan', call(A.pgd, epsilon=0.1, x=x4.at[0, 0].set(jnp.nan)), ValueError, 'x contains NaN'),
+  (
+    'x_inf_unbounded',
+    call(A.pgd, epsilon=0.1, x=x4.at[0, 0].set(jnp.inf), bounds=(-jnp.inf, jnp.inf)),
+    ValueError,
+    'x contains inf',
+  ),
+  ('x_out_of_bounds', call(A.pgd, epsilon=0.1, x=x4 + 1.0), ValueError, 'x has values outside its bounds'),
+  ('x_rank1', call(A.pgd, epsilon=0.1, x=jnp.zeros(4)), ValueError, r'x must be a batch of shape'),
+  ('bounds_nan', call(A.pgd, epsilon=0.1, bounds=(jnp.nan, 1.0)), ValueError, r'bounds\[0\] is NaN'),
+  (
+    'bounds_order',
+    call(A.pgd, epsilon=0.1, bounds=(1.0, 0.0), x=jnp.full((4, 2), 0.5)),
+    ValueError,
+    'lo <= hi',
+  ),
+  ('bounds_not_pair', call(A.pgd, epsilon=0.1, bounds=(0.0,)), ValueError, r'bounds must be a pair'),
+  ('y_length', call(A.pgd, epsilon=0.1, y=jnp.zeros(3, jnp.int32)), ValueError, r'y must have shape \(4,\)'),
+  ('y_float', call(A.pgd, epsilon=0.1, y=jnp.zeros(4)), ValueError, 'integer labels'),
+  (
+    'y_out_of_range',
+    call(A.pgd, epsilon=0.1, y=jnp.array([0, 1, 2, 3])),
+    ValueError,
+    'label out of range.*3 classes',
+  ),
+  ('key_int', call(A.pgd, epsilon=0.1, key=0), ValueError, 'pgd: key must be a PRNG key'),
+  ('key_none', call(A.pgd, epsilon=0.1, key=None), ValueError, 'pgd: key must be a PRNG key'),
+  (
+    'keys_wrong_count',
+    call(A.pgd, epsilon=0.1, key=jax.random.split(KEY, 3)),
+    ValueError,
+    '4 per-example keys',
+  ),
+  (
+    'logits_rank',
+    call(A.pgd, epsilon=0.1, f=lambda x, k: x.sum(-1)),
+    ValueError,
+    r'logits_fn must return logits of shape \(4, classes\)',
+  ),
+  (
+    'logits_batch',
+    call(A.pgd, epsilon=0.1, f=lambda x, k: f3(x, k)[:2]),
+    ValueError,
+    'logits_fn must return logits',
+  ),
+  (
+    'pgd_nan_logits',
+    call(A.pgd, epsilon=0.1, f=nan_f),
+    FloatingPointError,
+    'pgd: logits_fn returned non-finite',
+  ),
+  (
+    'apgd_nan_logits',
+    call(A.apgd, epsilon=0.1, num_steps=3, f=nan_f),
+    FloatingPointError,
+    'apgd: logits_fn returned non-finite',
+  ),
+  (
+    'cw_nan_logits',
+    call(A.cw_l2, max_iterations=3, binary_search_steps=1, f=nan_f),
+    FloatingPointError,
+    'cw_l2: logits_fn returned non-finite',
+  ),
+  (
+    'fgsm_nan_logits',
+    call(A.fgsm, epsilon=0.1, f=nan_f),
+    FloatingPointError,
+    'fgsm: logits_fn returned non-finite',
+  ),
+  (
+    'dlr_two_classes',
+    call(A.apgd, epsilon=0.1, loss='dlr', f=f2),
+    ValueError,
+    'apgd: the loss needs at least 3 classes',
+  ),
+  (
+    'dlr_targeted_three',
+    call(A.apgd, epsilon=0.1, loss='dlr', targeted=True),
+    ValueError,
+    'at least 4 classes',
+  ),
+  (
+    'pgd_dlr_two_classes',
+    call(A.pgd, epsilon=0.1, loss='dlr', f=f2),
+    ValueError,
+    'pgd: the loss needs at least 3',
+  ),
+  ('fgsm_names_itself', call(A.fgsm, epsilon=-1.0), ValueError, 'fgsm: epsilon must be >= 0'),
+  ('fgm_names_itself', call(A.fgm, epsilon=-1.0), ValueError, 'fgm: epsilon must be >= 0'),
+  ('cw_iterations', call(A.cw_l2, max_iterations=0), ValueError, 'cw_l2: max_iterations must be >= 1'),
+  (
+    'cw_binary_steps',
+    call(A.cw_l2, max_iterations=2, binary_search_steps=0),
+    ValueError,
+    'cw_l2: binary_search_steps must be >= 1',
+  ),
+  ('cw_epsilon', call(A.cw_l2, max_iterations=2, epsilon=-1.0), ValueError, 'cw_l2: epsilon must be'),
+  (
+    'cw_learning_rate',
+    call(A.cw_l2, max_iterations=2, learning_rate=jnp.nan),
+    ValueError,
+    'cw_l2: learning_rate is NaN',
+  ),
+  (
+    'uniform_norm',
+    call(A.uniform_noise, epsilon=0.1, norm='l3'),
+    ValueError,
+    "uniform_noise: unknown norm 'l3'",
+  ),
+  (
+    'gaussian_norm',
+    call(A.gaussian_noise, sigma=0.1, norm='linf2'),
+    ValueError,
+    'gaussian_noise: unknown norm',
+  ),
+  ('gaussian_sigma', call(A.gaussian_noise, sigma=-1.0), ValueError, 'gaussian_noise: sigma must be >= 0'),
+  (
+    'apgd_steps_float',
+    call(A.apgd, epsilon=0.1, num_steps=10.0),
+    ValueError,
+    'apgd: num_steps must be an integer',
+  ),
+  (
+    'grid_inf',
+    lambda: A.over_epsilons(A.pgd, f3, KEY, x4, y4, [0.1, jnp.inf]),
+    ValueError,
+    'over_epsilons: every epsilon must be finite',
+  ),
+  (
+    'grid_string',
+    lambda: A.over_epsilons(A.pgd, f3, KEY, x4, y4, '0.1'),
+    ValueError,
+    'epsilons must be numbers',
+  ),
+  (
+    'registry_name',
+    lambda: A.build_attack({'name': 'deepfool'}),
+    ValueError,
+    "unknown attack name 'deepfool'",
+  ),
+  (
+    'registry_hyper',
+    lambda: A.build_attack({'name': 'pgd', 'epsilonn': 0.1}),
+    ValueError,
+    r"attack 'pgd': unknown or fixed hyperparameters \['epsilonn'\]",
+  ),
+  (
+    'registry_fixed',
+    lambda: A.build_attack({'name': 'pgd_l2', 'norm': 'linf'}),
+    ValueError,
+    r"unknown or fixed hyperparameters \['norm'\]",
+  ),
+  (
+    'registry_eot_float',
+    lambda: A.build_attack({'name': 'pgd', 'epsilon': 0.1, 'eot': 2.5}),
+    ValueError,
+    'eot must be an integer',
+  ),
+  ('registry_eot_cw', lambda: A.build_attack({'name': 'cw_l2', 'eot': 2}), ValueError, 'does not take EOT'),
+  (
+    'accuracy_labels',
+    lambda: E.robust_accuracy(f3, np.zeros((4, 2), np.float32), np.zeros(3, np.int32), {}, key=KEY),
+    ValueError,
+    '4 images but 3 labels',
+  ),
+  (
+    'accuracy_batch',
+    lambda: E.robust_accuracy(
+      f3, np.zeros((4, 2), np.float32), np.zeros(4, np.int32), {}, key=KEY, batch_size=0
+    ),
+    ValueError,
+    'batch_size must be >= 1',
+  ),
+  (
+    'accuracy_draws',
+    lambda: E.robust_accuracy(
+      f3, np.zeros((4, 2), np.float32), np.zeros(4, np.int32), {}, key=KEY, eval_draws=0
+    ),
+    ValueError,
+    'eval_draws must be an integer >= 1',
+  ),
+  (
+    'clean_nan',
+    lambda: E.clean_accuracy(nan_f, np.zeros((4, 2), np.float32), np.zeros(4, np.int32), key=KEY),
+    E.NonFiniteLogitsError,
+    'non-finite logits on 4 of 4',
+  ),
 ]
 
 
@@ -140,17 +289,48 @@ def _truncated(tmp_path):
 
 # (id, set-up making the files -> argument, loader of that argument, exception, regex)
 DATA_CASES = [
-    ('idx_labels_out_of_range', lambda t: str(_idx_dir(t, np.array([0, 1, 12, 3, 4], np.uint8))),
-     data.load_fashion_mnist, data.IdxError, r'train-labels-idx1-ubyte.gz holds 1 labels outside \[0, 10\)'),
-    ('idx_truncated', lambda t: str(_truncated(t)), data.load_fashion_mnist, data.IdxError,
-     'train-images-idx3-ubyte.gz is truncated'),
-    ('fashion_mnist_missing', lambda t: str(t / 'nowhere'), data.load_fashion_mnist, FileNotFoundError, 'nowhere'),
-    ('num_train_negative', lambda t: -1, lambda n: data.load_dataset('synthetic', num_train=n), ValueError,
-     'num_train must be'),
-    ('num_test_float', lambda t: 2.5, lambda n: data.load_dataset('synthetic', num_test=n), ValueError,
-     'num_test must be'),
-    ('source_unknown', lambda t: 'web', lambda s: data.load_dataset('mnist', source=s), ValueError,
-     "unknown data source 'web'"),
+  (
+    'idx_labels_out_of_range',
+    lambda t: str(_idx_dir(t, np.array([0, 1, 12, 3, 4], np.uint8))),
+    data.load_fashion_mnist,
+    data.IdxError,
+    r'train-labels-idx1-ubyte.gz holds 1 labels outside \[0, 10\)',
+  ),
+  (
+    'idx_truncated',
+    lambda t: str(_truncated(t)),
+    data.load_fashion_mnist,
+    data.IdxError,
+    'train-images-idx3-ubyte.gz is truncated',
+  ),
+  (
+    'fashion_mnist_missing',
+    lambda t: str(t / 'nowhere'),
+    data.load_fashion_mnist,
+    FileNotFoundError,
+    'nowhere',
+  ),
+  (
+    'num_train_negative',
+    lambda t: -1,
+    lambda n: data.load_dataset('synthetic', num_train=n),
+    ValueError,
+    'num_train must be',
+  ),
+  (
+    'num_test_float',
+    lambda t: 2.5,
+    lambda n: data.load_dataset('synthetic', num_test=n),
+    ValueError,
+    'num_test must be',
+  ),
+  (
+    'source_unknown',
+    lambda t: 'web',
+    lambda s: data.load_dataset('mnist', source=s),
+    ValueError,
+    "unknown data source 'web'",
+  ),
 ]
 
 
@@ -182,37 +362,88 @@ def _with_unknown_field():
 
 
 CONFIG_CASES = [
-    ('arg_unknown_dataset', lambda: defense_config('pgd_at', 'cifar100,quick'), ValueError,
-     r"unknown config argument parts \['cifar100'\]"),
-    ('arg_two_datasets', lambda: defense_config('pgd_at', 'cifar10,fashion_mnist'), ValueError, 'two datasets'),
-    ('arg_default_config', lambda: fashion_mnist_cnn.get_config('quick'), ValueError, 'takes no argument'),
-    ('keep_checkpoints_zero', lambda: cfg(train__keep_checkpoints=0), train.ConfigError, 'config.train.keep_checkpoints'),
-    ('learning_rate_negative', lambda: cfg(train__learning_rate=-0.1), train.ConfigError, 'config.train.learning_rate'),
-    ('num_train_negative', lambda: cfg(data__num_train=-1), train.ConfigError, 'config.data.num_train'),
-    ('num_steps_negative', lambda: cfg(train__num_steps=-1), train.ConfigError, 'config.train.num_steps'),
-    ('num_epochs_zero', lambda: cfg(train__num_steps=0, train__num_epochs=0.0), train.ConfigError, 'config.train.num_epochs'),
-    ('batch_size_zero', lambda: cfg(train__batch_size=0), train.ConfigError, 'config.train.batch_size'),
-    ('batch_exceeds_data', lambda: cfg(train__batch_size=1024), train.ConfigError, 'config.train.batch_size: 1024 exceeds'),
-    ('batch_not_divisible', lambda: cfg(train__batch_size=30, train__parallel='shard_map'), train.ConfigError,
-     'not divisible by the 4 devices'),
-    ('unknown_field', _with_unknown_field, train.ConfigError, r"unknown config fields \['train.foo'\]"),
-    ('unknown_objective', lambda: cfg(train__objective='fast'), train.ConfigError, 'config.train.objective'),
-    ('unknown_model', lambda: cfg(model__name='resnet9'), ValueError, "unknown model 'resnet9'"),
-    ('unknown_schedule', lambda: cfg(train__schedule='linear'), train.ConfigError, 'config.train.schedule'),
-    ('unknown_optimizer', lambda: cfg(train__optimizer='lamb'), train.ConfigError, 'config.train.optimizer'),
-    ('unknown_parallel', lambda: cfg(train__parallel='dp'), train.ConfigError, 'config.train.parallel'),
-    ('unknown_normalize', lambda: cfg(model__normalize='imagenet'), train.ConfigError, 'config.model.normalize'),
-    ('smoothing_zero', lambda: cfg(train__objective='label_smoothing'), train.ConfigError, 'config.train.label_smoothing'),
-    ('gaussian_zero', lambda: cfg(train__objective='gaussian_noise'), train.ConfigError, 'config.train.noise_sigma'),
-    ('mixed_empty', lambda: cfg(train__objective='mixed'), train.ConfigError, 'config.train.mixed_attacks'),
-    ('momentum_one', lambda: cfg(train__momentum=1.0), train.ConfigError, 'config.train.momentum'),
-    ('log_every_zero', lambda: cfg(train__log_every=0), train.ConfigError, 'config.train.log_every'),
-    ('attack_labels', lambda: cfg(train__attack_labels='adv'), train.ConfigError, 'config.train.attack_labels'),
-    ('attack_unknown', lambda: cfg(train__objective='pgd_at', train__attack={'name': 'pgdd'}), ValueError,
-     "unknown attack name 'pgdd'"),
-    ('attack_hyper', lambda: cfg(train__objective='pgd_at', train__attack={'name': 'pgd', 'eps': 0.1}), ValueError,
-     r"unknown or fixed hyperparameters \['eps'\]"),
-    ('eval_batch_zero', lambda: cfg(eval__batch_size=0), train.ConfigError, 'config.eval.batch_size'),
+  (
+    'arg_unknown_dataset',
+    lambda: defense_config('pgd_at', 'cifar100,quick'),
+    ValueError,
+    r"unknown config argument parts \['cifar100'\]",
+  ),
+  ('arg_two_datasets', lambda: defense_config('pgd_at', 'cifar10,fashion_mnist'), ValueError, 'two datasets'),
+  ('arg_default_config', lambda: fashion_mnist_cnn.get_config('quick'), ValueError, 'takes no argument'),
+  (
+    'keep_checkpoints_zero',
+    lambda: cfg(train__keep_checkpoints=0),
+    train.ConfigError,
+    'config.train.keep_checkpoints',
+  ),
+  (
+    'learning_rate_negative',
+    lambda: cfg(train__learning_rate=-0.1),
+    train.ConfigError,
+    'config.train.learning_rate',
+  ),
+  ('num_train_negative', lambda: cfg(data__num_train=-1), train.ConfigError, 'config.data.num_train'),
+  ('num_steps_negative', lambda: cfg(train__num_steps=-1), train.ConfigError, 'config.train.num_steps'),
+  (
+    'num_epochs_zero',
+    lambda: cfg(train__num_steps=0, train__num_epochs=0.0),
+    train.ConfigError,
+    'config.train.num_epochs',
+  ),
+  ('batch_size_zero', lambda: cfg(train__batch_size=0), train.ConfigError, 'config.train.batch_size'),
+  (
+    'batch_exceeds_data',
+    lambda: cfg(train__batch_size=1024),
+    train.ConfigError,
+    'config.train.batch_size: 1024 exceeds',
+  ),
+  (
+    'batch_not_divisible',
+    lambda: cfg(train__batch_size=30, train__parallel='shard_map'),
+    train.ConfigError,
+    'not divisible by the 4 devices',
+  ),
+  ('unknown_field', _with_unknown_field, train.ConfigError, r"unknown config fields \['train.foo'\]"),
+  ('unknown_objective', lambda: cfg(train__objective='fast'), train.ConfigError, 'config.train.objective'),
+  ('unknown_model', lambda: cfg(model__name='resnet9'), ValueError, "unknown model 'resnet9'"),
+  ('unknown_schedule', lambda: cfg(train__schedule='linear'), train.ConfigError, 'config.train.schedule'),
+  ('unknown_optimizer', lambda: cfg(train__optimizer='lamb'), train.ConfigError, 'config.train.optimizer'),
+  ('unknown_parallel', lambda: cfg(train__parallel='dp'), train.ConfigError, 'config.train.parallel'),
+  (
+    'unknown_normalize',
+    lambda: cfg(model__normalize='imagenet'),
+    train.ConfigError,
+    'config.model.normalize',
+  ),
+  (
+    'smoothing_zero',
+    lambda: cfg(train__objective='label_smoothing'),
+    train.ConfigError,
+    'config.train.label_smoothing',
+  ),
+  (
+    'gaussian_zero',
+    lambda: cfg(train__objective='gaussian_noise'),
+    train.ConfigError,
+    'config.train.noise_sigma',
+  ),
+  ('mixed_empty', lambda: cfg(train__objective='mixed'), train.ConfigError, 'config.train.mixed_attacks'),
+  ('momentum_one', lambda: cfg(train__momentum=1.0), train.ConfigError, 'config.train.momentum'),
+  ('log_every_zero', lambda: cfg(train__log_every=0), train.ConfigError, 'config.train.log_every'),
+  ('attack_labels', lambda: cfg(train__attack_labels='adv'), train.ConfigError, 'config.train.attack_labels'),
+  (
+    'attack_unknown',
+    lambda: cfg(train__objective='pgd_at', train__attack={'name': 'pgdd'}),
+    ValueError,
+    "unknown attack name 'pgdd'",
+  ),
+  (
+    'attack_hyper',
+    lambda: cfg(train__objective='pgd_at', train__attack={'name': 'pgd', 'eps': 0.1}),
+    ValueError,
+    r"unknown or fixed hyperparameters \['eps'\]",
+  ),
+  ('eval_batch_zero', lambda: cfg(eval__batch_size=0), train.ConfigError, 'config.eval.batch_size'),
 ]
 
 
@@ -220,7 +451,7 @@ CONFIG_CASES = [
 def test_config_layer_errors(make, exc, match, tmp_path):
   with pytest.raises(exc, match=match):
     train.train_and_evaluate(make(), str(tmp_path / 'run'), progress=False)
-  assert not (tmp_path / 'run').exists()           # refused before anything was written
+  assert not (tmp_path / 'run').exists()  # refused before anything was written
 
 
 # ---------------------------------------------------------------- checkpoints and evaluation
@@ -249,8 +480,14 @@ def _locked(work):
 
 def _restore_into_other_model(work):
   import ml_collections
-  exp = train.build_experiment(ml_collections.ConfigDict(dict(synthetic_training_config(), model=dict(
-      name='small_cnn', normalize='dataset', kwargs={'width': 2}))))
+
+  exp = train.build_experiment(
+    ml_collections.ConfigDict(
+      dict(
+        synthetic_training_config(), model=dict(name='small_cnn', normalize='dataset', kwargs={'width': 2})
+      )
+    )
+  )
   ck = Checkpointer(str(work / 'checkpoints'))
   try:
     ck.restore(exp.init_state().to_checkpoint())
@@ -289,30 +526,74 @@ def _evaluate_nan_checkpoint(tmp):
 
 
 WORKDIR_CASES = [
-    ('resume_other_model', lambda w, t: _resume_other_model(w), train.ConfigMismatchError,
-     r"model.name: 'small_cnn' -> 'small_cnn_pni'"),
-    ('locked', lambda w, t: _locked(w), train.WorkdirLockedError, rf'in use by pid {os.getpid()} on host'),
-    ('restore_other_model', lambda w, t: _restore_into_other_model(w), train.CheckpointMismatchError,
-     r"another model: .*wrong shapes \['Conv_0'\]\['bias'\]: \(32,\) vs \(64,\)"),
-    ('no_checkpoint', lambda w, t: Checkpointer(str(t / 'empty')).restore({'params': {}}), train.NoCheckpointError,
-     'no checkpoint has been written in .*empty'),
-    ('keep_zero', lambda w, t: Checkpointer(str(t / 'k'), max_to_keep=0), ValueError, 'keep_checkpoints'),
-    ('evaluate_num_test', lambda w, t: evaluate.evaluate_checkpoint(str(w), num_test=-190), ValueError,
-     'num_test must be an integer >= 0'),
-    ('evaluate_suite', lambda w, t: evaluate.evaluate_checkpoint(str(w), suite='autoatack'), ValueError,
-     "unknown suite 'autoatack'"),
-    ('evaluate_steps_scale', lambda w, t: evaluate.evaluate_checkpoint(str(w), steps_scale=0.0), ValueError,
-     'steps_scale must be > 0'),
-    ('evaluate_eot', lambda w, t: evaluate.evaluate_checkpoint(str(w), eot_samples=0), ValueError,
-     'eot must be an integer >= 1'),
-    ('evaluate_not_a_workdir', lambda w, t: evaluate.evaluate_checkpoint(str(t), num_test=4), FileNotFoundError,
-     'not a jaxrobust work directory'),
-    ('evaluate_other_model', lambda w, t: _evaluate_with_swapped_config(w, t, 'small_cnn_pni'),
-     train.CheckpointMismatchError, r"names model 'small_cnn_pni'.*another model: missing \[.*noise_scale"),
-    ('evaluate_same_shapes_other_model', lambda w, t: _evaluate_with_swapped_config(w, t, 'small_cnn_lwta'),
-     train.CheckpointMismatchError, r"names model 'small_cnn_lwta', but the checkpoint was trained as 'small_cnn'"),
-    ('evaluate_nan_checkpoint', lambda w, t: _evaluate_nan_checkpoint(t), E.NonFiniteLogitsError,
-     'non-finite clean logits'),
+  (
+    'resume_other_model',
+    lambda w, t: _resume_other_model(w),
+    train.ConfigMismatchError,
+    r"model.name: 'small_cnn' -> 'small_cnn_pni'",
+  ),
+  ('locked', lambda w, t: _locked(w), train.WorkdirLockedError, rf'in use by pid {os.getpid()} on host'),
+  (
+    'restore_other_model',
+    lambda w, t: _restore_into_other_model(w),
+    train.CheckpointMismatchError,
+    r"another model: .*wrong shapes \['Conv_0'\]\['bias'\]: \(32,\) vs \(64,\)",
+  ),
+  (
+    'no_checkpoint',
+    lambda w, t: Checkpointer(str(t / 'empty')).restore({'params': {}}),
+    train.NoCheckpointError,
+    'no checkpoint has been written in .*empty',
+  ),
+  ('keep_zero', lambda w, t: Checkpointer(str(t / 'k'), max_to_keep=0), ValueError, 'keep_checkpoints'),
+  (
+    'evaluate_num_test',
+    lambda w, t: evaluate.evaluate_checkpoint(str(w), num_test=-190),
+    ValueError,
+    'num_test must be an integer >= 0',
+  ),
+  (
+    'evaluate_suite',
+    lambda w, t: evaluate.evaluate_checkpoint(str(w), suite='autoatack'),
+    ValueError,
+    "unknown suite 'autoatack'",
+  ),
+  (
+    'evaluate_steps_scale',
+    lambda w, t: evaluate.evaluate_checkpoint(str(w), steps_scale=0.0),
+    ValueError,
+    'steps_scale must be > 0',
+  ),
+  (
+    'evaluate_eot',
+    lambda w, t: evaluate.evaluate_checkpoint(str(w), eot_samples=0),
+    ValueError,
+    'eot must be an integer >= 1',
+  ),
+  (
+    'evaluate_not_a_workdir',
+    lambda w, t: evaluate.evaluate_checkpoint(str(t), num_test=4),
+    FileNotFoundError,
+    'not a jaxrobust work directory',
+  ),
+  (
+    'evaluate_other_model',
+    lambda w, t: _evaluate_with_swapped_config(w, t, 'small_cnn_pni'),
+    train.CheckpointMismatchError,
+    r"names model 'small_cnn_pni'.*another model: missing \[.*noise_scale",
+  ),
+  (
+    'evaluate_same_shapes_other_model',
+    lambda w, t: _evaluate_with_swapped_config(w, t, 'small_cnn_lwta'),
+    train.CheckpointMismatchError,
+    r"names model 'small_cnn_lwta', but the checkpoint was trained as 'small_cnn'",
+  ),
+  (
+    'evaluate_nan_checkpoint',
+    lambda w, t: _evaluate_nan_checkpoint(t),
+    E.NonFiniteLogitsError,
+    'non-finite clean logits',
+  ),
 ]
 
 
@@ -326,4 +607,3 @@ def test_workdir_layer_errors(thunk, exc, match, trained_workdir, tmp_path):
 
 def test_the_tables_cover_at_least_sixty_kinds():
   assert len(ATTACK_CASES) + len(DATA_CASES) + len(CONFIG_CASES) + len(WORKDIR_CASES) >= 60
-

@@ -1,5 +1,6 @@
 """Evaluation: accuracy over datasets (clean, robust, worst case), non-finite logits, the
 deterministic surrogate and the ε grid."""
+
 import functools
 
 import jax
@@ -23,14 +24,16 @@ def data():
   x = jax.random.uniform(jax.random.key(1), (60, 4, 4, 1))
   W = jax.random.normal(jax.random.key(2), (16, 3))
   y = jnp.argmax(x.reshape(60, -1) @ W, -1)
-  y = y.at[:15].set((y[:15] + 1) % 3)          # a quarter misclassified
+  y = y.at[:15].set((y[:15] + 1) % 3)  # a quarter misclassified
   return linear(W), np.asarray(x), np.asarray(y)
 
 
 def test_robust_accuracy_worst_case_is_per_example(data):
   f, x, y = data
-  atk = {'fgsm': functools.partial(A.fgsm, epsilon=0.05),
-         'pgd': functools.partial(A.pgd, epsilon=0.05, num_steps=5)}
+  atk = {
+    'fgsm': functools.partial(A.fgsm, epsilon=0.05),
+    'pgd': functools.partial(A.pgd, epsilon=0.05, num_steps=5),
+  }
   r = E.robust_accuracy(f, x, y, atk, key=KEY, batch_size=25)
   assert r['n'] == len(x) and r['non_finite'] == 0
   pe = r['per_example']
@@ -48,9 +51,11 @@ def test_non_finite_logits_are_never_correct(data):
 
   def broken(x, key):
     out = jnp.zeros((x.shape[0], 3)).at[:, 0].set(1.0)
-    return jnp.where(nan_rows[:x.shape[0], None], jnp.nan, out)
-  r = E.robust_accuracy(broken, x, y, {'noise': functools.partial(A.uniform_noise, epsilon=0.01)},
-                        key=KEY, batch_size=60)
+    return jnp.where(nan_rows[: x.shape[0], None], jnp.nan, out)
+
+  r = E.robust_accuracy(
+    broken, x, y, {'noise': functools.partial(A.uniform_noise, epsilon=0.01)}, key=KEY, batch_size=60
+  )
   assert r['clean'] == pytest.approx(0.5) and r['noise'] == pytest.approx(0.5)
   assert r['non_finite'] == 30
   with pytest.raises(E.NonFiniteLogitsError, match='non-finite logits on 30 of 60'):

@@ -1,8 +1,8 @@
 """End-to-end: Table 1 on synthetic data with tiny budgets, evaluate.py on a checkpoint, figures."""
+
 import json
 import os
 
-import numpy as np
 import pytest
 
 from experiments import evaluate, table1
@@ -14,9 +14,17 @@ PNG = b'\x89PNG\r\n\x1a\n'
 @pytest.fixture(scope='module')
 def table(tmp_path_factory):
   d = tmp_path_factory.mktemp('table1')
-  records, md = table1.run_table(['regular', 'lwta'], 'synthetic', out_dir=str(d / 'results'),
-                                 runs_dir=str(d / 'runs'), num_test=32, steps_scale=0.05, eot_samples=2,
-                                 suite='study', progress=False)
+  records, md = table1.run_table(
+    ['regular', 'lwta'],
+    'synthetic',
+    out_dir=str(d / 'results'),
+    runs_dir=str(d / 'runs'),
+    num_test=32,
+    steps_scale=0.05,
+    eot_samples=2,
+    suite='study',
+    progress=False,
+  )
   return d, records, md
 
 
@@ -28,30 +36,44 @@ def test_table1_smoke_writes_table_rows_and_json(table):
   assert [r['row'] for r in rows] == ['regular', 'lwta']
   for r in rows:
     res = r['result']
-    accs = [v for k, v in res.items() if isinstance(v, float) and k not in ('ms_per_image', 'clean_all_of_k_draws')]
+    accs = [
+      v for k, v in res.items() if isinstance(v, float) and k not in ('ms_per_image', 'clean_all_of_k_draws')
+    ]
     assert res['worst_case'] <= min(accs) + 1e-9
     assert res['ms_per_image'] > 0
   assert not rows[0]['result']['stochastic'] and rows[1]['result']['stochastic']
   for col in ('eot_pgd', 'eot_apgd', 'transfer', 'clean_all_of_k_draws'):
-    assert col in rows[1]['result']            # honest evaluation of the stochastic model
+    assert col in rows[1]['result']  # honest evaluation of the stochastic model
   assert rows[1]['result']['clean_all_of_k_draws'] <= rows[1]['result']['clean']
 
 
 def test_finished_rows_are_not_redone(table):
   d, records, _ = table
-  again, _ = table1.run_table(['regular'], 'synthetic', out_dir=str(d / 'results'),
-                              runs_dir=str(d / 'elsewhere'), num_test=32, steps_scale=0.05)
+  again, _ = table1.run_table(
+    ['regular'],
+    'synthetic',
+    out_dir=str(d / 'results'),
+    runs_dir=str(d / 'elsewhere'),
+    num_test=32,
+    steps_scale=0.05,
+  )
   assert again[0]['result']['clean'] == records[0]['result']['clean']
-  assert not os.path.exists(d / 'elsewhere')   # no training happened
+  assert not os.path.exists(d / 'elsewhere')  # no training happened
 
 
 def test_figures_are_valid_pngs(table):
   d, _, _ = table
   figs = d / 'results' / 'synthetic' / 'figures'
   names = sorted(os.listdir(figs))
-  assert names == ['accuracy_vs_epsilon.png', 'lwta_confidence.png', 'lwta_examples.png',
-                   'regular_confidence.png', 'regular_examples.png']
+  assert names == [
+    'accuracy_vs_epsilon.png',
+    'lwta_confidence.png',
+    'lwta_examples.png',
+    'regular_confidence.png',
+    'regular_examples.png',
+  ]
   import matplotlib.pyplot as plt
+
   for n in names:
     assert open(figs / n, 'rb').read(8) == PNG
     img = plt.imread(figs / n)
@@ -61,13 +83,14 @@ def test_figures_are_valid_pngs(table):
 def test_evaluate_checkpoint(table):
   d, records, _ = table
   work = d / 'runs' / 'synthetic' / 'regular'
-  res = evaluate.evaluate_checkpoint(str(work), suite='study', num_test=32, epsilons=[0.0, 0.1, 0.3],
-                                     steps_scale=0.05)
-  assert res['clean'] == pytest.approx(records[0]['result']['clean'])   # same weights, same data
-  assert res['accuracy_vs_epsilon'][0] == pytest.approx(res['clean'])   # ε = 0: clean accuracy
+  res = evaluate.evaluate_checkpoint(
+    str(work), suite='study', num_test=32, epsilons=[0.0, 0.1, 0.3], steps_scale=0.05
+  )
+  assert res['clean'] == pytest.approx(records[0]['result']['clean'])  # same weights, same data
+  assert res['accuracy_vs_epsilon'][0] == pytest.approx(res['clean'])  # ε = 0: clean accuracy
   assert res['accuracy_vs_epsilon'][2] <= res['accuracy_vs_epsilon'][0]
   assert set(res['attacks']) == {'fgsm', 'pgd_linf', 'pgd_l2', 'cw_l2'}
-  assert res['attacks']['pgd_linf']['epsilon'] == 0.3                  # the study's settings
+  assert res['attacks']['pgd_linf']['epsilon'] == 0.3  # the study's settings
   assert os.path.exists(work / 'eval_study.json')
   with pytest.raises(FileNotFoundError, match='not a jaxrobust work directory'):
     evaluate.evaluate_checkpoint(str(d), num_test=4)

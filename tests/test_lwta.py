@@ -1,11 +1,9 @@
 """Stochastic LWTA and IBP layers: statistics within 4σ, closed-form KLs against Monte Carlo."""
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.scipy.special import gammaln
 
 from jaxrobust import models as M
 
@@ -34,11 +32,11 @@ def test_same_key_same_output_and_different_keys_differ():
 
 
 def test_winner_frequencies_match_softmax_within_4_sigma():
-  h = jnp.array([[0.3, -0.5, 1.2, 0.1, 2.0, -1.0, 0.5, 0.6]])   # two blocks of U=4, no zeros
+  h = jnp.array([[0.3, -0.5, 1.2, 0.1, 2.0, -1.0, 0.5, 0.6]])  # two blocks of U=4, no zeros
   n = 6000
   keys = jax.random.split(K1, n)
   y = jax.vmap(lambda k: lwta_apply('hard', h, k, U=4))(keys)[:, 0]
-  w = np.asarray(winners(y, h, 4))                                # (n, 2)
+  w = np.asarray(winners(y, h, 4))  # (n, 2)
   p = np.asarray(jax.nn.softmax(h.reshape(2, 4), -1))
   for blk in range(2):
     freq = np.bincount(w[:, blk], minlength=4) / n
@@ -88,14 +86,14 @@ def test_hard_mode_has_exactly_one_winner_and_low_t_is_near_one_hot():
   y_eval = lwta_apply('eval', h, K1).reshape(32, 5, 2)
   hb = np.asarray(h).reshape(32, 5, 2)
   xi = np.asarray(y_eval) / hb
-  assert np.mean(np.max(xi, -1) > 0.99) > 0.9      # T = 0.01: nearly one-hot
+  assert np.mean(np.max(xi, -1) > 0.99) > 0.9  # T = 0.01: nearly one-hot
   y_relaxed = lwta_apply('relaxed', h, K1, temperature=5.0).reshape(32, 5, 2)
-  assert np.mean(np.max(np.asarray(y_relaxed) / hb, -1) > 0.99) < 0.2   # high T: soft
+  assert np.mean(np.max(np.asarray(y_relaxed) / hb, -1) > 0.99) < 0.2  # high T: soft
 
 
 def test_argmax_mode_is_deterministic_and_key_free():
   h = jax.random.normal(K0, (8, 12))
-  a = lwta_apply('argmax', h)                       # no key needed
+  a = lwta_apply('argmax', h)  # no key needed
   b = lwta_apply('argmax', h, K1)
   np.testing.assert_array_equal(a, b)
   hb = h.reshape(8, 6, 2)
@@ -119,11 +117,11 @@ def test_learnable_temperature_starts_at_softplus_minus_001():
 @pytest.mark.parametrize('a,b,alpha', [(2.0, 1.0, 1.0), (0.8, 3.0, 1.0), (5.0, 0.7, 2.0), (1.0, 1.0, 1.0)])
 def test_kumaraswamy_beta_kl_matches_monte_carlo(a, b, alpha):
   u = M.kumaraswamy_sample(K1, a, b, (400_000,))
-  v = jax.random.uniform(K1, (400_000,), minval=1e-6, maxval=1.0 - 1e-6)   # the sampler's uniforms
+  v = jax.random.uniform(K1, (400_000,), minval=1e-6, maxval=1.0 - 1e-6)  # the sampler's uniforms
   np.testing.assert_allclose(u, (1 - (1 - v) ** (1 / b)) ** (1 / a), rtol=1e-6)
   # log q(u) with log(1 − u^a) = log(1 − v)/b exactly (u^a rounds to 1 in float32 when b < 1).
   log_q = jnp.log(a) + jnp.log(b) + (a - 1) * jnp.log(u) + (b - 1) / b * jnp.log1p(-v)
-  log_p = jnp.log(alpha) + (alpha - 1) * jnp.log(u)              # Beta(α, 1)
+  log_p = jnp.log(alpha) + (alpha - 1) * jnp.log(u)  # Beta(α, 1)
   mc = log_q - log_p
   closed = float(M.kl_kumaraswamy_beta(a, b, alpha))
   assert closed >= 0
@@ -146,15 +144,19 @@ def test_bernoulli_categorical_gaussian_kls_match_monte_carlo():
   logits = jnp.array([0.5, -1.0, 2.0])
   c = jax.random.categorical(K0, logits, shape=(400_000,))
   logq = jax.nn.log_softmax(logits)
-  assert float(M.categorical_kl_uniform(logits)) == pytest.approx(float((logq[c] + jnp.log(3)).mean()), abs=4e-3)
+  assert float(M.categorical_kl_uniform(logits)) == pytest.approx(
+    float((logq[c] + jnp.log(3)).mean()), abs=4e-3
+  )
   mu, sigma = 0.7, 0.4
   w = mu + sigma * jax.random.normal(K1, (400_000,))
-  mc_g = (-jnp.log(sigma) - 0.5 * ((w - mu) / sigma) ** 2 + 0.5 * w ** 2).mean()
+  mc_g = (-jnp.log(sigma) - 0.5 * ((w - mu) / sigma) ** 2 + 0.5 * w**2).mean()
   assert float(M.kl_gaussian_std_normal(mu, sigma)) == pytest.approx(float(mc_g), abs=4e-3)
-  for kl in (M.kl_bernoulli(jnp.linspace(0.01, 0.99, 9), jnp.log(jnp.linspace(0.05, 0.95, 9))),
-             M.categorical_kl_uniform(jax.random.normal(K0, (50, 4))),
-             M.kl_gaussian_std_normal(jax.random.normal(K0, (50,)), jnp.exp(jax.random.normal(K1, (50,)))),
-             M.kl_kumaraswamy_beta(jnp.exp(jax.random.normal(K0, (50,))), jnp.exp(jax.random.normal(K1, (50,))))):
+  for kl in (
+    M.kl_bernoulli(jnp.linspace(0.01, 0.99, 9), jnp.log(jnp.linspace(0.05, 0.95, 9))),
+    M.categorical_kl_uniform(jax.random.normal(K0, (50, 4))),
+    M.kl_gaussian_std_normal(jax.random.normal(K0, (50,)), jnp.exp(jax.random.normal(K1, (50,)))),
+    M.kl_kumaraswamy_beta(jnp.exp(jax.random.normal(K0, (50,))), jnp.exp(jax.random.normal(K1, (50,)))),
+  ):
     assert float(kl.min()) >= -1e-6
 
 
@@ -182,11 +184,15 @@ def test_gradients_are_finite_in_every_mode(name, mode):
   m = M.create_model(name, num_classes=10, **kw, **({'bayesian': True} if 'ibp' in name else {}))
   x = jax.random.uniform(K0, shape)
   v = m.init({'params': K0, 'stochastic': K0}, x)
-  for train in ((True, False) if mode == 'auto' else (True,)):
+  for train in (True, False) if mode == 'auto' else (True,):
+
     def loss(p, x):
-      out = m.apply({**v, 'params': p}, x, train=train, rngs={'stochastic': K1}, mutable=['kl', 'batch_stats'])
+      out = m.apply(
+        {**v, 'params': p}, x, train=train, rngs={'stochastic': K1}, mutable=['kl', 'batch_stats']
+      )
       logits, st = out
-      return jnp.sum(logits ** 2) + (M.collect_kl(st.get('kl', {})) if train else 0.0)
+      return jnp.sum(logits**2) + (M.collect_kl(st.get('kl', {})) if train else 0.0)
+
     gp, gx = jax.grad(loss, argnums=(0, 1))(v['params'], x)
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(gp))
     assert np.all(np.isfinite(gx))
@@ -194,11 +200,15 @@ def test_gradients_are_finite_in_every_mode(name, mode):
 
 def _wrn_count(depth, k):
   from tests.test_models import _wrn_param_count
+
   return _wrn_param_count(depth, k)
 
 
 def test_lwta_model_shapes_and_parameter_counts():
-  for name, depth, k, shape in [('wrn34_1_lwta', 34, 1, (2, 32, 32, 3)), ('wrn16_4_lwta', 16, 4, (2, 32, 32, 3))]:
+  for name, depth, k, shape in [
+    ('wrn34_1_lwta', 34, 1, (2, 32, 32, 3)),
+    ('wrn16_4_lwta', 16, 4, (2, 32, 32, 3)),
+  ]:
     m = M.create_model(name, num_classes=10)
     s = jax.eval_shape(lambda: m.init({'params': K0, 'stochastic': K0}, jnp.zeros(shape)))
     assert sum(np.prod(a.shape) for a in jax.tree.leaves(s['params'])) == _wrn_count(depth, k)
@@ -212,9 +222,13 @@ def test_lwta_model_shapes_and_parameter_counts():
   s = jax.eval_shape(lambda: m.init({'params': K0, 'stochastic': K0}, jnp.zeros((1, 28, 28, 1))))
   n = sum(np.prod(a.shape) for a in jax.tree.leaves(s['params']))
   base = 421_642
-  gates = 3 * 16 + 3 * 32 + (2 * 64 + 3136 * 64)        # conv: a,b,t per block; dense: a,b per block, t per (input, block)
+  gates = (
+    3 * 16 + 3 * 32 + (2 * 64 + 3136 * 64)
+  )  # conv: a,b,t per block; dense: a,b per block, t per (input, block)
   assert n == base + gates
-  assert jax.eval_shape(lambda v: m.apply(v, jnp.zeros((3, 28, 28, 1)), rngs={'stochastic': K0}), s).shape == (3, 10)
+  assert jax.eval_shape(
+    lambda v: m.apply(v, jnp.zeros((3, 28, 28, 1)), rngs={'stochastic': K0}), s
+  ).shape == (3, 10)
 
 
 def test_monte_carlo_prediction():
@@ -226,4 +240,6 @@ def test_monte_carlo_prediction():
   singles = jnp.stack([M.predict_single(m, v, x, k) for k in jax.random.split(K1, 8)])
   np.testing.assert_allclose(p, singles.mean(0), rtol=1e-4, atol=1e-6)
   det = m.clone(deterministic=True)
-  np.testing.assert_allclose(M.predict_mc(det, v, x, K1, num_samples=3), M.predict_single(det, v, x, K0), rtol=1e-5)
+  np.testing.assert_allclose(
+    M.predict_mc(det, v, x, K1, num_samples=3), M.predict_single(det, v, x, K0), rtol=1e-5
+  )

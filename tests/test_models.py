@@ -56,6 +56,7 @@ def test_max_pool_matches_reduce_window():
   x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
   import flax.linen as nn
   from jaxrobust.models.common import max_pool_2x2
+
   np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), (2, 2)))
 
 
@@ -87,8 +88,9 @@ def test_registry_names_every_variant_explicitly():
   assert models.create_model('wrn_tiny_ibp').dense is not models.LWTADense
 
 
-@pytest.mark.parametrize('name', ['small_cnn_lwta', 'small_cnn_pni', 'small_cnn_ibp', 'wrn_tiny_lwta',
-                                  'wrn_tiny_pni'])
+@pytest.mark.parametrize(
+  'name', ['small_cnn_lwta', 'small_cnn_pni', 'small_cnn_ibp', 'wrn_tiny_lwta', 'wrn_tiny_pni']
+)
 def test_deterministic_twin_is_noise_free_and_keeps_the_parameters(name):
   """model.clone(deterministic=True): the same variables, no noise (any key gives the same
   logits), and the stochastic model's outputs scatter around it."""
@@ -97,9 +99,9 @@ def test_deterministic_twin_is_noise_free_and_keeps_the_parameters(name):
   x = jax.random.uniform(jax.random.key(0), shape)
   v = m.init({'params': jax.random.key(1), 'stochastic': jax.random.key(2)}, x)
   det = m.clone(deterministic=True)
-  a = det.apply(v, x)                                          # no key needed
+  a = det.apply(v, x)  # no key needed
   np.testing.assert_array_equal(a, det.apply(v, x, rngs={'stochastic': jax.random.key(5)}))
-  if 'ibp' not in name:   # IBP layers are deterministic in eval mode already; LWTA and PNI are not
+  if 'ibp' not in name:  # IBP layers are deterministic in eval mode already; LWTA and PNI are not
     b = m.apply(v, x, rngs={'stochastic': jax.random.key(5)})
     assert not np.allclose(a, b)
 
@@ -109,8 +111,9 @@ def test_stochastic_layers_follow_the_dropout_protocol():
   x = jax.random.normal(jax.random.key(0), (4, 6))
   for layer in (models.LWTA(), models.PNIDense(6), models.LWTADense(6)):
     v = layer.init({'params': jax.random.key(1), 'stochastic': jax.random.key(2)}, x, deterministic=False)
-    np.testing.assert_array_equal(layer.apply(v, x, deterministic=True),
-                                  layer.clone(deterministic=True).apply(v, x))
+    np.testing.assert_array_equal(
+      layer.apply(v, x, deterministic=True), layer.clone(deterministic=True).apply(v, x)
+    )
     with pytest.raises(ValueError, match='deterministic'):
       layer.clone(deterministic=True).apply(v, x, deterministic=True)
   noisy = models.PNIDense(6, rng_collection='noise')

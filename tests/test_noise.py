@@ -1,4 +1,5 @@
 """Open-interval uniforms, Gumbel and logistic noise: moments and bin counts within 4σ, bit stability."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,7 +30,7 @@ def test_uniform_open_is_uniform_and_strictly_inside_the_unit_interval():
 
 
 def test_uniform_open_bits_are_stable_and_key_dependent():
-  a = M.uniform_open(K0, (3, 5, 7))              # odd last axis
+  a = M.uniform_open(K0, (3, 5, 7))  # odd last axis
   assert a.shape == (3, 5, 7)
   np.testing.assert_array_equal(a, jax.jit(M.uniform_open, static_argnums=1)(K0, (3, 5, 7)))
   assert not np.array_equal(a, M.uniform_open(K1, (3, 5, 7)))
@@ -42,11 +43,11 @@ def test_uniform_open_bits_are_stable_and_key_dependent():
 
 def test_gumbel_and_logistic_moments():
   g = M.gumbel_noise(K0, (N,))
-  assert _within_4_sigma(g, float(np.euler_gamma), np.pi ** 2 / 6)
-  assert abs(float(g.var()) - np.pi ** 2 / 6) <= 0.05
+  assert _within_4_sigma(g, float(np.euler_gamma), np.pi**2 / 6)
+  assert abs(float(g.var()) - np.pi**2 / 6) <= 0.05
   lg = M.logistic_noise(K1, (N,))
-  assert _within_4_sigma(lg, 0.0, np.pi ** 2 / 3)
-  assert abs(float(lg.var()) - np.pi ** 2 / 3) <= 0.1
+  assert _within_4_sigma(lg, 0.0, np.pi**2 / 3)
+  assert abs(float(lg.var()) - np.pi**2 / 3) <= 0.1
   assert np.all(np.isfinite(g)) and np.all(np.isfinite(lg))
   # P(L ≤ x) = σ(x)
   for x in (-2.0, 0.0, 1.5):
@@ -57,4 +58,4 @@ def test_gumbel_and_logistic_moments():
 
 def test_counters_refuse_shapes_they_cannot_index():
   with pytest.raises(ValueError, match='too many elements per example'):
-    jax.eval_shape(lambda: M.uniform_open(K0, (2, 2 ** 16, 2 ** 17)))
+    jax.eval_shape(lambda: M.uniform_open(K0, (2, 2**16, 2**17)))

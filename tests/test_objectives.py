@@ -1,4 +1,5 @@
 """The defenses' objectives: closed forms, policy statistics, and every defense training."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,12 +16,16 @@ from tests.conftest import leaves
 def test_mixed_policy_frequencies_and_determinism():
   n = 8000
   keys = jax.random.split(jax.random.key(0), n)
-  branches = np.asarray(jax.vmap(lambda k: objectives.mixed_policy_branch(k, ['pgd', 'fgsm', 'cw', 'noise']))(keys))
+  branches = np.asarray(
+    jax.vmap(lambda k: objectives.mixed_policy_branch(k, ['pgd', 'fgsm', 'cw', 'noise']))(keys)
+  )
   p = np.array([4, 1, 1, 1, 1]) / 8
   freq = np.bincount(branches, minlength=5) / n
   assert np.all(np.abs(freq - p) <= 4 * np.sqrt(p * (1 - p) / n)), freq
   k = jax.random.key(42)
-  assert int(objectives.mixed_policy_branch(k, ['a', 'b'])) == int(objectives.mixed_policy_branch(k, ['a', 'b']))
+  assert int(objectives.mixed_policy_branch(k, ['a', 'b'])) == int(
+    objectives.mixed_policy_branch(k, ['a', 'b'])
+  )
 
 
 def test_pni_noise_scale_gets_gradient_and_no_weight_decay():
@@ -32,6 +37,7 @@ def test_pni_noise_scale_gets_gradient_and_no_weight_decay():
   def loss(p):
     logits = m.apply({'params': p}, x, rngs={'stochastic': jax.random.key(2)})
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
   g = jax.grad(loss)(v['params'])
   scales = {k: float(g[k]['noise_scale']) for k in g}
   assert all(np.isfinite(s) and s != 0.0 for s in scales.values()), scales
@@ -56,16 +62,26 @@ def test_label_smoothing_matches_closed_form():
   assert float(objectives.softmax_cross_entropy(logits, y, k, eps)) == pytest.approx(expected, rel=1e-6)
 
 
-MIXED = {'pgd': dict(name='pgd', epsilon=0.1, num_steps=2), 'fgsm': dict(name='fgsm', epsilon=0.1),
-         'cw': dict(name='cw_l2', max_iterations=3, binary_search_steps=1, initial_const=1.0),
-         'noise': dict(name='uniform', epsilon=0.1)}
+MIXED = {
+  'pgd': dict(name='pgd', epsilon=0.1, num_steps=2),
+  'fgsm': dict(name='fgsm', epsilon=0.1),
+  'cw': dict(name='cw_l2', max_iterations=3, binary_search_steps=1, initial_const=1.0),
+  'noise': dict(name='uniform', epsilon=0.1),
+}
 
 
-@pytest.mark.parametrize('objective,model,extra', [
-    ('pgd_at', 'small_cnn', {}), ('mixed', 'small_cnn', {'mixed_attacks': MIXED}),
-    ('pni', 'small_cnn_pni', {}), ('lwta_elbo', 'small_cnn_lwta', {'kl_beta': 1.0}),
-    ('trades', 'small_cnn', {}), ('gaussian_noise', 'small_cnn', {'noise_sigma': 0.25}),
-    ('label_smoothing', 'small_cnn', {'label_smoothing': 0.1})])
+@pytest.mark.parametrize(
+  'objective,model,extra',
+  [
+    ('pgd_at', 'small_cnn', {}),
+    ('mixed', 'small_cnn', {'mixed_attacks': MIXED}),
+    ('pni', 'small_cnn_pni', {}),
+    ('lwta_elbo', 'small_cnn_lwta', {'kl_beta': 1.0}),
+    ('trades', 'small_cnn', {}),
+    ('gaussian_noise', 'small_cnn', {'noise_sigma': 0.25}),
+    ('label_smoothing', 'small_cnn', {'label_smoothing': 0.1}),
+  ],
+)
 def test_every_defense_trains(synthetic_config, tmp_path, objective, model, extra):
   c = synthetic_config
   c.model.name = model
@@ -142,7 +158,7 @@ def test_trades_runs_clean_and_adversarial_batches_as_two_batchnorm_passes():
   y = jnp.arange(8) % 4
   v = model.init(jax.random.key(1), x)
   spec = dict(name='pgd', epsilon=0.1, step_size=0.05, num_steps=1)
-  obj = objectives.trades_objective(model.apply, 4, spec, beta=0.0)   # β = 0: loss = CE(f(x))
+  obj = objectives.trades_objective(model.apply, 4, spec, beta=0.0)  # β = 0: loss = CE(f(x))
   ex = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(3), i))(jnp.arange(8))
   loss, (bs, _) = obj.loss_fn(v['params'], v['batch_stats'], x, y, jax.random.key(4), example_keys=ex)
   logits, upd = model.apply(v, x, train=True, mutable=['batch_stats'])
@@ -152,4 +168,6 @@ def test_trades_runs_clean_and_adversarial_batches_as_two_batchnorm_passes():
 
 
 def test_elbo_adds_the_scaled_kl():
-  assert float(objectives.elbo_loss(jnp.array(1.0), jnp.array(600.0), 60_000, beta=2.0)) == pytest.approx(1.02)
+  assert float(objectives.elbo_loss(jnp.array(1.0), jnp.array(600.0), 60_000, beta=2.0)) == pytest.approx(
+    1.02
+  )

@@ -1,4 +1,5 @@
 """Data-parallel training steps (shard_map, pmap) and multi-host lockstep."""
+
 import os
 import socket
 import subprocess
@@ -32,7 +33,7 @@ def test_data_parallel_step_equals_single_device(single_device_run, tmp_path, mo
   for a, b in zip(leaves(single_device_run['state'].params), leaves(r['state'].params)):
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
   for a, b in zip(leaves(single_device_run['state'].batch_stats), leaves(r['state'].batch_stats)):
-    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)   # BatchNorm statistics synced (pmean)
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)  # BatchNorm statistics synced (pmean)
 
 
 def _free_port():
@@ -44,10 +45,23 @@ def _free_port():
 def test_two_processes_train_in_lockstep_like_one(single_device_run, tmp_path):
   port = _free_port()
   env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS='')
-  procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, 'tests', 'multihost_worker.py'), str(p), '2',
-                             str(port), str(tmp_path / 'work'), str(tmp_path / f'p{p}.npz')],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-           for p in range(2)]
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        os.path.join(ROOT, 'tests', 'multihost_worker.py'),
+        str(p),
+        '2',
+        str(port),
+        str(tmp_path / 'work'),
+        str(tmp_path / f'p{p}.npz'),
+      ],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+    )
+    for p in range(2)
+  ]
   for p in procs:
     out, _ = p.communicate(timeout=240)
     assert p.returncode == 0, out.decode()[-3000:]
@@ -55,7 +69,7 @@ def test_two_processes_train_in_lockstep_like_one(single_device_run, tmp_path):
   assert int(runs[0]['processes']) == 2 and int(runs[0]['devices']) == 4
   params = [[r[f'arr_{i}'] for i in range(len(r.files) - 2)] for r in runs]
   for a, b in zip(*params):
-    np.testing.assert_array_equal(a, b)                     # lockstep: identical on both hosts
+    np.testing.assert_array_equal(a, b)  # lockstep: identical on both hosts
   for a, b in zip(params[0], leaves(single_device_run['state'].params)):
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)  # = one process on the global batch
   # Only process 0 wrote metrics.

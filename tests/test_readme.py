@@ -1,4 +1,5 @@
 """Every ```python block of the README's attack section runs, in order, in one namespace."""
+
 import os
 import re
 

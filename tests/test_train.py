@@ -1,5 +1,6 @@
 """The training loop, the step, checkpoints and the work directory: bit-identical reruns and
 resumes, integrity of what is saved, one writer per work directory."""
+
 import glob
 import json
 import os
@@ -55,11 +56,14 @@ def test_train_step_is_one_sgd_step_on_the_objective():
   """One step of the per-device step, without the loop: the update equals SGD on the objective's
   gradient, the step counter advances, and the step's keys follow the key schedule."""
   from jaxrobust.models import create_model
+
   model = create_model('small_cnn', num_classes=4, width=1)
   tx = optax.sgd(0.1)
   state = create_train_state(model, jax.random.key(0), np.zeros((1, 8, 8, 1), np.float32), tx)
-  batch = {'image': np.asarray(jax.random.randint(jax.random.key(1), (6, 8, 8, 1), 0, 256), np.uint8),
-           'label': np.arange(6) % 4}
+  batch = {
+    'image': np.asarray(jax.random.randint(jax.random.key(1), (6, 8, 8, 1), 0, 256), np.uint8),
+    'label': np.arange(6) % 4,
+  }
   objective = clean_objective(model.apply, 4)
   new, metrics = jax.jit(make_train_step(objective))(state, batch, jax.random.key(2))
   x = jnp.asarray(batch['image'], jnp.float32) / 255
@@ -67,6 +71,7 @@ def test_train_step_is_one_sgd_step_on_the_objective():
 
   def loss(p):
     return objective.loss_fn(p, {}, x, jnp.asarray(batch['label']), k.objective, example_keys=None)[0]
+
   g = jax.grad(loss)(state.params)
   expected = jax.tree.map(lambda p, gg: p - 0.1 * gg, state.params, g)
   for a, b in zip(leaves(new.params), leaves(expected)):
@@ -88,8 +93,9 @@ def test_killed_run_resumes_bit_identically(synthetic_config, tmp_path):
   # The first run's config (with stop_at_step=4) was kept beside the new one, not overwritten.
   assert '"stop_at_step": 4' in open(tmp_path / 'resume' / 'config.json.1').read()
   # No step is logged twice after the resume.
-  steps = [json.loads(line)['step'] for line in open(tmp_path / 'resume' / 'metrics.jsonl')
-           if 'train_loss' in line]
+  steps = [
+    json.loads(line)['step'] for line in open(tmp_path / 'resume' / 'metrics.jsonl') if 'train_loss' in line
+  ]
   assert steps == [4, 8]
 
 
@@ -104,7 +110,7 @@ def test_metrics_logged_after_the_resumed_checkpoint_are_not_duplicated(syntheti
   with open(tmp_path / 'metrics.jsonl') as f:
     rows = [r for r in f if json.loads(r)['step'] <= 6 and 'train_loss' in r]
   with open(tmp_path / 'metrics.jsonl', 'w') as f:
-    f.writelines(rows + ['{"step": 7, "trunc'])    # and died while writing a row
+    f.writelines(rows + ['{"step": 7, "trunc'])  # and died while writing a row
   _run(synthetic_config, tmp_path)
   logged = [json.loads(line)['step'] for line in open(tmp_path / 'metrics.jsonl') if 'train_loss' in line]
   assert logged == list(range(1, 9))
@@ -121,10 +127,15 @@ def test_checkpoint_restore_gives_saved_step_and_state(synthetic_config, tmp_pat
 
 
 def _damage(step_dir, how):
-  files = sorted((p for p in glob.glob(os.path.join(step_dir, '**', '*'), recursive=True)
-                  if os.path.isfile(p) and os.path.getsize(p) > 64 and 'meta' not in p),
-                 key=os.path.getsize)
-  target = files[-1]                       # the largest file: array data
+  files = sorted(
+    (
+      p
+      for p in glob.glob(os.path.join(step_dir, '**', '*'), recursive=True)
+      if os.path.isfile(p) and os.path.getsize(p) > 64 and 'meta' not in p
+    ),
+    key=os.path.getsize,
+  )
+  target = files[-1]  # the largest file: array data
   if how == 'flip':
     data = bytearray(open(target, 'rb').read())
     for i in range(len(data) // 3, len(data) // 3 + 16):
@@ -148,10 +159,11 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(synthetic_conf
   assert _steps(tmp_path / 'run') == [4, 8]
   _damage(tmp_path / 'run' / 'checkpoints' / '8', how)
   from jaxrobust.train.restore import load_trained
+
   with pytest.warns(UserWarning, match='skipping damaged checkpoint step 8'):
     _, _, variables, _ = load_trained(str(tmp_path / 'run'))
   assert trees_equal(variables['params'], stopped['state'].params)
-  assert os.path.isdir(tmp_path / 'run' / 'checkpoints.corrupt' / '8')   # kept, not deleted
+  assert os.path.isdir(tmp_path / 'run' / 'checkpoints.corrupt' / '8')  # kept, not deleted
   assert _steps(tmp_path / 'run') == [4]
 
 
@@ -174,12 +186,13 @@ def test_no_checkpoint_yet_is_said_plainly(tmp_path):
 def test_non_finite_loss_names_a_checkpoint_that_loads_with_finite_logits(synthetic_config, tmp_path):
   synthetic_config.train.num_steps = 12
   synthetic_config.train.schedule = 'step'
-  synthetic_config.train.boundaries_epochs = (0.6,)   # lr ×1e30 from step 4.8 on
+  synthetic_config.train.boundaries_epochs = (0.6,)  # lr ×1e30 from step 4.8 on
   synthetic_config.train.schedule_factor = 1e30
   with pytest.raises(train.NonFiniteLossError, match=r'last good checkpoint \(step (\d+)\)') as e:
     _run(synthetic_config, tmp_path)
   named = int(e.value.args[0].split('(step ')[1].split(')')[0])
   from jaxrobust.train.restore import load_trained
+
   _, model, variables, ds = load_trained(str(tmp_path))
   assert _steps(tmp_path)[-1] == named
   logits = model.apply(variables, jnp.asarray(ds.test_images[:64], jnp.float32) / 255)
@@ -193,33 +206,47 @@ def test_non_finite_loss_before_any_checkpoint_says_so(synthetic_config, tmp_pat
 
 
 def test_second_run_on_a_locked_workdir_is_refused(synthetic_config, tmp_path):
-  holder = subprocess.Popen([sys.executable, '-c', (
-      'import sys, time; from jaxrobust.train.workdir import WorkdirLock; '
-      f'WorkdirLock({str(tmp_path)!r}).acquire(); print("locked", flush=True); time.sleep(60)')],
-      cwd=ROOT, stdout=subprocess.PIPE, text=True)
+  holder = subprocess.Popen(
+    [
+      sys.executable,
+      '-c',
+      (
+        'import sys, time; from jaxrobust.train.workdir import WorkdirLock; '
+        f'WorkdirLock({str(tmp_path)!r}).acquire(); print("locked", flush=True); time.sleep(60)'
+      ),
+    ],
+    cwd=ROOT,
+    stdout=subprocess.PIPE,
+    text=True,
+  )
   try:
     assert holder.stdout.readline().strip() == 'locked'
     before = sorted(os.listdir(tmp_path))
     with pytest.raises(train.WorkdirLockedError, match=f'pid {holder.pid} on host'):
       _run(synthetic_config, tmp_path)
-    assert sorted(os.listdir(tmp_path)) == before            # nothing written
+    assert sorted(os.listdir(tmp_path)) == before  # nothing written
   finally:
     holder.kill()
     holder.wait()
   time.sleep(0.1)
   with pytest.warns(UserWarning, match=f'stale lock.*pid {holder.pid}'):
-    _run(synthetic_config, tmp_path)                         # a dead holder's lock is taken over
+    _run(synthetic_config, tmp_path)  # a dead holder's lock is taken over
 
 
-def test_resuming_with_another_model_or_objective_is_refused_before_anything_changes(synthetic_config, tmp_path):
+def test_resuming_with_another_model_or_objective_is_refused_before_anything_changes(
+  synthetic_config, tmp_path
+):
   synthetic_config.train.num_steps = 4
   _run(synthetic_config, tmp_path)
   before = {p: open(os.path.join(tmp_path, p), 'rb').read() for p in ('config.json', 'metrics.jsonl')}
   other = synthetic_config.copy_and_resolve_references()
   other.model.name = 'small_cnn_lwta'
   other.train.objective = 'pgd_at'
-  with pytest.raises(train.ConfigMismatchError, match=r"model.name: 'small_cnn' -> 'small_cnn_lwta'"
-                                                       r"(.|\n)*train.objective: 'clean' -> 'pgd_at'"):
+  with pytest.raises(
+    train.ConfigMismatchError,
+    match=r"model.name: 'small_cnn' -> 'small_cnn_lwta'"
+    r"(.|\n)*train.objective: 'clean' -> 'pgd_at'",
+  ):
     _run(other, tmp_path)
   assert {p: open(os.path.join(tmp_path, p), 'rb').read() for p in before} == before
   assert not os.path.exists(tmp_path / 'config.json.1')
@@ -236,15 +263,14 @@ def test_resuming_with_another_model_or_objective_is_refused_before_anything_cha
 
 def test_decay_mask_excludes_noise_scale():
   params = {'conv': {'kernel': 1.0, 'noise_scale': 2.0}, 'dense': {'bias': 3.0}}
-  assert optim.decay_mask(params) == {'conv': {'kernel': True, 'noise_scale': False},
-                                      'dense': {'bias': True}}
+  assert optim.decay_mask(params) == {'conv': {'kernel': True, 'noise_scale': False}, 'dense': {'bias': True}}
 
 
 def test_schedules():
   s = optim.make_schedule('halving', 0.1, 1000, 10, halving_start_epoch=75)
-  assert float(s(74 * 10 - 1)) == pytest.approx(0.1)       # epoch 74 (1-based)
-  assert float(s(74 * 10)) == pytest.approx(0.05)          # epoch 75
-  assert float(s(99 * 10)) == pytest.approx(0.1 * 0.5 ** 26)  # epoch 100: the released checkpoint's lr
+  assert float(s(74 * 10 - 1)) == pytest.approx(0.1)  # epoch 74 (1-based)
+  assert float(s(74 * 10)) == pytest.approx(0.05)  # epoch 75
+  assert float(s(99 * 10)) == pytest.approx(0.1 * 0.5**26)  # epoch 100: the released checkpoint's lr
   c = optim.make_schedule('cosine', 0.1, 100, 10)
   assert float(c(0)) == pytest.approx(0.1) and float(c(100)) == pytest.approx(0.0, abs=1e-9)
   st = optim.make_schedule('step', 0.1, 100, 10, boundaries_epochs=(2, 4))

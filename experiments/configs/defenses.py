@@ -5,6 +5,7 @@
 'synthetic' (tests), and optionally 'quick' (a one-epoch budget, what `make demo` and table1 use on
 a CPU). Any other part is refused.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,30 +41,36 @@ class Defense:
 
 
 DEFENSES = {
-    'regular': Defense('Regular training', 'clean'),
-    'noise_injection': Defense('Noise injection (PNI)', 'pni', '_pni'),
-    'smoothing': Defense('Smoothing', 'label_smoothing', label_smoothing=0.1),
-    'smoothing_pgd': Defense('Smoothing + PGD', 'mixed', label_smoothing=0.1, mixed_attacks=('pgd',)),
-    'smoothing_pgd_fgsm': Defense('Smoothing + PGD + FGSM', 'mixed', label_smoothing=0.1,
-                                  mixed_attacks=('pgd', 'fgsm')),
-    'smoothing_pgd_fgsm_cw': Defense('Smoothing + PGD + FGSM + CW', 'mixed', label_smoothing=0.1,
-                                     mixed_attacks=('pgd', 'fgsm', 'cw')),
-    'smoothing_pgd_fgsm_cw_pni': Defense('Smoothing + PGD + FGSM + CW + noise injection', 'mixed', '_pni',
-                                         label_smoothing=0.1, mixed_attacks=('pgd', 'fgsm', 'cw', 'noise')),
-    'lwta': Defense('Stochastic LWTA (PGD-AT + ELBO)', 'lwta_elbo', '_lwta', kl_beta=1.0),
-    'pgd_at': Defense('PGD-AT (Madry), reference', 'pgd_at'),
-    'trades': Defense('TRADES, reference', 'trades', trades_beta=6.0),
+  'regular': Defense('Regular training', 'clean'),
+  'noise_injection': Defense('Noise injection (PNI)', 'pni', '_pni'),
+  'smoothing': Defense('Smoothing', 'label_smoothing', label_smoothing=0.1),
+  'smoothing_pgd': Defense('Smoothing + PGD', 'mixed', label_smoothing=0.1, mixed_attacks=('pgd',)),
+  'smoothing_pgd_fgsm': Defense(
+    'Smoothing + PGD + FGSM', 'mixed', label_smoothing=0.1, mixed_attacks=('pgd', 'fgsm')
+  ),
+  'smoothing_pgd_fgsm_cw': Defense(
+    'Smoothing + PGD + FGSM + CW', 'mixed', label_smoothing=0.1, mixed_attacks=('pgd', 'fgsm', 'cw')
+  ),
+  'smoothing_pgd_fgsm_cw_pni': Defense(
+    'Smoothing + PGD + FGSM + CW + noise injection',
+    'mixed',
+    '_pni',
+    label_smoothing=0.1,
+    mixed_attacks=('pgd', 'fgsm', 'cw', 'noise'),
+  ),
+  'lwta': Defense('Stochastic LWTA (PGD-AT + ELBO)', 'lwta_elbo', '_lwta', kl_beta=1.0),
+  'pgd_at': Defense('PGD-AT (Madry), reference', 'pgd_at'),
+  'trades': Defense('TRADES, reference', 'trades', trades_beta=6.0),
 }
 
 
 def _mixed_specs(eps, alpha, steps, attacks, mb):
   """The study's mixed training: half the steps clean, the others one of these, uniformly."""
   specs = {
-      'pgd': dict(name='pgd', epsilon=eps, step_size=alpha, num_steps=steps, **mb),
-      'fgsm': dict(name='fgsm', epsilon=eps, **mb),
-      'cw': dict(name='cw_l2', max_iterations=10, binary_search_steps=1, initial_const=1.0,
-                 learning_rate=0.05),
-      'noise': dict(name='uniform', epsilon=eps),
+    'pgd': dict(name='pgd', epsilon=eps, step_size=alpha, num_steps=steps, **mb),
+    'fgsm': dict(name='fgsm', epsilon=eps, **mb),
+    'cw': dict(name='cw_l2', max_iterations=10, binary_search_steps=1, initial_const=1.0, learning_rate=0.05),
+    'noise': dict(name='uniform', epsilon=eps),
   }
   return {a: specs[a] for a in attacks}
 
@@ -77,8 +84,10 @@ def parse_arg(arg: str | None) -> tuple[str, bool]:
   parts = [p for p in (arg or '').split(',') if p]
   unknown = [p for p in parts if p not in DATASETS + ('quick',)]
   if unknown:
-    raise ValueError(f'unknown config argument parts {unknown}; use one of {DATASETS} and optionally '
-                     f"'quick', e.g. 'fashion_mnist,quick'")
+    raise ValueError(
+      f'unknown config argument parts {unknown}; use one of {DATASETS} and optionally '
+      f"'quick', e.g. 'fashion_mnist,quick'"
+    )
   datasets = [p for p in parts if p in DATASETS]
   if len(datasets) > 1:
     raise ValueError(f'config argument names two datasets {datasets}; give one')
@@ -92,7 +101,7 @@ def defense_config(name: str, arg: str | None = None) -> ml_collections.ConfigDi
   dataset, quick = parse_arg(arg)
   d = DEFENSES[name]
   c = default_config()
-  if dataset == 'synthetic':   # tests: tiny and fast
+  if dataset == 'synthetic':  # tests: tiny and fast
     c.data.name = 'synthetic'
     c.data.synthetic = dict(num_train=256, num_test=64, image_shape=(8, 8, 1), num_classes=4)
     c.model.name = 'small_cnn' + d.model_suffix
@@ -119,8 +128,14 @@ def defense_config(name: str, arg: str | None = None) -> ml_collections.ConfigDi
   c.train.objective = d.objective
   # On the CPU, gradients over chunks of 32 examples run ~1.2× faster for the small CNN (same results).
   mb = {'microbatch': 32} if dataset == 'fashion_mnist' else {}
-  c.train.attack = dict(name='pgd', epsilon=eps, step_size=alpha, num_steps=steps,
-                        random_init='normal' if name == 'lwta' else 'uniform', **mb)
+  c.train.attack = dict(
+    name='pgd',
+    epsilon=eps,
+    step_size=alpha,
+    num_steps=steps,
+    random_init='normal' if name == 'lwta' else 'uniform',
+    **mb,
+  )
   if name == 'noise_injection':
     c.train.attack = dict(name='pgd', epsilon=eps, step_size=eps / 4, num_steps=7, **mb)
   if d.mixed_attacks:

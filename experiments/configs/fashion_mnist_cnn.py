@@ -5,6 +5,7 @@
 Measured: one epoch reaches 89.2 % on the full test set in about 40 s of training on 2 CPU cores
 (the `make demo` regular row: 90.0 % on the first 1000 test images, results/demo).
 """
+
 from jaxrobust.train import default_config
 
 

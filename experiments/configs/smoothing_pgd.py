@@ -11,6 +11,7 @@ suite 54.0 %.
 Without ',quick' the Fashion-MNIST budget is 10 epochs (about ten times the time above);
 ':cifar10' trains WRN-34-1 on CIFAR-10 as the study does (a GPU job).
 """
+
 from experiments.configs.defenses import defense_config
 
 

@@ -14,6 +14,7 @@ reference does); the small CNN has no BatchNorm, so this row is unaffected in pr
 Without ',quick' the Fashion-MNIST budget is 10 epochs (about ten times the time above);
 ':cifar10' trains WRN-34-1 on CIFAR-10 as the study does (a GPU job).
 """
+
 from experiments.configs.defenses import defense_config
 
 

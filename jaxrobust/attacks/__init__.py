@@ -22,17 +22,48 @@ Example:
   >>> logits_fn = lambda x, key: model.apply(variables, x)
   >>> x_adv = jax.jit(lambda k, x, y: pgd(logits_fn, k, x, y, epsilon=8/255, num_steps=10))(key, x, y)
 """
+
 from jaxrobust.attacks._apgd import apgd, checkpoint_schedule
 from jaxrobust.attacks._compose import eot, over_epsilons
-from jaxrobust.attacks._core import (Attack, LogitsFn, as_pytree_fn, default_unroll, loss_and_grad,
-                                     per_example_norm, project, project_and_clip)
+from jaxrobust.attacks._core import (
+  Attack,
+  LogitsFn,
+  as_pytree_fn,
+  default_unroll,
+  loss_and_grad,
+  per_example_norm,
+  project,
+  project_and_clip,
+)
 from jaxrobust.attacks._cw import cw_l2
 from jaxrobust.attacks._losses import cross_entropy, dlr, get_loss, margin
 from jaxrobust.attacks._noise import gaussian_noise, uniform_noise
 from jaxrobust.attacks._pgd import fgm, fgsm, pgd
 from jaxrobust.attacks._registry import attack_names, build_attack
 
-__all__ = ['Attack', 'LogitsFn', 'apgd', 'as_pytree_fn', 'attack_names', 'build_attack',
-           'checkpoint_schedule', 'cross_entropy', 'cw_l2', 'default_unroll', 'dlr', 'eot', 'fgm',
-           'fgsm', 'gaussian_noise', 'get_loss', 'loss_and_grad', 'margin', 'over_epsilons', 'pgd',
-           'per_example_norm', 'project', 'project_and_clip', 'uniform_noise']
+__all__ = [
+  'Attack',
+  'LogitsFn',
+  'apgd',
+  'as_pytree_fn',
+  'attack_names',
+  'build_attack',
+  'checkpoint_schedule',
+  'cross_entropy',
+  'cw_l2',
+  'default_unroll',
+  'dlr',
+  'eot',
+  'fgm',
+  'fgsm',
+  'gaussian_noise',
+  'get_loss',
+  'loss_and_grad',
+  'margin',
+  'over_epsilons',
+  'pgd',
+  'per_example_norm',
+  'project',
+  'project_and_clip',
+  'uniform_noise',
+]

@@ -7,6 +7,7 @@ References:
   Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble of diverse
   parameter-free attacks", arXiv:2003.01690 (fra31/auto-attack `autopgd_base.py`)
 """
+
 from __future__ import annotations
 
 import functools
@@ -39,10 +40,28 @@ def checkpoint_schedule(num_steps: int) -> np.ndarray:
   return out
 
 
-@functools.partial(jax.jit, static_argnames=('num_steps', 'norm', 'loss', 'targeted', 'eot_samples',
-                                             'unroll', 'rho', 'microbatch'))
-def _apgd_impl(logits_fn, key, x, y, epsilon, lo, hi, *, num_steps, norm, loss, targeted,
-               eot_samples, unroll, rho, microbatch):
+@functools.partial(
+  jax.jit,
+  static_argnames=('num_steps', 'norm', 'loss', 'targeted', 'eot_samples', 'unroll', 'rho', 'microbatch'),
+)
+def _apgd_impl(
+  logits_fn,
+  key,
+  x,
+  y,
+  epsilon,
+  lo,
+  hi,
+  *,
+  num_steps,
+  norm,
+  loss,
+  targeted,
+  eot_samples,
+  unroll,
+  rho,
+  microbatch,
+):
   b = x.shape[0]
   eps, lo, hi = _core.bcast(epsilon, x), _core.bcast(lo, x), _core.bcast(hi, x)
   loss_fn = get_loss(loss, targeted=targeted)
@@ -54,17 +73,31 @@ def _apgd_impl(logits_fn, key, x, y, epsilon, lo, hi, *, num_steps, norm, loss, 
   l0, logits0, g0 = _core.loss_and_grad(logits_fn, loss_fn, x0, y, model_key, eot_samples, microbatch)
   fooled0 = _core.success(logits0, y, targeted)
   hist = jnp.zeros((num_steps + 1, b), x.dtype).at[0].set(l0)  # hist[t+1] = loss after step t
-  state = dict(x=x0, x_prev=x0, g=g0, step=2.0 * eps * jnp.ones_like(x),
-               x_best=x0, g_best=g0, l_best=l0, x_adv=x0, fooled=fooled0, hist=hist,
-               l_best_last=l0, reduced_last=jnp.ones((b,), bool), bad=_core.nonfinite(logits0))
+  state = dict(
+    x=x0,
+    x_prev=x0,
+    g=g0,
+    step=2.0 * eps * jnp.ones_like(x),
+    x_best=x0,
+    g_best=g0,
+    l_best=l0,
+    x_adv=x0,
+    fooled=fooled0,
+    hist=hist,
+    l_best_last=l0,
+    reduced_last=jnp.ones((b,), bool),
+    bad=_core.nonfinite(logits0),
+  )
 
   def body(i, s):
     a = jnp.where(i > 0, 0.75, 1.0)
     z = _core.project_and_clip(s['x'] + s['step'] * _core.normalize_step(s['g'], norm), x, eps, norm, lo, hi)
-    x_new = _core.project_and_clip(s['x'] + a * (z - s['x']) + (1 - a) * (s['x'] - s['x_prev']),
-                                   x, eps, norm, lo, hi)
-    l, logits, g = _core.loss_and_grad(logits_fn, loss_fn, x_new, y, jax.random.fold_in(model_key, i + 1),
-                                       eot_samples, microbatch)
+    x_new = _core.project_and_clip(
+      s['x'] + a * (z - s['x']) + (1 - a) * (s['x'] - s['x_prev']), x, eps, norm, lo, hi
+    )
+    l, logits, g = _core.loss_and_grad(
+      logits_fn, loss_fn, x_new, y, jax.random.fold_in(model_key, i + 1), eot_samples, microbatch
+    )
     fooled_now = _core.success(logits, y, targeted)
     x_adv = jnp.where(ex(fooled_now & ~s['fooled']), x_new, s['x_adv'])
     fooled = s['fooled'] | fooled_now
@@ -87,20 +120,44 @@ def _apgd_impl(logits_fn, key, x, y, epsilon, lo, hi, *, num_steps, norm, loss, 
     step = jnp.where(ex(halve), s['step'] / 2.0, s['step'])
     x_next = jnp.where(ex(halve), x_best, x_new)
     g_next = jnp.where(ex(halve), g_best, g)
-    return dict(x=x_next, x_prev=s['x'], g=g_next,
-                step=step, x_best=x_best, g_best=g_best, l_best=l_best, x_adv=x_adv, fooled=fooled,
-                hist=hist, l_best_last=jnp.where(at_ckpt, l_best, s['l_best_last']),
-                reduced_last=jnp.where(at_ckpt, osc | no_impr, s['reduced_last']),
-                bad=s['bad'] | _core.nonfinite(logits))
+    return dict(
+      x=x_next,
+      x_prev=s['x'],
+      g=g_next,
+      step=step,
+      x_best=x_best,
+      g_best=g_best,
+      l_best=l_best,
+      x_adv=x_adv,
+      fooled=fooled,
+      hist=hist,
+      l_best_last=jnp.where(at_ckpt, l_best, s['l_best_last']),
+      reduced_last=jnp.where(at_ckpt, osc | no_impr, s['reduced_last']),
+      bad=s['bad'] | _core.nonfinite(logits),
+    )
 
   s = _core.fori(num_steps, body, state, unroll)
   # A successful point is returned where it first succeeded; the others at their highest loss.
   return jax.lax.stop_gradient(jnp.where(ex(s['fooled']), s['x_adv'], s['x_best'])), s['bad']
 
 
-def apgd(logits_fn: _core.LogitsFn, key, x, y, *, epsilon, num_steps: int = 100, norm: str = 'linf',
-         loss='ce', targeted: bool = False, bounds=(0.0, 1.0), eot_samples: int = 1, rho: float = 0.75,
-         unroll=None, microbatch: int | None = None) -> jax.Array:
+def apgd(
+  logits_fn: _core.LogitsFn,
+  key,
+  x,
+  y,
+  *,
+  epsilon,
+  num_steps: int = 100,
+  norm: str = 'linf',
+  loss='ce',
+  targeted: bool = False,
+  bounds=(0.0, 1.0),
+  eot_samples: int = 1,
+  rho: float = 0.75,
+  unroll=None,
+  microbatch: int | None = None,
+) -> jax.Array:
   """APGD: PGD with step size 2ε halved at checkpoints, momentum 0.75, and the best point kept.
 
   Args:
@@ -126,12 +183,33 @@ def apgd(logits_fn: _core.LogitsFn, key, x, y, *, epsilon, num_steps: int = 100,
   if norm not in ('linf', 'l2'):
     raise ValueError(f"apgd: unknown norm {norm!r}; use 'linf' or 'l2'")
   get_loss(loss)
-  _core.check_inputs(logits_fn, x, y, name='apgd', key=key, bounds=bounds, values={'epsilon': epsilon},
-                     counts={'num_steps': num_steps, 'eot_samples': eot_samples},
-                     min_classes=min_classes(loss, targeted))
-  x_adv, bad = _apgd_impl(_core.as_pytree_fn(logits_fn), key, x, y, epsilon, bounds[0], bounds[1],
-                          num_steps=num_steps, norm=norm, loss=loss, targeted=targeted,
-                          eot_samples=eot_samples, unroll=_core.resolve_unroll(unroll, num_steps),
-                          rho=rho, microbatch=microbatch)
+  _core.check_inputs(
+    logits_fn,
+    x,
+    y,
+    name='apgd',
+    key=key,
+    bounds=bounds,
+    values={'epsilon': epsilon},
+    counts={'num_steps': num_steps, 'eot_samples': eot_samples},
+    min_classes=min_classes(loss, targeted),
+  )
+  x_adv, bad = _apgd_impl(
+    _core.as_pytree_fn(logits_fn),
+    key,
+    x,
+    y,
+    epsilon,
+    bounds[0],
+    bounds[1],
+    num_steps=num_steps,
+    norm=norm,
+    loss=loss,
+    targeted=targeted,
+    eot_samples=eot_samples,
+    unroll=_core.resolve_unroll(unroll, num_steps),
+    rho=rho,
+    microbatch=microbatch,
+  )
   _core.check_logits_finite('apgd', bad)
   return x_adv

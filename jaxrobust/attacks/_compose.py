@@ -3,6 +3,7 @@
 References:
   Athalye et al. 2018, "Obfuscated Gradients Give a False Sense of Security", arXiv:1802.00420
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,6 +41,5 @@ def over_epsilons(attack: Callable, logits_fn, key, x, y, epsilons, **hyper) -> 
   if c is not None and (np.any(c < 0) or not np.all(np.isfinite(c))):
     raise ValueError(f'over_epsilons: every epsilon must be finite and >= 0, got {c}')
   # Value checks on x and y run once, here, with concrete inputs (inside vmap ε is a tracer).
-  _core.check_inputs(logits_fn, x, y, name='over_epsilons', key=key,
-                     bounds=hyper.get('bounds', (0.0, 1.0)))
+  _core.check_inputs(logits_fn, x, y, name='over_epsilons', key=key, bounds=hyper.get('bounds', (0.0, 1.0)))
   return jax.vmap(lambda e: attack(logits_fn, key, x, y, epsilon=e, **hyper))(eps)

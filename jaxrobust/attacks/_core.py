@@ -3,6 +3,7 @@
 The contract: `attack(logits_fn, key, x, y, **hyper) -> x_adv`, with `logits_fn(x, key) -> logits`
 and x in [lo, hi] ([0, 1] by default). ε, step size and bounds may be scalars or per-example arrays.
 """
+
 from __future__ import annotations
 
 import functools
@@ -65,15 +66,18 @@ def check_count(name: str, arg: str, v, minimum: int = 1) -> None:
 def check_key(name: str, key, batch: int) -> None:
   """One PRNG key, or one key per example."""
   if key is None or isinstance(key, (int, float, np.integer)) or not hasattr(key, 'dtype'):
-    raise ValueError(f'{name}: key must be a PRNG key (jax.random.key(seed)) or one key per example, '
-                     f'got {key!r}')
+    raise ValueError(
+      f'{name}: key must be a PRNG key (jax.random.key(seed)) or one key per example, got {key!r}'
+    )
   if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
     ok = key.ndim == 0 or (key.ndim == 1 and key.shape[0] == batch)
   else:
     ok = key.dtype == jnp.uint32 and (key.shape == (2,) or (key.ndim == 2 and key.shape[0] == batch))
   if not ok:
-    raise ValueError(f'{name}: key must be one PRNG key or {batch} per-example keys (one per example '
-                     f'of x), got a key array of shape {key.shape} and dtype {key.dtype}')
+    raise ValueError(
+      f'{name}: key must be one PRNG key or {batch} per-example keys (one per example '
+      f'of x), got a key array of shape {key.shape} and dtype {key.dtype}'
+    )
 
 
 def _check_value(name: str, arg: str, v, x, b: int) -> None:
@@ -96,8 +100,18 @@ def _check_value(name: str, arg: str, v, x, b: int) -> None:
 _NO_KEY = object()
 
 
-def check_inputs(logits_fn, x, y, *, name: str, key=_NO_KEY, values: dict | None = None,
-                 counts: dict | None = None, bounds=(0.0, 1.0), min_classes: int = 1) -> None:
+def check_inputs(
+  logits_fn,
+  x,
+  y,
+  *,
+  name: str,
+  key=_NO_KEY,
+  values: dict | None = None,
+  counts: dict | None = None,
+  bounds=(0.0, 1.0),
+  min_classes: int = 1,
+) -> None:
   """Raises ValueError naming the argument for bad inputs.
 
   Always checked (shapes and types, also under a caller's `jit`): x is a floating batch of at
@@ -118,16 +132,20 @@ def check_inputs(logits_fn, x, y, *, name: str, key=_NO_KEY, values: dict | None
   if not hasattr(x, 'dtype') or not hasattr(x, 'shape'):
     raise ValueError(f'{name}: x must be an array, got {type(x).__name__}')
   if not jnp.issubdtype(x.dtype, jnp.floating):
-    raise ValueError(f'{name}: x must be a floating-point array in [lo, hi], got dtype {x.dtype} '
-                     f'(scale uint8 pixels to [0, 1] first)')
+    raise ValueError(
+      f'{name}: x must be a floating-point array in [lo, hi], got dtype {x.dtype} '
+      f'(scale uint8 pixels to [0, 1] first)'
+    )
   if x.ndim < 2:
     raise ValueError(f'{name}: x must be a batch of shape (batch, ...), got shape {x.shape}')
   b = x.shape[0]
   if b == 0:
     raise ValueError(f'{name}: x is an empty batch (shape {x.shape})')
   if not hasattr(y, 'shape') or y.shape != (b,):
-    raise ValueError(f'{name}: y must have shape ({b},) to match x of shape {x.shape}, '
-                     f'got {getattr(y, "shape", type(y).__name__)}')
+    raise ValueError(
+      f'{name}: y must have shape ({b},) to match x of shape {x.shape}, '
+      f'got {getattr(y, "shape", type(y).__name__)}'
+    )
   if not jnp.issubdtype(y.dtype, jnp.integer):
     raise ValueError(f'{name}: y must hold integer labels, got dtype {y.dtype}')
   if key is not _NO_KEY:
@@ -144,8 +162,10 @@ def check_inputs(logits_fn, x, y, *, name: str, key=_NO_KEY, values: dict | None
       raise ValueError(f'{name}: {arg} must be a scalar or have shape ({b},), got shape {jnp.shape(v)}')
   out = logits_shape(logits_fn, x)
   if len(out) != 2 or out[0] != b:
-    raise ValueError(f'{name}: logits_fn must return logits of shape ({b}, classes) for x of shape '
-                     f'{x.shape}, got shape {out}')
+    raise ValueError(
+      f'{name}: logits_fn must return logits of shape ({b}, classes) for x of shape '
+      f'{x.shape}, got shape {out}'
+    )
   k = int(out[-1])
   if k < min_classes:
     raise ValueError(f'{name}: the loss needs at least {min_classes} classes, the model has {k}')
@@ -163,12 +183,14 @@ def check_inputs(logits_fn, x, y, *, name: str, key=_NO_KEY, values: dict | None
       lo_b, hi_b = _np_bcast(lo, xc), _np_bcast(hi, xc)
       if np.any(xc < lo_b - 1e-6) or np.any(xc > hi_b + 1e-6):
         raise ValueError(
-            f'{name}: x has values outside its bounds [{np.min(lo)}, {np.max(hi)}]: min {xc.min():.4g}, '
-            f'max {xc.max():.4g}. Attacks work in pixel space; normalise inside the model.')
+          f'{name}: x has values outside its bounds [{np.min(lo)}, {np.max(hi)}]: min {xc.min():.4g}, '
+          f'max {xc.max():.4g}. Attacks work in pixel space; normalise inside the model.'
+        )
   yc = concrete(y)
   if yc is not None and (yc.min() < 0 or yc.max() >= k):
-    raise ValueError(f'{name}: label out of range: y spans [{yc.min()}, {yc.max()}], '
-                     f'the model has {k} classes')
+    raise ValueError(
+      f'{name}: label out of range: y spans [{yc.min()}, {yc.max()}], the model has {k} classes'
+    )
 
 
 def check_logits_finite(name: str, bad) -> None:
@@ -177,8 +199,9 @@ def check_logits_finite(name: str, bad) -> None:
   c = concrete(bad)
   if c is not None and np.any(c):
     raise FloatingPointError(
-        f'{name}: logits_fn returned non-finite logits (NaN or inf) for {int(np.sum(c))} of '
-        f'{c.size} examples during the attack; the model is broken, its accuracy would be meaningless')
+      f'{name}: logits_fn returned non-finite logits (NaN or inf) for {int(np.sum(c))} of '
+      f'{c.size} examples during the attack; the model is broken, its accuracy would be meaningless'
+    )
 
 
 def nonfinite(logits) -> jax.Array:
@@ -288,8 +311,11 @@ def random_start(key, x, epsilon, norm: str, kind: str | None):
   d = int(np.prod(x.shape[1:]))
   g = sample_like(key, x, jax.random.normal)
   k_r = fold_keys(key, 1)
-  u = (jax.vmap(lambda k: jax.random.uniform(k, ()))(k_r) if key.ndim == 1
-       else jax.random.uniform(k_r, (x.shape[0],))).astype(x.dtype)
+  u = (
+    jax.vmap(lambda k: jax.random.uniform(k, ()))(k_r)
+    if key.ndim == 1
+    else jax.random.uniform(k_r, (x.shape[0],))
+  ).astype(x.dtype)
   r = (u.reshape((-1,) + (1,) * (x.ndim - 1))) ** (1.0 / d)
   return epsilon * r * normalize_step(g, 'l2')
 
@@ -337,10 +363,19 @@ def loss_and_grad(logits_fn, loss_fn, x, y, key, eot_samples: int = 1, microbatc
   """
   b = x.shape[0]
   if microbatch and microbatch < b:
-    parts = [loss_and_grad(logits_fn, loss_fn, x[i:i + microbatch], y[i:i + microbatch],
-                           jax.random.fold_in(key, i), eot_samples)
-             for i in range(0, b, microbatch)]
+    parts = [
+      loss_and_grad(
+        logits_fn,
+        loss_fn,
+        x[i : i + microbatch],
+        y[i : i + microbatch],
+        jax.random.fold_in(key, i),
+        eot_samples,
+      )
+      for i in range(0, b, microbatch)
+    ]
     return tuple(jnp.concatenate(t) for t in zip(*parts))
+
   def total(xx, k):
     logits = logits_fn(xx, k)
     per = loss_fn(logits, y)

@@ -8,6 +8,7 @@ true class is masked with −∞, and unlike cleverhans' torch port, Adam is res
 References:
   Carlini & Wagner 2017, "Towards Evaluating the Robustness of Neural Networks", arXiv:1608.04644
 """
+
 from __future__ import annotations
 
 import functools
@@ -36,10 +37,27 @@ def _succeeded(logits, y, kappa, targeted):
   return pred == y if targeted else pred != y
 
 
-@functools.partial(jax.jit, static_argnames=('max_iterations', 'binary_search_steps', 'targeted',
-                                             'abort_early', 'unroll'))
-def _cw_impl(logits_fn, key, x, y, initial_const, kappa, learning_rate, lo, hi, epsilon, *,
-             max_iterations, binary_search_steps, targeted, abort_early, unroll):
+@functools.partial(
+  jax.jit, static_argnames=('max_iterations', 'binary_search_steps', 'targeted', 'abort_early', 'unroll')
+)
+def _cw_impl(
+  logits_fn,
+  key,
+  x,
+  y,
+  initial_const,
+  kappa,
+  learning_rate,
+  lo,
+  hi,
+  epsilon,
+  *,
+  max_iterations,
+  binary_search_steps,
+  targeted,
+  abort_early,
+  unroll,
+):
   b = x.shape[0]
   lo, hi = _core.bcast(lo, x), _core.bcast(hi, x)
   span = hi - lo
@@ -55,7 +73,7 @@ def _cw_impl(logits_fn, key, x, y, initial_const, kappa, learning_rate, lo, hi, 
     xa = to_x(w)
     l2 = jnp.sum((xa - x) ** 2, axis=red)
     logits = logits_fn(xa, k)
-    per = l2 - c * margin(logits, y, targeted=targeted, kappa=kappa)   # −margin = max(gap+κ, 0)
+    per = l2 - c * margin(logits, y, targeted=targeted, kappa=kappa)  # −margin = max(gap+κ, 0)
     return jnp.sum(per), (per, l2, logits, xa)
 
   grad_fn = jax.value_and_grad(objective, has_aux=True)
@@ -75,7 +93,7 @@ def _cw_impl(logits_fn, key, x, y, initial_const, kappa, learning_rate, lo, hi, 
       best_l2 = jnp.where(better, l2, best_l2)
       best_x = jnp.where(better.reshape((-1,) + (1,) * (x.ndim - 1)), xa, best_x)
       if abort_early:
-        check = (i % chunk == 0)
+        check = i % chunk == 0
         active = active & ~(check & (per > prev * 0.9999))
         prev = jnp.where(check, per, prev)
       upd, opt_state = opt.update(g, opt_state)
@@ -87,8 +105,17 @@ def _cw_impl(logits_fn, key, x, y, initial_const, kappa, learning_rate, lo, hi, 
       carry = _core.fori(chunk, lambda i, cr: step(j * chunk + i, cr), carry, unroll)
       return j + 1, carry
 
-    carry = (w0, opt.init(w0), jnp.full((b,), jnp.inf), jnp.zeros((b,), bool), best_l2, best_x,
-             jnp.full((b,), jnp.inf), bad, jnp.ones((b,), bool))
+    carry = (
+      w0,
+      opt.init(w0),
+      jnp.full((b,), jnp.inf),
+      jnp.zeros((b,), bool),
+      best_l2,
+      best_x,
+      jnp.full((b,), jnp.inf),
+      bad,
+      jnp.ones((b,), bool),
+    )
     if unroll >= max_iterations:
       # Straight-line steps (XLA CPU: no loop around conv gradients); aborted examples are masked.
       carry = _core.fori(max_iterations, step, carry, unroll)
@@ -102,21 +129,41 @@ def _cw_impl(logits_fn, key, x, y, initial_const, kappa, learning_rate, lo, hi, 
     return lower, upper, c, best_l2, best_x, bad
 
   c0 = jnp.broadcast_to(jnp.asarray(initial_const, x.dtype), (b,))
-  init = (jnp.zeros((b,), x.dtype), jnp.full((b,), NO_UPPER, x.dtype), c0,
-          jnp.full((b,), jnp.inf, x.dtype), x, jnp.zeros((b,), bool))
+  init = (
+    jnp.zeros((b,), x.dtype),
+    jnp.full((b,), NO_UPPER, x.dtype),
+    c0,
+    jnp.full((b,), jnp.inf, x.dtype),
+    x,
+    jnp.zeros((b,), bool),
+  )
   straight = unroll >= max_iterations and binary_search_steps == 1
-  _, _, _, best_l2, best_x, bad = _core.fori(binary_search_steps, binary_step, init,
-                                             binary_search_steps if straight else 1)
+  _, _, _, best_l2, best_x, bad = _core.fori(
+    binary_search_steps, binary_step, init, binary_search_steps if straight else 1
+  )
   # An L2 budget: points whose smallest adversarial example is farther than ε stay unperturbed.
   eps = jnp.broadcast_to(jnp.asarray(epsilon, x.dtype), (b,))
   keep = (jnp.sqrt(best_l2) <= eps).reshape((-1,) + (1,) * (x.ndim - 1))
   return lax.stop_gradient(jnp.where(keep, best_x, x)), bad
 
 
-def cw_l2(logits_fn: _core.LogitsFn, key, x, y, *, kappa: float = 0.0, initial_const: float = 1e-3,
-          learning_rate: float = 1e-2, max_iterations: int = 10_000, binary_search_steps: int = 9,
-          abort_early: bool = True, targeted: bool = False, bounds=(0.0, 1.0), epsilon=jnp.inf,
-          unroll=None) -> jax.Array:
+def cw_l2(
+  logits_fn: _core.LogitsFn,
+  key,
+  x,
+  y,
+  *,
+  kappa: float = 0.0,
+  initial_const: float = 1e-3,
+  learning_rate: float = 1e-2,
+  max_iterations: int = 10_000,
+  binary_search_steps: int = 9,
+  abort_early: bool = True,
+  targeted: bool = False,
+  bounds=(0.0, 1.0),
+  epsilon=jnp.inf,
+  unroll=None,
+) -> jax.Array:
   """Carlini–Wagner L2: minimise ‖x′−x‖₂² + c·max(Z_y − max_{i≠y} Z_i + κ, 0), x′ = tanh-box(w).
 
   Args:
@@ -145,12 +192,17 @@ def cw_l2(logits_fn: _core.LogitsFn, key, x, y, *, kappa: float = 0.0, initial_c
     ValueError: for bad input, naming the argument.
     FloatingPointError: when `logits_fn` returns non-finite logits during the attack.
   """
-  _core.check_inputs(logits_fn, x, y, name='cw_l2', key=key, bounds=bounds,
-                     values={'learning_rate': learning_rate, 'initial_const': initial_const,
-                             'kappa': kappa},
-                     counts={'max_iterations': max_iterations,
-                             'binary_search_steps': binary_search_steps})
-  c = _core.concrete(epsilon)   # an L2 budget: inf (the default) means none
+  _core.check_inputs(
+    logits_fn,
+    x,
+    y,
+    name='cw_l2',
+    key=key,
+    bounds=bounds,
+    values={'learning_rate': learning_rate, 'initial_const': initial_const, 'kappa': kappa},
+    counts={'max_iterations': max_iterations, 'binary_search_steps': binary_search_steps},
+  )
+  c = _core.concrete(epsilon)  # an L2 budget: inf (the default) means none
   if isinstance(epsilon, str) or (c is not None and (np.any(c < 0) or np.any(np.isnan(c)))):
     raise ValueError(f'cw_l2: epsilon must be a number >= 0 (inf: no budget), got {epsilon!r}')
   if unroll is None:
@@ -159,9 +211,22 @@ def cw_l2(logits_fn: _core.LogitsFn, key, x, y, *, kappa: float = 0.0, initial_c
     else:
       unroll = 1
   unroll = _core.resolve_unroll(unroll, max_iterations)
-  x_adv, bad = _cw_impl(_core.as_pytree_fn(logits_fn), key, x, y, initial_const, kappa, learning_rate,
-                        bounds[0], bounds[1], epsilon, max_iterations=max_iterations,
-                        binary_search_steps=binary_search_steps, targeted=targeted,
-                        abort_early=abort_early, unroll=unroll)
+  x_adv, bad = _cw_impl(
+    _core.as_pytree_fn(logits_fn),
+    key,
+    x,
+    y,
+    initial_const,
+    kappa,
+    learning_rate,
+    bounds[0],
+    bounds[1],
+    epsilon,
+    max_iterations=max_iterations,
+    binary_search_steps=binary_search_steps,
+    targeted=targeted,
+    abort_early=abort_early,
+    unroll=unroll,
+  )
   _core.check_logits_finite('cw_l2', bad)
   return x_adv

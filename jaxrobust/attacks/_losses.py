@@ -6,6 +6,7 @@ References:
   Carlini & Wagner 2017, "Towards Evaluating the Robustness of Neural Networks", arXiv:1608.04644
   Croce & Hein 2020, "Reliable evaluation of adversarial robustness ...", arXiv:2003.01690 (DLR)
 """
+
 from __future__ import annotations
 
 import functools

@@ -3,6 +3,7 @@
 A model that resists these but not gradient attacks is not robust; one that falls to noise has
 no margin at all. Both are baselines for the study's "noise" rows.
 """
+
 from __future__ import annotations
 
 import jax
@@ -22,20 +23,29 @@ def uniform_noise(logits_fn, key, x, y, *, epsilon, norm: str = 'linf', bounds=(
   `logits_fn` and `y` are only checked, never queried: the attack is blind.
   """
   _check_norm('uniform_noise', norm)
-  _core.check_inputs(logits_fn, x, y, name='uniform_noise', key=key, bounds=bounds,
-                     values={'epsilon': epsilon})
+  _core.check_inputs(
+    logits_fn, x, y, name='uniform_noise', key=key, bounds=bounds, values={'epsilon': epsilon}
+  )
   noise_key, _ = _core.split_attack_key(key, x.shape[0])
   eps = _core.bcast(epsilon, x)
   delta = _core.random_start(noise_key, x, eps, norm, 'uniform')
   return jax.lax.stop_gradient(jnp.clip(x + delta, _core.bcast(bounds[0], x), _core.bcast(bounds[1], x)))
 
 
-def gaussian_noise(logits_fn, key, x, y, *, sigma, epsilon=None, norm: str = 'l2',
-                   bounds=(0.0, 1.0)) -> jax.Array:
+def gaussian_noise(
+  logits_fn, key, x, y, *, sigma, epsilon=None, norm: str = 'l2', bounds=(0.0, 1.0)
+) -> jax.Array:
   """x + N(0, σ²I), projected onto the ε-ball of `norm` when `epsilon` is given, then clipped."""
   _check_norm('gaussian_noise', norm)
-  _core.check_inputs(logits_fn, x, y, name='gaussian_noise', key=key, bounds=bounds,
-                     values={'sigma': sigma, 'epsilon': epsilon})
+  _core.check_inputs(
+    logits_fn,
+    x,
+    y,
+    name='gaussian_noise',
+    key=key,
+    bounds=bounds,
+    values={'sigma': sigma, 'epsilon': epsilon},
+  )
   noise_key, _ = _core.split_attack_key(key, x.shape[0])
   delta = _core.bcast(sigma, x) * _core.sample_like(noise_key, x, jax.random.normal)
   if epsilon is not None:

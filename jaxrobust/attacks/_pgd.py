@@ -5,11 +5,10 @@ References:
   Madry et al. 2018, "Towards Deep Learning Models Resistant to Adversarial Attacks", arXiv:1706.06083
   Carlini & Wagner 2017 (margin loss, CW-L∞ as PGD on it), arXiv:1608.04644
 """
+
 from __future__ import annotations
 
 import functools
-import math
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -31,11 +30,43 @@ def _schedule_factor(schedule, t, n):
   raise ValueError(f"unknown step schedule {schedule!r}; use 'constant', 'cosine', 'linear' or a callable")
 
 
-@functools.partial(jax.jit, static_argnames=(
-    'num_steps', 'norm', 'loss', 'random_init', 'restarts', 'targeted', 'eot_samples', 'unroll',
-    'step_schedule', 'microbatch'))
-def _pgd_impl(logits_fn, key, x, y, epsilon, step_size, lo, hi, kappa, *, num_steps, norm, loss,
-              random_init, restarts, targeted, eot_samples, unroll, step_schedule, microbatch):
+@functools.partial(
+  jax.jit,
+  static_argnames=(
+    'num_steps',
+    'norm',
+    'loss',
+    'random_init',
+    'restarts',
+    'targeted',
+    'eot_samples',
+    'unroll',
+    'step_schedule',
+    'microbatch',
+  ),
+)
+def _pgd_impl(
+  logits_fn,
+  key,
+  x,
+  y,
+  epsilon,
+  step_size,
+  lo,
+  hi,
+  kappa,
+  *,
+  num_steps,
+  norm,
+  loss,
+  random_init,
+  restarts,
+  targeted,
+  eot_samples,
+  unroll,
+  step_schedule,
+  microbatch,
+):
   eps = _core.bcast(epsilon, x)
   alpha = _core.bcast(step_size, x)
   lo, hi = _core.bcast(lo, x), _core.bcast(hi, x)
@@ -59,20 +90,37 @@ def _pgd_impl(logits_fn, key, x, y, epsilon, step_size, lo, hi, kappa, *, num_st
   if restarts == 1:
     x_adv, bad = one_restart(0)
     return jax.lax.stop_gradient(x_adv), bad
-  candidates, bad = jax.vmap(one_restart)(jnp.arange(restarts))      # (R, B, ...)
+  candidates, bad = jax.vmap(one_restart)(jnp.arange(restarts))  # (R, B, ...)
   # Keep, per example, the most damaging restart: successful first, then the highest loss.
   k_eval = jax.random.fold_in(model_key, keys.TAG_RESTART_SELECTION)
   per, logits, _ = jax.vmap(lambda xa: _core.loss_and_grad(logits_fn, loss_fn, xa, y, k_eval))(candidates)
   score = jnp.where(jax.vmap(lambda lg: _core.success(lg, y, targeted))(logits), jnp.inf, per)
-  best = jnp.argmax(score, axis=0)                                   # (B,)
+  best = jnp.argmax(score, axis=0)  # (B,)
   x_adv = jnp.take_along_axis(candidates, best.reshape((1, -1) + (1,) * (x.ndim - 1)), axis=0)[0]
   return jax.lax.stop_gradient(x_adv), jnp.any(bad, 0) | jnp.any(jax.vmap(_core.nonfinite)(logits), 0)
 
 
-def pgd(logits_fn: _core.LogitsFn, key, x, y, *, epsilon, step_size=None, num_steps: int = 10,
-        norm: str = 'linf', loss='ce', kappa: float = 0.0, random_init: str | None = 'uniform',
-        restarts: int = 1, targeted: bool = False, bounds=(0.0, 1.0), step_schedule=None,
-        eot_samples: int = 1, unroll=None, microbatch: int | None = None) -> jax.Array:
+def pgd(
+  logits_fn: _core.LogitsFn,
+  key,
+  x,
+  y,
+  *,
+  epsilon,
+  step_size=None,
+  num_steps: int = 10,
+  norm: str = 'linf',
+  loss='ce',
+  kappa: float = 0.0,
+  random_init: str | None = 'uniform',
+  restarts: int = 1,
+  targeted: bool = False,
+  bounds=(0.0, 1.0),
+  step_schedule=None,
+  eot_samples: int = 1,
+  unroll=None,
+  microbatch: int | None = None,
+) -> jax.Array:
   """Projected gradient ascent on `loss` inside the ε-ball of `norm`, clipped to `bounds`.
 
   L∞: x_{t+1} = clip Π_ε(x_t + α_t·sign ∇ₓL); L2: x_{t+1} = clip Π_ε(x_t + α_t·∇ₓL/‖∇ₓL‖₂).
@@ -111,38 +159,109 @@ def pgd(logits_fn: _core.LogitsFn, key, x, y, *, epsilon, step_size=None, num_st
   References:
     Madry et al. 2018, arXiv:1706.06083
   """
-  return _run_pgd('pgd', logits_fn, key, x, y, epsilon=epsilon, step_size=step_size,
-                  num_steps=num_steps, norm=norm, loss=loss, kappa=kappa, random_init=random_init,
-                  restarts=restarts, targeted=targeted, bounds=bounds, step_schedule=step_schedule,
-                  eot_samples=eot_samples, unroll=unroll, microbatch=microbatch)
+  return _run_pgd(
+    'pgd',
+    logits_fn,
+    key,
+    x,
+    y,
+    epsilon=epsilon,
+    step_size=step_size,
+    num_steps=num_steps,
+    norm=norm,
+    loss=loss,
+    kappa=kappa,
+    random_init=random_init,
+    restarts=restarts,
+    targeted=targeted,
+    bounds=bounds,
+    step_schedule=step_schedule,
+    eot_samples=eot_samples,
+    unroll=unroll,
+    microbatch=microbatch,
+  )
 
 
-def _run_pgd(name, logits_fn, key, x, y, *, epsilon, step_size, num_steps, norm, loss, kappa,
-             random_init, restarts, targeted, bounds, step_schedule, eot_samples, unroll, microbatch):
+def _run_pgd(
+  name,
+  logits_fn,
+  key,
+  x,
+  y,
+  *,
+  epsilon,
+  step_size,
+  num_steps,
+  norm,
+  loss,
+  kappa,
+  random_init,
+  restarts,
+  targeted,
+  bounds,
+  step_schedule,
+  eot_samples,
+  unroll,
+  microbatch,
+):
   """Checks the arguments under the caller's `name`, runs the compiled program, checks its logits."""
   if norm not in ('linf', 'l2'):
     raise ValueError(f"{name}: unknown norm {norm!r}; use 'linf' or 'l2'")
   get_loss(loss)  # validates the name
-  _core.check_inputs(logits_fn, x, y, name=name, key=key, bounds=bounds,
-                     values={'epsilon': epsilon, 'step_size': step_size, 'kappa': kappa},
-                     counts={'num_steps': num_steps, 'restarts': restarts, 'eot_samples': eot_samples},
-                     min_classes=min_classes(loss, targeted))
+  _core.check_inputs(
+    logits_fn,
+    x,
+    y,
+    name=name,
+    key=key,
+    bounds=bounds,
+    values={'epsilon': epsilon, 'step_size': step_size, 'kappa': kappa},
+    counts={'num_steps': num_steps, 'restarts': restarts, 'eot_samples': eot_samples},
+    min_classes=min_classes(loss, targeted),
+  )
   if microbatch is not None:
     _core.check_count(name, 'microbatch', microbatch)
   if step_size is None:
     step_size = 2.5 * jnp.asarray(epsilon) / num_steps
-  x_adv, bad = _pgd_impl(_core.as_pytree_fn(logits_fn), key, x, y, epsilon, step_size, bounds[0],
-                         bounds[1], kappa, num_steps=num_steps, norm=norm, loss=loss,
-                         random_init=random_init, restarts=restarts, targeted=targeted,
-                         eot_samples=eot_samples, unroll=_core.resolve_unroll(unroll, num_steps),
-                         step_schedule=step_schedule, microbatch=microbatch)
+  x_adv, bad = _pgd_impl(
+    _core.as_pytree_fn(logits_fn),
+    key,
+    x,
+    y,
+    epsilon,
+    step_size,
+    bounds[0],
+    bounds[1],
+    kappa,
+    num_steps=num_steps,
+    norm=norm,
+    loss=loss,
+    random_init=random_init,
+    restarts=restarts,
+    targeted=targeted,
+    eot_samples=eot_samples,
+    unroll=_core.resolve_unroll(unroll, num_steps),
+    step_schedule=step_schedule,
+    microbatch=microbatch,
+  )
   _core.check_logits_finite(name, bad)
   return x_adv
 
 
-def fgsm(logits_fn: _core.LogitsFn, key, x, y, *, epsilon, loss='ce', targeted: bool = False,
-         bounds=(0.0, 1.0), eot_samples: int = 1, norm: str = 'linf',
-         microbatch: int | None = None) -> jax.Array:
+def fgsm(
+  logits_fn: _core.LogitsFn,
+  key,
+  x,
+  y,
+  *,
+  epsilon,
+  loss='ce',
+  targeted: bool = False,
+  bounds=(0.0, 1.0),
+  eot_samples: int = 1,
+  norm: str = 'linf',
+  microbatch: int | None = None,
+) -> jax.Array:
   """Fast Gradient Sign Method: x + ε·sign ∇ₓL, clipped (one PGD step of size ε, no start).
 
   With norm='l2' this is FGM: x + ε·∇ₓL/‖∇ₓL‖₂.
@@ -150,10 +269,27 @@ def fgsm(logits_fn: _core.LogitsFn, key, x, y, *, epsilon, loss='ce', targeted: 
   References:
     Goodfellow et al. 2015, arXiv:1412.6572
   """
-  return _run_pgd('fgsm' if norm == 'linf' else 'fgm', logits_fn, key, x, y, epsilon=epsilon,
-                  step_size=epsilon, num_steps=1, norm=norm, loss=loss, kappa=0.0, random_init=None,
-                  restarts=1, targeted=targeted, bounds=bounds, step_schedule=None,
-                  eot_samples=eot_samples, unroll=None, microbatch=microbatch)
+  return _run_pgd(
+    'fgsm' if norm == 'linf' else 'fgm',
+    logits_fn,
+    key,
+    x,
+    y,
+    epsilon=epsilon,
+    step_size=epsilon,
+    num_steps=1,
+    norm=norm,
+    loss=loss,
+    kappa=0.0,
+    random_init=None,
+    restarts=1,
+    targeted=targeted,
+    bounds=bounds,
+    step_schedule=None,
+    eot_samples=eot_samples,
+    unroll=None,
+    microbatch=microbatch,
+  )
 
 
 def fgm(logits_fn: _core.LogitsFn, key, x, y, *, epsilon, **kwargs) -> jax.Array:

@@ -1,4 +1,5 @@
 """Attacks from data: `build_attack({'name': 'pgd', 'epsilon': 0.1, ...})`, for configs and suites."""
+
 from __future__ import annotations
 
 import functools
@@ -13,16 +14,16 @@ from jaxrobust.attacks._pgd import fgm, fgsm, pgd
 
 # name -> (function, fixed keyword arguments)
 _ATTACKS: dict[str, tuple[Callable, dict]] = {
-    'fgsm': (fgsm, {}),
-    'fgm': (fgm, {}),
-    'pgd': (pgd, {}),
-    'pgd_l2': (pgd, {'norm': 'l2'}),
-    'cw_linf': (pgd, {'loss': 'margin'}),
-    'cw_l2': (cw_l2, {}),
-    'apgd_ce': (apgd, {'loss': 'ce'}),
-    'apgd_dlr': (apgd, {'loss': 'dlr'}),
-    'uniform': (uniform_noise, {}),
-    'gaussian': (gaussian_noise, {}),
+  'fgsm': (fgsm, {}),
+  'fgm': (fgm, {}),
+  'pgd': (pgd, {}),
+  'pgd_l2': (pgd, {'norm': 'l2'}),
+  'cw_linf': (pgd, {'loss': 'margin'}),
+  'cw_l2': (cw_l2, {}),
+  'apgd_ce': (apgd, {'loss': 'ce'}),
+  'apgd_dlr': (apgd, {'loss': 'dlr'}),
+  'uniform': (uniform_noise, {}),
+  'gaussian': (gaussian_noise, {}),
 }
 
 

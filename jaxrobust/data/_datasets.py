@@ -4,6 +4,7 @@ References:
   Xiao et al. 2017, "Fashion-MNIST", arXiv:1708.07747
   Krizhevsky 2009, "Learning Multiple Layers of Features from Tiny Images" (CIFAR-10)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,13 +16,24 @@ from jaxrobust.data import _idx
 
 FASHION_MNIST_DIR_ENV = 'JAXROBUST_FASHION_MNIST_DIR'
 DEFAULT_FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
-FASHION_MNIST_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
-                         'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
+FASHION_MNIST_CLASSES = (
+  'T-shirt/top',
+  'Trouser',
+  'Pullover',
+  'Dress',
+  'Coat',
+  'Sandal',
+  'Shirt',
+  'Sneaker',
+  'Bag',
+  'Ankle boot',
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
   """Train and test splits as uint8 images (N, H, W, C) and int32 labels, plus metadata."""
+
   name: str
   num_classes: int
   image_shape: tuple[int, int, int]
@@ -54,23 +66,28 @@ def load_fashion_mnist(data_dir: str | None = None) -> Dataset:
     IdxError: if a file is corrupt (naming it).
   """
   d = fashion_mnist_dir(data_dir)
-  names = ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz',
-           't10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')
+  names = (
+    'train-images-idx3-ubyte.gz',
+    'train-labels-idx1-ubyte.gz',
+    't10k-images-idx3-ubyte.gz',
+    't10k-labels-idx1-ubyte.gz',
+  )
   missing = [n for n in names if not os.path.exists(os.path.join(d, n))]
   if missing:
     raise FileNotFoundError(
-        f'Fashion-MNIST IDX files {missing} not found in {d}. Install them with '
-        f'`apt-get install dataset-fashion-mnist` (Debian), or set '
-        f'${FASHION_MNIST_DIR_ENV} / config.data.data_dir to a directory holding them.')
+      f'Fashion-MNIST IDX files {missing} not found in {d}. Install them with '
+      f'`apt-get install dataset-fashion-mnist` (Debian), or set '
+      f'${FASHION_MNIST_DIR_ENV} / config.data.data_dir to a directory holding them.'
+    )
   p = [os.path.join(d, n) for n in names]
   xtr, ytr = _idx.read_image_label_pair(p[0], p[1], num_classes=len(FASHION_MNIST_CLASSES))
   xte, yte = _idx.read_image_label_pair(p[2], p[3], num_classes=len(FASHION_MNIST_CLASSES))
-  return Dataset('fashion_mnist', 10, tuple(xtr.shape[1:]), xtr, ytr, xte, yte,
-                 FASHION_MNIST_CLASSES)
+  return Dataset('fashion_mnist', 10, tuple(xtr.shape[1:]), xtr, ytr, xte, yte, FASHION_MNIST_CLASSES)
 
 
-def load_synthetic(*, seed: int = 0, num_train: int = 512, num_test: int = 256,
-                   image_shape=(8, 8, 1), num_classes: int = 4) -> Dataset:
+def load_synthetic(
+  *, seed: int = 0, num_train: int = 512, num_test: int = 256, image_shape=(8, 8, 1), num_classes: int = 4
+) -> Dataset:
   """A fast, seeded, learnable dataset: class templates plus pixel noise.
 
   Each class has a random template image; examples are the template plus noise,
@@ -86,8 +103,16 @@ def load_synthetic(*, seed: int = 0, num_train: int = 512, num_test: int = 256,
 
   xtr, ytr = make(num_train)
   xte, yte = make(num_test)
-  return Dataset('synthetic', num_classes, tuple(image_shape), xtr, ytr, xte, yte,
-                 tuple(f'class{i}' for i in range(num_classes)))
+  return Dataset(
+    'synthetic',
+    num_classes,
+    tuple(image_shape),
+    xtr,
+    ytr,
+    xte,
+    yte,
+    tuple(f'class{i}' for i in range(num_classes)),
+  )
 
 
 def _tfds_split(builder, split: str):
@@ -112,6 +137,7 @@ def load_tfds(name: str, data_dir: str | None = None) -> Dataset:
     RuntimeError: if the dataset is unprepared and TensorFlow is not importable.
   """
   import tensorflow_datasets as tfds  # deferred: 0.6 s import
+
   builder = tfds.builder(name, data_dir=data_dir, file_format='array_record')
   try:
     train = _tfds_split(builder, 'train')
@@ -120,22 +146,29 @@ def load_tfds(name: str, data_dir: str | None = None) -> Dataset:
       import tensorflow  # noqa: F401
     except ImportError as e:
       raise RuntimeError(
-          f'tfds dataset {name!r} is not prepared in data_dir={builder.data_dir!r}, and '
-          f'preparing it needs TensorFlow: pip install "jaxrobust[tf]" (the `tf` extra), '
-          f'or point data_dir at a prepared copy.') from e
+        f'tfds dataset {name!r} is not prepared in data_dir={builder.data_dir!r}, and '
+        f'preparing it needs TensorFlow: pip install "jaxrobust[tf]" (the `tf` extra), '
+        f'or point data_dir at a prepared copy.'
+      ) from e
     builder.download_and_prepare(file_format='array_record')
     train = _tfds_split(builder, 'train')
   test = _tfds_split(builder, 'test')
   feats = builder.info.features
   num_classes = int(feats['label'].num_classes)
   names = tuple(feats['label'].names) if hasattr(feats['label'], 'names') else ()
-  return Dataset(name, num_classes, tuple(train[0].shape[1:]), train[0], train[1],
-                 test[0], test[1], names)
+  return Dataset(name, num_classes, tuple(train[0].shape[1:]), train[0], train[1], test[0], test[1], names)
 
 
-def load_dataset(name: str, data_dir: str | None = None, *, seed: int = 0,
-                 num_train: int | None = None, num_test: int | None = None,
-                 source: str = 'auto', synthetic: dict | None = None) -> Dataset:
+def load_dataset(
+  name: str,
+  data_dir: str | None = None,
+  *,
+  seed: int = 0,
+  num_train: int | None = None,
+  num_test: int | None = None,
+  source: str = 'auto',
+  synthetic: dict | None = None,
+) -> Dataset:
   """Returns train and test splits as uint8 arrays with labels and metadata.
 
   Args:
@@ -163,10 +196,15 @@ def load_dataset(name: str, data_dir: str | None = None, *, seed: int = 0,
       raise ValueError(f'load_dataset: {arg} must be an integer >= 0 or None, got {v!r}')
   if num_train is not None or num_test is not None:
     ds = dataclasses.replace(
-        ds, train_images=ds.train_images[:num_train], train_labels=ds.train_labels[:num_train],
-        test_images=ds.test_images[:num_test], test_labels=ds.test_labels[:num_test])
+      ds,
+      train_images=ds.train_images[:num_train],
+      train_labels=ds.train_labels[:num_train],
+      test_images=ds.test_images[:num_test],
+      test_labels=ds.test_labels[:num_test],
+    )
   for split, y in (('train', ds.train_labels), ('test', ds.test_labels)):
     if y.size and (y.min() < 0 or y.max() >= ds.num_classes):
-      raise ValueError(f'dataset {name!r}: {split} labels span [{y.min()}, {y.max()}], outside the '
-                       f'{ds.num_classes} classes')
+      raise ValueError(
+        f'dataset {name!r}: {split} labels span [{y.min()}, {y.max()}], outside the {ds.num_classes} classes'
+      )
   return ds

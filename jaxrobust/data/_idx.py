@@ -4,6 +4,7 @@ References:
   LeCun et al., "The MNIST database" (IDX format), http://yann.lecun.com/exdb/mnist/
   Xiao et al. 2017, "Fashion-MNIST", arXiv:1708.07747
 """
+
 from __future__ import annotations
 
 import gzip
@@ -48,8 +49,7 @@ def read_idx(path: str, expected_magic: int | None = None) -> np.ndarray:
   if len(raw) < 8:
     raise IdxError(f'IDX file {path} is truncated: {len(raw)} bytes, no header')
   magic = struct.unpack('>I', raw[:4])[0]
-  if magic not in (IMAGES_MAGIC, LABELS_MAGIC) or (
-      expected_magic is not None and magic != expected_magic):
+  if magic not in (IMAGES_MAGIC, LABELS_MAGIC) or (expected_magic is not None and magic != expected_magic):
     want = expected_magic if expected_magic is not None else '2049 or 2051'
     raise IdxError(f'IDX file {path} has wrong magic number {magic} (expected {want})')
   ndim = magic & 0xFF
@@ -60,8 +60,9 @@ def read_idx(path: str, expected_magic: int | None = None) -> np.ndarray:
   size = int(np.prod(dims))
   if len(raw) - header != size:
     raise IdxError(
-        f'IDX file {path} is truncated or corrupt: header says {dims} '
-        f'({size} bytes of data), file holds {len(raw) - header}')
+      f'IDX file {path} is truncated or corrupt: header says {dims} '
+      f'({size} bytes of data), file holds {len(raw) - header}'
+    )
   return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 
@@ -72,12 +73,13 @@ def write_idx(path: str, array: np.ndarray) -> None:
     raise ValueError(f'write_idx needs uint8 of rank 1 or 3, got {array.dtype} rank {array.ndim}')
   magic = LABELS_MAGIC if array.ndim == 1 else IMAGES_MAGIC
   data = struct.pack('>I', magic) + struct.pack(f'>{array.ndim}I', *array.shape) + array.tobytes()
-  with (gzip.open(path, 'wb') if path.endswith('.gz') else open(path, 'wb')) as f:
+  with gzip.open(path, 'wb') if path.endswith('.gz') else open(path, 'wb') as f:
     f.write(data)
 
 
-def read_image_label_pair(images_path: str, labels_path: str,
-                          num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_image_label_pair(
+  images_path: str, labels_path: str, num_classes: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
   """Reads matching image and label IDX files; images come back as (N, H, W, 1).
 
   Raises:
@@ -88,10 +90,12 @@ def read_image_label_pair(images_path: str, labels_path: str,
   labels = read_idx(labels_path, LABELS_MAGIC)
   if images.shape[0] != labels.shape[0]:
     raise IdxError(
-        f'image and label counts differ: {images_path} holds {images.shape[0]} '
-        f'images, {labels_path} holds {labels.shape[0]} labels')
+      f'image and label counts differ: {images_path} holds {images.shape[0]} '
+      f'images, {labels_path} holds {labels.shape[0]} labels'
+    )
   if num_classes is not None and labels.size and labels.max() >= num_classes:
     bad = int(np.sum(labels >= num_classes))
-    raise IdxError(f'IDX file {labels_path} holds {bad} labels outside [0, {num_classes}) '
-                   f'(largest {int(labels.max())})')
+    raise IdxError(
+      f'IDX file {labels_path} holds {bad} labels outside [0, {num_classes}) (largest {int(labels.max())})'
+    )
   return images[..., None], labels.astype(np.int32)

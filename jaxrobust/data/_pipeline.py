@@ -1,4 +1,5 @@
 """Seeded batching and on-device augmentation (random crop with padding, horizontal flip)."""
+
 from __future__ import annotations
 
 from typing import Iterator
@@ -13,8 +14,9 @@ def epoch_permutation(key: jax.Array, epoch: int, n: int) -> np.ndarray:
   return np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
 
 
-def epoch_batches(key: jax.Array, epoch: int, images: np.ndarray, labels: np.ndarray,
-                  batch_size: int, *, start_batch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def epoch_batches(
+  key: jax.Array, epoch: int, images: np.ndarray, labels: np.ndarray, batch_size: int, *, start_batch: int = 0
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """Yields the full batches of one epoch in a seeded order (the remainder is dropped).
 
   Args:
@@ -26,7 +28,7 @@ def epoch_batches(key: jax.Array, epoch: int, images: np.ndarray, labels: np.nda
   """
   perm = epoch_permutation(key, epoch, images.shape[0])
   for b in range(start_batch, images.shape[0] // batch_size):
-    idx = perm[b * batch_size:(b + 1) * batch_size]
+    idx = perm[b * batch_size : (b + 1) * batch_size]
     yield images[idx], labels[idx]
 
 

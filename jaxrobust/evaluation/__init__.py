@@ -1,18 +1,34 @@
 """Evaluation: accuracy over datasets (clean, robust, per-point worst case), attack suites, the
 evaluator with stochastic-model extras, Table 1 and the figures."""
+
 from jaxrobust.evaluation import figures
-from jaxrobust.evaluation.accuracy import (NonFiniteLogitsError, clean_accuracy, correct,
-                                           robust_accuracy)
-from jaxrobust.evaluation.evaluator import (deterministic_surrogate, evaluate_model,
-                                            examples_and_confidence, inference_ms_per_image,
-                                            pgd_accuracy_over_epsilons)
+from jaxrobust.evaluation.accuracy import NonFiniteLogitsError, clean_accuracy, correct, robust_accuracy
+from jaxrobust.evaluation.evaluator import (
+  deterministic_surrogate,
+  evaluate_model,
+  examples_and_confidence,
+  inference_ms_per_image,
+  pgd_accuracy_over_epsilons,
+)
 from jaxrobust.evaluation.report import table_markdown, write_table
-from jaxrobust.evaluation.suites import (SUITES, STANDARD_BUDGETS, attack_suite, linf_budget,
-                                         transfer_attack)
+from jaxrobust.evaluation.suites import SUITES, STANDARD_BUDGETS, attack_suite, linf_budget, transfer_attack
 
 __all__ = [
-    'NonFiniteLogitsError', 'STANDARD_BUDGETS', 'SUITES', 'attack_suite', 'clean_accuracy', 'correct',
-    'deterministic_surrogate', 'evaluate_model', 'examples_and_confidence', 'figures',
-    'inference_ms_per_image', 'linf_budget', 'pgd_accuracy_over_epsilons', 'robust_accuracy',
-    'table_markdown', 'transfer_attack', 'write_table',
+  'NonFiniteLogitsError',
+  'STANDARD_BUDGETS',
+  'SUITES',
+  'attack_suite',
+  'clean_accuracy',
+  'correct',
+  'deterministic_surrogate',
+  'evaluate_model',
+  'examples_and_confidence',
+  'figures',
+  'inference_ms_per_image',
+  'linf_budget',
+  'pgd_accuracy_over_epsilons',
+  'robust_accuracy',
+  'table_markdown',
+  'transfer_attack',
+  'write_table',
 ]

@@ -4,6 +4,7 @@ worst case. A point whose logits are not finite is never counted as correct.
 References:
   Croce & Hein 2020 (per-point worst case over an attack ensemble), arXiv:2003.01690
 """
+
 from __future__ import annotations
 
 from typing import Callable, Mapping
@@ -55,18 +56,32 @@ def clean_accuracy(logits_fn, images, labels, *, key, batch_size: int = 500) -> 
   _check_dataset(images, labels, batch_size, 'clean_accuracy')
   hits, bad = 0, 0
   for i in range(0, len(images), batch_size):
-    ok, finite = correct(logits_fn, as_unit_float(images[i:i + batch_size]),
-                         jnp.asarray(labels[i:i + batch_size]), jax.random.fold_in(key, i))
+    ok, finite = correct(
+      logits_fn,
+      as_unit_float(images[i : i + batch_size]),
+      jnp.asarray(labels[i : i + batch_size]),
+      jax.random.fold_in(key, i),
+    )
     hits += int(ok.sum())
     bad += int((~finite).sum())
   if bad:
-    raise NonFiniteLogitsError(f'clean_accuracy: the model gives non-finite logits on {bad} of '
-                               f'{len(images)} examples')
+    raise NonFiniteLogitsError(
+      f'clean_accuracy: the model gives non-finite logits on {bad} of {len(images)} examples'
+    )
   return hits / max(len(images), 1)
 
 
-def robust_accuracy(logits_fn, images, labels, attacks: Mapping[str, Callable], *, key,
-                    batch_size: int = 256, eval_draws: int = 1, progress: bool = False) -> dict:
+def robust_accuracy(
+  logits_fn,
+  images,
+  labels,
+  attacks: Mapping[str, Callable],
+  *,
+  key,
+  batch_size: int = 256,
+  eval_draws: int = 1,
+  progress: bool = False,
+) -> dict:
   """Accuracy under each attack and the per-example worst case, batch by batch over a dataset.
 
   Args:
@@ -105,8 +120,8 @@ def robust_accuracy(logits_fn, images, labels, attacks: Mapping[str, Callable], 
     return ok, fin
 
   for i in tqdm(range(0, n, batch_size), disable=not progress, desc='evaluate'):
-    x = as_unit_float(images[i:i + batch_size])
-    y = jnp.asarray(labels[i:i + batch_size])
+    x = as_unit_float(images[i : i + batch_size])
+    y = jnp.asarray(labels[i : i + batch_size])
     kb = jax.random.fold_in(key, i)
     ok, fin = correct_all_draws(x, y, jax.random.fold_in(kb, 0))
     per['clean'].append(ok)

@@ -1,6 +1,7 @@
 """Evaluate a trained model under an attack suite: robust accuracy per attack and per-point worst
 case, single-draw and multi-draw numbers for stochastic models, transfer from the deterministic
 surrogate, accuracy against ε over a vmapped grid, and inference time per image."""
+
 from __future__ import annotations
 
 import functools
@@ -42,14 +43,15 @@ def inference_ms_per_image(model, variables, image_shape, batch: int = 256, repe
   return 1000.0 * float(np.median(ts)) / batch
 
 
-def pgd_accuracy_over_epsilons(logits_fn, images, labels, epsilons, *, key, num_steps: int = 10,
-                               batch_size: int = 256) -> list[float]:
+def pgd_accuracy_over_epsilons(
+  logits_fn, images, labels, epsilons, *, key, num_steps: int = 10, batch_size: int = 256
+) -> list[float]:
   """PGD-L∞ accuracy at every ε of the grid, one vmapped call per batch (α = 2.5·ε/steps)."""
   eps = jnp.asarray(epsilons, jnp.float32)
   hits = np.zeros(len(epsilons))
   for i in range(0, len(images), batch_size):
-    x = as_unit_float(images[i:i + batch_size])
-    y = jnp.asarray(labels[i:i + batch_size])
+    x = as_unit_float(images[i : i + batch_size])
+    y = jnp.asarray(labels[i : i + batch_size])
     kb = jax.random.fold_in(key, i)
     xs = A.over_epsilons(A.pgd, logits_fn, kb, x, y, eps, num_steps=num_steps)
     logits = jax.vmap(lambda xa: logits_fn(xa, jax.random.fold_in(kb, keys.TAG_EVAL_PREDICT)))(xs)
@@ -61,17 +63,32 @@ def pgd_accuracy_over_epsilons(logits_fn, images, labels, epsilons, *, key, num_
 def check_finite_model(logits_fn, images, *, key, batch_size: int = 250) -> None:
   """Raises NonFiniteLogitsError when the model's clean logits are not all finite."""
   for i in range(0, len(images), batch_size):
-    x = as_unit_float(images[i:i + batch_size])
+    x = as_unit_float(images[i : i + batch_size])
     _, finite = correct(logits_fn, x, jnp.zeros((x.shape[0],), jnp.int32), jax.random.fold_in(key, i))
     if not finite.all():
-      raise NonFiniteLogitsError(f'the model gives non-finite clean logits on {int((~finite).sum())} of '
-                                 f'{x.shape[0]} examples in batch {i // batch_size}: refusing to evaluate '
-                                 f'it (a broken checkpoint?)')
+      raise NonFiniteLogitsError(
+        f'the model gives non-finite clean logits on {int((~finite).sum())} of '
+        f'{x.shape[0]} examples in batch {i // batch_size}: refusing to evaluate '
+        f'it (a broken checkpoint?)'
+      )
 
 
-def evaluate_model(model, variables, images, labels, *, dataset: str, suite: str = 'standard',
-                   key, batch_size: int = 250, eval_draws: int = 5, steps_scale: float = 1.0,
-                   eot_samples: int = 8, epsilon_grid=None, progress: bool = False) -> dict:
+def evaluate_model(
+  model,
+  variables,
+  images,
+  labels,
+  *,
+  dataset: str,
+  suite: str = 'standard',
+  key,
+  batch_size: int = 250,
+  eval_draws: int = 5,
+  steps_scale: float = 1.0,
+  eot_samples: int = 8,
+  epsilon_grid=None,
+  progress: bool = False,
+) -> dict:
   """Robust accuracy of a model under a suite, with stochastic-model extras.
 
   Args:
@@ -98,7 +115,9 @@ def evaluate_model(model, variables, images, labels, *, dataset: str, suite: str
   f = make_logits_fn(model, variables)
   check_finite_model(f, images, key=key, batch_size=batch_size)
   stochastic = _stochastic(model, variables, images.shape[1:])
-  specs = attack_suite(suite, dataset, stochastic=stochastic, eot_samples=eot_samples, steps_scale=steps_scale)
+  specs = attack_suite(
+    suite, dataset, stochastic=stochastic, eot_samples=eot_samples, steps_scale=steps_scale
+  )
   attacks = {k: A.build_attack(v) for k, v in specs.items()}
   surrogate = deterministic_surrogate(model) if stochastic else None
   if surrogate is not None:
@@ -112,16 +131,29 @@ def evaluate_model(model, variables, images, labels, *, dataset: str, suite: str
   out['suite'] = suite
   out['attacks'] = specs
   if stochastic and eval_draws > 1:
-    multi = robust_accuracy(f, images, labels, {}, key=jax.random.fold_in(key, keys.TAG_EVAL_DRAWS),
-                            batch_size=batch_size, eval_draws=eval_draws)
+    multi = robust_accuracy(
+      f,
+      images,
+      labels,
+      {},
+      key=jax.random.fold_in(key, keys.TAG_EVAL_DRAWS),
+      batch_size=batch_size,
+      eval_draws=eval_draws,
+    )
     out['clean_all_of_k_draws'] = multi['clean']
     out['eval_draws'] = eval_draws
   if epsilon_grid is not None:
     out['epsilon_grid'] = [float(e) for e in epsilon_grid]
     out['grid_steps'] = max(1, int(10 * steps_scale))
     out['accuracy_vs_epsilon'] = pgd_accuracy_over_epsilons(
-        f, images, labels, epsilon_grid, key=jax.random.fold_in(key, keys.TAG_EVAL_GRID),
-        num_steps=max(1, int(10 * steps_scale)), batch_size=batch_size)
+      f,
+      images,
+      labels,
+      epsilon_grid,
+      key=jax.random.fold_in(key, keys.TAG_EVAL_GRID),
+      num_steps=max(1, int(10 * steps_scale)),
+      batch_size=batch_size,
+    )
   out['ms_per_image'] = inference_ms_per_image(model, variables, images.shape[1:])
   return out
 
@@ -133,15 +165,16 @@ def _stochastic(model, variables, image_shape) -> bool:
   return not np.allclose(np.asarray(a), np.asarray(b))
 
 
-def examples_and_confidence(model, variables, images, labels, attack_spec: dict, *, key, n: int = 500,
-                            batch_size: int = 250) -> dict:
+def examples_and_confidence(
+  model, variables, images, labels, attack_spec: dict, *, key, n: int = 500, batch_size: int = 250
+) -> dict:
   """Clean and attacked inputs with predictions and max-softmax confidences (for the figures)."""
   f = make_logits_fn(model, variables)
   attack = A.build_attack(attack_spec)
   out = {k: [] for k in ('x', 'x_adv', 'pred', 'pred_adv', 'conf', 'conf_adv')}
   for i in range(0, min(n, len(images)), batch_size):
-    x = as_unit_float(images[i:min(i + batch_size, n)])
-    y = jnp.asarray(labels[i:min(i + batch_size, n)])
+    x = as_unit_float(images[i : min(i + batch_size, n)])
+    y = jnp.asarray(labels[i : min(i + batch_size, n)])
     kb = jax.random.fold_in(key, i)
     xa = attack(f, kb, x, y)
     for suffix, inp in (('', x), ('_adv', xa)):
@@ -151,5 +184,5 @@ def examples_and_confidence(model, variables, images, labels, attack_spec: dict,
     out['x'].append(np.asarray(x))
     out['x_adv'].append(np.asarray(xa))
   out = {k: np.concatenate(v) for k, v in out.items()}
-  out['labels'] = np.asarray(labels[:len(out['pred'])])
+  out['labels'] = np.asarray(labels[: len(out['pred'])])
   return out

@@ -1,5 +1,6 @@
 """Figures of the study, with matplotlib (Agg): adversarial examples, confidence histograms,
 and accuracy against ε."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -18,8 +19,9 @@ def _img(a):
   return a[..., 0] if a.shape[-1] == 1 else a
 
 
-def adversarial_examples_grid(path, images, adv_images, labels, clean_pred, adv_pred, class_names=(),
-                              n: int = 8, title: str = ''):
+def adversarial_examples_grid(
+  path, images, adv_images, labels, clean_pred, adv_pred, class_names=(), n: int = 8, title: str = ''
+):
   """Originals (top) beside their attacked versions (bottom), labelled, marked ✓/✗ (Figure 3)."""
   n = min(n, len(images))
   fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 4.2), squeeze=False)
@@ -30,7 +32,9 @@ def adversarial_examples_grid(path, images, adv_images, labels, clean_pred, adv_
       ax.imshow(_img(im), cmap='gray' if _img(im).ndim == 2 else None, vmin=0, vmax=1)
       ok = int(pred) == int(labels[i])
       head = f'true: {name(int(labels[i]))}\n' if row == 0 else ''
-      ax.set_title(f'{head}{"✓" if ok else "✗"} {name(int(pred))}', fontsize=7, color='green' if ok else 'red')
+      ax.set_title(
+        f'{head}{"✓" if ok else "✗"} {name(int(pred))}', fontsize=7, color='green' if ok else 'red'
+      )
       ax.set_xticks([]), ax.set_yticks([])
   axes[0][0].set_ylabel('original', fontsize=8)
   axes[1][0].set_ylabel('attacked', fontsize=8)
@@ -74,5 +78,5 @@ def plot_accuracy_vs_epsilon(path, curves: dict, xlabel: str = 'ε (L∞)', titl
 
 
 def _save(fig, path):
-  write_atomic(path, lambda f: fig.savefig(f, format='png', dpi=110))   # never half a figure
+  write_atomic(path, lambda f: fig.savefig(f, format='png', dpi=110))  # never half a figure
   plt.close(fig)

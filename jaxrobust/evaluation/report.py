@@ -1,13 +1,24 @@
 """Table 1 as Markdown and JSON."""
+
 from __future__ import annotations
 
 import os
 
 from jaxrobust.files import write_atomic, write_json_atomic
 
-COLUMNS = [('clean', 'Natural'), ('fgsm', 'FGSM'), ('pgd_linf', 'PGD-L∞'), ('pgd_l2', 'PGD-L2'),
-           ('cw_l2', 'CW-L2'), ('apgd_ce', 'APGD-CE'), ('apgd_dlr', 'APGD-DLR'), ('eot_pgd', 'EOT-PGD'),
-           ('eot_apgd', 'EOT-APGD'), ('transfer', 'Transfer'), ('worst_case', 'Worst case')]
+COLUMNS = [
+  ('clean', 'Natural'),
+  ('fgsm', 'FGSM'),
+  ('pgd_linf', 'PGD-L∞'),
+  ('pgd_l2', 'PGD-L2'),
+  ('cw_l2', 'CW-L2'),
+  ('apgd_ce', 'APGD-CE'),
+  ('apgd_dlr', 'APGD-DLR'),
+  ('eot_pgd', 'EOT-PGD'),
+  ('eot_apgd', 'EOT-APGD'),
+  ('transfer', 'Transfer'),
+  ('worst_case', 'Worst case'),
+]
 
 
 def _pct(v):
@@ -24,8 +35,11 @@ def table_markdown(rows: list[dict], *, caption: str = '') -> str:
   for r in rows:
     res = r['result']
     mark = ' (stochastic)' if res.get('stochastic') else ''
-    lines.append(f'| {r["title"]}{mark} | ' + ' | '.join(_pct(res.get(k)) for k, _ in cols)
-                 + f' | {res.get("ms_per_image", float("nan")):.3f} | {r.get("train_time_s", 0):.0f} |')
+    lines.append(
+      f'| {r["title"]}{mark} | '
+      + ' | '.join(_pct(res.get(k)) for k, _ in cols)
+      + f' | {res.get("ms_per_image", float("nan")):.3f} | {r.get("train_time_s", 0):.0f} |'
+    )
   return '\n'.join(lines) + '\n'
 
 

@@ -8,21 +8,23 @@ References:
   Croce & Hein 2020 (APGD-CE/DLR; AutoAttack 'rand' uses EOT-20), arXiv:2003.01690
   Athalye et al. 2018 (EOT, BPDA), arXiv:1802.00420
 """
+
 from __future__ import annotations
 
 SUITES = ('study', 'standard')
 
 # L∞ / L2 budgets of the 'standard' suite per dataset.
 STANDARD_BUDGETS = {
-    'fashion_mnist': dict(linf=0.1, linf_step=0.01, l2=1.5, l2_step=0.15),
-    'mnist': dict(linf=0.3, linf_step=0.01, l2=2.0, l2_step=0.2),
-    'cifar10': dict(linf=8 / 255, linf_step=2 / 255, l2=0.5, l2_step=0.1),
-    'synthetic': dict(linf=0.1, linf_step=0.02, l2=0.5, l2_step=0.1),
+  'fashion_mnist': dict(linf=0.1, linf_step=0.01, l2=1.5, l2_step=0.15),
+  'mnist': dict(linf=0.3, linf_step=0.01, l2=2.0, l2_step=0.2),
+  'cifar10': dict(linf=8 / 255, linf_step=2 / 255, l2=0.5, l2_step=0.1),
+  'synthetic': dict(linf=0.1, linf_step=0.02, l2=0.5, l2_step=0.1),
 }
 
 
-def attack_suite(name: str, dataset: str, *, stochastic: bool = False, eot_samples: int = 8,
-                 steps_scale: float = 1.0) -> dict[str, dict]:
+def attack_suite(
+  name: str, dataset: str, *, stochastic: bool = False, eot_samples: int = 8, steps_scale: float = 1.0
+) -> dict[str, dict]:
   """The attacks of suite `name` for `dataset`.
 
   Args:
@@ -41,11 +43,12 @@ def attack_suite(name: str, dataset: str, *, stochastic: bool = False, eot_sampl
   a = lambda alpha, eps, n: min(eps, alpha * n / s(n))
   if name == 'study':
     suite = {
-        'fgsm': dict(name='fgsm', epsilon=0.3),
-        'pgd_linf': dict(name='pgd', epsilon=0.3, step_size=0.01, num_steps=3),
-        'pgd_l2': dict(name='pgd_l2', epsilon=1.5, step_size=0.1, num_steps=3),
-        'cw_l2': dict(name='cw_l2', kappa=0.01, initial_const=1e-4, binary_search_steps=1,
-                      max_iterations=s(100)),
+      'fgsm': dict(name='fgsm', epsilon=0.3),
+      'pgd_linf': dict(name='pgd', epsilon=0.3, step_size=0.01, num_steps=3),
+      'pgd_l2': dict(name='pgd_l2', epsilon=1.5, step_size=0.1, num_steps=3),
+      'cw_l2': dict(
+        name='cw_l2', kappa=0.01, initial_const=1e-4, binary_search_steps=1, max_iterations=s(100)
+      ),
     }
     b = dict(linf=0.3, linf_step=0.01)
   elif name == 'standard':
@@ -53,20 +56,32 @@ def attack_suite(name: str, dataset: str, *, stochastic: bool = False, eot_sampl
       raise ValueError(f'no standard budgets for dataset {dataset!r}; known: {", ".join(STANDARD_BUDGETS)}')
     b = STANDARD_BUDGETS[dataset]
     suite = {
-        'fgsm': dict(name='fgsm', epsilon=b['linf']),
-        'pgd_linf': dict(name='pgd', epsilon=b['linf'], step_size=a(b['linf_step'], b['linf'], 20),
-                         num_steps=s(20)),
-        'pgd_l2': dict(name='pgd_l2', epsilon=b['l2'], step_size=a(b['l2_step'], b['l2'], 20), num_steps=s(20)),
-        'apgd_ce': dict(name='apgd_ce', epsilon=b['linf'], num_steps=s(100)),
-        'apgd_dlr': dict(name='apgd_dlr', epsilon=b['linf'], num_steps=s(100)),
-        'cw_l2': dict(name='cw_l2', epsilon=b['l2'], max_iterations=s(100), binary_search_steps=s(5),
-                      initial_const=0.1, learning_rate=0.05),
+      'fgsm': dict(name='fgsm', epsilon=b['linf']),
+      'pgd_linf': dict(
+        name='pgd', epsilon=b['linf'], step_size=a(b['linf_step'], b['linf'], 20), num_steps=s(20)
+      ),
+      'pgd_l2': dict(name='pgd_l2', epsilon=b['l2'], step_size=a(b['l2_step'], b['l2'], 20), num_steps=s(20)),
+      'apgd_ce': dict(name='apgd_ce', epsilon=b['linf'], num_steps=s(100)),
+      'apgd_dlr': dict(name='apgd_dlr', epsilon=b['linf'], num_steps=s(100)),
+      'cw_l2': dict(
+        name='cw_l2',
+        epsilon=b['l2'],
+        max_iterations=s(100),
+        binary_search_steps=s(5),
+        initial_const=0.1,
+        learning_rate=0.05,
+      ),
     }
   else:
     raise ValueError(f'unknown attack suite {name!r}; use one of {SUITES}')
   if stochastic:
-    suite['eot_pgd'] = dict(name='pgd', epsilon=b['linf'], step_size=a(b['linf_step'], b['linf'], 20),
-                            num_steps=s(20), eot=eot_samples)
+    suite['eot_pgd'] = dict(
+      name='pgd',
+      epsilon=b['linf'],
+      step_size=a(b['linf_step'], b['linf'], 20),
+      num_steps=s(20),
+      eot=eot_samples,
+    )
     suite['eot_apgd'] = dict(name='apgd_ce', epsilon=b['linf'], num_steps=s(50), eot=eot_samples)
   return suite
 

@@ -8,6 +8,7 @@ come from. Our models carry a `deterministic` field of their own and pass it dow
 argument, so `model.clone(deterministic=True)` is the model without its noise: the surrogate of
 transfer attacks.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
@@ -28,8 +29,9 @@ def require_rng(module: nn.Module, collection: str, what: str):
   """The module's key from `collection`, or a clear error saying how to pass it."""
   if not module.has_rng(collection):
     raise ValueError(
-        f'{what} is stochastic and needs a PRNG key: call apply(..., rngs={{"{collection}": key}}) '
-        f'(or make it deterministic=True).')
+      f'{what} is stochastic and needs a PRNG key: call apply(..., rngs={{"{collection}": key}}) '
+      f'(or make it deterministic=True).'
+    )
   return module.make_rng(collection)
 
 
@@ -62,6 +64,7 @@ def forward(apply_fn, variables, x, key, *, train: bool = False, mutable=False):
 
 class Normalize(nn.Module):
   """Per-channel (x - mean) / std inside the model, so attacks work in [0,1] pixel space."""
+
   mean: Sequence[float] = (0.0,)
   std: Sequence[float] = (1.0,)
 
@@ -119,6 +122,5 @@ def add_bias(module: nn.Module, y):
 def conv_with_kernel(module: nn.Module, x, w):
   """nn.Conv's computation with a given (gated or noisy) HWIO kernel: conv, then bias."""
   strides = (module.strides,) * 2 if isinstance(module.strides, int) else tuple(module.strides)
-  y = jax.lax.conv_general_dilated(x, w, strides, module.padding,
-                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  y = jax.lax.conv_general_dilated(x, w, strides, module.padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   return add_bias(module, y)

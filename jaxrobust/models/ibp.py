@@ -15,6 +15,7 @@ References:
   Nalisnick & Smyth 2017, "Stick-Breaking Variational Autoencoders" (Kumaraswamy KL), arXiv:1605.06197
   Maddison et al. 2017, "The Concrete Distribution", arXiv:1611.00712
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -24,8 +25,14 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import digamma
 
-from jaxrobust.models.common import (KL_COLLECTION, STOCHASTIC, add_bias, conv_with_kernel,
-                                     merge_deterministic, require_rng)
+from jaxrobust.models.common import (
+  KL_COLLECTION,
+  STOCHASTIC,
+  add_bias,
+  conv_with_kernel,
+  merge_deterministic,
+  require_rng,
+)
 
 EULER_GAMMA = 0.5772156649015329
 
@@ -60,7 +67,7 @@ def kl_bernoulli(q, log_pi, eps=1e-7):
 
 def kl_gaussian_std_normal(mu, sigma):
   """KL(N(μ, σ²) ‖ N(0, 1)) = −log σ + (σ² + μ²)/2 − 1/2 (the reference used 2σ for 2 log σ)."""
-  return -jnp.log(sigma) + 0.5 * (sigma ** 2 + mu ** 2) - 0.5
+  return -jnp.log(sigma) + 0.5 * (sigma**2 + mu**2) - 0.5
 
 
 def relaxed_bernoulli(key, logit, temperature):
@@ -71,6 +78,7 @@ def relaxed_bernoulli(key, logit, temperature):
 
 class _IBPGate(nn.Module):
   """Stick-breaking IBP gate over K blocks, for gate arrays of shape `gate_shape` (last axis K)."""
+
   num_blocks: int
   gate_shape: Sequence[int]
   alpha: float = 1.0
@@ -87,15 +95,16 @@ class _IBPGate(nn.Module):
     a = nn.softplus(self.param('a', nn.initializers.constant(self.a_init), (k,)))
     b = nn.softplus(self.param('b', nn.initializers.constant(self.b_init), (k,)))
     lo, hi = self.t_range
-    t = self.param('t', lambda key, s: jax.random.uniform(key, s, minval=lo, maxval=hi),
-                   tuple(self.gate_shape))
+    t = self.param(
+      't', lambda key, s: jax.random.uniform(key, s, minval=lo, maxval=hi), tuple(self.gate_shape)
+    )
     q = jax.nn.sigmoid(t)
     if not train:
       return q * (q > self.threshold)
     key = require_rng(self, self.rng_collection, 'IBP layer')
     k_u, k_z = jax.random.split(key)
     u = kumaraswamy_sample(k_u, a, b)
-    log_pi = jnp.cumsum(jnp.log(u))                     # stick-breaking over blocks
+    log_pi = jnp.cumsum(jnp.log(u))  # stick-breaking over blocks
     self.sow(KL_COLLECTION, 'kumaraswamy', jnp.sum(kl_kumaraswamy_beta(a, b, self.alpha)))
     self.sow(KL_COLLECTION, 'bernoulli', jnp.sum(kl_bernoulli(q, log_pi)))
     return relaxed_bernoulli(k_z, t, self.temperature)
@@ -103,6 +112,7 @@ class _IBPGate(nn.Module):
 
 class _Weights(nn.Module):
   """Deterministic weights, or a reparameterised Gaussian posterior N(μ, softplus(ρ)²)."""
+
   shape: Sequence[int]
   kernel_init: Any
   bayesian: bool = False
@@ -127,6 +137,7 @@ class LWTADense(nn.Module):
 
   Same call signature as nn.Dense plus `train`; follow it with the `LWTA` activation.
   """
+
   stochastic_layer = True
   features: int
   U: int = 2
@@ -144,10 +155,16 @@ class LWTADense(nn.Module):
       raise ValueError(f'LWTADense: features={self.features} not divisible by U={self.U}')
     sample = not merge_deterministic(self.deterministic, deterministic) and train
     k = self.features // self.U
-    w = _Weights((x.shape[-1], self.features), self.kernel_init, self.bayesian,
-                 rng_collection=self.rng_collection, name='weights')(sample)
-    z = _IBPGate(k, (x.shape[-1], k), **(self.gate or {}), rng_collection=self.rng_collection,
-                 name='gate')(sample)
+    w = _Weights(
+      (x.shape[-1], self.features),
+      self.kernel_init,
+      self.bayesian,
+      rng_collection=self.rng_collection,
+      name='weights',
+    )(sample)
+    z = _IBPGate(k, (x.shape[-1], k), **(self.gate or {}), rng_collection=self.rng_collection, name='gate')(
+      sample
+    )
     return add_bias(self, x @ (w * jnp.repeat(z, self.U, axis=-1)))
 
 
@@ -156,6 +173,7 @@ class LWTAConv(nn.Module):
 
   Accepts nn.Conv's arguments (so it slots into the WRN's `conv` factory) plus `train`.
   """
+
   stochastic_layer = True
   features: int
   kernel_size: Sequence[int] = (3, 3)
@@ -177,8 +195,9 @@ class LWTAConv(nn.Module):
     sample = not merge_deterministic(self.deterministic, deterministic) and train
     k = self.features // self.U
     shape = tuple(self.kernel_size) + (x.shape[-1], self.features)
-    w = _Weights(shape, self.kernel_init, self.bayesian, rng_collection=self.rng_collection,
-                 name='weights')(sample)
+    w = _Weights(shape, self.kernel_init, self.bayesian, rng_collection=self.rng_collection, name='weights')(
+      sample
+    )
     z = _IBPGate(k, (k,), **(self.gate or {}), rng_collection=self.rng_collection, name='gate')(sample)
     w = w * jnp.repeat(z, self.U, axis=-1)
     return conv_with_kernel(self, x, w)

@@ -17,6 +17,7 @@ References:
   Robustness", arXiv:2112.02671
   Jang et al. 2017, "Categorical Reparameterization with Gumbel-Softmax", arXiv:1611.01144
 """
+
 from __future__ import annotations
 
 import jax
@@ -58,6 +59,7 @@ class LWTA(nn.Module):
     rng_collection: where keys come from.
     collect_kl: sow KL(q(ξ) ‖ Uniform) into the 'kl' collection (q = softmax(h) per block).
   """
+
   U: int = 2
   temperature: float = 0.67
   learn_temperature: bool = False
@@ -104,14 +106,14 @@ class LWTA(nn.Module):
     d = h1 - h2
     if self.collect_kl and train:
       self.sow(KL_COLLECTION, 'xi', jnp.sum(binary_kl_uniform(d)) / x.shape[0])
-    if deterministic:                        # ties go to the first unit, like argmax
+    if deterministic:  # ties go to the first unit, like argmax
       xi1 = (d >= 0).astype(x.dtype)
     else:
       z = d + logistic_noise(self._key(), d.shape, d.dtype)
       xi1 = jax.nn.sigmoid(z / temp)
     xi2 = 1 - xi1
     if mode == 'hard' and not deterministic:  # each side gets its own straight-through so the
-      win = (z >= 0).astype(x.dtype)         # loser is exactly 0 in the forward pass
+      win = (z >= 0).astype(x.dtype)  # loser is exactly 0 in the forward pass
       xi1 = xi1 + jax.lax.stop_gradient(win - xi1)
       xi2 = xi2 + jax.lax.stop_gradient((1 - win) - xi2)
     return jnp.stack([h1 * xi1, h2 * xi2], -1).reshape(x.shape)

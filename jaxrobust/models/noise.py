@@ -12,6 +12,7 @@ References:
   Salmon et al. 2011, "Parallel Random Numbers: As Easy as 1, 2, 3" (Threefry), SC'11
   Gumbel 1954; Maddison et al. 2017, "The Concrete Distribution", arXiv:1611.00712
 """
+
 from __future__ import annotations
 
 import math
@@ -26,7 +27,7 @@ _MANTISSA_BITS = 23
 def _counters(shape):
   """Two uint32 counter arrays of `shape`: the index on axis 0 and the linear index over the rest."""
   per_example = math.prod(shape[1:])
-  if per_example >= 2 ** 32 or shape[0] >= 2 ** 32:
+  if per_example >= 2**32 or shape[0] >= 2**32:
     raise ValueError(f'uniform_open: shape {shape} has too many elements per example for 32-bit counters')
   first = jax.lax.broadcasted_iota(jnp.uint32, shape, 0)
   rest = jax.lax.broadcasted_iota(jnp.uint32, (shape[0], per_example), 1).reshape(shape)
@@ -35,7 +36,7 @@ def _counters(shape):
 
 def _to_open_unit(bits):
   """(m + ½)·2⁻²³ with m the top 23 bits: exact in float32, strictly inside (0, 1)."""
-  return ((bits >> (32 - _MANTISSA_BITS)).astype(jnp.float32) + 0.5) * (2.0 ** -_MANTISSA_BITS)
+  return ((bits >> (32 - _MANTISSA_BITS)).astype(jnp.float32) + 0.5) * (2.0**-_MANTISSA_BITS)
 
 
 def _draw(key, shape, transform) -> jax.Array:
@@ -49,7 +50,7 @@ def _draw(key, shape, transform) -> jax.Array:
   k = jax.random.bits(key, (2,), jnp.uint32)
   y0, y1 = threefry2x32_p.bind(k[0], k[1], *_counters(half))
   both = jnp.concatenate([transform(_to_open_unit(y0)), transform(_to_open_unit(y1))], -1)
-  return both[..., :shape[-1]] if both.shape[-1] != shape[-1] else both
+  return both[..., : shape[-1]] if both.shape[-1] != shape[-1] else both
 
 
 def uniform_open(key, shape) -> jax.Array:

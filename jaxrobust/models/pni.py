@@ -8,6 +8,7 @@ References:
   He, Rakin & Fan 2019, "Parametric Noise Injection: Trainable Randomness to Improve Deep Neural
   Network Robustness against Adversarial Attack", CVPR, arXiv:1811.09310
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -16,8 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxrobust.models.common import (STOCHASTIC, add_bias, conv_with_kernel, merge_deterministic,
-                                     require_rng)
+from jaxrobust.models.common import STOCHASTIC, add_bias, conv_with_kernel, merge_deterministic, require_rng
 
 
 def _noisy(module: nn.Module, w, deterministic: bool):
@@ -34,6 +34,7 @@ def _noisy(module: nn.Module, w, deterministic: bool):
 
 class PNIConv(nn.Module):
   """nn.Conv with parametric weight noise (same constructor arguments, plus PNI options)."""
+
   features: int
   kernel_size: Sequence[int] = (3, 3)
   strides: Sequence[int] | int = (1, 1)
@@ -57,6 +58,7 @@ class PNIConv(nn.Module):
 
 class PNIDense(nn.Module):
   """nn.Dense with parametric weight noise."""
+
   features: int
   use_bias: bool = True
   kernel_init: Any = nn.initializers.lecun_normal()

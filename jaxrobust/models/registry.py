@@ -1,4 +1,5 @@
 """Every model by name, registered explicitly; and a model wrapped as an attack's `logits_fn`."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,32 +14,32 @@ from jaxrobust.models.stochastic_models import lwta_network, pni_network
 from jaxrobust.models.wide_resnet import WRN16_4, WRN34_1, WRN34_5, WRN34_10, WRN_TINY
 
 _REGISTRY: dict[str, Callable[..., Any]] = {
-    # deterministic networks
-    'small_cnn': SmallCNN,
-    'wrn34_1': WRN34_1,
-    'wrn34_5': WRN34_5,
-    'wrn34_10': WRN34_10,
-    'wrn16_4': WRN16_4,
-    'wrn_tiny': WRN_TINY,  # tests
-    # stochastic LWTA activations
-    'small_cnn_lwta': functools.partial(lwta_network, SmallCNN),
-    'wrn34_1_lwta': functools.partial(lwta_network, WRN34_1),
-    'wrn34_5_lwta': functools.partial(lwta_network, WRN34_5),
-    'wrn34_10_lwta': functools.partial(lwta_network, WRN34_10),
-    'wrn16_4_lwta': functools.partial(lwta_network, WRN16_4),
-    'wrn_tiny_lwta': functools.partial(lwta_network, WRN_TINY),
-    # LWTA with IBP layers (the small CNN's hidden dense layer too)
-    'small_cnn_ibp': functools.partial(lwta_network, SmallCNN, ibp=True, ibp_dense=True),
-    'wrn34_1_ibp': functools.partial(lwta_network, WRN34_1, ibp=True),
-    'wrn34_5_ibp': functools.partial(lwta_network, WRN34_5, ibp=True),
-    'wrn34_10_ibp': functools.partial(lwta_network, WRN34_10, ibp=True),
-    'wrn16_4_ibp': functools.partial(lwta_network, WRN16_4, ibp=True),
-    'wrn_tiny_ibp': functools.partial(lwta_network, WRN_TINY, ibp=True),
-    # parametric noise injection (the small CNN's separate head too)
-    'small_cnn_pni': functools.partial(pni_network, SmallCNN, noisy_head=True),
-    'wrn34_1_pni': functools.partial(pni_network, WRN34_1, noisy_head=False),
-    'wrn16_4_pni': functools.partial(pni_network, WRN16_4, noisy_head=False),
-    'wrn_tiny_pni': functools.partial(pni_network, WRN_TINY, noisy_head=False),
+  # deterministic networks
+  'small_cnn': SmallCNN,
+  'wrn34_1': WRN34_1,
+  'wrn34_5': WRN34_5,
+  'wrn34_10': WRN34_10,
+  'wrn16_4': WRN16_4,
+  'wrn_tiny': WRN_TINY,  # tests
+  # stochastic LWTA activations
+  'small_cnn_lwta': functools.partial(lwta_network, SmallCNN),
+  'wrn34_1_lwta': functools.partial(lwta_network, WRN34_1),
+  'wrn34_5_lwta': functools.partial(lwta_network, WRN34_5),
+  'wrn34_10_lwta': functools.partial(lwta_network, WRN34_10),
+  'wrn16_4_lwta': functools.partial(lwta_network, WRN16_4),
+  'wrn_tiny_lwta': functools.partial(lwta_network, WRN_TINY),
+  # LWTA with IBP layers (the small CNN's hidden dense layer too)
+  'small_cnn_ibp': functools.partial(lwta_network, SmallCNN, ibp=True, ibp_dense=True),
+  'wrn34_1_ibp': functools.partial(lwta_network, WRN34_1, ibp=True),
+  'wrn34_5_ibp': functools.partial(lwta_network, WRN34_5, ibp=True),
+  'wrn34_10_ibp': functools.partial(lwta_network, WRN34_10, ibp=True),
+  'wrn16_4_ibp': functools.partial(lwta_network, WRN16_4, ibp=True),
+  'wrn_tiny_ibp': functools.partial(lwta_network, WRN_TINY, ibp=True),
+  # parametric noise injection (the small CNN's separate head too)
+  'small_cnn_pni': functools.partial(pni_network, SmallCNN, noisy_head=True),
+  'wrn34_1_pni': functools.partial(pni_network, WRN34_1, noisy_head=False),
+  'wrn16_4_pni': functools.partial(pni_network, WRN16_4, noisy_head=False),
+  'wrn_tiny_pni': functools.partial(pni_network, WRN_TINY, noisy_head=False),
 }
 
 

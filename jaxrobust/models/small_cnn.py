@@ -1,4 +1,5 @@
 """The small CNN of the reference figures: conv32-pool-conv64-pool-dense128-dense."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -20,6 +21,7 @@ class SmallCNN(nn.Module):
     width: multiplier of the channel counts (1 gives 32/64/128).
     deterministic: every stochastic layer without its noise (the transfer surrogate).
   """
+
   num_classes: int = 10
   mean: Sequence[float] = (0.0,)
   std: Sequence[float] = (1.0,)

@@ -10,6 +10,7 @@ References:
   Robustness", arXiv:2112.02671
   He, Rakin & Fan 2019, "Parametric Noise Injection", arXiv:1811.09310
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,10 +25,19 @@ from jaxrobust.models.lwta import LWTA
 from jaxrobust.models.pni import PNIConv, PNIDense
 
 
-def lwta_network(base, *, ibp: bool = False, ibp_dense: bool = False, U: int = 2,
-                 temperature: float = 0.67, learn_temperature: bool = False,
-                 eval_temperature: float = 0.01, lwta_mode: str = 'auto', bayesian: bool = False,
-                 **kwargs) -> nn.Module:
+def lwta_network(
+  base,
+  *,
+  ibp: bool = False,
+  ibp_dense: bool = False,
+  U: int = 2,
+  temperature: float = 0.67,
+  learn_temperature: bool = False,
+  eval_temperature: float = 0.01,
+  lwta_mode: str = 'auto',
+  bayesian: bool = False,
+  **kwargs,
+) -> nn.Module:
   """`base` (a SmallCNN or WideResNet constructor) with LWTA activations.
 
   Args:
@@ -38,8 +48,14 @@ def lwta_network(base, *, ibp: bool = False, ibp_dense: bool = False, U: int = 2
     bayesian: Gaussian weight posteriors in the IBP layers.
     **kwargs: the base network's own fields.
   """
-  act = functools.partial(LWTA, U=U, temperature=temperature, learn_temperature=learn_temperature,
-                          eval_temperature=eval_temperature, mode=lwta_mode)
+  act = functools.partial(
+    LWTA,
+    U=U,
+    temperature=temperature,
+    learn_temperature=learn_temperature,
+    eval_temperature=eval_temperature,
+    mode=lwta_mode,
+  )
   layers = {}
   if ibp:
     layers['conv'] = functools.partial(LWTAConv, U=U, bayesian=bayesian)

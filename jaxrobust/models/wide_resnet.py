@@ -4,6 +4,7 @@ References:
   Zagoruyko & Komodakis 2016, "Wide Residual Networks", arXiv:1605.07146
   Zhang et al. 2019, "TRADES", arXiv:1901.08573 (models/wideresnet.py, followed exactly)
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,6 +23,7 @@ class WRNBlock(nn.Module):
   in == out: shortcut is the raw x; the residual branch starts from act(bn1(x)).
   Then conv3×3(stride) -> act(bn2) -> conv3×3, and out = shortcut + branch.
   """
+
   in_planes: int
   out_planes: int
   stride: int
@@ -35,13 +37,28 @@ class WRNBlock(nn.Module):
     equal = self.in_planes == self.out_planes
     det = self.deterministic
     o = self.act()(self.norm()(x), train, deterministic=det)
-    shortcut = x if equal else call_layer(self.conv(
-        self.out_planes, (1, 1), (self.stride, self.stride), padding='VALID', use_bias=False), o, train, det)
-    o = call_layer(self.conv(self.out_planes, (3, 3), (self.stride, self.stride),
-                             padding=((1, 1), (1, 1)), use_bias=False), o, train, det)
+    shortcut = (
+      x
+      if equal
+      else call_layer(
+        self.conv(self.out_planes, (1, 1), (self.stride, self.stride), padding='VALID', use_bias=False),
+        o,
+        train,
+        det,
+      )
+    )
+    o = call_layer(
+      self.conv(
+        self.out_planes, (3, 3), (self.stride, self.stride), padding=((1, 1), (1, 1)), use_bias=False
+      ),
+      o,
+      train,
+      det,
+    )
     o = self.act()(self.norm()(o), train, deterministic=det)
-    o = call_layer(self.conv(self.out_planes, (3, 3), (1, 1), padding=((1, 1), (1, 1)),
-                             use_bias=False), o, train, det)
+    o = call_layer(
+      self.conv(self.out_planes, (3, 3), (1, 1), padding=((1, 1), (1, 1)), use_bias=False), o, train, det
+    )
     return shortcut + o
 
 
@@ -58,6 +75,7 @@ class WideResNet(nn.Module):
     bn_axis_name: mapped axis over which BatchNorm averages batch statistics.
     deterministic: every stochastic layer without its noise (the transfer surrogate).
   """
+
   depth: int = 34
   widen: int = 1
   num_classes: int = 10
@@ -76,8 +94,9 @@ class WideResNet(nn.Module):
     n = (self.depth - 4) // 6
     widths = [16, 16 * self.widen, 32 * self.widen, 64 * self.widen]
     conv = functools.partial(self.conv, kernel_init=conv_kernel_init())
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, axis_name=self.bn_axis_name)
+    norm = functools.partial(
+      nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, axis_name=self.bn_axis_name
+    )
     x = Normalize(self.mean, self.std)(x)
     det = self.deterministic
     x = call_layer(conv(widths[0], (3, 3), padding=((1, 1), (1, 1)), use_bias=False), x, train, det)

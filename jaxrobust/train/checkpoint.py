@@ -4,6 +4,7 @@ restore, and a fall-back to the newest intact step when the newest one is damage
 A damaged step (a truncated or missing file, a checksum that does not match) is never deleted: it
 is moved aside into `<directory>.corrupt/` for inspection, and a warning names it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,10 @@ class CheckpointMismatchError(ValueError):
 
 
 def _param_shapes(tree) -> dict[str, tuple]:
-  return {jax.tree_util.keystr(p): tuple(getattr(a, 'shape', ())) for p, a in
-          jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: hasattr(x, 'shape'))}
+  return {
+    jax.tree_util.keystr(p): tuple(getattr(a, 'shape', ()))
+    for p, a in jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: hasattr(x, 'shape'))
+  }
 
 
 def describe_mismatch(stored: dict[str, tuple], expected: dict[str, tuple], limit: int = 5) -> str:
@@ -40,9 +43,14 @@ def describe_mismatch(stored: dict[str, tuple], expected: dict[str, tuple], limi
   shapes = sorted(k for k in set(stored) & set(expected) if stored[k] != expected[k])
   parts = []
   if missing:
-    parts.append(f'missing {missing[:limit]}' + (f' (+{len(missing) - limit})' if len(missing) > limit else ''))
+    parts.append(
+      f'missing {missing[:limit]}' + (f' (+{len(missing) - limit})' if len(missing) > limit else '')
+    )
   if unexpected:
-    parts.append(f'unexpected {unexpected[:limit]}' + (f' (+{len(unexpected) - limit})' if len(unexpected) > limit else ''))
+    parts.append(
+      f'unexpected {unexpected[:limit]}'
+      + (f' (+{len(unexpected) - limit})' if len(unexpected) > limit else '')
+    )
   if shapes:
     parts.append('wrong shapes ' + ', '.join(f'{k}: {stored[k]} vs {expected[k]}' for k in shapes[:limit]))
   return '; '.join(parts)
@@ -69,13 +77,17 @@ class Checkpointer:
 
   def __init__(self, directory: str, max_to_keep: int = 3, enabled: bool | None = None):
     if max_to_keep < 1:
-      raise ValueError(f'max_to_keep (keep_checkpoints) must be >= 1, got {max_to_keep}: 0 would delete every checkpoint')
+      raise ValueError(
+        f'max_to_keep (keep_checkpoints) must be >= 1, got {max_to_keep}: 0 would delete every checkpoint'
+      )
     self.directory = os.path.abspath(directory)
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     # Handlers named up front, so that a step's metadata can be read before anything is restored.
     self._mngr = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
-        item_handlers={'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()})
+      self.directory,
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+      item_handlers={'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()},
+    )
 
   def latest_step(self) -> int | None:
     return self._mngr.latest_step()
@@ -86,8 +98,9 @@ class Checkpointer:
   def save(self, step: int, tree: Any, meta: dict) -> None:
     """Saves the array tree and a JSON dict at `step` with the tree's checksum, and waits."""
     meta = dict(meta, checksum=tree_checksum(tree))
-    self._mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
-                                                   meta=ocp.args.JsonSave(meta)))
+    self._mngr.save(
+      step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta))
+    )
     self._mngr.wait_until_finished()
 
   def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
@@ -104,19 +117,25 @@ class Checkpointer:
     self._check_parameters(step, target)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     try:
-      r = self._mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                            meta=ocp.args.JsonRestore()))
+      r = self._mngr.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+      )
     except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many kinds for bad files
-      raise CheckpointError(f'checkpoint step {step} in {self.directory} cannot be read: '
-                            f'{type(e).__name__}: {str(e)[:300]}') from e
+      raise CheckpointError(
+        f'checkpoint step {step} in {self.directory} cannot be read: {type(e).__name__}: {str(e)[:300]}'
+      ) from e
     tree, meta = r['state'], dict(r['meta'] or {})
     stored = meta.get('checksum')
     if stored is None:
-      warnings.warn(f'checkpoint step {step} in {self.directory} has no checksum (written by an '
-                    f'older version); it is restored unverified', stacklevel=2)
+      warnings.warn(
+        f'checkpoint step {step} in {self.directory} has no checksum (written by an '
+        f'older version); it is restored unverified',
+        stacklevel=2,
+      )
     elif tree_checksum(tree) != stored:
-      raise CheckpointError(f'checkpoint step {step} in {self.directory} fails its checksum: '
-                            f'its bytes changed after it was saved')
+      raise CheckpointError(
+        f'checkpoint step {step} in {self.directory} fails its checksum: its bytes changed after it was saved'
+      )
     return tree, meta
 
   def _check_parameters(self, step: int, target: Any) -> None:
@@ -126,13 +145,16 @@ class Checkpointer:
     try:
       stored = self._mngr.item_metadata(step)['state'].tree['params']
     except Exception as e:  # noqa: BLE001 - unreadable metadata is damage, handled as such
-      raise CheckpointError(f'checkpoint step {step} in {self.directory} has unreadable metadata: '
-                            f'{type(e).__name__}: {str(e)[:200]}') from e
+      raise CheckpointError(
+        f'checkpoint step {step} in {self.directory} has unreadable metadata: '
+        f'{type(e).__name__}: {str(e)[:200]}'
+      ) from e
     got, want = _param_shapes(stored), _param_shapes(target['params'])
     if got != want:
       raise CheckpointMismatchError(
-          f'checkpoint step {step} in {self.directory} holds the parameters of another model: '
-          f'{describe_mismatch(got, want)}')
+        f'checkpoint step {step} in {self.directory} holds the parameters of another model: '
+        f'{describe_mismatch(got, want)}'
+      )
 
   def restore_latest_intact(self, target: Any) -> tuple[Any, dict, int]:
     """The newest step that restores intact: damaged newer steps are moved aside with a warning.
@@ -153,8 +175,10 @@ class Checkpointer:
       except CheckpointError as e:
         kept = self._set_aside(step)
         warnings.warn(f'skipping damaged checkpoint step {step} ({e}); kept aside in {kept}', stacklevel=2)
-    raise NoCheckpointError(f'no intact checkpoint in {self.directory}: every step was damaged and '
-                            f'set aside in {self.directory}.corrupt')
+    raise NoCheckpointError(
+      f'no intact checkpoint in {self.directory}: every step was damaged and '
+      f'set aside in {self.directory}.corrupt'
+    )
 
   def _set_aside(self, step: int) -> str:
     """Moves a damaged step out of the manager's directory, never deleting it."""

@@ -7,6 +7,7 @@ built or written. The free-form fields (`data.synthetic`, `model.kwargs`, `train
 `train.mixed_attacks`) are checked by what consumes them (the dataset, the model, the attack
 registry).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,33 +31,54 @@ def default_config() -> ml_collections.ConfigDict:
   """Every field of a training config, with its default (Fashion-MNIST, small CNN, clean)."""
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.data = ml_collections.ConfigDict(dict(
-      name='fashion_mnist', data_dir='', num_train=0, num_test=0,   # 0 = the whole split
-      augment=dict(pad=0, flip=False),                               # off for Fashion-MNIST
-      synthetic=dict()))
+  c.data = ml_collections.ConfigDict(
+    dict(
+      name='fashion_mnist',
+      data_dir='',
+      num_train=0,
+      num_test=0,  # 0 = the whole split
+      augment=dict(pad=0, flip=False),  # off for Fashion-MNIST
+      synthetic=dict(),
+    )
+  )
   # normalize: 'dataset' (per-channel mean/std of the training images, inside the model) or 'none'.
   c.model = ml_collections.ConfigDict(dict(name='small_cnn', normalize='dataset', kwargs=dict()))
-  c.train = ml_collections.ConfigDict(dict(
-      objective='clean', batch_size=128, num_epochs=1.0, num_steps=0,   # num_steps > 0 wins
-      optimizer='sgd', learning_rate=0.05, momentum=0.9, weight_decay=5e-4,
-      schedule='cosine', boundaries_epochs=(), schedule_factor=0.1, no_decay=('noise_scale',),
+  c.train = ml_collections.ConfigDict(
+    dict(
+      objective='clean',
+      batch_size=128,
+      num_epochs=1.0,
+      num_steps=0,  # num_steps > 0 wins
+      optimizer='sgd',
+      learning_rate=0.05,
+      momentum=0.9,
+      weight_decay=5e-4,
+      schedule='cosine',
+      boundaries_epochs=(),
+      schedule_factor=0.1,
+      no_decay=('noise_scale',),
       label_smoothing=0.0,
       # Adversarial objectives: the attack inside the step (an attack spec).
       attack=dict(name='pgd', epsilon=0.1, step_size=0.025, num_steps=10),
-      attack_labels='pred',         # pni: attack the clean predictions ('pred') or labels ('true')
-      kl_beta=1.0,                  # lwta_elbo: β of β·ΣKL/N (0 = cross-entropy alone)
-      trades_beta=6.0,              # trades: β of the KL term
-      noise_sigma=0.0,              # clean / gaussian_noise: σ of Gaussian augmentation
-      mixed_attacks=dict(),         # mixed: name -> attack spec, in branch order after clean
-      clean_prob=0.5,               # mixed: probability of a clean step
-      parallel='none', log_every=50, checkpoint_every=0, keep_checkpoints=3, stop_at_step=0,
+      attack_labels='pred',  # pni: attack the clean predictions ('pred') or labels ('true')
+      kl_beta=1.0,  # lwta_elbo: β of β·ΣKL/N (0 = cross-entropy alone)
+      trades_beta=6.0,  # trades: β of the KL term
+      noise_sigma=0.0,  # clean / gaussian_noise: σ of Gaussian augmentation
+      mixed_attacks=dict(),  # mixed: name -> attack spec, in branch order after clean
+      clean_prob=0.5,  # mixed: probability of a clean step
+      parallel='none',
+      log_every=50,
+      checkpoint_every=0,
+      keep_checkpoints=3,
+      stop_at_step=0,
       # Mixed training's branch: 'switch' (inside the program), 'host' (one program per branch,
       # chosen from the same key), 'auto' (host on the CPU, where conditionals are slow).
-      branch_dispatch='auto'))
+      branch_dispatch='auto',
+    )
+  )
   c.eval = ml_collections.ConfigDict(dict(batch_size=500))
   # Multi-host start-up (see distributed.py); the environment variables serve as well.
-  c.distributed = ml_collections.ConfigDict(dict(coordinator='', num_processes=0, process_id=-1,
-                                                 auto=False))
+  c.distributed = ml_collections.ConfigDict(dict(coordinator='', num_processes=0, process_id=-1, auto=False))
   return c
 
 
@@ -95,61 +117,114 @@ def validate(config) -> None:
   f = fields
   _require(isinstance(f['seed'], int), 'seed', f'must be an integer, got {f["seed"]!r}')
   for name in ('data.num_train', 'data.num_test'):
-    _require(isinstance(f[name], int) and f[name] >= 0, name, f'must be an integer >= 0 (0 = all), got {f[name]!r}')
+    _require(
+      isinstance(f[name], int) and f[name] >= 0, name, f'must be an integer >= 0 (0 = all), got {f[name]!r}'
+    )
   _require(f['data.augment.pad'] >= 0, 'data.augment.pad', f'must be >= 0, got {f["data.augment.pad"]}')
-  _require(f['model.normalize'] in ('dataset', 'none'), 'model.normalize',
-           f"must be 'dataset' or 'none', got {f['model.normalize']!r}")
-  t = {k[len('train.'):]: v for k, v in f.items() if k.startswith('train.')}
-  _require(t['objective'] in OBJECTIVES, 'train.objective',
-           f'unknown objective {t["objective"]!r}; known: {", ".join(OBJECTIVES)}')
-  _require(isinstance(t['batch_size'], int) and t['batch_size'] >= 1, 'train.batch_size',
-           f'must be an integer >= 1, got {t["batch_size"]!r}')
-  _require(isinstance(t['num_steps'], int) and t['num_steps'] >= 0, 'train.num_steps',
-           f'must be an integer >= 0 (0 = use num_epochs), got {t["num_steps"]!r}')
+  _require(
+    f['model.normalize'] in ('dataset', 'none'),
+    'model.normalize',
+    f"must be 'dataset' or 'none', got {f['model.normalize']!r}",
+  )
+  t = {k[len('train.') :]: v for k, v in f.items() if k.startswith('train.')}
+  _require(
+    t['objective'] in OBJECTIVES,
+    'train.objective',
+    f'unknown objective {t["objective"]!r}; known: {", ".join(OBJECTIVES)}',
+  )
+  _require(
+    isinstance(t['batch_size'], int) and t['batch_size'] >= 1,
+    'train.batch_size',
+    f'must be an integer >= 1, got {t["batch_size"]!r}',
+  )
+  _require(
+    isinstance(t['num_steps'], int) and t['num_steps'] >= 0,
+    'train.num_steps',
+    f'must be an integer >= 0 (0 = use num_epochs), got {t["num_steps"]!r}',
+  )
   if t['num_steps'] == 0:
-    _require(t['num_epochs'] > 0, 'train.num_epochs', f'must be > 0 when num_steps is 0, got {t["num_epochs"]}')
+    _require(
+      t['num_epochs'] > 0, 'train.num_epochs', f'must be > 0 when num_steps is 0, got {t["num_epochs"]}'
+    )
   _require(t['learning_rate'] > 0, 'train.learning_rate', f'must be > 0, got {t["learning_rate"]}')
   _require(t['weight_decay'] >= 0, 'train.weight_decay', f'must be >= 0, got {t["weight_decay"]}')
   _require(0 <= t['momentum'] < 1, 'train.momentum', f'must be in [0, 1), got {t["momentum"]}')
-  _require(t['optimizer'] in OPTIMIZERS, 'train.optimizer', f'unknown optimizer {t["optimizer"]!r}; use {OPTIMIZERS}')
-  _require(t['schedule'] in SCHEDULES, 'train.schedule', f'unknown schedule {t["schedule"]!r}; use {SCHEDULES}')
-  _require(0 <= t['label_smoothing'] < 1, 'train.label_smoothing', f'must be in [0, 1), got {t["label_smoothing"]}')
+  _require(
+    t['optimizer'] in OPTIMIZERS, 'train.optimizer', f'unknown optimizer {t["optimizer"]!r}; use {OPTIMIZERS}'
+  )
+  _require(
+    t['schedule'] in SCHEDULES, 'train.schedule', f'unknown schedule {t["schedule"]!r}; use {SCHEDULES}'
+  )
+  _require(
+    0 <= t['label_smoothing'] < 1, 'train.label_smoothing', f'must be in [0, 1), got {t["label_smoothing"]}'
+  )
   _require(t['noise_sigma'] >= 0, 'train.noise_sigma', f'must be >= 0, got {t["noise_sigma"]}')
   _require(0 <= t['clean_prob'] <= 1, 'train.clean_prob', f'must be in [0, 1], got {t["clean_prob"]}')
   _require(t['kl_beta'] >= 0, 'train.kl_beta', f'must be >= 0, got {t["kl_beta"]}')
-  _require(t['attack_labels'] in ('true', 'pred'), 'train.attack_labels',
-           f"must be 'true' or 'pred', got {t['attack_labels']!r}")
-  _require(t['parallel'] in PARALLEL_MODES, 'train.parallel', f'unknown mode {t["parallel"]!r}; use {PARALLEL_MODES}')
-  _require(t['branch_dispatch'] in BRANCH_DISPATCH, 'train.branch_dispatch',
-           f'unknown dispatch {t["branch_dispatch"]!r}; use {BRANCH_DISPATCH}')
+  _require(
+    t['attack_labels'] in ('true', 'pred'),
+    'train.attack_labels',
+    f"must be 'true' or 'pred', got {t['attack_labels']!r}",
+  )
+  _require(
+    t['parallel'] in PARALLEL_MODES, 'train.parallel', f'unknown mode {t["parallel"]!r}; use {PARALLEL_MODES}'
+  )
+  _require(
+    t['branch_dispatch'] in BRANCH_DISPATCH,
+    'train.branch_dispatch',
+    f'unknown dispatch {t["branch_dispatch"]!r}; use {BRANCH_DISPATCH}',
+  )
   for name in ('log_every', 'keep_checkpoints'):
-    _require(isinstance(t[name], int) and t[name] >= 1, f'train.{name}', f'must be an integer >= 1, got {t[name]!r}')
+    _require(
+      isinstance(t[name], int) and t[name] >= 1, f'train.{name}', f'must be an integer >= 1, got {t[name]!r}'
+    )
   for name in ('checkpoint_every', 'stop_at_step'):
-    _require(isinstance(t[name], int) and t[name] >= 0, f'train.{name}', f'must be an integer >= 0, got {t[name]!r}')
+    _require(
+      isinstance(t[name], int) and t[name] >= 0, f'train.{name}', f'must be an integer >= 0, got {t[name]!r}'
+    )
   if t['objective'] == 'label_smoothing':
     _require(t['label_smoothing'] > 0, 'train.label_smoothing', "must be > 0 for objective 'label_smoothing'")
   if t['objective'] == 'gaussian_noise':
     _require(t['noise_sigma'] > 0, 'train.noise_sigma', "must be > 0 for objective 'gaussian_noise'")
   if t['objective'] == 'mixed':
-    _require(len(t['mixed_attacks']) > 0, 'train.mixed_attacks', "objective 'mixed' needs name -> attack spec entries")
-  _require(isinstance(f['eval.batch_size'], int) and f['eval.batch_size'] >= 1, 'eval.batch_size',
-           f'must be an integer >= 1, got {f["eval.batch_size"]!r}')
+    _require(
+      len(t['mixed_attacks']) > 0,
+      'train.mixed_attacks',
+      "objective 'mixed' needs name -> attack spec entries",
+    )
+  _require(
+    isinstance(f['eval.batch_size'], int) and f['eval.batch_size'] >= 1,
+    'eval.batch_size',
+    f'must be an integer >= 1, got {f["eval.batch_size"]!r}',
+  )
 
 
 # What may change when a run resumes: how long it runs, how it logs and saves, where it runs.
 # Every other field changes what is trained.
-RESUMABLE_CHANGES = ('train.num_epochs', 'train.num_steps', 'train.stop_at_step', 'train.log_every',
-                     'train.checkpoint_every', 'train.keep_checkpoints', 'train.parallel',
-                     'train.branch_dispatch', 'eval.batch_size', 'data.data_dir', 'data.num_test',
-                     'distributed.coordinator', 'distributed.num_processes', 'distributed.process_id',
-                     'distributed.auto')
+RESUMABLE_CHANGES = (
+  'train.num_epochs',
+  'train.num_steps',
+  'train.stop_at_step',
+  'train.log_every',
+  'train.checkpoint_every',
+  'train.keep_checkpoints',
+  'train.parallel',
+  'train.branch_dispatch',
+  'eval.batch_size',
+  'data.data_dir',
+  'data.num_test',
+  'distributed.coordinator',
+  'distributed.num_processes',
+  'distributed.process_id',
+  'distributed.auto',
+)
 
 
 def training_differences(stored: dict, config) -> list[str]:
   """The fields, other than `RESUMABLE_CHANGES`, whose values differ between a stored config
   (as saved in config.json) and `config`: 'field: old -> new' lines."""
   a, b = _flatten(stored), flat_fields(config)
-  norm = lambda v: json.loads(json.dumps(v, default=str))   # tuples and lists compare equal
+  norm = lambda v: json.loads(json.dumps(v, default=str))  # tuples and lists compare equal
   out = []
   for k in sorted(set(a) | set(b)):
     if k in RESUMABLE_CHANGES:

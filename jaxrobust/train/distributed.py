@@ -1,11 +1,12 @@
 """Multi-host start-up: `jax.distributed.initialize` from the config or the environment."""
+
 from __future__ import annotations
 
 import os
 
 import jax
 
-ENV_COORDINATOR = 'JAXROBUST_COORDINATOR'      # host:port of process 0
+ENV_COORDINATOR = 'JAXROBUST_COORDINATOR'  # host:port of process 0
 ENV_NUM_PROCESSES = 'JAXROBUST_NUM_PROCESSES'
 ENV_PROCESS_ID = 'JAXROBUST_PROCESS_ID'
 

@@ -4,6 +4,7 @@ objective, the keys and the loop's settings.
 `build_experiment` validates the config (`config.py`) and reads each field once; the loop,
 `restore.py`, the experiment scripts and the tests all start from the `Experiment` it returns.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,13 @@ from jaxrobust.data import Dataset, load_dataset
 from jaxrobust.models import create_model
 from jaxrobust.train import optim
 from jaxrobust.train.config import ConfigError, validate
-from jaxrobust.train.objectives import (Objective, adversarial_objective, clean_objective,
-                                        mixed_objective, trades_objective)
+from jaxrobust.train.objectives import (
+  Objective,
+  adversarial_objective,
+  clean_objective,
+  mixed_objective,
+  trades_objective,
+)
 from jaxrobust.train.parallel import AXIS
 from jaxrobust.train.state import TrainState, create_train_state
 
@@ -33,7 +39,7 @@ class LoopSettings:
   batch_size: int
   steps_per_epoch: int
   total_steps: int
-  stop_at_step: int          # the loop stops here (total_steps unless the config says earlier)
+  stop_at_step: int  # the loop stops here (total_steps unless the config says earlier)
   log_every: int
   checkpoint_every: int
   keep_checkpoints: int
@@ -64,8 +70,14 @@ class Experiment:
 
 def load_data(data: ml_collections.ConfigDict, seed: int) -> Dataset:
   """The dataset of `config.data` (the seed drives the synthetic one)."""
-  return load_dataset(data.name, data.data_dir or None, seed=seed, num_train=data.num_train or None,
-                      num_test=data.num_test or None, synthetic=dict(data.synthetic))
+  return load_dataset(
+    data.name,
+    data.data_dir or None,
+    seed=seed,
+    num_train=data.num_train or None,
+    num_test=data.num_test or None,
+    synthetic=dict(data.synthetic),
+  )
 
 
 def build_model(model: ml_collections.ConfigDict, ds: Dataset, *, bn_axis_name: str | None = None):
@@ -90,11 +102,13 @@ def build_objective(t: ml_collections.ConfigDict, apply_fn, num_classes: int, nu
   if name == 'pgd_at':
     return adversarial_objective(apply_fn, num_classes, attack, label_smoothing=ls)
   if name == 'pni':
-    return adversarial_objective(apply_fn, num_classes, attack, label_smoothing=ls, clean_weight=0.5,
-                                 attack_labels=t.attack_labels)
+    return adversarial_objective(
+      apply_fn, num_classes, attack, label_smoothing=ls, clean_weight=0.5, attack_labels=t.attack_labels
+    )
   if name == 'lwta_elbo':
-    return adversarial_objective(apply_fn, num_classes, attack, label_smoothing=ls, kl_beta=t.kl_beta,
-                                 num_train=num_train)
+    return adversarial_objective(
+      apply_fn, num_classes, attack, label_smoothing=ls, kl_beta=t.kl_beta, num_train=num_train
+    )
   if name == 'mixed':
     mixed = {k: dict(v) for k, v in dict(t.mixed_attacks).items()}
     return mixed_objective(apply_fn, num_classes, mixed, clean_prob=t.clean_prob, label_smoothing=ls)
@@ -122,17 +136,34 @@ def build_experiment(config: ml_collections.ConfigDict, *, dataset: Dataset | No
     raise ConfigError(f'config.train.batch_size: {t.batch_size} exceeds the {ds.num_train} training examples')
   total = t.num_steps or int(math.ceil(t.num_epochs * spe))
   if parallel != 'none' and t.batch_size % jax.device_count():
-    raise ConfigError(f'config.train.batch_size: {t.batch_size} is not divisible by the '
-                      f'{jax.device_count()} devices of parallel={parallel!r}')
-  schedule = optim.make_schedule(t.schedule, t.learning_rate, total, spe,
-                                 boundaries_epochs=tuple(t.boundaries_epochs), factor=t.schedule_factor)
-  tx = optim.make_optimizer(t.optimizer, schedule, momentum=t.momentum, weight_decay=t.weight_decay,
-                            no_decay=tuple(t.no_decay))
+    raise ConfigError(
+      f'config.train.batch_size: {t.batch_size} is not divisible by the '
+      f'{jax.device_count()} devices of parallel={parallel!r}'
+    )
+  schedule = optim.make_schedule(
+    t.schedule,
+    t.learning_rate,
+    total,
+    spe,
+    boundaries_epochs=tuple(t.boundaries_epochs),
+    factor=t.schedule_factor,
+  )
+  tx = optim.make_optimizer(
+    t.optimizer, schedule, momentum=t.momentum, weight_decay=t.weight_decay, no_decay=tuple(t.no_decay)
+  )
   objective = build_objective(t, model.apply, ds.num_classes, ds.num_train)
   loop = LoopSettings(
-      batch_size=t.batch_size, steps_per_epoch=spe, total_steps=total,
-      stop_at_step=min(total, t.stop_at_step or total), log_every=t.log_every,
-      checkpoint_every=t.checkpoint_every or spe, keep_checkpoints=t.keep_checkpoints,
-      eval_batch_size=config.eval.batch_size, parallel=parallel, branch_dispatch=t.branch_dispatch,
-      pad=config.data.augment.pad, flip=config.data.augment.flip)
+    batch_size=t.batch_size,
+    steps_per_epoch=spe,
+    total_steps=total,
+    stop_at_step=min(total, t.stop_at_step or total),
+    log_every=t.log_every,
+    checkpoint_every=t.checkpoint_every or spe,
+    keep_checkpoints=t.keep_checkpoints,
+    eval_batch_size=config.eval.batch_size,
+    parallel=parallel,
+    branch_dispatch=t.branch_dispatch,
+    pad=config.data.augment.pad,
+    flip=config.data.augment.flip,
+  )
   return Experiment(config, ds, model, tx, objective, keys.run_keys(config.seed), loop)

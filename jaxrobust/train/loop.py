@@ -7,6 +7,7 @@ What it guarantees:
 - a checkpoint is written only once the loss computed from its parameters is known to be finite,
   so the checkpoint a `NonFiniteLossError` names loads and gives finite logits.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,9 @@ class NonFiniteLossError(FloatingPointError):
 StepRunner = Callable[[Any, Any, jax.Array, int], tuple[Any, dict]]
 
 
-def make_step_runner(objective: Objective, mode: str, *, pad: int = 0, flip: bool = False,
-                     dispatch: str = 'auto') -> tuple[ParallelStep, StepRunner]:
+def make_step_runner(
+  objective: Objective, mode: str, *, pad: int = 0, flip: bool = False, dispatch: str = 'auto'
+) -> tuple[ParallelStep, StepRunner]:
   """(pstep, run): the parallel step and `run(placed, batch, key, step) -> (placed, metrics)`.
 
   For an objective with branches (the mixed one), dispatch 'switch' compiles one step that picks
@@ -48,7 +50,8 @@ def make_step_runner(objective: Objective, mode: str, *, pad: int = 0, flip: boo
   gradients 2× slower (docs/performance.md), else 'switch'.
   """
   build = lambda branch: make_parallel_step(
-      lambda ax: make_train_step(objective, axis_name=ax, pad=pad, flip=flip, branch=branch), mode)
+    lambda ax: make_train_step(objective, axis_name=ax, pad=pad, flip=flip, branch=branch), mode
+  )
   pstep = build(None)
   if dispatch == 'auto':
     dispatch = 'host' if jax.default_backend() == 'cpu' else 'switch'
@@ -83,14 +86,16 @@ def _batches(exp: Experiment, start: int):
   step = start
   while True:
     epoch, b = divmod(step, lp.steps_per_epoch)
-    for x, y in epoch_batches(exp.keys.data, epoch, ds.train_images, ds.train_labels, lp.batch_size,
-                              start_batch=b):
-      yield epoch, {'image': x[pid * lb:(pid + 1) * lb], 'label': y[pid * lb:(pid + 1) * lb]}
+    for x, y in epoch_batches(
+      exp.keys.data, epoch, ds.train_images, ds.train_labels, lp.batch_size, start_batch=b
+    ):
+      yield epoch, {'image': x[pid * lb : (pid + 1) * lb], 'label': y[pid * lb : (pid + 1) * lb]}
       step += 1
 
 
-def train(exp: Experiment, workdir: str, *, progress: bool = True,
-          allow_config_change: bool = False) -> dict[str, Any]:
+def train(
+  exp: Experiment, workdir: str, *, progress: bool = True, allow_config_change: bool = False
+) -> dict[str, Any]:
   """Trains `exp`, checkpointing into `workdir`, then reports clean test accuracy.
 
   Resumes from the newest intact checkpoint in `workdir/checkpoints`, so a killed run continues
@@ -139,20 +144,30 @@ def _run(exp: Experiment, workdir: str, *, progress: bool) -> dict[str, Any]:
   if writer.enabled:
     trim_metrics(writer.path, start)
 
-  pstep, run_step = make_step_runner(exp.objective, lp.parallel, pad=lp.pad, flip=lp.flip,
-                                     dispatch=lp.branch_dispatch)
+  pstep, run_step = make_step_runner(
+    exp.objective, lp.parallel, pad=lp.pad, flip=lp.flip, dispatch=lp.branch_dispatch
+  )
   placed = pstep.put_state(state)
 
   def last_good() -> str:
     s = ckpt.latest_step()
-    return (f'The last good checkpoint (step {s}) in {ckpt.directory} is left intact.' if s is not None
-            else f'No checkpoint was written in {ckpt.directory} yet.')
+    return (
+      f'The last good checkpoint (step {s}) in {ckpt.directory} is left intact.'
+      if s is not None
+      else f'No checkpoint was written in {ckpt.directory} yet.'
+    )
 
-  pending = None   # (step, host state): saved once the loss computed from it is known finite
+  pending = None  # (step, host state): saved once the loss computed from it is known finite
   t0 = time.time()
   logged = []
-  bar = tqdm(total=lp.stop_at_step, initial=start, disable=not progress, desc='train',
-             mininterval=2.0, dynamic_ncols=True)
+  bar = tqdm(
+    total=lp.stop_at_step,
+    initial=start,
+    disable=not progress,
+    desc='train',
+    mininterval=2.0,
+    dynamic_ncols=True,
+  )
   step = start
   batches = _batches(exp, start)
   while step < lp.stop_at_step:
@@ -160,8 +175,9 @@ def _run(exp: Experiment, workdir: str, *, progress: bool) -> dict[str, Any]:
     placed, m = run_step(placed, pstep.put_batch(batch), exp.keys.train, step)
     m = _first(m)
     if not np.isfinite(m['loss']):
-      raise NonFiniteLossError(f'training loss is {m["loss"]} at step {step} (epoch {epoch}); '
-                               f'stopping. {last_good()}')
+      raise NonFiniteLossError(
+        f'training loss is {m["loss"]} at step {step} (epoch {epoch}); stopping. {last_good()}'
+      )
     if pending is not None:
       ckpt.save(*pending, {'step': pending[0], 'config': exp.config.to_dict()})
       pending = None
@@ -177,30 +193,45 @@ def _run(exp: Experiment, workdir: str, *, progress: bool) -> dict[str, Any]:
   train_time = time.time() - t0
   state = state.from_checkpoint(_host_tree(pstep, placed))
   try:
-    test_acc = clean_accuracy(make_logits_fn(exp.model, state.variables), exp.dataset.test_images,
-                              exp.dataset.test_labels, batch_size=lp.eval_batch_size,
-                              key=jax.random.fold_in(exp.keys.train, keys.TAG_FINAL_EVAL))
+    test_acc = clean_accuracy(
+      make_logits_fn(exp.model, state.variables),
+      exp.dataset.test_images,
+      exp.dataset.test_labels,
+      batch_size=lp.eval_batch_size,
+      key=jax.random.fold_in(exp.keys.train, keys.TAG_FINAL_EVAL),
+    )
   except NonFiniteLogitsError as e:
-    raise NonFiniteLossError(f'the trained model gives non-finite logits at step {step}: {e}. '
-                             f'{last_good()}') from e
+    raise NonFiniteLossError(
+      f'the trained model gives non-finite logits at step {step}: {e}. {last_good()}'
+    ) from e
   if pending is not None:
     ckpt.save(*pending, {'step': pending[0], 'config': exp.config.to_dict()})
   writer.write(step, test_accuracy=test_acc, train_time_s=train_time)
   ckpt.close()
-  return {'state': state, 'model': exp.model, 'dataset': exp.dataset, 'test_accuracy': test_acc,
-          'steps': step, 'train_time_s': train_time}
+  return {
+    'state': state,
+    'model': exp.model,
+    'dataset': exp.dataset,
+    'test_accuracy': test_acc,
+    'steps': step,
+    'train_time_s': train_time,
+  }
 
 
 def _log(writer: JsonlWriter, bar, logged: list[dict], step: int, epoch: int, elapsed: float) -> None:
   mean = {k: float(np.mean([a[k] for a in logged])) for k in logged[0]}
   writer.write(step, epoch=epoch, elapsed_s=elapsed, **{f'train_{k}': v for k, v in mean.items()})
   acc_key = 'accuracy' if 'accuracy' in mean else 'adv_accuracy'
-  bar.set_postfix(loss=f'{mean["loss"]:.3f}',
-                  **{acc_key.replace('accuracy', 'acc'): f'{mean.get(acc_key, float("nan")):.3f}'})
+  bar.set_postfix(
+    loss=f'{mean["loss"]:.3f}',
+    **{acc_key.replace('accuracy', 'acc'): f'{mean.get(acc_key, float("nan")):.3f}'},
+  )
 
 
-def train_and_evaluate(config, workdir: str, *, ds=None, progress: bool = True,
-                       allow_config_change: bool = False) -> dict[str, Any]:
+def train_and_evaluate(
+  config, workdir: str, *, ds=None, progress: bool = True, allow_config_change: bool = False
+) -> dict[str, Any]:
   """`train(build_experiment(config, dataset=ds), workdir, ...)`: a run from its config."""
-  return train(build_experiment(config, dataset=ds), workdir, progress=progress,
-               allow_config_change=allow_config_change)
+  return train(
+    build_experiment(config, dataset=ds), workdir, progress=progress, allow_config_change=allow_config_change
+  )

@@ -1,4 +1,5 @@
 """Metrics as JSON lines in the work directory (written by process 0 only)."""
+
 from __future__ import annotations
 
 import json

@@ -17,6 +17,7 @@ References:
   Szegedy et al. 2016 (label smoothing), arXiv:1512.00567
   Cohen et al. 2019 (Gaussian augmentation for randomized smoothing), arXiv:1902.02918
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
@@ -88,16 +89,18 @@ def train_forward(apply_fn, params, batch_stats, x, key, *, with_kl: bool = Fals
 
 
 # ---------------------------------------------------------------------------- objectives
-def clean_objective(apply_fn, num_classes: int, *, label_smoothing: float = 0.0,
-                    noise_sigma: float = 0.0) -> Objective:
+def clean_objective(
+  apply_fn, num_classes: int, *, label_smoothing: float = 0.0, noise_sigma: float = 0.0
+) -> Objective:
   """Cross-entropy on clean inputs; optional label smoothing ỹ = (1−ε)·onehot + ε/K, and optional
   Gaussian augmentation x + N(0, σ²) (clipped to [0,1]), the training half of randomized smoothing."""
 
   def loss_fn(params, batch_stats, x, y, key, *, example_keys, axis_name=None):
     k = device_key(key, axis_name)
     if noise_sigma:
-      noise = jax.vmap(lambda kk, xx: jax.random.normal(
-          jax.random.fold_in(kk, keys.TAG_GAUSSIAN_AUGMENT), xx.shape))(example_keys, x)
+      noise = jax.vmap(
+        lambda kk, xx: jax.random.normal(jax.random.fold_in(kk, keys.TAG_GAUSSIAN_AUGMENT), xx.shape)
+      )(example_keys, x)
       x = jnp.clip(x + noise_sigma * noise, 0.0, 1.0)
     logits, bs, _ = train_forward(apply_fn, params, batch_stats, x, k)
     loss = softmax_cross_entropy(logits, y, num_classes, label_smoothing)
@@ -106,10 +109,17 @@ def clean_objective(apply_fn, num_classes: int, *, label_smoothing: float = 0.0,
   return Objective(loss_fn)
 
 
-def adversarial_objective(apply_fn, num_classes: int, attack: Mapping, *,
-                          label_smoothing: float = 0.0, clean_weight: float = 0.0,
-                          kl_beta: float = 0.0, num_train: int = 1,
-                          attack_labels: str = 'true') -> Objective:
+def adversarial_objective(
+  apply_fn,
+  num_classes: int,
+  attack: Mapping,
+  *,
+  label_smoothing: float = 0.0,
+  clean_weight: float = 0.0,
+  kl_beta: float = 0.0,
+  num_train: int = 1,
+  attack_labels: str = 'true',
+) -> Objective:
   """Adversarial training: CE on x_adv (Madry), optionally mixed with clean CE and the ELBO's KL.
 
   loss = (1−w)·CE(x_adv) + w·CE(x) + β·ΣKL/N_train, with w = `clean_weight` (PNI uses 0.5) and
@@ -135,8 +145,9 @@ def adversarial_objective(apply_fn, num_classes: int, attack: Mapping, *,
     loss = softmax_cross_entropy(logits, y, num_classes, label_smoothing)
     metrics = {'adv_accuracy': accuracy(logits, y)}
     if clean_weight:
-      logits_c, bs, _ = train_forward(apply_fn, params, bs, x,
-                                      jax.random.fold_in(k_model, keys.TAG_CLEAN_PASS), with_kl=True)
+      logits_c, bs, _ = train_forward(
+        apply_fn, params, bs, x, jax.random.fold_in(k_model, keys.TAG_CLEAN_PASS), with_kl=True
+      )
       clean_ce = softmax_cross_entropy(logits_c, y, num_classes, label_smoothing)
       loss = (1 - clean_weight) * loss + clean_weight * clean_ce
       metrics['accuracy'] = accuracy(logits_c, y)
@@ -156,8 +167,14 @@ def mixed_policy_branch(key, attacks: Sequence[str], clean_prob: float = 0.5):
   return jax.random.choice(key, n + 1, p=probs)
 
 
-def mixed_objective(apply_fn, num_classes: int, attacks: Mapping[str, Mapping], *,
-                    clean_prob: float = 0.5, label_smoothing: float = 0.0) -> Objective:
+def mixed_objective(
+  apply_fn,
+  num_classes: int,
+  attacks: Mapping[str, Mapping],
+  *,
+  clean_prob: float = 0.5,
+  label_smoothing: float = 0.0,
+) -> Objective:
   """The study's mixed adversarial training: each step is clean with probability `clean_prob`,
   otherwise attacked by one of `attacks` (PGD, FGSM, CW, noise) chosen uniformly.
 

@@ -3,6 +3,7 @@
 Multi-host: every process calls the same code; `jax.distributed.initialize` (see `distributed.py`)
 must have run first. Each process feeds its own slice of the global batch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,6 +33,7 @@ class ParallelStep:
     put_state / put_batch: host -> device layout of the mode.
     get_state: device layout -> a plain single-copy state (for checkpoints and evaluation).
   """
+
   mode: str
   step: Callable
   put_state: Callable
@@ -40,8 +42,9 @@ class ParallelStep:
   num_devices: int
 
 
-def make_parallel_step(build_step: Callable[[str | None], Callable], mode: str = 'shard_map',
-                       *, donate: bool = True) -> ParallelStep:
+def make_parallel_step(
+  build_step: Callable[[str | None], Callable], mode: str = 'shard_map', *, donate: bool = True
+) -> ParallelStep:
   """Wraps `build_step(axis_name)` for the chosen mode.
 
   Args:
@@ -66,8 +69,9 @@ def make_parallel_step(build_step: Callable[[str | None], Callable], mode: str =
     sharded = NamedSharding(mesh, P(AXIS))
     # check_vma=False: gradients of replicated inputs are then per-device (not psum'd), so the
     # step's explicit pmean is right (docs/design.md, data parallelism).
-    mapped = jax.shard_map(build_step(AXIS), mesh=mesh, in_specs=(P(), P(AXIS), P()),
-                           out_specs=(P(), P()), check_vma=False)
+    mapped = jax.shard_map(
+      build_step(AXIS), mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()), check_vma=False
+    )
     step = jax.jit(mapped, donate_argnums=donate_argnums)
 
     def put_batch(batch):
@@ -79,14 +83,15 @@ def make_parallel_step(build_step: Callable[[str | None], Callable], mode: str =
       return jax.device_put(state, replicated)
 
     def get_state(state):
-      return jax.tree.map(lambda a: np.asarray(a.addressable_data(0)) if isinstance(a, jax.Array) else a, state)
+      return jax.tree.map(
+        lambda a: np.asarray(a.addressable_data(0)) if isinstance(a, jax.Array) else a, state
+      )
 
     return ParallelStep(mode, step, put_state, put_batch, get_state, mesh.size)
 
   # pmap: leading axis = local devices; state replicated per device.
   n_local = jax.local_device_count()
-  step = jax.pmap(build_step(AXIS), axis_name=AXIS, in_axes=(0, 0, None),
-                  donate_argnums=donate_argnums)
+  step = jax.pmap(build_step(AXIS), axis_name=AXIS, in_axes=(0, 0, None), donate_argnums=donate_argnums)
 
   def put_batch(batch):
     return jax.tree.map(lambda a: a.reshape((n_local, a.shape[0] // n_local) + a.shape[1:]), batch)

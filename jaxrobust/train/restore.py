@@ -1,4 +1,5 @@
 """Load a trained model back from its work directory (config.json + newest intact checkpoint)."""
+
 from __future__ import annotations
 
 import json
@@ -26,20 +27,24 @@ def load_trained(workdir: str, *, ds=None):
     raise FileNotFoundError(f'no config.json in {workdir}: not a jaxrobust work directory')
   with open(cfg_path) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  config.train.parallel = 'none'     # evaluation runs the model on one device, in eval mode
+  config.train.parallel = 'none'  # evaluation runs the model on one device, in eval mode
   exp = build_experiment(config, dataset=ds)
   state = exp.init_state()
   ck = Checkpointer(os.path.join(workdir, 'checkpoints'), config.train.keep_checkpoints)
   try:
     tree, meta, _ = ck.restore_latest_intact(state.to_checkpoint())
   except CheckpointMismatchError as e:
-    raise CheckpointMismatchError(f'{workdir}: config.json names model {config.model.name!r}, whose '
-                                  f'parameters the checkpoint does not hold. {e}') from e
+    raise CheckpointMismatchError(
+      f'{workdir}: config.json names model {config.model.name!r}, whose '
+      f'parameters the checkpoint does not hold. {e}'
+    ) from e
   finally:
     ck.close()
   stored = (meta.get('config') or {}).get('model', {}).get('name')
-  if stored is not None and stored != config.model.name:   # same shapes, another network
-    raise CheckpointMismatchError(f'{workdir}: config.json names model {config.model.name!r}, but the '
-                                  f'checkpoint was trained as {stored!r}')
+  if stored is not None and stored != config.model.name:  # same shapes, another network
+    raise CheckpointMismatchError(
+      f'{workdir}: config.json names model {config.model.name!r}, but the '
+      f'checkpoint was trained as {stored!r}'
+    )
   state = state.from_checkpoint(tree)
   return config, exp.model, jax.tree.map(np.asarray, state.variables), exp.dataset

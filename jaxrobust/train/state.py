@@ -1,4 +1,5 @@
 """The training state: Flax's TrainState plus BatchNorm statistics."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,6 +13,7 @@ from jaxrobust.models.common import STOCHASTIC
 
 class TrainState(train_state.TrainState):
   """params, opt_state and step from Flax, plus the model's `batch_stats` (empty if none)."""
+
   batch_stats: Any = None
 
   @property
@@ -23,12 +25,17 @@ class TrainState(train_state.TrainState):
 
   def to_checkpoint(self) -> dict:
     """The arrays to save (apply_fn and tx are code, rebuilt from the config)."""
-    return {'params': self.params, 'opt_state': self.opt_state,
-            'batch_stats': self.batch_stats, 'step': self.step}
+    return {
+      'params': self.params,
+      'opt_state': self.opt_state,
+      'batch_stats': self.batch_stats,
+      'step': self.step,
+    }
 
   def from_checkpoint(self, tree: dict) -> 'TrainState':
-    return self.replace(params=tree['params'], opt_state=tree['opt_state'],
-                        batch_stats=tree['batch_stats'], step=tree['step'])
+    return self.replace(
+      params=tree['params'], opt_state=tree['opt_state'], batch_stats=tree['batch_stats'], step=tree['step']
+    )
 
 
 def create_train_state(model, key: jax.Array, sample_input: jax.Array, tx) -> TrainState:
@@ -41,9 +48,11 @@ def create_train_state(model, key: jax.Array, sample_input: jax.Array, tx) -> Tr
     tx: an optax GradientTransformation.
   """
   k_params, k_noise = jax.random.split(key)
-  variables = jax.jit(lambda x: model.init({'params': k_params, STOCHASTIC: k_noise}, x,
-                                           train=False))(jnp.asarray(sample_input))
+  variables = jax.jit(lambda x: model.init({'params': k_params, STOCHASTIC: k_noise}, x, train=False))(
+    jnp.asarray(sample_input)
+  )
   params = variables['params']
-  state = TrainState.create(apply_fn=model.apply, params=params, tx=tx,
-                            batch_stats=variables.get('batch_stats', {}))
+  state = TrainState.create(
+    apply_fn=model.apply, params=params, tx=tx, batch_stats=variables.get('batch_stats', {})
+  )
   return state.replace(step=jnp.asarray(0, jnp.int32))

@@ -4,6 +4,7 @@ A step is `train_step(state, batch, key) -> (state, metrics)`: pure, jit-able, a
 device with an optional `axis_name`, so the same function runs alone, under `jax.shard_map`, or
 under `jax.pmap` (see `parallel.py`).
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -23,8 +24,14 @@ def shard_offset(n_local: int, axis_name: str | None):
   return 0 if axis_name is None else lax.axis_index(axis_name) * n_local
 
 
-def make_train_step(objective: Objective, *, axis_name: str | None = None, pad: int = 0,
-                    flip: bool = False, branch: int | None = None) -> Callable:
+def make_train_step(
+  objective: Objective,
+  *,
+  axis_name: str | None = None,
+  pad: int = 0,
+  flip: bool = False,
+  branch: int | None = None,
+) -> Callable:
   """Builds the per-device step.
 
   Args:
@@ -51,8 +58,9 @@ def make_train_step(objective: Objective, *, axis_name: str | None = None, pad: 
     example_keys = per_example_keys(k.examples, n, offset)
 
     def loss_fn(params):
-      return objective.loss_fn(params, state.batch_stats, x, y, k.objective,
-                               example_keys=example_keys, axis_name=axis_name, **fixed)
+      return objective.loss_fn(
+        params, state.batch_stats, x, y, k.objective, example_keys=example_keys, axis_name=axis_name, **fixed
+      )
 
     (loss, (batch_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     metrics = dict(metrics, loss=loss)

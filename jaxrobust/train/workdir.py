@@ -4,6 +4,7 @@ metrics that never repeat a step after a resume.
 Layout: `config.json` (the run's config; an earlier different one is kept as `config.json.<n>`),
 `metrics.jsonl`, `checkpoints/`, and `.lock` while a run holds it.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -45,13 +46,16 @@ class WorkdirLock:
       holder = _read_holder(fd)
       os.close(fd)
       raise WorkdirLockedError(
-          f'work directory {os.path.dirname(self.path)} is in use by pid {holder.get("pid", "?")} on '
-          f'host {holder.get("host", "?")}; wait for that run to end or use another workdir') from None
+        f'work directory {os.path.dirname(self.path)} is in use by pid {holder.get("pid", "?")} on '
+        f'host {holder.get("host", "?")}; wait for that run to end or use another workdir'
+      ) from None
     previous = _read_holder(fd)
     if previous:
-      warnings.warn(f'taking over the stale lock of {os.path.dirname(self.path)} left by pid '
-                    f'{previous.get("pid")} on host {previous.get("host")}, which no longer runs',
-                    stacklevel=2)
+      warnings.warn(
+        f'taking over the stale lock of {os.path.dirname(self.path)} left by pid '
+        f'{previous.get("pid")} on host {previous.get("host")}, which no longer runs',
+        stacklevel=2,
+      )
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps({'pid': os.getpid(), 'host': socket.gethostname()}).encode(), 0)
     os.fsync(fd)
@@ -60,7 +64,7 @@ class WorkdirLock:
 
   def release(self) -> None:
     if self._fd is not None:
-      os.ftruncate(self._fd, 0)       # a clean release leaves no holder to report as stale
+      os.ftruncate(self._fd, 0)  # a clean release leaves no holder to report as stale
       fcntl.flock(self._fd, fcntl.LOCK_UN)
       os.close(self._fd)
       self._fd = None
@@ -94,9 +98,11 @@ def check_resume_config(workdir: str, config, *, allow_config_change: bool = Fal
   diffs = training_differences(stored, config)
   if diffs and not allow_config_change:
     raise ConfigMismatchError(
-        f'{path} was trained with another config; resuming would mix two runs. Differences:\n  '
-        + '\n  '.join(diffs) + '\nUse a new workdir, or pass allow_config_change=True '
-        '(--allow_config_change) to continue anyway.')
+      f'{path} was trained with another config; resuming would mix two runs. Differences:\n  '
+      + '\n  '.join(diffs)
+      + '\nUse a new workdir, or pass allow_config_change=True '
+      '(--allow_config_change) to continue anyway.'
+    )
 
 
 def record_config(workdir: str, text: str) -> None:
