@@ -1,0 +1,141 @@
+"""The CPU findings the code relies on, each measured side by side in one run (alternating
+variants, medians), printed as JSON lines; docs/performance.md quotes them.
+
+  python -m benchmarks.cpu_findings [--batch=128] [--repeats=5] [--eigen=1]
+
+1. a rolled attack loop against the unrolled one (PGD-10, small CNN);
+2. a PGD attack inside `lax.switch` against the same attack outside it;
+3. max pooling written as reshape + max against `reduce_window` (input gradient);
+4. parameters passed as jit arguments against parameters closed over as constants;
+5. (--eigen=1) WRN-16-4 input gradient with XLA's Eigen convolutions against the default,
+   each in its own process (the flag must be set before JAX starts).
+"""
+
+import functools
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from benchmarks.common import arg, emit
+from jaxrobust import attacks as A
+from jaxrobust.models import create_model, make_logits_fn
+
+
+def _time(fn):
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - t0
+
+
+def alternate(variants: dict, repeats: int) -> dict:
+  """Median seconds of each variant, compiled first, then run in turns."""
+  for fn in variants.values():
+    jax.block_until_ready(fn())
+  times = {k: [] for k in variants}
+  for _ in range(repeats):
+    for k, fn in variants.items():
+      times[k].append(_time(fn))
+  return {k: statistics.median(v) for k, v in times.items()}
+
+
+def cpu_name() -> str:
+  try:
+    for line in open('/proc/cpuinfo'):
+      if line.startswith('model name'):
+        return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or 'unknown'
+
+
+def report(finding: str, t: dict, base: str, other: str, **extra):
+  emit(finding=finding, **{f'{k}_s': round(v, 4) for k, v in t.items()},
+       ratio=round(t[other] / t[base], 2), ratio_is=f'{other} / {base}', **extra)
+
+
+class _PoolCNN(nn.Module):
+  pool: str
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.Conv(32, (3, 3))(x))
+    if self.pool == 'reshape':
+      n, h, w, c = x.shape
+      x = x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+    else:
+      x = nn.max_pool(x, (2, 2), (2, 2))
+    return nn.Dense(10)(x.reshape(x.shape[0], -1))
+
+
+def main():
+  batch, repeats = arg('batch', 128), arg('repeats', 5)
+  emit(cpu=cpu_name(), cores=os.cpu_count(), jax=jax.__version__, backend=jax.default_backend())
+  model = create_model('small_cnn', num_classes=10)
+  x = jax.random.uniform(jax.random.key(0), (batch, 28, 28, 1))
+  y = jax.random.randint(jax.random.key(1), (batch,), 0, 10)
+  v = jax.jit(model.init)(jax.random.key(2), x[:2])
+  f = make_logits_fn(model, v)
+  key = jax.random.key(3)
+  pgd = functools.partial(A.pgd, epsilon=0.1, step_size=0.025, num_steps=10)
+
+  t = alternate({'unrolled': lambda: pgd(f, key, x, y), 'rolled': lambda: pgd(f, key, x, y, unroll=1)}, repeats)
+  report('rolled_loop', t, 'unrolled', 'rolled', model='small_cnn', batch=batch)
+
+  @jax.jit
+  def in_switch(f, key, x, y, b):
+    return jax.lax.switch(b, [lambda x: x, lambda x: pgd(f, key, x, y)], x)
+
+  plain = jax.jit(lambda f, key, x, y: pgd(f, key, x, y))
+  t = alternate({'plain': lambda: plain(f, key, x, y), 'switch': lambda: in_switch(f, key, x, y, 1)}, repeats)
+  report('pgd_inside_lax_switch', t, 'plain', 'switch', model='small_cnn', batch=batch)
+
+  grads = {}
+  for pool in ('reshape', 'reduce_window'):
+    m = _PoolCNN(pool)
+    pv = m.init(jax.random.key(4), x[:2])
+    g = jax.jit(jax.grad(lambda x, pv=pv, m=m: m.apply(pv, x).sum()))
+    grads[pool] = functools.partial(g, x)
+  t = alternate(grads, repeats)
+  report('max_pool_gradient', t, 'reshape', 'reduce_window', batch=batch)
+
+  as_arg = jax.jit(lambda f, x, y: A.loss_and_grad(f, A.cross_entropy, x, y, key)[2])
+  as_const = jax.jit(lambda x, y: A.loss_and_grad(f, A.cross_entropy, x, y, key)[2])
+  t = alternate({'argument': lambda: as_arg(f, x, y), 'constant': lambda: as_const(x, y)}, repeats)
+  report('parameters_as_constants', t, 'argument', 'constant', model='small_cnn', batch=batch)
+
+  if arg('eigen', 1):
+    flag = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
+    t = {'default': [], 'eigen': []}
+    for _ in range(3):
+      for name, flags in (('default', ''), ('eigen', flag)):
+        out = subprocess.run([sys.executable, '-m', 'benchmarks.cpu_findings', '--child_wrn=1'],
+                             env=dict(os.environ, XLA_FLAGS=flags), capture_output=True, text=True, check=True)
+        t[name].append(json.loads(out.stdout.strip().splitlines()[-1])['seconds'])
+    report('eigen_convolutions', {k: statistics.median(v) for k, v in t.items()}, 'default', 'eigen',
+           model='wrn16_4', batch=32, measure='input_gradient')
+
+
+def child_wrn():
+  """One process: the median WRN-16-4 input gradient at batch 32."""
+  m = create_model('wrn16_4', num_classes=10)
+  x = jax.random.uniform(jax.random.key(0), (32, 32, 32, 3))
+  y = jax.random.randint(jax.random.key(1), (32,), 0, 10)
+  f = make_logits_fn(m, jax.jit(m.init)(jax.random.key(2), x[:2]))
+  g = jax.jit(lambda f, x, y: A.loss_and_grad(f, A.cross_entropy, x, y, jax.random.key(3))[2])
+  t = alternate({'g': lambda: g(f, x, y)}, 3)
+  print(json.dumps({'seconds': t['g']}))
+
+
+if __name__ == '__main__':
+  if arg('child_wrn', 0):
+    child_wrn()
+  else:
+    main()
