@@ -22,7 +22,6 @@ import time
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from benchmarks.common import arg, emit
 from jaxrobust import attacks as A
@@ -57,8 +56,13 @@ def cpu_name() -> str:
 
 
 def report(finding: str, t: dict, base: str, other: str, **extra):
-  emit(finding=finding, **{f'{k}_s': round(v, 4) for k, v in t.items()},
-       ratio=round(t[other] / t[base], 2), ratio_is=f'{other} / {base}', **extra)
+  emit(
+    finding=finding,
+    **{f'{k}_s': round(v, 4) for k, v in t.items()},
+    ratio=round(t[other] / t[base], 2),
+    ratio_is=f'{other} / {base}',
+    **extra,
+  )
 
 
 class _PoolCNN(nn.Module):
@@ -86,7 +90,9 @@ def main():
   key = jax.random.key(3)
   pgd = functools.partial(A.pgd, epsilon=0.1, step_size=0.025, num_steps=10)
 
-  t = alternate({'unrolled': lambda: pgd(f, key, x, y), 'rolled': lambda: pgd(f, key, x, y, unroll=1)}, repeats)
+  t = alternate(
+    {'unrolled': lambda: pgd(f, key, x, y), 'rolled': lambda: pgd(f, key, x, y, unroll=1)}, repeats
+  )
   report('rolled_loop', t, 'unrolled', 'rolled', model='small_cnn', batch=batch)
 
   @jax.jit
@@ -116,11 +122,23 @@ def main():
     t = {'default': [], 'eigen': []}
     for _ in range(3):
       for name, flags in (('default', ''), ('eigen', flag)):
-        out = subprocess.run([sys.executable, '-m', 'benchmarks.cpu_findings', '--child_wrn=1'],
-                             env=dict(os.environ, XLA_FLAGS=flags), capture_output=True, text=True, check=True)
+        out = subprocess.run(
+          [sys.executable, '-m', 'benchmarks.cpu_findings', '--child_wrn=1'],
+          env=dict(os.environ, XLA_FLAGS=flags),
+          capture_output=True,
+          text=True,
+          check=True,
+        )
         t[name].append(json.loads(out.stdout.strip().splitlines()[-1])['seconds'])
-    report('eigen_convolutions', {k: statistics.median(v) for k, v in t.items()}, 'default', 'eigen',
-           model='wrn16_4', batch=32, measure='input_gradient')
+    report(
+      'eigen_convolutions',
+      {k: statistics.median(v) for k, v in t.items()},
+      'default',
+      'eigen',
+      model='wrn16_4',
+      batch=32,
+      measure='input_gradient',
+    )
 
 
 def child_wrn():
