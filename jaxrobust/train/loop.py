@@ -28,7 +28,7 @@ from jaxrobust.train.metrics import JsonlWriter
 from jaxrobust.train.objectives import Objective
 from jaxrobust.train.parallel import ParallelStep, make_parallel_step
 from jaxrobust.train.step import make_train_step
-from jaxrobust.train.workdir import WorkdirLock, check_resume_config, record_config, trim_metrics
+from jaxrobust.train.workdir import claim_workdir, trim_metrics
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -117,11 +117,8 @@ def train(
       is the newest one, and it is good.
   """
   is_main = jax.process_index() == 0
-  lock = WorkdirLock(workdir).acquire() if is_main else None
+  lock = claim_workdir(workdir, exp.config, allow_config_change=allow_config_change, writer=is_main)
   try:
-    check_resume_config(workdir, exp.config, allow_config_change=allow_config_change)
-    if is_main:
-      record_config(workdir, exp.config.to_json_best_effort(indent=2))
     return _run(exp, workdir, progress=progress and is_main)
   finally:
     if lock is not None:
@@ -232,6 +229,5 @@ def train_and_evaluate(
   config, workdir: str, *, ds=None, progress: bool = True, allow_config_change: bool = False
 ) -> dict[str, Any]:
   """`train(build_experiment(config, dataset=ds), workdir, ...)`: a run from its config."""
-  return train(
-    build_experiment(config, dataset=ds), workdir, progress=progress, allow_config_change=allow_config_change
-  )
+  experiment = build_experiment(config, dataset=ds)
+  return train(experiment, workdir, progress=progress, allow_config_change=allow_config_change)

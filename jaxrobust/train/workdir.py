@@ -84,6 +84,33 @@ def _read_holder(fd) -> dict:
     return {}
 
 
+def claim_workdir(
+  workdir: str, config, *, allow_config_change: bool = False, writer: bool = True
+) -> WorkdirLock | None:
+  """Takes the work directory for a run of `config`: the lock, then the stored-config check,
+  then the record of the config; nothing is written when the lock or the check refuses.
+
+  Args:
+    workdir: the run's directory (created).
+    config: the run's config.
+    allow_config_change: resume even when the stored config trains something else.
+    writer: this process writes (process 0 of a multi-host run); others only check.
+
+  Returns:
+    the held lock (release it when the run ends), or None for a non-writer.
+  """
+  lock = WorkdirLock(workdir).acquire() if writer else None
+  try:
+    check_resume_config(workdir, config, allow_config_change=allow_config_change)
+    if writer:
+      record_config(workdir, config.to_json_best_effort(indent=2))
+  except BaseException:
+    if lock is not None:
+      lock.release()
+    raise
+  return lock
+
+
 def check_resume_config(workdir: str, config, *, allow_config_change: bool = False) -> None:
   """Before anything is touched: refuses a config that trains something else than the stored one.
 
