@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrobust.attacks import _core
-from jaxrobust.attacks._losses import get_loss, min_classes
+from jaxrobust.attacks._losses import dlr_targeted_pair, get_loss, min_classes
 
 
 def checkpoint_schedule(num_steps: int) -> np.ndarray:
@@ -52,6 +52,7 @@ def _apgd_impl(
   epsilon,
   lo,
   hi,
+  target,
   *,
   num_steps,
   norm,
@@ -64,13 +65,16 @@ def _apgd_impl(
 ):
   b = x.shape[0]
   eps, lo, hi = _core.bcast(epsilon, x), _core.bcast(lo, x), _core.bcast(hi, x)
-  loss_fn = get_loss(loss, targeted=targeted)
+  if target is None:
+    loss_fn, labels = get_loss(loss, targeted=targeted), y
+  else:  # AutoAttack's APGD-T: the targeted DLR between the true class and `target`
+    loss_fn, labels = dlr_targeted_pair, jnp.stack([y, target], -1)
   noise_key, model_key = _core.split_attack_key(key, b)
   ex = lambda m: m.reshape((-1,) + (1,) * (x.ndim - 1))
   windows = jnp.asarray(checkpoint_schedule(num_steps))
 
   x0 = jnp.clip(x + _core.random_start(noise_key, x, eps, norm, 'uniform'), lo, hi)
-  l0, logits0, g0 = _core.loss_and_grad(logits_fn, loss_fn, x0, y, model_key, eot_samples, microbatch)
+  l0, logits0, g0 = _core.loss_and_grad(logits_fn, loss_fn, x0, labels, model_key, eot_samples, microbatch)
   fooled0 = _core.success(logits0, y, targeted)
   hist = jnp.zeros((num_steps + 1, b), x.dtype).at[0].set(l0)  # hist[t+1] = loss after step t
   state = dict(
@@ -96,7 +100,7 @@ def _apgd_impl(
       s['x'] + a * (z - s['x']) + (1 - a) * (s['x'] - s['x_prev']), x, eps, norm, lo, hi
     )
     l, logits, g = _core.loss_and_grad(
-      logits_fn, loss_fn, x_new, y, jax.random.fold_in(model_key, i + 1), eot_samples, microbatch
+      logits_fn, loss_fn, x_new, labels, jax.random.fold_in(model_key, i + 1), eot_samples, microbatch
     )
     fooled_now = _core.success(logits, y, targeted)
     x_adv = jnp.where(ex(fooled_now & ~s['fooled']), x_new, s['x_adv'])
@@ -138,7 +142,8 @@ def _apgd_impl(
 
   s = _core.fori(num_steps, body, state, unroll)
   # A successful point is returned where it first succeeded; the others at their highest loss.
-  return jax.lax.stop_gradient(jnp.where(ex(s['fooled']), s['x_adv'], s['x_best'])), s['bad']
+  x_out = jnp.where(ex(s['fooled']), s['x_adv'], s['x_best'])
+  return jax.lax.stop_gradient(x_out), s['bad'], s['fooled']
 
 
 def apgd(
@@ -194,7 +199,7 @@ def apgd(
     counts={'num_steps': num_steps, 'eot_samples': eot_samples},
     min_classes=min_classes(loss, targeted),
   )
-  x_adv, bad = _apgd_impl(
+  x_adv, bad, _ = _apgd_impl(
     _core.as_pytree_fn(logits_fn),
     key,
     x,
@@ -202,6 +207,7 @@ def apgd(
     epsilon,
     bounds[0],
     bounds[1],
+    None,
     num_steps=num_steps,
     norm=norm,
     loss=loss,
@@ -213,3 +219,83 @@ def apgd(
   )
   _core.check_logits_finite('apgd', bad)
   return x_adv
+
+
+def apgd_targeted(
+  logits_fn: _core.LogitsFn,
+  key,
+  x,
+  y,
+  *,
+  epsilon,
+  num_steps: int = 100,
+  num_targets: int = 9,
+  norm: str = 'linf',
+  bounds=(0.0, 1.0),
+  eot_samples: int = 1,
+  rho: float = 0.75,
+  unroll=None,
+  microbatch: int | None = None,
+) -> jax.Array:
+  """APGD-T: APGD on the targeted DLR loss against each of the `num_targets` classes with the
+  highest clean logits after the top one, each run on the points that are still robust.
+
+  The targeted DLR of AutoAttack uses the true class: −(z_y − z_t)/(z_π1 − (z_π3 + z_π4)/2).
+  Called with concrete arrays, each target runs only on the still-robust examples (padded to a
+  power-of-two batch, so at most log₂(batch) programs are compiled); inside a caller's `jit`
+  every target runs on the whole batch and only still-robust examples take its result. A single
+  key is split into per-example keys (`fold_in(key, i)`), so results do not depend on which
+  examples are still robust.
+
+  Args:
+    logits_fn, key, x, y: as in `apgd`; y are the true labels.
+    epsilon: radius, scalar or (B,).
+    num_steps: APGD iterations per target (100 in AutoAttack).
+    num_targets: how many target classes (9 in AutoAttack; the model needs num_targets + 1).
+    norm: 'linf' or 'l2'.
+    bounds, eot_samples, rho, unroll, microbatch: as in `apgd`.
+
+  Returns:
+    x_adv: for each example the first target's successful point, or x where none succeeded.
+
+  References:
+    Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+    parameter-free attacks", arXiv:2003.01690
+  """
+  name = 'apgd_targeted'
+  if norm not in ('linf', 'l2'):
+    raise ValueError(f"{name}: unknown norm {norm!r}; use 'linf' or 'l2'")
+  _core.check_inputs(
+    logits_fn,
+    x,
+    y,
+    name=name,
+    key=key,
+    bounds=bounds,
+    values={'epsilon': epsilon},
+    counts={'num_steps': num_steps, 'num_targets': num_targets, 'eot_samples': eot_samples},
+    min_classes=max(4, num_targets + 1),
+  )
+  f = _core.as_pytree_fn(logits_fn)
+  b = x.shape[0]
+  example_keys = _core.per_example_keys(key, b)
+  _, model_key = _core.split_attack_key(example_keys, b)
+  clean = f(x, model_key)
+  order = jnp.argsort(clean, -1)                       # ascending: order[:, -1] is the top class
+  fooled = jnp.argmax(clean, -1) != y                  # misclassified points stay as they are
+  x_adv = x
+  unroll = _core.resolve_unroll(unroll, num_steps)
+  static = dict(num_steps=num_steps, norm=norm, loss='dlr', targeted=False, eot_samples=eot_samples,
+                unroll=unroll, rho=rho, microbatch=microbatch)
+  for k in range(num_targets):
+    target = order[:, -(k + 2)]
+    keys_k = _core.fold_keys(example_keys, k)
+    run = lambda idx: _apgd_impl(f, keys_k[idx], x[idx], y[idx], _core.take(epsilon, idx, b),
+                                 _core.take(bounds[0], idx, b), _core.take(bounds[1], idx, b),
+                                 target[idx], **static)
+    x_k, bad, fooled_k = _core.on_subset(run, ~fooled, b)
+    _core.check_logits_finite(name, bad)
+    new = ~fooled & fooled_k
+    x_adv = jnp.where(new.reshape((-1,) + (1,) * (x.ndim - 1)), x_k, x_adv)
+    fooled = fooled | new
+  return jax.lax.stop_gradient(x_adv)

@@ -282,6 +282,42 @@ def split_attack_key(key, batch: int):
   return k_noise, k_model
 
 
+def per_example_keys(key, batch: int):
+  """One key per example: the given per-example keys, or fold_in(key, i) for example i."""
+  key = as_typed(key)
+  if is_key_batch(key, batch):
+    return key
+  return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(batch))
+
+
+def take(v, idx, batch: int):
+  """`v[idx]` for a per-example array (leading size `batch`), else v (a scalar or shared value)."""
+  if jnp.ndim(v) > 0 and jnp.shape(v)[0] == batch:
+    return jnp.asarray(v)[idx]
+  return v
+
+
+def on_subset(fn, active, batch: int):
+  """`fn(idx)` on the examples where `active`, scattered back into a batch of results.
+
+  `fn(idx)` returns a pytree of per-example arrays for the examples `idx`. With a concrete mask,
+  only the active examples are computed, padded to the next power of two (so that few programs
+  are compiled); inactive rows of the result are zeros. Inside a caller's `jit` the whole batch
+  is computed (`idx` = all examples).
+  """
+  mask = concrete(active)
+  if mask is None:
+    return fn(jnp.arange(batch))
+  idx = np.flatnonzero(mask)
+  if idx.size == 0:
+    full = jax.eval_shape(fn, jnp.arange(1))
+    return jax.tree.map(lambda s: jnp.zeros((batch,) + s.shape[1:], s.dtype), full)
+  size = min(batch, 1 << int(np.ceil(np.log2(idx.size))))
+  padded = np.concatenate([idx, np.full(size - idx.size, idx[-1])])
+  out = fn(jnp.asarray(padded))
+  return jax.tree.map(lambda a: jnp.zeros((batch,) + a.shape[1:], a.dtype).at[idx].set(a[: idx.size]), out)
+
+
 def fold_keys(key, data):
   """fold_in for one key or, element-wise, for a batch of keys."""
   if key.ndim == 0:

@@ -52,6 +52,16 @@ def dlr(logits, y, targeted: bool = False):
   return -(z_y - other) / (srt[:, -1] - srt[:, -3] + 1e-12)
 
 
+def dlr_targeted_pair(logits, labels):
+  """AutoAttack's targeted DLR, with the true class y and the target t as labels[:, 0], [:, 1]:
+  −(z_y − z_t)/(z_π1 − (z_π3 + z_π4)/2 + 1e−12), to be maximised (APGD-T)."""
+  y, t = labels[:, 0], labels[:, 1]
+  srt = jnp.sort(logits, -1)
+  z_y = jnp.take_along_axis(logits, y[:, None], -1)[:, 0]
+  z_t = jnp.take_along_axis(logits, t[:, None], -1)[:, 0]
+  return -(z_y - z_t) / (srt[:, -1] - 0.5 * (srt[:, -3] + srt[:, -4]) + 1e-12)
+
+
 LOSSES = ('ce', 'margin', 'dlr')
 
 

@@ -1,0 +1,265 @@
+"""Square Attack: score-based random search, no gradient (L∞ and L2).
+
+Each query changes one random square window of the current best point: in L∞ the window is set
+to ±ε per channel (vertical stripes at the start); in L2 mass is moved between two windows with a
+fixed centred pattern. A step is kept when the margin loss falls or the point is misclassified;
+each example stops once it is broken. The window's side follows the reference's schedule of
+p (the fraction of pixels changed), halving from p_init = 0.8 at fixed query counts.
+
+The whole search is one compiled program: a `while_loop` of forward passes that ends when every
+example is broken or the query budget is spent. Images are (batch, height, width, channels).
+Windows are drawn per example, and at every position of the image: the reference draws one
+window for the whole batch and never places it on the last row or column.
+
+References:
+  Andriushchenko, Croce, Flammarion & Hein 2020, "Square Attack: a query-efficient black-box
+  adversarial attack via random search", ECCV, arXiv:1912.00049 (fra31/auto-attack `square.py`)
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrobust.attacks import _core
+
+# The reference's schedule: p_init is divided by these factors after these query counts (out of
+# 10,000; with `rescale_schedule` the counts scale with the budget).
+_P_STEPS = np.array([10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000])
+_P_DIVISORS = np.array([1, 2, 4, 8, 16, 32, 64, 128, 256, 512], np.float32)
+
+
+def p_schedule(i, num_queries: int, p_init: float, rescale: bool):
+  """The fraction p of pixels the i-th query changes."""
+  it = (i * 10000) // num_queries if rescale else i
+  return p_init / jnp.asarray(_P_DIVISORS)[jnp.searchsorted(jnp.asarray(_P_STEPS), it, side='left')]
+
+
+def _eta_rectangles(a: int, b: int) -> np.ndarray:
+  d = np.zeros((a, b))
+  xc, yc = a // 2 + 1, b // 2 + 1
+  c0, c1 = xc - 1, yc - 1
+  for k in range(max(xc, yc)):
+    d[max(c0, 0) : min(c0 + 2 * k + 1, a), max(0, c1) : min(c1 + 2 * k + 1, b)] += 1.0 / (k + 1) ** 2
+    c0 -= 1
+    c1 -= 1
+  return d / np.sqrt((d**2).sum())
+
+
+def eta_pattern(s: int) -> np.ndarray:
+  """The L2 attack's s×s window pattern: concentric rectangles, + on the top half, − below."""
+  d = np.zeros((s, s))
+  d[: s // 2] = _eta_rectangles(s // 2, s)
+  d[s // 2 :] = -_eta_rectangles(s - s // 2, s)
+  return d / np.sqrt((d**2).sum())
+
+
+@functools.lru_cache(maxsize=16)
+def _eta_table(h: int, w: int) -> np.ndarray:
+  """eta_pattern(s) for every side s, zero-padded into an (h, w) frame: (max side + 1, h, w)."""
+  m = min(h, w)
+  t = np.zeros((m + 1, h, w), np.float32)
+  for s in range(2, m + 1):
+    t[s, :s, :s] = eta_pattern(s)
+  return t
+
+
+def _window(vh, vw, s, h, w):
+  """(B, h, w, 1) indicator of the s×s windows at rows vh, columns vw (per example)."""
+  rows = jnp.arange(h)[None, :, None]
+  cols = jnp.arange(w)[None, None, :]
+  inside = (rows >= vh[:, None, None]) & (rows < (vh + s)[:, None, None])
+  inside &= (cols >= vw[:, None, None]) & (cols < (vw + s)[:, None, None])
+  return inside[..., None]
+
+
+def _shift(frame, vh, vw):
+  """Moves a pattern drawn at the top-left corner of an (h, w) frame to (vh, vw), per example."""
+  return jax.vmap(lambda f, a, b: jnp.roll(f, (a, b), axis=(0, 1)))(frame, vh, vw)
+
+
+def _l2_norm(v):
+  return jnp.sqrt(jnp.sum(v * v, axis=tuple(range(1, v.ndim)), keepdims=True))
+
+
+@functools.partial(
+  jax.jit, static_argnames=('num_queries', 'norm', 'p_init', 'targeted', 'rescale', 'eot_samples')
+)
+def _square_impl(logits_fn, key, x, y, eps, lo, hi, *, num_queries, norm, p_init, targeted, rescale,
+                 eot_samples):
+  b, h, w, c = x.shape
+  n_features = h * w * c
+  eps_b, lo, hi = _core.bcast(eps, x), _core.bcast(lo, x), _core.bcast(hi, x)
+  noise_key, model_key = _core.split_attack_key(key, b)
+  onehot = jax.nn.one_hot(y, _core.num_classes_of(logits_fn, x), dtype=bool)
+
+  def margin(xx, i):
+    """The margin z_y − max_{j≠y} z_j (its negation when targeted), averaged over EOT draws."""
+
+    def one(k):
+      z = logits_fn(xx, k)
+      z_y = jnp.sum(jnp.where(onehot, z, 0.0), -1)
+      other = jnp.max(jnp.where(onehot, -jnp.inf, z), -1)
+      m = other - z_y if targeted else z_y - other
+      return m, _core.nonfinite(z)
+
+    ks = jax.random.split(jax.random.fold_in(model_key, i), eot_samples)
+    m, bad = jax.vmap(one)(ks)
+    return m.mean(0), bad.any(0)
+
+  def draw(i):
+    return jax.random.fold_in(noise_key, i) if noise_key.ndim == 0 else _core.fold_keys(noise_key, i)
+
+  def sample(k, shape, fn):
+    return _core.sample_like(k, jnp.zeros((b,) + shape), fn)
+
+  coin = lambda k, shape: jax.random.bernoulli(k, 0.5, shape)
+  signs = lambda k, shape: jnp.where(sample(k, shape, coin), 1.0, -1.0)
+  randint = lambda k, hi_: (sample(k, (), jax.random.uniform) * hi_).astype(jnp.int32)
+
+  if norm == 'linf':
+    x0 = jnp.clip(x + eps_b * signs(draw(num_queries), (1, w, c)), lo, hi)  # vertical stripes
+  else:
+    s0 = max(h // 5, 1)
+    start = (h - 5 * s0) // 2
+    eta0 = jnp.asarray(eta_pattern(s0) if s0 > 1 else np.ones((1, 1)), x.dtype)
+    delta = jnp.zeros_like(x)
+    tile = 0
+    for vh in range(start, start + s0 * (h // s0), s0):
+      for vw in range(start, start + s0 * (w // s0), s0):
+        if vh + s0 > h or vw + s0 > w:
+          continue
+        sg = signs(jax.random.fold_in(draw(num_queries), tile), (1, 1, c))
+        delta = delta.at[:, vh : vh + s0, vw : vw + s0, :].add(eta0[None, :, :, None] * sg)
+        tile += 1
+    x0 = jnp.clip(x + delta / (_l2_norm(delta) + 1e-12) * eps_b, lo, hi)
+  m0, bad0 = margin(x0, num_queries)
+  eta_table = jnp.asarray(_eta_table(h, w), x.dtype)
+
+  def propose(i, x_best):
+    k = draw(i)
+    p = p_schedule(i, num_queries, p_init, rescale)
+    side = jnp.round(jnp.sqrt(p * n_features / c)).astype(jnp.int32)
+    if norm == 'linf':
+      s = jnp.clip(side, 1, min(h, w))
+      vh = randint(jax.random.fold_in(k, 0), h - s + 1)
+      vw = randint(jax.random.fold_in(k, 1), w - s + 1)
+      win = _window(vh, vw, s, h, w)
+      x_new = x_best + win * (2.0 * eps_b * signs(jax.random.fold_in(k, 2), (1, 1, c)))
+      return jnp.clip(jnp.clip(x_new, x - eps_b, x + eps_b), lo, hi)
+    s = jnp.clip(side, 3, min(h, w))
+    s = jnp.where(s % 2 == 0, jnp.minimum(s + 1, min(h, w)), s)
+    delta = x_best - x
+    vh, vh2 = (randint(jax.random.fold_in(k, j), h - s + 1) for j in (0, 2))
+    vw, vw2 = (randint(jax.random.fold_in(k, j), w - s + 1) for j in (1, 3))
+    win1, win2 = _window(vh, vw, s, h, w), _window(vh2, vw2, s, h, w)
+    in1 = delta * win1
+    norm_win1 = jnp.sqrt(jnp.sum(in1 * in1, axis=(1, 2), keepdims=True))          # per channel
+    norm_image = _l2_norm(delta)
+    norm_windows = _l2_norm(delta * jnp.maximum(win1, win2))
+    pattern = jnp.broadcast_to(eta_table[s], (b, h, w))
+    flip = sample(jax.random.fold_in(k, 4), (), coin) > 0
+    pattern = jnp.where(flip[:, None, None], jnp.swapaxes(pattern, 1, 2), pattern) if h == w else pattern
+    new = _shift(pattern, vh, vw)[..., None] * signs(jax.random.fold_in(k, 5), (1, 1, c))
+    new = new + in1 / (1e-12 + norm_win1)
+    budget = jnp.sqrt(jnp.maximum(eps_b**2 - norm_image**2, 0.0) / c + norm_windows**2)
+    new = new / (jnp.sqrt(jnp.sum(new * new, axis=(1, 2), keepdims=True)) + 1e-12) * budget * win1
+    delta = delta * (1 - win2) * (1 - win1) + new
+    return jnp.clip(x + delta / (_l2_norm(delta) + 1e-12) * eps_b, lo, hi)
+
+  def cond(state):
+    i, _, m_min, _, _, _ = state
+    return (i < num_queries) & jnp.any(m_min > 0)
+
+  def body(state):
+    i, x_best, m_min, queries, bad, _ = state
+    active = m_min > 0
+    x_new = propose(i, x_best)
+    m, bad_i = margin(x_new, i)
+    accept = active & ((m < m_min) | (m <= 0))
+    x_best = jnp.where(accept.reshape((-1,) + (1,) * (x.ndim - 1)), x_new, x_best)
+    return i + 1, x_best, jnp.where(accept, m, m_min), queries + active, bad | (active & bad_i), i
+
+  init = (jnp.asarray(0), x0, m0, jnp.ones((b,), jnp.int32), bad0, jnp.asarray(0))
+  _, x_best, m_min, queries, bad, _ = jax.lax.while_loop(cond, body, init)
+  return jax.lax.stop_gradient(x_best), bad, queries, m_min <= 0
+
+
+def square(
+  logits_fn: _core.LogitsFn,
+  key,
+  x,
+  y,
+  *,
+  epsilon,
+  norm: str = 'linf',
+  num_queries: int = 5000,
+  p_init: float = 0.8,
+  targeted: bool = False,
+  bounds=(0.0, 1.0),
+  eot_samples: int = 1,
+  rescale_schedule: bool = False,
+  return_queries: bool = False,
+):
+  """Square Attack (margin loss), L∞ or L2, one compiled program; no gradient is computed.
+
+  Args:
+    logits_fn: `logits_fn(x, key) -> logits`; only its values are used.
+    key: PRNG key, or one key per example (then an example attacked alone equals it inside a
+      batch).
+    x: images (batch, height, width, channels) in `bounds`.
+    y: labels (targets if `targeted`).
+    epsilon: radius, scalar or (B,).
+    norm: 'linf' or 'l2'.
+    num_queries: the query budget per example (5000 in AutoAttack); each example stops when
+      broken.
+    p_init: the initial fraction of pixels a query changes (0.8).
+    targeted: reach class y instead of leaving it.
+    bounds: (lo, hi).
+    eot_samples: for randomised models, the margin is averaged over this many draws, so a step is
+      kept only if the average improves.
+    rescale_schedule: scale the schedule of p to the budget (the reference's `resc_schedule`;
+      AutoAttack uses False).
+    return_queries: also return the queries spent per example.
+
+  Returns:
+    x_adv (and the queries per example with `return_queries`).
+  """
+  name = 'square'
+  if norm not in ('linf', 'l2'):
+    raise ValueError(f"{name}: unknown norm {norm!r}; use 'linf' or 'l2'")
+  _core.check_inputs(
+    logits_fn,
+    x,
+    y,
+    name=name,
+    key=key,
+    bounds=bounds,
+    values={'epsilon': epsilon, 'p_init': p_init},
+    counts={'num_queries': num_queries, 'eot_samples': eot_samples},
+    min_classes=2,
+  )
+  if x.ndim != 4:
+    raise ValueError(f'{name}: x must be images of shape (batch, height, width, channels), got {x.shape}')
+  if not 0 < p_init <= 1:
+    raise ValueError(f'{name}: p_init must be in (0, 1], got {p_init}')
+  x_adv, bad, queries, _ = _square_impl(
+    _core.as_pytree_fn(logits_fn),
+    key,
+    x,
+    y,
+    epsilon,
+    bounds[0],
+    bounds[1],
+    num_queries=num_queries,
+    norm=norm,
+    p_init=float(p_init),
+    targeted=targeted,
+    rescale=rescale_schedule,
+    eot_samples=eot_samples,
+  )
+  _core.check_logits_finite(name, bad)
+  return (x_adv, queries) if return_queries else x_adv
