@@ -10,6 +10,10 @@ Components:
   pgd                L∞/L2 PGD; losses 'ce', 'margin' (CW, κ), 'dlr'; restarts under vmap; EOT
   cw_l2              Carlini–Wagner L2 with binary search over c, all inside jit
   apgd               APGD-CE / APGD-DLR (Croce & Hein 2020), with EOT
+  apgd_targeted      APGD-T: targeted DLR over the top-k classes
+  fab_targeted       FAB-T: minimum-norm boundary attack (L∞, L2)
+  square             Square Attack: gradient-free random search (L∞, L2)
+  autoattack         the standard / rand / custom ensemble with sanity checks
   uniform_noise, gaussian_noise   random baselines
   eot                gradient averaged over keys around any gradient attack
   over_epsilons      one attack over an ε grid in one vmapped call
@@ -23,7 +27,8 @@ Example:
   >>> x_adv = jax.jit(lambda k, x, y: pgd(logits_fn, k, x, y, epsilon=8/255, num_steps=10))(key, x, y)
 """
 
-from jaxrobust.attacks._apgd import apgd, checkpoint_schedule
+from jaxrobust.attacks._apgd import apgd, apgd_targeted, checkpoint_schedule
+from jaxrobust.attacks._autoattack import autoattack, sanity_checks
 from jaxrobust.attacks._compose import eot, over_epsilons
 from jaxrobust.attacks._core import (
   Attack,
@@ -36,15 +41,19 @@ from jaxrobust.attacks._core import (
   project_and_clip,
 )
 from jaxrobust.attacks._cw import cw_l2
+from jaxrobust.attacks._fab import fab_targeted
 from jaxrobust.attacks._losses import cross_entropy, dlr, get_loss, margin
 from jaxrobust.attacks._noise import gaussian_noise, uniform_noise
 from jaxrobust.attacks._pgd import fgm, fgsm, pgd
+from jaxrobust.attacks._square import square
 from jaxrobust.attacks._registry import attack_names, build_attack
 
 __all__ = [
   'Attack',
   'LogitsFn',
   'apgd',
+  'apgd_targeted',
+  'autoattack',
   'as_pytree_fn',
   'attack_names',
   'build_attack',
@@ -54,6 +63,7 @@ __all__ = [
   'default_unroll',
   'dlr',
   'eot',
+  'fab_targeted',
   'fgm',
   'fgsm',
   'gaussian_noise',
@@ -65,5 +75,7 @@ __all__ = [
   'per_example_norm',
   'project',
   'project_and_clip',
+  'sanity_checks',
+  'square',
   'uniform_noise',
 ]

@@ -281,18 +281,34 @@ def apgd_targeted(
   example_keys = _core.per_example_keys(key, b)
   _, model_key = _core.split_attack_key(example_keys, b)
   clean = f(x, model_key)
-  order = jnp.argsort(clean, -1)                       # ascending: order[:, -1] is the top class
-  fooled = jnp.argmax(clean, -1) != y                  # misclassified points stay as they are
+  order = jnp.argsort(clean, -1)  # ascending: order[:, -1] is the top class
+  fooled = jnp.argmax(clean, -1) != y  # misclassified points stay as they are
   x_adv = x
   unroll = _core.resolve_unroll(unroll, num_steps)
-  static = dict(num_steps=num_steps, norm=norm, loss='dlr', targeted=False, eot_samples=eot_samples,
-                unroll=unroll, rho=rho, microbatch=microbatch)
+  static = dict(
+    num_steps=num_steps,
+    norm=norm,
+    loss='dlr',
+    targeted=False,
+    eot_samples=eot_samples,
+    unroll=unroll,
+    rho=rho,
+    microbatch=microbatch,
+  )
   for k in range(num_targets):
     target = order[:, -(k + 2)]
     keys_k = _core.fold_keys(example_keys, k)
-    run = lambda idx: _apgd_impl(f, keys_k[idx], x[idx], y[idx], _core.take(epsilon, idx, b),
-                                 _core.take(bounds[0], idx, b), _core.take(bounds[1], idx, b),
-                                 target[idx], **static)
+    run = lambda idx: _apgd_impl(
+      f,
+      keys_k[idx],
+      x[idx],
+      y[idx],
+      _core.take(epsilon, idx, b),
+      _core.take(bounds[0], idx, b),
+      _core.take(bounds[1], idx, b),
+      target[idx],
+      **static,
+    )
     x_k, bad, fooled_k = _core.on_subset(run, ~fooled, b)
     _core.check_logits_finite(name, bad)
     new = ~fooled & fooled_k

@@ -6,11 +6,13 @@ import functools
 import inspect
 from typing import Any, Callable, Mapping
 
-from jaxrobust.attacks._apgd import apgd
+from jaxrobust.attacks._apgd import apgd, apgd_targeted
 from jaxrobust.attacks._core import check_count
 from jaxrobust.attacks._cw import cw_l2
+from jaxrobust.attacks._fab import fab_targeted
 from jaxrobust.attacks._noise import gaussian_noise, uniform_noise
 from jaxrobust.attacks._pgd import fgm, fgsm, pgd
+from jaxrobust.attacks._square import square
 
 # name -> (function, fixed keyword arguments)
 _ATTACKS: dict[str, tuple[Callable, dict]] = {
@@ -22,6 +24,9 @@ _ATTACKS: dict[str, tuple[Callable, dict]] = {
   'cw_l2': (cw_l2, {}),
   'apgd_ce': (apgd, {'loss': 'ce'}),
   'apgd_dlr': (apgd, {'loss': 'dlr'}),
+  'apgd_t': (apgd_targeted, {}),
+  'fab_t': (fab_targeted, {}),
+  'square': (square, {}),
   'uniform': (uniform_noise, {}),
   'gaussian': (gaussian_noise, {}),
 }
@@ -33,6 +38,14 @@ _CALL_ARGS = frozenset({'logits_fn', 'key', 'x', 'y'})
 
 def attack_names() -> list[str]:
   return sorted(_ATTACKS)
+
+
+def settable(name: str) -> set[str]:
+  """The hyperparameters a spec of attack `name` may set (the fixed ones and call arguments aside)."""
+  if name not in _ATTACKS:
+    raise ValueError(f'unknown attack name {name!r}; known attacks: {", ".join(attack_names())}')
+  fn, fixed = _ATTACKS[name]
+  return set(inspect.signature(fn).parameters) - set(fixed) - _CALL_ARGS
 
 
 def build_attack(spec: Mapping[str, Any]) -> Callable:

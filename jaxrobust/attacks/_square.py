@@ -88,8 +88,9 @@ def _l2_norm(v):
 @functools.partial(
   jax.jit, static_argnames=('num_queries', 'norm', 'p_init', 'targeted', 'rescale', 'eot_samples')
 )
-def _square_impl(logits_fn, key, x, y, eps, lo, hi, *, num_queries, norm, p_init, targeted, rescale,
-                 eot_samples):
+def _square_impl(
+  logits_fn, key, x, y, eps, lo, hi, *, num_queries, norm, p_init, targeted, rescale, eot_samples
+):
   b, h, w, c = x.shape
   n_features = h * w * c
   eps_b, lo, hi = _core.bcast(eps, x), _core.bcast(lo, x), _core.bcast(hi, x)
@@ -132,7 +133,7 @@ def _square_impl(logits_fn, key, x, y, eps, lo, hi, *, num_queries, norm, p_init
       for vw in range(start, start + s0 * (w // s0), s0):
         if vh + s0 > h or vw + s0 > w:
           continue
-        sg = signs(jax.random.fold_in(draw(num_queries), tile), (1, 1, c))
+        sg = signs(_core.fold_keys(draw(num_queries), tile), (1, 1, c))
         delta = delta.at[:, vh : vh + s0, vw : vw + s0, :].add(eta0[None, :, :, None] * sg)
         tile += 1
     x0 = jnp.clip(x + delta / (_l2_norm(delta) + 1e-12) * eps_b, lo, hi)
@@ -145,25 +146,25 @@ def _square_impl(logits_fn, key, x, y, eps, lo, hi, *, num_queries, norm, p_init
     side = jnp.round(jnp.sqrt(p * n_features / c)).astype(jnp.int32)
     if norm == 'linf':
       s = jnp.clip(side, 1, min(h, w))
-      vh = randint(jax.random.fold_in(k, 0), h - s + 1)
-      vw = randint(jax.random.fold_in(k, 1), w - s + 1)
+      vh = randint(_core.fold_keys(k, 0), h - s + 1)
+      vw = randint(_core.fold_keys(k, 1), w - s + 1)
       win = _window(vh, vw, s, h, w)
-      x_new = x_best + win * (2.0 * eps_b * signs(jax.random.fold_in(k, 2), (1, 1, c)))
+      x_new = x_best + win * (2.0 * eps_b * signs(_core.fold_keys(k, 2), (1, 1, c)))
       return jnp.clip(jnp.clip(x_new, x - eps_b, x + eps_b), lo, hi)
     s = jnp.clip(side, 3, min(h, w))
     s = jnp.where(s % 2 == 0, jnp.minimum(s + 1, min(h, w)), s)
     delta = x_best - x
-    vh, vh2 = (randint(jax.random.fold_in(k, j), h - s + 1) for j in (0, 2))
-    vw, vw2 = (randint(jax.random.fold_in(k, j), w - s + 1) for j in (1, 3))
+    vh, vh2 = (randint(_core.fold_keys(k, j), h - s + 1) for j in (0, 2))
+    vw, vw2 = (randint(_core.fold_keys(k, j), w - s + 1) for j in (1, 3))
     win1, win2 = _window(vh, vw, s, h, w), _window(vh2, vw2, s, h, w)
     in1 = delta * win1
-    norm_win1 = jnp.sqrt(jnp.sum(in1 * in1, axis=(1, 2), keepdims=True))          # per channel
+    norm_win1 = jnp.sqrt(jnp.sum(in1 * in1, axis=(1, 2), keepdims=True))  # per channel
     norm_image = _l2_norm(delta)
     norm_windows = _l2_norm(delta * jnp.maximum(win1, win2))
     pattern = jnp.broadcast_to(eta_table[s], (b, h, w))
-    flip = sample(jax.random.fold_in(k, 4), (), coin) > 0
+    flip = sample(_core.fold_keys(k, 4), (), coin) > 0
     pattern = jnp.where(flip[:, None, None], jnp.swapaxes(pattern, 1, 2), pattern) if h == w else pattern
-    new = _shift(pattern, vh, vw)[..., None] * signs(jax.random.fold_in(k, 5), (1, 1, c))
+    new = _shift(pattern, vh, vw)[..., None] * signs(_core.fold_keys(k, 5), (1, 1, c))
     new = new + in1 / (1e-12 + norm_win1)
     budget = jnp.sqrt(jnp.maximum(eps_b**2 - norm_image**2, 0.0) / c + norm_windows**2)
     new = new / (jnp.sqrt(jnp.sum(new * new, axis=(1, 2), keepdims=True)) + 1e-12) * budget * win1

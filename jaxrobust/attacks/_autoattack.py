@@ -1,0 +1,241 @@
+"""AutoAttack: an ensemble of complementary attacks, each run on the points that the previous
+ones left standing, with the reference's sanity checks.
+
+Versions:
+  'standard'  APGD-CE → APGD-T → FAB-T → Square (100 iterations, 1 restart, 9 target classes,
+              5000 queries), for deterministic models;
+  'rand'      APGD-CE and APGD-DLR with EOT over 20 draws, 100 iterations, for randomised ones;
+  'custom'    any list of attacks: registry specs ({'name': ..., ...}) or callables.
+
+Every example's randomness comes from fold_in(key of the attack, its index), so a point's result
+does not depend on which other points are still being attacked.
+
+References:
+  Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+  parameter-free attacks", ICML, arXiv:2003.01690 (fra31/auto-attack `autoattack.py`, `checks.py`)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrobust.attacks import _core
+from jaxrobust.attacks._apgd import apgd, apgd_targeted
+from jaxrobust.attacks._fab import fab_targeted
+from jaxrobust.attacks._square import square
+
+VERSIONS = ('standard', 'rand', 'custom')
+# Square lowering the accuracy left by the white-box attacks by more than this flags masking.
+SQUARE_MARGIN = 0.002
+
+
+def standard_attacks(norm: str, epsilon, num_classes: int) -> dict[str, Callable]:
+  """AutoAttack's standard ensemble, with the reference's settings."""
+  targets = min(9, num_classes - 1)
+  return {
+    'apgd_ce': lambda f, k, x, y: apgd(f, k, x, y, epsilon=epsilon, norm=norm, loss='ce', num_steps=100),
+    'apgd_t': lambda f, k, x, y: apgd_targeted(
+      f, k, x, y, epsilon=epsilon, norm=norm, num_steps=100, num_targets=targets
+    ),
+    'fab_t': lambda f, k, x, y: fab_targeted(
+      f, k, x, y, epsilon=epsilon, norm=norm, num_steps=100, num_targets=targets
+    ),
+    'square': lambda f, k, x, y: square(f, k, x, y, epsilon=epsilon, norm=norm, num_queries=5000, p_init=0.8),
+  }
+
+
+def rand_attacks(norm: str, epsilon, eot_samples: int = 20) -> dict[str, Callable]:
+  """AutoAttack's version for randomised defenses: APGD-CE and APGD-DLR with EOT."""
+  return {
+    f'apgd_{loss}': (
+      lambda f, k, x, y, loss=loss: apgd(
+        f, k, x, y, epsilon=epsilon, norm=norm, loss=loss, num_steps=100, eot_samples=eot_samples
+      )
+    )
+    for loss in ('ce', 'dlr')
+  }
+
+
+def _predict(f, x, key, batch_size):
+  out = [
+    np.asarray(f(x[i : i + batch_size], jax.random.fold_in(key, i))) for i in range(0, len(x), batch_size)
+  ]
+  return np.concatenate(out)
+
+
+def sanity_checks(logits_fn, x, y, key, *, version: str, batch_size: int = 256) -> tuple[dict, list[str]]:
+  """The reference's checks on a batch: randomness, probability outputs, zero gradients.
+
+  Returns:
+    (flags, warnings).
+  """
+  xb, yb = x[:batch_size], y[:batch_size]
+  a = np.asarray(logits_fn(xb, jax.random.fold_in(key, 0)))
+  b = np.asarray(logits_fn(xb, jax.random.fold_in(key, 1)))
+  flags = {'randomized': not np.allclose(a, b, atol=1e-7)}
+  messages = []
+  if flags['randomized'] and version == 'standard':
+    messages.append("the model is randomized (two calls on the same input differ): use version='rand'")
+  rows = a.sum(-1)
+  flags['probabilities'] = bool(np.all(a >= 0) and np.all(a <= 1) and np.allclose(rows, 1.0, atol=1e-5))
+  if flags['probabilities']:
+    messages.append(
+      'the outputs look like probabilities (rows sum to 1): pass logits, or the attacks are weakened'
+    )
+  _, _, g = _core.loss_and_grad(
+    logits_fn,
+    lambda z, t: jnp.sum(jax.nn.log_softmax(z) * -jax.nn.one_hot(t, z.shape[-1]), -1),
+    xb,
+    yb,
+    jax.random.fold_in(key, 2),
+  )
+  zero = np.all(np.asarray(g).reshape(len(xb), -1) == 0, axis=1)
+  flags['zero_gradients'] = float(zero.mean())
+  if zero.any():
+    messages.append(
+      f'{zero.mean():.1%} of the examples have an exactly zero gradient: the model may mask '
+      f'gradients; trust the gradient-free attack (Square) there'
+    )
+  return flags, messages
+
+
+def autoattack(
+  logits_fn,
+  key,
+  x,
+  y,
+  *,
+  norm: str = 'linf',
+  epsilon,
+  version: str = 'standard',
+  attacks: Sequence[Any] | Mapping[str, Any] | None = None,
+  batch_size: int = 500,
+  eot_samples: int = 20,
+  verbose: bool = False,
+) -> tuple[jax.Array, dict]:
+  """AutoAttack on a batch (any size: it is processed in chunks of `batch_size`).
+
+  Args:
+    logits_fn: `logits_fn(x, key) -> logits` (logits, not probabilities).
+    key: PRNG key.
+    x, y: inputs in [0, 1] and labels.
+    norm: 'linf' or 'l2'.
+    epsilon: the budget.
+    version: 'standard', 'rand' or 'custom'.
+    attacks: for 'custom', a mapping name -> attack (a registry spec dict or a callable
+      `attack(logits_fn, key, x, y)`), or a sequence of registry names / specs.
+    batch_size: examples per attack call.
+    eot_samples: EOT draws of the 'rand' version (20).
+    verbose: print the report's lines as they come.
+
+  Returns:
+    (x_adv, report): x_adv holds each broken point's adversarial example and x elsewhere. The
+    report has 'clean' and 'robust_accuracy' (after each attack, in order), 'broken' (points
+    each attack broke), 'seconds' per attack, the sanity-check 'flags' and 'warnings', and 'n'.
+
+  Raises:
+    ValueError: for an unknown version, norm or custom attack, and bad inputs.
+  """
+  from jaxrobust.attacks._registry import build_attack, settable  # the registry imports this module
+
+  if version not in VERSIONS:
+    raise ValueError(f'autoattack: unknown version {version!r}; use one of {VERSIONS}')
+  if norm not in ('linf', 'l2'):
+    raise ValueError(f"autoattack: unknown norm {norm!r}; use 'linf' or 'l2'")
+  if (version == 'custom') != (attacks is not None):
+    raise ValueError("autoattack: pass `attacks` exactly when version='custom'")
+  _core.check_count('autoattack', 'batch_size', batch_size)
+  x, y = jnp.asarray(x), jnp.asarray(y)
+  _core.check_inputs(
+    logits_fn,
+    x[:batch_size],
+    y[:batch_size],
+    name='autoattack',
+    key=key,
+    values={'epsilon': epsilon},
+    min_classes=2,
+  )
+  _core.check_inputs(logits_fn, x, y, name='autoattack', values={'epsilon': epsilon})
+  f = _core.as_pytree_fn(logits_fn)
+  n = x.shape[0]
+  num_classes = _core.num_classes_of(f, x[:1])
+  if version == 'standard':
+    suite = standard_attacks(norm, epsilon, num_classes)
+  elif version == 'rand':
+    suite = rand_attacks(norm, epsilon, eot_samples)
+  else:
+    items = (
+      attacks.items()
+      if isinstance(attacks, Mapping)
+      else [(a if isinstance(a, str) else a['name'], a) for a in attacks]
+    )
+    suite = {}
+    for name, a in items:
+      if callable(a):
+        suite[name] = a
+        continue
+      spec = dict({'name': a} if isinstance(a, str) else a)
+      takes = settable(spec['name'])
+      for arg, v in (('epsilon', epsilon), ('norm', norm)):
+        if arg in takes:
+          spec.setdefault(arg, v)
+      suite[name] = build_attack(spec)
+  key = _core.as_typed(key)
+  flags, warnings_ = sanity_checks(
+    f, x, y, jax.random.fold_in(key, 10**6), version=version, batch_size=min(batch_size, n)
+  )
+  if num_classes - 1 < 9 and version == 'standard':
+    warnings_.append(f'the model has {num_classes} classes: APGD-T and FAB-T use {num_classes - 1} targets')
+  ex_keys = _core.per_example_keys(jax.random.fold_in(key, 0), n)
+  pred = _predict(f, x, jax.random.fold_in(key, 1), batch_size)
+  robust = (pred.argmax(-1) == np.asarray(y)) & np.all(np.isfinite(pred), -1)
+  report = {
+    'version': version,
+    'norm': norm,
+    'epsilon': float(np.max(np.asarray(epsilon))),
+    'n': n,
+    'clean': float(robust.mean()),
+    'robust_accuracy': {},
+    'broken': {},
+    'seconds': {},
+    'flags': flags,
+    'warnings': warnings_,
+  }
+  x_adv = np.array(x)
+  for j, (name, attack) in enumerate(suite.items(), start=1):
+    t0 = time.perf_counter()
+    idx = np.flatnonzero(robust)
+    broken = 0
+    for s in range(0, idx.size, batch_size):
+      chunk = idx[s : s + batch_size]
+      keys_j = _core.fold_keys(ex_keys[chunk], j)
+      adv = attack(f, keys_j, x[chunk], y[chunk])
+      logits = np.asarray(f(adv, jax.random.fold_in(key, 1000 * j + s)))
+      fooled = (logits.argmax(-1) != np.asarray(y[chunk])) | ~np.all(np.isfinite(logits), -1)
+      x_adv[chunk[fooled]] = np.asarray(adv)[fooled]
+      robust[chunk[fooled]] = False
+      broken += int(fooled.sum())
+    report['robust_accuracy'][name] = float(robust.mean())
+    report['broken'][name] = broken
+    report['seconds'][name] = time.perf_counter() - t0
+    if verbose:
+      print(f'{name}: robust accuracy {robust.mean():.2%} ({broken} broken, {report["seconds"][name]:.1f} s)')
+  white_box = [v for k, v in report['robust_accuracy'].items() if k != 'square']
+  if 'square' in report['robust_accuracy'] and white_box:
+    masked = report['robust_accuracy']['square'] < min(white_box) - SQUARE_MARGIN
+    flags['gradient_masking'] = bool(masked)
+    if masked:
+      warnings_.append(
+        'Square, which uses no gradient, broke points that every white-box attack left '
+        'standing: the gradients are likely masked'
+      )
+  report['robust'] = robust
+  if verbose:
+    for w in warnings_:
+      print('warning:', w)
+  return jnp.asarray(x_adv), report
