@@ -34,30 +34,29 @@ VERSIONS = ('standard', 'rand', 'custom')
 SQUARE_MARGIN = 0.002
 
 
-def standard_attacks(norm: str, epsilon, num_classes: int) -> dict[str, Callable]:
-  """AutoAttack's standard ensemble, with the reference's settings."""
+def standard_attacks(
+  norm: str, epsilon, num_classes: int, *, num_steps: int = 100, num_queries: int = 5000
+) -> dict[str, Callable]:
+  """AutoAttack's standard ensemble, with the reference's settings (100 iterations, 9 targets,
+  5000 queries)."""
   targets = min(9, num_classes - 1)
+  common = dict(epsilon=epsilon, norm=norm)
   return {
-    'apgd_ce': lambda f, k, x, y: apgd(f, k, x, y, epsilon=epsilon, norm=norm, loss='ce', num_steps=100),
+    'apgd_ce': lambda f, k, x, y: apgd(f, k, x, y, loss='ce', num_steps=num_steps, **common),
     'apgd_t': lambda f, k, x, y: apgd_targeted(
-      f, k, x, y, epsilon=epsilon, norm=norm, num_steps=100, num_targets=targets
+      f, k, x, y, num_steps=num_steps, num_targets=targets, **common
     ),
-    'fab_t': lambda f, k, x, y: fab_targeted(
-      f, k, x, y, epsilon=epsilon, norm=norm, num_steps=100, num_targets=targets
-    ),
-    'square': lambda f, k, x, y: square(f, k, x, y, epsilon=epsilon, norm=norm, num_queries=5000, p_init=0.8),
+    'fab_t': lambda f, k, x, y: fab_targeted(f, k, x, y, num_steps=num_steps, num_targets=targets, **common),
+    'square': lambda f, k, x, y: square(f, k, x, y, num_queries=num_queries, p_init=0.8, **common),
   }
 
 
-def rand_attacks(norm: str, epsilon, eot_samples: int = 20) -> dict[str, Callable]:
+def rand_attacks(norm: str, epsilon, *, eot_samples: int = 20, num_steps: int = 100) -> dict[str, Callable]:
   """AutoAttack's version for randomised defenses: APGD-CE and APGD-DLR with EOT."""
+  common = dict(epsilon=epsilon, norm=norm, num_steps=num_steps, eot_samples=eot_samples)
   return {
-    f'apgd_{loss}': (
-      lambda f, k, x, y, loss=loss: apgd(
-        f, k, x, y, epsilon=epsilon, norm=norm, loss=loss, num_steps=100, eot_samples=eot_samples
-      )
-    )
-    for loss in ('ce', 'dlr')
+    'apgd_ce': lambda f, k, x, y: apgd(f, k, x, y, loss='ce', **common),
+    'apgd_dlr': lambda f, k, x, y: apgd(f, k, x, y, loss='dlr', **common),
   }
 
 
@@ -116,6 +115,8 @@ def autoattack(
   attacks: Sequence[Any] | Mapping[str, Any] | None = None,
   batch_size: int = 500,
   eot_samples: int = 20,
+  num_steps: int = 100,
+  num_queries: int = 5000,
   verbose: bool = False,
 ) -> tuple[jax.Array, dict]:
   """AutoAttack on a batch (any size: it is processed in chunks of `batch_size`).
@@ -131,6 +132,8 @@ def autoattack(
       `attack(logits_fn, key, x, y)`), or a sequence of registry names / specs.
     batch_size: examples per attack call.
     eot_samples: EOT draws of the 'rand' version (20).
+    num_steps: iterations of APGD, APGD-T and FAB-T (100; fewer only for quick looks).
+    num_queries: Square's query budget (5000).
     verbose: print the report's lines as they come.
 
   Returns:
@@ -149,7 +152,13 @@ def autoattack(
     raise ValueError(f"autoattack: unknown norm {norm!r}; use 'linf' or 'l2'")
   if (version == 'custom') != (attacks is not None):
     raise ValueError("autoattack: pass `attacks` exactly when version='custom'")
-  _core.check_count('autoattack', 'batch_size', batch_size)
+  for arg, v in (
+    ('batch_size', batch_size),
+    ('eot_samples', eot_samples),
+    ('num_steps', num_steps),
+    ('num_queries', num_queries),
+  ):
+    _core.check_count('autoattack', arg, v)
   x, y = jnp.asarray(x), jnp.asarray(y)
   _core.check_inputs(
     logits_fn,
@@ -165,9 +174,9 @@ def autoattack(
   n = x.shape[0]
   num_classes = _core.num_classes_of(f, x[:1])
   if version == 'standard':
-    suite = standard_attacks(norm, epsilon, num_classes)
+    suite = standard_attacks(norm, epsilon, num_classes, num_steps=num_steps, num_queries=num_queries)
   elif version == 'rand':
-    suite = rand_attacks(norm, epsilon, eot_samples)
+    suite = rand_attacks(norm, epsilon, eot_samples=eot_samples, num_steps=num_steps)
   else:
     items = (
       attacks.items()

@@ -11,7 +11,7 @@ COLUMNS = [
   ('fgsm', 'FGSM'),
   ('pgd_linf', 'PGD-L∞'),
   ('pgd_l2', 'PGD-L2'),
-  ('cw_l2', 'CW-L2'),
+  ('cw_l2', 'CW-L2 (upper bound)'),
   ('apgd_ce', 'APGD-CE'),
   ('apgd_dlr', 'APGD-DLR'),
   ('eot_pgd', 'EOT-PGD'),
