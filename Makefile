@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -U pip 2>&1 | grep -v "is ignored" || true
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored" || true
-	$(PY) -c "import jax, flax, optax, orbax.checkpoint, chex, tensorflow_datasets, ml_collections, pytest, ruff"
+	$(PY) -c "import jax, flax, optax, orbax.checkpoint, chex, tensorflow_datasets, ml_collections, pytest, xdist, ruff, scipy"
 	touch $(STAMP)
 
 data:
@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 
 test: $(STAMP) data lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 # Benchmarks send convolutions to Eigen (docs/performance.md: 1.5x faster conv gradients on WRN-16-4).
 BENCH_XLA_FLAGS ?= --xla_cpu_experimental_ynn_fusion_type=-individual_convolution

@@ -2,6 +2,7 @@
 
   python -m experiments.evaluate --workdir=runs/fashion_mnist/pgd_at --suite=standard --num_test=1000
   python -m experiments.evaluate --workdir=... --suite=study --epsilons=0,0.05,0.1,0.2,0.3
+  python -m experiments.evaluate --workdir=... --suite=autoattack     # AA standard, or AA-rand if randomised
 
 Prints the accuracies and writes <workdir>/eval_<suite>.json.
 """
@@ -81,6 +82,15 @@ def main(argv):
   for k, v in res.items():
     if isinstance(v, float):
       print(f'{k:>24}: {100 * v:6.2f}%' if k != 'ms_per_image' else f'{k:>24}: {v:.3f} ms')
+  report = res.get('autoattack_report')
+  if report:
+    print(f'AutoAttack ({res["autoattack_version"]}), robust accuracy after each attack:')
+    for name, acc in report['robust_accuracy'].items():
+      print(
+        f'{name:>24}: {100 * acc:6.2f}%  ({report["broken"][name]} broken, {report["seconds"][name]:.0f} s)'
+      )
+    for w in report['warnings']:
+      print('warning:', w)
   if eps:
     print('accuracy vs ε:', {e: round(a, 4) for e, a in zip(eps, res['accuracy_vs_epsilon'])})
 
@@ -89,7 +99,7 @@ if __name__ == '__main__':
   from absl import app, flags, logging
 
   flags.DEFINE_string('workdir', None, 'work directory of a training run', required=True)
-  flags.DEFINE_string('suite', 'standard', 'standard or study')
+  flags.DEFINE_string('suite', 'standard', 'standard, study, autoattack or autoattack_rand')
   flags.DEFINE_integer('num_test', 1000, 'test images (0 = all)')
   flags.DEFINE_string('epsilons', '', 'comma-separated ε grid for PGD-L∞ accuracy (vmapped)')
   flags.DEFINE_float('steps_scale', 1.0, 'scale attack iteration counts')

@@ -107,3 +107,18 @@ def test_every_defense_has_a_config_and_bad_names_are_named():
     defense_config('madry')
   with pytest.raises(ValueError, match='unknown Table 1 rows'):
     table1.run_table(['nope'], 'synthetic')
+
+
+@pytest.mark.parametrize('row,version', [('regular', 'standard'), ('lwta', 'rand')])
+def test_evaluate_checkpoint_with_autoattack(table, row, version):
+  d, records, _ = table
+  res = evaluate.evaluate_checkpoint(
+    str(d / 'runs' / 'synthetic' / row), suite='autoattack', num_test=16, steps_scale=0.02
+  )
+  rep = res['autoattack_report']
+  assert res['autoattack_version'] == version
+  expected = ['apgd_ce', 'apgd_t', 'fab_t', 'square'] if version == 'standard' else ['apgd_ce', 'apgd_dlr']
+  assert list(rep['robust_accuracy']) == expected
+  assert res['autoattack'] == pytest.approx(list(rep['robust_accuracy'].values())[-1])
+  assert res['autoattack'] <= res['clean'] and len(res['per_example']['autoattack']) == 16
+  assert rep['flags']['randomized'] == (version == 'rand')

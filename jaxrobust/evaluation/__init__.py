@@ -5,6 +5,7 @@ from jaxrobust.evaluation import figures
 from jaxrobust.evaluation.accuracy import NonFiniteLogitsError, clean_accuracy, correct, robust_accuracy
 from jaxrobust.evaluation.evaluator import (
   deterministic_surrogate,
+  evaluate_autoattack,
   evaluate_model,
   examples_and_confidence,
   inference_ms_per_image,
@@ -21,6 +22,7 @@ __all__ = [
   'clean_accuracy',
   'correct',
   'deterministic_surrogate',
+  'evaluate_autoattack',
   'evaluate_model',
   'examples_and_confidence',
   'figures',

@@ -14,7 +14,7 @@ import numpy as np
 from jaxrobust import attacks as A
 from jaxrobust import keys
 from jaxrobust.evaluation.accuracy import NonFiniteLogitsError, as_unit_float, correct, robust_accuracy
-from jaxrobust.evaluation.suites import attack_suite, transfer_attack
+from jaxrobust.evaluation.suites import AUTOATTACK_SUITES, attack_suite, linf_budget, transfer_attack
 from jaxrobust.models import forward, make_logits_fn
 
 
@@ -95,7 +95,8 @@ def evaluate_model(
     model, variables: a Linen model and its variables.
     images, labels: uint8 test images (N,H,W,C) and labels.
     dataset: dataset name (suite budgets).
-    suite: 'study' or 'standard'.
+    suite: 'study', 'standard', 'autoattack' (AutoAttack's standard version, or its rand version
+      for a randomised model) or 'autoattack_rand'.
     key: PRNG key.
     batch_size: evaluation batch.
     eval_draws: for stochastic models, also report clean accuracy when a point must be right in
@@ -115,6 +116,25 @@ def evaluate_model(
   f = make_logits_fn(model, variables)
   check_finite_model(f, images, key=key, batch_size=batch_size)
   stochastic = _stochastic(model, variables, images.shape[1:])
+  if suite in AUTOATTACK_SUITES:
+    version = 'rand' if stochastic and suite == 'autoattack' else AUTOATTACK_SUITES[suite]
+    out = evaluate_autoattack(
+      f,
+      images,
+      labels,
+      dataset=dataset,
+      version=version,
+      key=key,
+      stochastic=stochastic,
+      steps_scale=steps_scale,
+      batch_size=max(batch_size, 500),
+    )
+    out['suite'] = suite
+    out.update(
+      _grid(f, images, labels, epsilon_grid, key=key, steps_scale=steps_scale, batch_size=batch_size)
+    )
+    out['ms_per_image'] = inference_ms_per_image(model, variables, images.shape[1:])
+    return out
   specs = attack_suite(
     suite, dataset, stochastic=stochastic, eot_samples=eot_samples, steps_scale=steps_scale
   )
@@ -142,20 +162,74 @@ def evaluate_model(
     )
     out['clean_all_of_k_draws'] = multi['clean']
     out['eval_draws'] = eval_draws
-  if epsilon_grid is not None:
-    out['epsilon_grid'] = [float(e) for e in epsilon_grid]
-    out['grid_steps'] = max(1, int(10 * steps_scale))
-    out['accuracy_vs_epsilon'] = pgd_accuracy_over_epsilons(
-      f,
-      images,
-      labels,
-      epsilon_grid,
-      key=jax.random.fold_in(key, keys.TAG_EVAL_GRID),
-      num_steps=max(1, int(10 * steps_scale)),
-      batch_size=batch_size,
-    )
+  out.update(_grid(f, images, labels, epsilon_grid, key=key, steps_scale=steps_scale, batch_size=batch_size))
   out['ms_per_image'] = inference_ms_per_image(model, variables, images.shape[1:])
   return out
+
+
+def _grid(f, images, labels, epsilon_grid, *, key, steps_scale, batch_size) -> dict:
+  """PGD-L∞ accuracy over the ε grid (empty without a grid)."""
+  if epsilon_grid is None:
+    return {}
+  steps = max(1, int(10 * steps_scale))
+  acc = pgd_accuracy_over_epsilons(
+    f,
+    images,
+    labels,
+    epsilon_grid,
+    key=jax.random.fold_in(key, keys.TAG_EVAL_GRID),
+    num_steps=steps,
+    batch_size=batch_size,
+  )
+  return {'epsilon_grid': [float(e) for e in epsilon_grid], 'grid_steps': steps, 'accuracy_vs_epsilon': acc}
+
+
+def evaluate_autoattack(
+  logits_fn,
+  images,
+  labels,
+  *,
+  dataset: str,
+  version: str,
+  key,
+  stochastic: bool,
+  steps_scale: float = 1.0,
+  batch_size: int = 500,
+) -> dict:
+  """AutoAttack (L∞ at the dataset's standard ε) over a test set.
+
+  Args:
+    version: 'standard', or 'rand' (EOT-20 APGD-CE and APGD-DLR, for randomised models).
+    stochastic: whether the model is randomised (the 'standard' version then warns).
+    steps_scale: scales the iterations and Square's queries (< 1 only for quick looks).
+
+  Returns:
+    {'clean', 'autoattack' (final robust accuracy), 'autoattack_version', 'autoattack_report'
+    (accuracy after each attack, points broken, seconds, checks), 'per_example': {'autoattack'}}.
+  """
+  scale = lambda n: max(1, int(round(n * steps_scale)))
+  x = as_unit_float(images)
+  _, rep = A.autoattack(
+    logits_fn,
+    key,
+    x,
+    jnp.asarray(labels),
+    norm='linf',
+    epsilon=linf_budget('standard', dataset),
+    version=version,
+    batch_size=batch_size,
+    num_steps=scale(100),
+    num_queries=scale(5000),
+  )
+  robust = rep.pop('robust')
+  return {
+    'clean': rep['clean'],
+    'autoattack': float(robust.mean()),
+    'autoattack_version': version,
+    'autoattack_report': rep,
+    'stochastic': stochastic,
+    'per_example': {'autoattack': robust.tolist()},
+  }
 
 
 def _stochastic(model, variables, image_shape) -> bool:

@@ -17,6 +17,7 @@ COLUMNS = [
   ('eot_pgd', 'EOT-PGD'),
   ('eot_apgd', 'EOT-APGD'),
   ('transfer', 'Transfer'),
+  ('autoattack', 'AutoAttack'),
   ('worst_case', 'Worst case'),
 ]
 

@@ -11,7 +11,9 @@ References:
 
 from __future__ import annotations
 
-SUITES = ('study', 'standard')
+SUITES = ('study', 'standard', 'autoattack', 'autoattack_rand')
+# Suites that run AutoAttack's ensemble instead of a list of independent attacks.
+AUTOATTACK_SUITES = {'autoattack': 'standard', 'autoattack_rand': 'rand'}
 
 # L∞ / L2 budgets of the 'standard' suite per dataset.
 STANDARD_BUDGETS = {
@@ -88,7 +90,11 @@ def attack_suite(
 
 def linf_budget(name: str, dataset: str) -> float:
   """The L∞ ε of a suite (the transfer attack and ε-grid centre use it)."""
-  return 0.3 if name == 'study' else STANDARD_BUDGETS[dataset]['linf']
+  if name == 'study':
+    return 0.3
+  if dataset not in STANDARD_BUDGETS:
+    raise ValueError(f'no standard budgets for dataset {dataset!r}; known: {", ".join(STANDARD_BUDGETS)}')
+  return STANDARD_BUDGETS[dataset]['linf']
 
 
 def transfer_attack(name: str, dataset: str, *, steps_scale: float = 1.0) -> dict:
