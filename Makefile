@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint data bench clean
+.PHONY: demo test lint data bench parity clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ bench: $(STAMP)
 	XLA_FLAGS="$(BENCH_XLA_FLAGS)" $(PY) -m benchmarks.attacks
 	XLA_FLAGS="$(BENCH_XLA_FLAGS)" $(PY) -m benchmarks.lwta
 	XLA_FLAGS="$(BENCH_XLA_FLAGS)" $(PY) -m benchmarks.train_step
+
+# AutoAttack parity with the reference (pyautoattack) and torchattacks on the same weights:
+# PARITY_WORKDIR is a trained small-CNN run, e.g. runs/fashion_mnist/regular from experiments.table1.
+PARITY_WORKDIR ?= runs/fashion_mnist/regular
+parity: $(STAMP)
+	$(PY) -m pip install -q -e '.[parity]' 2>&1 | grep -v "is ignored" || true
+	$(PY) -m pip install -q --no-deps torchattacks 2>&1 | grep -v "is ignored" || true
+	$(PY) -m benchmarks.parity_torch --workdir=$(PARITY_WORKDIR) --num_test=1000
 
 clean:
 	rm -rf $(VENV) *.egg-info
