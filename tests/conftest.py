@@ -1,6 +1,7 @@
 """Test set-up: 4 simulated CPU devices (before JAX initialises), quiet logs, shared helpers."""
 
 import os
+import tempfile
 
 os.environ.setdefault('XLA_FLAGS', '')
 import jax  # noqa: E402
@@ -8,6 +9,14 @@ import jax  # noqa: E402
 jax.config.update('jax_num_cpu_devices', 4)
 # Compile time dominates these tiny tests; XLA's heavy optimisations are not worth it here.
 jax.config.update('jax_disable_most_optimizations', True)
+# Many tests compile the same programs (same model, same attack) from fresh closures: a
+# persistent cache, shared by the test processes of one run, compiles each of them once.
+_CACHE = os.environ.setdefault(
+  'JAXROBUST_TEST_CACHE', os.path.join(tempfile.gettempdir(), 'jaxrobust-test-xla-cache')
+)
+jax.config.update('jax_compilation_cache_dir', _CACHE)
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 import logging  # noqa: E402
 

@@ -607,3 +607,13 @@ def test_workdir_layer_errors(thunk, exc, match, trained_workdir, tmp_path):
 
 def test_the_tables_cover_at_least_sixty_kinds():
   assert len(ATTACK_CASES) + len(DATA_CASES) + len(CONFIG_CASES) + len(WORKDIR_CASES) >= 60
+
+
+def test_value_checks_run_outside_jit_and_shape_checks_inside_it():
+  """What the README promises: value checks need concrete arguments, shape checks always run."""
+  with pytest.raises(ValueError, match='pgd: epsilon must be >= 0'):
+    A.pgd(f3, KEY, x4, y4, epsilon=-0.1)
+  run = jax.jit(lambda e: A.pgd(f3, KEY, x4, y4, epsilon=e))
+  assert run(-0.1).shape == x4.shape  # a traced ε is not checked inside jit
+  with pytest.raises(ValueError, match=r'y must have shape \(4,\)'):
+    jax.jit(lambda xx: A.pgd(f3, KEY, xx, y4[:3], epsilon=0.1))(x4)
