@@ -4,6 +4,9 @@ import os
 import tempfile
 
 os.environ.setdefault('XLA_FLAGS', '')
+# Rolled attack loops compile several times faster; the tiny test models do not need the unrolled
+# loops' run-time speed (tests/test_attacks.py checks that both give the same result).
+os.environ.setdefault('JAXROBUST_ATTACK_UNROLL', '1')
 import jax  # noqa: E402
 
 jax.config.update('jax_num_cpu_devices', 4)

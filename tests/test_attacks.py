@@ -390,3 +390,17 @@ def test_cw_early_abort_barely_moves_the_distances(trained):
     dists.append(np.sqrt(np.sum((np.asarray(xa) - np.asarray(x)) ** 2, axis=tuple(range(1, x.ndim))))[ok])
   assert len(dists[0]) > 0.5 * len(x) and abs(len(dists[0]) - len(dists[1])) <= 0.02 * len(x)
   assert abs(np.median(dists[0]) / np.median(dists[1]) - 1) < 0.01
+
+
+def test_unrolled_and_rolled_loops_agree(trained, monkeypatch):
+  """The CPU default unrolls attack loops (the suite itself runs rolled, for compile time)."""
+  f, x, y = trained
+  monkeypatch.delenv('JAXROBUST_ATTACK_UNROLL', raising=False)
+  assert A.default_unroll(10) == (10 if jax.default_backend() == 'cpu' else 1)
+  for attack in (
+    functools.partial(A.pgd, epsilon=0.1, num_steps=4),
+    functools.partial(A.apgd, epsilon=0.1, num_steps=6),
+  ):
+    np.testing.assert_allclose(attack(f, KEY, x, y), attack(f, KEY, x, y, unroll=1), atol=1e-5)
+  monkeypatch.setenv('JAXROBUST_ATTACK_UNROLL', '3')
+  assert A.default_unroll(10) == 3

@@ -23,6 +23,7 @@ from jaxrobust.train.workdir import WorkdirLock
 from tests.configs import synthetic_training_config
 from tests.conftest import tree_files
 
+
 KEY = jax.random.key(0)
 W = jnp.ones((2, 3))
 f3 = lambda x, key: x.reshape(x.shape[0], -1) @ W  # 3 classes

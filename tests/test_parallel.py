@@ -14,6 +14,7 @@ from jaxrobust.train.parallel import make_parallel_step
 from tests.conftest import leaves
 from tests.configs import tiny_parallel_config
 
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -7,6 +7,7 @@ and x in [lo, hi] ([0, 1] by default). ε, step size and bounds may be scalars o
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Callable
 
 import jax
@@ -357,9 +358,17 @@ def random_start(key, x, epsilon, norm: str, kind: str | None):
 
 
 # ------------------------------------------------------------------------------ loops, grads
+# Setting this environment variable to an integer overrides the default unroll factor (1 favours
+# compile time over run time: test suites of tiny models).
+UNROLL_ENV = 'JAXROBUST_ATTACK_UNROLL'
+
+
 def default_unroll(num_steps: int) -> int:
   """Unroll factor for attack loops: full on XLA's CPU backend, where a rolled loop over conv
-  gradients is 2–5× slower (docs/performance.md), capped for long attacks; rolled (1) on GPU/TPU."""
+  gradients is 2–5× slower (docs/performance.md), capped for long attacks; rolled (1) on GPU/TPU;
+  or $JAXROBUST_ATTACK_UNROLL when set."""
+  if os.environ.get(UNROLL_ENV):
+    return max(1, min(num_steps, int(os.environ[UNROLL_ENV])))
   if jax.default_backend() == 'cpu':
     return max(1, min(num_steps, 20))
   return 1

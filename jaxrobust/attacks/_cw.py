@@ -12,6 +12,7 @@ References:
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -210,7 +211,9 @@ def cw_l2(
   if isinstance(epsilon, str) or (c is not None and (np.any(c < 0) or np.any(np.isnan(c)))):
     raise ValueError(f'cw_l2: epsilon must be a number >= 0 (inf: no budget), got {epsilon!r}')
   if unroll is None:
-    if jax.default_backend() == 'cpu':
+    if os.environ.get(_core.UNROLL_ENV):
+      unroll = _core.default_unroll(max_iterations)
+    elif jax.default_backend() == 'cpu':
       unroll = max_iterations if max_iterations <= 100 else min(20, max(max_iterations // 10, 1))
     else:
       unroll = 1

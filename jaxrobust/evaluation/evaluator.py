@@ -195,6 +195,7 @@ def evaluate_autoattack(
   stochastic: bool,
   steps_scale: float = 1.0,
   batch_size: int = 500,
+  eot_samples: int = 20,
 ) -> dict:
   """AutoAttack (L∞ at the dataset's standard ε) over a test set.
 
@@ -202,6 +203,7 @@ def evaluate_autoattack(
     version: 'standard', or 'rand' (EOT-20 APGD-CE and APGD-DLR, for randomised models).
     stochastic: whether the model is randomised (the 'standard' version then warns).
     steps_scale: scales the iterations and Square's queries (< 1 only for quick looks).
+    eot_samples: EOT draws of the 'rand' version (20, the reference's).
 
   Returns:
     {'clean', 'autoattack' (final robust accuracy), 'autoattack_version', 'autoattack_report'
@@ -220,6 +222,7 @@ def evaluate_autoattack(
     batch_size=batch_size,
     num_steps=scale(100),
     num_queries=scale(5000),
+    eot_samples=eot_samples,
   )
   robust = rep.pop('robust')
   return {
