@@ -185,8 +185,7 @@ def apgd(
     ValueError: for bad input, naming the argument; DLR with fewer than 3 classes (4 targeted).
     FloatingPointError: when `logits_fn` returns non-finite logits during the attack.
   """
-  if norm not in ('linf', 'l2'):
-    raise ValueError(f"apgd: unknown norm {norm!r}; use 'linf' or 'l2'")
+  _core.check_norm('apgd', norm)
   get_loss(loss)
   _core.check_inputs(
     logits_fn,
@@ -263,8 +262,7 @@ def apgd_targeted(
     parameter-free attacks", arXiv:2003.01690
   """
   name = 'apgd_targeted'
-  if norm not in ('linf', 'l2'):
-    raise ValueError(f"{name}: unknown norm {norm!r}; use 'linf' or 'l2'")
+  _core.check_norm(name, norm)
   _core.check_inputs(
     logits_fn,
     x,
@@ -278,11 +276,7 @@ def apgd_targeted(
   )
   f = _core.as_pytree_fn(logits_fn)
   b = x.shape[0]
-  example_keys = _core.per_example_keys(key, b)
-  _, model_key = _core.split_attack_key(example_keys, b)
-  clean = f(x, model_key)
-  order = jnp.argsort(clean, -1)  # ascending: order[:, -1] is the top class
-  fooled = jnp.argmax(clean, -1) != y  # misclassified points stay as they are
+  example_keys, order, fooled = _core.target_setup(f, key, x, y)  # misclassified points stay
   x_adv = x
   unroll = _core.resolve_unroll(unroll, num_steps)
   static = dict(

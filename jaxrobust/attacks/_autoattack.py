@@ -148,8 +148,7 @@ def autoattack(
 
   if version not in VERSIONS:
     raise ValueError(f'autoattack: unknown version {version!r}; use one of {VERSIONS}')
-  if norm not in ('linf', 'l2'):
-    raise ValueError(f"autoattack: unknown norm {norm!r}; use 'linf' or 'l2'")
+  _core.check_norm('autoattack', norm)
   if (version == 'custom') != (attacks is not None):
     raise ValueError("autoattack: pass `attacks` exactly when version='custom'")
   for arg, v in (

@@ -194,6 +194,23 @@ def check_inputs(
     )
 
 
+def check_norm(name: str, norm: str) -> None:
+  """The attacks' norms: 'linf' or 'l2'."""
+  if norm not in ('linf', 'l2'):
+    raise ValueError(f"{name}: unknown norm {norm!r}; use 'linf' or 'l2'")
+
+
+def target_setup(logits_fn, key, x, y):
+  """What the targeted attacks of AutoAttack start from: per-example keys, the classes ordered by
+  clean logit (ascending, so order[:, -2] is the runner-up), and the examples already misclassified.
+  """
+  b = x.shape[0]
+  example_keys = per_example_keys(key, b)
+  _, model_key = split_attack_key(example_keys, b)
+  clean = logits_fn(x, model_key)
+  return example_keys, jnp.argsort(clean, -1), jnp.argmax(clean, -1) != y
+
+
 def check_logits_finite(name: str, bad) -> None:
   """Raises when the attack met non-finite logits (`bad`: per-example flags from the program);
   inside a caller's `jit` the flags are tracers and the check is skipped."""

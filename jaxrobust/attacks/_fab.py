@@ -191,8 +191,7 @@ def fab_targeted(
     x_adv (and the distances with `return_distance`).
   """
   name = 'fab_targeted'
-  if norm not in ('linf', 'l2'):
-    raise ValueError(f"{name}: unknown norm {norm!r}; use 'linf' or 'l2'")
+  _core.check_norm(name, norm)
   minimum_norm = epsilon is None
   _core.check_inputs(
     logits_fn,
@@ -207,11 +206,7 @@ def fab_targeted(
   )
   f = _core.as_pytree_fn(logits_fn)
   b = x.shape[0]
-  example_keys = _core.per_example_keys(key, b)
-  _, model_key = _core.split_attack_key(example_keys, b)
-  clean = f(x, model_key)
-  order = jnp.argsort(clean, -1)
-  misclassified = jnp.argmax(clean, -1) != y
+  example_keys, order, misclassified = _core.target_setup(f, key, x, y)
   eps = jnp.asarray(jnp.inf if minimum_norm else epsilon, x.dtype)
   best = jnp.where(misclassified, 0.0, jnp.inf).astype(x.dtype)
   x_adv = x

@@ -12,17 +12,12 @@ import jax.numpy as jnp
 from jaxrobust.attacks import _core
 
 
-def _check_norm(name: str, norm: str) -> None:
-  if norm not in ('linf', 'l2'):
-    raise ValueError(f"{name}: unknown norm {norm!r}; use 'linf' or 'l2'")
-
-
 def uniform_noise(logits_fn, key, x, y, *, epsilon, norm: str = 'linf', bounds=(0.0, 1.0)) -> jax.Array:
   """x + δ with δ uniform in the ε-ball of `norm` (L∞ cube or L2 ball), clipped to bounds.
 
   `logits_fn` and `y` are only checked, never queried: the attack is blind.
   """
-  _check_norm('uniform_noise', norm)
+  _core.check_norm('uniform_noise', norm)
   _core.check_inputs(
     logits_fn, x, y, name='uniform_noise', key=key, bounds=bounds, values={'epsilon': epsilon}
   )
@@ -36,7 +31,7 @@ def gaussian_noise(
   logits_fn, key, x, y, *, sigma, epsilon=None, norm: str = 'l2', bounds=(0.0, 1.0)
 ) -> jax.Array:
   """x + N(0, σ²I), projected onto the ε-ball of `norm` when `epsilon` is given, then clipped."""
-  _check_norm('gaussian_noise', norm)
+  _core.check_norm('gaussian_noise', norm)
   _core.check_inputs(
     logits_fn,
     x,

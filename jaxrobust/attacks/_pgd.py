@@ -205,8 +205,7 @@ def _run_pgd(
   microbatch,
 ):
   """Checks the arguments under the caller's `name`, runs the compiled program, checks its logits."""
-  if norm not in ('linf', 'l2'):
-    raise ValueError(f"{name}: unknown norm {norm!r}; use 'linf' or 'l2'")
+  _core.check_norm(name, norm)
   get_loss(loss)  # validates the name
   _core.check_inputs(
     logits_fn,

@@ -230,8 +230,7 @@ def square(
     x_adv (and the queries per example with `return_queries`).
   """
   name = 'square'
-  if norm not in ('linf', 'l2'):
-    raise ValueError(f"{name}: unknown norm {norm!r}; use 'linf' or 'l2'")
+  _core.check_norm(name, norm)
   _core.check_inputs(
     logits_fn,
     x,
