@@ -159,16 +159,10 @@ def autoattack(
   ):
     _core.check_count('autoattack', arg, v)
   x, y = jnp.asarray(x), jnp.asarray(y)
-  _core.check_inputs(
-    logits_fn,
-    x[:batch_size],
-    y[:batch_size],
-    name='autoattack',
-    key=key,
-    values={'epsilon': epsilon},
-    min_classes=2,
-  )
-  _core.check_inputs(logits_fn, x, y, name='autoattack', values={'epsilon': epsilon})
+  # One check of the whole batch (a chunk-sized check would refuse per-example keys by their count).
+  _core.check_inputs(logits_fn, x, y, name='autoattack', key=key, values={'epsilon': epsilon}, min_classes=2)
+  if _core.is_key_batch(_core.as_typed(key), x.shape[0]):
+    raise ValueError('autoattack: key must be one PRNG key (each example gets fold_in(key, index))')
   f = _core.as_pytree_fn(logits_fn)
   n = x.shape[0]
   num_classes = _core.num_classes_of(f, x[:1])
