@@ -4,7 +4,13 @@
   python -m experiments.evaluate --workdir=... --suite=study --epsilons=0,0.05,0.1,0.2,0.3
   python -m experiments.evaluate --workdir=... --suite=autoattack     # AA standard, or AA-rand if randomised
 
-Prints the accuracies and writes <workdir>/eval_<suite>.json.
+A published model (PyTorch/RobustBench state dict, .safetensors, or DeepMind's JAX .npy), read
+without torch and without running pickle code (jaxrobust.models.zoo):
+
+  python -m experiments.evaluate --checkpoint=Carmon2019Unlabeled.pt --arch=wrn28_10 --dataset=cifar10 --suite=autoattack
+
+Prints the accuracies and writes <workdir>/eval_<suite>.json (for a checkpoint file:
+<out_dir>/eval_<suite>.json, by default runs/published/<file name>/).
 """
 
 from __future__ import annotations
@@ -16,6 +22,40 @@ import jax
 from jaxrobust.evaluation import SUITES, evaluate_model
 from jaxrobust.files import write_json_atomic
 from jaxrobust.train.restore import load_trained
+
+PUBLISHED_RUNS = os.path.join('runs', 'published')
+
+
+def _check_options(num_test, steps_scale, eot_samples, suite):
+  if not isinstance(num_test, int) or num_test < 0:
+    raise ValueError(f'num_test must be an integer >= 0 (0 = the whole test set), got {num_test!r}')
+  if not steps_scale > 0:
+    raise ValueError(f'steps_scale must be > 0, got {steps_scale}')
+  if not isinstance(eot_samples, int) or eot_samples < 1:
+    raise ValueError(f'eot must be an integer >= 1, got {eot_samples!r}')
+  if suite not in SUITES:
+    raise ValueError(f'unknown suite {suite!r}; use one of {SUITES}')
+
+
+def _evaluate_and_write(
+  model, variables, ds, out_dir, *, suite, num_test, epsilons, steps_scale, eot_samples, seed, progress
+):
+  n = min(num_test, len(ds.test_images)) if num_test else len(ds.test_images)
+  res = evaluate_model(
+    model,
+    variables,
+    ds.test_images[:n],
+    ds.test_labels[:n],
+    dataset=ds.name,
+    suite=suite,
+    key=jax.random.key(seed),
+    steps_scale=steps_scale,
+    eot_samples=eot_samples,
+    epsilon_grid=epsilons,
+    progress=progress,
+  )
+  write_json_atomic(os.path.join(out_dir, f'eval_{suite}.json'), res)
+  return res
 
 
 def evaluate_checkpoint(
@@ -36,41 +76,91 @@ def evaluate_checkpoint(
       anything is loaded).
     NonFiniteLogitsError: when the checkpoint's clean logits are not finite.
   """
-  if not isinstance(num_test, int) or num_test < 0:
-    raise ValueError(f'num_test must be an integer >= 0 (0 = the whole test set), got {num_test!r}')
-  if not steps_scale > 0:
-    raise ValueError(f'steps_scale must be > 0, got {steps_scale}')
-  if not isinstance(eot_samples, int) or eot_samples < 1:
-    raise ValueError(f'eot must be an integer >= 1, got {eot_samples!r}')
-  if suite not in SUITES:
-    raise ValueError(f'unknown suite {suite!r}; use one of {SUITES}')
-  config, model, variables, ds = load_trained(workdir)
-  n = min(num_test, len(ds.test_images)) if num_test else len(ds.test_images)
-  res = evaluate_model(
+  _check_options(num_test, steps_scale, eot_samples, suite)
+  _, model, variables, ds = load_trained(workdir)
+  return _evaluate_and_write(
     model,
     variables,
-    ds.test_images[:n],
-    ds.test_labels[:n],
-    dataset=ds.name,
+    ds,
+    workdir,
     suite=suite,
-    key=jax.random.key(seed),
+    num_test=num_test,
+    epsilons=epsilons,
     steps_scale=steps_scale,
     eot_samples=eot_samples,
-    epsilon_grid=epsilons,
+    seed=seed,
     progress=progress,
   )
-  write_json_atomic(os.path.join(workdir, f'eval_{suite}.json'), res)
-  return res
+
+
+def evaluate_published(
+  checkpoint: str,
+  *,
+  arch: str,
+  dataset: str,
+  data_dir: str | None = None,
+  out_dir: str | None = None,
+  suite: str = 'autoattack',
+  num_test: int = 1000,
+  epsilons=None,
+  steps_scale: float = 1.0,
+  eot_samples: int = 8,
+  seed: int = 0,
+  progress: bool = False,
+  ds=None,
+  **model_overrides,
+) -> dict:
+  """Evaluates a published checkpoint file (see `jaxrobust.models.zoo`) on `dataset`'s test set.
+
+  Args:
+    checkpoint: a .pt/.pth (PyTorch, zip or legacy), .safetensors or DeepMind .npy file.
+    arch: a key of `jaxrobust.models.zoo.ARCHS` (wrn28_10, wrn70_16, preact_resnet18, ...).
+    dataset: 'cifar10' or 'cifar100'.
+    out_dir: where eval_<suite>.json goes; default runs/published/<checkpoint file name>.
+    ds: an already loaded `Dataset` (tests), instead of loading `dataset` from tfds.
+    **model_overrides: model fields (see `zoo.build_model`).
+  The rest as `evaluate_checkpoint`.
+
+  Raises:
+    ValueError: bad options (before anything is read), an unknown arch or dataset.
+    UnsafeCheckpointError: the file's pickle names a global outside the allow-list.
+    ArchitectureMismatchError: the file does not hold `arch`'s parameters (first keys named).
+  """
+  from jaxrobust.data import load_dataset
+  from jaxrobust.models.zoo import load_published
+
+  _check_options(num_test, steps_scale, eot_samples, suite)
+  model, variables = load_published(checkpoint, arch, dataset, **model_overrides)
+  if ds is None:
+    ds = load_dataset(dataset, data_dir)
+  if ds.image_shape != (32, 32, 3):
+    raise ValueError(f'{dataset}: images of shape {ds.image_shape}, but the published models take 32×32×3')
+  out_dir = out_dir or os.path.join(PUBLISHED_RUNS, os.path.basename(checkpoint))
+  os.makedirs(out_dir, exist_ok=True)
+  return _evaluate_and_write(
+    model,
+    variables,
+    ds,
+    out_dir,
+    suite=suite,
+    num_test=num_test,
+    epsilons=epsilons,
+    steps_scale=steps_scale,
+    eot_samples=eot_samples,
+    seed=seed,
+    progress=progress,
+  )
 
 
 def main(argv):
   del argv
-  from absl import flags
+  from absl import app, flags
 
   F = flags.FLAGS
   eps = [float(e) for e in F.epsilons.split(',')] if F.epsilons else None
-  res = evaluate_checkpoint(
-    F.workdir,
+  if bool(F.workdir) == bool(F.checkpoint):
+    raise app.UsageError('give either --workdir (a jaxrobust run) or --checkpoint (a published model file)')
+  common = dict(
     suite=F.suite,
     num_test=F.num_test,
     epsilons=eps,
@@ -79,6 +169,22 @@ def main(argv):
     seed=F.seed,
     progress=True,
   )
+  if F.checkpoint:
+    if not F.arch or not F.dataset:
+      raise app.UsageError('--checkpoint needs --arch (e.g. wrn28_10) and --dataset (cifar10 or cifar100)')
+    res = evaluate_published(
+      F.checkpoint,
+      arch=F.arch,
+      dataset=F.dataset,
+      data_dir=F.data_dir or None,
+      out_dir=F.out_dir or None,
+      **common,
+    )
+  else:
+    for flag in ('arch', 'dataset', 'out_dir', 'data_dir'):
+      if getattr(F, flag):
+        raise app.UsageError(f'--{flag} is for --checkpoint; a --workdir run has its own')
+    res = evaluate_checkpoint(F.workdir, **common)
   for k, v in res.items():
     if isinstance(v, float):
       print(f'{k:>24}: {100 * v:6.2f}%' if k != 'ms_per_image' else f'{k:>24}: {v:.3f} ms')
@@ -98,7 +204,14 @@ def main(argv):
 if __name__ == '__main__':
   from absl import app, flags, logging
 
-  flags.DEFINE_string('workdir', None, 'work directory of a training run', required=True)
+  flags.DEFINE_string('workdir', '', 'work directory of a jaxrobust training run')
+  flags.DEFINE_string('checkpoint', '', 'a published model file: .pt/.pth, .safetensors, DeepMind .npy')
+  flags.DEFINE_string(
+    'arch', '', 'architecture of --checkpoint: wrn28_10, wrn34_10, wrn34_20, wrn70_16, resnet18, ...'
+  )
+  flags.DEFINE_string('dataset', '', 'dataset of --checkpoint: cifar10 or cifar100')
+  flags.DEFINE_string('data_dir', '', 'tfds data_dir for --dataset')
+  flags.DEFINE_string('out_dir', '', 'where --checkpoint results go (default runs/published/<file name>)')
   flags.DEFINE_string('suite', 'standard', 'standard, study, autoattack or autoattack_rand')
   flags.DEFINE_integer('num_test', 1000, 'test images (0 = all)')
   flags.DEFINE_string('epsilons', '', 'comma-separated ε grid for PGD-L∞ accuracy (vmapped)')

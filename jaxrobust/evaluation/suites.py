@@ -20,6 +20,7 @@ STANDARD_BUDGETS = {
   'fashion_mnist': dict(linf=0.1, linf_step=0.01, l2=1.5, l2_step=0.15),
   'mnist': dict(linf=0.3, linf_step=0.01, l2=2.0, l2_step=0.2),
   'cifar10': dict(linf=8 / 255, linf_step=2 / 255, l2=0.5, l2_step=0.1),
+  'cifar100': dict(linf=8 / 255, linf_step=2 / 255, l2=0.5, l2_step=0.1),  # RobustBench's, as CIFAR-10
   'synthetic': dict(linf=0.1, linf_step=0.02, l2=0.5, l2_step=0.1),
 }
 

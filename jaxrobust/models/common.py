@@ -84,6 +84,30 @@ class ReLU(nn.Module):
     return nn.relu(x)
 
 
+class Swish(nn.Module):
+  """x·sigmoid(x) (SiLU), the activation of DeepMind's robust WideResNets; ReLU's interface."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, deterministic: bool | None = None):
+    del train, deterministic
+    return nn.swish(x)
+
+
+def conv_padding(convention: str, stride: int):
+  """Padding of a 3×3 convolution under a framework's convention.
+
+  'torch': PyTorch's explicit (1, 1) on both sides, whatever the stride (TRADES, RobustBench).
+  'same': TensorFlow/Haiku 'SAME', which pads a stride-2 convolution of an even input by (0, 1):
+  DeepMind's models, in both their JAX and their PyTorch releases. The two agree at stride 1 and
+  shift a stride-2 output by one pixel, so a converted checkpoint must keep its own convention.
+  """
+  if convention == 'torch':
+    return ((1, 1), (1, 1))
+  if convention == 'same':
+    return 'SAME'
+  raise ValueError(f"padding convention must be 'torch' or 'same', got {convention!r}")
+
+
 def max_pool_2x2(x):
   """2×2 max pooling, stride 2, written as reshape + max.
 

@@ -13,14 +13,15 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxrobust.models.common import ModuleDef, Normalize, ReLU, call_layer, conv_kernel_init
+from jaxrobust.models.common import ModuleDef, Normalize, ReLU, call_layer, conv_kernel_init, conv_padding
 
 
 class WRNBlock(nn.Module):
   """Pre-activation basic block.
 
-  in != out: x <- act(bn1(x)); shortcut = 1×1 strided conv of that activated x.
-  in == out: shortcut is the raw x; the residual branch starts from act(bn1(x)).
+  With a projection (in != out, or always in a group's first block for Haiku's WRN):
+  x <- act(bn1(x)); shortcut = 1×1 strided conv of that activated x.
+  Without: shortcut is the raw x; the residual branch starts from act(bn1(x)).
   Then conv3×3(stride) -> act(bn2) -> conv3×3, and out = shortcut + branch.
   """
 
@@ -31,10 +32,12 @@ class WRNBlock(nn.Module):
   conv: ModuleDef
   norm: ModuleDef
   deterministic: bool = False
+  padding: str = 'torch'
+  projection: bool | None = None  # None: when in != out
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    equal = self.in_planes == self.out_planes
+    equal = not self.projection if self.projection is not None else self.in_planes == self.out_planes
     det = self.deterministic
     o = self.act()(self.norm()(x), train, deterministic=det)
     shortcut = (
@@ -49,7 +52,11 @@ class WRNBlock(nn.Module):
     )
     o = call_layer(
       self.conv(
-        self.out_planes, (3, 3), (self.stride, self.stride), padding=((1, 1), (1, 1)), use_bias=False
+        self.out_planes,
+        (3, 3),
+        (self.stride, self.stride),
+        padding=conv_padding(self.padding, self.stride),
+        use_bias=False,
       ),
       o,
       train,
@@ -57,7 +64,10 @@ class WRNBlock(nn.Module):
     )
     o = self.act()(self.norm()(o), train, deterministic=det)
     o = call_layer(
-      self.conv(self.out_planes, (3, 3), (1, 1), padding=((1, 1), (1, 1)), use_bias=False), o, train, det
+      self.conv(self.out_planes, (3, 3), (1, 1), padding=conv_padding(self.padding, 1), use_bias=False),
+      o,
+      train,
+      det,
     )
     return shortcut + o
 
@@ -74,6 +84,11 @@ class WideResNet(nn.Module):
     conv, dense: layer factories (nn.Conv/nn.Dense signatures).
     bn_axis_name: mapped axis over which BatchNorm averages batch statistics.
     deterministic: every stochastic layer without its noise (the transfer surrogate).
+    base_width: the stem's width and the unit of the group widths (16; smaller in test fixtures).
+    padding: 'torch' (explicit 1-pixel padding, TRADES/RobustBench) or 'same' (DeepMind's
+      releases); see `conv_padding`.
+    projection_first: a 1×1 projection shortcut in every group's first block, even when the
+      widths agree (Haiku's WRN); otherwise only where they differ (TRADES, DeepMind's PyTorch).
   """
 
   depth: int = 34
@@ -86,24 +101,41 @@ class WideResNet(nn.Module):
   dense: ModuleDef = nn.Dense
   bn_axis_name: str | None = None
   deterministic: bool = False
+  base_width: int = 16
+  padding: str = 'torch'
+  projection_first: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     if (self.depth - 4) % 6:
       raise ValueError(f'WideResNet depth must be 6n+4, got {self.depth}')
     n = (self.depth - 4) // 6
-    widths = [16, 16 * self.widen, 32 * self.widen, 64 * self.widen]
+    b = self.base_width
+    widths = [b, b * self.widen, 2 * b * self.widen, 4 * b * self.widen]
     conv = functools.partial(self.conv, kernel_init=conv_kernel_init())
     norm = functools.partial(
       nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, axis_name=self.bn_axis_name
     )
     x = Normalize(self.mean, self.std)(x)
     det = self.deterministic
-    x = call_layer(conv(widths[0], (3, 3), padding=((1, 1), (1, 1)), use_bias=False), x, train, det)
+    x = call_layer(
+      conv(widths[0], (3, 3), padding=conv_padding(self.padding, 1), use_bias=False), x, train, det
+    )
     in_planes = widths[0]
     for g, stride in enumerate((1, 2, 2)):
       for i in range(n):
-        x = WRNBlock(in_planes, widths[g + 1], stride if i == 0 else 1, self.act, conv, norm, det)(x, train)
+        projection = True if (self.projection_first and i == 0) else None
+        x = WRNBlock(
+          in_planes,
+          widths[g + 1],
+          stride if i == 0 else 1,
+          self.act,
+          conv,
+          norm,
+          det,
+          self.padding,
+          projection,
+        )(x, train)
         in_planes = widths[g + 1]
     x = self.act()(norm()(x), train, deterministic=det)
     x = jnp.mean(x, axis=(1, 2))  # avgpool over the final 8×8 map (global for 32×32 inputs)
@@ -114,4 +146,7 @@ WRN34_1 = functools.partial(WideResNet, depth=34, widen=1)
 WRN34_5 = functools.partial(WideResNet, depth=34, widen=5)
 WRN34_10 = functools.partial(WideResNet, depth=34, widen=10)
 WRN16_4 = functools.partial(WideResNet, depth=16, widen=4)
+WRN28_10 = functools.partial(WideResNet, depth=28, widen=10)
+WRN34_20 = functools.partial(WideResNet, depth=34, widen=20)
+WRN70_16 = functools.partial(WideResNet, depth=70, widen=16)
 WRN_TINY = functools.partial(WideResNet, depth=10, widen=1)  # tests only
