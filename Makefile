@@ -40,6 +40,7 @@ PARITY_WORKDIR ?= runs/fashion_mnist/regular
 parity: $(STAMP)
 	$(PY) -m pip install -q -e '.[parity]' 2>&1 | grep -v "is ignored" || true
 	$(PY) -m pip install -q --no-deps torchattacks 2>&1 | grep -v "is ignored" || true
+	$(PY) -m benchmarks.zoo_fixtures --full
 	$(PY) -m benchmarks.parity_torch --workdir=$(PARITY_WORKDIR) --num_test=1000
 
 clean:

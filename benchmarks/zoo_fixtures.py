@@ -2,6 +2,7 @@
 
   python -m benchmarks.zoo_fixtures --write   # make the fixtures (torch, fixed seeds)
   python -m benchmarks.zoo_fixtures           # check: torch logits of the committed files = ours
+  python -m benchmarks.zoo_fixtures --full    # also full-size WRN-28-10/ResNet-18/PreActResNet-18
 
 Each fixture is a tiny random-weight network in a published family's naming and file format,
 with BatchNorm statistics drawn at random so that none of them can be dropped unnoticed:
@@ -158,5 +159,62 @@ def check():
   print(json.dumps({'all_fixtures_agree_within': 1e-4, 'worst': worst}))
 
 
+def check_full_size(tmp_dir='/tmp/jaxrobust-zoo-full'):
+  """Full-size random-weight networks of each family, saved by torch (or as a Haiku dict), read
+  back by jaxrobust: the real depths, widths and key counts, not only the tiny fixtures."""
+  import jax
+  import torch
+
+  from benchmarks import zoo_twins as T
+  from jaxrobust.models import make_logits_fn
+  from jaxrobust.models.zoo import load_published
+
+  os.makedirs(tmp_dir, exist_ok=True)
+  x = _inputs()
+  xt = torch.from_numpy(x).permute(0, 3, 1, 2)
+  g = torch.Generator().manual_seed(1)
+  torch.manual_seed(1)
+  cases = {
+    'robustbench_wrn28_10.pt': ('wrn28_10', T.RobustBenchWRN(depth=28, widen=10, sub_block1=True)),
+    'deepmind_wrn28_10.pt': ('wrn28_10', T.DeepMindWRN(depth=28, width=10)),
+    'resnet18.pt': ('resnet18', T.CifarResNet(preact=False)),
+    'preact_resnet18.pt': ('preact_resnet18', T.CifarResNet(preact=True)),
+  }
+  worst = 0.0
+  for name, (arch, model) in cases.items():
+    T.randomize_batchnorm(model, g)
+    model.eval()
+    path = os.path.join(tmp_dir, name)
+    torch.save(model.state_dict(), path)
+    with torch.no_grad():
+      live = model(xt).numpy()
+    m, v = load_published(path, arch, 'cifar10')
+    ours = np.asarray(jax.jit(make_logits_fn(m, v))(jax.numpy.asarray(x), jax.random.key(0)))
+    diff = float(np.abs(ours - live).max())
+    worst = max(worst, diff)
+    print(
+      json.dumps(
+        dict(full_size=name, parameters=sum(p.numel() for p in model.parameters()), jaxrobust_vs_torch=diff)
+      )
+    )
+  params, state = T.haiku_wrn_params(depth=28, width=10)
+  pair = np.empty(2, dtype=object)
+  pair[0], pair[1] = params, state
+  path = os.path.join(tmp_dir, 'deepmind_wrn28_10.npy')
+  np.save(path, pair, allow_pickle=True)
+  m, v = load_published(path, 'wrn28_10', 'cifar10')
+  ours = np.asarray(jax.jit(make_logits_fn(m, v))(jax.numpy.asarray(x), jax.random.key(0)))
+  diff = float(np.abs(ours - T.haiku_wrn_forward(params, state, x, depth=28)).max())
+  worst = max(worst, diff)
+  print(json.dumps(dict(full_size='deepmind_wrn28_10.npy', jaxrobust_vs_direct=diff)))
+  if worst > 1e-4:
+    raise SystemExit(f'a full-size network disagrees by {worst} > 1e-4')
+
+
 if __name__ == '__main__':
-  write() if '--write' in sys.argv[1:] else check()
+  if '--write' in sys.argv[1:]:
+    write()
+  else:
+    check()
+    if '--full' in sys.argv[1:]:
+      check_full_size()
