@@ -20,10 +20,12 @@ TAG_ATTACK_LABELS = 1  # the eval-mode pass whose predictions label the attack (
 TAG_CLEAN_PASS = 2  # the second train-mode pass, on clean inputs (PNI's 0.5/0.5 loss)
 # Folded into the step's objective key.
 TAG_MIXED_BRANCH = 3  # mixed training's draw of clean or one attack
+TAG_FREE_REPLAY = 4  # Free-AT: folded with the replay index into the model key
 # Folded into each example's key.
 TAG_GAUSSIAN_AUGMENT = 7  # the noise of Gaussian augmentation
 # Folded into the training key instead of a step index (larger than any step count).
 TAG_FINAL_EVAL = 10**9  # the clean test pass at the end of training
+TAG_GUARD = 10**9 + 1  # the catastrophic-overfitting guard's attack (folded with the epoch)
 
 # -------------------------------------------------------------------------------- attacks
 # Per-example keys: each example's own key is split by these two tags.

@@ -445,6 +445,26 @@ CONFIG_CASES = [
     r"unknown or fixed hyperparameters \['eps'\]",
   ),
   ('eval_batch_zero', lambda: cfg(eval__batch_size=0), train.ConfigError, 'config.eval.batch_size'),
+  ('free_replays_zero', lambda: cfg(train__free_replays=0), train.ConfigError, 'config.train.free_replays'),
+  (
+    'fgsm_rs_alpha_zero',
+    lambda: cfg(train__fgsm_rs_alpha=0.0),
+    train.ConfigError,
+    'config.train.fgsm_rs_alpha',
+  ),
+  (
+    'guard_holdout_negative',
+    lambda: cfg(train__guard__holdout=-1),
+    train.ConfigError,
+    'config.train.guard.holdout',
+  ),
+  ('guard_drop_zero', lambda: cfg(train__guard__drop=0.0), train.ConfigError, 'config.train.guard.drop'),
+  (
+    'guard_holdout_all',
+    lambda: cfg(train__guard__holdout=256),
+    train.ConfigError,
+    'config.train.guard.holdout: 256 leaves none',
+  ),
 ]
 
 

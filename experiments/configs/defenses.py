@@ -29,6 +29,7 @@ class Defense:
     mixed_attacks: for the mixed objective, the attacks of its non-clean branches, in order.
     kl_beta: β of the ELBO's KL term (lwta_elbo).
     trades_beta: β of TRADES.
+    guard: hold training examples out for the catastrophic-overfitting guard (fgsm_rs).
   """
 
   title: str
@@ -38,6 +39,7 @@ class Defense:
   mixed_attacks: tuple[str, ...] = ()
   kl_beta: float = 1.0
   trades_beta: float = 6.0
+  guard: bool = False
 
 
 DEFENSES = {
@@ -61,7 +63,13 @@ DEFENSES = {
   'lwta': Defense('Stochastic LWTA (PGD-AT + ELBO)', 'lwta_elbo', '_lwta', kl_beta=1.0),
   'pgd_at': Defense('PGD-AT (Madry), reference', 'pgd_at'),
   'trades': Defense('TRADES, reference', 'trades', trades_beta=6.0),
+  'fgsm_rs': Defense('FGSM-RS (fast AT), reference', 'fgsm_rs', guard=True),
+  'free_at': Defense('Free-AT (m = 4), reference', 'free_at'),
 }
+# Free-AT's replays per batch: 4 on Fashion-MNIST (ε = 0.1 is reached in 1-2 replays), 8 on CIFAR-10
+# as Shafahi et al.
+FREE_REPLAYS = {'fashion_mnist': 4, 'cifar10': 8, 'synthetic': 2}
+GUARD_HOLDOUT = {'fashion_mnist': 1000, 'cifar10': 1000, 'synthetic': 32}
 
 
 def _mixed_specs(eps, alpha, steps, attacks, mb):
@@ -144,5 +152,11 @@ def defense_config(name: str, arg: str | None = None) -> ml_collections.ConfigDi
   c.train.label_smoothing = d.label_smoothing
   c.train.kl_beta = d.kl_beta
   c.train.trades_beta = d.trades_beta
+  c.train.free_replays = FREE_REPLAYS[dataset]
+  if d.guard:
+    guard_attack = dict(
+      name='pgd', epsilon=eps, step_size=alpha, num_steps=steps, random_init='uniform', **mb
+    )
+    c.train.guard = dict(holdout=GUARD_HOLDOUT[dataset], drop=0.2, attack=guard_attack)
   c.train.checkpoint_every = 100
   return c

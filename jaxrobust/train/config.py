@@ -15,8 +15,19 @@ import json
 import ml_collections
 
 # Free-form sub-dicts: their keys are not part of the schema.
-FREE_FORM = ('data.synthetic', 'model.kwargs', 'train.attack', 'train.mixed_attacks')
-OBJECTIVES = ('clean', 'label_smoothing', 'gaussian_noise', 'pgd_at', 'mixed', 'pni', 'lwta_elbo', 'trades')
+FREE_FORM = ('data.synthetic', 'model.kwargs', 'train.attack', 'train.mixed_attacks', 'train.guard.attack')
+OBJECTIVES = (
+  'clean',
+  'label_smoothing',
+  'gaussian_noise',
+  'pgd_at',
+  'mixed',
+  'pni',
+  'lwta_elbo',
+  'trades',
+  'fgsm_rs',
+  'free_at',
+)
 PARALLEL_MODES = ('none', 'shard_map', 'pmap')
 BRANCH_DISPATCH = ('auto', 'host', 'switch')
 SCHEDULES = ('constant', 'cosine', 'step', 'halving')
@@ -66,6 +77,16 @@ def default_config() -> ml_collections.ConfigDict:
       noise_sigma=0.0,  # clean / gaussian_noise: σ of Gaussian augmentation
       mixed_attacks=dict(),  # mixed: name -> attack spec, in branch order after clean
       clean_prob=0.5,  # mixed: probability of a clean step
+      # fgsm_rs: one FGSM step of α = fgsm_rs_alpha·ε from a uniform random start in the ε-ball
+      # (ε = attack.epsilon); 1.25 as Wong, Rice & Kolter 2020.
+      fgsm_rs_alpha=1.25,
+      # free_at: each minibatch is replayed this many times (m), with the perturbation carried
+      # over; num_epochs counts passes over the data, so the cost is m gradients per batch.
+      free_replays=8,
+      # The catastrophic-overfitting guard: every epoch, robust accuracy under guard.attack on
+      # `holdout` training examples kept out of training; the best epoch's parameters are the
+      # run's result, and training stops once accuracy falls `drop` below the best (0 = off).
+      guard=dict(holdout=0, drop=0.2, attack=dict(name='pgd', epsilon=0.1, step_size=0.025, num_steps=10)),
       parallel='none',
       log_every=50,
       checkpoint_every=0,
@@ -161,6 +182,18 @@ def validate(config) -> None:
   _require(t['noise_sigma'] >= 0, 'train.noise_sigma', f'must be >= 0, got {t["noise_sigma"]}')
   _require(0 <= t['clean_prob'] <= 1, 'train.clean_prob', f'must be in [0, 1], got {t["clean_prob"]}')
   _require(t['kl_beta'] >= 0, 'train.kl_beta', f'must be >= 0, got {t["kl_beta"]}')
+  _require(t['fgsm_rs_alpha'] > 0, 'train.fgsm_rs_alpha', f'must be > 0, got {t["fgsm_rs_alpha"]}')
+  _require(
+    isinstance(t['free_replays'], int) and t['free_replays'] >= 1,
+    'train.free_replays',
+    f'must be an integer >= 1, got {t["free_replays"]!r}',
+  )
+  _require(
+    isinstance(t['guard.holdout'], int) and t['guard.holdout'] >= 0,
+    'train.guard.holdout',
+    f'must be an integer >= 0 (0 = no guard), got {t["guard.holdout"]!r}',
+  )
+  _require(0 < t['guard.drop'] <= 1, 'train.guard.drop', f'must be in (0, 1], got {t["guard.drop"]}')
   _require(
     t['attack_labels'] in ('true', 'pred'),
     'train.attack_labels',
@@ -220,10 +253,37 @@ RESUMABLE_CHANGES = (
 )
 
 
+def with_defaults(stored: dict) -> ml_collections.ConfigDict:
+  """A config stored by an earlier version (config.json), with the fields added since then at
+  their defaults, which train what the earlier version trained (e.g. `train.guard` off).
+  Fields the schema does not know stay, for `validate` to refuse."""
+
+  defaults = default_config().to_dict()
+  merged = dict(defaults)
+  for k, v in stored.items():
+    if isinstance(v, dict) and isinstance(defaults.get(k), dict):
+      merged[k] = _merge_section(defaults[k], v, k)
+    else:
+      merged[k] = v
+  return ml_collections.ConfigDict(merged)
+
+
+def _merge_section(base: dict, over: dict, path: str) -> dict:
+  """`over` on top of `base`, recursing except into the free-form sub-dicts (taken whole)."""
+  out = dict(base)
+  for k, v in over.items():
+    sub = f'{path}.{k}'
+    if isinstance(v, dict) and isinstance(base.get(k), dict) and sub not in FREE_FORM:
+      out[k] = _merge_section(base[k], v, sub)
+    else:
+      out[k] = v
+  return out
+
+
 def training_differences(stored: dict, config) -> list[str]:
   """The fields, other than `RESUMABLE_CHANGES`, whose values differ between a stored config
-  (as saved in config.json) and `config`: 'field: old -> new' lines."""
-  a, b = _flatten(stored), flat_fields(config)
+  (as saved in config.json, filled by `with_defaults`) and `config`: 'field: old -> new' lines."""
+  a, b = flat_fields(with_defaults(stored)), flat_fields(config)
   norm = lambda v: json.loads(json.dumps(v, default=str))  # tuples and lists compare equal
   out = []
   for k in sorted(set(a) | set(b)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -17,6 +18,7 @@ import numpy as np
 import optax
 
 from jaxrobust import keys
+from jaxrobust.attacks import build_attack
 from jaxrobust.data import Dataset, load_dataset
 from jaxrobust.models import create_model
 from jaxrobust.train import optim
@@ -25,6 +27,8 @@ from jaxrobust.train.objectives import (
   Objective,
   adversarial_objective,
   clean_objective,
+  fgsm_rs_attack,
+  free_objective,
   mixed_objective,
   trades_objective,
 )
@@ -51,6 +55,23 @@ class LoopSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class Guard:
+  """The catastrophic-overfitting guard (Wong, Rice & Kolter 2020): robust accuracy under
+  `attack` on training examples kept out of training, checked every epoch.
+
+  Attributes:
+    images, labels: the held-out training examples (uint8, as the dataset).
+    attack: `attack(logits_fn, key, x, y) -> x_adv`.
+    drop: training stops once the accuracy falls this far below the best epoch's.
+  """
+
+  images: np.ndarray
+  labels: np.ndarray
+  attack: Callable
+  drop: float
+
+
+@dataclasses.dataclass(frozen=True)
 class Experiment:
   """A training run, built: what `train` needs and nothing to parse."""
 
@@ -61,6 +82,7 @@ class Experiment:
   objective: Objective
   keys: keys.RunKeys
   loop: LoopSettings
+  guard: Guard | None = None
 
   def init_state(self) -> TrainState:
     """The initial training state (parameters from the init key)."""
@@ -94,7 +116,9 @@ def build_objective(t: ml_collections.ConfigDict, apply_fn, num_classes: int, nu
 
   Objectives: 'clean' (label smoothing and Gaussian augmentation optional), 'label_smoothing',
   'gaussian_noise', 'pgd_at', 'mixed', 'pni' (0.5 clean + 0.5 adversarial CE, attacking the
-  predicted labels unless attack_labels='true'), 'lwta_elbo' (PGD-AT + β·ΣKL/N), 'trades'.
+  predicted labels unless attack_labels='true'), 'lwta_elbo' (PGD-AT + β·ΣKL/N), 'trades',
+  'fgsm_rs' (FGSM from a random start, α = fgsm_rs_alpha·ε) and 'free_at' (free_replays replays
+  per batch); the last two take ε from `attack.epsilon`.
   """
   name, ls, attack = t.objective, t.label_smoothing, dict(t.attack)
   if name in ('clean', 'label_smoothing', 'gaussian_noise'):
@@ -112,6 +136,15 @@ def build_objective(t: ml_collections.ConfigDict, apply_fn, num_classes: int, nu
   if name == 'mixed':
     mixed = {k: dict(v) for k, v in dict(t.mixed_attacks).items()}
     return mixed_objective(apply_fn, num_classes, mixed, clean_prob=t.clean_prob, label_smoothing=ls)
+  if name == 'fgsm_rs':
+    spec = dict(fgsm_rs_attack(attack['epsilon'], t.fgsm_rs_alpha))
+    if 'microbatch' in attack:
+      spec['microbatch'] = attack['microbatch']
+    return adversarial_objective(apply_fn, num_classes, spec, label_smoothing=ls)
+  if name == 'free_at':
+    return free_objective(
+      apply_fn, num_classes, epsilon=attack['epsilon'], replays=t.free_replays, label_smoothing=ls
+    )
   assert name == 'trades', name  # validate() allows only the names above
   return trades_objective(apply_fn, num_classes, attack, beta=t.trades_beta)
 
@@ -129,6 +162,17 @@ def build_experiment(config: ml_collections.ConfigDict, *, dataset: Dataset | No
   validate(config)
   t = config.train
   ds = load_data(config.data, config.seed) if dataset is None else dataset
+  guard = None
+  if t.guard.holdout:
+    h = t.guard.holdout
+    if h >= ds.num_train:
+      raise ConfigError(
+        f'config.train.guard.holdout: {h} leaves none of the {ds.num_train} training examples'
+      )
+    guard = Guard(
+      ds.train_images[-h:], ds.train_labels[-h:], build_attack(dict(t.guard.attack)), t.guard.drop
+    )
+    ds = dataclasses.replace(ds, train_images=ds.train_images[:-h], train_labels=ds.train_labels[:-h])
   parallel = t.parallel
   model = build_model(config.model, ds, bn_axis_name=None if parallel == 'none' else AXIS)
   spe = ds.num_train // t.batch_size
@@ -140,11 +184,13 @@ def build_experiment(config: ml_collections.ConfigDict, *, dataset: Dataset | No
       f'config.train.batch_size: {t.batch_size} is not divisible by the '
       f'{jax.device_count()} devices of parallel={parallel!r}'
     )
+  # The schedule counts optimizer updates: Free-AT makes free_replays of them per batch.
+  updates = t.free_replays if t.objective == 'free_at' else 1
   schedule = optim.make_schedule(
     t.schedule,
     t.learning_rate,
-    total,
-    spe,
+    total * updates,
+    spe * updates,
     boundaries_epochs=tuple(t.boundaries_epochs),
     factor=t.schedule_factor,
   )
@@ -166,4 +212,4 @@ def build_experiment(config: ml_collections.ConfigDict, *, dataset: Dataset | No
     pad=config.data.augment.pad,
     flip=config.data.augment.flip,
   )
-  return Experiment(config, ds, model, tx, objective, keys.run_keys(config.seed), loop)
+  return Experiment(config, ds, model, tx, objective, keys.run_keys(config.seed), loop, guard)

@@ -24,6 +24,7 @@ from jaxrobust.evaluation.accuracy import NonFiniteLogitsError, clean_accuracy
 from jaxrobust.models import make_logits_fn
 from jaxrobust.train.checkpoint import Checkpointer, NoCheckpointError
 from jaxrobust.train.experiment import Experiment, build_experiment
+from jaxrobust.train.guard import OverfitGuard
 from jaxrobust.train.metrics import JsonlWriter
 from jaxrobust.train.objectives import Objective
 from jaxrobust.train.parallel import ParallelStep, make_parallel_step
@@ -141,6 +142,10 @@ def _run(exp: Experiment, workdir: str, *, progress: bool) -> dict[str, Any]:
   if writer.enabled:
     trim_metrics(writer.path, start)
 
+  guard = OverfitGuard(exp, workdir, state.to_checkpoint()) if exp.guard is not None else None
+  stop_at = lp.stop_at_step
+  if guard is not None and guard.stopped_at is not None:
+    stop_at = start  # the guard stopped this run after a collapse; its result is already saved
   pstep, run_step = make_step_runner(
     exp.objective, lp.parallel, pad=lp.pad, flip=lp.flip, dispatch=lp.branch_dispatch
   )
@@ -167,7 +172,7 @@ def _run(exp: Experiment, workdir: str, *, progress: bool) -> dict[str, Any]:
   )
   step = start
   batches = _batches(exp, start)
-  while step < lp.stop_at_step:
+  while step < stop_at:
     epoch, batch = next(batches)
     placed, m = run_step(placed, pstep.put_batch(batch), exp.keys.train, step)
     m = _first(m)
@@ -186,9 +191,31 @@ def _run(exp: Experiment, workdir: str, *, progress: bool) -> dict[str, Any]:
       logged = []
     if step % lp.checkpoint_every == 0 or step == lp.stop_at_step:
       pending = (step, _host_tree(pstep, placed))
+    if guard is not None and step % lp.steps_per_epoch == 0:
+      tree = _host_tree(pstep, placed)
+      acc, stop = guard.check(step // lp.steps_per_epoch, step, tree, state.from_checkpoint(tree).variables)
+      writer.write(
+        step,
+        guard_robust_accuracy=acc,
+        guard_best_accuracy=guard.best_accuracy,
+        guard_best_epoch=guard.best_epoch,
+      )
+      if stop:
+        bar.write(
+          f'guard: robust accuracy {acc:.3f} fell more than {exp.guard.drop} below the best '
+          f'({guard.best_accuracy:.3f}, epoch {guard.best_epoch}); stopping at step {step}'
+        )
+        break
   bar.close()
   train_time = time.time() - t0
-  state = state.from_checkpoint(_host_tree(pstep, placed))
+  final_tree = _host_tree(pstep, placed)
+  if guard is not None and guard.best_tree is not None:
+    # The run's result is the best epoch's state (Wong et al.'s early stopping).
+    final_tree = guard.best_tree
+    if start < step:
+      pending = (step, final_tree)
+    guard.close()
+  state = state.from_checkpoint(final_tree)
   try:
     test_acc = clean_accuracy(
       make_logits_fn(exp.model, state.variables),

@@ -15,6 +15,8 @@ References:
   He et al. 2019 (PNI), arXiv:1811.09310
   Panousis et al. 2019 (the ELBO: CE + ΣKL/N), ICML; 2022 (LWTA + PGD-AT), arXiv:2112.02671
   Szegedy et al. 2016 (label smoothing), arXiv:1512.00567
+  Wong, Rice & Kolter 2020 (FGSM with a random start, "Fast is better than free"), arXiv:2001.03994
+  Shafahi et al. 2019 (free adversarial training), arXiv:1904.12843
   Cohen et al. 2019 (Gaussian augmentation for randomized smoothing), arXiv:1902.02918
 """
 
@@ -38,15 +40,21 @@ class Objective(NamedTuple):
   """A training objective.
 
   Attributes:
-    loss_fn: `(params, batch_stats, x, y, key, *, example_keys, axis_name[, branch])
+    loss_fn: `(params, batch_stats, x, y, key, *, example_keys, axis_name[, branch][, delta])
       -> (loss, (batch_stats, metrics))`.
     num_branches: 1, or the mixed objective's clean + attack branches.
     choose_branch: `objective_key -> int array`, the branch a step takes (None without branches).
+    replays: optimizer updates per batch (Free-AT's m; 1 otherwise).
+    update_delta: `(delta, grad of the loss in delta) -> delta`. When set, `loss_fn` takes the
+      input perturbation `delta` and the step differentiates the loss in the parameters and in
+      delta in one backward pass, replaying the batch `replays` times (free adversarial training).
   """
 
   loss_fn: Callable[..., tuple[jax.Array, tuple[Any, dict]]]
   num_branches: int = 1
   choose_branch: Callable[[jax.Array], jax.Array] | None = None
+  replays: int = 1
+  update_delta: Callable[[jax.Array, jax.Array], jax.Array] | None = None
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -235,3 +243,53 @@ def trades_objective(apply_fn, num_classes: int, attack: Mapping, *, beta: float
     return loss, (bs, {'accuracy': accuracy(lc, y), 'adv_accuracy': accuracy(la, y)})
 
   return Objective(loss_fn)
+
+
+def fgsm_rs_attack(epsilon: float, alpha: float = 1.25) -> dict:
+  """The attack spec of FGSM with a random start: δ₀ ~ U[−ε, ε], one signed-gradient step of
+  α·ε, projected back into the ε-ball and [0, 1]. With α = 1.25 every unclipped pixel ends on
+  the gradient's side of x, at least 0.25ε from it.
+
+  References:
+    Wong, Rice & Kolter 2020, "Fast is better than free: revisiting adversarial training", ICLR.
+  """
+  return {
+    'name': 'pgd',
+    'epsilon': epsilon,
+    'step_size': alpha * epsilon,
+    'num_steps': 1,
+    'random_init': 'uniform',
+  }
+
+
+def free_delta_update(epsilon: float):
+  """Free-AT's perturbation step: δ ← clip(δ + ε·sign(∇_δ L), −ε, ε)."""
+
+  def update(delta, grad):
+    return jnp.clip(delta + epsilon * jnp.sign(grad), -epsilon, epsilon)
+
+  return update
+
+
+def free_objective(apply_fn, num_classes: int, *, epsilon: float, replays: int, label_smoothing: float = 0.0):
+  """Free adversarial training: each batch is replayed `replays` (m) times; every replay takes one
+  backward pass that gives both the parameter gradient (one optimizer update) and the input
+  gradient (one FGSM step of size ε on the carried perturbation δ, kept in the ε-ball).
+
+  δ starts at 0 for each new batch and is carried over its m replays. (The reference also carries
+  the last δ on to the next batch; here the state is replicated over devices and δ is
+  per-example, so it stays within the step.) Train with num_epochs / m passes over the data for the
+  cost of that many epochs of natural training times m.
+
+  References:
+    Shafahi et al. 2019, "Adversarial Training for Free!", NeurIPS.
+  """
+
+  def loss_fn(params, batch_stats, x, y, key, *, example_keys, axis_name=None, delta=None):
+    del example_keys
+    x_adv = jnp.clip(x + delta, 0.0, 1.0)
+    logits, bs, _ = train_forward(apply_fn, params, batch_stats, x_adv, device_key(key, axis_name))
+    loss = softmax_cross_entropy(logits, y, num_classes, label_smoothing)
+    return loss, (bs, {'adv_accuracy': accuracy(logits, y)})
+
+  return Objective(loss_fn, replays=replays, update_delta=free_delta_update(epsilon))

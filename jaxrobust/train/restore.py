@@ -6,10 +6,10 @@ import json
 import os
 
 import jax
-import ml_collections
 import numpy as np
 
 from jaxrobust.train.checkpoint import CheckpointMismatchError, Checkpointer
+from jaxrobust.train.config import with_defaults
 from jaxrobust.train.experiment import build_experiment
 
 
@@ -26,7 +26,7 @@ def load_trained(workdir: str, *, ds=None):
   if not os.path.exists(cfg_path):
     raise FileNotFoundError(f'no config.json in {workdir}: not a jaxrobust work directory')
   with open(cfg_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    config = with_defaults(json.load(f))
   config.train.parallel = 'none'  # evaluation runs the model on one device, in eval mode
   exp = build_experiment(config, dataset=ds)
   state = exp.init_state()

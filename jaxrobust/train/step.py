@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import optax
 from jax import lax
 
@@ -57,18 +58,46 @@ def make_train_step(
       x = augment_images(per_example_keys(k.augment, n, offset), x, pad=pad, flip=flip)
     example_keys = per_example_keys(k.examples, n, offset)
 
+    if objective.update_delta is not None:
+      return _replay_step(objective, state, x, y, k.objective, example_keys, axis_name)
+
     def loss_fn(params):
       return objective.loss_fn(
         params, state.batch_stats, x, y, k.objective, example_keys=example_keys, axis_name=axis_name, **fixed
       )
 
     (loss, (batch_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    metrics = dict(metrics, loss=loss)
-    if axis_name is not None:
-      # Per-device gradients of the per-device mean loss; their mean is the global-batch gradient.
-      grads, metrics, batch_stats = lax.pmean((grads, metrics, batch_stats), axis_name)
-    metrics['grad_norm'] = optax.tree.norm(grads)
-    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    return state, metrics
+    return _apply(state, grads, batch_stats, dict(metrics, loss=loss), axis_name)
 
   return train_step
+
+
+def _apply(state, grads, batch_stats, metrics, axis_name):
+  """One optimizer update from this device's gradients (averaged over devices first)."""
+  if axis_name is not None:
+    # Per-device gradients of the per-device mean loss; their mean is the global-batch gradient.
+    grads, metrics, batch_stats = lax.pmean((grads, metrics, batch_stats), axis_name)
+  metrics['grad_norm'] = optax.tree.norm(grads)
+  return state.apply_gradients(grads=grads, batch_stats=batch_stats), metrics
+
+
+def _replay_step(objective: Objective, state, x, y, key, example_keys, axis_name):
+  """Free adversarial training's m replays of one batch: each replay differentiates the loss in
+  the parameters and in the carried perturbation δ at once, updates the parameters, and moves δ.
+  The replays are unrolled (a few of them; the CPU backend runs convolution gradients inside
+  rolled loops slowly, docs/performance.md). Metrics are those of the last replay."""
+  delta = jnp.zeros_like(x)
+  for r in range(objective.replays):
+    k = jax.random.fold_in(jax.random.fold_in(key, keys.TAG_FREE_REPLAY), r)
+
+    def loss_fn(params, delta):
+      return objective.loss_fn(
+        params, state.batch_stats, x, y, k, example_keys=example_keys, axis_name=axis_name, delta=delta
+      )
+
+    (loss, (batch_stats, metrics)), (grads, g_delta) = jax.value_and_grad(
+      loss_fn, argnums=(0, 1), has_aux=True
+    )(state.params, delta)
+    state, metrics = _apply(state, grads, batch_stats, dict(metrics, loss=loss), axis_name)
+    delta = objective.update_delta(delta, g_delta)  # per example: this device's shard only
+  return state, metrics
