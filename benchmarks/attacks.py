@@ -1,74 +1,133 @@
-"""Attack throughput: input gradient, FGSM, PGD-10, CW-L2 (100 steps, 1 binary step) per batch.
+"""Attack throughput against torchattacks on the same weights, measured side by side in this run.
 
-  python -m benchmarks.attacks [--models=small_cnn,wrn16_4] [--batch=128] [--repeats=3] [--microbatch=16] [--cw_steps=100 (0 skips CW)]
-  XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution python -m benchmarks.attacks
+  python -m benchmarks.attacks [--models=small_cnn,wrn16_4] [--batch=128] [--repeats=3] [--microbatch=16]
 
-Prints one JSON line per measurement, then ratio_to_limit = t(PGD-k)/(k·t(grad)) (target ≤ 1.0).
-It measures jaxrobust alone and prints no ratio to another library: a speed-up is only claimed
-from both sides timed in the same run on the same machine.
+For each model: one input gradient, FGSM and PGD-10 (ε = 8/255, α = 2/255, random start) in
+jaxrobust (as a user calls it: default settings, then with `microbatch`) and in torchattacks on
+a torch twin holding the same weights (the small CNN's twin, and RobustBench's WideResNet read by
+our converter), alternating, medians of `repeats` runs. It prints one JSON line per measurement,
+the speed-ups, the CPU, and ratio_to_limit = t(PGD-10) / (10 · t(input gradient)) (target ≤ 1.0).
+Without torch (the `parity` extra) it prints jaxrobust's figures and says no ratio was measured.
 """
 
+from __future__ import annotations
+
 import functools
+import os
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
-from benchmarks.common import arg, emit, timeit
+from benchmarks import side_by_side
+from benchmarks.common import arg, emit
 from jaxrobust import attacks as A
 from jaxrobust.models import create_model, make_logits_fn
 
 SHAPES = {'wrn16_4': (32, 32, 3), 'small_cnn': (28, 28, 1)}
+EPS, ALPHA, STEPS = 8 / 255, 2 / 255, 10
 
 
-def bench(name: str, batch: int, repeats: int, cw_steps: int):
-  model = create_model(name, num_classes=10)
+def models(name: str, with_torch: bool):
+  """(flax model, variables, torch twin or None) with the same weights."""
   shape = SHAPES[name]
-  x = jax.random.uniform(jax.random.key(0), (batch,) + shape)
+  if name == 'wrn16_4' and with_torch:
+    import torch
+
+    from benchmarks.zoo_twins import RobustBenchWRN
+    from jaxrobust.models.zoo import convert
+
+    torch.manual_seed(0)
+    twin = RobustBenchWRN(depth=16, widen=4).eval()
+    model, variables = convert(
+      'wrn16_4', 'torch', {k: v.numpy() for k, v in twin.state_dict().items()}, 'cifar10'
+    )
+    return model, variables, twin
+  model = create_model(name, num_classes=10)
+  variables = jax.jit(model.init)(jax.random.key(2), jnp.zeros((2,) + shape))
+  twin = None
+  if with_torch:
+    from benchmarks.torch_twins import small_cnn_from_flax
+
+    twin = small_cnn_from_flax(model, variables).eval()
+  return model, variables, twin
+
+
+def torch_contenders(twin, x, y):
+  import torch
+  import torchattacks
+
+  xt = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
+  yt = torch.from_numpy(np.asarray(y).astype(np.int64))
+  loss = torch.nn.CrossEntropyLoss()
+
+  def input_grad():
+    xg = xt.clone().requires_grad_(True)
+    return torch.autograd.grad(loss(twin(xg), yt), xg)[0]
+
+  fgsm = torchattacks.FGSM(twin, eps=EPS)
+  pgd = torchattacks.PGD(twin, eps=EPS, alpha=ALPHA, steps=STEPS, random_start=True)
+  return {'input_grad': input_grad, 'fgsm': lambda: fgsm(xt, yt), 'pgd10': lambda: pgd(xt, yt)}
+
+
+def bench(name: str, batch: int, repeats: int, mb: int, with_torch: bool):
+  model, variables, twin = models(name, with_torch)
+  x = jax.random.uniform(jax.random.key(0), (batch,) + SHAPES[name])
   y = jax.random.randint(jax.random.key(1), (batch,), 0, 10)
-  variables = jax.jit(model.init)(jax.random.key(2), x[:2])
   f = make_logits_fn(model, variables)  # a Partial: parameters are jit arguments
   key = jax.random.key(3)
-
-  mb = arg('microbatch', 16)
 
   @functools.partial(jax.jit, static_argnames=('microbatch',))
   def input_grad(f, x, y, microbatch=None):
     return A.loss_and_grad(f, A.cross_entropy, x, y, key, microbatch=microbatch)[2]
 
-  pgd = functools.partial(A.pgd, epsilon=8 / 255, step_size=2 / 255, num_steps=10)
-  runs = {
+  pgd = functools.partial(A.pgd, epsilon=EPS, step_size=ALPHA, num_steps=STEPS)
+  ours = {
     'input_grad': lambda: input_grad(f, x, y),
-    f'input_grad_mb{mb}': lambda: input_grad(f, x, y, microbatch=mb),
-    'fgsm': lambda: A.fgsm(f, key, x, y, epsilon=8 / 255),
+    'fgsm': lambda: A.fgsm(f, key, x, y, epsilon=EPS),
     'pgd10': lambda: pgd(f, key, x, y),
-    f'pgd10_mb{mb}': lambda: pgd(f, key, x, y, microbatch=mb),
-    'cw_l2': lambda: A.cw_l2(f, key, x, y, max_iterations=cw_steps, binary_search_steps=1, abort_early=False),
+    f'pgd10_microbatch{mb}': lambda: pgd(f, key, x, y, microbatch=mb),
   }
-  if cw_steps == 0:
-    del runs['cw_l2']
-  t = {}
-  for what, fn in runs.items():
-    first, med = timeit(fn, repeats=repeats if what != 'cw_l2' else 1)
-    t[what] = med
-    emit(model=name, batch=batch, measure=what, seconds=round(med, 4), first_call_s=round(first, 2))
-  for variant, grad, pgd10 in (
-    ('whole_batch', 'input_grad', 'pgd10'),
-    (f'microbatch{mb}', f'input_grad_mb{mb}', f'pgd10_mb{mb}'),
-  ):
-    row = dict(
+  contenders = {f'jaxrobust/{k}': v for k, v in ours.items()}
+  if twin is not None:
+    contenders.update({f'torch/{k}': v for k, v in torch_contenders(twin, x, y).items()})
+  t = side_by_side.alternate(contenders, repeats)
+  for what, v in t.items():
+    emit(
       model=name,
       batch=batch,
-      measure='summary',
-      variant=variant,
-      ratio_to_limit=round(t[pgd10] / (10 * t[grad]), 3),
-      pgd10_s=round(t[pgd10], 3),
-      cw_per_step_over_grad=round(t['cw_l2'] / (cw_steps * t['input_grad']), 3) if cw_steps else None,
+      measure=what,
+      median_s=round(v['median_s'], 4),
+      first_call_s=round(v['first_s'], 2),
     )
-    emit(**row)
+  med = {k: v['median_s'] for k, v in t.items()}
+  summary = dict(
+    model=name,
+    batch=batch,
+    measure='summary',
+    cpu=side_by_side.cpu_model(),
+    ratio_to_limit=round(med['jaxrobust/pgd10'] / (STEPS * med['jaxrobust/input_grad']), 3),
+  )
+  if twin is None:
+    summary['speedup_vs_torchattacks'] = None
+    summary['note'] = 'torch not installed (the parity extra) or --torch=0: no ratio was measured'
+  else:
+    for m in ('input_grad', 'fgsm', 'pgd10'):
+      summary[f'speedup_{m}'] = round(med[f'torch/{m}'] / med[f'jaxrobust/{m}'], 2)
+    summary[f'speedup_pgd10_microbatch{mb}'] = round(
+      med['torch/pgd10'] / med[f'jaxrobust/pgd10_microbatch{mb}'], 2
+    )
+  emit(**summary)
 
 
 def main():
+  with_torch = side_by_side.torch_available() and arg('torch', 1) == 1
+  if with_torch:
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
   for name in arg('models', 'small_cnn,wrn16_4').split(','):
-    bench(name, arg('batch', 128), arg('repeats', 3), arg('cw_steps', 100))
+    bench(name, arg('batch', 128), arg('repeats', 3), arg('microbatch', 16), with_torch)
 
 
 if __name__ == '__main__':

@@ -14,45 +14,22 @@ variants, medians), printed as JSON lines; docs/performance.md quotes them.
 import functools
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
-import time
 
 import flax.linen as nn
 import jax
 
+from benchmarks import side_by_side
 from benchmarks.common import arg, emit
 from jaxrobust import attacks as A
 from jaxrobust.models import create_model, make_logits_fn
 
 
-def _time(fn):
-  t0 = time.perf_counter()
-  jax.block_until_ready(fn())
-  return time.perf_counter() - t0
-
-
 def alternate(variants: dict, repeats: int) -> dict:
-  """Median seconds of each variant, compiled first, then run in turns."""
-  for fn in variants.values():
-    jax.block_until_ready(fn())
-  times = {k: [] for k in variants}
-  for _ in range(repeats):
-    for k, fn in variants.items():
-      times[k].append(_time(fn))
-  return {k: statistics.median(v) for k, v in times.items()}
-
-
-def cpu_name() -> str:
-  try:
-    for line in open('/proc/cpuinfo'):
-      if line.startswith('model name'):
-        return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or 'unknown'
+  """Median seconds of each variant, compiled first, then run in turns (side_by_side)."""
+  return {k: v['median_s'] for k, v in side_by_side.alternate(variants, repeats).items()}
 
 
 def report(finding: str, t: dict, base: str, other: str, **extra):
@@ -81,7 +58,7 @@ class _PoolCNN(nn.Module):
 
 def main():
   batch, repeats = arg('batch', 128), arg('repeats', 5)
-  emit(cpu=cpu_name(), cores=os.cpu_count(), jax=jax.__version__, backend=jax.default_backend())
+  emit(cpu=side_by_side.cpu_model(), jax=jax.__version__, backend=jax.default_backend())
   model = create_model('small_cnn', num_classes=10)
   x = jax.random.uniform(jax.random.key(0), (batch, 28, 28, 1))
   y = jax.random.randint(jax.random.key(1), (batch,), 0, 10)

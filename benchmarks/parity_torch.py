@@ -13,28 +13,74 @@ accuracy within 0.5 points of the reference (1 point for Square).
 from __future__ import annotations
 
 import json
-import platform
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import side_by_side
 from benchmarks.common import arg
 from jaxrobust import attacks as A
 
 COMPONENTS = {'apgd-ce': 'apgd_ce', 'apgd-t': 'apgd_t', 'fab-t': 'fab_t', 'square': 'square'}
 
 
-def _cpu():
-  try:
-    return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
-  except (OSError, StopIteration):
-    return platform.processor()
-
-
 def emit(**row):
   print(json.dumps(row), flush=True)
+
+
+def run_ours(f, x, y, eps, names=None, batch_size=500):
+  """(robust accuracy, seconds) of jaxrobust's AutoAttack: standard, or the listed attacks."""
+  t0 = time.perf_counter()
+  _, rep = A.autoattack(
+    f,
+    jax.random.key(0),
+    jnp.asarray(x),
+    jnp.asarray(y),
+    epsilon=eps,
+    version='standard' if names is None else 'custom',
+    attacks=names,
+    batch_size=batch_size,
+  )
+  return list(rep['robust_accuracy'].values())[-1], time.perf_counter() - t0
+
+
+def run_reference(twin, xt, yt, eps, names=None, batch_size=500):
+  """(robust accuracy, seconds) of the reference (pyautoattack, fra31/auto-attack's code)."""
+  import torch
+  from pyautoattack import AutoAttack
+
+  aa = AutoAttack(
+    twin,
+    norm='Linf',
+    eps=eps,
+    device='cpu',
+    seed=0,
+    version='standard' if names is None else 'custom',
+    attacks=names,
+  )
+  aa.verbose = False
+  t0 = time.perf_counter()
+  adv, _ = aa.run_standard_evaluation(xt, yt, batch_size=batch_size)
+  seconds = time.perf_counter() - t0
+  with torch.no_grad():
+    return float((twin(adv).argmax(1) == yt).float().mean()), seconds
+
+
+def run_torchattacks(twin, xt, yt, eps, batch_size=500):
+  """(robust accuracy, seconds) of torchattacks' AutoAttack (standard)."""
+  import torch
+  import torchattacks
+
+  atk = torchattacks.AutoAttack(twin, norm='Linf', eps=eps, version='standard', n_classes=10, seed=0)
+  t0 = time.perf_counter()
+  adv = torch.cat(
+    [atk(xt[i : i + batch_size], yt[i : i + batch_size]) for i in range(0, len(xt), batch_size)]
+  )
+  seconds = time.perf_counter() - t0
+  with torch.no_grad():
+    return float((twin(adv).argmax(1) == yt).float().mean()), seconds
 
 
 def main():
@@ -55,7 +101,7 @@ def main():
   with torch.no_grad():
     diff = float(np.abs(twin(xt).numpy() - np.asarray(f(jnp.asarray(x), jax.random.key(0)))).max())
   emit(
-    cpu=_cpu(),
+    cpu=side_by_side.cpu_model(),
     workdir=workdir,
     n=n,
     eps=eps,
@@ -66,53 +112,10 @@ def main():
   if diff > 1e-4:
     raise SystemExit(f'the torch twin disagrees with the Flax model by {diff} > 1e-4')
 
-  def ours(names):
-    t0 = time.perf_counter()
-    _, rep = A.autoattack(
-      f,
-      jax.random.key(0),
-      jnp.asarray(x),
-      jnp.asarray(y),
-      epsilon=eps,
-      version='standard' if names is None else 'custom',
-      attacks=names,
-      batch_size=500,
-    )
-    return list(rep['robust_accuracy'].values())[-1], time.perf_counter() - t0
-
-  def reference(names):
-    from pyautoattack import AutoAttack
-
-    aa = AutoAttack(
-      twin,
-      norm='Linf',
-      eps=eps,
-      device='cpu',
-      seed=0,
-      version='standard' if names is None else 'custom',
-      attacks=names,
-    )
-    aa.verbose = False
-    t0 = time.perf_counter()
-    adv, _ = aa.run_standard_evaluation(xt, yt, batch_size=500)
-    with torch.no_grad():
-      acc = float((twin(adv).argmax(1) == yt).float().mean())
-    return acc, time.perf_counter() - t0
-
-  def torchattacks_aa():
-    import torchattacks
-
-    atk = torchattacks.AutoAttack(twin, norm='Linf', eps=eps, version='standard', n_classes=10, seed=0)
-    t0 = time.perf_counter()
-    adv = torch.cat([atk(xt[i : i + 500], yt[i : i + 500]) for i in range(0, n, 500)])
-    with torch.no_grad():
-      acc = float((twin(adv).argmax(1) == yt).float().mean())
-    return acc, time.perf_counter() - t0
-
   rows = []
   for ref_name, our_name in list(COMPONENTS.items()) + [('standard', None)]:
-    acc_ref, t_ref = reference(None if our_name is None else [ref_name])
-    acc_ours, t_ours = ours(None if our_name is None else [our_name])
+    acc_ref, t_ref = run_reference(twin, xt, yt, eps, None if our_name is None else [ref_name])
+    acc_ours, t_ours = run_ours(f, x, y, eps, None if our_name is None else [our_name])
     row = dict(
       attack=ref_name if our_name else 'AutoAttack standard',
       reference=acc_ref,
@@ -123,7 +126,7 @@ def main():
       speedup=round(t_ref / t_ours, 2),
     )
     if our_name is None:
-      acc_ta, t_ta = torchattacks_aa()
+      acc_ta, t_ta = run_torchattacks(twin, xt, yt, eps)
       row.update(torchattacks=acc_ta, torchattacks_s=round(t_ta, 1))
     emit(**row)
     rows.append(row)

@@ -193,7 +193,15 @@ def test_autoattack_attacks_only_robust_points_and_its_report_adds_up(linear):
   y_wrong = y.copy()
   y_wrong[:10] = (y_wrong[:10] + 1) % K  # 10 points misclassified from the start
   x_adv, rep = A.autoattack(
-    f, KEY, jnp.asarray(x), jnp.asarray(y_wrong), epsilon=0.04, version='custom', attacks=suite, batch_size=64
+    f,
+    KEY,
+    jnp.asarray(x),
+    jnp.asarray(y_wrong),
+    epsilon=0.04,
+    version='custom',
+    attacks=suite,
+    batch_size=64,
+    devices=jax.devices()[:1],  # the counting wrappers count host calls, not traced shards
   )
   n = len(x)
   assert rep['clean'] == pytest.approx((n - 10) / n)
@@ -205,6 +213,32 @@ def test_autoattack_attacks_only_robust_points_and_its_report_adds_up(linear):
   assert rep['robust_accuracy']['apgd_t'] == pytest.approx(accuracy(f, x_adv, y_wrong))
   assert np.array_equal(rep['robust'], np.argmax(np.asarray(f(x_adv, KEY)), -1) == y_wrong)
   assert float(jnp.max(jnp.abs(x_adv - x))) <= 0.04 + 1e-6
+
+
+def test_autoattack_over_four_devices_equals_one_device(linear):
+  """Each attack call split over the 4 simulated devices (37 points: padded to 40): every point,
+  the adversarial batch and the report are those of the single-device run."""
+  assert jax.device_count() == 4
+  f, W, b, x, y = linear
+  run = (
+    lambda devices: A.autoattack(  # noqa: E731
+      f,
+      KEY,
+      jnp.asarray(x[:37]),
+      jnp.asarray(y[:37]),
+      epsilon=0.04,
+      batch_size=37,
+      num_steps=10,
+      num_queries=200,
+      devices=devices,
+    )
+  )
+  x1, r1 = run(jax.devices()[:1])
+  x4, r4 = run(jax.devices())
+  assert np.array_equal(np.asarray(x1), np.asarray(x4))
+  assert np.array_equal(r1['robust'], r4['robust'])
+  assert r1['robust_accuracy'] == r4['robust_accuracy'] and r1['broken'] == r4['broken']
+  assert r1['clean'] > r1['robust_accuracy']['square']  # the attacks did break points
 
 
 def test_autoattack_standard_on_a_linear_model_is_exact(linear):

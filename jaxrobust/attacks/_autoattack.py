@@ -118,6 +118,7 @@ def autoattack(
   num_steps: int = 100,
   num_queries: int = 5000,
   verbose: bool = False,
+  devices=None,
 ) -> tuple[jax.Array, dict]:
   """AutoAttack on a batch (any size: it is processed in chunks of `batch_size`).
 
@@ -135,6 +136,10 @@ def autoattack(
     num_steps: iterations of APGD, APGD-T and FAB-T (100; fewer only for quick looks).
     num_queries: Square's query budget (5000).
     verbose: print the report's lines as they come.
+    devices: the devices each attack call is split over (`shard_map` over a 'data' mesh); None:
+      all devices for a deterministic model, one for a randomised one. Every point gets the
+      result it gets on one device (its key is its own, from its index), so the report does
+      not depend on the device count.
 
   Returns:
     (x_adv, report): x_adv holds each broken point's adversarial example and x elsewhere. The
@@ -193,6 +198,8 @@ def autoattack(
   )
   if num_classes - 1 < 9 and version == 'standard':
     warnings_.append(f'the model has {num_classes} classes: APGD-T and FAB-T use {num_classes - 1} targets')
+  if devices is None:
+    devices = jax.devices()[:1] if flags['randomized'] else jax.devices()
   ex_keys = _core.per_example_keys(jax.random.fold_in(key, 0), n)
   pred = _predict(f, x, jax.random.fold_in(key, 1), batch_size)
   robust = (pred.argmax(-1) == np.asarray(y)) & np.all(np.isfinite(pred), -1)
@@ -216,7 +223,7 @@ def autoattack(
     for s in range(0, idx.size, batch_size):
       chunk = idx[s : s + batch_size]
       keys_j = _core.fold_keys(ex_keys[chunk], j)
-      adv = attack(f, keys_j, x[chunk], y[chunk])
+      adv = _core.attack_over_devices(attack, f, keys_j, x[chunk], y[chunk], devices)
       logits = np.asarray(f(adv, jax.random.fold_in(key, 1000 * j + s)))
       fooled = (logits.argmax(-1) != np.asarray(y[chunk])) | ~np.all(np.isfinite(logits), -1)
       x_adv[chunk[fooled]] = np.asarray(adv)[fooled]
