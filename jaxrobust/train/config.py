@@ -14,6 +14,8 @@ import json
 
 import ml_collections
 
+from jaxrobust.models.init import INITS
+
 # Free-form sub-dicts: their keys are not part of the schema.
 FREE_FORM = ('data.synthetic', 'model.kwargs', 'train.attack', 'train.mixed_attacks', 'train.guard.attack')
 OBJECTIVES = (
@@ -53,7 +55,8 @@ def default_config() -> ml_collections.ConfigDict:
     )
   )
   # normalize: 'dataset' (per-channel mean/std of the training images, inside the model) or 'none'.
-  c.model = ml_collections.ConfigDict(dict(name='small_cnn', normalize='dataset', kwargs=dict()))
+  # init: 'flax' (the layers' own initialisers) or 'torch' (PyTorch's defaults, models/init.py).
+  c.model = ml_collections.ConfigDict(dict(name='small_cnn', normalize='dataset', init='flax', kwargs=dict()))
   c.train = ml_collections.ConfigDict(
     dict(
       objective='clean',
@@ -147,6 +150,7 @@ def validate(config) -> None:
     'model.normalize',
     f"must be 'dataset' or 'none', got {f['model.normalize']!r}",
   )
+  _require(f['model.init'] in INITS, 'model.init', f'must be one of {INITS}, got {f["model.init"]!r}')
   t = {k[len('train.') :]: v for k, v in f.items() if k.startswith('train.')}
   _require(
     t['objective'] in OBJECTIVES,

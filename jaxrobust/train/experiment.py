@@ -87,7 +87,7 @@ class Experiment:
   def init_state(self) -> TrainState:
     """The initial training state (parameters from the init key)."""
     sample = np.zeros((1,) + self.dataset.image_shape, np.float32)
-    return create_train_state(self.model, self.keys.init, sample, self.tx)
+    return create_train_state(self.model, self.keys.init, sample, self.tx, self.config.model.init)
 
 
 def load_data(data: ml_collections.ConfigDict, seed: int) -> Dataset:

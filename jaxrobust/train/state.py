@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from flax.training import train_state
 
 from jaxrobust.models.common import STOCHASTIC
+from jaxrobust.models.init import torch_default_init
 
 
 class TrainState(train_state.TrainState):
@@ -38,7 +39,7 @@ class TrainState(train_state.TrainState):
     )
 
 
-def create_train_state(model, key: jax.Array, sample_input: jax.Array, tx) -> TrainState:
+def create_train_state(model, key: jax.Array, sample_input: jax.Array, tx, init: str = 'flax') -> TrainState:
   """Initialises the model on `sample_input` and the optimiser on its parameters.
 
   Args:
@@ -46,12 +47,18 @@ def create_train_state(model, key: jax.Array, sample_input: jax.Array, tx) -> Tr
     key: init key; split into the params key and the stochastic-layer key.
     sample_input: an input batch of the right shape (values unused).
     tx: an optax GradientTransformation.
+    init: 'flax' (the layers' initialisers) or 'torch' (kernels and biases redrawn as PyTorch's
+      defaults, `models.init.torch_default_init`, from the params key).
   """
   k_params, k_noise = jax.random.split(key)
   variables = jax.jit(lambda x: model.init({'params': k_params, STOCHASTIC: k_noise}, x, train=False))(
     jnp.asarray(sample_input)
   )
   params = variables['params']
+  if init == 'torch':
+    params = torch_default_init(params, k_params)
+  elif init != 'flax':
+    raise ValueError(f"init must be 'flax' or 'torch', got {init!r}")
   state = TrainState.create(
     apply_fn=model.apply, params=params, tx=tx, batch_stats=variables.get('batch_stats', {})
   )

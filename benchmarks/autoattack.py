@@ -1,0 +1,128 @@
+"""Standard AutoAttack, time per image: jaxrobust against the reference (`pyautoattack`, the code of
+fra31/auto-attack) and torchattacks, on the same weights and images, timed in this run.
+
+  python -m benchmarks.autoattack [--workdir=runs/demo/fashion_mnist/pgd_at] [--n_cnn=200] [--n_wrn=8]
+      [--eps_wrn=0.002] [--repeats=1]
+
+Models: the small CNN of a trained run (`--workdir`, ε = 0.1 on Fashion-MNIST), and WRN-16-4 with
+random weights (RobustBench's WideResNet in torch, read into ours by the zoo converter) on random
+32×32 images labelled with its own predictions, at a small ε so that points survive each attack
+and all four run their full budgets. Each library runs the whole standard version (APGD-CE,
+APGD-T with 9 targets, FAB-T with 9 targets, Square with 5000 queries; 100 iterations); the runs
+alternate, `repeats` times each (one run of the reference on WRN-16-4 takes minutes).
+
+Also prints APGD's ratio_to_limit = t(APGD-CE, 100 iterations) / (100 · t(one input gradient)) on
+each model's batch (target ≤ 1.1), from alternating medians of 3.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import side_by_side
+from benchmarks.common import arg, emit
+from benchmarks.parity_torch import run_ours, run_reference, run_torchattacks
+from jaxrobust import attacks as A
+from jaxrobust.models import make_logits_fn
+
+
+def small_cnn(workdir: str, n: int):
+  from benchmarks.torch_twins import small_cnn_from_flax
+  from jaxrobust.train.restore import load_trained
+
+  _, model, variables, ds = load_trained(workdir)
+  x = np.asarray(ds.test_images[:n], np.float32) / 255.0
+  return (
+    make_logits_fn(model, variables),
+    small_cnn_from_flax(model, variables).eval(),
+    x,
+    np.asarray(ds.test_labels[:n]),
+  )
+
+
+def wrn16_4(n: int):
+  import torch
+
+  from benchmarks.zoo_twins import RobustBenchWRN, randomize_batchnorm
+  from jaxrobust.models.zoo import convert
+
+  torch.manual_seed(0)
+  twin = RobustBenchWRN(depth=16, widen=4)
+  randomize_batchnorm(twin, torch.Generator().manual_seed(0))
+  twin.eval()
+  model, variables = convert(
+    'wrn16_4', 'torch', {k: v.numpy() for k, v in twin.state_dict().items()}, 'cifar10'
+  )
+  f = make_logits_fn(model, variables)
+  x = np.asarray(jax.random.uniform(jax.random.key(0), (n, 32, 32, 3)))
+  y = np.asarray(f(jnp.asarray(x), jax.random.key(0)).argmax(-1))
+  return f, twin, x, y
+
+
+def apgd_ratio(f, x, y, eps):
+  key = jax.random.key(1)
+  grad = jax.jit(lambda f, x, y: A.loss_and_grad(f, A.cross_entropy, x, y, key)[2])
+  apgd = functools.partial(A.apgd, epsilon=eps, num_steps=100)
+  t = side_by_side.alternate({'grad': lambda: grad(f, x, y), 'apgd': lambda: apgd(f, key, x, y)}, 3)
+  return t['apgd']['median_s'] / (100 * t['grad']['median_s'])
+
+
+def bench(name, f, twin, x, y, eps, repeats):
+  import torch
+
+  xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+  yt = torch.from_numpy(y.astype(np.int64))
+  with torch.no_grad():
+    diff = float(np.abs(twin(xt).numpy() - np.asarray(f(jnp.asarray(x), jax.random.key(0)))).max())
+  if diff > 1e-4:
+    raise SystemExit(f'{name}: the torch twin disagrees with the Flax model by {diff} > 1e-4')
+  acc = {}
+
+  def record(side, fn):
+    def run():
+      acc[side] = fn()[0]
+
+    return run
+
+  t = side_by_side.alternate(
+    {
+      'jaxrobust': record('jaxrobust', lambda: run_ours(f, x, y, eps, batch_size=len(x))),
+      'reference': record('reference', lambda: run_reference(twin, xt, yt, eps, batch_size=len(x))),
+      'torchattacks': record('torchattacks', lambda: run_torchattacks(twin, xt, yt, eps, batch_size=len(x))),
+    },
+    repeats,
+  )
+  n = len(x)
+  row = dict(model=name, n=n, epsilon=eps, cpu=side_by_side.cpu_model(), max_logit_difference=diff)
+  for side, v in t.items():
+    row[f'{side}_ms_per_image'] = round(1000 * v['median_s'] / n, 1)
+    row[f'{side}_first_run_s'] = round(v['first_s'], 1)  # compilation included
+    row[f'{side}_robust_accuracy'] = acc[side]
+  row['speedup_vs_reference'] = round(t['reference']['median_s'] / t['jaxrobust']['median_s'], 2)
+  row['speedup_vs_torchattacks'] = round(t['torchattacks']['median_s'] / t['jaxrobust']['median_s'], 2)
+  row['apgd_ratio_to_limit'] = round(apgd_ratio(f, jnp.asarray(x), jnp.asarray(y), eps), 3)
+  row['repeats'] = repeats
+  emit(**row)
+
+
+def main():
+  if not side_by_side.torch_available():
+    raise SystemExit('benchmarks.autoattack compares with torch libraries: install the parity extra')
+  import torch
+
+  torch.set_num_threads(os.cpu_count())
+  repeats = arg('repeats', 1)
+  workdir = arg('workdir', 'runs/demo/fashion_mnist/pgd_at')
+  if arg('n_cnn', 200) > 0:
+    bench('small_cnn', *small_cnn(workdir, arg('n_cnn', 200)), 0.1, repeats)
+  if arg('n_wrn', 8) > 0:
+    bench('wrn16_4', *wrn16_4(arg('n_wrn', 8)), arg('eps_wrn', 0.002), repeats)
+
+
+if __name__ == '__main__':
+  main()
