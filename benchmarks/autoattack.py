@@ -2,7 +2,9 @@
 fra31/auto-attack) and torchattacks, on the same weights and images, timed in this run.
 
   python -m benchmarks.autoattack [--workdir=runs/demo/fashion_mnist/pgd_at] [--n_cnn=200] [--n_wrn=8]
-      [--eps_wrn=0.002] [--repeats=1]
+      [--eps_wrn=0.002] [--repeats=1] [--torch=1] [--num_steps=N --num_queries=N: smoke runs only]
+
+Without torch (the `parity` extra) or with --torch=0, it times jaxrobust alone and says so.
 
 Models: the small CNN of a trained run (`--workdir`, ε = 0.1 on Fashion-MNIST), and WRN-16-4 with
 random weights (RobustBench's WideResNet in torch, read into ours by the zoo converter) on random
@@ -31,21 +33,31 @@ from jaxrobust import attacks as A
 from jaxrobust.models import make_logits_fn
 
 
-def small_cnn(workdir: str, n: int):
-  from benchmarks.torch_twins import small_cnn_from_flax
+def small_cnn(workdir: str, n: int, with_torch: bool):
   from jaxrobust.train.restore import load_trained
 
   _, model, variables, ds = load_trained(workdir)
   x = np.asarray(ds.test_images[:n], np.float32) / 255.0
-  return (
-    make_logits_fn(model, variables),
-    small_cnn_from_flax(model, variables).eval(),
-    x,
-    np.asarray(ds.test_labels[:n]),
-  )
+  twin = None
+  if with_torch:
+    from benchmarks.torch_twins import small_cnn_from_flax
+
+    twin = small_cnn_from_flax(model, variables).eval()
+  return make_logits_fn(model, variables), twin, x, np.asarray(ds.test_labels[:n])
 
 
-def wrn16_4(n: int):
+def _random_images_own_labels(f, n, shape):
+  x = np.asarray(jax.random.uniform(jax.random.key(0), (n,) + shape))
+  return x, np.asarray(f(jnp.asarray(x), jax.random.key(0)).argmax(-1))
+
+
+def wrn16_4(n: int, with_torch: bool):
+  if not with_torch:
+    from jaxrobust.models import create_model
+
+    model = create_model('wrn16_4', num_classes=10)
+    f = make_logits_fn(model, jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+    return (f, None, *_random_images_own_labels(f, n, (32, 32, 3)))
   import torch
 
   from benchmarks.zoo_twins import RobustBenchWRN, randomize_batchnorm
@@ -59,29 +71,23 @@ def wrn16_4(n: int):
     'wrn16_4', 'torch', {k: v.numpy() for k, v in twin.state_dict().items()}, 'cifar10'
   )
   f = make_logits_fn(model, variables)
-  x = np.asarray(jax.random.uniform(jax.random.key(0), (n, 32, 32, 3)))
-  y = np.asarray(f(jnp.asarray(x), jax.random.key(0)).argmax(-1))
-  return f, twin, x, y
+  return (f, twin, *_random_images_own_labels(f, n, (32, 32, 3)))
 
 
-def apgd_ratio(f, x, y, eps):
+def apgd_ratio(f, x, y, eps, steps=100):
   key = jax.random.key(1)
   grad = jax.jit(lambda f, x, y: A.loss_and_grad(f, A.cross_entropy, x, y, key)[2])
-  apgd = functools.partial(A.apgd, epsilon=eps, num_steps=100)
+  apgd = functools.partial(A.apgd, epsilon=eps, num_steps=steps)
   t = side_by_side.alternate({'grad': lambda: grad(f, x, y), 'apgd': lambda: apgd(f, key, x, y)}, 3)
-  return t['apgd']['median_s'] / (100 * t['grad']['median_s'])
+  return t['apgd']['median_s'] / (steps * t['grad']['median_s'])
 
 
-def bench(name, f, twin, x, y, eps, repeats):
-  import torch
-
-  xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
-  yt = torch.from_numpy(y.astype(np.int64))
-  with torch.no_grad():
-    diff = float(np.abs(twin(xt).numpy() - np.asarray(f(jnp.asarray(x), jax.random.key(0)))).max())
-  if diff > 1e-4:
-    raise SystemExit(f'{name}: the torch twin disagrees with the Flax model by {diff} > 1e-4')
-  acc = {}
+def bench(name, f, twin, x, y, eps, repeats, budget):
+  acc, contenders, diff = {}, {}, None
+  if budget and twin is not None:
+    raise SystemExit(
+      '--num_steps/--num_queries are for smoke runs without torch: comparisons use the defaults'
+    )
 
   def record(side, fn):
     def run():
@@ -89,39 +95,52 @@ def bench(name, f, twin, x, y, eps, repeats):
 
     return run
 
-  t = side_by_side.alternate(
-    {
-      'jaxrobust': record('jaxrobust', lambda: run_ours(f, x, y, eps, batch_size=len(x))),
-      'reference': record('reference', lambda: run_reference(twin, xt, yt, eps, batch_size=len(x))),
-      'torchattacks': record('torchattacks', lambda: run_torchattacks(twin, xt, yt, eps, batch_size=len(x))),
-    },
-    repeats,
-  )
+  contenders['jaxrobust'] = record('jaxrobust', lambda: run_ours(f, x, y, eps, batch_size=len(x), **budget))
+  if twin is not None:
+    import torch
+
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    yt = torch.from_numpy(y.astype(np.int64))
+    with torch.no_grad():
+      diff = float(np.abs(twin(xt).numpy() - np.asarray(f(jnp.asarray(x), jax.random.key(0)))).max())
+    if diff > 1e-4:
+      raise SystemExit(f'{name}: the torch twin disagrees with the Flax model by {diff} > 1e-4')
+    contenders['reference'] = record('reference', lambda: run_reference(twin, xt, yt, eps, batch_size=len(x)))
+    contenders['torchattacks'] = record(
+      'torchattacks', lambda: run_torchattacks(twin, xt, yt, eps, batch_size=len(x))
+    )
+  t = side_by_side.alternate(contenders, repeats)
   n = len(x)
   row = dict(model=name, n=n, epsilon=eps, cpu=side_by_side.cpu_model(), max_logit_difference=diff)
   for side, v in t.items():
     row[f'{side}_ms_per_image'] = round(1000 * v['median_s'] / n, 1)
     row[f'{side}_first_run_s'] = round(v['first_s'], 1)  # compilation included
     row[f'{side}_robust_accuracy'] = acc[side]
-  row['speedup_vs_reference'] = round(t['reference']['median_s'] / t['jaxrobust']['median_s'], 2)
-  row['speedup_vs_torchattacks'] = round(t['torchattacks']['median_s'] / t['jaxrobust']['median_s'], 2)
-  row['apgd_ratio_to_limit'] = round(apgd_ratio(f, jnp.asarray(x), jnp.asarray(y), eps), 3)
+  if twin is None:
+    row['note'] = 'torch not installed (the parity extra): no ratio was measured'
+  else:
+    row['speedup_vs_reference'] = round(t['reference']['median_s'] / t['jaxrobust']['median_s'], 2)
+    row['speedup_vs_torchattacks'] = round(t['torchattacks']['median_s'] / t['jaxrobust']['median_s'], 2)
+  row['apgd_ratio_to_limit'] = round(
+    apgd_ratio(f, jnp.asarray(x), jnp.asarray(y), eps, budget.get('num_steps', 100)), 3
+  )
   row['repeats'] = repeats
   emit(**row)
 
 
 def main():
-  if not side_by_side.torch_available():
-    raise SystemExit('benchmarks.autoattack compares with torch libraries: install the parity extra')
-  import torch
+  with_torch = side_by_side.torch_available() and arg('torch', 1) == 1
+  if with_torch:
+    import torch
 
-  torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(os.cpu_count())
   repeats = arg('repeats', 1)
+  budget = {k: arg(k, 0) for k in ('num_steps', 'num_queries') if arg(k, 0)}
   workdir = arg('workdir', 'runs/demo/fashion_mnist/pgd_at')
   if arg('n_cnn', 200) > 0:
-    bench('small_cnn', *small_cnn(workdir, arg('n_cnn', 200)), 0.1, repeats)
+    bench('small_cnn', *small_cnn(workdir, arg('n_cnn', 200), with_torch), 0.1, repeats, budget)
   if arg('n_wrn', 8) > 0:
-    bench('wrn16_4', *wrn16_4(arg('n_wrn', 8)), arg('eps_wrn', 0.002), repeats)
+    bench('wrn16_4', *wrn16_4(arg('n_wrn', 8), with_torch), arg('eps_wrn', 0.002), repeats, budget)
 
 
 if __name__ == '__main__':

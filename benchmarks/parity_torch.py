@@ -30,8 +30,9 @@ def emit(**row):
   print(json.dumps(row), flush=True)
 
 
-def run_ours(f, x, y, eps, names=None, batch_size=500):
-  """(robust accuracy, seconds) of jaxrobust's AutoAttack: standard, or the listed attacks."""
+def run_ours(f, x, y, eps, names=None, batch_size=500, **budget):
+  """(robust accuracy, seconds) of jaxrobust's AutoAttack: standard, or the listed attacks
+  (`budget`: num_steps / num_queries, smaller only for smoke tests)."""
   t0 = time.perf_counter()
   _, rep = A.autoattack(
     f,
@@ -42,6 +43,7 @@ def run_ours(f, x, y, eps, names=None, batch_size=500):
     version='standard' if names is None else 'custom',
     attacks=names,
     batch_size=batch_size,
+    **budget,
   )
   return list(rep['robust_accuracy'].values())[-1], time.perf_counter() - t0
 

@@ -1,7 +1,7 @@
 """PGD adversarial training in jaxrobust against PyTorch + torchattacks: one recipe, 3 seeds each,
 runs alternating, accuracy and wall time (compilation included) as mean ± sd.
 
-  python -m benchmarks.train_vs_torch [--seeds=0,1,2] [--epochs=2] [--variants=flax_init,torch_init] [--num_eval=2000]
+  python -m benchmarks.train_vs_torch [--seeds=0,1,2] [--epochs=2] [--variants=flax_init,torch_init] [--num_eval=2000] [--torch=1] [--batch=128]
 
 Recipe: Fashion-MNIST, the small CNN (normalisation inside the model in both), PGD-10 training
 attack (ε = 0.1, α = 0.025, random start), SGD lr 0.05, momentum 0.9, coupled weight decay 5e-4,
@@ -39,29 +39,29 @@ EPS, ALPHA, STEPS = 0.1, 0.025, 10
 BATCH, LR, MOMENTUM, WD = 128, 0.05, 0.9, 5e-4
 
 
-def jax_config(seed: int, epochs: float, init: str):
+def jax_config(seed: int, epochs: float, init: str, batch: int = BATCH):
   c = default_config()
   c.seed = seed
   c.model.init = init
   c.train.objective = 'pgd_at'
   c.train.attack = dict(name='pgd', epsilon=EPS, step_size=ALPHA, num_steps=STEPS, random_init='uniform')
-  c.train.batch_size, c.train.learning_rate, c.train.momentum, c.train.weight_decay = BATCH, LR, MOMENTUM, WD
+  c.train.batch_size, c.train.learning_rate, c.train.momentum, c.train.weight_decay = batch, LR, MOMENTUM, WD
   c.train.schedule = 'constant'
   c.train.num_epochs = epochs
   c.train.log_every = 100
   return c
 
 
-def train_jax(ds, seed: int, epochs: float, init: str):
+def train_jax(ds, seed: int, epochs: float, init: str, batch: int = BATCH):
   """(model, variables, seconds): jaxrobust's training as a user runs it (build + train)."""
   with tempfile.TemporaryDirectory() as work:
     t0 = time.perf_counter()
-    out = train(build_experiment(jax_config(seed, epochs, init), dataset=ds), work, progress=False)
+    out = train(build_experiment(jax_config(seed, epochs, init, batch), dataset=ds), work, progress=False)
     seconds = time.perf_counter() - t0
   return out['model'], out['state'].variables, seconds
 
 
-def train_torch(ds, seed: int, epochs: float):
+def train_torch(ds, seed: int, epochs: float, batch: int = BATCH):
   """(torch twin, seconds): the same recipe in PyTorch with torchattacks' PGD."""
   import torch
   import torchattacks
@@ -77,15 +77,15 @@ def train_torch(ds, seed: int, epochs: float):
   x_all = torch.from_numpy(ds.train_images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
   y_all = torch.from_numpy(ds.train_labels.astype(np.int64))
   rng = np.random.RandomState(seed)
-  steps = int(round(epochs * (len(x_all) // BATCH)))
+  steps = int(round(epochs * (len(x_all) // batch)))
   t0 = time.perf_counter()
   step = 0
   while step < steps:
     perm = torch.from_numpy(rng.permutation(len(x_all)))
-    for i in range(0, len(perm) - BATCH + 1, BATCH):
+    for i in range(0, len(perm) - batch + 1, batch):
       if step == steps:
         break
-      idx = perm[i : i + BATCH]
+      idx = perm[i : i + batch]
       x, y = x_all[idx], y_all[idx]
       x_adv = atk(x, y)
       model.train()
@@ -127,10 +127,10 @@ def _mean_sd(v):
 
 def main():
   seeds = [int(s) for s in arg('seeds', '0,1,2').split(',')]
-  epochs, n_eval = arg('epochs', 2.0), arg('num_eval', 2000)
+  epochs, n_eval, batch = arg('epochs', 2.0), arg('num_eval', 2000), arg('batch', BATCH)
   variants = arg('variants', 'flax_init,torch_init').split(',')
   ds = load_fashion_mnist()
-  with_torch = side_by_side.torch_available()
+  with_torch = side_by_side.torch_available() and arg('torch', 1) == 1
   if with_torch:
     import torch
 
@@ -139,7 +139,7 @@ def main():
   runs = {}
   for seed in seeds:  # alternate: torch, then each jaxrobust variant, per seed
     if with_torch:
-      twin, sec = train_torch(ds, seed, epochs)
+      twin, sec = train_torch(ds, seed, epochs, batch)
       mean, std = ds.channel_stats()
       row = dict(
         side='torch+torchattacks',
@@ -150,7 +150,9 @@ def main():
       emit(**row)
       runs.setdefault(row['side'], []).append(row)
     for v in variants:
-      model, variables, sec = train_jax(ds, seed, epochs, {'flax_init': 'flax', 'torch_init': 'torch'}[v])
+      model, variables, sec = train_jax(
+        ds, seed, epochs, {'flax_init': 'flax', 'torch_init': 'torch'}[v], batch
+      )
       row = dict(
         side=f'jaxrobust ({v})', seed=seed, train_s=round(sec, 1), **evaluate(model, variables, ds, n_eval)
       )
@@ -174,7 +176,7 @@ def main():
           )
         )
   else:
-    print(json.dumps({'note': 'torch not installed (the parity extra): no ratio was measured'}))
+    print(json.dumps({'note': 'torch not installed (the parity extra) or --torch=0: no ratio was measured'}))
 
 
 if __name__ == '__main__':

@@ -445,6 +445,7 @@ CONFIG_CASES = [
     r"unknown or fixed hyperparameters \['eps'\]",
   ),
   ('eval_batch_zero', lambda: cfg(eval__batch_size=0), train.ConfigError, 'config.eval.batch_size'),
+  ('model_init', lambda: cfg(model__init='xavier'), train.ConfigError, 'config.model.init'),
   ('free_replays_zero', lambda: cfg(train__free_replays=0), train.ConfigError, 'config.train.free_replays'),
   (
     'fgsm_rs_alpha_zero',

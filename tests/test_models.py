@@ -122,3 +122,26 @@ def test_stochastic_layers_follow_the_dropout_protocol():
     noisy.apply(v, x, deterministic=False, rngs={'stochastic': jax.random.key(3)})
   out = noisy.apply(v, x, deterministic=False, rngs={'noise': jax.random.key(3)})
   assert out.shape == (4, 6)
+
+
+def test_torch_default_init_is_pytorchs_uniform():
+  """Kernels and biases redrawn as U(−1/√fan_in, 1/√fan_in): inside the bound, and the kernel's
+  variance within 4σ of bound²/3 (σ of the sample variance of a uniform: bound²·√(4/45/n))."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from jaxrobust.models import create_model
+  from jaxrobust.models.init import torch_default_init
+
+  model = create_model('small_cnn', num_classes=10)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))['params']
+  new = torch_default_init(params, jax.random.key(1))
+  for name in ('Conv_1', 'Dense_0'):
+    k, b = np.asarray(new[name]['kernel']), np.asarray(new[name]['bias'])
+    bound = 1 / np.sqrt(np.prod(k.shape[:-1]))
+    assert np.abs(k).max() <= bound and np.abs(b).max() <= bound
+    n = k.size
+    assert abs(k.var() - bound**2 / 3) < 4 * bound**2 * np.sqrt(4 / 45 / n)
+  assert not np.allclose(new['Dense_0']['bias'], 0)  # Flax's biases start at zero; torch's do not
+  assert jax.tree.structure(new) == jax.tree.structure(params)

@@ -1,0 +1,66 @@
+"""The benchmark scripts run (tiny sizes, no torch), so they cannot rot. Their figures are never
+asserted: speed is measured by the benchmarks themselves, side by side."""
+
+import json
+import sys
+
+from jaxrobust import train
+from tests.configs import synthetic_training_config
+
+
+def _run(monkeypatch, capsys, module, *args):
+  monkeypatch.setattr(sys, 'argv', ['benchmark', '--torch=0', *args])
+  module.main()
+  lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{')]
+  assert lines
+  return lines
+
+
+def test_attacks_benchmark_runs(monkeypatch, capsys):
+  from benchmarks import attacks
+
+  rows = _run(
+    monkeypatch, capsys, attacks, '--models=small_cnn', '--batch=4', '--repeats=1', '--microbatch=2'
+  )
+  summary = rows[-1]
+  assert summary['measure'] == 'summary' and summary['speedup_vs_torchattacks'] is None
+  assert 'no ratio was measured' in summary['note']
+
+
+def test_autoattack_benchmark_runs(monkeypatch, capsys, tmp_path):
+  from benchmarks import autoattack
+
+  c = synthetic_training_config()
+  c.data.synthetic = dict(num_train=64, num_test=8, image_shape=(8, 8, 1), num_classes=4)
+  c.train.num_steps = 2
+  train.train_and_evaluate(c, str(tmp_path), progress=False)
+  rows = _run(
+    monkeypatch,
+    capsys,
+    autoattack,
+    f'--workdir={tmp_path}',
+    '--n_cnn=4',
+    '--n_wrn=0',
+    '--num_steps=3',
+    '--num_queries=10',
+  )
+  assert rows[-1]['model'] == 'small_cnn' and 'no ratio was measured' in rows[-1]['note']
+
+
+def test_train_vs_torch_benchmark_runs(monkeypatch, capsys):
+  from benchmarks import train_vs_torch
+  from jaxrobust.data import load_synthetic
+
+  # 8×8 synthetic images: 28×28 convolution gradients are slow under the test suite's XLA settings.
+  tiny = lambda: load_synthetic(num_train=16, num_test=8, image_shape=(8, 8, 1), num_classes=10)  # noqa: E731
+  monkeypatch.setattr(train_vs_torch, 'load_fashion_mnist', tiny)
+  _run(
+    monkeypatch,
+    capsys,
+    train_vs_torch,
+    '--seeds=0',
+    '--epochs=1',
+    '--num_eval=8',
+    '--variants=torch_init',
+    '--batch=8',
+  )
