@@ -128,6 +128,19 @@ def test_fab_with_a_budget_keeps_only_perturbations_inside_it(linear):
   assert broken.sum() >= np.sum(exact <= eps * 0.95)
 
 
+def test_square_dropping_broken_points_changes_no_result(linear):
+  """Eager Square drops broken examples after 50, 100, 200, ... queries; under a caller's jit it
+  is one loop over the whole batch. Each example's point and query count are the same."""
+  f, W, b, x, y = linear
+  xs, ys = jnp.asarray(x[:40]), jnp.asarray(y[:40])
+  run = lambda xx, yy: A.square(f, KEY, xx, yy, epsilon=0.04, num_queries=300, return_queries=True)  # noqa: E731
+  x_eager, q_eager = run(xs, ys)
+  x_jit, q_jit = jax.jit(run)(xs, ys)
+  assert np.array_equal(np.asarray(x_eager), np.asarray(x_jit))
+  assert np.array_equal(np.asarray(q_eager), np.asarray(q_jit))
+  assert 0 < int((np.asarray(q_eager) < 300).sum()) < 40  # some broken early, some not
+
+
 def test_square_never_differentiates_the_model(linear):
   f, _, _, x, y = linear
 

@@ -6,8 +6,9 @@ fixed centred pattern. A step is kept when the margin loss falls or the point is
 each example stops once it is broken. The window's side follows the reference's schedule of
 p (the fraction of pixels changed), halving from p_init = 0.8 at fixed query counts.
 
-The whole search is one compiled program: a `while_loop` of forward passes that ends when every
-example is broken or the query budget is spent. Images are (batch, height, width, channels).
+The search is a `while_loop` of forward passes that ends when every example is broken or the query
+budget is spent; on concrete inputs it drops the broken examples after 50, 100, 200, ... queries
+and goes on with the others (each example's draws come from its own key, so nothing else changes). Images are (batch, height, width, channels).
 Windows are drawn per example, and at every position of the image: the reference draws one
 window for the whole batch and never places it on the last row or column.
 
@@ -85,12 +86,11 @@ def _l2_norm(v):
   return jnp.sqrt(jnp.sum(v * v, axis=tuple(range(1, v.ndim)), keepdims=True))
 
 
-@functools.partial(
-  jax.jit, static_argnames=('num_queries', 'norm', 'p_init', 'targeted', 'rescale', 'eot_samples')
-)
-def _square_impl(
-  logits_fn, key, x, y, eps, lo, hi, *, num_queries, norm, p_init, targeted, rescale, eot_samples
-):
+_STATIC = ('num_queries', 'norm', 'p_init', 'targeted', 'rescale', 'eot_samples')
+
+
+def _search(logits_fn, key, x, y, eps, lo, hi, *, num_queries, norm, p_init, targeted, rescale, eot_samples):
+  """(start, margin, propose): the initial point, the margin and the i-th query's proposal."""
   b, h, w, c = x.shape
   n_features = h * w * c
   eps_b, lo, hi = _core.bcast(eps, x), _core.bcast(lo, x), _core.bcast(hi, x)
@@ -121,23 +121,23 @@ def _square_impl(
   signs = lambda k, shape: jnp.where(sample(k, shape, coin), 1.0, -1.0)
   randint = lambda k, hi_: (sample(k, (), jax.random.uniform) * hi_).astype(jnp.int32)
 
-  if norm == 'linf':
-    x0 = jnp.clip(x + eps_b * signs(draw(num_queries), (1, w, c)), lo, hi)  # vertical stripes
-  else:
+  def start():
+    if norm == 'linf':
+      return jnp.clip(x + eps_b * signs(draw(num_queries), (1, w, c)), lo, hi)  # vertical stripes
     s0 = max(h // 5, 1)
-    start = (h - 5 * s0) // 2
+    offset = (h - 5 * s0) // 2
     eta0 = jnp.asarray(eta_pattern(s0) if s0 > 1 else np.ones((1, 1)), x.dtype)
     delta = jnp.zeros_like(x)
     tile = 0
-    for vh in range(start, start + s0 * (h // s0), s0):
-      for vw in range(start, start + s0 * (w // s0), s0):
+    for vh in range(offset, offset + s0 * (h // s0), s0):
+      for vw in range(offset, offset + s0 * (w // s0), s0):
         if vh + s0 > h or vw + s0 > w:
           continue
         sg = signs(_core.fold_keys(draw(num_queries), tile), (1, 1, c))
         delta = delta.at[:, vh : vh + s0, vw : vw + s0, :].add(eta0[None, :, :, None] * sg)
         tile += 1
-    x0 = jnp.clip(x + delta / (_l2_norm(delta) + 1e-12) * eps_b, lo, hi)
-  m0, bad0 = margin(x0, num_queries)
+    return jnp.clip(x + delta / (_l2_norm(delta) + 1e-12) * eps_b, lo, hi)
+
   eta_table = jnp.asarray(_eta_table(h, w), x.dtype)
 
   def propose(i, x_best):
@@ -171,22 +171,95 @@ def _square_impl(
     delta = delta * (1 - win2) * (1 - win1) + new
     return jnp.clip(x + delta / (_l2_norm(delta) + 1e-12) * eps_b, lo, hi)
 
+  return start, margin, propose
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _square_start(logits_fn, key, x, y, eps, lo, hi, **static):
+  """The first point (vertical stripes in L∞, a grid of patterns in L2) and its margin."""
+  start, margin, _ = _search(logits_fn, key, x, y, eps, lo, hi, **static)
+  x0 = start()
+  m0, bad0 = margin(x0, static['num_queries'])
+  return x0, m0, bad0
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _square_queries(logits_fn, key, x, y, eps, lo, hi, x_best, m_min, queries, bad, i0, i1, **static):
+  """Queries i0 .. i1−1 (a `while_loop` that also ends once every example is broken)."""
+  _, margin, propose = _search(logits_fn, key, x, y, eps, lo, hi, **static)
+
   def cond(state):
-    i, _, m_min, _, _, _ = state
-    return (i < num_queries) & jnp.any(m_min > 0)
+    i, _, m_min, _, _ = state
+    return (i < i1) & jnp.any(m_min > 0)
 
   def body(state):
-    i, x_best, m_min, queries, bad, _ = state
+    i, x_best, m_min, queries, bad = state
     active = m_min > 0
     x_new = propose(i, x_best)
     m, bad_i = margin(x_new, i)
     accept = active & ((m < m_min) | (m <= 0))
     x_best = jnp.where(accept.reshape((-1,) + (1,) * (x.ndim - 1)), x_new, x_best)
-    return i + 1, x_best, jnp.where(accept, m, m_min), queries + active, bad | (active & bad_i), i
+    return i + 1, x_best, jnp.where(accept, m, m_min), queries + active, bad | (active & bad_i)
 
-  init = (jnp.asarray(0), x0, m0, jnp.ones((b,), jnp.int32), bad0, jnp.asarray(0))
-  _, x_best, m_min, queries, bad, _ = jax.lax.while_loop(cond, body, init)
-  return jax.lax.stop_gradient(x_best), bad, queries, m_min <= 0
+  _, x_best, m_min, queries, bad = jax.lax.while_loop(
+    cond, body, (jnp.asarray(i0), x_best, m_min, queries, bad)
+  )
+  return x_best, m_min, queries, bad
+
+
+def _stages(num_queries: int):
+  """Query counts after which the broken examples are dropped: 50, 100, 200, ... (doubling)."""
+  out, q = [], 50
+  while q < num_queries:
+    out.append(q)
+    q *= 2
+  return out + [num_queries]
+
+
+def _square_impl(logits_fn, key, x, y, eps, lo, hi, **static):
+  """(x_adv, non-finite flags, queries per example, broken) of the whole search.
+
+  Called with concrete arrays, the broken examples are dropped after 50, 100, 200, ... queries
+  and the search goes on with the others only (padded to a power-of-two batch), which is what
+  makes Square cheap on a weak model. Every example's search depends on its own key only, so
+  this gives each example the result of one long search. Inside a caller's trace it is one
+  `while_loop` over the whole batch.
+  """
+  b = x.shape[0]
+  x_best, m_min, bad = _square_start(logits_fn, key, x, y, eps, lo, hi, **static)
+  queries = jnp.ones((b,), jnp.int32)
+  if _core.concrete(m_min) is None:
+    x_best, m_min, queries, bad = _square_queries(
+      logits_fn, key, x, y, eps, lo, hi, x_best, m_min, queries, bad, 0, static['num_queries'], **static
+    )
+    return jax.lax.stop_gradient(x_best), bad, queries, m_min <= 0
+  state = [np.array(v) for v in (x_best, m_min, queries, bad)]
+  i0 = 0
+  for i1 in _stages(static['num_queries']):
+    idx = np.flatnonzero(state[1] > 0)
+    if idx.size == 0:
+      break
+    size = min(b, 1 << int(np.ceil(np.log2(idx.size))))
+    sub = np.concatenate([idx, np.full(size - idx.size, idx[-1])])
+    j = jnp.asarray(sub)
+    out = _square_queries(
+      logits_fn,
+      key[j],
+      x[j],
+      y[j],
+      _core.take(eps, j, b),
+      _core.take(lo, j, b),
+      _core.take(hi, j, b),
+      *(jnp.asarray(v[sub]) for v in state),
+      i0,
+      i1,
+      **static,
+    )
+    for v, o in zip(state, out):
+      v[idx] = np.asarray(o)[: idx.size]
+    i0 = i1
+  x_best, m_min, queries, bad = state
+  return jnp.asarray(x_best), jnp.asarray(bad), jnp.asarray(queries), jnp.asarray(m_min <= 0)
 
 
 def square(
@@ -246,6 +319,10 @@ def square(
     raise ValueError(f'{name}: x must be images of shape (batch, height, width, channels), got {x.shape}')
   if not 0 < p_init <= 1:
     raise ValueError(f'{name}: p_init must be in (0, 1], got {p_init}')
+  # One key per example, so that dropping broken examples leaves the others' draws unchanged.
+  key = _core.as_typed(key)
+  if not _core.is_key_batch(key, x.shape[0]):
+    key = _core.per_example_keys(key, x.shape[0])
   x_adv, bad, queries, _ = _square_impl(
     _core.as_pytree_fn(logits_fn),
     key,
