@@ -3,6 +3,7 @@
   python -m experiments.evaluate --workdir=runs/fashion_mnist/pgd_at --suite=standard --num_test=1000
   python -m experiments.evaluate --workdir=... --suite=study --epsilons=0,0.05,0.1,0.2,0.3
   python -m experiments.evaluate --workdir=... --suite=autoattack     # AA standard, or AA-rand if randomised
+  python -m experiments.evaluate --workdir=runs/lwta --suite=adaptive --eot=20  # stochastic defenses
 
 A published model (PyTorch/RobustBench state dict, .safetensors, or DeepMind's JAX .npy), read
 without torch and without running pickle code (jaxrobust.models.zoo):
@@ -188,6 +189,13 @@ def main(argv):
   for k, v in res.items():
     if isinstance(v, float):
       print(f'{k:>24}: {100 * v:6.2f}%' if k != 'ms_per_image' else f'{k:>24}: {v:.3f} ms')
+  if res.get('suite') == 'adaptive':
+    print(f'{"attack":>20} {"one draw":>9} {"mean":>7} {"majority":>9} {"all-N":>7}  (N = {res["num_draws"]})')
+    for name, a in [('clean', res['clean'])] + list(res['attacks'].items()):
+      print(f'{name:>20} ' + ' '.join(f'{100 * a[k]:8.2f}%' for k in ('single_draw', 'mean', 'majority', 'all')))
+    lo, hi = res['worst_case_interval']
+    print(f'worst case over every attack: {100 * res["worst_case"]:.2f}% (95% interval {100 * lo:.1f}-{100 * hi:.1f})')
+    print('flags:', res['flags'])
   report = res.get('autoattack_report')
   if report:
     print(f'AutoAttack ({res["autoattack_version"]}), robust accuracy after each attack:')
@@ -212,7 +220,7 @@ if __name__ == '__main__':
   flags.DEFINE_string('dataset', '', 'dataset of --checkpoint: cifar10 or cifar100')
   flags.DEFINE_string('data_dir', '', 'tfds data_dir for --dataset')
   flags.DEFINE_string('out_dir', '', 'where --checkpoint results go (default runs/published/<file name>)')
-  flags.DEFINE_string('suite', 'standard', 'standard, study, autoattack or autoattack_rand')
+  flags.DEFINE_string('suite', 'standard', 'standard, study, autoattack, autoattack_rand or adaptive')
   flags.DEFINE_integer('num_test', 1000, 'test images (0 = all)')
   flags.DEFINE_string('epsilons', '', 'comma-separated ε grid for PGD-L∞ accuracy (vmapped)')
   flags.DEFINE_float('steps_scale', 1.0, 'scale attack iteration counts')

@@ -14,6 +14,7 @@ import numpy as np
 from jaxrobust import attacks as A
 from jaxrobust import keys
 from jaxrobust.evaluation.accuracy import NonFiniteLogitsError, as_unit_float, correct, robust_accuracy
+from jaxrobust.evaluation.adaptive import evaluate_adaptive
 from jaxrobust.evaluation.suites import AUTOATTACK_SUITES, attack_suite, linf_budget, transfer_attack
 from jaxrobust.models import forward, make_logits_fn
 
@@ -96,7 +97,8 @@ def evaluate_model(
     images, labels: uint8 test images (N,H,W,C) and labels.
     dataset: dataset name (suite budgets).
     suite: 'study', 'standard', 'autoattack' (AutoAttack's standard version, or its rand version
-      for a randomised model) or 'autoattack_rand'.
+      for a randomised model), 'autoattack_rand', or 'adaptive' (the adaptive protocol for
+      stochastic defenses, `evaluation/adaptive.py`; `eot_samples` draws per EOT attack).
     key: PRNG key.
     batch_size: evaluation batch.
     eval_draws: for stochastic models, also report clean accuracy when a point must be right in
@@ -116,6 +118,26 @@ def evaluate_model(
   f = make_logits_fn(model, variables)
   check_finite_model(f, images, key=key, batch_size=batch_size)
   stochastic = _stochastic(model, variables, images.shape[1:])
+  if suite == 'adaptive':
+    out = evaluate_adaptive(
+      model,
+      variables,
+      images,
+      labels,
+      dataset=dataset,
+      key=key,
+      num_draws=max(eval_draws, 10),
+      eot_samples=eot_samples,
+      steps_scale=steps_scale,
+      batch_size=batch_size,
+      progress=progress,
+    )
+    out.update(
+      suite=suite,
+      stochastic=stochastic,
+      ms_per_image=inference_ms_per_image(model, variables, images.shape[1:]),
+    )
+    return out
   if suite in AUTOATTACK_SUITES:
     version = 'rand' if stochastic and suite == 'autoattack' else AUTOATTACK_SUITES[suite]
     out = evaluate_autoattack(

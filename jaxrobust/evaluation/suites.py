@@ -11,7 +11,7 @@ References:
 
 from __future__ import annotations
 
-SUITES = ('study', 'standard', 'autoattack', 'autoattack_rand')
+SUITES = ('study', 'standard', 'autoattack', 'autoattack_rand', 'adaptive')
 # Suites that run AutoAttack's ensemble instead of a list of independent attacks.
 AUTOATTACK_SUITES = {'autoattack': 'standard', 'autoattack_rand': 'rand'}
 

@@ -27,7 +27,7 @@ import flax.linen as nn
 from jaxrobust.models.common import KL_COLLECTION, STOCHASTIC, merge_deterministic, require_rng
 from jaxrobust.models.noise import gumbel_noise, logistic_noise
 
-MODES = ('auto', 'relaxed', 'eval', 'hard')
+MODES = ('auto', 'relaxed', 'eval', 'hard', 'mean')
 
 
 def categorical_kl_uniform(logits, axis=-1):
@@ -52,8 +52,10 @@ class LWTA(nn.Module):
     learn_temperature: T = softplus(τ) with a learnable τ per layer initialised at −0.01
       (T₀ ≈ 0.688, the released checkpoint's variant).
     eval_temperature: T at test time and under attack (0.01: nearly one-hot, still stochastic).
-    mode: 'auto' (relaxed when train, eval temperature otherwise), 'relaxed', 'eval', or 'hard'
-      (straight-through: one-hot forward, relaxed gradient).
+    mode: 'auto' (relaxed when train, eval temperature otherwise), 'relaxed', 'eval', 'hard'
+      (straight-through: one-hot forward, relaxed gradient), or 'mean' (mean field: no sampling,
+      each unit weighted by its probability of winning, softmax(h) over its block, which is
+      the expected output at a low temperature; a deterministic surrogate for transfer attacks).
     deterministic: the winner is argmax h, without noise (the surrogate of transfer attacks);
       merged with the call argument as `nn.Dropout` does (set exactly one of the two).
     rng_collection: where keys come from.
@@ -89,6 +91,8 @@ class LWTA(nn.Module):
       self.sow(KL_COLLECTION, 'xi', jnp.sum(categorical_kl_uniform(h)) / x.shape[0])
     if deterministic:
       xi = jax.nn.one_hot(jnp.argmax(h, -1), self.U, dtype=h.dtype)
+    elif mode == 'mean':  # P(unit i wins) = softmax(h)ᵢ under Gumbel-max
+      xi = jax.nn.softmax(h, axis=-1)
     else:
       g = gumbel_noise(self._key(), h.shape, h.dtype)
       xi = jax.nn.softmax((h + g) / temp, axis=-1)
@@ -108,6 +112,8 @@ class LWTA(nn.Module):
       self.sow(KL_COLLECTION, 'xi', jnp.sum(binary_kl_uniform(d)) / x.shape[0])
     if deterministic:  # ties go to the first unit, like argmax
       xi1 = (d >= 0).astype(x.dtype)
+    elif mode == 'mean':  # P(h₁ + G₁ > h₂ + G₂) = σ(h₁ − h₂)
+      xi1 = jax.nn.sigmoid(d)
     else:
       z = d + logistic_noise(self._key(), d.shape, d.dtype)
       xi1 = jax.nn.sigmoid(z / temp)

@@ -1,0 +1,131 @@
+"""The adaptive protocol against a model that masks its gradients on purpose: a multiclass linear
+model plus a zero-mean random term s_j·c·sin(k·(v_j·x)) per class, a random sign s_j per call. Its
+expected logits are linear, so its exact L∞ robust accuracy is known in closed form; a single
+draw's gradient is mostly the random term (c·k ≫ the linear weights)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrobust import attacks as A
+from jaxrobust.evaluation.adaptive import prediction_over_draws, wilson_interval
+from tests.test_autoattack import K, exact_linf_robust
+
+EPS, C, FREQ, N = 0.04, 0.005, 200.0, 400
+
+
+@pytest.fixture(scope='module')
+def masked():
+  W = np.asarray(jax.random.normal(jax.random.key(1), (36, K))) * 0.4
+  b = np.asarray(jax.random.normal(jax.random.key(2), (K,))) * 0.1
+  V = np.asarray(jax.random.normal(jax.random.key(4), (36, K)))
+  x = np.asarray(jax.random.uniform(jax.random.key(3), (N, 6, 6, 1)))  # 1 point = 4 examples
+  y = np.argmax(x.reshape(N, -1) @ W + b, -1)
+
+  def logits(W, b, V, x, key):
+    xf = x.reshape(x.shape[0], -1)
+    s = jnp.where(jax.random.bernoulli(key, 0.5, (x.shape[0], K)), 1.0, -1.0)
+    return xf @ W + b + s * C * jnp.sin(FREQ * (xf @ V))
+
+  f = jax.tree_util.Partial(logits, jnp.asarray(W), jnp.asarray(b), jnp.asarray(V))
+  return f, W, b, x, y
+
+
+def _robust(f, x_adv, y, n_draws=15):
+  d = prediction_over_draws(f, jnp.asarray(x_adv), jnp.asarray(y), jax.random.key(9), n_draws)
+  return float(d['majority'].mean())
+
+
+def test_eot_attacks_reach_the_exact_accuracy_and_single_draw_pgd_does_not(masked):
+  f, W, b, x, y = masked
+  exact = exact_linf_robust(W, b, x, y, EPS)
+  xs, ys = jnp.asarray(x), jnp.asarray(y)
+  single = A.pgd(f, jax.random.key(5), xs, ys, epsilon=EPS, step_size=EPS / 10, num_steps=100)
+  eot = A.pgd(
+    f,
+    jax.random.key(5),
+    xs,
+    ys,
+    epsilon=EPS,
+    step_size=EPS / 4,
+    num_steps=100,
+    eot_samples=128,
+    step_schedule='cosine',
+    loss='margin',
+  )
+  aa_rand, _ = A.autoattack(
+    f, jax.random.key(6), xs, ys, epsilon=EPS, version='rand', eot_samples=32, num_steps=50
+  )
+  assert abs(_robust(f, eot, y) - exact) <= 0.01 + 1e-9, (_robust(f, eot, y), exact)
+  assert abs(_robust(f, aa_rand, y) - exact) <= 0.01 + 1e-9, (_robust(f, aa_rand, y), exact)
+  assert _robust(f, single, y) > exact + 0.04  # masked: far above
+  assert exact < 0.8  # the ε makes a difference at all
+
+
+def test_square_needs_no_gradient_and_the_masking_flag_fires(masked):
+  f, W, b, x, y = masked
+  exact = exact_linf_robust(W, b, x, y, EPS)
+  xs, ys = jnp.asarray(x), jnp.asarray(y)
+  x_sq = A.square(f, jax.random.key(7), xs, ys, epsilon=EPS, num_queries=1000, eot_samples=8)
+  assert abs(_robust(f, x_sq, y) - exact) <= 0.01 + 1e-9
+  # AutoAttack's standard version: its single-draw white-box attacks fail where Square does not.
+  _, rep = A.autoattack(f, jax.random.key(8), xs, ys, epsilon=EPS, num_steps=10, num_queries=1000)
+  assert rep['flags']['gradient_masking'] and rep['flags']['randomized']
+
+
+def test_draw_accuracies_are_ordered_on_any_input():
+  """all-N ≤ mean ≤ 1 and all-N ≤ majority, for random models and inputs (a property)."""
+  for seed in range(5):
+    k = jax.random.key(seed)
+    W = jax.random.normal(k, (12, 4))
+    f = lambda x, key, W=W: x @ W + 2.0 * jax.random.normal(key, (x.shape[0], 4))  # noqa: E731
+    x = jax.random.normal(jax.random.fold_in(k, 1), (64, 12))
+    y = jax.random.randint(jax.random.fold_in(k, 2), (64,), 0, 4)
+    d = prediction_over_draws(f, x, y, jax.random.fold_in(k, 3), 7)
+    assert np.all(d['all'] <= d['mean'] + 1e-12) and np.all(d['mean'] <= 1)
+    assert np.all(d['all'] <= d['majority'])
+    assert np.all((d['mean'] > 0.5) <= d['majority'])  # more than half the votes is a majority
+
+
+def test_wilson_interval_covers_and_narrows():
+  lo, hi = wilson_interval(50, 100)
+  assert lo < 0.5 < hi and hi - lo == pytest.approx(0.19, abs=0.01)
+  lo2, hi2 = wilson_interval(500, 1000)
+  assert hi2 - lo2 < hi - lo
+  assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+
+
+def test_evaluate_adaptive_on_a_stochastic_lwta_network():
+  """The whole protocol runs on an LWTA network: both surrogates are attacked, every attack has
+  its one-draw, mean, majority and all-N figures, and the worst case is the per-point minimum
+  inside its interval."""
+  from jaxrobust.evaluation.adaptive import evaluate_adaptive
+  from jaxrobust.models import create_model
+
+  model = create_model('small_cnn_lwta', num_classes=4, width=1)
+  variables = model.init(
+    {'params': jax.random.key(0), 'stochastic': jax.random.key(1)}, jnp.zeros((1, 8, 8, 1))
+  )
+  x = np.asarray(jax.random.randint(jax.random.key(2), (12, 8, 8, 1), 0, 256), np.uint8)
+  y = np.asarray(model.apply(variables, x / 255.0, rngs={'stochastic': jax.random.key(3)}).argmax(-1))
+  res = evaluate_adaptive(
+    model,
+    variables,
+    x,
+    y,
+    dataset='synthetic',
+    key=jax.random.key(4),
+    num_draws=3,
+    eot_samples=2,
+    steps_scale=0.05,
+    queries=40,
+    batch_size=12,
+  )
+  assert {'transfer_argmax', 'transfer_mean_field', 'aa_rand', 'eot_pgd', 'eot_square'} <= set(res['attacks'])
+  for a in list(res['attacks'].values()) + [res['clean']]:
+    assert a['all'] <= a['mean'] <= 1 and a['all'] <= a['majority']
+  lo, hi = res['worst_case_interval']
+  assert lo <= res['worst_case'] <= hi
+  assert res['worst_case'] <= min(a['majority'] for a in res['attacks'].values())
+  assert res['flags']['randomized']
