@@ -19,9 +19,7 @@ def _run(monkeypatch, capsys, module, *args):
 def test_attacks_benchmark_runs(monkeypatch, capsys):
   from benchmarks import attacks
 
-  rows = _run(
-    monkeypatch, capsys, attacks, '--models=small_cnn', '--batch=4', '--repeats=1', '--microbatch=2'
-  )
+  rows = _run(monkeypatch, capsys, attacks, '--models=small_cnn', '--batch=4', '--repeats=1')
   summary = rows[-1]
   assert summary['measure'] == 'summary' and summary['speedup_vs_torchattacks'] is None
   assert 'no ratio was measured' in summary['note']

@@ -57,7 +57,12 @@ ATTACK_CASES = [
   ('step_negative', call(A.pgd, epsilon=0.1, step_size=-1.0), ValueError, 'pgd: step_size must be >= 0'),
   ('norm_unknown', call(A.pgd, epsilon=0.1, norm='l1'), ValueError, "pgd: unknown norm 'l1'"),
   ('loss_unknown', call(A.pgd, epsilon=0.1, loss='hinge'), ValueError, "unknown attack loss 'hinge'"),
-  ('microbatch_zero', call(A.pgd, epsilon=0.1, microbatch=0), ValueError, 'pgd: microbatch must be >= 1'),
+  (
+    'microbatch_negative',
+    call(A.pgd, epsilon=0.1, microbatch=-1),
+    ValueError,
+    'pgd: microbatch must be >= 0',
+  ),
   (
     'x_integer',
     call(A.pgd, epsilon=0.1, x=jnp.full((4, 2), 1, jnp.int32)),
@@ -506,7 +511,8 @@ def _restore_into_other_model(work):
   exp = train.build_experiment(
     ml_collections.ConfigDict(
       dict(
-        synthetic_training_config(), model=dict(name='small_cnn', normalize='dataset', kwargs={'width': 2})
+        synthetic_training_config(),
+        model=dict(name='small_cnn', normalize='dataset', init='flax', kwargs={'width': 2}),
       )
     )
   )

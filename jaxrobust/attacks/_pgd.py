@@ -145,7 +145,8 @@ def pgd(
     eot_samples: average the gradient over this many keys (EOT), for stochastic models.
     unroll: loop unroll factor; default full on CPU (capped at 20), rolled on GPU/TPU.
     microbatch: compute gradients in straight-line chunks of this many examples (faster convs
-      on CPU; same results); None = whole batch.
+      on CPU; the same results for a deterministic model); None = the backend's default (chunks
+      of 16 on the CPU, the whole batch on GPU/TPU), 0 = the whole batch.
 
   Returns:
     x_adv with ‖x_adv − x‖ ≤ ε and lo ≤ x_adv ≤ hi, passed through stop_gradient.
@@ -219,7 +220,7 @@ def _run_pgd(
     min_classes=min_classes(loss, targeted),
   )
   if microbatch is not None:
-    _core.check_count(name, 'microbatch', microbatch)
+    _core.check_count(name, 'microbatch', microbatch, minimum=0)
   if step_size is None:
     step_size = 2.5 * jnp.asarray(epsilon) / num_steps
   x_adv, bad = _pgd_impl(

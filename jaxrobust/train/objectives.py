@@ -225,10 +225,10 @@ def trades_objective(apply_fn, num_classes: int, attack: Mapping, *, beta: float
   The clean and adversarial batches go through the model in two train-mode passes, as the
   reference does, so BatchNorm normalises each with its own statistics (the running statistics
   see the clean batch, then the adversarial one). The attack's 'loss' is replaced by the KL to
-  the clean prediction; that loss closes over the whole batch, so the attack runs without
-  `microbatch`.
+  the clean prediction; that loss closes over the whole batch, so the attack runs on the whole
+  batch (microbatch=0).
   """
-  spec = {k: v for k, v in dict(attack, random_init='normal').items() if k != 'microbatch'}
+  spec = dict(attack, random_init='normal', microbatch=0)  # the KL closes over the whole batch
 
   def loss_fn(params, batch_stats, x, y, key, *, example_keys, axis_name=None):
     k_model = device_key(key, axis_name)
