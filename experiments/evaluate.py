@@ -190,11 +190,17 @@ def main(argv):
     if isinstance(v, float):
       print(f'{k:>24}: {100 * v:6.2f}%' if k != 'ms_per_image' else f'{k:>24}: {v:.3f} ms')
   if res.get('suite') == 'adaptive':
-    print(f'{"attack":>20} {"one draw":>9} {"mean":>7} {"majority":>9} {"all-N":>7}  (N = {res["num_draws"]})')
+    print(
+      f'{"attack":>20} {"one draw":>9} {"mean":>7} {"majority":>9} {"all-N":>7}  (N = {res["num_draws"]})'
+    )
     for name, a in [('clean', res['clean'])] + list(res['attacks'].items()):
-      print(f'{name:>20} ' + ' '.join(f'{100 * a[k]:8.2f}%' for k in ('single_draw', 'mean', 'majority', 'all')))
+      print(
+        f'{name:>20} ' + ' '.join(f'{100 * a[k]:8.2f}%' for k in ('single_draw', 'mean', 'majority', 'all'))
+      )
     lo, hi = res['worst_case_interval']
-    print(f'worst case over every attack: {100 * res["worst_case"]:.2f}% (95% interval {100 * lo:.1f}-{100 * hi:.1f})')
+    print(
+      f'worst case over every attack: {100 * res["worst_case"]:.2f}% (95% interval {100 * lo:.1f}-{100 * hi:.1f})'
+    )
     print('flags:', res['flags'])
   report = res.get('autoattack_report')
   if report:

@@ -77,6 +77,22 @@ def plot_accuracy_vs_epsilon(path, curves: dict, xlabel: str = 'ε (L∞)', titl
   _save(fig, path)
 
 
+def plot_accuracy_vs_cost(path, points: dict, title: str = ''):
+  """Robust accuracy against training wall time, one labelled point per defense:
+  points = {label: (seconds, accuracy)}."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for label, (sec, acc) in points.items():
+    ax.scatter([sec], [100 * acc], s=30)
+    ax.annotate(label, (sec, 100 * acc), textcoords='offset points', xytext=(5, 4), fontsize=8)
+  ax.set_xlabel('training wall time (s, compilation included)')
+  ax.set_ylabel('robust accuracy (%)')
+  ax.set_xlim(0, 1.15 * max(s for s, _ in points.values()))
+  ax.grid(alpha=0.3)
+  ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  _save(fig, path)
+
+
 def _save(fig, path):
   write_atomic(path, lambda f: fig.savefig(f, format='png', dpi=110))  # never half a figure
   plt.close(fig)
