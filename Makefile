@@ -29,7 +29,7 @@ test: $(STAMP) data lint
 # Benchmarks send convolutions to Eigen (docs/performance.md: 1.5x faster conv gradients on WRN-16-4).
 BENCH_XLA_FLAGS ?= --xla_cpu_experimental_ynn_fusion_type=-individual_convolution
 bench: $(STAMP)
-	XLA_FLAGS="$(BENCH_XLA_FLAGS)" $(PY) -m benchmarks.attacks
+	$(PY) -m benchmarks.attacks
 	XLA_FLAGS="$(BENCH_XLA_FLAGS)" $(PY) -m benchmarks.lwta
 	XLA_FLAGS="$(BENCH_XLA_FLAGS)" $(PY) -m benchmarks.train_step
 	$(PY) -m benchmarks.cpu_findings
@@ -41,6 +41,7 @@ parity: $(STAMP)
 	$(PY) -m pip install -q -e '.[parity]' 2>&1 | grep -v "is ignored" || true
 	$(PY) -m pip install -q --no-deps torchattacks 2>&1 | grep -v "is ignored" || true
 	$(PY) -m benchmarks.zoo_fixtures --full
+	$(PY) -m benchmarks.attacks
 	$(PY) -m benchmarks.parity_torch --workdir=$(PARITY_WORKDIR) --num_test=1000
 
 clean:

@@ -146,3 +146,17 @@ def test_autoattack_rand_on_the_stochastic_row(table):
   assert list(rep['robust_accuracy']) == ['apgd_ce', 'apgd_dlr'] and rep['flags']['randomized']
   assert res['autoattack'] == pytest.approx(rep['robust_accuracy']['apgd_dlr'])
   assert res['autoattack'] <= res['clean']
+
+
+def test_lwta_recipes_of_the_study_and_of_the_authors():
+  study, authors = defense_config('lwta', 'cifar10'), defense_config('lwta', 'cifar10,authors')
+  assert (study.train.num_epochs, study.train.learning_rate, study.train.attack['num_steps']) == (
+    30.0,
+    0.1,
+    5,
+  )
+  assert study.train.attack['step_size'] == 0.007 and study.train.kl_beta == 1.0
+  assert (authors.train.schedule, authors.train.num_epochs, authors.train.kl_beta) == ('halving', 100.0, 0.0)
+  assert defense_config('lwta', 'fashion_mnist,authors').train.kl_beta == 0.0
+  with pytest.raises(ValueError, match="'authors' variant is the LWTA row's"):
+    defense_config('pgd_at', 'cifar10,authors')
