@@ -129,3 +129,29 @@ def test_evaluate_adaptive_on_a_stochastic_lwta_network():
   assert lo <= res['worst_case'] <= hi
   assert res['worst_case'] <= min(a['majority'] for a in res['attacks'].values())
   assert res['flags']['randomized']
+
+
+def test_eot_convergence_on_the_masked_model(masked, tmp_path):
+  """More draws bring EOT-PGD down to the exact accuracy; the doubling test then says converged,
+  and the figure is written."""
+  from jaxrobust.evaluation import figures
+  from jaxrobust.evaluation.adaptive import eot_convergence
+
+  f, W, b, x, y = masked
+  conv = eot_convergence(
+    f,
+    x[:200],
+    y[:200],
+    jax.random.key(3),
+    epsilon=EPS,
+    draws=(1,),
+    steps=(50,),
+    fixed_draws=64,
+    fixed_steps=50,
+  )
+  exact = exact_linf_robust(W, b, x[:200], y[:200], EPS)
+  assert conv['accuracy_vs_draws'][0] > conv['at_budget'] + 0.02  # one draw is masked
+  assert abs(conv['at_double_budget'] - exact) <= 0.015 + 1e-9  # 128 draws, 100 steps: near exact
+  assert conv['converged'] == (abs(conv['at_double_budget'] - conv['at_budget']) < 0.005)
+  figures.plot_convergence(str(tmp_path / 'c.png'), conv, title='masked')
+  assert (tmp_path / 'c.png').stat().st_size > 1000

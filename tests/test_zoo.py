@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from benchmarks.zoo_fixtures import SPECS  # file → (arch, overrides): the fixtures' tiny networks
 from jaxrobust.models import make_logits_fn
 from jaxrobust.models.zoo import (
   ArchitectureMismatchError,
@@ -23,14 +24,6 @@ from jaxrobust.models.zoo import (
 )
 
 ZOO = os.path.join(os.path.dirname(__file__), 'data', 'zoo')
-# file → (arch, model overrides): the tiny versions the fixtures were written with.
-SPECS = {
-  'rb_wrn.pt': ('wrn28_10', dict(depth=10, widen=1, base_width=4)),
-  'dm_wrn.pt': ('wrn28_10', dict(depth=10, widen=2, base_width=4)),
-  'dm_wrn_haiku.npy': ('wrn28_10', dict(depth=10, widen=2, base_width=4)),
-  'preact_resnet.pt': ('preact_resnet18', dict(stage_blocks=(1, 1, 1, 1), widths=(4, 8, 8, 16))),
-  'resnet.safetensors': ('resnet18', dict(stage_blocks=(1, 1, 1, 1), widths=(4, 8, 8, 16))),
-}
 
 
 @pytest.fixture(scope='module')
