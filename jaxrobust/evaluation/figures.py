@@ -86,9 +86,31 @@ def plot_accuracy_vs_cost(path, points: dict, title: str = ''):
     ax.annotate(label, (sec, 100 * acc), textcoords='offset points', xytext=(5, 4), fontsize=8)
   ax.set_xlabel('training wall time (s, compilation included)')
   ax.set_ylabel('robust accuracy (%)')
-  ax.set_xlim(0, 1.15 * max(s for s, _ in points.values()))
+  ax.set_xlim(0, 1.5 * max(s for s, _ in points.values()))  # room for the labels
   ax.grid(alpha=0.3)
   ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  _save(fig, path)
+
+
+def plot_convergence(path, conv: dict, title: str = ''):
+  """The two curves of `adaptive.eot_convergence` side by side: accuracy against EOT draws and
+  against iterations, with the verdict of the doubling test in the title."""
+  fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+  for ax, xs, ys, label in (
+    (axes[0], conv['draws'], conv['accuracy_vs_draws'], 'EOT draws'),
+    (axes[1], conv['steps'], conv['accuracy_vs_steps'], 'iterations'),
+  ):
+    ax.plot(xs, 100 * np.asarray(ys), marker='o')
+    ax.set_xscale('log', base=2)
+    ax.set_xlabel(label)
+    ax.set_ylabel('EOT-PGD accuracy (%)')
+    ax.grid(alpha=0.3)
+  verdict = 'converged' if conv['converged'] else 'NOT converged'
+  before, after = 100 * conv['at_budget'], 100 * conv['at_double_budget']
+  fig.suptitle(
+    f'{title}: {verdict} (doubling draws and iterations: {before:.1f} → {after:.1f} %)', fontsize=9
+  )
   fig.tight_layout()
   _save(fig, path)
 
