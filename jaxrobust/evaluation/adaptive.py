@@ -215,3 +215,49 @@ def evaluate_adaptive(
     'eot_samples': eot_samples,
     'per_example': {k: v['majority'].tolist() for k, v in per.items()},
   }
+
+
+def eot_convergence(
+  logits_fn,
+  x,
+  y,
+  key,
+  *,
+  epsilon: float,
+  draws=(1, 2, 4, 8, 16, 32),
+  steps=(10, 20, 50, 100, 200),
+  fixed_draws: int = 20,
+  fixed_steps: int = 100,
+  num_draws: int = 10,
+) -> dict:
+  """EOT-PGD robust accuracy (majority over `num_draws`) against the number of EOT draws (at
+  `fixed_steps`) and against iterations (at `fixed_draws`), and whether the evaluation has
+  converged: doubling both draws and iterations from (fixed_draws, fixed_steps) moves the
+  accuracy by less than half a point.
+
+  Returns:
+    {'draws': [...], 'accuracy_vs_draws': [...], 'steps': [...], 'accuracy_vs_steps': [...],
+    'at_budget': acc, 'at_double_budget': acc, 'converged': bool}.
+  """
+  x, y = jnp.asarray(x), jnp.asarray(y)
+
+  def acc(s, t):
+    spec = dict(name='pgd', epsilon=epsilon, step_size=epsilon / 4 * 20 / t, num_steps=t, restarts=1)
+    spec.update(step_schedule='cosine', loss='margin', eot=s)
+    x_adv = A.build_attack(spec)(logits_fn, jax.random.fold_in(key, 1000 * s + t), x, y)
+    return float(
+      prediction_over_draws(logits_fn, x_adv, y, jax.random.fold_in(key, 7), num_draws)['majority'].mean()
+    )
+
+  by_draws = [acc(s, fixed_steps) for s in draws]
+  by_steps = [acc(fixed_draws, t) for t in steps]
+  base, double = acc(fixed_draws, fixed_steps), acc(2 * fixed_draws, 2 * fixed_steps)
+  return {
+    'draws': list(draws),
+    'accuracy_vs_draws': by_draws,
+    'steps': list(steps),
+    'accuracy_vs_steps': by_steps,
+    'at_budget': base,
+    'at_double_budget': double,
+    'converged': abs(double - base) < 0.005,
+  }
