@@ -1,9 +1,13 @@
-"""Table 1 row: free_at.
+"""Table 1 row: free adversarial training (Shafahi et al. 2019), reference.
 
   python -m experiments.train --config=experiments/configs/free_at.py:fashion_mnist,quick --workdir=runs/free_at
   python -m experiments.table1 --rows=free_at --epochs=1 --num_test=500 --steps_scale=0.5
 
-Measured: (filled in from results/fashion_mnist/rows/free_at.json).
+  python -m experiments.fast_at --epochs=1 --num_test=200     # beside PGD-AT, under AutoAttack
+
+Measured (Fashion-MNIST, small CNN, 1 epoch, m = 4 replays per batch, 2 CPU cores;
+results/fast_at/fashion_mnist/rows/free_at.json): training took 123 s (PGD-AT: 182 s); on the first 200
+test images, natural 85.0 %, AutoAttack 63.5 % (PGD-AT: 79.5 %, 64.5 %).
 """
 
 from experiments.configs.defenses import defense_config
