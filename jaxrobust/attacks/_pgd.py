@@ -145,8 +145,7 @@ def pgd(
     eot_samples: average the gradient over this many keys (EOT), for stochastic models.
     unroll: loop unroll factor; default full on CPU (capped at 20), rolled on GPU/TPU.
     microbatch: compute gradients in straight-line chunks of this many examples (faster convs
-      on CPU; the same results for a deterministic model); None = the backend's default (chunks
-      of 16 on the CPU, the whole batch on GPU/TPU), 0 = the whole batch.
+      on CPU; the same results for a deterministic model); None or 0 = the whole batch.
 
   Returns:
     x_adv with ‖x_adv − x‖ ≤ ε and lo ≤ x_adv ≤ hi, passed through stop_gradient.
