@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.attacks
 	XLA_FLAGS="$(BENCH_XLA_FLAGS)" $(PY) -m benchmarks.lwta
 	XLA_FLAGS="$(BENCH_XLA_FLAGS)" $(PY) -m benchmarks.train_step
+	$(PY) -m benchmarks.eot
 	$(PY) -m benchmarks.cpu_findings
 
 # AutoAttack parity with the reference (pyautoattack) and torchattacks on the same weights:

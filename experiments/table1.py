@@ -62,8 +62,11 @@ def run_row(
   config.seed = seed
   if epochs is not None:
     config.train.num_epochs = float(epochs)
+  workdir = os.path.join(runs_dir, dataset, row)
+  # A resumed run's wall time covers only its last part; the record says so.
+  resumed = os.path.exists(os.path.join(workdir, 'metrics.jsonl'))
   t0 = time.time()
-  out = train_and_evaluate(config, os.path.join(runs_dir, dataset, row), progress=progress)
+  out = train_and_evaluate(config, workdir, progress=progress)
   train_time = time.time() - t0
   ds, model, variables = out['dataset'], out['model'], out['state'].variables
   n = min(num_test, len(ds.test_images)) if num_test else len(ds.test_images)
@@ -112,6 +115,7 @@ def run_row(
     'dataset': dataset,
     'epochs': config.train.num_epochs,
     'train_time_s': train_time,
+    'resumed': resumed,
     'test_accuracy_full': out['test_accuracy'],
     'n_eval': n,
     'result': result,

@@ -62,3 +62,12 @@ def test_train_vs_torch_benchmark_runs(monkeypatch, capsys):
     '--variants=torch_init',
     '--batch=8',
   )
+
+
+def test_eot_benchmark_runs(monkeypatch, capsys):
+  from benchmarks import eot
+
+  rows = _run(monkeypatch, capsys, eot, '--batch=2', '--samples=3', '--steps=1', '--repeats=1', '--side=8')
+  assert [r['model'] for r in rows] == ['small_cnn_lwta', 'small_cnn_pni'] and all(
+    r['ratio'] > 0 for r in rows
+  )

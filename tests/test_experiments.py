@@ -160,3 +160,27 @@ def test_lwta_recipes_of_the_study_and_of_the_authors():
   assert defense_config('lwta', 'fashion_mnist,authors').train.kl_beta == 0.0
   with pytest.raises(ValueError, match="'authors' variant is the LWTA row's"):
     defense_config('pgd_at', 'cifar10,authors')
+
+
+def test_pni_follows_its_reference_recipe():
+  """He et al.'s code: PGD-7 with α = 0.01 at ε = 0.031 (scaled to ε), predicted labels, 0.5/0.5
+  clean and adversarial CE, 5 clean epochs before the attack starts (none in a one-epoch run)."""
+  full, quick = (
+    defense_config('noise_injection', 'fashion_mnist'),
+    defense_config('noise_injection', 'fashion_mnist,quick'),
+  )
+  a = full.train.attack
+  assert a['num_steps'] == 7 and a['step_size'] == pytest.approx(0.1 * 0.01 / 0.031)
+  assert (full.train.objective, full.train.attack_labels, full.train.clean_epochs) == ('pni', 'pred', 5.0)
+  assert quick.train.clean_epochs == 0.0
+
+
+def test_fast_at_takes_epochs_per_row():
+  from experiments import fast_at
+
+  rows = ['pgd_at', 'fgsm_rs']
+  assert fast_at.parse_epochs('2', rows) == {'pgd_at': 2.0, 'fgsm_rs': 2.0}
+  assert fast_at.parse_epochs('pgd_at:10,fgsm_rs:7', rows) == {'pgd_at': 10.0, 'fgsm_rs': 7.0}
+  for bad in ('pgd_at:10', 'pgd_at:x,fgsm_rs:1', 'ten', 'pgd_at:1,fgsm_rs:1,free_at:1'):
+    with pytest.raises(ValueError, match='--epochs'):
+      fast_at.parse_epochs(bad, rows)

@@ -277,3 +277,40 @@ def test_schedules():
   assert [float(st(i)) for i in (19, 20, 40)] == pytest.approx([0.1, 0.01, 0.001])
   with pytest.raises(ValueError, match='unknown schedule'):
     optim.make_schedule('linear', 0.1, 1, 1)
+
+
+def test_a_stored_config_from_before_the_init_default_changed_keeps_flax_init():
+  """`model.init` became 'torch' by default; a config.json without the field was trained with
+  Flax's initialisers, so it reads back as 'flax', while a stored value is kept as it is."""
+  from jaxrobust.train.config import default_config, with_defaults
+
+  stored = default_config().to_dict()
+  assert stored['model']['init'] == 'torch'
+  del stored['model']['init']
+  assert with_defaults(stored).model.init == 'flax'
+  stored['model']['init'] = 'torch'
+  assert with_defaults(stored).model.init == 'torch'
+
+
+def test_clean_warm_up_steps_are_a_clean_runs_steps_then_the_attack_starts(synthetic_config, tmp_path):
+  """`train.clean_epochs` (PNI's reference delays its adversarial training): the first epoch of
+  a PGD-AT run with clean_epochs=1 is bit for bit the first epoch of a clean run of the same
+  length, and the metrics show the attack from the second epoch on."""
+  c = synthetic_config
+  c.train.num_steps, c.train.num_epochs = 0, 2.0  # 8 steps per epoch
+  c.train.objective, c.train.attack = 'pgd_at', dict(name='pgd', epsilon=0.1, step_size=0.05, num_steps=2)
+  c.train.clean_epochs = 1.0
+  _run(c, tmp_path / 'warm')
+  clean = c.copy_and_resolve_references()
+  clean.train.objective, clean.train.clean_epochs, clean.train.stop_at_step = 'clean', 0.0, 8
+  _run(clean, tmp_path / 'clean')
+  target = train.build_experiment(clean).init_state().to_checkpoint()
+  restore = lambda d: train.Checkpointer(os.path.join(d, 'checkpoints'), 5).restore(target, 8)[0]
+  assert trees_equal(restore(tmp_path / 'warm')['params'], restore(tmp_path / 'clean')['params'])
+  rows = [json.loads(r) for r in open(tmp_path / 'warm' / 'metrics.jsonl') if '"epoch"' in r]
+  assert [('train_accuracy' in r, 'train_adv_accuracy' in r) for r in rows] == [(True, False)] * 2 + [
+    (False, True)
+  ] * 2
+  c.train.clean_epochs = 2.0
+  with pytest.raises(train.ConfigError, match='train.clean_epochs'):
+    train.build_experiment(c)

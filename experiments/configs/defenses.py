@@ -70,6 +70,7 @@ DEFENSES = {
 # Free-AT's replays per batch: 4 on Fashion-MNIST (ε = 0.1 is reached in 1-2 replays), 8 on CIFAR-10
 # as Shafahi et al.
 FREE_REPLAYS = {'fashion_mnist': 4, 'cifar10': 8, 'synthetic': 2}
+PNI_ALPHA_OVER_EPS = 0.01 / 0.031  # He et al.'s code: α = 0.01 at ε = 0.031
 GUARD_HOLDOUT = {'fashion_mnist': 1000, 'cifar10': 1000, 'synthetic': 32}
 
 
@@ -159,7 +160,10 @@ def defense_config(name: str, arg: str | None = None) -> ml_collections.ConfigDi
     **mb,
   )
   if name == 'noise_injection':
-    c.train.attack = dict(name='pgd', epsilon=eps, step_size=eps / 4, num_steps=7, **mb)
+    # PNI's reference: PGD-7 with α = 0.01 at ε = 0.031 (scaled to this ε), attacking the
+    # train-mode predictions (attack_labels='pred'), after 5 clean epochs (none in a quick run).
+    c.train.attack = dict(name='pgd', epsilon=eps, step_size=eps * PNI_ALPHA_OVER_EPS, num_steps=7, **mb)
+    c.train.clean_epochs = 0.0 if quick or dataset == 'synthetic' else 5.0
   if name == 'lwta' and dataset == 'cifar10':
     if authors:  # their released code: PGD-10, halving from epoch 75 (final rate 0.1·0.5²⁶)
       c.train.schedule, c.train.num_epochs = 'halving', 1.0 if quick else 100.0

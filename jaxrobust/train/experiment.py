@@ -52,6 +52,7 @@ class LoopSettings:
   branch_dispatch: str
   pad: int
   flip: bool
+  clean_steps: int = 0  # the first steps train with `Experiment.warmup` (config.train.clean_epochs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +84,7 @@ class Experiment:
   keys: keys.RunKeys
   loop: LoopSettings
   guard: Guard | None = None
+  warmup: Objective | None = None  # the objective of the first loop.clean_steps steps
 
   def init_state(self) -> TrainState:
     """The initial training state (parameters from the init key)."""
@@ -211,5 +213,9 @@ def build_experiment(config: ml_collections.ConfigDict, *, dataset: Dataset | No
     branch_dispatch=t.branch_dispatch,
     pad=config.data.augment.pad,
     flip=config.data.augment.flip,
+    clean_steps=int(round(t.clean_epochs * spe)),
   )
-  return Experiment(config, ds, model, tx, objective, keys.run_keys(config.seed), loop, guard)
+  warmup = None
+  if loop.clean_steps:
+    warmup = clean_objective(model.apply, ds.num_classes, label_smoothing=t.label_smoothing)
+  return Experiment(config, ds, model, tx, objective, keys.run_keys(config.seed), loop, guard, warmup)

@@ -40,7 +40,14 @@ StepRunner = Callable[[Any, Any, jax.Array, int], tuple[Any, dict]]
 
 
 def make_step_runner(
-  objective: Objective, mode: str, *, pad: int = 0, flip: bool = False, dispatch: str = 'auto'
+  objective: Objective,
+  mode: str,
+  *,
+  pad: int = 0,
+  flip: bool = False,
+  dispatch: str = 'auto',
+  warmup: Objective | None = None,
+  warmup_steps: int = 0,
 ) -> tuple[ParallelStep, StepRunner]:
   """(pstep, run): the parallel step and `run(placed, batch, key, step) -> (placed, metrics)`.
 
@@ -48,25 +55,34 @@ def make_step_runner(
   the branch by `lax.switch`; 'host' draws the branch on the host with the objective's own
   `choose_branch` from the same step key and runs a step compiled for that branch alone
   (compiled on first use); 'auto' = 'host' on the CPU, whose conditionals run convolution
-  gradients 2× slower (docs/performance.md), else 'switch'.
+  gradients 2× slower (docs/performance.md), else 'switch'. Steps below `warmup_steps` run the
+  `warmup` objective's step instead (a program of its own, so the step number stays on the host).
   """
-  build = lambda branch: make_parallel_step(
-    lambda ax: make_train_step(objective, axis_name=ax, pad=pad, flip=flip, branch=branch), mode
+  build = lambda obj, branch: make_parallel_step(
+    lambda ax: make_train_step(obj, axis_name=ax, pad=pad, flip=flip, branch=branch), mode
   )
-  pstep = build(None)
+  pstep = build(objective, None)
   if dispatch == 'auto':
     dispatch = 'host' if jax.default_backend() == 'cpu' else 'switch'
   if objective.num_branches == 1 or dispatch == 'switch':
-    return pstep, lambda placed, batch, key, step: pstep.step(placed, batch, key)
-  choose = jax.jit(lambda key, step: objective.choose_branch(keys.step_keys(key, step).objective))
-  per_branch = {}
+    run = lambda placed, batch, key, step: pstep.step(placed, batch, key)
+  else:
+    choose = jax.jit(lambda key, step: objective.choose_branch(keys.step_keys(key, step).objective))
+    per_branch = {}
 
-  def run(placed, batch, key, step):
-    b = int(choose(key, step))
-    if b not in per_branch:
-      per_branch[b] = build(b)
-    return per_branch[b].step(placed, batch, key)
+    def run(placed, batch, key, step):
+      b = int(choose(key, step))
+      if b not in per_branch:
+        per_branch[b] = build(objective, b)
+      return per_branch[b].step(placed, batch, key)
 
+  if warmup is None or not warmup_steps:
+    return pstep, run
+  warm = build(warmup, None)
+  after = run
+  run = lambda placed, batch, key, step: (
+    warm.step(placed, batch, key) if step < warmup_steps else after(placed, batch, key, step)
+  )
   return pstep, run
 
 
@@ -147,7 +163,13 @@ def _run(exp: Experiment, workdir: str, *, progress: bool) -> dict[str, Any]:
   if guard is not None and guard.stopped_at is not None:
     stop_at = start  # the guard stopped this run after a collapse; its result is already saved
   pstep, run_step = make_step_runner(
-    exp.objective, lp.parallel, pad=lp.pad, flip=lp.flip, dispatch=lp.branch_dispatch
+    exp.objective,
+    lp.parallel,
+    pad=lp.pad,
+    flip=lp.flip,
+    dispatch=lp.branch_dispatch,
+    warmup=exp.warmup,
+    warmup_steps=lp.clean_steps,
   )
   placed = pstep.put_state(state)
 
@@ -243,7 +265,9 @@ def _run(exp: Experiment, workdir: str, *, progress: bool) -> dict[str, Any]:
 
 
 def _log(writer: JsonlWriter, bar, logged: list[dict], step: int, epoch: int, elapsed: float) -> None:
-  mean = {k: float(np.mean([a[k] for a in logged])) for k in logged[0]}
+  # Means per metric over the steps that report it (a clean warm-up reports other metrics).
+  names = dict.fromkeys(k for a in logged for k in a)
+  mean = {k: float(np.mean([a[k] for a in logged if k in a])) for k in names}
   writer.write(step, epoch=epoch, elapsed_s=elapsed, **{f'train_{k}': v for k, v in mean.items()})
   acc_key = 'accuracy' if 'accuracy' in mean else 'adv_accuracy'
   bar.set_postfix(

@@ -135,8 +135,9 @@ def adversarial_objective(
 
   Args:
     attack: attack spec for `build_attack` (e.g. {'name': 'pgd', 'epsilon': 0.1, ...}).
-    attack_labels: 'true', or 'pred' (attack the model's clean predictions, as PNI's code does,
-      which avoids label leaking).
+    attack_labels: 'true', or 'pred': attack the model's clean predictions in train mode, as
+      PNI's code does (it avoids label leaking; the prediction comes from a train-mode pass, with
+      the batch's statistics and a noise draw of its own, whose statistics are discarded).
   """
   if attack_labels not in ('true', 'pred'):
     raise ValueError(f"attack_labels must be 'true' or 'pred', got {attack_labels!r}")
@@ -147,7 +148,10 @@ def adversarial_objective(
     f = eval_logits_fn(apply_fn, params, batch_stats)
     y_att = y
     if attack_labels == 'pred':
-      y_att = jnp.argmax(f(x, jax.random.fold_in(k_model, keys.TAG_ATTACK_LABELS)), -1)
+      logits_pred, _, _ = train_forward(
+        apply_fn, params, batch_stats, x, jax.random.fold_in(k_model, keys.TAG_ATTACK_LABELS)
+      )
+      y_att = jnp.argmax(lax.stop_gradient(logits_pred), -1)
     x_adv = attack_fn(f, example_keys, x, y_att)
     logits, bs, kl = train_forward(apply_fn, params, batch_stats, x_adv, k_model, with_kl=True)
     loss = softmax_cross_entropy(logits, y, num_classes, label_smoothing)

@@ -1,0 +1,53 @@
+"""The cost of an EOT gradient: PGD with the gradient averaged over S draws (vmap over keys)
+against S times the same PGD on one draw, on the stochastic small CNNs (LWTA and PNI).
+
+  python -m benchmarks.eot [--models=small_cnn_lwta,small_cnn_pni] [--batch=128] [--samples=20] [--steps=5] [--repeats=5] [--side=28]
+
+ratio = t(PGD with eot_samples=S) / (S · t(PGD with one draw)); target ≤ 1.0 (S draws under
+`vmap` must cost no more than S single gradients). The two programs alternate (side_by_side),
+so both see the same machine state; medians are printed with the CPU model.
+"""
+
+import jax
+
+from benchmarks import side_by_side
+from benchmarks.common import arg, emit
+from jaxrobust import attacks as A
+from jaxrobust.models import STOCHASTIC, create_model, make_logits_fn
+
+
+def bench(name: str, batch: int, samples: int, steps: int, repeats: int, side: int = 28) -> None:
+  model = create_model(name, num_classes=10)
+  x = jax.random.uniform(jax.random.key(0), (batch, side, side, 1))
+  y = jax.random.randint(jax.random.key(1), (batch,), 0, 10)
+  variables = jax.jit(lambda x: model.init({'params': jax.random.key(2), STOCHASTIC: jax.random.key(3)}, x))(
+    x[:2]
+  )
+  f = make_logits_fn(model, variables)
+  hyper = dict(epsilon=0.1, step_size=0.025, num_steps=steps)
+  run = {
+    f'eot{samples}': jax.jit(lambda k: A.pgd(f, k, x, y, eot_samples=samples, **hyper)),
+    'single': jax.jit(lambda k: A.pgd(f, k, x, y, **hyper)),
+  }
+  key = jax.random.key(4)
+  times = side_by_side.alternate({n: (lambda fn=fn: fn(key)) for n, fn in run.items()}, repeats=repeats)
+  t_eot, t_one = times[f'eot{samples}']['median_s'], times['single']['median_s']
+  emit(
+    model=name,
+    batch=batch,
+    measure=f'pgd{steps}_eot{samples}_vs_{samples}_single',
+    cpu=side_by_side.cpu_model(),
+    eot_s=round(t_eot, 4),
+    single_s=round(t_one, 4),
+    ratio=round(t_eot / (samples * t_one), 3),
+    target=1.0,
+  )
+
+
+def main():
+  for name in arg('models', 'small_cnn_lwta,small_cnn_pni').split(','):
+    bench(name, arg('batch', 128), arg('samples', 20), arg('steps', 5), arg('repeats', 5), arg('side', 28))
+
+
+if __name__ == '__main__':
+  main()
