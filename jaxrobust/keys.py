@@ -16,7 +16,7 @@ import jax
 
 # -------------------------------------------------------------------- training (per step)
 # Folded into a device's model key inside an objective.
-TAG_ATTACK_LABELS = 1  # the eval-mode pass whose predictions label the attack (PNI, TRADES)
+TAG_ATTACK_LABELS = 1  # the pass whose predictions label the attack (PNI: train mode; TRADES: eval mode)
 TAG_CLEAN_PASS = 2  # the second train-mode pass, on clean inputs (PNI's 0.5/0.5 loss)
 # Folded into the step's objective key.
 TAG_MIXED_BRANCH = 3  # mixed training's draw of clean or one attack

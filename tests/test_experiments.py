@@ -184,3 +184,17 @@ def test_fast_at_takes_epochs_per_row():
   for bad in ('pgd_at:10', 'pgd_at:x,fgsm_rs:1', 'ten', 'pgd_at:1,fgsm_rs:1,free_at:1'):
     with pytest.raises(ValueError, match='--epochs'):
       fast_at.parse_epochs(bad, rows)
+
+
+def test_lwta_temperature_study_on_the_synthetic_lwta_row(table, tmp_path):
+  """Every setting is measured, accuracies are fractions, the table has a row per setting and
+  the figure is a PNG."""
+  from experiments import lwta_temperature
+
+  d = table[0]
+  workdir = str(d / 'runs' / 'synthetic' / 'lwta')
+  rows, md = lwta_temperature.run(workdir, num_test=16, eot_samples=2, out_dir=str(tmp_path))
+  assert [r['setting'] for r in rows] == ['T = 0.67', 'T = 0.1', 'T = 0.01', 'argmax winners']
+  assert all(0 <= r[k] <= 1 for r in rows for k in ('clean', 'PGD-20', 'EOT2-PGD-20'))
+  fig = tmp_path / 'synthetic' / 'figures' / 'confidence_by_temperature.png'
+  assert fig.read_bytes().startswith(PNG) and md.count('\n') == 2 + len(rows)

@@ -260,3 +260,23 @@ def test_mean_field_equals_the_monte_carlo_mean_at_the_eval_temperature(U):
   mc, sd = np.asarray(y.mean(0)), np.asarray(y.std(0))
   assert np.all(np.abs(mc - mean_field) <= 4 * sd / np.sqrt(n) + 1e-6), (mc, mean_field)
   assert not np.allclose(mean_field, np.asarray(lwta_apply('argmax', h, U=U))[0])  # not the argmax surrogate
+
+
+@pytest.mark.parametrize('temperature', [0.1, 1.0])
+def test_with_lwta_mode_sets_the_test_temperature_of_every_layer(temperature):
+  """`with_lwta_mode(model, eval_temperature=T)` builds the network's LWTA layers at T. With tied
+  units (h₁ = h₂ = 1) the first output is ξ₁ = σ(L/T), L logistic, so it lies in (0.05, 0.95)
+  with probability 2σ(T·logit(0.95)) − 1: checked within 4σ over draws of the layer the network
+  would build."""
+  model = M.create_model('small_cnn_lwta', num_classes=10)
+  act = M.with_lwta_mode(model, eval_temperature=temperature).act
+  layer = act(deterministic=False)
+  h = jnp.ones((1, 2))
+  n = 20000
+  v = layer.init({'params': K0, 'stochastic': K0}, h)
+  y = jax.vmap(lambda k: layer.apply(v, h, rngs={'stochastic': k}))(jax.random.split(K1, n))[:, 0, 0]
+  inside = np.asarray((y > 0.05) & (y < 0.95))
+  p = 2 * jax.nn.sigmoid(temperature * np.log(0.95 / 0.05)) - 1
+  assert abs(inside.mean() - p) <= 4 * np.sqrt(p * (1 - p) / n), (inside.mean(), p)
+  with pytest.raises(ValueError, match='eval_temperature'):
+    M.with_lwta_mode(model, eval_temperature=0.0)

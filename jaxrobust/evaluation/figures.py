@@ -43,13 +43,17 @@ def adversarial_examples_grid(
   _save(fig, path)
 
 
-def confidence_histograms(path, confidences: dict, correct: dict, title: str = ''):
+def confidence_histograms(path, confidences: dict, correct: dict, title: str = '', ncols: int = 0):
   """Histograms of max-softmax confidence for all examples and the correctly classified ones
-  (Figure 4), one panel per input kind (e.g. 'clean', 'pgd')."""
+  (Figure 4), one panel per input kind (e.g. 'clean', 'pgd'), `ncols` panels a row (0: one row)."""
   kinds = list(confidences)
-  fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 3), squeeze=False)
+  ncols = ncols or len(kinds)
+  nrows = -(-len(kinds) // ncols)
+  fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3 * nrows), squeeze=False)
   bins = np.linspace(0, 1, 21)
-  for ax, k in zip(axes[0], kinds):
+  for ax in axes.flat[len(kinds) :]:
+    ax.axis('off')
+  for ax, k in zip(axes.flat, kinds):
     c = np.asarray(confidences[k])
     ok = np.asarray(correct[k], bool)
     ax.hist(c, bins=bins, alpha=0.5, label=f'all ({len(c)})')

@@ -78,13 +78,21 @@ def pni_network(base, *, noisy_head: bool, channelwise: bool = False, **kwargs) 
   return base(**layers, **kwargs)
 
 
-def with_lwta_mode(model: nn.Module, mode: str) -> nn.Module:
+def with_lwta_mode(
+  model: nn.Module, mode: str = 'auto', *, eval_temperature: float | None = None
+) -> nn.Module:
   """The same model (same parameters) with every LWTA layer in `mode` (e.g. 'hard', the
-  straight-through sampler). For the noise-free surrogate use `model.clone(deterministic=True)`."""
+  straight-through sampler; 'mean', the mean field) and, if given, another temperature at test
+  time. For the noise-free surrogate use `model.clone(deterministic=True)`."""
   act = model.act
   if not (isinstance(act, functools.partial) and act.func is LWTA):
     raise ValueError('with_lwta_mode: the model has no LWTA activation')
-  return model.clone(act=functools.partial(LWTA, **{**act.keywords, 'mode': mode}))
+  fields = {**act.keywords, 'mode': mode}
+  if eval_temperature is not None:
+    if not eval_temperature > 0:
+      raise ValueError(f'with_lwta_mode: eval_temperature must be > 0, got {eval_temperature}')
+    fields['eval_temperature'] = float(eval_temperature)
+  return model.clone(act=functools.partial(LWTA, **fields))
 
 
 @functools.partial(jax.jit, static_argnames=('model',))
