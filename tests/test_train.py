@@ -314,3 +314,26 @@ def test_clean_warm_up_steps_are_a_clean_runs_steps_then_the_attack_starts(synth
   c.train.clean_epochs = 2.0
   with pytest.raises(train.ConfigError, match='train.clean_epochs'):
     train.build_experiment(c)
+
+
+def test_torch_init_redraws_the_small_cnn_but_keeps_the_wide_resnets_own():
+  """init='torch' gives PyTorch's U(±1/√fan_in) to networks whose reference uses torch's defaults
+  (the small CNN: every kernel within that bound, and the draw differs from Flax's), while the
+  WideResNets keep the N(0, 2/(9·out)) their reference code sets (same parameters as 'flax')."""
+  from jaxrobust.models import create_model
+
+  tx = optax.sgd(0.1)
+  cnn = create_model('small_cnn', num_classes=4)
+  x = np.zeros((1, 8, 8, 1), np.float32)
+  flax_p = create_train_state(cnn, jax.random.key(0), x, tx, 'flax').params
+  torch_p = create_train_state(cnn, jax.random.key(0), x, tx, 'torch').params
+  assert not trees_equal(flax_p, torch_p)
+  for path, k in jax.tree_util.tree_leaves_with_path(torch_p):
+    if 'kernel' in jax.tree_util.keystr(path):
+      assert np.abs(k).max() <= 1 / np.sqrt(np.prod(k.shape[:-1]))
+  wrn = create_model('wrn_tiny', num_classes=4)
+  x = np.zeros((1, 8, 8, 3), np.float32)
+  assert trees_equal(
+    create_train_state(wrn, jax.random.key(0), x, tx, 'flax').params,
+    create_train_state(wrn, jax.random.key(0), x, tx, 'torch').params,
+  )

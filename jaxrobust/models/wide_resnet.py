@@ -8,7 +8,7 @@ References:
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -90,6 +90,10 @@ class WideResNet(nn.Module):
     projection_first: a 1×1 projection shortcut in every group's first block, even when the
       widths agree (Haiku's WRN); otherwise only where they differ (TRADES, DeepMind's PyTorch).
   """
+
+  # The reference code (TRADES' WideResNet) sets its own initialisation, N(0, 2/(9·out)) for the
+  # convolutions (`conv_kernel_init`), so config.model.init='torch' leaves it as it is.
+  sets_own_init: ClassVar[bool] = True
 
   depth: int = 34
   widen: int = 1

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax.training import train_state
 
 from jaxrobust.models.common import STOCHASTIC
-from jaxrobust.models.init import torch_default_init
+from jaxrobust.models.init import INITS, torch_default_init
 
 
 class TrainState(train_state.TrainState):
@@ -48,17 +48,18 @@ def create_train_state(model, key: jax.Array, sample_input: jax.Array, tx, init:
     sample_input: an input batch of the right shape (values unused).
     tx: an optax GradientTransformation.
     init: 'flax' (the layers' initialisers) or 'torch' (kernels and biases redrawn as PyTorch's
-      defaults, `models.init.torch_default_init`, from the params key).
+      defaults, `models.init.torch_default_init`, from the params key), except in networks whose
+      reference code sets its own initialisation (`sets_own_init`: the WideResNets), which keep it.
   """
   k_params, k_noise = jax.random.split(key)
   variables = jax.jit(lambda x: model.init({'params': k_params, STOCHASTIC: k_noise}, x, train=False))(
     jnp.asarray(sample_input)
   )
   params = variables['params']
-  if init == 'torch':
+  if init not in INITS:
+    raise ValueError(f'init must be one of {INITS}, got {init!r}')
+  if init == 'torch' and not getattr(model, 'sets_own_init', False):
     params = torch_default_init(params, k_params)
-  elif init != 'flax':
-    raise ValueError(f"init must be 'flax' or 'torch', got {init!r}")
   state = TrainState.create(
     apply_fn=model.apply, params=params, tx=tx, batch_stats=variables.get('batch_stats', {})
   )
