@@ -6,7 +6,8 @@
 
 Writes results/<dataset>/table1.md, table1.json, rows/<row>.json and figures/*.png. A row whose
 results exist is not redone (--force redoes it); an interrupted row resumes from its checkpoints
-in runs/<dataset>/<row>.
+in runs/<dataset>/<row>. Every row also gets AutoAttack at its full budget (the standard version,
+or the rand version for a randomised row; --noautoattack leaves the column out).
 """
 
 from __future__ import annotations
@@ -50,9 +51,15 @@ def run_row(
   out_dir: str = 'results',
   force: bool = False,
   seed: int = 0,
+  autoattack: bool = False,
+  autoattack_scale: float = 1.0,
   progress: bool = True,
 ) -> dict:
-  """Trains (or resumes) and evaluates one row; caches its record in out_dir/<dataset>/rows/."""
+  """Trains (or resumes) and evaluates one row; caches its record in out_dir/<dataset>/rows/.
+
+  With `autoattack`, AutoAttack at its full budget joins the suite (standard, or rand on a
+  randomised model): the AutoAttack column, and the worst case includes it.
+  """
   rows_dir = os.path.join(out_dir, dataset, 'rows')
   cache = os.path.join(rows_dir, f'{row}.json')
   if os.path.exists(cache) and not force:
@@ -83,6 +90,8 @@ def run_row(
     steps_scale=steps_scale,
     eot_samples=eot_samples,
     epsilon_grid=GRID.get(dataset, GRID['synthetic']),
+    with_autoattack=autoattack,
+    autoattack_scale=autoattack_scale,
     progress=progress,
   )
   # Figures of this row: adversarial examples (Figure 3) and confidence histograms (Figure 4),
@@ -165,6 +174,7 @@ def main(argv):
     runs_dir=F.runs,
     force=F.force,
     seed=F.seed,
+    autoattack=F.autoattack,
   )
   print(open(md).read())
   print(f'wrote {md} ({time.time() - t0:.0f} s)')
@@ -184,5 +194,6 @@ if __name__ == '__main__':
   flags.DEFINE_string('runs', 'runs', 'training work directories')
   flags.DEFINE_bool('force', False, 'redo rows whose results exist')
   flags.DEFINE_integer('seed', 0, 'seed of every row')
+  flags.DEFINE_bool('autoattack', True, 'add the AutoAttack column (standard, or rand on randomised rows)')
   logging.set_verbosity(logging.WARNING)
   app.run(main)

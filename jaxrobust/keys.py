@@ -37,6 +37,7 @@ TAG_RESTART_SELECTION = 10**6  # PGD: the pass that scores restarts (beyond any 
 TAG_EVAL_PREDICT = 1  # the forward pass that classifies attacked inputs (ε grid, figures)
 TAG_EVAL_DRAWS = 1  # the repeated clean draws of a stochastic model
 TAG_EVAL_GRID = 2  # the accuracy-against-ε grid
+TAG_EVAL_AUTOATTACK = 4  # AutoAttack beside a suite (Table 1's column)
 TAG_FIGURES = 9  # the attack drawn for the example and confidence figures
 
 

@@ -122,7 +122,9 @@ def test_evaluate_adaptive_on_a_stochastic_lwta_network():
     queries=40,
     batch_size=12,
   )
-  assert {'transfer_argmax', 'transfer_mean_field', 'aa_rand', 'eot_pgd', 'eot_square'} <= set(res['attacks'])
+  assert {'transfer_argmax', 'transfer_mean_field', 'aa_standard', 'aa_rand', 'eot_pgd', 'eot_square'} <= set(
+    res['attacks']
+  )
   for a in list(res['attacks'].values()) + [res['clean']]:
     assert a['all'] <= a['mean'] <= 1 and a['all'] <= a['majority']
   lo, hi = res['worst_case_interval']

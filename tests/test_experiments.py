@@ -25,6 +25,8 @@ def table(tmp_path_factory):
     steps_scale=0.05,
     eot_samples=2,
     suite='study',
+    autoattack=True,
+    autoattack_scale=0.02,
     progress=False,
   )
   return d, records, md
@@ -47,6 +49,13 @@ def test_table1_smoke_writes_table_rows_and_json(table):
   for col in ('eot_pgd', 'eot_apgd', 'transfer', 'clean_all_of_k_draws'):
     assert col in rows[1]['result']  # honest evaluation of the stochastic model
   assert rows[1]['result']['clean_all_of_k_draws'] <= rows[1]['result']['clean']
+  # The AutoAttack column: standard on the deterministic row, rand on the stochastic one, and the
+  # worst case is correct under it too, point by point.
+  assert [r['result']['autoattack_version'] for r in rows] == ['standard', 'rand']
+  for r in records:
+    per = r['result']['per_example']
+    assert not any(w and not a for w, a in zip(per['worst_case'], per['autoattack']))
+  assert '| AutoAttack |' in text
 
 
 def test_finished_rows_are_not_redone(table):
@@ -198,3 +207,33 @@ def test_lwta_temperature_study_on_the_synthetic_lwta_row(table, tmp_path):
   assert all(0 <= r[k] <= 1 for r in rows for k in ('clean', 'PGD-20', 'EOT2-PGD-20'))
   fig = tmp_path / 'synthetic' / 'figures' / 'confidence_by_temperature.png'
   assert fig.read_bytes().startswith(PNG) and md.count('\n') == 2 + len(rows)
+
+
+def test_converged_study_reuses_the_trained_rows_and_reports_the_protocol(table, tmp_path):
+  """experiments.converged on the synthetic rows the Table 1 fixture trained (same configs, so
+  nothing is retrained): the stochastic row gets the adaptive suite and the convergence test,
+  the deterministic one AutoAttack; the table has a line per row and the worst case bounds
+  every attack from below."""
+  from experiments import converged
+
+  d = table[0]
+  steps = json.loads(open(d / 'runs' / 'synthetic' / 'lwta' / 'metrics.jsonl').readlines()[-1])['step']
+  records, md = converged.run(
+    ['regular', 'lwta'],
+    'synthetic',
+    out_dir=str(tmp_path),
+    runs_dir=str(d / 'runs'),
+    num_test=8,
+    eot_samples=2,
+    convergence_n=4,
+    steps_scale=0.05,
+    progress=False,
+  )
+  regular, lwta = records
+  assert lwta['train_steps'] == steps  # resumed at the end: no step was added
+  assert regular['result']['suite'] == 'autoattack' and lwta['result']['suite'] == 'adaptive'
+  res = lwta['result']
+  assert res['worst_case'] <= min(a['majority'] for a in res['attacks'].values())
+  assert set(lwta['convergence']) >= {'accuracy_vs_draws', 'accuracy_vs_steps', 'converged', 'n'}
+  assert (tmp_path / 'synthetic' / 'figures' / 'lwta_convergence.png').read_bytes().startswith(PNG)
+  assert md.count('\n') == 2 + 2 and open(tmp_path / 'synthetic' / 'converged.md').read() == md

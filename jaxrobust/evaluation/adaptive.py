@@ -1,5 +1,6 @@
 """The adaptive evaluation of a stochastic defense, as one suite: single-draw attacks (the kind of
-number randomised defenses report, an upper bound), EOT attacks (AA-rand, EOT-PGD), a
+number randomised defenses report, an upper bound: PGD, APGD-CE, APGD-DLR and AutoAttack's
+standard version), EOT attacks (AA-rand, EOT-PGD), a
 gradient-free EOT attack (Square on the margin averaged over draws), transfer from deterministic
 surrogates of the same weights, and every adversarial point classified with N fresh draws (mean,
 majority-vote and all-N accuracy). The headline is the per-point worst case over all attacks,
@@ -156,25 +157,32 @@ def evaluate_adaptive(
       dataset, eot_samples=eot_samples, steps_scale=steps_scale, queries=queries
     ).items()
   }
-  aa_steps = max(1, int(round(100 * steps_scale)))
   report_flags = {}
 
-  def aa_rand(g, k, x, y):
-    x_adv, rep = A.autoattack(
-      g,
-      k,
-      x,
-      y,
-      epsilon=eps,
-      version='rand',
-      eot_samples=eot_samples,
-      num_steps=aa_steps,
-      batch_size=x.shape[0],
-    )
-    report_flags.update(rep['flags'])
-    return x_adv
+  def autoattack(version: str, flag_prefix: str):
+    """AutoAttack's `version` as an attack of the suite; its sanity checks go to the flags."""
 
-  attacks['aa_rand'] = aa_rand
+    def attack(g, k, x, y):
+      x_adv, rep = A.autoattack(
+        g,
+        k,
+        x,
+        y,
+        epsilon=eps,
+        version=version,
+        eot_samples=eot_samples,
+        num_steps=max(1, int(round(100 * steps_scale))),
+        num_queries=max(1, int(round(5000 * steps_scale))),
+        batch_size=x.shape[0],
+      )
+      report_flags.update({f'{flag_prefix}{n}': v for n, v in rep['flags'].items()})
+      return x_adv
+
+    return attack
+
+  # The standard version is what a deterministic model would get (every attack on one draw).
+  attacks['aa_standard'] = autoattack('standard', 'standard_')
+  attacks['aa_rand'] = autoattack('rand', '')
   transfer = A.build_attack(
     dict(name='pgd', epsilon=eps, step_size=eps / 8, num_steps=max(1, int(round(20 * steps_scale))))
   )

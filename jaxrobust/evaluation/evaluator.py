@@ -88,6 +88,8 @@ def evaluate_model(
   steps_scale: float = 1.0,
   eot_samples: int = 8,
   epsilon_grid=None,
+  with_autoattack: bool = False,
+  autoattack_scale: float = 1.0,
   progress: bool = False,
 ) -> dict:
   """Robust accuracy of a model under a suite, with stochastic-model extras.
@@ -106,6 +108,11 @@ def evaluate_model(
     steps_scale: scale attack iterations (quick runs).
     eot_samples: EOT samples of the adaptive attacks.
     epsilon_grid: if given, PGD-L∞ accuracy at each ε (vmapped grid).
+    with_autoattack: for 'study' and 'standard', also run AutoAttack (its standard version, or
+      its rand version on a randomised model), as Table 1's AutoAttack column; the worst case
+      then includes it.
+    autoattack_scale: scales AutoAttack's iterations and queries apart from `steps_scale` (1:
+      the reference's budget, whatever the suite's scale; smaller only for tests).
 
   Returns:
     dict with accuracies per attack ('clean', 'fgsm', ...), 'worst_case', 'stochastic',
@@ -115,6 +122,8 @@ def evaluate_model(
   Raises:
     NonFiniteLogitsError: when the model's clean logits are not finite.
   """
+  if with_autoattack and suite not in ('study', 'standard'):
+    raise ValueError(f"with_autoattack is for the 'study' and 'standard' suites, not {suite!r}")
   f = make_logits_fn(model, variables)
   check_finite_model(f, images, key=key, batch_size=batch_size)
   stochastic = _stochastic(model, variables, images.shape[1:])
@@ -184,6 +193,23 @@ def evaluate_model(
     )
     out['clean_all_of_k_draws'] = multi['clean']
     out['eval_draws'] = eval_draws
+  if with_autoattack:
+    aa = evaluate_autoattack(
+      f,
+      images,
+      labels,
+      dataset=dataset,
+      version='rand' if stochastic else 'standard',
+      key=jax.random.fold_in(key, keys.TAG_EVAL_AUTOATTACK),
+      stochastic=stochastic,
+      steps_scale=autoattack_scale,
+      batch_size=max(batch_size, 500),
+    )
+    robust = np.asarray(aa['per_example']['autoattack'], bool)
+    worst = np.asarray(out['per_example']['worst_case'], bool) & robust
+    out.update({k: aa[k] for k in ('autoattack', 'autoattack_version', 'autoattack_report')})
+    out['worst_case'] = float(worst.mean())
+    out['per_example'].update(autoattack=robust.tolist(), worst_case=worst.tolist())
   out.update(_grid(f, images, labels, epsilon_grid, key=key, steps_scale=steps_scale, batch_size=batch_size))
   out['ms_per_image'] = inference_ms_per_image(model, variables, images.shape[1:])
   return out

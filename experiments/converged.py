@@ -1,0 +1,212 @@
+"""Is stochastic LWTA robust? Converged models under the adaptive protocol, in one command.
+
+  python -m experiments.converged                       # the four rows, 1000 test images, EOT over 20 draws
+  python -m experiments.converged --rows=lwta --num_test=1000 --eot=20 --convergence_n=100
+
+Each row is trained with its full Fashion-MNIST config (10 epochs, seed 0; PNI with its
+reference recipe), the same as
+
+  python -m experiments.train --config=experiments/configs/<row>.py:fashion_mnist --workdir=runs/converged/fashion_mnist/<row>
+
+and resumes from its checkpoints when interrupted. Stochastic rows (LWTA, PNI, the mixed row with
+noise injection) are then evaluated with the adaptive suite (`jaxrobust.evaluation.adaptive`:
+single-draw PGD / APGD, AutoAttack's standard version on one draw, AA-rand, EOT-PGD, EOT-Square,
+transfer from each deterministic surrogate, N-draw prediction, the worst case with its interval)
+and with the EOT convergence test on the first `convergence_n` images (accuracy against EOT draws
+and iterations; converged when doubling both moves it by less than half a point). The
+deterministic PGD-AT row gets AutoAttack's standard version. Writes
+results/converged/<dataset>/{rows/<row>.json, converged.md, figures/<row>_convergence.png}; rows
+already evaluated are reused (--force redoes the evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+from experiments.configs.defenses import DEFENSES, defense_config
+from jaxrobust.evaluation.accuracy import as_unit_float
+from jaxrobust.evaluation import STANDARD_BUDGETS, evaluate_model, figures
+from jaxrobust.evaluation.adaptive import eot_convergence
+from jaxrobust.files import write_atomic, write_json_atomic
+from jaxrobust.models import make_logits_fn
+from jaxrobust.train import train_and_evaluate
+
+ROWS = ('pgd_at', 'lwta', 'noise_injection', 'smoothing_pgd_fgsm_cw_pni')
+OUT = os.path.join('results', 'converged')
+
+
+def run_row(
+  row: str,
+  dataset: str = 'fashion_mnist',
+  *,
+  num_test: int = 1000,
+  eot_samples: int = 20,
+  convergence_n: int = 100,
+  steps_scale: float = 1.0,
+  runs_dir: str = os.path.join('runs', 'converged'),
+  out_dir: str = OUT,
+  seed: int = 0,
+  force: bool = False,
+  progress: bool = True,
+) -> dict:
+  """Trains (or resumes) and evaluates one row; caches its record in out_dir/<dataset>/rows/."""
+  cache = os.path.join(out_dir, dataset, 'rows', f'{row}.json')
+  if os.path.exists(cache) and not force:
+    with open(cache) as f:
+      return json.load(f)
+  config = defense_config(row, dataset)
+  config.seed = seed
+  trained = train_and_evaluate(config, os.path.join(runs_dir, dataset, row), progress=progress)
+  model, variables, ds = trained['model'], trained['state'].variables, trained['dataset']
+  n = min(num_test, len(ds.test_images))
+  stochastic = bool(DEFENSES[row].model_suffix)
+  key = jax.random.key(seed + 1)
+  t0 = time.time()
+  result = evaluate_model(
+    model,
+    variables,
+    ds.test_images[:n],
+    ds.test_labels[:n],
+    dataset=dataset,
+    suite='adaptive' if stochastic else 'autoattack',
+    key=key,
+    eot_samples=eot_samples,
+    steps_scale=steps_scale,
+    progress=progress,
+  )
+  result.pop('per_example', None)
+  record = {
+    'row': row,
+    'title': DEFENSES[row].title,
+    'dataset': dataset,
+    'epochs': config.train.num_epochs,
+    'train_steps': trained['steps'],
+    'test_accuracy_full': trained['test_accuracy'],
+    'n_eval': n,
+    'eval_s': time.time() - t0,
+    'result': result,
+  }
+  if stochastic and convergence_n:
+    t1 = time.time()
+    c = min(convergence_n, n)
+    s = lambda k: max(1, int(round(k * steps_scale)))  # noqa: E731
+    conv = eot_convergence(
+      make_logits_fn(model, variables),
+      as_unit_float(ds.test_images[:c]),
+      np.asarray(ds.test_labels[:c]),
+      jax.random.fold_in(key, 1),
+      epsilon=STANDARD_BUDGETS[dataset]['linf'],
+      steps=tuple(s(k) for k in (10, 20, 50, 100, 200)),
+      fixed_steps=s(100),
+    )
+    conv.update(n=c, seconds=time.time() - t1)
+    record['convergence'] = conv
+    figures.plot_convergence(
+      os.path.join(out_dir, dataset, 'figures', f'{row}_convergence.png'),
+      conv,
+      title=f'{DEFENSES[row].title}, {c} images',
+    )
+  write_json_atomic(cache, record)
+  return record
+
+
+def _pct(v) -> str:
+  return '–' if v is None else f'{100 * v:.1f}'
+
+
+def table(records) -> str:
+  """One line per row: the columns of the adaptive protocol (majority vote over the N draws)."""
+  head = [
+    'defense',
+    'clean',
+    'PGD, one draw',
+    'AA standard, one draw',
+    'AA-rand',
+    'EOT-PGD',
+    'EOT-Square',
+    'transfer',
+    'mean / majority / all-N under EOT-PGD',
+    'worst case [95 % interval]',
+    'EOT converged',
+  ]
+  lines = ['| ' + ' | '.join(head) + ' |', '|---' * len(head) + '|']
+  for r in records:
+    res = r['result']
+    if res.get('suite') == 'adaptive':
+      a = res['attacks']
+      transfer = ', '.join(
+        f'{k.removeprefix("transfer_")} {_pct(v["majority"])}'
+        for k, v in a.items()
+        if k.startswith('transfer_')
+      )
+      lo, hi = res['worst_case_interval']
+      e = a['eot_pgd']
+      conv = r.get('convergence')
+      cells = [
+        _pct(res['clean']['majority']),
+        _pct(a['pgd']['single_draw']),
+        _pct(a['aa_standard']['single_draw']),
+        _pct(a['aa_rand']['majority']),
+        _pct(e['majority']),
+        _pct(a['eot_square']['majority']),
+        transfer,
+        f'{_pct(e["mean"])} / {_pct(e["majority"])} / {_pct(e["all"])}',
+        f'**{_pct(res["worst_case"])}** [{_pct(lo)}, {_pct(hi)}]',
+        '–' if conv is None else ('yes' if conv['converged'] else 'no') + f' (n = {conv["n"]})',
+      ]
+    else:
+      cells = (
+        [_pct(res['clean'])]
+        + ['–', _pct(res['autoattack'])]
+        + ['–'] * 5
+        + [f'**{_pct(res["autoattack"])}**', '–']
+      )
+    lines.append(f'| {r["title"]} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def run(rows=ROWS, dataset: str = 'fashion_mnist', *, out_dir: str = OUT, **kw) -> tuple[list, str]:
+  unknown = [r for r in rows if r not in DEFENSES]
+  if unknown:
+    raise ValueError(f'unknown rows {unknown}; known: {", ".join(DEFENSES)}')
+  records = [run_row(r, dataset, out_dir=out_dir, **kw) for r in rows]
+  md = table(records)
+  write_atomic(os.path.join(out_dir, dataset, 'converged.md'), md)
+  return records, md
+
+
+def main(argv):
+  del argv
+  from absl import flags
+
+  F = flags.FLAGS
+  _, md = run(
+    F.rows.split(','),
+    F.dataset,
+    out_dir=F.out,
+    num_test=F.num_test,
+    eot_samples=F.eot,
+    convergence_n=F.convergence_n,
+    runs_dir=F.runs,
+    force=F.force,
+  )
+  print(md)
+
+
+if __name__ == '__main__':
+  from absl import app, flags
+
+  flags.DEFINE_string('rows', ','.join(ROWS), 'rows to train and evaluate')
+  flags.DEFINE_string('dataset', 'fashion_mnist', 'dataset')
+  flags.DEFINE_integer('num_test', 1000, 'test images for the adaptive suite')
+  flags.DEFINE_integer('eot', 20, 'draws of every EOT attack')
+  flags.DEFINE_integer('convergence_n', 100, 'test images of the EOT convergence test (0 = skip)')
+  flags.DEFINE_string('out', OUT, 'results directory')
+  flags.DEFINE_string('runs', os.path.join('runs', 'converged'), 'training work directories')
+  flags.DEFINE_bool('force', False, 'redo the evaluation of rows whose results exist')
+  app.run(main)
