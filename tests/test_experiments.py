@@ -237,3 +237,13 @@ def test_converged_study_reuses_the_trained_rows_and_reports_the_protocol(table,
   assert set(lwta['convergence']) >= {'accuracy_vs_draws', 'accuracy_vs_steps', 'converged', 'n'}
   assert (tmp_path / 'synthetic' / 'figures' / 'lwta_convergence.png').read_bytes().startswith(PNG)
   assert md.count('\n') == 2 + 2 and open(tmp_path / 'synthetic' / 'converged.md').read() == md
+
+
+def test_accuracy_against_training_time_figure_is_a_png(tmp_path):
+  from jaxrobust.evaluation import figures
+
+  path = tmp_path / 'cost.png'
+  figures.plot_accuracy_vs_cost(
+    str(path), {'PGD-AT': (1655.0, 0.76), 'FGSM-RS': (371.0, 0.722), 'Free-AT': (322.0, 0.722)}
+  )
+  assert path.read_bytes().startswith(PNG)
