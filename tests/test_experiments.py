@@ -247,3 +247,14 @@ def test_accuracy_against_training_time_figure_is_a_png(tmp_path):
     str(path), {'PGD-AT': (1655.0, 0.76), 'FGSM-RS': (371.0, 0.722), 'Free-AT': (322.0, 0.722)}
   )
   assert path.read_bytes().startswith(PNG)
+
+
+def test_the_autoattack_column_is_refused_beside_suites_that_have_their_own():
+  from jaxrobust.evaluation import evaluate_model
+
+  with pytest.raises(
+    ValueError, match="with_autoattack is for the 'study' and 'standard' suites, not 'adaptive'"
+  ):
+    evaluate_model(
+      None, None, None, None, dataset='synthetic', suite='adaptive', key=None, with_autoattack=True
+    )
