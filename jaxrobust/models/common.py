@@ -14,8 +14,9 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
+
+from jaxrobust.models.lane_conv import lane_conv
 
 ModuleDef = Any
 # Every stochastic layer (LWTA winners, IBP gates, PNI noise) draws from this rng collection, so
@@ -145,6 +146,5 @@ def add_bias(module: nn.Module, y):
 
 def conv_with_kernel(module: nn.Module, x, w):
   """nn.Conv's computation with a given (gated or noisy) HWIO kernel: conv, then bias."""
-  strides = (module.strides,) * 2 if isinstance(module.strides, int) else tuple(module.strides)
-  y = jax.lax.conv_general_dilated(x, w, strides, module.padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  return add_bias(module, y)
+  # lane_conv: the kernel is drawn per forward pass, so under an EOT vmap it differs per lane.
+  return add_bias(module, lane_conv(x, w, module.strides, module.padding))
