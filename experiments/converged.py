@@ -16,7 +16,10 @@ and with the EOT convergence test on the first `convergence_n` images (accuracy 
 and iterations; converged when doubling both moves it by less than half a point). The
 deterministic PGD-AT row gets AutoAttack's standard version. Writes
 results/converged/<dataset>/{rows/<row>.json, converged.md, figures/<row>_convergence.png}; rows
-already evaluated are reused (--force redoes the evaluation).
+already evaluated are reused (--force redoes the evaluation). The adaptive suite and the
+convergence test take hours per row on a CPU, so each finished piece (one attack on one batch,
+one point of a curve) is kept in the row's work directory (adaptive_cache/, convergence_cache/)
+and an interrupted evaluation resumes from there.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from experiments.configs.defenses import DEFENSES, defense_config
 from jaxrobust.evaluation.accuracy import as_unit_float
 from jaxrobust.evaluation import STANDARD_BUDGETS, evaluate_model, figures
 from jaxrobust.evaluation.adaptive import eot_convergence
+from jaxrobust.evaluation.cache import digest
 from jaxrobust.files import write_atomic, write_json_atomic
 from jaxrobust.models import make_logits_fn
 from jaxrobust.train import train_and_evaluate
@@ -61,7 +65,8 @@ def run_row(
       return json.load(f)
   config = defense_config(row, dataset)
   config.seed = seed
-  trained = train_and_evaluate(config, os.path.join(runs_dir, dataset, row), progress=progress)
+  workdir = os.path.join(runs_dir, dataset, row)
+  trained = train_and_evaluate(config, workdir, progress=progress)
   model, variables, ds = trained['model'], trained['state'].variables, trained['dataset']
   n = min(num_test, len(ds.test_images))
   stochastic = bool(DEFENSES[row].model_suffix)
@@ -78,6 +83,8 @@ def run_row(
     eot_samples=eot_samples,
     steps_scale=steps_scale,
     progress=progress,
+    # Hours on a CPU: every finished piece is kept beside the checkpoints, and a rerun resumes.
+    cache_dir=os.path.join(workdir, 'adaptive_cache') if stochastic else None,
   )
   result.pop('per_example', None)
   record = {
@@ -88,7 +95,8 @@ def run_row(
     'train_steps': trained['steps'],
     'test_accuracy_full': trained['test_accuracy'],
     'n_eval': n,
-    'eval_s': time.time() - t0,
+    # The pieces' own times: a resumed evaluation's wall time covers only its last part.
+    'eval_s': sum(result['seconds'].values()) if 'seconds' in result else time.time() - t0,
     'result': result,
   }
   if stochastic and convergence_n:
@@ -103,6 +111,8 @@ def run_row(
       epsilon=STANDARD_BUDGETS[dataset]['linf'],
       steps=tuple(s(k) for k in (10, 20, 50, 100, 200)),
       fixed_steps=s(100),
+      cache_dir=os.path.join(workdir, 'convergence_cache'),
+      model_id=digest(variables),
     )
     conv.update(n=c, seconds=time.time() - t1)
     record['convergence'] = conv

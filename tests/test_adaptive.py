@@ -96,10 +96,12 @@ def test_wilson_interval_covers_and_narrows():
   assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
 
 
-def test_evaluate_adaptive_on_a_stochastic_lwta_network():
+def test_evaluate_adaptive_on_a_stochastic_lwta_network(tmp_path, monkeypatch):
   """The whole protocol runs on an LWTA network: both surrogates are attacked, every attack has
   its one-draw, mean, majority and all-N figures, and the worst case is the per-point minimum
-  inside its interval."""
+  inside its interval. With a cache directory a rerun reads every piece back without calling the
+  model, recomputes only a missing piece, and other settings are refused."""
+  from jaxrobust.evaluation import adaptive
   from jaxrobust.evaluation.adaptive import evaluate_adaptive
   from jaxrobust.models import create_model
 
@@ -109,19 +111,33 @@ def test_evaluate_adaptive_on_a_stochastic_lwta_network():
   )
   x = np.asarray(jax.random.randint(jax.random.key(2), (12, 8, 8, 1), 0, 256), np.uint8)
   y = np.asarray(model.apply(variables, x / 255.0, rngs={'stochastic': jax.random.key(3)}).argmax(-1))
-  res = evaluate_adaptive(
+  run = lambda key=jax.random.key(4): evaluate_adaptive(  # noqa: E731
     model,
     variables,
     x,
     y,
     dataset='synthetic',
-    key=jax.random.key(4),
+    key=key,
     num_draws=3,
     eot_samples=2,
     steps_scale=0.05,
     queries=40,
-    batch_size=12,
+    batch_size=6,
+    cache_dir=str(tmp_path),
   )
+  res = run()
+  assert set(res['seconds']) == {'clean'} | set(res['attacks']) and min(res['seconds'].values()) > 0
+
+  def no_model(*_):
+    raise AssertionError('the model was called')
+
+  monkeypatch.setattr(adaptive, 'make_logits_fn', lambda *_: no_model)
+  assert run() == res  # every piece read back
+  (tmp_path / 'batch0000006_eot_pgd.json').unlink()
+  with pytest.raises(AssertionError, match='the model was called'):
+    run()
+  with pytest.raises(ValueError, match=f'{tmp_path}.*key'):
+    run(jax.random.key(5))
   assert {'transfer_argmax', 'transfer_mean_field', 'aa_standard', 'aa_rand', 'eot_pgd', 'eot_square'} <= set(
     res['attacks']
   )
@@ -157,3 +173,22 @@ def test_eot_convergence_on_the_masked_model(masked, tmp_path):
   assert conv['converged'] == (abs(conv['at_double_budget'] - conv['at_budget']) < 0.005)
   figures.plot_convergence(str(tmp_path / 'c.png'), conv, title='masked')
   assert (tmp_path / 'c.png').stat().st_size > 1000
+
+
+def test_eot_convergence_resumes_from_its_cache(masked, tmp_path):
+  """Every point of the curves is stored; a rerun reads them back without calling the model; a
+  cache without the model's identity is refused."""
+  from jaxrobust.evaluation.adaptive import eot_convergence
+
+  f, _, _, x, y = masked
+  kw = dict(epsilon=EPS, draws=(1,), steps=(5,), fixed_draws=2, fixed_steps=5, cache_dir=str(tmp_path))
+  with pytest.raises(ValueError, match='model_id'):
+    eot_convergence(f, x[:20], y[:20], jax.random.key(3), **kw)
+  first = eot_convergence(f, x[:20], y[:20], jax.random.key(3), model_id='masked', **kw)
+
+  def no_model(*_):
+    raise AssertionError('the model was called')
+
+  assert eot_convergence(no_model, x[:20], y[:20], jax.random.key(3), model_id='masked', **kw) == first
+  with pytest.raises(ValueError, match='model'):
+    eot_convergence(f, x[:20], y[:20], jax.random.key(3), model_id='other', **kw)

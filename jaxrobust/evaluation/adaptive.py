@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from typing import Callable
 
 import jax
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from jaxrobust import attacks as A
 from jaxrobust.evaluation.accuracy import as_unit_float
+from jaxrobust.evaluation.cache import PieceCache, digest
 from jaxrobust.evaluation.suites import STANDARD_BUDGETS, linf_budget
 from jaxrobust.models import make_logits_fn, with_lwta_mode
 
@@ -128,6 +130,7 @@ def evaluate_adaptive(
   batch_size: int = 250,
   progress: bool = False,
   extra_attacks: dict[str, Callable] | None = None,
+  cache_dir: str | None = None,
 ) -> dict:
   """The adaptive protocol on a (stochastic) model; see the module docstring.
 
@@ -141,12 +144,16 @@ def evaluate_adaptive(
     steps_scale: scales iterations and queries (quick looks only).
     queries: EOT-Square's query budget.
     extra_attacks: more `attack(logits_fn, key, x, y)` to include (tests).
+    cache_dir: if given, each attack's result on each batch is stored there when done and read
+      back on the next run, so an interrupted evaluation resumes (`evaluation/cache.py`); a
+      directory holding results of other settings is refused.
 
   Returns:
     {'attacks': {name: {'single_draw', 'mean', 'majority', 'all'}}, 'clean': {...},
     'worst_case': accuracy over every attack (majority vote per point), 'worst_case_interval',
     'flags' (AA-rand's checks and 'gradient_masking': EOT-Square more than a point below every
     single-draw white-box attack),
+    'seconds' (wall time per attack, summed over batches; from the run that computed it),
     'n', 'num_draws', 'per_example': {name: majority bools}}.
   """
   f = make_logits_fn(model, variables)
@@ -157,7 +164,7 @@ def evaluate_adaptive(
       dataset, eot_samples=eot_samples, steps_scale=steps_scale, queries=queries
     ).items()
   }
-  report_flags = {}
+  batch_flags = {}  # an AutoAttack's sanity flags on the batch it just attacked
 
   def autoattack(version: str, flag_prefix: str):
     """AutoAttack's `version` as an attack of the suite; its sanity checks go to the flags."""
@@ -175,7 +182,7 @@ def evaluate_adaptive(
         num_queries=max(1, int(round(5000 * steps_scale))),
         batch_size=x.shape[0],
       )
-      report_flags.update({f'{flag_prefix}{n}': v for n, v in rep['flags'].items()})
+      batch_flags.update({f'{flag_prefix}{n}': v for n, v in rep['flags'].items()})
       return x_adv
 
     return attack
@@ -191,23 +198,52 @@ def evaluate_adaptive(
     attacks[f'transfer_{name}'] = lambda _g, k, x, y, sf=sf: transfer(sf, k, x, y)
   attacks.update(extra_attacks or {})
   names = ['clean'] + list(attacks)
+  settings = dict(
+    model=digest(variables),
+    data=digest(np.asarray(images), np.asarray(labels)),
+    key=digest(key),
+    dataset=dataset,
+    num_draws=num_draws,
+    eot_samples=eot_samples,
+    steps_scale=steps_scale,
+    queries=queries,
+    batch_size=batch_size,
+    attacks=names,
+  )
+  cache = PieceCache(cache_dir, settings)
   per = {n: {'single_draw': [], 'mean': [], 'majority': [], 'all': []} for n in names}
+  seconds = dict.fromkeys(names, 0.0)
+  flag_values: dict[str, list] = {}
   for i in tqdm(range(0, len(images), batch_size), disable=not progress, desc='adaptive'):
     x = as_unit_float(images[i : i + batch_size])
     y = jnp.asarray(labels[i : i + batch_size])
     kb = jax.random.fold_in(key, i)
     for j, name in enumerate(names):
-      x_adv = x if name == 'clean' else attacks[name](f, jax.random.fold_in(kb, 2 * j), x, y)
-      d = prediction_over_draws(f, x_adv, y, jax.random.fold_in(kb, 2 * j + 1), num_draws)
-      first = np.asarray(_draw_predictions(f, x_adv, jax.random.fold_in(kb, 2 * j + 1), 1)[0])[0]  # one draw
-      per[name]['single_draw'].append(first == np.asarray(y))
-      for k in ('mean', 'majority', 'all'):
-        per[name][k].append(d[k])
+
+      def piece(j=j, name=name):
+        t = time.perf_counter()
+        x_adv = x if name == 'clean' else attacks[name](f, jax.random.fold_in(kb, 2 * j), x, y)
+        d = prediction_over_draws(f, x_adv, y, jax.random.fold_in(kb, 2 * j + 1), num_draws)
+        first = np.asarray(_draw_predictions(f, x_adv, jax.random.fold_in(kb, 2 * j + 1), 1)[0])[0]
+        out = {k: np.asarray(v).tolist() for k, v in d.items()}
+        out.update(single_draw=(first == np.asarray(y)).tolist(), seconds=time.perf_counter() - t)
+        out['flags'] = dict(batch_flags)
+        batch_flags.clear()
+        return out
+
+      r = cache.get(f'batch{i:07d}_{name}', piece)
+      for k in per[name]:
+        per[name][k].append(np.asarray(r[k]))
+      seconds[name] += r['seconds']
+      for flag, v in r['flags'].items():
+        flag_values.setdefault(flag, []).append(v)
   per = {n: {k: np.concatenate(v) for k, v in d.items()} for n, d in per.items()}
   n = len(images)
   worst = np.logical_and.reduce([per[k]['majority'] for k in names])
   lo, hi = wilson_interval(int(worst.sum()), n)
   acc = {name: {k: float(v.mean()) for k, v in d.items()} for name, d in per.items()}
+  # A flag raised on any batch is raised; a measured fraction is its largest batch value.
+  report_flags = {k: (any(v) if isinstance(v[0], bool) else max(v)) for k, v in flag_values.items()}
   # AutoAttack's test: the gradient-free attack breaks points the single-draw white-box attacks
   # left standing.
   white_box = [acc[k]['majority'] for k in ('pgd', 'apgd_ce', 'apgd_dlr')]
@@ -221,6 +257,7 @@ def evaluate_adaptive(
     'n': n,
     'num_draws': num_draws,
     'eot_samples': eot_samples,
+    'seconds': seconds,
     'per_example': {k: v['majority'].tolist() for k, v in per.items()},
   }
 
@@ -237,25 +274,39 @@ def eot_convergence(
   fixed_draws: int = 20,
   fixed_steps: int = 100,
   num_draws: int = 10,
+  cache_dir: str | None = None,
+  model_id: str | None = None,
 ) -> dict:
   """EOT-PGD robust accuracy (majority over `num_draws`) against the number of EOT draws (at
   `fixed_steps`) and against iterations (at `fixed_draws`), and whether the evaluation has
   converged: doubling both draws and iterations from (fixed_draws, fixed_steps) moves the
   accuracy by less than half a point.
 
+  Args:
+    cache_dir: if given, each point of the curves is stored there when done and read back on the
+      next run (an interrupted test resumes); needs `model_id`.
+    model_id: what identifies the model behind `logits_fn` in the cache's settings (for example
+      `cache.digest(variables)`).
+
   Returns:
     {'draws': [...], 'accuracy_vs_draws': [...], 'steps': [...], 'accuracy_vs_steps': [...],
     'at_budget': acc, 'at_double_budget': acc, 'converged': bool}.
   """
+  if cache_dir is not None and not model_id:
+    raise ValueError('eot_convergence: cache_dir needs model_id, the identity of the model it caches')
   x, y = jnp.asarray(x), jnp.asarray(y)
+  settings = dict(model=model_id, data=digest(np.asarray(x), np.asarray(y)), key=digest(key), epsilon=epsilon)
+  cache = PieceCache(cache_dir, dict(settings, num_draws=num_draws))
 
   def acc(s, t):
-    spec = dict(name='pgd', epsilon=epsilon, step_size=epsilon / 4 * 20 / t, num_steps=t, restarts=1)
-    spec.update(step_schedule='cosine', loss='margin', eot=s)
-    x_adv = A.build_attack(spec)(logits_fn, jax.random.fold_in(key, 1000 * s + t), x, y)
-    return float(
-      prediction_over_draws(logits_fn, x_adv, y, jax.random.fold_in(key, 7), num_draws)['majority'].mean()
-    )
+    def point():
+      spec = dict(name='pgd', epsilon=epsilon, step_size=epsilon / 4 * 20 / t, num_steps=t, restarts=1)
+      spec.update(step_schedule='cosine', loss='margin', eot=s)
+      x_adv = A.build_attack(spec)(logits_fn, jax.random.fold_in(key, 1000 * s + t), x, y)
+      pred = prediction_over_draws(logits_fn, x_adv, y, jax.random.fold_in(key, 7), num_draws)
+      return float(pred['majority'].mean())
+
+    return cache.get(f'draws{s}_steps{t}', point)
 
   by_draws = [acc(s, fixed_steps) for s in draws]
   by_steps = [acc(fixed_draws, t) for t in steps]

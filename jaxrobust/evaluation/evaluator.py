@@ -91,6 +91,7 @@ def evaluate_model(
   with_autoattack: bool = False,
   autoattack_scale: float = 1.0,
   progress: bool = False,
+  cache_dir: str | None = None,
 ) -> dict:
   """Robust accuracy of a model under a suite, with stochastic-model extras.
 
@@ -113,6 +114,8 @@ def evaluate_model(
       then includes it.
     autoattack_scale: scales AutoAttack's iterations and queries apart from `steps_scale` (1:
       the reference's budget, whatever the suite's scale; smaller only for tests).
+    cache_dir: 'adaptive' suite only: each attack's result per batch is stored there and reused,
+      so an interrupted evaluation resumes (`evaluation/adaptive.py`).
 
   Returns:
     dict with accuracies per attack ('clean', 'fgsm', ...), 'worst_case', 'stochastic',
@@ -124,6 +127,8 @@ def evaluate_model(
   """
   if with_autoattack and suite not in ('study', 'standard'):
     raise ValueError(f"with_autoattack is for the 'study' and 'standard' suites, not {suite!r}")
+  if cache_dir is not None and suite != 'adaptive':
+    raise ValueError(f"cache_dir is for the 'adaptive' suite, not {suite!r}")
   f = make_logits_fn(model, variables)
   check_finite_model(f, images, key=key, batch_size=batch_size)
   stochastic = _stochastic(model, variables, images.shape[1:])
@@ -140,6 +145,7 @@ def evaluate_model(
       steps_scale=steps_scale,
       batch_size=batch_size,
       progress=progress,
+      cache_dir=cache_dir,
     )
     out.update(
       suite=suite,

@@ -1,0 +1,73 @@
+"""Results of a long evaluation kept piece by piece on disk, so that an interrupted run resumes.
+
+An adaptive evaluation of a stochastic model runs for hours on a CPU. Each piece (one attack on
+one batch, one point of a convergence curve) is written atomically as JSON when it is done and
+read back instead of recomputed. A directory serves one set of settings: they are written to
+`settings.json` first, and a run with other settings (another model, key, budget or test set)
+is refused, naming the directory, rather than mixing results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from jaxrobust.files import write_json_atomic
+
+SETTINGS = 'settings.json'
+
+
+def digest(*trees) -> str:
+  """SHA-256 of the arrays of pytrees (values, shapes and dtypes): the identity of a model's
+  variables or of a test set."""
+  h = hashlib.sha256()
+  for tree in trees:
+    for leaf in jax.tree_util.tree_leaves(tree):
+      if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        leaf = jax.random.key_data(leaf)
+      a = np.asarray(leaf)
+      h.update(f'{a.dtype}{a.shape}'.encode())
+      h.update(np.ascontiguousarray(a).tobytes())
+  return h.hexdigest()
+
+
+class PieceCache:
+  """`get(name, compute)`: compute() once per name, stored in `directory` (None: no storage).
+
+  Raises:
+    ValueError: when `directory` already holds results of different settings.
+  """
+
+  def __init__(self, directory: str | None, settings: dict[str, Any]):
+    self.directory = directory
+    if directory is None:
+      return
+    settings = json.loads(json.dumps(settings))  # the form it takes on disk
+    path = os.path.join(directory, SETTINGS)
+    if os.path.exists(path):
+      with open(path) as f:
+        stored = json.load(f)
+      if stored != settings:
+        changed = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
+        raise ValueError(
+          f'cache directory {directory} holds results of other settings (differing: {changed}); '
+          'give another directory or remove it'
+        )
+    else:
+      write_json_atomic(path, settings)
+
+  def get(self, name: str, compute: Callable[[], Any]) -> Any:
+    if self.directory is None:
+      return json.loads(json.dumps(compute()))
+    path = os.path.join(self.directory, f'{name}.json')
+    if os.path.exists(path):
+      with open(path) as f:
+        return json.load(f)
+    value = json.loads(json.dumps(compute()))  # the same objects as a later read gives
+    write_json_atomic(path, value)
+    return value
