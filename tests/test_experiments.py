@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import jax
 import pytest
@@ -70,6 +71,23 @@ def test_finished_rows_are_not_redone(table):
   )
   assert again[0]['result']['clean'] == records[0]['result']['clean']
   assert not os.path.exists(d / 'elsewhere')  # no training happened
+
+
+def test_retime_measures_every_row_again_from_its_checkpoint(table, tmp_path):
+  d, records, _ = table
+  out = tmp_path / 'results'
+  shutil.copytree(d / 'results', out)
+  for name in ('regular', 'lwta'):  # a poisoned time must not survive the pass
+    path = out / 'synthetic' / 'rows' / f'{name}.json'
+    r = json.load(open(path))
+    r['result']['ms_per_image'] = -1.0
+    path.write_text(json.dumps(r))
+  again, md = table1.run_table(
+    ['regular', 'lwta'], 'synthetic', out_dir=str(out), runs_dir=str(d / 'runs'), retime_rows=True
+  )
+  for r in again + [json.load(open(out / 'synthetic' / 'rows' / 'lwta.json'))]:
+    assert r['result']['ms_per_image'] > 0 and r['ms_per_image_pass'] == 'retimed'
+  assert '-1.000' not in open(md).read()
 
 
 def test_figures_are_valid_pngs(table):
