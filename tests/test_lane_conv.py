@@ -49,3 +49,18 @@ def test_per_lane_kernels_compile_without_grouped_convolutions():
   assert 'feature_group_count' in hlo(lambda x, w: _plain(x, w, (1, 1), 'SAME'))  # the problem
   assert 'feature_group_count' not in hlo(lambda x, w: lane_conv(x, w))
   assert 'batch_group_count' not in hlo(lambda x, w: lane_conv(x, w))
+
+
+def test_off_the_cpu_per_lane_kernels_stay_one_grouped_convolution(monkeypatch):
+  """GPU/TPU run grouped convolutions well: there the rules batch the plain convolution, with the
+  same values and gradients."""
+  from jaxrobust.models import lane_conv as module
+
+  monkeypatch.setattr(module, '_grouped_is_slow', lambda: False)
+  x = jax.random.normal(jax.random.key(0), (LANES, 2, 8, 8, 4))
+  w = jax.random.normal(jax.random.key(1), (LANES, 3, 3, 4, 5))
+  grad = lambda f: jax.jit(jax.vmap(jax.grad(_loss(f), (0, 1))))
+  ours, ref = grad(lambda x, w: lane_conv(x, w)), grad(lambda x, w: _plain(x, w, (1, 1), 'SAME'))
+  for g, r in zip(ours(x, w), ref(x, w)):
+    np.testing.assert_allclose(g, r, atol=1e-4)
+  assert 'feature_group_count' in ours.lower(x, w).compile().as_text()

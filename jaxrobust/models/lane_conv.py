@@ -7,7 +7,7 @@ draw axis, and JAX batches such a convolution as one grouped convolution
 (docs/performance.md, item 9). `lane_conv` keeps the plain convolution whenever the kernel is
 shared by the lanes (no vmap, or only the activations batched: the lanes become more examples),
 and computes the per-lane-kernel case as im2col patches times the kernel, a batched matrix
-product, forward and backward alike.
+product, forward and backward alike (on the CPU; GPU and TPU keep the grouped convolution).
 
 Its derivative is a custom VJP, so reverse mode works everywhere; forward mode (`jax.jvp`) through
 a layer that uses it is not supported.
@@ -48,6 +48,12 @@ def _im2col(x, w, strides, padding):
   return jnp.einsum('nhwk,ko->nhwo', patches, w.reshape(kh * kw * cin, cout))
 
 
+def _grouped_is_slow() -> bool:
+  """XLA's CPU backend runs grouped convolutions slowly; GPU and TPU run them well, so there the
+  per-lane kernels stay one grouped convolution (JAX's own batching of the plain one)."""
+  return jax.default_backend() == 'cpu'
+
+
 def _broadcast_lanes(args, batched, lanes):
   return [a if b else jnp.broadcast_to(a, (lanes,) + a.shape) for a, b in zip(args, batched)]
 
@@ -72,7 +78,7 @@ def _lane_conv_fn(strides: tuple, padding):
     if not batched[1]:  # one kernel for every lane: the lanes are more examples
       return _split_lanes(forward(_merge_lanes(x), w), lanes), True
     x, w = _broadcast_lanes((x, w), batched, lanes)
-    return jax.vmap(im2col)(x, w), True
+    return jax.vmap(im2col if _grouped_is_slow() else plain)(x, w), True
 
   def plain_vjp(x, w, g):
     return jax.vjp(plain, x, w)[1](g)
@@ -91,7 +97,8 @@ def _lane_conv_fn(strides: tuple, padding):
       gx = _split_lanes(jax.vjp(lambda x: plain(x, w), _merge_lanes(x))[1](_merge_lanes(g))[0], lanes)
       gw = jax.vmap(lambda x, g: jax.vjp(lambda w: im2col(x, w), w)[1](g)[0])(x, g)
       return (gx, gw), (True, True)
-    return jax.vmap(im2col_vjp)(*_broadcast_lanes((x, w, g), batched, lanes)), (True, True)
+    per_lane = im2col_vjp if _grouped_is_slow() else plain_vjp
+    return jax.vmap(per_lane)(*_broadcast_lanes((x, w, g), batched, lanes)), (True, True)
 
   @jax.custom_vjp
   def conv(x, w):
