@@ -11,7 +11,9 @@ without torch and without running pickle code (jaxrobust.models.zoo):
   python -m experiments.evaluate --checkpoint=Carmon2019Unlabeled.pt --arch=wrn28_10 --dataset=cifar10 --suite=autoattack
 
 Prints the accuracies and writes <workdir>/eval_<suite>.json (for a checkpoint file:
-<out_dir>/eval_<suite>.json, by default runs/published/<file name>/).
+<out_dir>/eval_<suite>.json, by default runs/published/<file name>/). The adaptive suite keeps
+each finished piece in <workdir>/adaptive_cache_n<N>_eot<S>_scale<s>_seed<k>/, so the same
+command resumes an interrupted evaluation.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ def _evaluate_and_write(
   model, variables, ds, out_dir, *, suite, num_test, epsilons, steps_scale, eot_samples, seed, progress
 ):
   n = min(num_test, len(ds.test_images)) if num_test else len(ds.test_images)
+  # The adaptive suite takes hours on a CPU: its finished pieces are kept, one directory per
+  # setting of the command's knobs, and a rerun of the same command resumes.
+  cache = f'adaptive_cache_n{n}_eot{eot_samples}_scale{steps_scale:g}_seed{seed}'
   res = evaluate_model(
     model,
     variables,
@@ -54,6 +59,7 @@ def _evaluate_and_write(
     eot_samples=eot_samples,
     epsilon_grid=epsilons,
     progress=progress,
+    cache_dir=os.path.join(out_dir, cache) if suite == 'adaptive' else None,
   )
   write_json_atomic(os.path.join(out_dir, f'eval_{suite}.json'), res)
   return res

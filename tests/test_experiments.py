@@ -125,6 +125,18 @@ def test_evaluate_checkpoint(table):
     evaluate.evaluate_checkpoint(str(d), num_test=4)
 
 
+def test_evaluate_keeps_the_adaptive_pieces_per_setting(table, monkeypatch):
+  """The adaptive suite resumes: evaluate.py hands it a cache directory in the work directory,
+  one per setting of its knobs; other suites get none."""
+  d, _, _ = table
+  work = d / 'runs' / 'synthetic' / 'lwta'
+  seen = []
+  monkeypatch.setattr(evaluate, 'evaluate_model', lambda *a, **kw: seen.append(kw['cache_dir']) or {})
+  evaluate.evaluate_checkpoint(str(work), suite='adaptive', num_test=8, eot_samples=3, steps_scale=0.5)
+  evaluate.evaluate_checkpoint(str(work), suite='standard', num_test=8)
+  assert seen == [str(work / 'adaptive_cache_n8_eot3_scale0.5_seed0'), None]
+
+
 def test_every_defense_has_a_config_and_bad_names_are_named():
   for name in DEFENSES:
     for ds in ('fashion_mnist', 'cifar10'):
