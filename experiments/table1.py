@@ -56,18 +56,20 @@ def run_row(
   autoattack: bool = False,
   autoattack_scale: float = 1.0,
   progress: bool = True,
+  variant: str = '',
 ) -> dict:
   """Trains (or resumes) and evaluates one row; caches its record in out_dir/<dataset>/rows/.
 
   With `autoattack`, AutoAttack at its full budget joins the suite (standard, or rand on a
-  randomised model): the AutoAttack column, and the worst case includes it.
+  randomised model): the AutoAttack column, and the worst case includes it. `variant` names a
+  variant of the row's config (e.g. 'authors' for LWTA, `configs/defenses.py`).
   """
   rows_dir = os.path.join(out_dir, dataset, 'rows')
   cache = os.path.join(rows_dir, f'{row}.json')
   if os.path.exists(cache) and not force:
     with open(cache) as f:
       return json.load(f)
-  config = defense_config(row, f'{dataset},quick')
+  config = defense_config(row, f'{dataset},quick' + (f',{variant}' if variant else ''))
   config.seed = seed
   if epochs is not None:
     config.train.num_epochs = float(epochs)
@@ -123,6 +125,8 @@ def run_row(
   record = {
     'row': row,
     'title': DEFENSES[row].title,
+    'variant': variant,
+    'seed': seed,
     'dataset': dataset,
     'epochs': config.train.num_epochs,
     'train_time_s': train_time,

@@ -288,3 +288,32 @@ def test_the_autoattack_column_is_refused_beside_suites_that_have_their_own():
     evaluate_model(
       None, None, None, None, dataset='synthetic', suite='adaptive', key=None, with_autoattack=True
     )
+
+
+def test_lwta_kl_pairs_the_variants_seed_by_seed(tmp_path, monkeypatch):
+  """The table's paired difference is ELBO − authors per seed; each (variant, seed) has its own
+  work and results directories and config variant; bad --seeds are named."""
+  from experiments import lwta_kl
+
+  calls = []
+
+  def fake_row(row, dataset, *, seed, variant, runs_dir, out_dir, **_):
+    calls.append((row, seed, variant, runs_dir, out_dir))
+    work = os.path.join(runs_dir, dataset, row)
+    os.makedirs(work)
+    with open(os.path.join(work, 'metrics.jsonl'), 'w') as f:
+      f.write(json.dumps({'train_kl': 10.0 + seed}) + '\n' + json.dumps({'test_accuracy': 0.5}) + '\n')
+    acc = 0.5 + 0.1 * seed + (0.02 if variant == '' else 0.0)  # the ELBO two points higher
+    result = {c: acc for c in lwta_kl.COLUMNS}
+    return {'result': result, 'train_time_s': 1.0, 'n_eval': 16}
+
+  monkeypatch.setattr(lwta_kl, 'run_row', fake_row)
+  summary, table = lwta_kl.run([0, 1], out_dir=str(tmp_path / 'out'), runs_dir=str(tmp_path / 'runs'))
+  assert [(c[1], c[2]) for c in calls] == [(0, ''), (0, 'authors'), (1, ''), (1, 'authors')]
+  assert len({c[3] for c in calls}) == len({c[4] for c in calls}) == 4
+  assert summary['paired_difference']['worst_case'] == pytest.approx([0.02, 0.02])
+  assert summary['final_train_kl'] == {'elbo': [10.0, 11.0], 'authors': [10.0, 11.0]}
+  assert '+2.0 ± 0.0' in table and '55.0 ± 7.1' in table
+  for bad in ('0,x', '0,0', '-1', ''):
+    with pytest.raises(ValueError, match='--seeds'):
+      lwta_kl.parse_seeds(bad)

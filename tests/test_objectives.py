@@ -174,3 +174,23 @@ def test_elbo_adds_the_scaled_kl():
   assert float(objectives.elbo_loss(jnp.array(1.0), jnp.array(600.0), 60_000, beta=2.0)) == pytest.approx(
     1.02
   )
+
+
+def test_lwta_kl_term_enters_the_loss_only_with_its_beta():
+  """β = 0 (the LWTA authors' loss) trains on cross-entropy alone but still reports the KL; β = 1
+  adds exactly ΣKL/N_train (the ELBO); other adversarial objectives report no KL."""
+  model = M.create_model('small_cnn_lwta', num_classes=4)
+  x = jax.random.uniform(jax.random.key(0), (8, 8, 8, 1))
+  y = jnp.arange(8) % 4
+  params = model.init({'params': jax.random.key(1), M.STOCHASTIC: jax.random.key(2)}, x)['params']
+  attack = dict(name='pgd', epsilon=0.1, step_size=0.05, num_steps=2)
+  ekeys = jax.random.split(jax.random.key(3), 8)
+
+  def run(kl_beta):
+    obj = objectives.adversarial_objective(model.apply, 4, attack, kl_beta=kl_beta, num_train=1000)
+    return obj.loss_fn(params, {}, x, y, jax.random.key(4), example_keys=ekeys)
+
+  (ce, (_, m_none)), (l0, (_, m0)), (l1, (_, m1)) = run(None), run(0.0), run(1.0)
+  assert 'kl' not in m_none and float(m0['kl']) > 0
+  assert float(l0) == float(ce)
+  np.testing.assert_allclose(float(l1), float(ce) + float(m1['kl']) / 1000, rtol=1e-6)

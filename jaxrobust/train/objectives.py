@@ -124,14 +124,15 @@ def adversarial_objective(
   *,
   label_smoothing: float = 0.0,
   clean_weight: float = 0.0,
-  kl_beta: float = 0.0,
+  kl_beta: float | None = None,
   num_train: int = 1,
   attack_labels: str = 'true',
 ) -> Objective:
   """Adversarial training: CE on x_adv (Madry), optionally mixed with clean CE and the ELBO's KL.
 
   loss = (1−w)·CE(x_adv) + w·CE(x) + β·ΣKL/N_train, with w = `clean_weight` (PNI uses 0.5) and
-  β = `kl_beta` (LWTA's ELBO; 0 = the authors' CE-only training).
+  β = `kl_beta` (LWTA's ELBO; 0 = the authors' CE-only training, which still reports the KL as
+  the 'kl' metric; None = no KL at all).
 
   Args:
     attack: attack spec for `build_attack` (e.g. {'name': 'pgd', 'epsilon': 0.1, ...}).
@@ -165,6 +166,7 @@ def adversarial_objective(
       metrics['accuracy'] = accuracy(logits_c, y)
     if kl_beta:
       loss = elbo_loss(loss, kl, num_train, kl_beta)
+    if kl_beta is not None:
       metrics['kl'] = kl
     return loss, (bs, metrics)
 
