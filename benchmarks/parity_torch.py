@@ -3,16 +3,22 @@ fra31/auto-attack) and torchattacks' AutoAttack, on the same weights and the sam
 all timed in this run on this machine. Needs the `parity` extra (CPU torch).
 
   python -m benchmarks.parity_torch --workdir=runs/fashion_mnist/regular [--num_test=1000] [--eps=0.1]
+      [--attacks=apgd-ce,apgd-t,fab-t,square,standard] [--out=results/parity/<run>_n<N>]
 
 It copies a trained small CNN into its torch twin, checks that the logits agree to 1e-4, runs each
 component (APGD-CE, APGD-T, FAB-T, Square) alone and the whole standard AutoAttack in each
 library, and prints one JSON line per measurement and a Markdown table. Parity means robust
 accuracy within 0.5 points of the reference (1 point for Square).
+
+The reference's FAB-T alone runs for more than an hour on a PGD-trained model, so every
+measurement is stored in `--out` as it finishes and the same command goes on from there. A
+speed-up is printed only for two measurements taken in the same run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import jax
@@ -85,18 +91,56 @@ def run_torchattacks(twin, xt, yt, eps, batch_size=500):
     return float((twin(adv).argmax(1) == yt).float().mean()), seconds
 
 
+ATTACKS = tuple(COMPONENTS) + ('standard',)
+RUN = f'{os.uname().nodename}-{os.getpid()}-{int(time.time())}'  # this process: one run
+
+
+def parity_table(pieces: dict[str, dict]) -> str:
+  """The Markdown table from the stored measurements {'<attack>_<side>': {'accuracy', 'seconds',
+  'run'}}. A speed-up is printed only for two measurements of the same run (side by side on one
+  machine); accuracies compare whenever both exist."""
+  lines = [
+    '| attack | reference | jaxrobust | Δ points | reference s | jaxrobust s | speed-up |',
+    '|---|---|---|---|---|---|---|',
+  ]
+  for attack in ATTACKS:
+    ref, ours = pieces.get(f'{attack}_reference'), pieces.get(f'{attack}_jaxrobust')
+    if ref is None or ours is None:
+      continue
+    same_run = ref['run'] == ours['run']
+    speed = f'{ref["seconds"] / ours["seconds"]:.2f}×' if same_run else 'not measured in one run'
+    name = 'AutoAttack standard' if attack == 'standard' else attack
+    lines.append(
+      f'| {name} | {100 * ref["accuracy"]:.1f} | {100 * ours["accuracy"]:.1f} | '
+      f'{100 * (ours["accuracy"] - ref["accuracy"]):+.1f} | {ref["seconds"]:.0f} | {ours["seconds"]:.0f} | {speed} |'
+    )
+  ta = pieces.get('standard_torchattacks')
+  if ta is not None:
+    lines.append(f"\ntorchattacks' AutoAttack: {100 * ta['accuracy']:.1f} % in {ta['seconds']:.0f} s")
+  return '\n'.join(lines) + '\n'
+
+
 def main():
   import torch
 
   from benchmarks.torch_twins import small_cnn_from_flax
+  from jaxrobust.evaluation.cache import PieceCache, digest
   from jaxrobust.models import make_logits_fn
   from jaxrobust.train.restore import load_trained
 
   workdir, n, eps = arg('workdir', ''), arg('num_test', 1000), arg('eps', 0.1)
+  attacks = arg('attacks', ','.join(ATTACKS)).split(',')
+  unknown = sorted(set(attacks) - set(ATTACKS))
+  if unknown:
+    raise SystemExit(f'--attacks: unknown {unknown}; known: {",".join(ATTACKS)}')
   torch.set_num_threads(2)
   _, model, variables, ds = load_trained(workdir)
   x = np.asarray(ds.test_images[:n], np.float32) / 255.0
   y = np.asarray(ds.test_labels[:n])
+  out = arg('out', os.path.join('results', 'parity', f'{os.path.basename(os.path.normpath(workdir))}_n{n}'))
+  # Hours of reference runs: every measurement is kept as it finishes, and a rerun goes on from
+  # there; a directory of another model, image set or ε is refused.
+  cache = PieceCache(out, dict(model=digest(variables), images=digest(x, y), eps=eps))
   f = make_logits_fn(model, variables)
   twin = small_cnn_from_flax(model, variables)
   xt, yt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y.astype(np.int64))
@@ -110,39 +154,28 @@ def main():
     max_logit_difference=diff,
     torch=torch.__version__,
     jax=jax.__version__,
+    results=out,
   )
   if diff > 1e-4:
     raise SystemExit(f'the torch twin disagrees with the Flax model by {diff} > 1e-4')
 
-  rows = []
-  for ref_name, our_name in list(COMPONENTS.items()) + [('standard', None)]:
-    acc_ref, t_ref = run_reference(twin, xt, yt, eps, None if our_name is None else [ref_name])
-    acc_ours, t_ours = run_ours(f, x, y, eps, None if our_name is None else [our_name])
-    row = dict(
-      attack=ref_name if our_name else 'AutoAttack standard',
-      reference=acc_ref,
-      jaxrobust=acc_ours,
-      difference_points=round(100 * (acc_ours - acc_ref), 2),
-      reference_s=round(t_ref, 1),
-      jaxrobust_s=round(t_ours, 1),
-      speedup=round(t_ref / t_ours, 2),
-    )
-    if our_name is None:
-      acc_ta, t_ta = run_torchattacks(twin, xt, yt, eps)
-      row.update(torchattacks=acc_ta, torchattacks_s=round(t_ta, 1))
-    emit(**row)
-    rows.append(row)
-  print('\n| attack | reference | jaxrobust | Δ points | reference s | jaxrobust s | speed-up |')
-  print('|---|---|---|---|---|---|---|')
-  for r in rows:
-    print(
-      f'| {r["attack"]} | {100 * r["reference"]:.1f} | {100 * r["jaxrobust"]:.1f} | {r["difference_points"]:+.1f} | '
-      f'{r["reference_s"]} | {r["jaxrobust_s"]} | {r["speedup"]}× |'
-    )
-  if 'torchattacks' in rows[-1]:
-    print(
-      f"\ntorchattacks' AutoAttack: {100 * rows[-1]['torchattacks']:.1f} % in {rows[-1]['torchattacks_s']} s"
-    )
+  def measured(fn):
+    acc, seconds = fn()
+    return dict(accuracy=acc, seconds=seconds, run=RUN, cpu=side_by_side.cpu_model())
+
+  pieces = {}
+  for attack in attacks:
+    names = None if attack == 'standard' else [attack]
+    sides = {
+      'reference': lambda: run_reference(twin, xt, yt, eps, names),
+      'jaxrobust': lambda: run_ours(f, x, y, eps, None if names is None else [COMPONENTS[attack]]),
+    }
+    if attack == 'standard':
+      sides['torchattacks'] = lambda: run_torchattacks(twin, xt, yt, eps)
+    for side, fn in sides.items():
+      pieces[f'{attack}_{side}'] = piece = cache.get(f'{attack}_{side}', lambda fn=fn: measured(fn))
+      emit(attack=attack, side=side, **piece)
+  print('\n' + parity_table(pieces))
 
 
 if __name__ == '__main__':

@@ -71,3 +71,23 @@ def test_eot_benchmark_runs(monkeypatch, capsys):
   assert [r['model'] for r in rows] == ['small_cnn_lwta', 'small_cnn_pni'] and all(
     r['ratio'] > 0 for r in rows
   )
+
+
+def test_parity_table_prints_a_speed_up_only_for_one_run():
+  """Accuracies compare across runs; a speed-up needs both sides measured in the same run."""
+  from benchmarks.parity_torch import parity_table
+
+  piece = lambda acc, s, run: dict(accuracy=acc, seconds=s, run=run)  # noqa: E731
+  table = parity_table(
+    {
+      'apgd-ce_reference': piece(0.60, 100.0, 'a'),
+      'apgd-ce_jaxrobust': piece(0.61, 50.0, 'a'),
+      'square_reference': piece(0.70, 300.0, 'a'),
+      'square_jaxrobust': piece(0.69, 100.0, 'b'),
+      'fab-t_reference': piece(0.65, 10.0, 'a'),  # no jaxrobust side yet: no line
+    }
+  )
+  lines = table.splitlines()
+  assert '| apgd-ce | 60.0 | 61.0 | +1.0 | 100 | 50 | 2.00× |' in lines
+  assert '| square | 70.0 | 69.0 | -1.0 | 300 | 100 | not measured in one run |' in lines
+  assert not any(line.startswith('| fab-t') for line in lines)
