@@ -187,7 +187,23 @@ def table(records) -> str:
         + [f'**{_pct(res["autoattack"])}**', '–']
       )
     lines.append(f'| {r["title"]} | ' + ' | '.join(cells) + ' |')
-  return '\n'.join(lines) + '\n\n' + CONTEXT + '\n'
+  return '\n'.join(lines) + '\n\n' + _times(records) + CONTEXT + '\n'
+
+
+def _times(records) -> str:
+  """Where each adaptive evaluation spent its time: the total and its three largest parts."""
+  out = []
+  for r in records:
+    seconds = r['result'].get('seconds')
+    if not seconds:
+      continue
+    total = sum(seconds.values())
+    top = sorted(seconds.items(), key=lambda kv: -kv[1])[:3]
+    parts = ', '.join(f'{name} {100 * s / total:.0f} %' for name, s in top)
+    out.append(
+      f'- {r["title"]}: the adaptive suite took {total / 3600:.2f} h on {r["n_eval"]} images ({parts}).'
+    )
+  return '\n'.join(out) + '\n\n' if out else ''
 
 
 def run(rows=ROWS, dataset: str = 'fashion_mnist', *, out_dir: str = OUT, **kw) -> tuple[list, str]:

@@ -266,8 +266,9 @@ def test_converged_study_reuses_the_trained_rows_and_reports_the_protocol(table,
   assert res['worst_case'] <= min(a['majority'] for a in res['attacks'].values())
   assert set(lwta['convergence']) >= {'accuracy_vs_draws', 'accuracy_vs_steps', 'converged', 'n'}
   assert (tmp_path / 'synthetic' / 'figures' / 'lwta_convergence.png').read_bytes().startswith(PNG)
-  table, context = md.split('\n\n')
+  table, times, context = md.split('\n\n')
   assert table.count('\n') == 1 + 2 and open(tmp_path / 'synthetic' / 'converged.md').read() == md
+  assert times.startswith('- Stochastic LWTA') and 'the adaptive suite took' in times  # where time went
   assert '36.2 %' in context and '74.5–79.5 %' in context  # the published figures beside ours
 
 

@@ -64,3 +64,14 @@ def test_off_the_cpu_per_lane_kernels_stay_one_grouped_convolution(monkeypatch):
   for g, r in zip(ours(x, w), ref(x, w)):
     np.testing.assert_allclose(g, r, atol=1e-4)
   assert 'feature_group_count' in ours.lower(x, w).compile().as_text()
+
+
+def test_nested_vmaps_with_a_kernel_per_lane_at_both_levels():
+  """Draws inside draws (an outer vmap over keys around an EOT vmap): same values and gradients."""
+  x = jax.random.normal(jax.random.key(0), (2, LANES, 2, 6, 6, 3))
+  w = jax.random.normal(jax.random.key(1), (2, LANES, 3, 3, 3, 4))
+  twice = lambda f: jax.vmap(jax.vmap(jax.grad(_loss(f), (0, 1))))
+  got = twice(lambda x, w: lane_conv(x, w))(x, w)
+  want = twice(lambda x, w: _plain(x, w, (1, 1), 'SAME'))(x, w)
+  for g, r in zip(got, want):
+    np.testing.assert_allclose(g, r, atol=1e-4)
