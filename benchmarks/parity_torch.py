@@ -95,6 +95,11 @@ ATTACKS = tuple(COMPONENTS) + ('standard',)
 RUN = f'{os.uname().nodename}-{os.getpid()}-{int(time.time())}'  # this process: one run
 
 
+def _points(difference: float) -> str:
+  """A difference of accuracies in signed points, one decimal, never '-0.0'."""
+  return f'{round(100 * difference, 1) or 0.0:+.1f}'
+
+
 def parity_table(pieces: dict[str, dict]) -> str:
   """The Markdown table from the stored measurements {'<attack>_<side>': {'accuracy', 'seconds',
   'run'}}. A speed-up is printed only for two measurements of the same run (side by side on one
@@ -112,7 +117,7 @@ def parity_table(pieces: dict[str, dict]) -> str:
     name = 'AutoAttack standard' if attack == 'standard' else attack
     lines.append(
       f'| {name} | {100 * ref["accuracy"]:.1f} | {100 * ours["accuracy"]:.1f} | '
-      f'{100 * (ours["accuracy"] - ref["accuracy"]):+.1f} | {ref["seconds"]:.0f} | {ours["seconds"]:.0f} | {speed} |'
+      f'{_points(ours["accuracy"] - ref["accuracy"])} | {ref["seconds"]:.0f} | {ours["seconds"]:.0f} | {speed} |'
     )
   ta = pieces.get('standard_torchattacks')
   if ta is not None:

@@ -85,9 +85,12 @@ def test_parity_table_prints_a_speed_up_only_for_one_run():
       'square_reference': piece(0.70, 300.0, 'a'),
       'square_jaxrobust': piece(0.69, 100.0, 'b'),
       'fab-t_reference': piece(0.65, 10.0, 'a'),  # no jaxrobust side yet: no line
+      'apgd-t_reference': piece(0.66000002, 10.0, 'a'),
+      'apgd-t_jaxrobust': piece(0.66, 5.0, 'a'),
     }
   )
   lines = table.splitlines()
   assert '| apgd-ce | 60.0 | 61.0 | +1.0 | 100 | 50 | 2.00× |' in lines
   assert '| square | 70.0 | 69.0 | -1.0 | 300 | 100 | not measured in one run |' in lines
   assert not any(line.startswith('| fab-t') for line in lines)
+  assert '| apgd-t | 66.0 | 66.0 | +0.0 | 10 | 5 | 2.00× |' in lines  # never '-0.0'
