@@ -192,3 +192,16 @@ def test_eot_convergence_resumes_from_its_cache(masked, tmp_path):
   assert eot_convergence(no_model, x[:20], y[:20], jax.random.key(3), model_id='masked', **kw) == first
   with pytest.raises(ValueError, match='model'):
     eot_convergence(f, x[:20], y[:20], jax.random.key(3), model_id='other', **kw)
+
+
+def test_piece_cache_names_a_broken_file(tmp_path):
+  from jaxrobust.evaluation.cache import PieceCache
+
+  cache = PieceCache(str(tmp_path), {'a': 1})
+  assert cache.get('p', lambda: [1, 2]) == [1, 2]
+  assert cache.get('p', lambda: [3]) == [1, 2]  # computed once
+  (tmp_path / 'p.json').write_text('[1,')
+  with pytest.raises(ValueError, match='p.json: not valid JSON'):
+    cache.get('p', lambda: [3])
+  with pytest.raises(ValueError, match=f'{tmp_path}.*differing.*a'):
+    PieceCache(str(tmp_path), {'a': 2})

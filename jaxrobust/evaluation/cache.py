@@ -36,6 +36,14 @@ def digest(*trees) -> str:
   return h.hexdigest()
 
 
+def _read(path: str) -> Any:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:  # written atomically, so only a hand edit gets here
+    raise ValueError(f'{path}: not valid JSON ({e}); remove the file to recompute it') from e
+
+
 class PieceCache:
   """`get(name, compute)`: compute() once per name, stored in `directory` (None: no storage).
 
@@ -50,8 +58,7 @@ class PieceCache:
     settings = json.loads(json.dumps(settings))  # the form it takes on disk
     path = os.path.join(directory, SETTINGS)
     if os.path.exists(path):
-      with open(path) as f:
-        stored = json.load(f)
+      stored = _read(path)
       if stored != settings:
         changed = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
         raise ValueError(
@@ -66,8 +73,7 @@ class PieceCache:
       return json.loads(json.dumps(compute()))
     path = os.path.join(self.directory, f'{name}.json')
     if os.path.exists(path):
-      with open(path) as f:
-        return json.load(f)
+      return _read(path)
     value = json.loads(json.dumps(compute()))  # the same objects as a later read gives
     write_json_atomic(path, value)
     return value
