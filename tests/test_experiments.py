@@ -90,6 +90,27 @@ def test_retime_measures_every_row_again_from_its_checkpoint(table, tmp_path):
   assert '-1.000' not in open(md).read()
 
 
+def test_retime_training_trains_the_row_again_to_the_same_bits(table, tmp_path):
+  """The training time is measured again by training the row anew from its config.json; the
+  retrained model must reach the stored test accuracy exactly, or the pass stops, naming it."""
+  d, records, _ = table
+  out = tmp_path / 'results'
+  shutil.copytree(d / 'results', out)
+  path = out / 'synthetic' / 'rows' / 'regular.json'
+  again, _ = table1.run_table(
+    ['regular'], 'synthetic', out_dir=str(out), runs_dir=str(d / 'runs'), retime_training=True
+  )
+  assert again[0]['train_time_pass'] == 'retimed' and again[0]['train_time_s'] > 0
+  assert json.load(open(path))['train_time_pass'] == 'retimed'
+  r = json.load(open(path))
+  r['test_accuracy_full'] = -1.0  # another run's record
+  path.write_text(json.dumps(r))
+  with pytest.raises(RuntimeError, match='regular: retrained from its config.json'):
+    table1.run_table(
+      ['regular'], 'synthetic', out_dir=str(out), runs_dir=str(d / 'runs'), retime_training=True
+    )
+
+
 def test_figures_are_valid_pngs(table):
   d, _, _ = table
   figs = d / 'results' / 'synthetic' / 'figures'
