@@ -341,3 +341,37 @@ def test_lwta_kl_pairs_the_variants_seed_by_seed(tmp_path, monkeypatch):
   for bad in ('0,x', '0,0', '-1', ''):
     with pytest.raises(ValueError, match='--seeds'):
       lwta_kl.parse_seeds(bad)
+
+
+def _flags_read_and_defined(path):
+  """(flags main() reads as F.x or FLAGS.x, flags the script defines) of one script, from its AST."""
+  import ast
+
+  tree = ast.parse(open(path).read())
+  read, defined = set(), set()
+  for node in ast.walk(tree):
+    if (
+      isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in ('F', 'FLAGS')
+    ):
+      read.add(node.attr)
+    if (
+      isinstance(node, ast.Call)
+      and isinstance(node.func, ast.Attribute)
+      and node.func.attr.startswith('DEFINE')
+    ):
+      if node.args and isinstance(node.args[0], ast.Constant):
+        defined.add(node.args[0].value)
+  return read, defined
+
+
+def test_every_flag_a_script_reads_is_defined():
+  """A flag read but never defined fails only at the end of a long run's set-up (it happened)."""
+  scripts = [os.path.join('experiments', f) for f in sorted(os.listdir('experiments')) if f.endswith('.py')]
+  checked = 0
+  for path in scripts:
+    read, defined = _flags_read_and_defined(path)
+    if not read:
+      continue
+    checked += 1
+    assert read <= defined, f'{path} reads undefined flags {sorted(read - defined)}'
+  assert checked >= 6
