@@ -6,13 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxrobust.models.conv import plain_conv as _plain
 from jaxrobust.models.lane_conv import lane_conv
 
 LANES = 3
-
-
-def _plain(x, w, strides, padding):
-  return jax.lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
 def _loss(conv):

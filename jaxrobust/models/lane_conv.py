@@ -19,22 +19,15 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.custom_batching import custom_vmap
 
-DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
-
-
-def _plain(x, w, strides, padding):
-  return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=DIMENSION_NUMBERS)
+from jaxrobust.models.conv import conv_vjp, explicit_padding, normalize_geometry, plain_conv
 
 
 def _im2col(x, w, strides, padding):
   """The same convolution as patches (N, H', W', kh·kw·C_in) @ kernel (kh·kw·C_in, C_out)."""
   kh, kw, cin, cout = w.shape
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(x.shape[1:3], (kh, kw), strides, padding)
-  (top, bottom), (left, right) = padding
+  (top, bottom), (left, right) = explicit_padding(padding, x.shape[1:3], (kh, kw), strides)
   xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
   ho = (xp.shape[1] - kh) // strides[0] + 1
   wo = (xp.shape[2] - kw) // strides[1] + 1
@@ -68,7 +61,7 @@ def _split_lanes(a, lanes):
 
 @functools.cache
 def _lane_conv_fn(strides: tuple, padding):
-  plain = functools.partial(_plain, strides=strides, padding=padding)
+  plain = functools.partial(plain_conv, strides=strides, padding=padding)
   im2col = functools.partial(_im2col, strides=strides, padding=padding)
 
   forward = custom_vmap(plain)
@@ -81,7 +74,7 @@ def _lane_conv_fn(strides: tuple, padding):
     return jax.vmap(im2col if _grouped_is_slow() else plain)(x, w), True
 
   def plain_vjp(x, w, g):
-    return jax.vjp(plain, x, w)[1](g)
+    return conv_vjp(x, w, g, strides, padding)
 
   def im2col_vjp(x, w, g):
     return jax.vjp(im2col, x, w)[1](g)
@@ -94,7 +87,7 @@ def _lane_conv_fn(strides: tuple, padding):
       # Shared kernel: the input gradient as one plain transposed convolution over all lanes;
       # each lane's kernel gradient as patches^T @ g (unused by attacks, so removed by XLA).
       x, g = _broadcast_lanes((x, g), (batched[0], batched[2]), lanes)
-      gx = _split_lanes(jax.vjp(lambda x: plain(x, w), _merge_lanes(x))[1](_merge_lanes(g))[0], lanes)
+      gx = _split_lanes(conv_vjp(_merge_lanes(x), w, _merge_lanes(g), strides, padding)[0], lanes)
       gw = jax.vmap(lambda x, g: jax.vjp(lambda w: im2col(x, w), w)[1](g)[0])(x, g)
       return (gx, gw), (True, True)
     per_lane = im2col_vjp if _grouped_is_slow() else plain_vjp
@@ -121,7 +114,4 @@ def lane_conv(x, w, strides=(1, 1), padding='SAME'):
   Returns:
     (N, H', W', C_out), equal to the plain convolution up to float rounding.
   """
-  strides = (strides,) * 2 if isinstance(strides, int) else tuple(strides)
-  if not isinstance(padding, str):
-    padding = tuple(tuple(int(p) for p in pair) for pair in padding)
-  return _lane_conv_fn(strides, padding)(x, w)
+  return _lane_conv_fn(*normalize_geometry(strides, padding))(x, w)

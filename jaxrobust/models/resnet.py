@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxrobust.models.common import ModuleDef, Normalize, ReLU, conv_padding
+from jaxrobust.models.conv import Conv
 
 
 def _norm(train: bool, axis_name):
@@ -40,12 +41,12 @@ class BasicBlock(nn.Module):
   def __call__(self, x, train: bool = False):
     act = lambda h: self.act()(h, train)  # noqa: E731
     s = self.stride
-    o = nn.Conv(self.features, (3, 3), (s, s), padding=conv_padding(self.padding, s), use_bias=False)(x)
+    o = Conv(self.features, (3, 3), (s, s), padding=conv_padding(self.padding, s), use_bias=False)(x)
     o = act(_norm(train, self.bn_axis_name)(o))
-    o = nn.Conv(self.features, (3, 3), padding=conv_padding(self.padding, 1), use_bias=False)(o)
+    o = Conv(self.features, (3, 3), padding=conv_padding(self.padding, 1), use_bias=False)(o)
     o = _norm(train, self.bn_axis_name)(o)
     if s != 1 or x.shape[-1] != self.features:
-      x = nn.Conv(self.features, (1, 1), (s, s), padding='VALID', use_bias=False)(x)
+      x = Conv(self.features, (1, 1), (s, s), padding='VALID', use_bias=False)(x)
       x = _norm(train, self.bn_axis_name)(x)
     return act(o + x)
 
@@ -71,12 +72,12 @@ class PreActBlock(nn.Module):
     pre = act(_norm(train, self.bn_axis_name)(x))
     shortcut = x
     if s != 1 or x.shape[-1] != self.features:
-      shortcut = nn.Conv(self.features, (1, 1), (s, s), padding='VALID', use_bias=False)(
+      shortcut = Conv(self.features, (1, 1), (s, s), padding='VALID', use_bias=False)(
         pre if self.shortcut_from == 'activation' else x
       )
-    o = nn.Conv(self.features, (3, 3), (s, s), padding=conv_padding(self.padding, s), use_bias=False)(pre)
+    o = Conv(self.features, (3, 3), (s, s), padding=conv_padding(self.padding, s), use_bias=False)(pre)
     o = act(_norm(train, self.bn_axis_name)(o))
-    o = nn.Conv(self.features, (3, 3), padding=conv_padding(self.padding, 1), use_bias=False)(o)
+    o = Conv(self.features, (3, 3), padding=conv_padding(self.padding, 1), use_bias=False)(o)
     return o + shortcut
 
 
@@ -115,7 +116,7 @@ class ResNet(nn.Module):
     if self.shortcut_from not in ('activation', 'input'):
       raise ValueError(f"shortcut_from must be 'activation' or 'input', got {self.shortcut_from!r}")
     x = Normalize(self.mean, self.std)(x)
-    x = nn.Conv(self.widths[0], (3, 3), padding=conv_padding(self.padding, 1), use_bias=False)(x)
+    x = Conv(self.widths[0], (3, 3), padding=conv_padding(self.padding, 1), use_bias=False)(x)
     if not self.preact:
       x = self.act()(_norm(train, self.bn_axis_name)(x), train)
     for stage, (blocks, features) in enumerate(zip(self.stage_blocks, self.widths)):

@@ -7,6 +7,7 @@ from typing import Sequence
 import flax.linen as nn
 
 from jaxrobust.models.common import ModuleDef, Normalize, ReLU, call_layer, max_pool_2x2
+from jaxrobust.models.conv import Conv
 
 
 class SmallCNN(nn.Module):
@@ -26,7 +27,7 @@ class SmallCNN(nn.Module):
   mean: Sequence[float] = (0.0,)
   std: Sequence[float] = (1.0,)
   act: ModuleDef = ReLU
-  conv: ModuleDef = nn.Conv
+  conv: ModuleDef = Conv
   dense: ModuleDef = nn.Dense
   head: ModuleDef = nn.Dense
   width: int = 1

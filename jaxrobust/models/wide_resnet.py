@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxrobust.models.common import ModuleDef, Normalize, ReLU, call_layer, conv_kernel_init, conv_padding
+from jaxrobust.models.conv import Conv
 
 
 class WRNBlock(nn.Module):
@@ -101,7 +102,7 @@ class WideResNet(nn.Module):
   mean: Sequence[float] = (0.0,)
   std: Sequence[float] = (1.0,)
   act: ModuleDef = ReLU
-  conv: ModuleDef = nn.Conv
+  conv: ModuleDef = Conv
   dense: ModuleDef = nn.Dense
   bn_axis_name: str | None = None
   deterministic: bool = False
