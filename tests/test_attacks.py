@@ -393,10 +393,13 @@ def test_cw_early_abort_barely_moves_the_distances(trained):
 
 
 def test_unrolled_and_rolled_loops_agree(trained, monkeypatch):
-  """The CPU default unrolls attack loops (the suite itself runs rolled, for compile time)."""
+  """The CPU default unrolls short attack loops and rolls long ones (the suite itself runs rolled,
+  for compile time)."""
   f, x, y = trained
   monkeypatch.delenv('JAXROBUST_ATTACK_UNROLL', raising=False)
   assert A.default_unroll(10) == (10 if jax.default_backend() == 'cpu' else 1)
+  assert A.default_unroll(20) == (20 if jax.default_backend() == 'cpu' else 1)
+  assert A.default_unroll(100) == 1
   for attack in (
     functools.partial(A.pgd, epsilon=0.1, num_steps=4),
     functools.partial(A.apgd, epsilon=0.1, num_steps=6),

@@ -12,7 +12,6 @@ References:
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
@@ -186,9 +185,9 @@ def cw_l2(
     bounds: (lo, hi) box of the tanh change of variables.
     epsilon: optional L2 budget: examples whose best success is farther stay unperturbed, so
       accuracy on the output is accuracy at ‖δ‖₂ ≤ ε.
-    unroll: unroll factor of the inner loop. Default on CPU: straight-line for budgets up to 100
-      steps (no while loop around conv gradients, 2–5× faster there), else chunks of up to 20
-      unrolled steps inside a while loop that stops when every example has aborted; on GPU/TPU 1.
+    unroll: unroll factor of the inner loop (`attacks.default_unroll`: straight-line up to 20
+      steps on the CPU, else rolled). A loop that is not straight-line runs in chunks of a tenth
+      of the budget inside a while loop that stops once every example has aborted.
 
   Returns:
     The minimum-L2 successful example per point, or x where none was found.
@@ -210,13 +209,6 @@ def cw_l2(
   c = _core.concrete(epsilon)  # an L2 budget: inf (the default) means none
   if isinstance(epsilon, str) or (c is not None and (np.any(c < 0) or np.any(np.isnan(c)))):
     raise ValueError(f'cw_l2: epsilon must be a number >= 0 (inf: no budget), got {epsilon!r}')
-  if unroll is None:
-    if os.environ.get(_core.UNROLL_ENV):
-      unroll = _core.default_unroll(max_iterations)
-    elif jax.default_backend() == 'cpu':
-      unroll = max_iterations if max_iterations <= 100 else min(20, max(max_iterations // 10, 1))
-    else:
-      unroll = 1
   unroll = _core.resolve_unroll(unroll, max_iterations)
   x_adv, bad = _cw_impl(
     _core.as_pytree_fn(logits_fn),
