@@ -2,13 +2,18 @@
 variants, medians), printed as JSON lines; docs/performance.md quotes them.
 
   python -m benchmarks.cpu_findings [--batch=128] [--repeats=5] [--eigen=1]
+      [--aa_workdir=runs/demo/fashion_mnist/pgd_at --aa_n=200] [--side=28] [--aa_steps=100: smoke only]
 
-1. a rolled attack loop against the unrolled one (PGD-10, small CNN);
+1. a rolled attack loop against the unrolled one (PGD-10, small CNN), with the models'
+   convolution (`models.Conv`) and with plain `nn.Conv`, whose input gradient XLA's CPU backend
+   runs as a naive loop nest inside a loop;
 2. a PGD attack inside `lax.switch` against the same attack outside it;
 3. max pooling written as reshape + max against `reduce_window` (input gradient);
 4. parameters passed as jit arguments against parameters closed over as constants;
 5. (--eigen=1) WRN-16-4 input gradient with XLA's Eigen convolutions against the default,
-   each in its own process (the flag must be set before JAX starts).
+   each in its own process (the flag must be set before JAX starts);
+6. (--aa_workdir) AutoAttack's gradient attacks (APGD-CE, APGD-T, FAB-T at their full budgets) on
+   a trained small CNN, with `models.Conv` against plain `nn.Conv` (same weights; medians of 2).
 """
 
 import functools
@@ -60,17 +65,27 @@ def main():
   batch, repeats = arg('batch', 128), arg('repeats', 5)
   emit(cpu=side_by_side.cpu_model(), jax=jax.__version__, backend=jax.default_backend())
   model = create_model('small_cnn', num_classes=10)
-  x = jax.random.uniform(jax.random.key(0), (batch, 28, 28, 1))
+  side = arg('side', 28)
+  x = jax.random.uniform(jax.random.key(0), (batch, side, side, 1))
   y = jax.random.randint(jax.random.key(1), (batch,), 0, 10)
   v = jax.jit(model.init)(jax.random.key(2), x[:2])
   f = make_logits_fn(model, v)
   key = jax.random.key(3)
   pgd = functools.partial(A.pgd, epsilon=0.1, step_size=0.025, num_steps=10)
 
+  f_nn = make_logits_fn(model.clone(conv=nn.Conv), v)  # the same weights, flax's own convolution
   t = alternate(
-    {'unrolled': lambda: pgd(f, key, x, y), 'rolled': lambda: pgd(f, key, x, y, unroll=1)}, repeats
+    {
+      'unrolled': lambda: pgd(f, key, x, y, unroll=10),
+      'rolled': lambda: pgd(f, key, x, y, unroll=1),
+      'nn_conv_unrolled': lambda: pgd(f_nn, key, x, y, unroll=10),
+      'nn_conv_rolled': lambda: pgd(f_nn, key, x, y, unroll=1),
+    },
+    repeats,
   )
   report('rolled_loop', t, 'unrolled', 'rolled', model='small_cnn', batch=batch)
+  report('rolled_loop_nn_conv', t, 'nn_conv_unrolled', 'nn_conv_rolled', model='small_cnn', batch=batch)
+  report('rolled_loop_models_conv_vs_nn_conv', t, 'rolled', 'nn_conv_rolled', model='small_cnn', batch=batch)
 
   @jax.jit
   def in_switch(f, key, x, y, b):
@@ -94,6 +109,9 @@ def main():
   t = alternate({'argument': lambda: as_arg(f, x, y), 'constant': lambda: as_const(x, y)}, repeats)
   report('parameters_as_constants', t, 'argument', 'constant', model='small_cnn', batch=batch)
 
+  if arg('aa_workdir', ''):
+    autoattack_components(arg('aa_workdir', ''), arg('aa_n', 200), arg('aa_steps', 100))
+
   if arg('eigen', 1):
     flag = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
     t = {'default': [], 'eigen': []}
@@ -115,6 +133,48 @@ def main():
       model='wrn16_4',
       batch=32,
       measure='input_gradient',
+    )
+
+
+def autoattack_components(workdir: str, n: int, num_steps: int):
+  from jaxrobust.train.restore import load_trained
+
+  _, model, variables, ds = load_trained(workdir)
+  x = jax.numpy.asarray(ds.test_images[:n], 'float32') / 255.0
+  y = jax.numpy.asarray(ds.test_labels[:n])
+  sides = {
+    'models_conv': make_logits_fn(model, variables),
+    'nn_conv': make_logits_fn(model.clone(conv=nn.Conv), variables),
+  }
+  acc, runs = {}, {}
+  for attack in ('apgd_ce', 'apgd_t', 'fab_t'):
+    for side, f in sides.items():
+
+      def run(attack=attack, side=side, f=f):
+        _, rep = A.autoattack(
+          f,
+          jax.random.key(0),
+          x,
+          y,
+          epsilon=0.1,
+          version='custom',
+          attacks=[attack],
+          batch_size=n,
+          num_steps=num_steps,
+        )
+        acc[attack, side] = rep['robust_accuracy'][attack]
+
+      runs[f'{attack}_{side}'] = run
+  t = alternate(runs, 2)
+  for attack in ('apgd_ce', 'apgd_t', 'fab_t'):
+    report(
+      f'{attack}_nn_conv',
+      {k: v for k, v in t.items() if k.startswith(attack + '_')},
+      f'{attack}_models_conv',
+      f'{attack}_nn_conv',
+      model=workdir,
+      n=n,
+      robust_accuracy={side: acc[attack, side] for side in sides},
     )
 
 

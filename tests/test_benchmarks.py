@@ -45,6 +45,29 @@ def test_autoattack_benchmark_runs(monkeypatch, capsys, tmp_path):
   assert rows[-1]['model'] == 'small_cnn' and 'no ratio was measured' in rows[-1]['note']
 
 
+def test_cpu_findings_benchmark_runs(monkeypatch, capsys, tmp_path):
+  from benchmarks import cpu_findings
+
+  c = synthetic_training_config()
+  c.data.synthetic = dict(
+    num_train=64, num_test=8, image_shape=(8, 8, 1), num_classes=10
+  )  # APGD-T: 9 targets
+  c.train.num_steps = 2
+  train.train_and_evaluate(c, str(tmp_path), progress=False)
+  args = (
+    '--side=8',
+    '--batch=4',
+    '--repeats=1',
+    '--eigen=0',
+    f'--aa_workdir={tmp_path}',
+    '--aa_n=4',
+    '--aa_steps=2',
+  )
+  rows = _run(monkeypatch, capsys, cpu_findings, *args)
+  found = {r.get('finding') for r in rows}
+  assert {'rolled_loop', 'rolled_loop_nn_conv', 'apgd_t_nn_conv', 'fab_t_nn_conv'} <= found
+
+
 def test_train_vs_torch_benchmark_runs(monkeypatch, capsys):
   from benchmarks import train_vs_torch
   from jaxrobust.data import load_synthetic
