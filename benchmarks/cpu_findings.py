@@ -2,7 +2,7 @@
 variants, medians), printed as JSON lines; docs/performance.md quotes them.
 
   python -m benchmarks.cpu_findings [--batch=128] [--repeats=5] [--eigen=1]
-      [--aa_workdir=runs/demo/fashion_mnist/pgd_at --aa_n=200] [--side=28] [--aa_steps=100: smoke only]
+      [--aa_workdir=runs/demo/fashion_mnist/pgd_at --aa_n=200] [--microbatch_workdir=...] [--side=28] [--aa_steps=100: smoke only]
 
 1. a rolled attack loop against the unrolled one (PGD-10, small CNN), with the models'
    convolution (`models.Conv`) and with plain `nn.Conv`, whose input gradient XLA's CPU backend
@@ -12,6 +12,8 @@ variants, medians), printed as JSON lines; docs/performance.md quotes them.
 4. parameters passed as jit arguments against parameters closed over as constants;
 5. (--eigen=1) WRN-16-4 input gradient with XLA's Eigen convolutions against the default,
    each in its own process (the flag must be set before JAX starts);
+7. (--microbatch_workdir) APGD-CE (100 steps, batch 500) on a trained small CNN with the default
+   gradient chunks of a rolled loop against the whole batch (`microbatch=0`);
 6. (--aa_workdir) AutoAttack's gradient attacks (APGD-CE, APGD-T, FAB-T at their full budgets) on
    a trained small CNN, with `models.Conv` against plain `nn.Conv` (same weights; medians of 2).
 """
@@ -29,6 +31,7 @@ import jax
 from benchmarks import side_by_side
 from benchmarks.common import arg, emit
 from jaxrobust import attacks as A
+from jaxrobust.attacks import _core
 from jaxrobust.models import create_model, make_logits_fn
 
 
@@ -64,6 +67,8 @@ class _PoolCNN(nn.Module):
 def main():
   batch, repeats = arg('batch', 128), arg('repeats', 5)
   emit(cpu=side_by_side.cpu_model(), jax=jax.__version__, backend=jax.default_backend())
+  if arg('microbatch_workdir', ''):
+    return auto_microbatch(arg('microbatch_workdir', ''), arg('microbatch_n', 500), repeats)
   model = create_model('small_cnn', num_classes=10)
   side = arg('side', 28)
   x = jax.random.uniform(jax.random.key(0), (batch, side, side, 1))
@@ -134,6 +139,26 @@ def main():
       batch=32,
       measure='input_gradient',
     )
+
+
+def auto_microbatch(workdir: str, n: int, repeats: int):
+  from jaxrobust.train.restore import load_trained
+
+  _, model, variables, ds = load_trained(workdir)
+  f = make_logits_fn(model, variables)
+  x = jax.numpy.asarray(ds.test_images[:n], 'float32') / 255.0
+  y = jax.numpy.asarray(ds.test_labels[:n])
+  apgd = functools.partial(A.apgd, f, jax.random.key(0), x, y, epsilon=0.1, num_steps=100)
+  t = alternate({'default': lambda: apgd(), 'whole_batch': lambda: apgd(microbatch=0)}, repeats)
+  report(
+    'apgd_gradient_chunks',
+    t,
+    'default',
+    'whole_batch',
+    model=workdir,
+    n=n,
+    chunk=_core.resolve_microbatch(None, n, rolled=True),
+  )
 
 
 def autoattack_components(workdir: str, n: int, num_steps: int):

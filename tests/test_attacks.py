@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from jaxrobust import attacks as A
+from jaxrobust.attacks import _core
 from jaxrobust.data import load_synthetic
 
 KEY = jax.random.key(0)
@@ -407,3 +408,52 @@ def test_unrolled_and_rolled_loops_agree(trained, monkeypatch):
     np.testing.assert_allclose(attack(f, KEY, x, y), attack(f, KEY, x, y, unroll=1), atol=1e-5)
   monkeypatch.setenv('JAXROBUST_ATTACK_UNROLL', '3')
   assert A.default_unroll(10) == 3
+
+
+def test_the_gradient_is_chunked_by_default_only_inside_rolled_loops_on_the_cpu(monkeypatch):
+  r = _core.resolve_microbatch
+  cpu = jax.default_backend() == 'cpu'
+  assert r(None, 500, rolled=True) == (_core.AUTO_MICROBATCH if cpu else None)
+  assert r(None, 500, eot_samples=20, rolled=True) == (_core.AUTO_MICROBATCH // 20 if cpu else None)
+  assert r(None, 500, eot_samples=1000, rolled=True) == (1 if cpu else None)
+  assert r(None, 500, rolled=False) is None  # straight-line loops: no copy of the gradient per chunk
+  assert r(None, _core.AUTO_MICROBATCH, rolled=True) is None  # one chunk is the whole batch
+  assert r(0, 500, rolled=True) is None and r(16, 500) == 16 and r(600, 500) is None
+  monkeypatch.setattr(_core.jax, 'default_backend', lambda: 'gpu')
+  assert r(None, 500, rolled=True) is None
+
+
+def _noisy_linear(x, key):
+  """Logits of a linear map plus noise drawn per call: chunks must draw as the key schedule says."""
+  z = x.reshape(x.shape[0], -1) @ jnp.linspace(-1.0, 1.0, 36 * 4).reshape(36, 4)
+  return z + jax.random.normal(key, z.shape)
+
+
+def test_mapped_chunks_equal_the_whole_batch_and_draw_as_the_straight_line_chunks(trained):
+  f, x, y = trained
+  x, y = x[:37], y[:37]  # 37 = 4 chunks of 10, the last one padded
+  whole = _core.loss_and_grad(f, A.cross_entropy, x, y, KEY)
+  mapped = _core.loss_and_grad(f, A.cross_entropy, x, y, KEY, microbatch=10, mapped=True)
+  for w, m in zip(whole, mapped):
+    assert w.shape == m.shape
+    np.testing.assert_allclose(w, m, rtol=1e-5, atol=1e-6)
+  straight = _core.loss_and_grad(_noisy_linear, A.cross_entropy, x, y, KEY, eot_samples=3, microbatch=10)
+  mapped = _core.loss_and_grad(
+    _noisy_linear, A.cross_entropy, x, y, KEY, eot_samples=3, microbatch=10, mapped=True
+  )
+  for s, m in zip(straight, mapped):
+    np.testing.assert_allclose(s, m, rtol=1e-5, atol=1e-6)
+
+
+def test_a_rolled_attack_holds_one_copy_of_the_gradient_whatever_the_batch(trained):
+  """The default chunks of a rolled loop are one `lax.map`, so the program does not grow with
+  the batch (straight-line chunks would add a copy of the gradient per chunk)."""
+  f, x, y = trained
+  x, y = jnp.tile(x, (2, 1, 1, 1)), jnp.tile(y, 2)
+  count = lambda n: (
+    jax.jit(lambda x, y: A.apgd(f, KEY, x, y, epsilon=0.1, num_steps=30, unroll=1))
+    .lower(x[:n], y[:n])
+    .as_text()
+    .count('dot_general')
+  )
+  assert count(4 * _core.AUTO_MICROBATCH) == count(_core.AUTO_MICROBATCH + 1)  # 4 chunks, 2 chunks

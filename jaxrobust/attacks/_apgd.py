@@ -72,9 +72,12 @@ def _apgd_impl(
   noise_key, model_key = _core.split_attack_key(key, b)
   ex = lambda m: m.reshape((-1,) + (1,) * (x.ndim - 1))
   windows = jnp.asarray(checkpoint_schedule(num_steps))
+  rolled = unroll < num_steps
+  chunk = _core.resolve_microbatch(microbatch, b, eot_samples=eot_samples, rolled=rolled)
+  grad = lambda xx, k: _core.loss_and_grad(logits_fn, loss_fn, xx, labels, k, eot_samples, chunk, rolled)
 
   x0 = jnp.clip(x + _core.random_start(noise_key, x, eps, norm, 'uniform'), lo, hi)
-  l0, logits0, g0 = _core.loss_and_grad(logits_fn, loss_fn, x0, labels, model_key, eot_samples, microbatch)
+  l0, logits0, g0 = grad(x0, model_key)
   fooled0 = _core.success(logits0, y, targeted)
   hist = jnp.zeros((num_steps + 1, b), x.dtype).at[0].set(l0)  # hist[t+1] = loss after step t
   state = dict(
@@ -99,9 +102,7 @@ def _apgd_impl(
     x_new = _core.project_and_clip(
       s['x'] + a * (z - s['x']) + (1 - a) * (s['x'] - s['x_prev']), x, eps, norm, lo, hi
     )
-    l, logits, g = _core.loss_and_grad(
-      logits_fn, loss_fn, x_new, labels, jax.random.fold_in(model_key, i + 1), eot_samples, microbatch
-    )
+    l, logits, g = grad(x_new, jax.random.fold_in(model_key, i + 1))
     fooled_now = _core.success(logits, y, targeted)
     x_adv = jnp.where(ex(fooled_now & ~s['fooled']), x_new, s['x_adv'])
     fooled = s['fooled'] | fooled_now

@@ -417,33 +417,69 @@ def fori(n: int, body, init, unroll: int):
   return lax.fori_loop(0, n, body, init, unroll=unroll)
 
 
-def resolve_microbatch(microbatch, batch: int) -> int | None:
-  """The chunk size of a gradient over `batch` examples: None or 0 for the whole batch.
-
-  Chunks of 16 make PGD-10 1.36× faster on WRN-16-4 on the CPU (docs/performance.md), but every
-  chunk is a copy of the gradient in the compiled program, and attack loops are unrolled on the
-  CPU: as a default, 16 chunks × 20 unrolled steps tripled the demo's evaluation time in
-  compilation. So chunking stays a choice (`microbatch=16` in the configs' training attacks)."""
-  return microbatch or None
+# Examples × EOT draws per gradient chunk when an attack loop is rolled on the CPU: on the small
+# CNN chunks of 16–64 ran APGD-50 at batch 500 in 7.1–7.8 s against 9.6 s whole; WRN-16-4's best
+# chunks are 8–16, and 64 is still faster than its whole batch (docs/performance.md, item 6).
+AUTO_MICROBATCH = 64
 
 
-def loss_and_grad(logits_fn, loss_fn, x, y, key, eot_samples: int = 1, microbatch: int | None = None):
+def resolve_microbatch(microbatch, batch: int, *, eot_samples: int = 1, rolled: bool = False) -> int | None:
+  """The chunk size of a gradient over `batch` examples, or None for the whole batch.
+
+  `microbatch` None (the default) chooses: on XLA's CPU backend, inside a rolled attack loop,
+  chunks of AUTO_MICROBATCH // eot_samples examples, whose activations stay in cache (1.27× for
+  APGD-CE on the small CNN at batch 500, docs/performance.md item 6); the whole batch elsewhere. Straight-line
+  loops keep the whole batch by default: there each chunk would be a copy of the gradient per
+  step in the compiled program. 0 is the whole batch; k > 0 chunks of k.
+  """
+  if microbatch is None:
+    if not rolled or jax.default_backend() != 'cpu':
+      return None
+    microbatch = max(1, AUTO_MICROBATCH // eot_samples)
+  return microbatch if 0 < microbatch < batch else None
+
+
+def _map_chunks(fn, x, y, key, size: int):
+  """fn(x_chunk, y_chunk, key_chunk) over chunks of `size` examples under `lax.map` (one copy of
+  fn in the program); the last chunk is padded with copies of the last example, dropped after.
+  Chunk c draws with fold_in(key, c·size), as the straight-line chunks do."""
+  b = x.shape[0]
+  n = -(-b // size)
+  pad = lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], n * size - b, 0)]) if n * size > b else a
+  chunks = lambda a: pad(a).reshape((n, size) + a.shape[1:])
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n) * size)
+  out = lax.map(lambda a: fn(*a), (chunks(x), chunks(y), keys))
+  return tuple(o.reshape((n * size,) + o.shape[2:])[:b] for o in out)
+
+
+def loss_and_grad(
+  logits_fn,
+  loss_fn,
+  x,
+  y,
+  key,
+  eot_samples: int = 1,
+  microbatch: int | None = None,
+  mapped: bool = False,
+):
   """Per-example loss, logits and ∇ₓ of the summed loss (examples are independent in eval mode).
 
   With eot_samples = S > 1, the loss, gradient and logits are averaged over S keys drawn from
   `key` under vmap: Expectation over Transformation, ∇E[L] ≈ (1/S)Σ∇L(f_{k_s}(x)).
 
-  With `microbatch`, the batch is processed in straight-line chunks of that size (each chunk's
-  model key is folded from `key`): the same per-example results for a deterministic model, but on
-  XLA's CPU backend convolutions over chunks of 16–32 stay in cache and run 1.1–1.5× faster
-  (docs/performance.md). None or 0 is the whole batch. `loss_fn` must then be per-example in
-  (logits, y).
+  With `microbatch` (a chunk size, see `resolve_microbatch`), the batch is processed in chunks of
+  that size, each chunk's model key folded from `key`: the same per-example results for a
+  deterministic model, faster on XLA's CPU backend (docs/performance.md, item 6). The chunks are
+  straight-line code, or with `mapped` one `lax.map` (for rolled attack loops: one copy of the
+  gradient in the program). `loss_fn` must then be per-example in (logits, y).
 
   References:
     Athalye et al. 2018, "Synthesizing Robust Adversarial Examples", arXiv:1707.07397
   """
   b = x.shape[0]
-  microbatch = resolve_microbatch(microbatch, b)
+  if microbatch and microbatch < b and mapped:
+    one = lambda xx, yy, kk: loss_and_grad(logits_fn, loss_fn, xx, yy, kk, eot_samples)
+    return _map_chunks(one, x, y, key, microbatch)
   if microbatch and microbatch < b:
     parts = [
       loss_and_grad(
@@ -453,7 +489,6 @@ def loss_and_grad(logits_fn, loss_fn, x, y, key, eot_samples: int = 1, microbatc
         y[i : i + microbatch],
         jax.random.fold_in(key, i),
         eot_samples,
-        0,
       )
       for i in range(0, b, microbatch)
     ]

@@ -113,6 +113,8 @@ def _fab_impl(
   noise_key, model_key = _core.split_attack_key(key, b)
   labels = jnp.stack([y, target], -1)
   project = project_linf if norm == 'linf' else project_l2
+  rolled = unroll < num_steps
+  chunk = _core.resolve_microbatch(microbatch, b, rolled=rolled)
   ex = lambda v: v.reshape((-1,) + (1,) * (x.ndim - 1))
 
   x1 = x
@@ -126,7 +128,7 @@ def _fab_impl(
   def body(i, carry):
     x1, adv, best, bad = carry
     k = jax.random.fold_in(model_key, 2 * i)
-    df, logits, g = _core.loss_and_grad(logits_fn, _target_margin, x1, labels, k, 1, microbatch)
+    df, logits, g = _core.loss_and_grad(logits_fn, _target_margin, x1, labels, k, 1, chunk, rolled)
     bad = bad | _core.nonfinite(logits)
     w = flat(g)
     d1 = project(w, -df, flat(lo_x - x1), flat(hi_x - x1))

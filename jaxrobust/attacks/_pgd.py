@@ -72,6 +72,8 @@ def _pgd_impl(
   lo, hi = _core.bcast(lo, x), _core.bcast(hi, x)
   loss_fn = get_loss(loss, targeted=targeted, kappa=kappa)
   noise_key, model_key = _core.split_attack_key(key, x.shape[0])
+  rolled = unroll < num_steps
+  chunk = _core.resolve_microbatch(microbatch, x.shape[0], eot_samples=eot_samples, rolled=rolled)
 
   def one_restart(r):
     k_noise = _core.fold_keys(noise_key, r) if restarts > 1 else noise_key
@@ -80,7 +82,7 @@ def _pgd_impl(
     def step(t, carry):
       xa, bad = carry
       k = jax.random.fold_in(jax.random.fold_in(model_key, r), t)
-      _, logits, g = _core.loss_and_grad(logits_fn, loss_fn, xa, y, k, eot_samples, microbatch)
+      _, logits, g = _core.loss_and_grad(logits_fn, loss_fn, xa, y, k, eot_samples, chunk, rolled)
       a = alpha * _schedule_factor(step_schedule, t, num_steps)
       xa = _core.project_and_clip(xa + a * _core.normalize_step(g, norm), x, eps, norm, lo, hi)
       return xa, bad | _core.nonfinite(logits)
