@@ -417,7 +417,7 @@ def fori(n: int, body, init, unroll: int):
   return lax.fori_loop(0, n, body, init, unroll=unroll)
 
 
-# Examples × EOT draws per gradient chunk when an attack loop is rolled on the CPU: on the small
+# Examples per gradient chunk when an attack loop is rolled on the CPU: on the small
 # CNN chunks of 16–64 ran APGD-50 at batch 500 in 7.1–7.8 s against 9.6 s whole; WRN-16-4's best
 # chunks are 8–16, and 64 is still faster than its whole batch (docs/performance.md, item 6).
 AUTO_MICROBATCH = 64
@@ -426,16 +426,18 @@ AUTO_MICROBATCH = 64
 def resolve_microbatch(microbatch, batch: int, *, eot_samples: int = 1, rolled: bool = False) -> int | None:
   """The chunk size of a gradient over `batch` examples, or None for the whole batch.
 
-  `microbatch` None (the default) chooses: on XLA's CPU backend, inside a rolled attack loop,
-  chunks of AUTO_MICROBATCH // eot_samples examples, whose activations stay in cache (1.27× for
-  APGD-CE on the small CNN at batch 500, docs/performance.md item 6); the whole batch elsewhere. Straight-line
-  loops keep the whole batch by default: there each chunk would be a copy of the gradient per
-  step in the compiled program. 0 is the whole batch; k > 0 chunks of k.
+  `microbatch` None (the default) chooses: on XLA's CPU backend, inside a rolled attack loop and
+  without EOT, chunks of AUTO_MICROBATCH examples, whose activations stay in cache (1.27× for
+  APGD-CE on the small CNN at batch 500, docs/performance.md item 6); the whole batch elsewhere.
+  Straight-line loops keep the whole batch by default, since there each chunk would be a copy of
+  the gradient per step in the compiled program; EOT gradients keep it too (their draws already
+  make a batch S times larger under `vmap`, measured at ≤ 1.0 of S single gradients, and chunks
+  of them have not been measured). 0 is the whole batch; k > 0 chunks of k.
   """
   if microbatch is None:
-    if not rolled or jax.default_backend() != 'cpu':
+    if not rolled or eot_samples > 1 or jax.default_backend() != 'cpu':
       return None
-    microbatch = max(1, AUTO_MICROBATCH // eot_samples)
+    microbatch = AUTO_MICROBATCH
   return microbatch if 0 < microbatch < batch else None
 
 
