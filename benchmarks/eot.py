@@ -2,6 +2,7 @@
 against S times the same PGD on one draw, on the stochastic small CNNs (LWTA and PNI).
 
   python -m benchmarks.eot [--models=small_cnn_lwta,small_cnn_pni] [--batch=128] [--samples=20] [--steps=5] [--repeats=5] [--side=28]
+  python -m benchmarks.eot --chunks=0,1,3,6,12 [--batch=48] [--steps=25]   # EOT gradients in chunks
 
 ratio = t(PGD with eot_samples=S) / (S · t(PGD with one draw)); target ≤ 1.0 (S draws under
 `vmap` must cost no more than S single gradients). The two programs alternate (side_by_side),
@@ -44,8 +45,43 @@ def bench(name: str, batch: int, samples: int, steps: int, repeats: int, side: i
   )
 
 
+def chunks(name: str, sizes: list[int], batch: int, samples: int, steps: int, repeats: int, side: int = 28):
+  """APGD with an S-draw EOT gradient (a rolled loop beyond 20 steps) over the whole batch
+  (`microbatch=0`) against chunks of k examples (k · S draws per chunk, one `lax.map`)."""
+  model = create_model(name, num_classes=10)
+  x = jax.random.uniform(jax.random.key(0), (batch, side, side, 1))
+  y = jax.random.randint(jax.random.key(1), (batch,), 0, 10)
+  variables = model.init({'params': jax.random.key(2), STOCHASTIC: jax.random.key(3)}, x[:2])
+  f = make_logits_fn(model, variables)
+  run = lambda k: A.apgd(
+    f, jax.random.key(4), x, y, epsilon=0.1, num_steps=steps, eot_samples=samples, microbatch=k
+  )
+  times = side_by_side.alternate({k: (lambda k=k: run(k)) for k in sizes}, repeats=repeats)
+  emit(
+    model=name,
+    batch=batch,
+    measure=f'apgd{steps}_eot{samples}_chunks',
+    cpu=side_by_side.cpu_model(),
+    **{f'chunk{k}_s' if k else 'whole_batch_s': round(v['median_s'], 3) for k, v in times.items()},
+  )
+
+
 def main():
-  for name in arg('models', 'small_cnn_lwta,small_cnn_pni').split(','):
+  models = arg('models', 'small_cnn_lwta,small_cnn_pni').split(',')
+  if arg('chunks', ''):
+    sizes = [int(k) for k in arg('chunks', '').split(',')]
+    for name in models:
+      chunks(
+        name,
+        sizes,
+        arg('batch', 48),
+        arg('samples', 20),
+        arg('steps', 25),
+        arg('repeats', 2),
+        arg('side', 28),
+      )
+    return
+  for name in models:
     bench(name, arg('batch', 128), arg('samples', 20), arg('steps', 5), arg('repeats', 5), arg('side', 28))
 
 

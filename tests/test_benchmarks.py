@@ -94,6 +94,17 @@ def test_eot_benchmark_runs(monkeypatch, capsys):
   assert [r['model'] for r in rows] == ['small_cnn_lwta', 'small_cnn_pni'] and all(
     r['ratio'] > 0 for r in rows
   )
+  args = (
+    '--chunks=0,1',
+    '--batch=2',
+    '--samples=2',
+    '--steps=2',
+    '--repeats=1',
+    '--side=8',
+    '--models=small_cnn_pni',
+  )
+  rows = _run(monkeypatch, capsys, eot, *args)
+  assert rows[0]['whole_batch_s'] > 0 and rows[0]['chunk1_s'] > 0
 
 
 def test_parity_table_prints_a_speed_up_only_for_one_run():
