@@ -430,9 +430,10 @@ def resolve_microbatch(microbatch, batch: int, *, eot_samples: int = 1, rolled: 
   without EOT, chunks of AUTO_MICROBATCH examples, whose activations stay in cache (1.27× for
   APGD-CE on the small CNN at batch 500, docs/performance.md item 6); the whole batch elsewhere.
   Straight-line loops keep the whole batch by default, since there each chunk would be a copy of
-  the gradient per step in the compiled program; EOT gradients keep it too (their draws already
-  make a batch S times larger under `vmap`, measured at ≤ 1.0 of S single gradients, and chunks
-  of them have not been measured). 0 is the whole batch; k > 0 chunks of k.
+  the gradient per step in the compiled program; EOT gradients keep it too, since chunks of them
+  helped the LWTA small CNN (1.49× in chunks of 6) but slowed the PNI one 1.7–11× (its drawn
+  kernels are drawn per chunk; `benchmarks/eot.py --chunks`). 0 is the whole batch; k > 0 chunks
+  of k.
   """
   if microbatch is None:
     if not rolled or eot_samples > 1 or jax.default_backend() != 'cpu':
