@@ -103,15 +103,7 @@ def _lane_conv_fn(strides: tuple, padding):
 
 def lane_conv(x, w, strides=(1, 1), padding='SAME'):
   """`lax.conv_general_dilated(x, w, strides, padding)` in NHWC/HWIO, fast under `vmap` when
-  the kernel `w` carries the mapped axis (a kernel drawn per lane).
-
-  Args:
-    x: (N, H, W, C_in) inputs.
-    w: (kh, kw, C_in, C_out) kernel.
-    strides: an int or a pair.
-    padding: 'SAME', 'VALID' or ((top, bottom), (left, right)).
-
-  Returns:
-    (N, H', W', C_out), equal to the plain convolution up to float rounding.
+  the kernel `w` carries the mapped axis (a kernel drawn per lane). Arguments as
+  `models.conv.conv`; the result equals the plain convolution up to float rounding.
   """
   return _lane_conv_fn(*normalize_geometry(strides, padding))(x, w)
