@@ -84,8 +84,9 @@ def _apply(state, grads, batch_stats, metrics, axis_name):
 def _replay_step(objective: Objective, state, x, y, key, example_keys, axis_name):
   """Free adversarial training's m replays of one batch: each replay differentiates the loss in
   the parameters and in the carried perturbation δ at once, updates the parameters, and moves δ.
-  The replays are unrolled (a few of them; the CPU backend runs convolution gradients inside
-  rolled loops slowly, docs/performance.md). Metrics are those of the last replay."""
+  The replays are unrolled (a few of them; inside a rolled loop the CPU backend runs the input
+  gradients of a plain `nn.Conv` slowly, docs/performance.md item 1). Metrics are those of the
+  last replay."""
   delta = jnp.zeros_like(x)
   for r in range(objective.replays):
     k = jax.random.fold_in(jax.random.fold_in(key, keys.TAG_FREE_REPLAY), r)
