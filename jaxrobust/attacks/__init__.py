@@ -2,9 +2,9 @@
 
 Every attack has the signature `attack(logits_fn, key, x, y, **hyper) -> x_adv` where
 `logits_fn(x, key) -> logits` and x lies in [lo, hi] ([0,1] by default). They compile whole under
-`jax.jit`, run their steps in lax loops (straight-line up to 20 steps on the CPU, `default_unroll`),
-return through `stop_gradient`, accept
-scalar or per-example ε / step / bounds, and never import the model or training code.
+`jax.jit`, run their steps in lax loops (straight-line up to 20 steps on the CPU,
+`default_unroll`), return through `stop_gradient`, accept scalar or per-example ε / step /
+bounds, and never import the model or training code.
 
 Components:
   fgsm, fgm          one-step L∞ / L2
