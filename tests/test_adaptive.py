@@ -205,3 +205,16 @@ def test_piece_cache_names_a_broken_file(tmp_path):
     cache.get('p', lambda: [3])
   with pytest.raises(ValueError, match=f'{tmp_path}.*differing.*a'):
     PieceCache(str(tmp_path), {'a': 2})
+
+
+def test_the_eot_microbatch_reaches_eot_pgd_only_when_asked_and_only_in_the_adaptive_suite():
+  from jaxrobust.evaluation import evaluate_model
+  from jaxrobust.evaluation.adaptive import adaptive_attacks
+
+  assert 'microbatch' not in adaptive_attacks('fashion_mnist')['eot_pgd']
+  specs = adaptive_attacks('fashion_mnist', eot_microbatch=6)
+  assert specs['eot_pgd']['microbatch'] == 6 and 'microbatch' not in specs['apgd_ce']
+  with pytest.raises(ValueError, match='eot_microbatch'):
+    evaluate_model(
+      None, None, None, None, dataset='fashion_mnist', suite='standard', key=None, eot_microbatch=6
+    )

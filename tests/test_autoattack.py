@@ -299,3 +299,30 @@ def test_gradient_masking_flag_fires_when_square_beats_white_box(linear):
   )
   assert rep['broken']['square'] > rep['broken']['apgd_ce']  # APGD breaks only by its random start
   assert rep['flags']['gradient_masking'] and any('masked' in w for w in rep['warnings'])
+
+
+def test_autoattack_passes_its_microbatch_to_every_gradient_attack_and_refuses_a_bad_one(linear, monkeypatch):
+  from jaxrobust.attacks import _autoattack
+
+  f, _, _, x, y = linear
+  with pytest.raises(ValueError, match='microbatch'):
+    A.autoattack(f, jax.random.key(0), x[:8], y[:8], epsilon=0.1, microbatch=-1)
+  seen = []
+  for name in ('apgd', 'apgd_targeted', 'fab_targeted'):
+    real = getattr(_autoattack, name)
+    spy = lambda *a, real=real, **k: seen.append(k.get('microbatch')) or real(*a, **k)
+    monkeypatch.setattr(_autoattack, name, spy)
+  for version in ('standard', 'rand'):
+    seen.clear()
+    A.autoattack(
+      f,
+      jax.random.key(0),
+      x[:8],
+      y[:8],
+      epsilon=0.3,
+      version=version,
+      num_steps=2,
+      num_queries=2,
+      microbatch=3,
+    )
+    assert seen and all(m == 3 for m in seen), (version, seen)

@@ -35,25 +35,34 @@ SQUARE_MARGIN = 0.002
 
 
 def standard_attacks(
-  norm: str, epsilon, num_classes: int, *, num_steps: int = 100, num_queries: int = 5000
+  norm: str,
+  epsilon,
+  num_classes: int,
+  *,
+  num_steps: int = 100,
+  num_queries: int = 5000,
+  microbatch: int | None = None,
 ) -> dict[str, Callable]:
   """AutoAttack's standard ensemble, with the reference's settings (100 iterations, 9 targets,
-  5000 queries)."""
+  5000 queries); `microbatch` goes to the gradient attacks."""
   targets = min(9, num_classes - 1)
   common = dict(epsilon=epsilon, norm=norm)
+  grads = dict(common, num_steps=num_steps, microbatch=microbatch)
   return {
-    'apgd_ce': lambda f, k, x, y: apgd(f, k, x, y, loss='ce', num_steps=num_steps, **common),
-    'apgd_t': lambda f, k, x, y: apgd_targeted(
-      f, k, x, y, num_steps=num_steps, num_targets=targets, **common
-    ),
-    'fab_t': lambda f, k, x, y: fab_targeted(f, k, x, y, num_steps=num_steps, num_targets=targets, **common),
+    'apgd_ce': lambda f, k, x, y: apgd(f, k, x, y, loss='ce', **grads),
+    'apgd_t': lambda f, k, x, y: apgd_targeted(f, k, x, y, num_targets=targets, **grads),
+    'fab_t': lambda f, k, x, y: fab_targeted(f, k, x, y, num_targets=targets, **grads),
     'square': lambda f, k, x, y: square(f, k, x, y, num_queries=num_queries, p_init=0.8, **common),
   }
 
 
-def rand_attacks(norm: str, epsilon, *, eot_samples: int = 20, num_steps: int = 100) -> dict[str, Callable]:
+def rand_attacks(
+  norm: str, epsilon, *, eot_samples: int = 20, num_steps: int = 100, microbatch: int | None = None
+) -> dict[str, Callable]:
   """AutoAttack's version for randomised defenses: APGD-CE and APGD-DLR with EOT."""
-  common = dict(epsilon=epsilon, norm=norm, num_steps=num_steps, eot_samples=eot_samples)
+  common = dict(
+    epsilon=epsilon, norm=norm, num_steps=num_steps, eot_samples=eot_samples, microbatch=microbatch
+  )
   return {
     'apgd_ce': lambda f, k, x, y: apgd(f, k, x, y, loss='ce', **common),
     'apgd_dlr': lambda f, k, x, y: apgd(f, k, x, y, loss='dlr', **common),
@@ -117,6 +126,7 @@ def autoattack(
   eot_samples: int = 20,
   num_steps: int = 100,
   num_queries: int = 5000,
+  microbatch: int | None = None,
   verbose: bool = False,
   devices=None,
 ) -> tuple[jax.Array, dict]:
@@ -135,6 +145,9 @@ def autoattack(
     eot_samples: EOT draws of the 'rand' version (20).
     num_steps: iterations of APGD, APGD-T and FAB-T (100; fewer only for quick looks).
     num_queries: Square's query budget (5000).
+    microbatch: the gradient attacks' chunk size (None: their default,
+      `attacks.resolve_microbatch`; 0: the whole batch). An LWTA model's EOT gradients are
+      faster in chunks of 6 on the CPU, a PNI model's slower (`benchmarks/eot.py --chunks`).
     verbose: print the report's lines as they come.
     devices: the devices each attack call is split over (`shard_map` over a 'data' mesh); None:
       all devices for a deterministic model, one for a randomised one. Every point gets the
@@ -163,6 +176,8 @@ def autoattack(
     ('num_queries', num_queries),
   ):
     _core.check_count('autoattack', arg, v)
+  if microbatch is not None and (not isinstance(microbatch, int) or microbatch < 0):
+    raise ValueError(f'autoattack: microbatch must be None or an integer >= 0, got {microbatch!r}')
   x, y = jnp.asarray(x), jnp.asarray(y)
   # One check of the whole batch (a chunk-sized check would refuse per-example keys by their count).
   _core.check_inputs(logits_fn, x, y, name='autoattack', key=key, values={'epsilon': epsilon}, min_classes=2)
@@ -172,9 +187,11 @@ def autoattack(
   n = x.shape[0]
   num_classes = _core.num_classes_of(f, x[:1])
   if version == 'standard':
-    suite = standard_attacks(norm, epsilon, num_classes, num_steps=num_steps, num_queries=num_queries)
+    suite = standard_attacks(
+      norm, epsilon, num_classes, num_steps=num_steps, num_queries=num_queries, microbatch=microbatch
+    )
   elif version == 'rand':
-    suite = rand_attacks(norm, epsilon, eot_samples=eot_samples, num_steps=num_steps)
+    suite = rand_attacks(norm, epsilon, eot_samples=eot_samples, num_steps=num_steps, microbatch=microbatch)
   else:
     items = (
       attacks.items()

@@ -90,12 +90,17 @@ def _has_lwta(model) -> bool:
 
 
 def adaptive_attacks(
-  dataset: str, *, eot_samples: int = 20, steps_scale: float = 1.0, queries: int = 1000
+  dataset: str,
+  *,
+  eot_samples: int = 20,
+  steps_scale: float = 1.0,
+  queries: int = 1000,
+  eot_microbatch: int | None = None,
 ) -> dict:
   """The suite's attack specs at the dataset's standard L∞ ε: single-draw PGD-20, APGD-CE and
   APGD-DLR; EOT-PGD (margin loss, 100 steps with a cosine step schedule, 2 restarts); EOT-Square
-  (`queries`). AA-rand and the transfer
-  attacks are added by `evaluate_adaptive`."""
+  (`queries`). AA-rand and the transfer attacks are added by `evaluate_adaptive`.
+  `eot_microbatch` is EOT-PGD's gradient chunk size (None: the attack's default)."""
   eps = linf_budget('standard', dataset)
   b = STANDARD_BUDGETS[dataset]
   s = lambda n: max(1, int(round(n * steps_scale)))  # noqa: E731
@@ -110,6 +115,7 @@ def adaptive_attacks(
       num_steps=s(100),
       eot=eot_samples,
       restarts=2,
+      **({} if eot_microbatch is None else {'microbatch': eot_microbatch}),
     ),
     'eot_square': dict(name='square', epsilon=eps, num_queries=s(queries), eot_samples=eot_samples),
   }
@@ -131,6 +137,7 @@ def evaluate_adaptive(
   progress: bool = False,
   extra_attacks: dict[str, Callable] | None = None,
   cache_dir: str | None = None,
+  eot_microbatch: int | None = None,
 ) -> dict:
   """The adaptive protocol on a (stochastic) model; see the module docstring.
 
@@ -147,6 +154,10 @@ def evaluate_adaptive(
     cache_dir: if given, each attack's result on each batch is stored there when done and read
       back on the next run, so an interrupted evaluation resumes (`evaluation/cache.py`); a
       directory holding results of other settings is refused.
+    eot_microbatch: the gradient chunk size of the EOT attacks (EOT-PGD, AA-rand); None keeps
+      the attacks' default, the whole batch. Chunks of 6 made an LWTA small CNN's EOT-20 APGD
+      1.49× faster on the CPU and a PNI one slower (`benchmarks/eot.py --chunks`); chunks draw
+      their own noise, so results change with it (and the cache keeps them apart).
 
   Returns:
     {'attacks': {name: {'single_draw', 'mean', 'majority', 'all'}}, 'clean': {...},
@@ -161,7 +172,11 @@ def evaluate_adaptive(
   attacks: dict[str, Callable] = {
     k: A.build_attack(v)
     for k, v in adaptive_attacks(
-      dataset, eot_samples=eot_samples, steps_scale=steps_scale, queries=queries
+      dataset,
+      eot_samples=eot_samples,
+      steps_scale=steps_scale,
+      queries=queries,
+      eot_microbatch=eot_microbatch,
     ).items()
   }
   batch_flags = {}  # an AutoAttack's sanity flags on the batch it just attacked
@@ -181,6 +196,7 @@ def evaluate_adaptive(
         num_steps=max(1, int(round(100 * steps_scale))),
         num_queries=max(1, int(round(5000 * steps_scale))),
         batch_size=x.shape[0],
+        microbatch=eot_microbatch if version == 'rand' else None,
       )
       batch_flags.update({f'{flag_prefix}{n}': v for n, v in rep['flags'].items()})
       return x_adv
@@ -210,6 +226,8 @@ def evaluate_adaptive(
     batch_size=batch_size,
     attacks=names,
   )
+  if eot_microbatch is not None:  # absent by default, so caches written before it stay valid
+    settings['eot_microbatch'] = eot_microbatch
   cache = PieceCache(cache_dir, settings)
   per = {n: {'single_draw': [], 'mean': [], 'majority': [], 'all': []} for n in names}
   seconds = dict.fromkeys(names, 0.0)

@@ -92,6 +92,7 @@ def evaluate_model(
   autoattack_scale: float = 1.0,
   progress: bool = False,
   cache_dir: str | None = None,
+  eot_microbatch: int | None = None,
 ) -> dict:
   """Robust accuracy of a model under a suite, with stochastic-model extras.
 
@@ -116,6 +117,7 @@ def evaluate_model(
       the reference's budget, whatever the suite's scale; smaller only for tests).
     cache_dir: 'adaptive' suite only: each attack's result per batch is stored there and reused,
       so an interrupted evaluation resumes (`evaluation/adaptive.py`).
+    eot_microbatch: 'adaptive' suite only: the gradient chunk size of its EOT attacks.
 
   Returns:
     dict with accuracies per attack ('clean', 'fgsm', ...), 'worst_case', 'stochastic',
@@ -129,6 +131,8 @@ def evaluate_model(
     raise ValueError(f"with_autoattack is for the 'study' and 'standard' suites, not {suite!r}")
   if cache_dir is not None and suite != 'adaptive':
     raise ValueError(f"cache_dir is for the 'adaptive' suite, not {suite!r}")
+  if eot_microbatch is not None and suite != 'adaptive':
+    raise ValueError(f"eot_microbatch is for the 'adaptive' suite, not {suite!r}")
   f = make_logits_fn(model, variables)
   check_finite_model(f, images, key=key, batch_size=batch_size)
   stochastic = _stochastic(model, variables, images.shape[1:])
@@ -146,6 +150,7 @@ def evaluate_model(
       batch_size=batch_size,
       progress=progress,
       cache_dir=cache_dir,
+      eot_microbatch=eot_microbatch,
     )
     out.update(
       suite=suite,
