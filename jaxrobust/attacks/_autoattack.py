@@ -176,8 +176,8 @@ def autoattack(
     ('num_queries', num_queries),
   ):
     _core.check_count('autoattack', arg, v)
-  if microbatch is not None and (not isinstance(microbatch, int) or microbatch < 0):
-    raise ValueError(f'autoattack: microbatch must be None or an integer >= 0, got {microbatch!r}')
+  if microbatch is not None:
+    _core.check_count('autoattack', 'microbatch', microbatch, minimum=0)
   x, y = jnp.asarray(x), jnp.asarray(y)
   # One check of the whole batch (a chunk-sized check would refuse per-example keys by their count).
   _core.check_inputs(logits_fn, x, y, name='autoattack', key=key, values={'epsilon': epsilon}, min_classes=2)
