@@ -24,6 +24,7 @@ from benchmarks import side_by_side
 from benchmarks.common import arg, emit
 from jaxrobust import attacks as A
 from jaxrobust.models import create_model, make_logits_fn
+from jaxrobust.machine import cpu_model
 
 SHAPES = {'wrn16_4': (32, 32, 3), 'small_cnn': (28, 28, 1)}
 EPS, ALPHA, STEPS = 8 / 255, 2 / 255, 10
@@ -106,7 +107,7 @@ def bench(name: str, batch: int, repeats: int, with_torch: bool):
     model=name,
     batch=batch,
     measure='summary',
-    cpu=side_by_side.cpu_model(),
+    cpu=cpu_model(),
     ratio_to_limit=round(med['jaxrobust/pgd10'] / (STEPS * med['jaxrobust/input_grad']), 3),
   )
   if twin is None:

@@ -31,6 +31,7 @@ from benchmarks.common import arg, emit
 from benchmarks.parity_torch import run_ours, run_reference, run_torchattacks
 from jaxrobust import attacks as A
 from jaxrobust.models import make_logits_fn
+from jaxrobust.machine import cpu_model
 
 
 def small_cnn(workdir: str, n: int, with_torch: bool):
@@ -111,7 +112,7 @@ def bench(name, f, twin, x, y, eps, repeats, budget):
     )
   t = side_by_side.alternate(contenders, repeats)
   n = len(x)
-  row = dict(model=name, n=n, epsilon=eps, cpu=side_by_side.cpu_model(), max_logit_difference=diff)
+  row = dict(model=name, n=n, epsilon=eps, cpu=cpu_model(), max_logit_difference=diff)
   for side, v in t.items():
     row[f'{side}_ms_per_image'] = round(1000 * v['median_s'] / n, 1)
     row[f'{side}_first_run_s'] = round(v['first_s'], 1)  # compilation included

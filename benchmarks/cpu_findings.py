@@ -33,6 +33,7 @@ from benchmarks.common import arg, emit
 from jaxrobust import attacks as A
 from jaxrobust.attacks import _core
 from jaxrobust.models import create_model, make_logits_fn
+from jaxrobust.machine import cpu_model
 
 
 def alternate(variants: dict, repeats: int) -> dict:
@@ -66,7 +67,7 @@ class _PoolCNN(nn.Module):
 
 def main():
   batch, repeats = arg('batch', 128), arg('repeats', 5)
-  emit(cpu=side_by_side.cpu_model(), jax=jax.__version__, backend=jax.default_backend())
+  emit(cpu=cpu_model(), jax=jax.__version__, backend=jax.default_backend())
   if arg('microbatch_workdir', ''):
     return auto_microbatch(arg('microbatch_workdir', ''), arg('microbatch_n', 500), repeats)
   model = create_model('small_cnn', num_classes=10)

@@ -15,6 +15,7 @@ from benchmarks import side_by_side
 from benchmarks.common import arg, emit
 from jaxrobust import attacks as A
 from jaxrobust.models import STOCHASTIC, create_model, make_logits_fn
+from jaxrobust.machine import cpu_model
 
 
 def bench(name: str, batch: int, samples: int, steps: int, repeats: int, side: int = 28) -> None:
@@ -37,7 +38,7 @@ def bench(name: str, batch: int, samples: int, steps: int, repeats: int, side: i
     model=name,
     batch=batch,
     measure=f'pgd{steps}_eot{samples}_vs_{samples}_single',
-    cpu=side_by_side.cpu_model(),
+    cpu=cpu_model(),
     eot_s=round(t_eot, 4),
     single_s=round(t_one, 4),
     ratio=round(t_eot / (samples * t_one), 3),
@@ -61,7 +62,7 @@ def chunks(name: str, sizes: list[int], batch: int, samples: int, steps: int, re
     model=name,
     batch=batch,
     measure=f'apgd{steps}_eot{samples}_chunks',
-    cpu=side_by_side.cpu_model(),
+    cpu=cpu_model(),
     **{f'chunk{k}_s' if k else 'whole_batch_s': round(v['median_s'], 3) for k, v in times.items()},
   )
 

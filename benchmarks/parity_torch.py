@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import side_by_side
 from benchmarks.common import arg
 from jaxrobust import attacks as A
+from jaxrobust.machine import cpu_model
 
 COMPONENTS = {'apgd-ce': 'apgd_ce', 'apgd-t': 'apgd_t', 'fab-t': 'fab_t', 'square': 'square'}
 
@@ -152,7 +152,7 @@ def main():
   with torch.no_grad():
     diff = float(np.abs(twin(xt).numpy() - np.asarray(f(jnp.asarray(x), jax.random.key(0)))).max())
   emit(
-    cpu=side_by_side.cpu_model(),
+    cpu=cpu_model(),
     workdir=workdir,
     n=n,
     eps=eps,
@@ -166,7 +166,7 @@ def main():
 
   def measured(fn):
     acc, seconds = fn()
-    return dict(accuracy=acc, seconds=seconds, run=RUN, cpu=side_by_side.cpu_model())
+    return dict(accuracy=acc, seconds=seconds, run=RUN, cpu=cpu_model())
 
   pieces = {}
   for attack in attacks:

@@ -8,24 +8,11 @@ machine, is never printed.
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import time
 from typing import Any, Callable
 
 import jax
-
-
-def cpu_model() -> str:
-  """The CPU's model name (/proc/cpuinfo), with its core count."""
-  name = platform.processor() or 'unknown'
-  try:
-    with open('/proc/cpuinfo') as f:
-      name = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-  except (OSError, StopIteration):
-    pass
-  return f'{name} ({os.cpu_count()} cores)'
 
 
 def torch_available() -> bool:

@@ -9,6 +9,8 @@ import pytest
 
 from experiments import evaluate, table1
 from experiments.configs.defenses import DEFENSES, defense_config
+from jaxrobust.evaluation import table_markdown
+from jaxrobust.machine import cpu_model
 
 
 PNG = b'\x89PNG\r\n\x1a\n'
@@ -101,14 +103,38 @@ def test_retime_training_trains_the_row_again_to_the_same_bits(table, tmp_path):
     ['regular'], 'synthetic', out_dir=str(out), runs_dir=str(d / 'runs'), retime_training=True
   )
   assert again[0]['train_time_pass'] == 'retimed' and again[0]['train_time_s'] > 0
-  assert json.load(open(path))['train_time_pass'] == 'retimed'
   r = json.load(open(path))
-  r['test_accuracy_full'] = -1.0  # another run's record
+  assert r['train_time_pass'] == 'retimed' and r['train_time_cpu'] == cpu_model()
+  # Retimed on this CPU already: an interrupted pass does not train the row a second time.
+  r['train_time_s'], r['test_accuracy_full'] = 12345.0, -1.0  # -1: another run's record
+  path.write_text(json.dumps(r))
+  again, md = table1.run_table(
+    ['regular'], 'synthetic', out_dir=str(out), runs_dir=str(d / 'runs'), retime_training=True
+  )
+  assert again[0]['train_time_s'] == 12345.0
+  assert f'each row retrained alone on {cpu_model()}' in open(md).read()
+  # Timed on another machine: trained again, and the other run's record is refused, named.
+  r['train_time_cpu'] = 'another CPU (2 cores)'
   path.write_text(json.dumps(r))
   with pytest.raises(RuntimeError, match='regular: retrained from its config.json'):
     table1.run_table(
       ['regular'], 'synthetic', out_dir=str(out), runs_dir=str(d / 'runs'), retime_training=True
     )
+
+
+def test_a_resumed_rows_partial_training_time_is_not_shown(table):
+  """A row resumed from its checkpoints timed only its last part: the table shows '–' until a
+  retime pass measured it, and says how the time columns were taken."""
+  _, records, _ = table
+  row = dict(records[0], train_time_s=8.2, resumed=True)
+  text = table_markdown([row])
+  assert text.splitlines()[-1].endswith('| – |') and '| 8 |' not in text
+  assert table_markdown([dict(row, train_time_pass='retimed')]).splitlines()[-1].endswith('| 8 |')
+  assert table_markdown([dict(row, resumed=False)]).splitlines()[-1].endswith('| 8 |')
+  no_ms = dict(row, result=dict(row['result'], ms_per_image=float('nan')))
+  assert '| nan |' not in table_markdown([no_ms])
+  assert 'as each row finished' in table1.timing_note([row])
+  assert 'resumed, not measured' in table1.timing_note([row])
 
 
 def test_figures_are_valid_pngs(table):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 from jaxrobust.files import write_atomic, write_json_atomic
@@ -26,9 +27,22 @@ def _pct(v):
   return '–' if v is None else f'{100 * v:.1f}'
 
 
+def _ms(v) -> str:
+  return f'{v:.3f}' if isinstance(v, (int, float)) and math.isfinite(v) else '–'
+
+
+def train_seconds(record: dict) -> float | None:
+  """The row's training wall time, or None when none was measured: a run resumed from its
+  checkpoints timed only its last part, so its figure stands only once a retime pass replaced it."""
+  seconds = record.get('train_time_s')
+  if seconds is None or (record.get('resumed') and record.get('train_time_pass') != 'retimed'):
+    return None
+  return float(seconds)
+
+
 def table_markdown(rows: list[dict], *, caption: str = '') -> str:
   """Rows of {'title', 'result': evaluate_model output, 'train_time_s'} as a Markdown table; only
-  columns that some row has are shown."""
+  columns that some row has are shown, and a time that was not measured is '–' (`train_seconds`)."""
   cols = [(k, t) for k, t in COLUMNS if any(k in r['result'] for r in rows)]
   head = '| Defense | ' + ' | '.join(t for _, t in cols) + ' | ms/image | train s |'
   sep = '|' + '---|' * (len(cols) + 3)
@@ -36,10 +50,11 @@ def table_markdown(rows: list[dict], *, caption: str = '') -> str:
   for r in rows:
     res = r['result']
     mark = ' (stochastic)' if res.get('stochastic') else ''
+    seconds = train_seconds(r)
     lines.append(
       f'| {r["title"]}{mark} | '
       + ' | '.join(_pct(res.get(k)) for k, _ in cols)
-      + f' | {res.get("ms_per_image", float("nan")):.3f} | {r.get("train_time_s", 0):.0f} |'
+      + f' | {_ms(res.get("ms_per_image"))} | {"–" if seconds is None else f"{seconds:.0f}"} |'
     )
   return '\n'.join(lines) + '\n'
 
