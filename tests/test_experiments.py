@@ -401,3 +401,12 @@ def test_every_flag_a_script_reads_is_defined():
     checked += 1
     assert read <= defined, f'{path} reads undefined flags {sorted(read - defined)}'
   assert checked >= 6
+
+
+@pytest.mark.parametrize('n', [1, 12, 40])
+def test_every_curve_of_a_figure_has_its_own_style(n):
+  """Table 1 has twelve rows and matplotlib's colour cycle ten colours: no two curves may look alike."""
+  from jaxrobust.evaluation import figures
+
+  styles = figures.line_styles(n)
+  assert len({(s['color'], s['linestyle'], s['marker']) for s in styles}) == n

@@ -66,16 +66,27 @@ def confidence_histograms(path, confidences: dict, correct: dict, title: str = '
   _save(fig, path)
 
 
+def line_styles(n: int) -> list[dict]:
+  """n distinct line styles: matplotlib's ten colours, then the same colours dashed with another
+  marker, and so on (the colour cycle alone repeats after ten, and Table 1 has twelve rows)."""
+  colors = plt.get_cmap('tab10').colors
+  dashes, markers = ('-', '--', ':', '-.'), ('o', 's', '^', 'D')
+  return [
+    dict(color=colors[i % 10], linestyle=dashes[(i // 10) % 4], marker=markers[(i // 10) % 4])
+    for i in range(n)
+  ]
+
+
 def plot_accuracy_vs_epsilon(path, curves: dict, xlabel: str = 'ε (L∞)', title: str = ''):
   """One PGD-accuracy curve per row: curves = {label: (epsilons, accuracies)}."""
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for label, (eps, acc) in curves.items():
-    ax.plot(eps, 100 * np.asarray(acc), marker='o', ms=3, label=label)
+  fig, ax = plt.subplots(figsize=(8.5, 4))
+  for (label, (eps, acc)), style in zip(curves.items(), line_styles(len(curves))):
+    ax.plot(eps, 100 * np.asarray(acc), ms=3, label=label, **style)
   ax.set_xlabel(xlabel)
   ax.set_ylabel('accuracy (%)')
   ax.set_ylim(0, 100)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
+  ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.01, 0.5))  # beside the curves, not on them
   ax.set_title(title, fontsize=9)
   fig.tight_layout()
   _save(fig, path)
