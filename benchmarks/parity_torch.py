@@ -3,12 +3,14 @@ fra31/auto-attack) and torchattacks' AutoAttack, on the same weights and the sam
 all timed in this run on this machine. Needs the `parity` extra (CPU torch).
 
   python -m benchmarks.parity_torch --workdir=runs/fashion_mnist/regular [--num_test=1000] [--eps=0.1]
-      [--attacks=apgd-ce,apgd-t,fab-t,square,standard] [--out=results/parity/<run>_n<N>]
+      [--attacks=apgd-ce,apgd-t,fab-t,square,standard,fab-l2] [--out=results/parity/<run>_n<N>]
 
 It copies a trained small CNN into its torch twin, checks that the logits agree to 1e-4, runs each
 component (APGD-CE, APGD-T, FAB-T, Square) alone and the whole standard AutoAttack in each
-library, and prints one JSON line per measurement and a Markdown table. Parity means robust
-accuracy within 0.5 points of the reference (1 point for Square).
+library, and FAB-T in L2 with a budget no point needs (`fab-l2`: the median distance of the
+adversarial points it finds), and prints one JSON line per measurement and a Markdown table.
+Parity means robust accuracy within 0.5 points of the reference (1 point for Square), and FAB-L2
+median distances within 2 %.
 
 The reference's FAB-T alone runs for more than an hour on a PGD-trained model, so every
 measurement is stored in `--out` as it finishes and the same command goes on from there. A
@@ -91,7 +93,52 @@ def run_torchattacks(twin, xt, yt, eps, batch_size=500):
     return float((twin(adv).argmax(1) == yt).float().mean()), seconds
 
 
-ATTACKS = tuple(COMPONENTS) + ('standard',)
+# FAB-L2's budget: larger than any perturbation inside [0,1]^d (d ≤ 3072), so that every point
+# FAB can break counts, and the distances it reaches are compared, not an accuracy at one ε.
+FAB_L2_BUDGET = 100.0
+
+
+def median_l2(x, x_adv, broken) -> float:
+  """The median L2 distance of the adversarial points over all points (a point left unbroken
+  counts as infinitely far), the statistic that FAB's paper reports."""
+  d = np.sqrt(((np.asarray(x_adv, np.float64) - np.asarray(x, np.float64)) ** 2).reshape(len(x), -1).sum(1))
+  return float(np.median(np.where(np.asarray(broken), d, np.inf)))
+
+
+def run_fab_l2_ours(f, x, y, batch_size=500, **budget):
+  """(median L2 distance, seconds) of jaxrobust's FAB-T in L2 with the reference's defaults."""
+  t0 = time.perf_counter()
+  parts = []
+  for i in range(0, len(x), batch_size):
+    xb, yb = jnp.asarray(x[i : i + batch_size]), jnp.asarray(y[i : i + batch_size])
+    key = jax.random.fold_in(jax.random.key(0), i)
+    parts.append(np.asarray(A.fab_targeted(f, key, xb, yb, norm='l2', epsilon=FAB_L2_BUDGET, **budget)))
+  x_adv = np.concatenate(parts)
+  seconds = time.perf_counter() - t0
+  broken = np.asarray(f(jnp.asarray(x_adv), jax.random.key(0))).argmax(-1) != y
+  return median_l2(x, x_adv, broken), seconds
+
+
+def run_fab_l2_reference(twin, xt, yt, batch_size=500):
+  """(median L2 distance, seconds) of the reference's FAB-T in L2 (pyautoattack's FABAttack_PT,
+  targeted, its AutoAttack settings but one restart)."""
+  import torch
+  from pyautoattack.fab_pt import FABAttack_PT
+
+  fab = FABAttack_PT(
+    twin, norm='L2', n_restarts=1, n_iter=100, eps=FAB_L2_BUDGET, seed=0, targeted=True, device='cpu'
+  )
+  t0 = time.perf_counter()
+  adv = torch.cat(
+    [fab.perturb(xt[i : i + batch_size], yt[i : i + batch_size]) for i in range(0, len(xt), batch_size)]
+  )
+  seconds = time.perf_counter() - t0
+  with torch.no_grad():
+    broken = (twin(adv).argmax(1) != yt).numpy()
+  return median_l2(xt.numpy(), adv.numpy(), broken), seconds
+
+
+ATTACKS = tuple(COMPONENTS) + ('standard', 'fab-l2')
 RUN = f'{os.uname().nodename}-{os.getpid()}-{int(time.time())}'  # this process: one run
 
 
@@ -110,7 +157,7 @@ def parity_table(pieces: dict[str, dict]) -> str:
   ]
   for attack in ATTACKS:
     ref, ours = pieces.get(f'{attack}_reference'), pieces.get(f'{attack}_jaxrobust')
-    if ref is None or ours is None:
+    if ref is None or ours is None or attack == 'fab-l2':
       continue
     same_run = ref['run'] == ours['run']
     speed = f'{ref["seconds"] / ours["seconds"]:.2f}×' if same_run else 'not measured in one run'
@@ -118,6 +165,16 @@ def parity_table(pieces: dict[str, dict]) -> str:
     lines.append(
       f'| {name} | {100 * ref["accuracy"]:.1f} | {100 * ours["accuracy"]:.1f} | '
       f'{_points(ours["accuracy"] - ref["accuracy"])} | {ref["seconds"]:.0f} | {ours["seconds"]:.0f} | {speed} |'
+    )
+  ref, ours = pieces.get('fab-l2_reference'), pieces.get('fab-l2_jaxrobust')
+  if ref is not None and ours is not None:
+    speed = (
+      f'{ref["seconds"] / ours["seconds"]:.2f}×' if ref['run'] == ours['run'] else 'not measured in one run'
+    )
+    lines.append(
+      f'\nFAB-T L2, median distance of the adversarial points: reference {ref["median_l2"]:.4f}, '
+      f'jaxrobust {ours["median_l2"]:.4f} ({100 * (ours["median_l2"] / ref["median_l2"] - 1):+.1f} %), '
+      f'{ref["seconds"]:.0f} s against {ours["seconds"]:.0f} s, speed-up {speed}'
     )
   ta = pieces.get('standard_torchattacks')
   if ta is not None:
@@ -164,12 +221,22 @@ def main():
   if diff > 1e-4:
     raise SystemExit(f'the torch twin disagrees with the Flax model by {diff} > 1e-4')
 
-  def measured(fn):
-    acc, seconds = fn()
-    return dict(accuracy=acc, seconds=seconds, run=RUN, cpu=cpu_model())
+  def measured(fn, what='accuracy'):
+    value, seconds = fn()
+    return {what: value, 'seconds': seconds, 'run': RUN, 'cpu': cpu_model()}
 
   pieces = {}
   for attack in attacks:
+    if attack == 'fab-l2':
+      for side, fn in (
+        ('reference', lambda: run_fab_l2_reference(twin, xt, yt)),
+        ('jaxrobust', lambda: run_fab_l2_ours(f, x, y)),
+      ):
+        pieces[f'{attack}_{side}'] = piece = cache.get(
+          f'{attack}_{side}', lambda fn=fn: measured(fn, 'median_l2')
+        )
+        emit(attack=attack, side=side, **piece)
+      continue
     names = None if attack == 'standard' else [attack]
     sides = {
       'reference': lambda: run_reference(twin, xt, yt, eps, names),

@@ -110,7 +110,9 @@ def test_evaluate_adaptive_on_a_stochastic_lwta_network(tmp_path, monkeypatch):
     {'params': jax.random.key(0), 'stochastic': jax.random.key(1)}, jnp.zeros((1, 8, 8, 1))
   )
   x = np.asarray(jax.random.randint(jax.random.key(2), (12, 8, 8, 1), 0, 256), np.uint8)
-  y = np.asarray(model.apply(variables, x / np.float32(255), rngs={'stochastic': jax.random.key(3)}).argmax(-1))
+  y = np.asarray(
+    model.apply(variables, x / np.float32(255), rngs={'stochastic': jax.random.key(3)}).argmax(-1)
+  )
   run = lambda key=jax.random.key(4): evaluate_adaptive(  # noqa: E731
     model,
     variables,
