@@ -97,6 +97,10 @@ def test_killed_run_resumes_bit_identically(synthetic_config, tmp_path):
     json.loads(line)['step'] for line in open(tmp_path / 'resume' / 'metrics.jsonl') if 'train_loss' in line
   ]
   assert steps == [4, 8]
+  # Each process's final record says which steps its wall time covers.
+  ends = [json.loads(line) for line in open(tmp_path / 'resume' / 'metrics.jsonl') if 'train_time_s' in line]
+  assert [(e['step'], e['trained_from_step']) for e in ends] == [(4, 0), (8, 4)]
+  assert resumed['trained_from_step'] == 4 and full['trained_from_step'] == 0
 
 
 def test_metrics_logged_after_the_resumed_checkpoint_are_not_duplicated(synthetic_config, tmp_path):

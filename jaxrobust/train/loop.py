@@ -125,7 +125,9 @@ def train(
     allow_config_change: resume even when the stored config trains something else.
 
   Returns:
-    dict with 'state' (TrainState), 'model', 'dataset', 'test_accuracy', 'steps', 'train_time_s'.
+    dict with 'state' (TrainState), 'model', 'dataset', 'test_accuracy', 'steps', 'train_time_s'
+    and 'trained_from_step' (the step this process resumed from: its train_time_s covers the
+    steps after it, 0 for a whole run).
 
   Raises:
     WorkdirLockedError: another live run holds `workdir`.
@@ -252,7 +254,9 @@ def _run(exp: Experiment, workdir: str, *, progress: bool) -> dict[str, Any]:
     ) from e
   if pending is not None:
     ckpt.save(*pending, {'step': pending[0], 'config': exp.config.to_dict()})
-  writer.write(step, test_accuracy=test_acc, train_time_s=train_time)
+  # The wall time covers this process's steps only: a resumed run says where it started, so its
+  # time is never read as the whole run's.
+  writer.write(step, test_accuracy=test_acc, train_time_s=train_time, trained_from_step=start)
   ckpt.close()
   return {
     'state': state,
@@ -261,6 +265,7 @@ def _run(exp: Experiment, workdir: str, *, progress: bool) -> dict[str, Any]:
     'test_accuracy': test_acc,
     'steps': step,
     'train_time_s': train_time,
+    'trained_from_step': start,
   }
 
 
