@@ -147,6 +147,13 @@ def _points(difference: float) -> str:
   return f'{round(100 * difference, 1) or 0.0:+.1f}'
 
 
+def _speed_up(ref: dict, ours: dict) -> str:
+  """The reference's time over ours, only for two measurements of the same run."""
+  return (
+    f'{ref["seconds"] / ours["seconds"]:.2f}×' if ref['run'] == ours['run'] else 'not measured in one run'
+  )
+
+
 def parity_table(pieces: dict[str, dict]) -> str:
   """The Markdown table from the stored measurements {'<attack>_<side>': {'accuracy', 'seconds',
   'run'}}. A speed-up is printed only for two measurements of the same run (side by side on one
@@ -159,8 +166,7 @@ def parity_table(pieces: dict[str, dict]) -> str:
     ref, ours = pieces.get(f'{attack}_reference'), pieces.get(f'{attack}_jaxrobust')
     if ref is None or ours is None or attack == 'fab-l2':
       continue
-    same_run = ref['run'] == ours['run']
-    speed = f'{ref["seconds"] / ours["seconds"]:.2f}×' if same_run else 'not measured in one run'
+    speed = _speed_up(ref, ours)
     name = 'AutoAttack standard' if attack == 'standard' else attack
     lines.append(
       f'| {name} | {100 * ref["accuracy"]:.1f} | {100 * ours["accuracy"]:.1f} | '
@@ -168,9 +174,7 @@ def parity_table(pieces: dict[str, dict]) -> str:
     )
   ref, ours = pieces.get('fab-l2_reference'), pieces.get('fab-l2_jaxrobust')
   if ref is not None and ours is not None:
-    speed = (
-      f'{ref["seconds"] / ours["seconds"]:.2f}×' if ref['run'] == ours['run'] else 'not measured in one run'
-    )
+    speed = _speed_up(ref, ours)
     lines.append(
       f'\nFAB-T L2, median distance of the adversarial points: reference {ref["median_l2"]:.4f}, '
       f'jaxrobust {ours["median_l2"]:.4f} ({100 * (ours["median_l2"] / ref["median_l2"] - 1):+.1f} %), '
