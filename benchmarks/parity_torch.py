@@ -4,6 +4,7 @@ all timed in this run on this machine. Needs the `parity` extra (CPU torch).
 
   python -m benchmarks.parity_torch --workdir=runs/fashion_mnist/regular [--num_test=1000] [--eps=0.1]
       [--attacks=apgd-ce,apgd-t,fab-t,square,standard,fab-l2] [--out=results/parity/<run>_n<N>]
+      [--chunk=250]
 
 It copies a trained small CNN into its torch twin, checks that the logits agree to 1e-4, runs each
 component (APGD-CE, APGD-T, FAB-T, Square) alone and the whole standard AutoAttack in each
@@ -13,8 +14,10 @@ Parity means robust accuracy within 0.5 points of the reference (1 point for Squ
 median distances within 2 %.
 
 The reference's FAB-T alone runs for more than an hour on a PGD-trained model, so every
-measurement is stored in `--out` as it finishes and the same command goes on from there. A
-speed-up is printed only for two measurements taken in the same run.
+measurement is stored in `--out` as it finishes, chunk by chunk of `--chunk` images (250) with the
+libraries alternating inside each chunk, and the same command goes on from there. A speed-up is
+printed only for two measurements taken in the same run, and each names the CPU cores it ran on
+(`taskset -c 1 python -m benchmarks.parity_torch ...` measures both libraries on one core).
 """
 
 from __future__ import annotations
@@ -38,13 +41,14 @@ def emit(**row):
   print(json.dumps(row), flush=True)
 
 
-def run_ours(f, x, y, eps, names=None, batch_size=500, **budget):
+def run_ours(f, x, y, eps, names=None, batch_size=500, key_index=0, **budget):
   """(robust accuracy, seconds) of jaxrobust's AutoAttack: standard, or the listed attacks
-  (`budget`: num_steps / num_queries, smaller only for smoke tests)."""
+  (`budget`: num_steps / num_queries, smaller only for smoke tests; `key_index`: the first image's
+  index in the test set, so that each chunk of images draws its own random numbers)."""
   t0 = time.perf_counter()
   _, rep = A.autoattack(
     f,
-    jax.random.key(0),
+    jax.random.fold_in(jax.random.key(0), key_index) if key_index else jax.random.key(0),
     jnp.asarray(x),
     jnp.asarray(y),
     epsilon=eps,
@@ -139,6 +143,50 @@ def run_fab_l2_reference(twin, xt, yt, batch_size=500):
 
 
 ATTACKS = tuple(COMPONENTS) + ('standard', 'fab-l2')
+
+
+def combine_chunks(parts: list[dict], sizes: list[int]) -> dict:
+  """One measurement from its chunks: the accuracy over all images, the summed seconds, and the
+  chunks' runs in order, so that two sides compare as one run only if every chunk pair does."""
+  n = sum(sizes)
+  return {
+    'accuracy': sum(p['accuracy'] * k for p, k in zip(parts, sizes)) / n,
+    'seconds': sum(p['seconds'] for p in parts),
+    'run': parts[0]['run'] if len({p['run'] for p in parts}) == 1 else '+'.join(p['run'] for p in parts),
+    'cpu': ', '.join(sorted({p['cpu'] for p in parts})),
+    'chunks': len(parts),
+  }
+
+
+def measure_in_chunks(cache, attack: str, sides: dict, n: int, chunk: int, measured) -> dict[str, dict]:
+  """Each side's measurement of `attack` on images [0, n), taken chunk by chunk with the sides
+  alternating inside each chunk (so that a slower stretch of the machine hits every side), each
+  chunk stored as it finishes: an interrupted run of hours loses at most one chunk. A side whose
+  whole-set measurement is already stored (taken before chunks existed) is read as it is.
+
+  Args:
+    cache: the PieceCache of this model, image set and ε.
+    attack: the attack's name, part of each piece's name.
+    sides: {side: fn(start, stop) -> (accuracy, seconds)}.
+    n: the number of images.
+    chunk: images per chunk.
+    measured: wraps fn() into a stored piece {'accuracy', 'seconds', 'run', 'cpu'}.
+  """
+  bounds = [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
+  whole = {side for side in sides if cache.has(f'{attack}_{side}')}
+  parts = {side: [] for side in sides if side not in whole}
+  for a, b in bounds:
+    for side in parts:
+      fn = sides[side]
+      parts[side].append(
+        cache.get(f'{attack}_{side}_{a:05d}-{b:05d}', lambda fn=fn, a=a, b=b: measured(lambda: fn(a, b)))
+      )
+  out = {side: cache.get(f'{attack}_{side}', None) for side in whole}
+  sizes = [b - a for a, b in bounds]
+  out.update({side: combine_chunks(p, sizes) for side, p in parts.items()})
+  return {side: out[side] for side in sides}
+
+
 RUN = f'{os.uname().nodename}-{os.getpid()}-{int(time.time())}'  # this process: one run
 
 
@@ -199,7 +247,12 @@ def main():
   unknown = sorted(set(attacks) - set(ATTACKS))
   if unknown:
     raise SystemExit(f'--attacks: unknown {unknown}; known: {",".join(ATTACKS)}')
-  torch.set_num_threads(2)
+  # The cores this process may use (a job pinned with taskset gets one): torch's default counts
+  # the machine's and would oversubscribe a pinned core.
+  torch.set_num_threads(len(os.sched_getaffinity(0)))
+  chunk = arg('chunk', 250)
+  if chunk < 1:
+    raise SystemExit(f'--chunk must be ≥ 1, got {chunk}')
   _, model, variables, ds = load_trained(workdir)
   x = np.asarray(ds.test_images[:n], np.float32) / 255.0
   y = np.asarray(ds.test_labels[:n])
@@ -243,13 +296,15 @@ def main():
       continue
     names = None if attack == 'standard' else [attack]
     sides = {
-      'reference': lambda: run_reference(twin, xt, yt, eps, names),
-      'jaxrobust': lambda: run_ours(f, x, y, eps, None if names is None else [COMPONENTS[attack]]),
+      'reference': lambda a, b: run_reference(twin, xt[a:b], yt[a:b], eps, names),
+      'jaxrobust': lambda a, b: run_ours(
+        f, x[a:b], y[a:b], eps, None if names is None else [COMPONENTS[attack]], key_index=a
+      ),
     }
     if attack == 'standard':
-      sides['torchattacks'] = lambda: run_torchattacks(twin, xt, yt, eps)
-    for side, fn in sides.items():
-      pieces[f'{attack}_{side}'] = piece = cache.get(f'{attack}_{side}', lambda fn=fn: measured(fn))
+      sides['torchattacks'] = lambda a, b: run_torchattacks(twin, xt[a:b], yt[a:b], eps)
+    for side, piece in measure_in_chunks(cache, attack, sides, n, chunk, measured).items():
+      pieces[f'{attack}_{side}'] = piece
       emit(attack=attack, side=side, **piece)
   print('\n' + parity_table(pieces))
 

@@ -37,6 +37,7 @@ from jaxrobust.evaluation import STANDARD_BUDGETS, evaluate_model, figures
 from jaxrobust.evaluation.adaptive import eot_convergence
 from jaxrobust.evaluation.cache import digest
 from jaxrobust.files import write_atomic, write_json_atomic
+from jaxrobust.machine import cpu_model
 from jaxrobust.models import make_logits_fn
 from jaxrobust.train import train_and_evaluate
 
@@ -102,6 +103,7 @@ def run_row(
     # The pieces' own times: a resumed evaluation's wall time covers only its last part.
     'eval_s': sum(result['seconds'].values()) if 'seconds' in result else time.time() - t0,
     'result': result,
+    'cpu': cpu_model(),
   }
   if stochastic and convergence_n:
     t1 = time.time()
@@ -205,7 +207,8 @@ def _times(records) -> str:
     top = sorted(seconds.items(), key=lambda kv: -kv[1])[:3]
     parts = ', '.join(f'{name} {100 * s / total:.0f} %' for name, s in top)
     out.append(
-      f'- {r["title"]}: the adaptive suite took {total / 3600:.2f} h on {r["n_eval"]} images ({parts}).'
+      f'- {r["title"]}: the adaptive suite took {total / 3600:.2f} h on {r["n_eval"]} images ({parts}), '
+      f'on {r.get("cpu", "an unrecorded CPU")}.'
     )
   return '\n'.join(out) + '\n\n' if out else ''
 

@@ -7,11 +7,14 @@ import platform
 
 
 def cpu_model() -> str:
-  """The CPU's model name (/proc/cpuinfo), with its core count."""
+  """The CPU's model name (/proc/cpuinfo), with the cores this process may run on: a job pinned
+  to one core (`taskset -c 0`) says '1 of 2 cores', so its times are never read as the machine's."""
   name = platform.processor() or 'unknown'
   try:
     with open('/proc/cpuinfo') as f:
       name = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
   except (OSError, StopIteration):
     pass
-  return f'{name} ({os.cpu_count()} cores)'
+  total = os.cpu_count()
+  usable = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else total
+  return f'{name} ({total} cores)' if usable == total else f'{name} ({usable} of {total} cores)'

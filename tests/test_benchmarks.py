@@ -6,6 +6,7 @@ import sys
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxrobust import train
 from tests.configs import synthetic_training_config
@@ -163,3 +164,66 @@ def test_fab_l2_parity_reports_the_median_distance():
     {'fab-l2_reference': piece(0.5, 100.0, 'a'), 'fab-l2_jaxrobust': piece(0.505, 50.0, 'a')}
   )
   assert 'reference 0.5000, jaxrobust 0.5050 (+1.0 %)' in table and 'speed-up 2.00×' in table
+
+
+def test_parity_chunks_alternate_resume_and_add_up(tmp_path):
+  """Chunked parity measurements: the sides alternate inside each chunk, the accuracy over all
+  images is the chunks' weighted mean, an interrupted run recomputes only the missing chunks, and
+  a side stored whole (before chunks existed) is read as it is."""
+  from benchmarks.parity_torch import measure_in_chunks, parity_table
+  from jaxrobust.evaluation.cache import PieceCache
+
+  correct = np.arange(10) % 3 == 0  # 4 of 10 images stay robust
+  calls = []
+
+  def side(name, fail_at=None):
+    def fn(a, b):
+      if a == fail_at:
+        raise RuntimeError('interrupted')
+      calls.append((name, a, b))
+      return float(correct[a:b].mean()), 1.0
+
+    return fn
+
+  def measured(fn):
+    acc, s = fn()
+    return {'accuracy': acc, 'seconds': s, 'run': 'r', 'cpu': 'cpu'}
+
+  cache = PieceCache(str(tmp_path), {'model': 'm'})
+  with pytest.raises(RuntimeError):
+    measure_in_chunks(
+      cache, 'fab-t', {'reference': side('ref'), 'jaxrobust': side('ours', fail_at=8)}, 10, 4, measured
+    )
+  assert calls == [('ref', 0, 4), ('ours', 0, 4), ('ref', 4, 8), ('ours', 4, 8), ('ref', 8, 10)]
+  calls.clear()
+  out = measure_in_chunks(
+    cache, 'fab-t', {'reference': side('ref'), 'jaxrobust': side('ours')}, 10, 4, measured
+  )
+  assert calls == [('ours', 8, 10)]  # the stored chunks are not measured again
+  for piece in out.values():
+    assert piece['accuracy'] == pytest.approx(0.4) and piece['seconds'] == 3.0 and piece['chunks'] == 3
+  assert '| fab-t | 40.0 | 40.0 | +0.0 | 3 | 3 | 1.00× |' in parity_table(
+    {f'fab-t_{k}': v for k, v in out.items()}
+  )
+  # A whole-set measurement from before chunks existed is kept; the other side is chunked.
+  cache.get('square_reference', lambda: {'accuracy': 0.5, 'seconds': 9.0, 'run': 'old', 'cpu': 'cpu'})
+  calls.clear()
+  out = measure_in_chunks(
+    cache, 'square', {'reference': side('ref'), 'jaxrobust': side('ours')}, 10, 5, measured
+  )
+  assert calls == [('ours', 0, 5), ('ours', 5, 10)] and out['reference']['accuracy'] == 0.5
+  assert out['jaxrobust']['run'] == 'r'
+
+
+def test_cpu_model_names_the_cores_a_pinned_process_may_use():
+  """A timing taken on one pinned core must not read as the whole machine's."""
+  import os
+  import subprocess
+
+  if os.cpu_count() < 2:
+    pytest.skip('needs two cores')
+  code = (
+    'import os; os.sched_setaffinity(0, {0}); from jaxrobust.machine import cpu_model; print(cpu_model())'
+  )
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+  assert out.strip().endswith(f'(1 of {os.cpu_count()} cores)')

@@ -68,6 +68,10 @@ class PieceCache:
     else:
       write_json_atomic(path, settings)
 
+  def has(self, name: str) -> bool:
+    """Whether the piece `name` is stored (never, without a directory)."""
+    return self.directory is not None and os.path.exists(os.path.join(self.directory, f'{name}.json'))
+
   def get(self, name: str, compute: Callable[[], Any]) -> Any:
     if self.directory is None:
       return json.loads(json.dumps(compute()))
