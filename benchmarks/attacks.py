@@ -14,7 +14,6 @@ Without torch (the `parity` extra) it prints jaxrobust's figures and says no rat
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +23,7 @@ from benchmarks import side_by_side
 from benchmarks.common import arg, emit
 from jaxrobust import attacks as A
 from jaxrobust.models import create_model, make_logits_fn
-from jaxrobust.machine import cpu_model
+from jaxrobust.machine import cpu_model, usable_cores
 
 SHAPES = {'wrn16_4': (32, 32, 3), 'small_cnn': (28, 28, 1)}
 EPS, ALPHA, STEPS = 8 / 255, 2 / 255, 10
@@ -125,7 +124,7 @@ def main():
   if with_torch:
     import torch
 
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(usable_cores())
   for name in arg('models', 'small_cnn,wrn16_4').split(','):
     bench(name, arg('batch', 128), arg('repeats', 3), with_torch)
 

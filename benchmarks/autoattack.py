@@ -20,7 +20,6 @@ each model's batch (target ≤ 1.1), from alternating medians of 3.
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +30,7 @@ from benchmarks.common import arg, emit
 from benchmarks.parity_torch import run_ours, run_reference, run_torchattacks
 from jaxrobust import attacks as A
 from jaxrobust.models import make_logits_fn
-from jaxrobust.machine import cpu_model
+from jaxrobust.machine import cpu_model, usable_cores
 
 
 def small_cnn(workdir: str, n: int, with_torch: bool):
@@ -134,7 +133,7 @@ def main():
   if with_torch:
     import torch
 
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(usable_cores())
   repeats = arg('repeats', 1)
   budget = {k: arg(k, 0) for k in ('num_steps', 'num_queries') if arg(k, 0)}
   workdir = arg('workdir', 'runs/demo/fashion_mnist/pgd_at')

@@ -32,7 +32,7 @@ import numpy as np
 
 from benchmarks.common import arg
 from jaxrobust import attacks as A
-from jaxrobust.machine import cpu_model
+from jaxrobust.machine import cpu_model, usable_cores
 
 COMPONENTS = {'apgd-ce': 'apgd_ce', 'apgd-t': 'apgd_t', 'fab-t': 'fab_t', 'square': 'square'}
 
@@ -247,9 +247,7 @@ def main():
   unknown = sorted(set(attacks) - set(ATTACKS))
   if unknown:
     raise SystemExit(f'--attacks: unknown {unknown}; known: {",".join(ATTACKS)}')
-  # The cores this process may use (a job pinned with taskset gets one): torch's default counts
-  # the machine's and would oversubscribe a pinned core.
-  torch.set_num_threads(len(os.sched_getaffinity(0)))
+  torch.set_num_threads(usable_cores())
   chunk = arg('chunk', 250)
   if chunk < 1:
     raise SystemExit(f'--chunk must be ≥ 1, got {chunk}')

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -34,7 +33,7 @@ from jaxrobust.data import load_fashion_mnist
 from jaxrobust.evaluation.accuracy import robust_accuracy
 from jaxrobust.models import create_model, make_logits_fn
 from jaxrobust.train import build_experiment, default_config, train
-from jaxrobust.machine import cpu_model
+from jaxrobust.machine import cpu_model, usable_cores
 
 EPS, ALPHA, STEPS = 0.1, 0.025, 10
 BATCH, LR, MOMENTUM, WD = 128, 0.05, 0.9, 5e-4
@@ -135,7 +134,7 @@ def main():
   if with_torch:
     import torch
 
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(usable_cores())
   emit(cpu=cpu_model(), jax=jax.__version__, epochs=epochs, seeds=seeds, torch=with_torch)
   runs = {}
   for seed in seeds:  # alternate: torch, then each jaxrobust variant, per seed
