@@ -145,6 +145,26 @@ def _pct(v) -> str:
   return '–' if v is None else f'{100 * v:.1f}'
 
 
+def flag_summary(flags: dict) -> str:
+  """AutoAttack's sanity flags in words, for the table beside the worst case: the gradient-masking
+  flag, outputs that look like probabilities, and the largest share of exactly-zero gradients. A
+  stochastic row's 'randomized' flag is its design, not a warning, and is left out.
+
+  Args:
+    flags: {name: bool or fraction}, names possibly prefixed by the suite's attack
+      ('aa_rand_zero_gradients').
+  """
+  said = []
+  if flags.get('gradient_masking'):
+    said.append('**gradient masking** (EOT-Square below every white-box attack)')
+  if any(v for k, v in flags.items() if k.endswith('probabilities')):
+    said.append('outputs look like probabilities')
+  zero = max((v for k, v in flags.items() if k.endswith('zero_gradients')), default=0.0)
+  if zero > 0:
+    said.append(f'{100 * zero:.1f} % zero gradients')
+  return '; '.join(said) or 'none'
+
+
 def table(records) -> str:
   """One line per row: the columns of the adaptive protocol (majority vote over the N draws)."""
   head = [
@@ -158,6 +178,7 @@ def table(records) -> str:
     'transfer',
     'mean / majority / all-N under EOT-PGD',
     'worst case [95 % interval]',
+    'sanity flags',
     'EOT converged',
   ]
   lines = ['| ' + ' | '.join(head) + ' |', '|---' * len(head) + '|']
@@ -183,6 +204,7 @@ def table(records) -> str:
         transfer,
         f'{_pct(e["mean"])} / {_pct(e["majority"])} / {_pct(e["all"])}',
         f'**{_pct(res["worst_case"])}** [{_pct(lo)}, {_pct(hi)}]',
+        flag_summary(res['flags']),
         '–' if conv is None else ('yes' if conv['converged'] else 'no') + f' (n = {conv["n"]})',
       ]
     else:
@@ -190,7 +212,7 @@ def table(records) -> str:
         [_pct(res['clean'])]
         + ['–', _pct(res['autoattack'])]
         + ['–'] * 5
-        + [f'**{_pct(res["autoattack"])}**', '–']
+        + [f'**{_pct(res["autoattack"])}**', flag_summary(res['autoattack_report']['flags']), '–']
       )
     lines.append(f'| {r["title"]} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n\n' + _times(records) + CONTEXT + '\n'

@@ -410,3 +410,19 @@ def test_every_curve_of_a_figure_has_its_own_style(n):
 
   styles = figures.line_styles(n)
   assert len({(s['color'], s['linestyle'], s['marker']) for s in styles}) == n
+
+
+def test_converged_table_says_which_sanity_flags_were_raised():
+  """The flags beside the worst case, in words; a stochastic row's 'randomized' flag is its
+  design and is not repeated as a warning."""
+  from experiments.converged import flag_summary
+
+  assert (
+    flag_summary({'aa_rand_randomized': True, 'aa_rand_zero_gradients': 0.0, 'gradient_masking': False})
+    == 'none'
+  )
+  said = flag_summary(
+    {'gradient_masking': True, 'aa_standard_zero_gradients': 0.004, 'aa_rand_zero_gradients': 0.25}
+  )
+  assert said.startswith('**gradient masking**') and said.endswith('25.0 % zero gradients')
+  assert flag_summary({'probabilities': True}) == 'outputs look like probabilities'
