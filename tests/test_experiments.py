@@ -313,10 +313,14 @@ def test_converged_study_reuses_the_trained_rows_and_reports_the_protocol(table,
   assert res['worst_case'] <= min(a['majority'] for a in res['attacks'].values())
   assert set(lwta['convergence']) >= {'accuracy_vs_draws', 'accuracy_vs_steps', 'converged', 'n'}
   assert (tmp_path / 'synthetic' / 'figures' / 'lwta_convergence.png').read_bytes().startswith(PNG)
-  table, times, context = md.split('\n\n')
+  table, times, context, *per_row = md.split('\n\n')
   assert table.count('\n') == 1 + 2 and open(tmp_path / 'synthetic' / 'converged.md').read() == md
   assert times.startswith('- Stochastic LWTA') and 'the adaptive suite took' in times  # where time went
   assert '36.2 %' in context and '74.5–79.5 %' in context  # the published figures beside ours
+  assert (
+    per_row[0].startswith('**Stochastic LWTA (PGD-AT + ELBO)** (8 test images, 1 epochs')
+    and converged.row_table(lwta) in md
+  )
 
 
 def test_accuracy_against_training_time_figure_is_a_png(tmp_path):
@@ -426,3 +430,43 @@ def test_converged_table_says_which_sanity_flags_were_raised():
   )
   assert said.startswith('**gradient masking**') and said.endswith('25.0 % zero gradients')
   assert flag_summary({'probabilities': True}) == 'outputs look like probabilities'
+
+
+def test_converged_row_table_lists_every_attack_with_its_n_draw_columns():
+  """A stochastic row's own table: the protocol's attacks in order (clean first), four accuracy
+  columns each, and the worst case with its interval in the majority column."""
+  from experiments.converged import row_table
+
+  acc = lambda v: dict(single_draw=v, mean=v - 0.01, majority=v, all=v - 0.05)  # noqa: E731
+  record = dict(
+    title='Stochastic LWTA',
+    n_eval=1000,
+    epochs=10,
+    test_accuracy_full=0.8555,
+    result=dict(
+      num_draws=10,
+      clean=acc(0.85),
+      attacks={
+        'eot_square': acc(0.62),
+        'pgd': acc(0.70),
+        'transfer_mean_field': acc(0.75),
+        'aa_rand': acc(0.6),
+      },
+      worst_case=0.55,
+      worst_case_interval=[0.519, 0.581],
+      flags={'gradient_masking': False},
+    ),
+  )
+  lines = row_table(record).splitlines()
+  assert lines[0].startswith('**Stochastic LWTA** (1000 test images, 10 epochs, clean test accuracy 85.55 %)')
+  rows = [line for line in lines if line.startswith('| ') and not line.startswith('| attack')]
+  assert [r.split(' | ')[0] for r in rows] == [
+    '| no attack',
+    "| PGD-20, one draw (the study's number)",
+    '| AA-rand (EOT-20 APGD-CE + APGD-DLR)',
+    '| EOT-Square (20 draws)',
+    '| transfer from the mean-field surrogate',
+    '| **worst case over every attack** (majority vote per point)',
+  ]
+  assert rows[1] == "| PGD-20, one draw (the study's number) | 70.0 | 69.0 | 70.0 | 65.0 |"
+  assert '**55.0** [51.9, 58.1]' in rows[-1] and lines[-1] == 'Sanity flags: none.'
