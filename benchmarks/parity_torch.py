@@ -202,13 +202,19 @@ def _speed_up(ref: dict, ours: dict) -> str:
   )
 
 
+def _where(*pieces: dict) -> str:
+  """The CPU (and cores) the pieces were timed on: one name when they agree."""
+  cpus = sorted({p.get('cpu', 'unrecorded') for p in pieces})
+  return cpus[0] if len(cpus) == 1 else ' / '.join(p.get('cpu', 'unrecorded') for p in pieces)
+
+
 def parity_table(pieces: dict[str, dict]) -> str:
   """The Markdown table from the stored measurements {'<attack>_<side>': {'accuracy', 'seconds',
   'run'}}. A speed-up is printed only for two measurements of the same run (side by side on one
   machine); accuracies compare whenever both exist."""
   lines = [
-    '| attack | reference | jaxrobust | Δ points | reference s | jaxrobust s | speed-up |',
-    '|---|---|---|---|---|---|---|',
+    '| attack | reference | jaxrobust | Δ points | reference s | jaxrobust s | speed-up | measured on |',
+    '|---|---|---|---|---|---|---|---|',
   ]
   for attack in ATTACKS:
     ref, ours = pieces.get(f'{attack}_reference'), pieces.get(f'{attack}_jaxrobust')
@@ -218,7 +224,8 @@ def parity_table(pieces: dict[str, dict]) -> str:
     name = 'AutoAttack standard' if attack == 'standard' else attack
     lines.append(
       f'| {name} | {100 * ref["accuracy"]:.1f} | {100 * ours["accuracy"]:.1f} | '
-      f'{_points(ours["accuracy"] - ref["accuracy"])} | {ref["seconds"]:.0f} | {ours["seconds"]:.0f} | {speed} |'
+      f'{_points(ours["accuracy"] - ref["accuracy"])} | {ref["seconds"]:.0f} | {ours["seconds"]:.0f} | {speed} | '
+      f'{_where(ref, ours)} |'
     )
   ref, ours = pieces.get('fab-l2_reference'), pieces.get('fab-l2_jaxrobust')
   if ref is not None and ours is not None:
@@ -230,7 +237,9 @@ def parity_table(pieces: dict[str, dict]) -> str:
     )
   ta = pieces.get('standard_torchattacks')
   if ta is not None:
-    lines.append(f"\ntorchattacks' AutoAttack: {100 * ta['accuracy']:.1f} % in {ta['seconds']:.0f} s")
+    lines.append(
+      f"\ntorchattacks' AutoAttack: {100 * ta['accuracy']:.1f} % in {ta['seconds']:.0f} s ({_where(ta)})"
+    )
   return '\n'.join(lines) + '\n'
 
 

@@ -115,7 +115,7 @@ def test_parity_table_prints_a_speed_up_only_for_one_run():
   """Accuracies compare across runs; a speed-up needs both sides measured in the same run."""
   from benchmarks.parity_torch import parity_table
 
-  piece = lambda acc, s, run: dict(accuracy=acc, seconds=s, run=run)  # noqa: E731
+  piece = lambda acc, s, run: dict(accuracy=acc, seconds=s, run=run, cpu='X (2 cores)')  # noqa: E731
   table = parity_table(
     {
       'apgd-ce_reference': piece(0.60, 100.0, 'a'),
@@ -128,10 +128,10 @@ def test_parity_table_prints_a_speed_up_only_for_one_run():
     }
   )
   lines = table.splitlines()
-  assert '| apgd-ce | 60.0 | 61.0 | +1.0 | 100 | 50 | 2.00× |' in lines
-  assert '| square | 70.0 | 69.0 | -1.0 | 300 | 100 | not measured in one run |' in lines
+  assert '| apgd-ce | 60.0 | 61.0 | +1.0 | 100 | 50 | 2.00× | X (2 cores) |' in lines
+  assert '| square | 70.0 | 69.0 | -1.0 | 300 | 100 | not measured in one run | X (2 cores) |' in lines
   assert not any(line.startswith('| fab-t') for line in lines)
-  assert '| apgd-t | 66.0 | 66.0 | +0.0 | 10 | 5 | 2.00× |' in lines  # never '-0.0'
+  assert '| apgd-t | 66.0 | 66.0 | +0.0 | 10 | 5 | 2.00× | X (2 cores) |' in lines  # never '-0.0'
 
 
 def test_fab_l2_parity_reports_the_median_distance():
@@ -202,7 +202,7 @@ def test_parity_chunks_alternate_resume_and_add_up(tmp_path):
   assert calls == [('ours', 8, 10)]  # the stored chunks are not measured again
   for piece in out.values():
     assert piece['accuracy'] == pytest.approx(0.4) and piece['seconds'] == 3.0 and piece['chunks'] == 3
-  assert '| fab-t | 40.0 | 40.0 | +0.0 | 3 | 3 | 1.00× |' in parity_table(
+  assert '| fab-t | 40.0 | 40.0 | +0.0 | 3 | 3 | 1.00× | cpu |' in parity_table(
     {f'fab-t_{k}': v for k, v in out.items()}
   )
   # A whole-set measurement from before chunks existed is kept; the other side is chunked.
