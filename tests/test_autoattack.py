@@ -141,6 +141,30 @@ def test_square_dropping_broken_points_changes_no_result(linear):
   assert 0 < int((np.asarray(q_eager) < 300).sum()) < 40  # some broken early, some not
 
 
+@pytest.mark.parametrize('norm,eps', [('linf', 0.04), ('l2', 0.3)])
+def test_square_eot_in_chunks_equals_the_whole_batch_on_a_deterministic_model(linear, norm, eps):
+  """EOT draws evaluated in chunks of 7 examples (padded last chunk, broken points dropped along
+  the way) give a deterministic model the same bits and query counts as the whole batch."""
+  f, W, b, x, y = linear
+  xs, ys = jnp.asarray(x[:40]), jnp.asarray(y[:40])
+  run = lambda m: A.square(  # noqa: E731
+    f, KEY, xs, ys, epsilon=eps, norm=norm, num_queries=120, eot_samples=3, microbatch=m, return_queries=True
+  )
+  (x0, q0), (x7, q7) = run(0), run(7)
+  assert np.array_equal(np.asarray(x0), np.asarray(x7)) and np.array_equal(np.asarray(q0), np.asarray(q7))
+  assert 0 < int((np.asarray(q0) < 120).sum()) < 40  # broken points were dropped mid-way
+  # A stochastic model's chunks draw their own noise: the chunked path is the one that ran.
+  noisy = lambda xx, k: f(xx, k) + 0.3 * jax.random.normal(k, (xx.shape[0], K))  # noqa: E731
+  xn = [
+    A.square(noisy, KEY, xs, ys, epsilon=eps, norm=norm, num_queries=30, eot_samples=3, microbatch=m)
+    for m in (0, 7)
+  ]
+  assert not np.array_equal(np.asarray(xn[0]), np.asarray(xn[1]))
+  for bad in (-1, 2.5, True):
+    with pytest.raises(ValueError, match='square: microbatch'):
+      A.square(f, KEY, xs, ys, epsilon=eps, num_queries=10, microbatch=bad)
+
+
 def test_square_never_differentiates_the_model(linear):
   f, _, _, x, y = linear
 

@@ -227,3 +227,26 @@ def test_cpu_model_names_the_cores_a_pinned_process_may_use():
   )
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
   assert out.strip().endswith(f'(1 of {os.cpu_count()} cores)')
+
+
+def test_adaptive_budget_per_point_costs_and_run(monkeypatch, capsys, tmp_path):
+  """A surviving point costs queries × draws forward passes in EOT-Square and steps × restarts ×
+  draws gradients in EOT-PGD and AA-rand; the script runs on a trained stochastic model."""
+  from benchmarks import adaptive_budget
+
+  cost = adaptive_budget.per_point_seconds(forward_s=1e-3, gradient_s=2e-3, draws=20)
+  assert cost == pytest.approx({'eot_square': 20.0, 'eot_pgd': 8.0, 'aa_rand': 8.0})
+  c = synthetic_training_config()
+  c.model.name = 'small_cnn_lwta'
+  c.data.synthetic = dict(num_train=64, num_test=8, image_shape=(8, 8, 1), num_classes=4)
+  c.train.num_steps = 2
+  train.train_and_evaluate(c, str(tmp_path), progress=False)
+  (row,) = _run(
+    monkeypatch, capsys, adaptive_budget, f'--workdir={tmp_path}', '--batch=4', '--eot=2', '--repeats=1'
+  )
+  assert set(row['seconds_per_surviving_point']) == {'eot_square', 'eot_pgd', 'aa_rand'}
+  assert set(row['ms_per_image_and_draw']) >= {
+    'stochastic_forward',
+    'eot_gradient',
+    'eot_square_query_chunked',
+  }

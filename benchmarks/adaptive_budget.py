@@ -1,0 +1,126 @@
+"""What the adaptive suite's budget costs on this CPU: one stochastic forward pass and one EOT
+input gradient of a trained stochastic model, measured, times the calls each attack makes per
+point that survives it.
+
+  python -m benchmarks.adaptive_budget [--workdir=runs/converged/fashion_mnist/lwta] [--batch=250]
+      [--eot=20] [--microbatch=6] [--square_microbatch=5] [--square_queries=10] [--repeats=3]
+
+The adaptive suite (`jaxrobust.evaluation.adaptive`) makes, per point that survives the whole
+budget: EOT-Square 1000 queries × 20 draws forward passes; EOT-PGD 2 restarts × 100 steps × 20
+draws input gradients; AA-rand (APGD-CE, then APGD-DLR on the points left) 2 × 100 × 20 input
+gradients. A point broken early costs less, so these are the costs of a robust point, and
+n × (robust share) × (cost per point) is a floor under each attack's time. The script times, in
+turns (medians), the stochastic forward pass of `--eot` draws vmapped over `--batch` images, the
+same images through the deterministic argmax surrogate, and the EOT input gradient of the
+cross-entropy in gradient chunks of `--microbatch` examples (6: what `experiments.converged` gives
+the LWTA row; 0: the whole batch), and EOT Square itself (`--square_queries` queries) with its
+draws evaluated over the whole batch at once and in chunks of `--square_microbatch` examples;
+it prints one JSON line with the per-image costs and the per-point floors. It
+names the cores it ran on (`taskset -c 0` gives one).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import side_by_side
+from benchmarks.common import arg, emit
+from jaxrobust import attacks as A
+from jaxrobust.evaluation.adaptive import surrogates
+from jaxrobust.machine import cpu_model
+from jaxrobust.models import make_logits_fn
+
+# Calls per surviving point of each EOT attack of the suite, in units of one draw of one image
+# (its defaults: `adaptive_attacks` and AutoAttack's rand version).
+FORWARDS = {'eot_square': 1000}  # queries; × draws
+GRADIENTS = {'eot_pgd': 2 * 100, 'aa_rand': 2 * 100}  # restarts (attacks) × steps; × draws
+
+
+def per_point_seconds(forward_s: float, gradient_s: float, draws: int) -> dict[str, float]:
+  """Seconds each EOT attack spends on one point that survives its whole budget, from the cost of
+  one stochastic forward pass and one input gradient per image and draw."""
+  out = {k: q * draws * forward_s for k, q in FORWARDS.items()}
+  out.update({k: s * draws * gradient_s for k, s in GRADIENTS.items()})
+  return out
+
+
+def main():
+  from jaxrobust.train.restore import load_trained
+
+  workdir = arg('workdir', 'runs/converged/fashion_mnist/lwta')
+  batch, draws, repeats = arg('batch', 250), arg('eot', 20), arg('repeats', 3)
+  microbatch, square_chunk, queries = (
+    arg('microbatch', 6),
+    arg('square_microbatch', 5),
+    arg('square_queries', 10),
+  )
+  if square_chunk < 1 or not 1 <= queries < 50:
+    raise SystemExit(
+      f'--square_microbatch must be ≥ 1 and --square_queries in [1, 50), got {square_chunk}, {queries}'
+    )
+  if batch < 1 or draws < 1 or repeats < 1 or microbatch < 0:
+    raise SystemExit(
+      f'--batch, --eot and --repeats must be ≥ 1 and --microbatch ≥ 0, got {batch}, {draws}, {repeats}, {microbatch}'
+    )
+  _, model, variables, ds = load_trained(workdir)
+  x = jnp.asarray(np.asarray(ds.test_images[:batch], np.float32) / 255.0)
+  y = jnp.asarray(np.asarray(ds.test_labels[:batch]))
+  f = make_logits_fn(model, variables)
+  sur = surrogates(model)
+  det = make_logits_fn(next(iter(sur.values())), variables)
+  keys = jax.random.split(jax.random.key(0), draws)
+  stochastic = jax.jit(lambda x: jax.vmap(lambda k: f(x, k))(keys).mean(0))
+  deterministic = jax.jit(lambda x: det(jnp.tile(x, (draws, 1, 1, 1)), keys[0]))
+  gradient = jax.jit(
+    lambda x, y: A.loss_and_grad(
+      f, A.cross_entropy, x, y, keys[0], eot_samples=draws, microbatch=microbatch or None, mapped=True
+    )[2]
+  )
+
+  def square(m):
+    return A.square(f, keys[1], x, y, epsilon=0.1, num_queries=queries, eot_samples=draws, microbatch=m)
+
+  t = side_by_side.alternate(
+    {
+      'stochastic_forward': lambda: stochastic(x),
+      'deterministic_forward': lambda: deterministic(x),
+      'eot_gradient': lambda: gradient(x, y),
+      'eot_square_query': lambda: square(0),
+      'eot_square_query_chunked': lambda: square(square_chunk),
+    },
+    repeats,
+  )
+  # Square makes one margin evaluation to start and one per query; below 50 queries it drops no
+  # broken point, so every call covers the whole batch.
+  calls = {'eot_square_query': queries + 1, 'eot_square_query_chunked': queries + 1}
+  per_image = {k: v['median_s'] / (batch * draws * calls.get(k, 1)) for k, v in t.items()}
+  emit(
+    workdir=workdir,
+    cpu=cpu_model(),
+    batch=batch,
+    draws=draws,
+    microbatch=microbatch,
+    repeats=repeats,
+    ms_per_image_and_draw={k: round(1000 * v, 4) for k, v in per_image.items()},
+    square_microbatch=square_chunk,
+    square_queries=queries,
+    sampling_share_of_forward=round(
+      1 - per_image['deterministic_forward'] / per_image['stochastic_forward'], 3
+    ),
+    square_chunked_speedup=round(
+      t['eot_square_query']['median_s'] / t['eot_square_query_chunked']['median_s'], 2
+    ),
+    seconds_per_surviving_point={
+      k: round(v, 2)
+      for k, v in per_point_seconds(per_image['eot_square_query'], per_image['eot_gradient'], draws).items()
+    },
+    seconds_per_surviving_point_square_chunked=round(
+      per_point_seconds(per_image['eot_square_query_chunked'], 0.0, draws)['eot_square'], 2
+    ),
+  )
+
+
+if __name__ == '__main__':
+  main()
