@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import side_by_side
-from benchmarks.common import arg, emit
+from benchmarks.common import arg, check_args, emit
 from jaxrobust import attacks as A
 from jaxrobust.evaluation.adaptive import surrogates
 from jaxrobust.machine import cpu_model
@@ -46,7 +46,19 @@ def per_point_seconds(forward_s: float, gradient_s: float, draws: int) -> dict[s
   return out
 
 
+OPTIONS = (
+  'workdir',
+  'batch',
+  'eot',
+  'microbatch',
+  'square_microbatch',
+  'square_queries',
+  'repeats',
+)  # the command-line options main() reads
+
+
 def main():
+  check_args(OPTIONS)
   from jaxrobust.train.restore import load_trained
 
   workdir = arg('workdir', 'runs/converged/fashion_mnist/lwta')

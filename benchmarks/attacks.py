@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import side_by_side
-from benchmarks.common import arg, emit
+from benchmarks.common import arg, check_args, emit
 from jaxrobust import attacks as A
 from jaxrobust.models import create_model, make_logits_fn
 from jaxrobust.machine import cpu_model, usable_cores
@@ -119,7 +119,11 @@ def bench(name: str, batch: int, repeats: int, with_torch: bool):
   emit(**summary)
 
 
+OPTIONS = ('models', 'batch', 'repeats', 'torch')  # the command-line options main() reads
+
+
 def main():
+  check_args(OPTIONS)
   with_torch = side_by_side.torch_available() and arg('torch', 1) == 1
   if with_torch:
     import torch

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import side_by_side
-from benchmarks.common import arg, emit
+from benchmarks.common import arg, check_args, emit
 from benchmarks.parity_torch import run_ours, run_reference, run_torchattacks
 from jaxrobust import attacks as A
 from jaxrobust.models import make_logits_fn
@@ -128,7 +128,20 @@ def bench(name, f, twin, x, y, eps, repeats, budget):
   emit(**row)
 
 
+OPTIONS = (
+  'workdir',
+  'n_cnn',
+  'n_wrn',
+  'eps_wrn',
+  'repeats',
+  'torch',
+  'num_steps',
+  'num_queries',
+)  # the command-line options main() reads
+
+
 def main():
+  check_args(OPTIONS)
   with_torch = side_by_side.torch_available() and arg('torch', 1) == 1
   if with_torch:
     import torch

@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax
 
 from benchmarks import side_by_side
-from benchmarks.common import arg, emit
+from benchmarks.common import arg, check_args, emit
 from jaxrobust import attacks as A
 from jaxrobust.attacks import _core
 from jaxrobust.models import create_model, make_logits_fn
@@ -65,7 +65,22 @@ class _PoolCNN(nn.Module):
     return nn.Dense(10)(x.reshape(x.shape[0], -1))
 
 
+OPTIONS = (
+  'batch',
+  'side',
+  'repeats',
+  'eigen',
+  'aa_workdir',
+  'aa_n',
+  'aa_steps',
+  'microbatch_workdir',
+  'microbatch_n',
+  'child_wrn',
+)  # the command-line options main() reads
+
+
 def main():
+  check_args(OPTIONS)
   batch, repeats = arg('batch', 128), arg('repeats', 5)
   emit(cpu=cpu_model(), jax=jax.__version__, backend=jax.default_backend())
   if arg('microbatch_workdir', ''):

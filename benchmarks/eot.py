@@ -12,7 +12,7 @@ so both see the same machine state; medians are printed with the CPU model.
 import jax
 
 from benchmarks import side_by_side
-from benchmarks.common import arg, emit
+from benchmarks.common import arg, check_args, emit
 from jaxrobust import attacks as A
 from jaxrobust.models import STOCHASTIC, create_model, make_logits_fn
 from jaxrobust.machine import cpu_model
@@ -67,7 +67,19 @@ def chunks(name: str, sizes: list[int], batch: int, samples: int, steps: int, re
   )
 
 
+OPTIONS = (
+  'models',
+  'batch',
+  'samples',
+  'steps',
+  'chunks',
+  'side',
+  'repeats',
+)  # the command-line options main() reads
+
+
 def main():
+  check_args(OPTIONS)
   models = arg('models', 'small_cnn_lwta,small_cnn_pni').split(',')
   if arg('chunks', ''):
     sizes = [int(k) for k in arg('chunks', '').split(',')]

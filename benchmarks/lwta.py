@@ -15,12 +15,16 @@ The study reports 166 ms per image; the target here is ≤ 2.5 ms.
 
 import jax
 
-from benchmarks.common import arg, emit, timeit
+from benchmarks.common import arg, check_args, emit, timeit
 from jaxrobust.models import create_model, predict_mc, predict_single
 from jaxrobust.models import STOCHASTIC
 
 
+OPTIONS = ('model', 'batch', 'samples', 'prng_impl')  # the command-line options main() reads
+
+
 def main():
+  check_args(OPTIONS)
   impl = arg('prng_impl', 'threefry2x32')
   jax.config.update('jax_default_prng_impl', impl)
   name, batch, s = arg('model', 'wrn34_1_lwta'), arg('batch', 256), arg('samples', 8)

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import arg
+from benchmarks.common import arg, check_args
 from jaxrobust import attacks as A
 from jaxrobust.machine import cpu_model, usable_cores
 
@@ -243,7 +243,11 @@ def parity_table(pieces: dict[str, dict]) -> str:
   return '\n'.join(lines) + '\n'
 
 
+OPTIONS = ('workdir', 'num_test', 'eps', 'attacks', 'out', 'chunk')  # the command-line options main() reads
+
+
 def main():
+  check_args(OPTIONS)
   import torch
 
   from benchmarks.torch_twins import small_cnn_from_flax

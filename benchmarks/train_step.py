@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import optax
 
-from benchmarks.common import arg, emit, timeit
+from benchmarks.common import arg, check_args, emit, timeit
 from jaxrobust import attacks as A
 from jaxrobust.models import create_model, make_logits_fn
 from jaxrobust.train.objectives import adversarial_objective, clean_objective
@@ -47,7 +47,11 @@ def bench(name, batch, repeats):
   )
 
 
+OPTIONS = ('models', 'batch', 'repeats')  # the command-line options main() reads
+
+
 def main():
+  check_args(OPTIONS)
   for name in arg('models', 'small_cnn,wrn16_4').split(','):
     bench(name, arg('batch', 128), arg('repeats', 3))
 

@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from benchmarks import side_by_side
-from benchmarks.common import arg, emit
+from benchmarks.common import arg, check_args, emit
 from jaxrobust import attacks as A
 from jaxrobust.data import load_fashion_mnist
 from jaxrobust.evaluation.accuracy import robust_accuracy
@@ -125,7 +125,18 @@ def _mean_sd(v):
   return f'{statistics.mean(v):.1f} ± {statistics.stdev(v) if len(v) > 1 else 0.0:.1f}'
 
 
+OPTIONS = (
+  'epochs',
+  'seeds',
+  'batch',
+  'num_eval',
+  'variants',
+  'torch',
+)  # the command-line options main() reads
+
+
 def main():
+  check_args(OPTIONS)
   seeds = [int(s) for s in arg('seeds', '0,1,2').split(',')]
   epochs, n_eval, batch = arg('epochs', 2.0), arg('num_eval', 2000), arg('batch', BATCH)
   variants = arg('variants', 'flax_init,torch_init').split(',')

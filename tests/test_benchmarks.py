@@ -13,7 +13,9 @@ from tests.configs import synthetic_training_config
 
 
 def _run(monkeypatch, capsys, module, *args):
-  monkeypatch.setattr(sys, 'argv', ['benchmark', '--torch=0', *args])
+  monkeypatch.setattr(
+    sys, 'argv', ['benchmark', *(['--torch=0'] if 'torch' in module.OPTIONS else []), *args]
+  )
   module.main()
   lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{')]
   assert lines
@@ -250,3 +252,18 @@ def test_adaptive_budget_per_point_costs_and_run(monkeypatch, capsys, tmp_path):
     'eot_gradient',
     'eot_square_query_chunked',
   }
+
+
+def test_benchmarks_refuse_an_option_they_do_not_take(monkeypatch):
+  """A mistyped option stops the run at once, named, instead of being ignored for hours; so does
+  a value of the wrong type."""
+  from benchmarks import parity_torch
+  from benchmarks.common import arg, check_args
+
+  monkeypatch.setattr(sys, 'argv', ['benchmark', '--num_tests=100', 'stray'])
+  with pytest.raises(SystemExit, match=r'not understood: --num_tests=100 stray; options: .*--num_test='):
+    parity_torch.main()
+  monkeypatch.setattr(sys, 'argv', ['benchmark', '--num_test=ten'])
+  check_args(parity_torch.OPTIONS)
+  with pytest.raises(SystemExit, match='--num_test=ten: expected int'):
+    arg('num_test', 1000)
