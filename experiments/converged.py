@@ -157,6 +157,12 @@ def flag_summary(flags: dict) -> str:
   said = []
   if flags.get('gradient_masking'):
     said.append('**gradient masking** (EOT-Square below every white-box attack)')
+  for k in sorted(flags):
+    if k.endswith('_gradient_masking') and flags[k]:
+      version = k.removesuffix('_gradient_masking')
+      said.append(
+        f"**AutoAttack {version}'s masking flag** (its Square broke points its gradient attacks left)"
+      )
   if any(v for k, v in flags.items() if k.endswith('probabilities')):
     said.append('outputs look like probabilities')
   zero = max((v for k, v in flags.items() if k.endswith('zero_gradients')), default=0.0)

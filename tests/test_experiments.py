@@ -430,6 +430,8 @@ def test_converged_table_says_which_sanity_flags_were_raised():
   )
   assert said.startswith('**gradient masking**') and said.endswith('25.0 % zero gradients')
   assert flag_summary({'probabilities': True}) == 'outputs look like probabilities'
+  said = flag_summary({'gradient_masking': False, 'standard_gradient_masking': True})
+  assert said == "**AutoAttack standard's masking flag** (its Square broke points its gradient attacks left)"
 
 
 def test_converged_row_table_lists_every_attack_with_its_n_draw_columns():
