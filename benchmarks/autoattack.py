@@ -148,7 +148,7 @@ def main():
 
     torch.set_num_threads(usable_cores())
   repeats = arg('repeats', 1)
-  budget = {k: arg(k, 0) for k in ('num_steps', 'num_queries') if arg(k, 0)}
+  budget = {k: v for k in ('num_steps', 'num_queries') if (v := arg(k, 0))}
   workdir = arg('workdir', 'runs/demo/fashion_mnist/pgd_at')
   if arg('n_cnn', 200) > 0:
     bench('small_cnn', *small_cnn(workdir, arg('n_cnn', 200), with_torch), 0.1, repeats, budget)
