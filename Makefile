@@ -44,6 +44,8 @@ parity: $(STAMP)
 	$(PY) -m benchmarks.zoo_fixtures --full
 	$(PY) -m benchmarks.attacks
 	$(PY) -m benchmarks.parity_torch --workdir=$(PARITY_WORKDIR) --num_test=1000
+	# standard AutoAttack per image against the reference and torchattacks (hours: WRN-16-4's full budgets)
+	XLA_FLAGS="$(BENCH_XLA_FLAGS)" $(PY) -m benchmarks.autoattack
 
 clean:
 	rm -rf $(VENV) *.egg-info

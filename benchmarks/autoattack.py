@@ -5,6 +5,8 @@ fra31/auto-attack) and torchattacks, on the same weights and images, timed in th
       [--eps_wrn=0.002] [--repeats=1] [--torch=1] [--num_steps=N --num_queries=N: smoke runs only]
 
 Without torch (the `parity` extra) or with --torch=0, it times jaxrobust alone and says so.
+`make parity` runs it with XLA_FLAGS sending convolutions to Eigen (docs/performance.md, item 4:
+1.33x faster WRN-16-4 input gradients, neutral on the small CNN); each JSON line records the flags.
 
 Models: the small CNN of a trained run (`--workdir`, ε = 0.1 on Fashion-MNIST), and WRN-16-4 with
 random weights (RobustBench's WideResNet in torch, read into ours by the zoo converter) on random
