@@ -196,6 +196,35 @@ def test_eot_convergence_resumes_from_its_cache(masked, tmp_path):
     eot_convergence(f, x[:20], y[:20], jax.random.key(3), model_id='other', **kw)
 
 
+def test_eot_convergence_judges_the_worst_case_not_only_eot_pgd(masked, tmp_path):
+  """Given the suite's per-point worst case, the doubled EOT-PGD removes the points it breaks
+  from it: a worst case that counted every point robust moves down to the doubled attack's
+  accuracy (not converged, whatever EOT-PGD's own change), one that already excludes them does
+  not move (the verdict is then EOT-PGD's own). A worst case of the wrong length is named."""
+  from jaxrobust.evaluation.adaptive import eot_convergence
+
+  f, _, _, x, y = masked
+  x, y = x[:40], y[:40]
+  kw = dict(epsilon=EPS, draws=(1,), steps=(5,), fixed_draws=2, fixed_steps=5)
+  kw.update(cache_dir=str(tmp_path), model_id='masked')
+  alone = eot_convergence(f, x, y, jax.random.key(3), **kw)
+  double = np.asarray(alone['robust_at_double_budget'])
+  assert double.shape == (40,) and abs(double.mean() - alone['at_double_budget']) < 1e-9
+  assert 0 < double.mean() < 0.99  # the masked model: some points fall, not all
+
+  everything = eot_convergence(f, x, y, jax.random.key(3), worst_case_robust=np.ones(40, bool), **kw)
+  assert everything['worst_case'] == 1.0
+  assert everything['worst_case_with_double_budget'] == alone['at_double_budget']
+  assert not everything['converged']
+
+  already = eot_convergence(f, x, y, jax.random.key(3), worst_case_robust=double, **kw)
+  assert already['worst_case'] == already['worst_case_with_double_budget'] == double.mean()
+  assert already['converged'] == alone['converged']
+
+  with pytest.raises(ValueError, match=r'worst_case_robust has shape \(39,\)'):
+    eot_convergence(f, x, y, jax.random.key(3), worst_case_robust=np.ones(39, bool), **kw)
+
+
 def test_piece_cache_names_a_broken_file(tmp_path):
   from jaxrobust.evaluation.cache import PieceCache
 

@@ -311,7 +311,11 @@ def test_converged_study_reuses_the_trained_rows_and_reports_the_protocol(table,
   assert regular['result']['suite'] == 'autoattack' and lwta['result']['suite'] == 'adaptive'
   res = lwta['result']
   assert res['worst_case'] <= min(a['majority'] for a in res['attacks'].values())
-  assert set(lwta['convergence']) >= {'accuracy_vs_draws', 'accuracy_vs_steps', 'converged', 'n'}
+  conv = lwta['convergence']
+  assert set(conv) >= {'accuracy_vs_draws', 'accuracy_vs_steps', 'converged', 'n', 'worst_case'}
+  # the suite's worst case on the convergence test's points, which the doubled EOT-PGD can only lower
+  assert res['worst_case'] * 8 - 4 <= conv['worst_case'] * 4 <= res['worst_case'] * 8
+  assert conv['worst_case_with_double_budget'] <= conv['worst_case']
   assert (tmp_path / 'synthetic' / 'figures' / 'lwta_convergence.png').read_bytes().startswith(PNG)
   table, times, context, *per_row = md.split('\n\n')
   assert table.count('\n') == 1 + 2 and open(tmp_path / 'synthetic' / 'converged.md').read() == md

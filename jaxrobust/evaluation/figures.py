@@ -128,9 +128,12 @@ def plot_convergence(path, conv: dict, title: str = ''):
     ax.grid(alpha=0.3)
   verdict = 'converged' if conv['converged'] else 'NOT converged'
   before, after = 100 * conv['at_budget'], 100 * conv['at_double_budget']
-  fig.suptitle(
-    f'{title}: {verdict} (doubling draws and iterations: {before:.1f} → {after:.1f} %)', fontsize=9
-  )
+  moved = f'doubling draws and iterations: EOT-PGD {before:.1f} → {after:.1f} %'
+  if 'worst_case' in conv:
+    moved += (
+      f', worst case {100 * conv["worst_case"]:.1f} → {100 * conv["worst_case_with_double_budget"]:.1f} %'
+    )
+  fig.suptitle(f'{title}: {verdict}\n({moved})', fontsize=9)
   fig.tight_layout()
   _save(fig, path)
 
