@@ -126,6 +126,7 @@ def run_row(
       model_id=digest(variables),
       # the headline is the per-point worst case: doubling must not move it either
       worst_case_robust=np.logical_and.reduce([np.asarray(v[:c], bool) for v in per_example.values()]),
+      microbatch=EOT_MICROBATCH.get(row),
     )
     conv.update(n=c, seconds=time.time() - t1)
     record['convergence'] = conv

@@ -225,6 +225,25 @@ def test_eot_convergence_judges_the_worst_case_not_only_eot_pgd(masked, tmp_path
     eot_convergence(f, x, y, jax.random.key(3), worst_case_robust=np.ones(39, bool), **kw)
 
 
+def test_eot_convergence_in_gradient_chunks_keeps_a_deterministic_models_answer(masked, tmp_path):
+  """microbatch= only chunks EOT-PGD's gradients: on a deterministic (linear) model every point
+  keeps its result; it is a setting of the cache, so pieces computed without it are not mixed in."""
+  from jaxrobust.evaluation.adaptive import eot_convergence
+
+  _, W, b, x, y = masked
+  linear = jax.tree_util.Partial(
+    lambda W, b, x, key: x.reshape(x.shape[0], -1) @ W + b, jnp.asarray(W), jnp.asarray(b)
+  )
+  kw = dict(epsilon=EPS, draws=(1,), steps=(5,), fixed_draws=2, fixed_steps=5, model_id='linear')
+  whole = eot_convergence(linear, x[:30], y[:30], jax.random.key(3), cache_dir=str(tmp_path), **kw)
+  chunked = eot_convergence(linear, x[:30], y[:30], jax.random.key(3), microbatch=4, **kw)
+  assert chunked == whole and 0 < whole['at_budget'] < 1
+  with pytest.raises(ValueError, match='microbatch must be >= 0'):  # it reaches the attack
+    eot_convergence(linear, x[:30], y[:30], jax.random.key(3), microbatch=-1, **kw)
+  with pytest.raises(ValueError, match=r"differing: \['microbatch'\]"):
+    eot_convergence(linear, x[:30], y[:30], jax.random.key(3), cache_dir=str(tmp_path), microbatch=4, **kw)
+
+
 def test_piece_cache_names_a_broken_file(tmp_path):
   from jaxrobust.evaluation.cache import PieceCache
 

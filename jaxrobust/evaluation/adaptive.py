@@ -295,6 +295,7 @@ def eot_convergence(
   cache_dir: str | None = None,
   model_id: str | None = None,
   worst_case_robust=None,
+  microbatch: int | None = None,
 ) -> dict:
   """EOT-PGD robust accuracy (majority over `num_draws`) against the number of EOT draws (at
   `fixed_steps`) and against iterations (at `fixed_draws`), and whether the evaluation has
@@ -312,6 +313,9 @@ def eot_convergence(
       with the doubled budget keeps a point only if the doubled EOT-PGD leaves it standing too:
       the evaluation has converged only if that moves the worst case by less than half a point,
       since the headline is the worst case, not one attack.
+    microbatch: EOT-PGD's gradient chunk size (None: the whole batch), as `evaluate_adaptive`'s
+      `eot_microbatch`; a stochastic model draws other noise in chunks, so it is a setting of
+      the cache.
 
   Returns:
     {'draws': [...], 'accuracy_vs_draws': [...], 'steps': [...], 'accuracy_vs_steps': [...],
@@ -329,7 +333,10 @@ def eot_convergence(
   x, y = jnp.asarray(x), jnp.asarray(y)
   settings = dict(model=model_id, data=digest(np.asarray(x), np.asarray(y)), key=digest(key), epsilon=epsilon)
   # Pieces hold per-point results (earlier ones held an accuracy): such a cache is refused by name.
-  cache = PieceCache(cache_dir, dict(settings, num_draws=num_draws, pieces='per_point'))
+  settings.update(num_draws=num_draws, pieces='per_point')
+  if microbatch is not None:
+    settings['microbatch'] = microbatch
+  cache = PieceCache(cache_dir, settings)
 
   @functools.cache  # the budget point is on a curve too; without a cache dir, compute it once
   def robust(s, t):
@@ -338,6 +345,8 @@ def eot_convergence(
     def point():
       spec = dict(name='pgd', epsilon=epsilon, step_size=epsilon / 4 * 20 / t, num_steps=t, restarts=1)
       spec.update(step_schedule='cosine', loss='margin', eot=s)
+      if microbatch is not None:
+        spec['microbatch'] = microbatch
       x_adv = A.build_attack(spec)(logits_fn, jax.random.fold_in(key, 1000 * s + t), x, y)
       pred = prediction_over_draws(logits_fn, x_adv, y, jax.random.fold_in(key, 7), num_draws)
       return {'robust': np.asarray(pred['majority']).tolist()}
