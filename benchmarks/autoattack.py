@@ -2,7 +2,8 @@
 fra31/auto-attack) and torchattacks, on the same weights and images, timed in this run.
 
   python -m benchmarks.autoattack [--workdir=runs/demo/fashion_mnist/pgd_at] [--n_cnn=200] [--n_wrn=8]
-      [--eps_wrn=0.002] [--repeats=1] [--torch=1] [--num_steps=N --num_queries=N: smoke runs only]
+      [--eps_wrn=0.002] [--repeats=1] [--torch=1] [--libraries=jaxrobust,reference,torchattacks]
+      [--num_steps=N --num_queries=N: smoke runs only]
 
 Without torch (the `parity` extra) or with --torch=0, it times jaxrobust alone and says so.
 `make parity` runs it with XLA_FLAGS sending convolutions to Eigen (docs/performance.md, item 4:
@@ -14,6 +15,9 @@ random weights (RobustBench's WideResNet in torch, read into ours by the zoo con
 and all four run their full budgets. Each library runs the whole standard version (APGD-CE,
 APGD-T with 9 targets, FAB-T with 9 targets, Square with 5000 queries; 100 iterations); the runs
 alternate, `repeats` times each (one run of the reference on WRN-16-4 takes minutes).
+
+Each line also gives the seconds of each attack in the last run of jaxrobust and of the reference
+(their `perturb` calls timed) and the ratio per attack, so that a gap can be placed.
 
 Also prints APGD's ratio_to_limit = t(APGD-CE, 100 iterations) / (100 · t(one input gradient)) on
 each model's batch (target ≤ 1.1), from alternating medians of 3.
@@ -84,8 +88,12 @@ def apgd_ratio(f, x, y, eps, steps=100):
   return t['apgd']['median_s'] / (steps * t['grad']['median_s'])
 
 
-def bench(name, f, twin, x, y, eps, repeats, budget):
+LIBRARIES = ('jaxrobust', 'reference', 'torchattacks')
+
+
+def bench(name, f, twin, x, y, eps, repeats, budget, libraries=LIBRARIES):
   acc, contenders, diff = {}, {}, None
+  split = {side: {} for side in libraries}  # seconds per attack, of the last run of each side
   if budget and twin is not None:
     raise SystemExit(
       '--num_steps/--num_queries are for smoke runs without torch: comparisons use the defaults'
@@ -97,7 +105,9 @@ def bench(name, f, twin, x, y, eps, repeats, budget):
 
     return run
 
-  contenders['jaxrobust'] = record('jaxrobust', lambda: run_ours(f, x, y, eps, batch_size=len(x), **budget))
+  contenders['jaxrobust'] = record(
+    'jaxrobust', lambda: run_ours(f, x, y, eps, batch_size=len(x), split=split['jaxrobust'], **budget)
+  )
   if twin is not None:
     import torch
 
@@ -107,10 +117,13 @@ def bench(name, f, twin, x, y, eps, repeats, budget):
       diff = float(np.abs(twin(xt).numpy() - np.asarray(f(jnp.asarray(x), jax.random.key(0)))).max())
     if diff > 1e-4:
       raise SystemExit(f'{name}: the torch twin disagrees with the Flax model by {diff} > 1e-4')
-    contenders['reference'] = record('reference', lambda: run_reference(twin, xt, yt, eps, batch_size=len(x)))
+    contenders['reference'] = record(
+      'reference', lambda: run_reference(twin, xt, yt, eps, batch_size=len(x), split=split['reference'])
+    )
     contenders['torchattacks'] = record(
       'torchattacks', lambda: run_torchattacks(twin, xt, yt, eps, batch_size=len(x))
     )
+  contenders = {side: run for side, run in contenders.items() if side in libraries}
   t = side_by_side.alternate(contenders, repeats)
   n = len(x)
   row = dict(model=name, n=n, epsilon=eps, cpu=cpu_model(), max_logit_difference=diff)
@@ -118,11 +131,19 @@ def bench(name, f, twin, x, y, eps, repeats, budget):
     row[f'{side}_ms_per_image'] = round(1000 * v['median_s'] / n, 1)
     row[f'{side}_first_run_s'] = round(v['first_s'], 1)  # compilation included
     row[f'{side}_robust_accuracy'] = acc[side]
+    if split.get(side):
+      row[f'{side}_seconds_by_attack'] = {k: round(v, 1) for k, v in split[side].items()}
   if twin is None:
     row['note'] = 'torch not installed (the parity extra): no ratio was measured'
-  else:
-    row['speedup_vs_reference'] = round(t['reference']['median_s'] / t['jaxrobust']['median_s'], 2)
-    row['speedup_vs_torchattacks'] = round(t['torchattacks']['median_s'] / t['jaxrobust']['median_s'], 2)
+  for side in ('reference', 'torchattacks'):
+    if side in t:
+      row[f'speedup_vs_{side}'] = round(t[side]['median_s'] / t['jaxrobust']['median_s'], 2)
+  if 'reference' in t:
+    row['speedup_by_attack_vs_reference'] = {
+      k: round(split['reference'][k] / v, 2)
+      for k, v in split['jaxrobust'].items()
+      if split['reference'].get(k)
+    }
   row['apgd_ratio_to_limit'] = round(
     apgd_ratio(f, jnp.asarray(x), jnp.asarray(y), eps, budget.get('num_steps', 100)), 3
   )
@@ -139,6 +160,7 @@ OPTIONS = (
   'torch',
   'num_steps',
   'num_queries',
+  'libraries',
 )  # the command-line options main() reads
 
 
@@ -152,10 +174,14 @@ def main():
   repeats = arg('repeats', 1)
   budget = {k: v for k in ('num_steps', 'num_queries') if (v := arg(k, 0))}
   workdir = arg('workdir', 'runs/demo/fashion_mnist/pgd_at')
+  libraries = tuple(arg('libraries', ','.join(LIBRARIES)).split(','))
+  if 'jaxrobust' not in libraries or not set(libraries) <= set(LIBRARIES):
+    raise SystemExit(f'--libraries: jaxrobust and any of {LIBRARIES[1:]}, comma-separated; got {libraries}')
   if arg('n_cnn', 200) > 0:
-    bench('small_cnn', *small_cnn(workdir, arg('n_cnn', 200), with_torch), 0.1, repeats, budget)
+    bench('small_cnn', *small_cnn(workdir, arg('n_cnn', 200), with_torch), 0.1, repeats, budget, libraries)
   if arg('n_wrn', 8) > 0:
-    bench('wrn16_4', *wrn16_4(arg('n_wrn', 8), with_torch), arg('eps_wrn', 0.002), repeats, budget)
+    wrn = wrn16_4(arg('n_wrn', 8), with_torch)
+    bench('wrn16_4', *wrn, arg('eps_wrn', 0.002), repeats, budget, libraries)
 
 
 if __name__ == '__main__':

@@ -41,10 +41,11 @@ def emit(**row):
   print(json.dumps(row), flush=True)
 
 
-def run_ours(f, x, y, eps, names=None, batch_size=500, key_index=0, **budget):
+def run_ours(f, x, y, eps, names=None, batch_size=500, key_index=0, split=None, **budget):
   """(robust accuracy, seconds) of jaxrobust's AutoAttack: standard, or the listed attacks
   (`budget`: num_steps / num_queries, smaller only for smoke tests; `key_index`: the first image's
-  index in the test set, so that each chunk of images draws its own random numbers)."""
+  index in the test set, so that each chunk of images draws its own random numbers; `split`, a
+  dict, receives the seconds of each attack)."""
   t0 = time.perf_counter()
   _, rep = A.autoattack(
     f,
@@ -57,11 +58,35 @@ def run_ours(f, x, y, eps, names=None, batch_size=500, key_index=0, **budget):
     batch_size=batch_size,
     **budget,
   )
+  if split is not None:
+    split.update(rep['seconds'])
   return list(rep['robust_accuracy'].values())[-1], time.perf_counter() - t0
 
 
-def run_reference(twin, xt, yt, eps, names=None, batch_size=500):
-  """(robust accuracy, seconds) of the reference (pyautoattack, fra31/auto-attack's code)."""
+# The reference's attack objects and the names of the standard version's attacks they run.
+# (jaxrobust's report uses the same names.)
+REFERENCE_PARTS = {'apgd': 'apgd_ce', 'apgd_targeted': 'apgd_t', 'fab': 'fab_t', 'square': 'square'}
+
+
+def _time_parts(aa, split: dict) -> None:
+  """Wraps the `perturb` of each of the reference's attack objects so that `split` gets the
+  seconds spent in each attack of the standard version."""
+  for attr, name in REFERENCE_PARTS.items():
+    part = getattr(aa, attr)
+
+    def timed(*args, _run=part.perturb, _name=name, **kwargs):
+      t0 = time.perf_counter()
+      try:
+        return _run(*args, **kwargs)
+      finally:
+        split[_name] = split.get(_name, 0.0) + time.perf_counter() - t0
+
+    part.perturb = timed
+
+
+def run_reference(twin, xt, yt, eps, names=None, batch_size=500, split=None):
+  """(robust accuracy, seconds) of the reference (pyautoattack, fra31/auto-attack's code);
+  `split`, a dict, receives the seconds of each attack."""
   import torch
   from pyautoattack import AutoAttack
 
@@ -75,6 +100,9 @@ def run_reference(twin, xt, yt, eps, names=None, batch_size=500):
     attacks=names,
   )
   aa.verbose = False
+  if split is not None:
+    split.clear()
+    _time_parts(aa, split)
   t0 = time.perf_counter()
   adv, _ = aa.run_standard_evaluation(xt, yt, batch_size=batch_size)
   seconds = time.perf_counter() - t0

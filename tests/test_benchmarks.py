@@ -48,7 +48,37 @@ def test_autoattack_benchmark_runs(monkeypatch, capsys, tmp_path):
     '--num_steps=3',
     '--num_queries=10',
   )
-  assert rows[-1]['model'] == 'small_cnn' and 'no ratio was measured' in rows[-1]['note']
+  row = rows[-1]
+  assert row['model'] == 'small_cnn' and 'no ratio was measured' in row['note']
+  assert 'speedup_vs_reference' not in row  # nothing to compare with
+  # each attack of the standard version ran and was timed
+  assert set(row['jaxrobust_seconds_by_attack']) == {'apgd_ce', 'apgd_t', 'fab_t', 'square'}
+  with pytest.raises(SystemExit, match='--libraries'):
+    _run(monkeypatch, capsys, autoattack, f'--workdir={tmp_path}', '--libraries=reference', '--n_wrn=0')
+
+
+def test_the_references_attacks_are_timed_one_by_one():
+  """benchmarks.parity_torch wraps each attack object of the reference AutoAttack: the split
+  adds each call's time to its attack's name, and the wrapped calls return what they returned."""
+  import time
+  import types
+
+  from benchmarks.parity_torch import REFERENCE_PARTS, _time_parts
+
+  def part(seconds, value):
+    def perturb(x, y):
+      time.sleep(seconds)
+      return value + x + y
+
+    return types.SimpleNamespace(perturb=perturb)
+
+  aa = types.SimpleNamespace(**{attr: part(0.01 * (i + 1), i) for i, attr in enumerate(REFERENCE_PARTS)})
+  split = {}
+  _time_parts(aa, split)
+  assert aa.fab.perturb(1, 2) == 2 + 3 and aa.fab.perturb(0, 0) == 2  # fab is the third part
+  assert aa.square.perturb(0, 0) == 3
+  assert set(split) == {'fab_t', 'square'}
+  assert 0.02 <= split['fab_t'] / 2 < 0.05 and 0.04 <= split['square'] < 0.07
 
 
 def test_cpu_findings_benchmark_runs(monkeypatch, capsys, tmp_path):
