@@ -165,6 +165,24 @@ def test_square_eot_in_chunks_equals_the_whole_batch_on_a_deterministic_model(li
       A.square(f, KEY, xs, ys, epsilon=eps, num_queries=10, microbatch=bad)
 
 
+def test_square_reference_windows_never_reach_the_last_column(linear):
+  """With `reference_windows`, positions are drawn as the reference's `random_int(0, n - s)` does
+  (never the last): after the vertical stripes of the start, nothing changes the last column, so
+  it stays constant down each image; by default windows reach it. The model is never broken (a
+  large bias on the label) but its margin moves with x, so steps are accepted."""
+  _, W, _, x, _ = linear
+  bias = jnp.asarray([1000.0] + [0.0] * (K - 1))
+  f = jax.tree_util.Partial(lambda W, x, key: x.reshape(x.shape[0], -1) @ W + bias, jnp.asarray(W))
+  xs, ys = jnp.full((16, 6, 6, 1), 0.5), jnp.zeros(16, jnp.int32)
+  last_column = {}
+  for ref in (True, False):
+    x_adv = A.square(f, KEY, xs, ys, epsilon=0.1, num_queries=200, reference_windows=ref)
+    delta = np.asarray(x_adv) - 0.5
+    assert np.allclose(np.abs(delta), 0.1, atol=1e-6)  # every pixel at a corner of the ball
+    last_column[ref] = np.all(delta[:, :, 5] == delta[:, :1, 5], axis=(1, 2))  # constant per image
+  assert last_column[True].all() and not last_column[False].all()
+
+
 def test_square_never_differentiates_the_model(linear):
   f, _, _, x, y = linear
 

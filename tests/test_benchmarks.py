@@ -4,6 +4,7 @@ asserted: speed is measured by the benchmarks themselves, side by side."""
 import json
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -164,6 +165,22 @@ def test_parity_table_prints_a_speed_up_only_for_one_run():
   assert '| square | 70.0 | 69.0 | -1.0 | 300 | 100 | not measured in one run | X (2 cores) |' in lines
   assert not any(line.startswith('| fab-t') for line in lines)
   assert '| apgd-t | 66.0 | 66.0 | +0.0 | 10 | 5 | 2.00× | X (2 cores) |' in lines  # never '-0.0'
+
+
+def test_square_with_the_references_windows_is_a_parity_component():
+  """`--attacks=square-reference-windows` runs jaxrobust's Square with reference_windows=True (a
+  spec the custom AutoAttack builds) against the reference's plain Square; not run by default."""
+  from benchmarks.parity_torch import COMPONENTS, DEFAULT_ATTACKS, REFERENCE_ATTACK, run_ours
+
+  assert REFERENCE_ATTACK['square-reference-windows'] == 'square'
+  assert 'square-reference-windows' not in DEFAULT_ATTACKS and 'square' in DEFAULT_ATTACKS
+  W = np.asarray(jax.random.normal(jax.random.key(1), (16, 3)))
+  f = jax.tree_util.Partial(lambda W, x, key: x.reshape(x.shape[0], -1) @ W, jnp.asarray(W))
+  x = np.asarray(jax.random.uniform(jax.random.key(2), (6, 4, 4, 1)))
+  y = np.argmax(x.reshape(6, -1) @ W, -1)
+  split = {}
+  acc, _ = run_ours(f, x, y, 0.3, names=[COMPONENTS['square-reference-windows']], split=split)
+  assert 0 <= acc < 1 and list(split) == ['square']
 
 
 def test_fab_l2_parity_reports_the_median_distance():

@@ -10,7 +10,8 @@ The search is a `while_loop` of forward passes that ends when every example is b
 budget is spent; on concrete inputs it drops the broken examples after 50, 100, 200, ... queries
 and goes on with the others (each example's draws come from its own key, so nothing else changes). Images are (batch, height, width, channels).
 Windows are drawn per example, and at every position of the image: the reference draws one
-window for the whole batch and never places it on the last row or column.
+window for the whole batch and never places it on the last row or column (`reference_windows=True`
+draws positions as it does, for parity measurements).
 
 References:
   Andriushchenko, Croce, Flammarion & Hein 2020, "Square Attack: a query-efficient black-box
@@ -86,11 +87,35 @@ def _l2_norm(v):
   return jnp.sqrt(jnp.sum(v * v, axis=tuple(range(1, v.ndim)), keepdims=True))
 
 
-_STATIC = ('num_queries', 'norm', 'p_init', 'targeted', 'rescale', 'eot_samples', 'microbatch')
+_STATIC = (
+  'num_queries',
+  'norm',
+  'p_init',
+  'targeted',
+  'rescale',
+  'eot_samples',
+  'microbatch',
+  'reference_windows',
+)
 
 
 def _search(
-  logits_fn, key, x, y, eps, lo, hi, *, num_queries, norm, p_init, targeted, rescale, eot_samples, microbatch
+  logits_fn,
+  key,
+  x,
+  y,
+  eps,
+  lo,
+  hi,
+  *,
+  num_queries,
+  norm,
+  p_init,
+  targeted,
+  rescale,
+  eot_samples,
+  microbatch,
+  reference_windows,
 ):
   """(start, margin, propose): the initial point, the margin and the i-th query's proposal."""
   b, h, w, c = x.shape
@@ -150,6 +175,9 @@ def _search(
     return jnp.clip(x + delta / (_l2_norm(delta) + 1e-12) * eps_b, lo, hi)
 
   eta_table = jnp.asarray(_eta_table(h, w), x.dtype)
+  # A window of side s starts at 0 .. n − s; the reference's `random_int(0, n − s)` never draws
+  # the last of these (so its windows never reach the last row or column once s < n).
+  last = 0 if reference_windows else 1
 
   def propose(i, x_best):
     k = draw(i)
@@ -157,16 +185,16 @@ def _search(
     side = jnp.round(jnp.sqrt(p * n_features / c)).astype(jnp.int32)
     if norm == 'linf':
       s = jnp.clip(side, 1, min(h, w))
-      vh = randint(_core.fold_keys(k, 0), h - s + 1)
-      vw = randint(_core.fold_keys(k, 1), w - s + 1)
+      vh = randint(_core.fold_keys(k, 0), h - s + last)
+      vw = randint(_core.fold_keys(k, 1), w - s + last)
       win = _window(vh, vw, s, h, w)
       x_new = x_best + win * (2.0 * eps_b * signs(_core.fold_keys(k, 2), (1, 1, c)))
       return jnp.clip(jnp.clip(x_new, x - eps_b, x + eps_b), lo, hi)
     s = jnp.clip(side, 3, min(h, w))
     s = jnp.where(s % 2 == 0, jnp.minimum(s + 1, min(h, w)), s)
     delta = x_best - x
-    vh, vh2 = (randint(_core.fold_keys(k, j), h - s + 1) for j in (0, 2))
-    vw, vw2 = (randint(_core.fold_keys(k, j), w - s + 1) for j in (1, 3))
+    vh, vh2 = (randint(_core.fold_keys(k, j), h - s + last) for j in (0, 2))
+    vw, vw2 = (randint(_core.fold_keys(k, j), w - s + last) for j in (1, 3))
     win1, win2 = _window(vh, vw, s, h, w), _window(vh2, vw2, s, h, w)
     in1 = delta * win1
     norm_win1 = jnp.sqrt(jnp.sum(in1 * in1, axis=(1, 2), keepdims=True))  # per channel
@@ -288,6 +316,7 @@ def square(
   eot_samples: int = 1,
   microbatch: int = 0,
   rescale_schedule: bool = False,
+  reference_windows: bool = False,
   return_queries: bool = False,
 ):
   """Square Attack (margin loss), L∞ or L2, one compiled program; no gradient is computed.
@@ -313,6 +342,9 @@ def square(
       deterministic model's does not.
     rescale_schedule: scale the schedule of p to the budget (the reference's `resc_schedule`;
       AutoAttack uses False).
+    reference_windows: draw window positions as the reference does, never at the last row or
+      column (its `random_int(0, n − s)` excludes its upper end); for parity measurements only:
+      by default every position is drawn, which breaks a few more points.
     return_queries: also return the queries spent per example.
 
   Returns:
@@ -356,6 +388,7 @@ def square(
     rescale=rescale_schedule,
     eot_samples=eot_samples,
     microbatch=int(microbatch),
+    reference_windows=bool(reference_windows),
   )
   _core.check_logits_finite(name, bad)
   return (x_adv, queries) if return_queries else x_adv
