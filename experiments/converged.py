@@ -125,7 +125,7 @@ def run_row(
       cache_dir=os.path.join(workdir, 'convergence_cache'),
       model_id=digest(variables),
       # the headline is the per-point worst case: doubling must not move it either
-      worst_case_robust=np.logical_and.reduce([np.asarray(v[:c], bool) for v in per_example.values()]),
+      worst_case_robust=np.asarray(per_example['worst_case'][:c], bool),
       microbatch=EOT_MICROBATCH.get(row),
     )
     conv.update(n=c, seconds=time.time() - t1)
@@ -235,10 +235,7 @@ def table(records) -> str:
 
 def _verdict(conv: dict) -> str:
   """The doubling test in a cell: its verdict and what moved, on how many images."""
-  moved = f'EOT-PGD {_pct(conv["at_budget"])} → {_pct(conv["at_double_budget"])}'
-  if 'worst_case' in conv:
-    moved += f', worst case {_pct(conv["worst_case"])} → {_pct(conv["worst_case_with_double_budget"])}'
-  return f'{"yes" if conv["converged"] else "no"} ({moved}; n = {conv["n"]})'
+  return f'{"yes" if conv["converged"] else "no"} ({figures.describe_convergence(conv)}; n = {conv["n"]})'
 
 
 # The adaptive suite's attacks in the order of the protocol, with the names a reader knows.

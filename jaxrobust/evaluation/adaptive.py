@@ -165,7 +165,7 @@ def evaluate_adaptive(
     'flags' (AA-rand's checks and 'gradient_masking': EOT-Square more than a point below every
     single-draw white-box attack),
     'seconds' (wall time per attack, summed over batches; from the run that computed it),
-    'n', 'num_draws', 'per_example': {name: majority bools}}.
+    'n', 'num_draws', 'per_example': {name: majority bools, 'worst_case': bools}}.
   """
   f = make_logits_fn(model, variables)
   eps = linf_budget('standard', dataset)
@@ -276,7 +276,7 @@ def evaluate_adaptive(
     'num_draws': num_draws,
     'eot_samples': eot_samples,
     'seconds': seconds,
-    'per_example': {k: v['majority'].tolist() for k, v in per.items()},
+    'per_example': dict({k: v['majority'].tolist() for k, v in per.items()}, worst_case=worst.tolist()),
   }
 
 

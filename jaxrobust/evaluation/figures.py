@@ -113,6 +113,17 @@ def plot_accuracy_vs_cost(path, points: dict, title: str = ''):
   _save(fig, path)
 
 
+def describe_convergence(conv: dict) -> str:
+  """What the doubling test of `adaptive.eot_convergence` moved, in words: 'EOT-PGD a → b %'
+  and, when it was given the worst case, ', worst case c → d %' (the figure's title and the
+  converged study's table both say it so)."""
+  moved = f'EOT-PGD {100 * conv["at_budget"]:.1f} → {100 * conv["at_double_budget"]:.1f} %'
+  if 'worst_case' in conv:
+    before, after = 100 * conv['worst_case'], 100 * conv['worst_case_with_double_budget']
+    moved += f', worst case {before:.1f} → {after:.1f} %'
+  return moved
+
+
 def plot_convergence(path, conv: dict, title: str = ''):
   """The two curves of `adaptive.eot_convergence` side by side: accuracy against EOT draws and
   against iterations, with the verdict of the doubling test in the title."""
@@ -127,13 +138,9 @@ def plot_convergence(path, conv: dict, title: str = ''):
     ax.set_ylabel('EOT-PGD accuracy (%)')
     ax.grid(alpha=0.3)
   verdict = 'converged' if conv['converged'] else 'NOT converged'
-  before, after = 100 * conv['at_budget'], 100 * conv['at_double_budget']
-  moved = f'doubling draws and iterations: EOT-PGD {before:.1f} → {after:.1f} %'
-  if 'worst_case' in conv:
-    moved += (
-      f', worst case {100 * conv["worst_case"]:.1f} → {100 * conv["worst_case_with_double_budget"]:.1f} %'
-    )
-  fig.suptitle(f'{title}: {verdict}\n({moved})', fontsize=9)
+  fig.suptitle(
+    f'{title}: {verdict}\n(doubling draws and iterations: {describe_convergence(conv)})', fontsize=9
+  )
   fig.tight_layout()
   _save(fig, path)
 
