@@ -14,6 +14,8 @@ variants, medians), printed as JSON lines; docs/performance.md quotes them.
    each in its own process (the flag must be set before JAX starts);
 7. (--microbatch_workdir) APGD-CE (100 steps, batch 500) on a trained small CNN with the default
    gradient chunks of a rolled loop against the whole batch (`microbatch=0`);
+8. (--eot_workdir) EOT-PGD-10 (20 draws in chunks of 6) on a trained randomised model, its
+   10 steps straight-line against a rolled loop: compilation (first call) and run seconds;
 6. (--aa_workdir) AutoAttack's gradient attacks (APGD-CE, APGD-T, FAB-T at their full budgets) on
    a trained small CNN, with `models.Conv` against plain `nn.Conv` (same weights; medians of 2).
 """
@@ -75,6 +77,8 @@ OPTIONS = (
   'aa_steps',
   'microbatch_workdir',
   'microbatch_n',
+  'eot_workdir',
+  'eot_n',
   'child_wrn',
 )  # the command-line options main() reads
 
@@ -85,6 +89,8 @@ def main():
   emit(cpu=cpu_model(), jax=jax.__version__, backend=jax.default_backend())
   if arg('microbatch_workdir', ''):
     return auto_microbatch(arg('microbatch_workdir', ''), arg('microbatch_n', 500), repeats)
+  if arg('eot_workdir', ''):
+    return eot_straight_line(arg('eot_workdir', ''), arg('eot_n', 100), repeats)
   model = create_model('small_cnn', num_classes=10)
   side = arg('side', 28)
   x = jax.random.uniform(jax.random.key(0), (batch, side, side, 1))
@@ -174,6 +180,40 @@ def auto_microbatch(workdir: str, n: int, repeats: int):
     model=workdir,
     n=n,
     chunk=_core.resolve_microbatch(None, n, rolled=True),
+  )
+
+
+def eot_straight_line(workdir: str, n: int, repeats: int):
+  from jaxrobust.train.restore import load_trained
+
+  _, model, variables, ds = load_trained(workdir)
+  f = make_logits_fn(model, variables)
+  x = jax.numpy.asarray(ds.test_images[:n], 'float32') / 255.0
+  y = jax.numpy.asarray(ds.test_labels[:n])
+  pgd = functools.partial(
+    A.pgd,
+    f,
+    jax.random.key(0),
+    x,
+    y,
+    epsilon=0.1,
+    step_size=0.025,
+    num_steps=10,
+    eot_samples=20,
+    microbatch=6,
+    loss='margin',
+  )
+  t = side_by_side.alternate(
+    {'straight_line': lambda: pgd(unroll=10), 'rolled': lambda: pgd(unroll=1)}, repeats
+  )
+  report(
+    'eot_straight_line',
+    {k: v['median_s'] for k, v in t.items()},
+    'straight_line',
+    'rolled',
+    first_call_s={k: round(v['first_s'], 2) for k, v in t.items()},
+    model=workdir,
+    n=n,
   )
 
 

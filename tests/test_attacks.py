@@ -401,6 +401,7 @@ def test_unrolled_and_rolled_loops_agree(trained, monkeypatch):
   assert A.default_unroll(10) == (10 if jax.default_backend() == 'cpu' else 1)
   assert A.default_unroll(20) == (20 if jax.default_backend() == 'cpu' else 1)
   assert A.default_unroll(100) == 1
+  assert A.default_unroll(10, eot_samples=20) == 1  # EOT steps compile 11× slower straight-line
   for attack in (
     functools.partial(A.pgd, epsilon=0.1, num_steps=4),
     functools.partial(A.apgd, epsilon=0.1, num_steps=6),
@@ -408,6 +409,24 @@ def test_unrolled_and_rolled_loops_agree(trained, monkeypatch):
     np.testing.assert_allclose(attack(f, KEY, x, y), attack(f, KEY, x, y, unroll=1), atol=1e-5)
   monkeypatch.setenv('JAXROBUST_ATTACK_UNROLL', '3')
   assert A.default_unroll(10) == 3
+
+
+@pytest.mark.parametrize('attack', ['pgd', 'apgd'])
+def test_eot_attacks_run_rolled_loops_by_default(attack, monkeypatch):
+  """The unroll factor the attack hands its loop: straight-line for one draw on the CPU, rolled
+  with EOT (a fresh shape, so that the attack is traced and its loop built here)."""
+  monkeypatch.delenv('JAXROBUST_ATTACK_UNROLL', raising=False)
+  seen = []
+  fori = _core.fori
+  monkeypatch.setattr(
+    _core, 'fori', lambda n, body, init, unroll: seen.append(unroll) or fori(n, body, init, unroll)
+  )
+  f = lambda x, key: x.reshape(x.shape[0], -1)[:, :4] * 3.0  # noqa: E731
+  x, y = jnp.full((3, 2, 3, 1), 0.5), jnp.array([0, 1, 2])
+  for eot in (1, 2):
+    seen.clear()
+    getattr(A, attack)(f, KEY, x, y, epsilon=0.1, num_steps=5, eot_samples=eot)
+    assert seen and max(seen) == (5 if eot == 1 and jax.default_backend() == 'cpu' else 1), (eot, seen)
 
 
 def test_the_gradient_is_chunked_by_default_only_inside_rolled_loops_on_the_cpu(monkeypatch):

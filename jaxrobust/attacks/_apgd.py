@@ -176,7 +176,7 @@ def apgd(
     bounds: (lo, hi).
     eot_samples: EOT gradient samples (AutoAttack's `rand` version uses 20).
     rho: the oscillation threshold ρ of the step-size rule.
-    unroll: unroll factor (default: full on CPU up to 20).
+    unroll: unroll factor (default: full on CPU up to 20 single-draw steps; rolled with EOT).
     microbatch: gradient chunk size (see `pgd`).
 
   Returns:
@@ -213,7 +213,7 @@ def apgd(
     loss=loss,
     targeted=targeted,
     eot_samples=eot_samples,
-    unroll=_core.resolve_unroll(unroll, num_steps),
+    unroll=_core.resolve_unroll(unroll, num_steps, eot_samples),
     rho=rho,
     microbatch=microbatch,
   )
@@ -279,7 +279,7 @@ def apgd_targeted(
   b = x.shape[0]
   example_keys, order, fooled = _core.target_setup(f, key, x, y)  # misclassified points stay
   x_adv = x
-  unroll = _core.resolve_unroll(unroll, num_steps)
+  unroll = _core.resolve_unroll(unroll, num_steps, eot_samples)
   static = dict(
     num_steps=num_steps,
     norm=norm,

@@ -382,25 +382,29 @@ UNROLL_ENV = 'JAXROBUST_ATTACK_UNROLL'
 STRAIGHT_LINE_STEPS = 20
 
 
-def default_unroll(num_steps: int) -> int:
-  """Unroll factor for attack loops: on XLA's CPU backend straight-line code up to 20 steps and a
-  rolled loop beyond; rolled (1) on GPU/TPU; or $JAXROBUST_ATTACK_UNROLL when set.
+def default_unroll(num_steps: int, eot_samples: int = 1) -> int:
+  """Unroll factor for attack loops: on XLA's CPU backend straight-line code up to 20 steps of a
+  single-draw attack and a rolled loop otherwise; rolled (1) on GPU/TPU; or
+  $JAXROBUST_ATTACK_UNROLL when set.
 
   Straight-line steps are for models built on plain `nn.Conv`: inside a loop XLA's CPU backend
   runs their input gradients as naive loop nests, 1.7× slower (docs/performance.md, items 1 and
   10). jaxrobust's own models (`models.Conv`) run as fast rolled, and a partial unroll (chunks of
-  steps inside a loop) helps no model, so long attacks stay rolled and compile in seconds.
+  steps inside a loop) helps no model, so long attacks stay rolled and compile in seconds. An EOT
+  attack stays rolled at any length: each step holds its draws' gradients (and their chunk loop),
+  and straight-line EOT-PGD-10 over 20 draws took 235 s to compile against 21 s rolled, then ran
+  slower (docs/performance.md, item 11).
   """
   if os.environ.get(UNROLL_ENV):
     return max(1, min(num_steps, int(os.environ[UNROLL_ENV])))
-  if jax.default_backend() == 'cpu' and num_steps <= STRAIGHT_LINE_STEPS:
+  if jax.default_backend() == 'cpu' and num_steps <= STRAIGHT_LINE_STEPS and eot_samples <= 1:
     return num_steps
   return 1
 
 
-def resolve_unroll(unroll, num_steps: int) -> int:
+def resolve_unroll(unroll, num_steps: int, eot_samples: int = 1) -> int:
   if unroll is None:
-    return default_unroll(num_steps)
+    return default_unroll(num_steps, eot_samples)
   if unroll is True:
     return num_steps
   return max(1, int(unroll))

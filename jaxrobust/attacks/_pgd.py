@@ -145,7 +145,8 @@ def pgd(
     bounds: (lo, hi), scalars or per-example arrays.
     step_schedule: None/'constant', 'cosine', 'linear', or `f(t, num_steps) -> factor`.
     eot_samples: average the gradient over this many keys (EOT), for stochastic models.
-    unroll: loop unroll factor; default full on CPU (capped at 20), rolled on GPU/TPU.
+    unroll: loop unroll factor; default full on CPU up to 20 single-draw steps, rolled with EOT
+      and on GPU/TPU (`attacks.default_unroll`).
     microbatch: compute gradients in straight-line chunks of this many examples (faster convs
       on CPU; the same results for a deterministic model); None or 0 = the whole batch.
 
@@ -241,7 +242,7 @@ def _run_pgd(
     restarts=restarts,
     targeted=targeted,
     eot_samples=eot_samples,
-    unroll=_core.resolve_unroll(unroll, num_steps),
+    unroll=_core.resolve_unroll(unroll, num_steps, eot_samples),
     step_schedule=step_schedule,
     microbatch=microbatch,
   )
