@@ -163,13 +163,18 @@ def main():
     )
 
 
-def auto_microbatch(workdir: str, n: int, repeats: int):
+def _trained_test_batch(workdir: str, n: int):
+  """The trained model of `workdir`, its variables, and its first n test images in [0, 1] with labels."""
+  from jaxrobust.evaluation.accuracy import as_unit_float
   from jaxrobust.train.restore import load_trained
 
   _, model, variables, ds = load_trained(workdir)
+  return model, variables, as_unit_float(ds.test_images[:n]), jax.numpy.asarray(ds.test_labels[:n])
+
+
+def auto_microbatch(workdir: str, n: int, repeats: int):
+  model, variables, x, y = _trained_test_batch(workdir, n)
   f = make_logits_fn(model, variables)
-  x = jax.numpy.asarray(ds.test_images[:n], 'float32') / 255.0
-  y = jax.numpy.asarray(ds.test_labels[:n])
   apgd = functools.partial(A.apgd, f, jax.random.key(0), x, y, epsilon=0.1, num_steps=100)
   t = alternate({'default': lambda: apgd(), 'whole_batch': lambda: apgd(microbatch=0)}, repeats)
   report(
@@ -184,12 +189,8 @@ def auto_microbatch(workdir: str, n: int, repeats: int):
 
 
 def eot_straight_line(workdir: str, n: int, repeats: int):
-  from jaxrobust.train.restore import load_trained
-
-  _, model, variables, ds = load_trained(workdir)
+  model, variables, x, y = _trained_test_batch(workdir, n)
   f = make_logits_fn(model, variables)
-  x = jax.numpy.asarray(ds.test_images[:n], 'float32') / 255.0
-  y = jax.numpy.asarray(ds.test_labels[:n])
   pgd = functools.partial(
     A.pgd,
     f,
@@ -218,11 +219,7 @@ def eot_straight_line(workdir: str, n: int, repeats: int):
 
 
 def autoattack_components(workdir: str, n: int, num_steps: int):
-  from jaxrobust.train.restore import load_trained
-
-  _, model, variables, ds = load_trained(workdir)
-  x = jax.numpy.asarray(ds.test_images[:n], 'float32') / 255.0
-  y = jax.numpy.asarray(ds.test_labels[:n])
+  model, variables, x, y = _trained_test_batch(workdir, n)
   sides = {
     'models_conv': make_logits_fn(model, variables),
     'nn_conv': make_logits_fn(model.clone(conv=nn.Conv), variables),

@@ -103,6 +103,10 @@ def test_cpu_findings_benchmark_runs(monkeypatch, capsys, tmp_path):
   rows = _run(monkeypatch, capsys, cpu_findings, *args)
   found = {r.get('finding') for r in rows}
   assert {'rolled_loop', 'rolled_loop_nn_conv', 'apgd_t_nn_conv', 'fab_t_nn_conv'} <= found
+  # the EOT finding reads the same trained model: both loop forms timed, their first calls apart
+  rows = _run(monkeypatch, capsys, cpu_findings, '--repeats=1', f'--eot_workdir={tmp_path}', '--eot_n=4')
+  (eot,) = [r for r in rows if r.get('finding') == 'eot_straight_line']
+  assert set(eot['first_call_s']) == {'straight_line', 'rolled'} and eot['rolled_s'] > 0
 
 
 def test_train_vs_torch_benchmark_runs(monkeypatch, capsys):
