@@ -19,8 +19,11 @@ deterministic PGD-AT row gets AutoAttack's standard version. Writes
 results/converged/<dataset>/{rows/<row>.json, converged.md, figures/<row>_convergence.png}; rows
 already evaluated are reused (--force redoes the evaluation). The adaptive suite and the
 convergence test take hours per row on a CPU, so each finished piece (one attack on one batch,
-one point of a curve) is kept in the row's work directory (adaptive_cache/, convergence_cache/)
-and an interrupted evaluation resumes from there.
+one point of a curve) is kept in results/converged/<dataset>/pieces/<row>/ (per-point results,
+small, committed with the model's digest: a session that retrains the same bits resumes from
+them, one that trains other bits is refused by name), and an interrupted evaluation resumes.
+Once the row is trained, the same command started on a second core (or machine sharing the
+directory) splits the remaining pieces with the first: each piece is computed once, under a lock.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ def run_row(
   config = defense_config(row, dataset)
   config.seed = seed
   workdir = os.path.join(runs_dir, dataset, row)
+  pieces = os.path.join(out_dir, dataset, 'pieces', row)
   trained = train_and_evaluate(config, workdir, progress=progress)
   model, variables, ds = trained['model'], trained['state'].variables, trained['dataset']
   n = min(num_test, len(ds.test_images))
@@ -92,8 +96,8 @@ def run_row(
     eot_samples=eot_samples,
     steps_scale=steps_scale,
     progress=progress,
-    # Hours on a CPU: every finished piece is kept beside the checkpoints, and a rerun resumes.
-    cache_dir=os.path.join(workdir, 'adaptive_cache') if stochastic else None,
+    # Hours on a CPU: every finished piece is kept, and a rerun (or a second process) resumes.
+    cache_dir=os.path.join(pieces, 'adaptive') if stochastic else None,
     eot_microbatch=EOT_MICROBATCH.get(row) if stochastic else None,
   )
   per_example = result.pop('per_example', None)
@@ -104,6 +108,8 @@ def run_row(
     'epochs': config.train.num_epochs,
     'train_steps': trained['steps'],
     'test_accuracy_full': trained['test_accuracy'],
+    # What a regenerated checkpoint must match for the stored pieces to be its own.
+    'model_digest': digest(variables),
     'n_eval': n,
     # The pieces' own times: a resumed evaluation's wall time covers only its last part.
     'eval_s': sum(result['seconds'].values()) if 'seconds' in result else time.time() - t0,
@@ -111,7 +117,6 @@ def run_row(
     'cpu': cpu_model(),
   }
   if stochastic and convergence_n:
-    t1 = time.time()
     c = min(convergence_n, n)
     s = lambda k: max(1, int(round(k * steps_scale)))  # noqa: E731
     conv = eot_convergence(
@@ -122,13 +127,13 @@ def run_row(
       epsilon=STANDARD_BUDGETS[dataset]['linf'],
       steps=tuple(s(k) for k in (10, 20, 50, 100, 200)),
       fixed_steps=s(100),
-      cache_dir=os.path.join(workdir, 'convergence_cache'),
+      cache_dir=os.path.join(pieces, 'convergence'),
       model_id=digest(variables),
       # the headline is the per-point worst case: doubling must not move it either
       worst_case_robust=np.asarray(per_example['worst_case'][:c], bool),
       microbatch=EOT_MICROBATCH.get(row),
     )
-    conv.update(n=c, seconds=time.time() - t1)
+    conv['n'] = c
     record['convergence'] = conv
     figures.plot_convergence(
       os.path.join(out_dir, dataset, 'figures', f'{row}_convergence.png'),

@@ -237,6 +237,7 @@ def test_eot_convergence_in_gradient_chunks_keeps_a_deterministic_models_answer(
   kw = dict(epsilon=EPS, draws=(1,), steps=(5,), fixed_draws=2, fixed_steps=5, model_id='linear')
   whole = eot_convergence(linear, x[:30], y[:30], jax.random.key(3), cache_dir=str(tmp_path), **kw)
   chunked = eot_convergence(linear, x[:30], y[:30], jax.random.key(3), microbatch=4, **kw)
+  assert whole.pop('seconds') > 0 and chunked.pop('seconds') > 0  # times differ, answers must not
   assert chunked == whole and 0 < whole['at_budget'] < 1
   with pytest.raises(ValueError, match='microbatch must be >= 0'):  # it reaches the attack
     eot_convergence(linear, x[:30], y[:30], jax.random.key(3), microbatch=-1, **kw)
@@ -255,6 +256,52 @@ def test_piece_cache_names_a_broken_file(tmp_path):
     cache.get('p', lambda: [3])
   with pytest.raises(ValueError, match=f'{tmp_path}.*differing.*a'):
     PieceCache(str(tmp_path), {'a': 2})
+
+
+def test_processes_sharing_a_piece_cache_split_the_pieces_and_compute_each_once(tmp_path):
+  """flock locks belong to open files, so two threads opening the lock files stand for two
+  processes. Each piece must be computed exactly once, both workers must do some, and both must
+  return every piece, the ones the other computed included."""
+  import threading
+  import time
+
+  from jaxrobust.evaluation.cache import PieceCache
+
+  names = [f'p{i}' for i in range(12)]
+  computed, results = [], {}
+  start = threading.Barrier(2)
+
+  def worker(w):
+    cache = PieceCache(str(tmp_path), {'a': 1})
+
+    def compute(name):
+      computed.append((w, name))
+      time.sleep(0.05)
+      return {'value': name.upper()}
+
+    start.wait()
+    results[w] = cache.get_all({n: (lambda n=n: compute(n)) for n in names})
+
+  threads = [threading.Thread(target=worker, args=(w,)) for w in (0, 1)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert sorted(n for _, n in computed) == sorted(names)  # each once
+  assert {w for w, _ in computed} == {0, 1}  # the work was split
+  expected = {n: {'value': n.upper()} for n in names}
+  assert results[0] == expected and results[1] == expected
+  assert not list(tmp_path.glob('*.lock'))  # no lock left behind once a piece is stored
+
+
+def test_a_piece_whose_holder_died_is_computed_by_the_next_process(tmp_path):
+  from jaxrobust.evaluation.cache import PieceCache
+
+  cache = PieceCache(str(tmp_path), {'a': 1})
+  with pytest.raises(RuntimeError):
+    cache.get_all({'p': lambda: (_ for _ in ()).throw(RuntimeError('killed'))})
+  assert (tmp_path / 'p.lock').exists()  # left behind, but no longer held
+  assert cache.get_all({'p': lambda: 7}) == {'p': 7}
 
 
 def test_the_eot_microbatch_reaches_eot_pgd_only_when_asked_and_only_in_the_adaptive_suite():

@@ -232,24 +232,33 @@ def evaluate_adaptive(
   per = {n: {'single_draw': [], 'mean': [], 'majority': [], 'all': []} for n in names}
   seconds = dict.fromkeys(names, 0.0)
   flag_values: dict[str, list] = {}
-  for i in tqdm(range(0, len(images), batch_size), disable=not progress, desc='adaptive'):
+
+  def piece(i: int, j: int, name: str) -> dict:
+    """Attack `name` on the batch starting at image i, its adversarial points classified."""
+    t = time.perf_counter()
     x = as_unit_float(images[i : i + batch_size])
     y = jnp.asarray(labels[i : i + batch_size])
     kb = jax.random.fold_in(key, i)
-    for j, name in enumerate(names):
+    x_adv = x if name == 'clean' else attacks[name](f, jax.random.fold_in(kb, 2 * j), x, y)
+    d = prediction_over_draws(f, x_adv, y, jax.random.fold_in(kb, 2 * j + 1), num_draws)
+    first = np.asarray(_draw_predictions(f, x_adv, jax.random.fold_in(kb, 2 * j + 1), 1)[0])[0]
+    out = {k: np.asarray(v).tolist() for k, v in d.items()}
+    out.update(single_draw=(first == np.asarray(y)).tolist(), seconds=time.perf_counter() - t)
+    out['flags'] = dict(batch_flags)
+    batch_flags.clear()
+    return out
 
-      def piece(j=j, name=name):
-        t = time.perf_counter()
-        x_adv = x if name == 'clean' else attacks[name](f, jax.random.fold_in(kb, 2 * j), x, y)
-        d = prediction_over_draws(f, x_adv, y, jax.random.fold_in(kb, 2 * j + 1), num_draws)
-        first = np.asarray(_draw_predictions(f, x_adv, jax.random.fold_in(kb, 2 * j + 1), 1)[0])[0]
-        out = {k: np.asarray(v).tolist() for k, v in d.items()}
-        out.update(single_draw=(first == np.asarray(y)).tolist(), seconds=time.perf_counter() - t)
-        out['flags'] = dict(batch_flags)
-        batch_flags.clear()
-        return out
-
-      r = cache.get(f'batch{i:07d}_{name}', piece)
+  starts = range(0, len(images), batch_size)
+  computes = {
+    f'batch{i:07d}_{name}': functools.partial(piece, i, j, name)
+    for i in starts
+    for j, name in enumerate(names)
+  }
+  # Processes sharing cache_dir split the pieces between them (`PieceCache.get_all`).
+  pieces = cache.get_all(_with_progress(computes, cache, progress))
+  for i in starts:
+    for name in names:
+      r = pieces[f'batch{i:07d}_{name}']
       for k in per[name]:
         per[name][k].append(np.asarray(r[k]))
       seconds[name] += r['seconds']
@@ -278,6 +287,23 @@ def evaluate_adaptive(
     'seconds': seconds,
     'per_example': dict({k: v['majority'].tolist() for k, v in per.items()}, worst_case=worst.tolist()),
   }
+
+
+def _with_progress(computes: dict, cache: PieceCache, progress: bool) -> dict:
+  """The same computations, each advancing one tqdm bar (over the pieces not yet stored) when it
+  runs."""
+  todo = sum(not cache.has(name) for name in computes)
+  bar = tqdm(total=todo, disable=not progress or not todo, desc='adaptive')
+
+  def ticking(compute):
+    def run():
+      out = compute()
+      bar.update()
+      return out
+
+    return run
+
+  return {name: ticking(c) for name, c in computes.items()}
 
 
 def eot_convergence(
@@ -320,7 +346,7 @@ def eot_convergence(
   Returns:
     {'draws': [...], 'accuracy_vs_draws': [...], 'steps': [...], 'accuracy_vs_steps': [...],
     'at_budget': acc, 'at_double_budget': acc, 'robust_at_double_budget': per-point bools,
-    'converged': bool}, and with `worst_case_robust`: 'worst_case' and
+    'converged': bool, 'seconds': the points' compute time}, and with `worst_case_robust`: 'worst_case' and
     'worst_case_with_double_budget'.
   """
   if cache_dir is not None and not model_id:
@@ -338,20 +364,25 @@ def eot_convergence(
     settings['microbatch'] = microbatch
   cache = PieceCache(cache_dir, settings)
 
-  @functools.cache  # the budget point is on a curve too; without a cache dir, compute it once
-  def robust(s, t):
+  def point(s: int, t: int) -> dict:
     """Per point: robust (majority of the draws) to EOT-PGD with s draws and t steps."""
+    spec = dict(name='pgd', epsilon=epsilon, step_size=epsilon / 4 * 20 / t, num_steps=t, restarts=1)
+    spec.update(step_schedule='cosine', loss='margin', eot=s)
+    if microbatch is not None:
+      spec['microbatch'] = microbatch
+    t0 = time.perf_counter()
+    x_adv = A.build_attack(spec)(logits_fn, jax.random.fold_in(key, 1000 * s + t), x, y)
+    pred = prediction_over_draws(logits_fn, x_adv, y, jax.random.fold_in(key, 7), num_draws)
+    return {'robust': np.asarray(pred['majority']).tolist(), 'seconds': time.perf_counter() - t0}
 
-    def point():
-      spec = dict(name='pgd', epsilon=epsilon, step_size=epsilon / 4 * 20 / t, num_steps=t, restarts=1)
-      spec.update(step_schedule='cosine', loss='margin', eot=s)
-      if microbatch is not None:
-        spec['microbatch'] = microbatch
-      x_adv = A.build_attack(spec)(logits_fn, jax.random.fold_in(key, 1000 * s + t), x, y)
-      pred = prediction_over_draws(logits_fn, x_adv, y, jax.random.fold_in(key, 7), num_draws)
-      return {'robust': np.asarray(pred['majority']).tolist()}
+  # The budget point lies on both curves: a dict computes it once. Processes sharing cache_dir
+  # split the points between them.
+  budgets = [(s, fixed_steps) for s in draws] + [(fixed_draws, t) for t in steps]
+  budgets.append((2 * fixed_draws, 2 * fixed_steps))
+  computed = cache.get_all({f'draws{s}_steps{t}': functools.partial(point, s, t) for s, t in budgets})
 
-    return np.asarray(cache.get(f'draws{s}_steps{t}', point)['robust'], bool)
+  def robust(s, t):
+    return np.asarray(computed[f'draws{s}_steps{t}']['robust'], bool)
 
   by_draws = [float(robust(s, fixed_steps).mean()) for s in draws]
   by_steps = [float(robust(fixed_draws, t).mean()) for t in steps]
@@ -365,6 +396,10 @@ def eot_convergence(
     'at_double_budget': float(double.mean()),
     'robust_at_double_budget': double.tolist(),
     'converged': bool(abs(double.mean() - base.mean()) < 0.005),
+    # The points' own times (whichever process computed them); None if a stored point lacks one.
+    'seconds': None
+    if any('seconds' not in p for p in computed.values())
+    else sum(p['seconds'] for p in computed.values()),
   }
   if worst_case_robust is not None:
     worst = np.asarray(worst_case_robust, bool)

@@ -5,10 +5,16 @@ one batch, one point of a convergence curve) is written atomically as JSON when 
 read back instead of recomputed. A directory serves one set of settings: they are written to
 `settings.json` first, and a run with other settings (another model, key, budget or test set)
 is refused, naming the directory, rather than mixing results.
+
+Several processes may share one directory (one per core, or per machine on a shared disk): a
+piece is computed under an OS file lock (`flock` on `<piece>.lock`, released when its process
+dies), so `get_all` lets each process take the pieces nobody else holds and then wait for the
+rest, and no piece is computed twice.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -73,11 +79,39 @@ class PieceCache:
     return self.directory is not None and os.path.exists(os.path.join(self.directory, f'{name}.json'))
 
   def get(self, name: str, compute: Callable[[], Any]) -> Any:
+    """The stored piece `name`, or compute() stored; waits while another process computes it."""
+    return self._get(name, compute, wait=True)
+
+  def get_all(self, computes: dict[str, Callable[[], Any]]) -> dict[str, Any]:
+    """{name: piece} for every name of `computes`: first the pieces that are stored or that no
+    other process is computing, then, waiting for it, each piece another process held."""
+    out = {name: self._get(name, compute, wait=False) for name, compute in computes.items()}
+    for name in [n for n, v in out.items() if v is _HELD]:
+      out[name] = self._get(name, computes[name], wait=True)
+    return out
+
+  def _get(self, name: str, compute: Callable[[], Any], *, wait: bool) -> Any:
     if self.directory is None:
       return json.loads(json.dumps(compute()))
     path = os.path.join(self.directory, f'{name}.json')
     if os.path.exists(path):
       return _read(path)
-    value = json.loads(json.dumps(compute()))  # the same objects as a later read gives
-    write_json_atomic(path, value)
-    return value
+    lock_path = os.path.join(self.directory, f'{name}.lock')
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+      except BlockingIOError:
+        return _HELD
+      if os.path.exists(path):  # the holder we waited for finished it
+        return _read(path)
+      value = json.loads(json.dumps(compute()))  # the same objects as a later read gives
+      write_json_atomic(path, value)
+      # Removed while held: a process waiting on this file finds the piece stored when it wakes.
+      os.remove(lock_path)
+      return value
+    finally:
+      os.close(fd)  # releases the lock
+
+
+_HELD = object()  # another live process holds the piece's lock
