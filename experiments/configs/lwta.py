@@ -17,7 +17,10 @@ PGD-20 77.3 %, AA-rand 78.9 %, EOT-PGD 71.6 % and a per-point worst case of 70.0
 ':cifar10' trains WRN-34-1 on CIFAR-10 as the study states (30 epochs, SGD at 0.1, PGD-5 with
 ε = 8/255 and α = 0.007, the ELBO; a GPU job), ':cifar10,authors' as the LWTA authors' code
 (100 epochs, PGD-10, the rate halved every epoch from epoch 75, cross-entropy without the KL).
-':fashion_mnist,authors' drops the KL term (kl_beta = 0), to measure what it changes.
+':fashion_mnist,authors' drops the KL term (kl_beta = 0), to measure what it changes:
+`python -m experiments.lwta_kl --seeds=0,1,2 --epochs=1 --num_test=500` (2 h of one core of a
+2-core Intel Xeon) found no change beyond a point (worst case 56.0 ± 1.1 % with the KL, 56.7 ± 0.9 %
+without, paired difference -0.7 ± 1.5; results/lwta_kl/fashion_mnist/lwta_kl.md).
 """
 
 from experiments.configs.defenses import defense_config
