@@ -22,8 +22,9 @@ convergence test take hours per row on a CPU, so each finished piece (one attack
 one point of a curve) is kept in results/converged/<dataset>/pieces/<row>/ (per-point results,
 small, committed with the model's digest: a session that retrains the same bits resumes from
 them, one that trains other bits is refused by name), and an interrupted evaluation resumes.
-Once the row is trained, the same command started on a second core (or machine sharing the
-directory) splits the remaining pieces with the first: each piece is computed once, under a lock.
+Once the row is trained, the same command started on a second core (or on a machine sharing the
+directory on a file system that honours flock) splits the remaining pieces with the first: each
+piece is computed once, under a lock.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ read back instead of recomputed. A directory serves one set of settings: they ar
 `settings.json` first, and a run with other settings (another model, key, budget or test set)
 is refused, naming the directory, rather than mixing results.
 
-Several processes may share one directory (one per core, or per machine on a shared disk): a
+Several processes may share one directory (one per core; or per machine, on a shared file system
+that honours `flock`, as NFSv4 does and some network file systems do not): a
 piece is computed under an OS file lock (`flock` on `<piece>.lock`, released when its process
 dies), so `get_all` lets each process take the pieces nobody else holds and then wait for the
 rest, and no piece is computed twice.
