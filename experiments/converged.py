@@ -20,7 +20,7 @@ results/converged/<dataset>/{rows/<row>.json, converged.md, figures/<row>_conver
 already evaluated are reused (--force redoes the evaluation). The adaptive suite and the
 convergence test take hours per row on a CPU, so each finished piece (one attack on one batch,
 one point of a curve) is kept in results/converged/<dataset>/pieces/<row>/ (per-point results,
-small, committed with the model's digest: a session that retrains the same bits resumes from
+small, committed with the model's digest: a later run that retrains the same bits resumes from
 them, one that trains other bits is refused by name), and an interrupted evaluation resumes.
 Once the row is trained, the same command started on a second core (or on a machine sharing the
 directory on a file system that honours flock) splits the remaining pieces with the first: each
