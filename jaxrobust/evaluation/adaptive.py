@@ -233,11 +233,16 @@ def evaluate_adaptive(
   seconds = dict.fromkeys(names, 0.0)
   flag_values: dict[str, list] = {}
 
+  starts = range(0, len(images), batch_size)
+  # Each batch converted once, not once per attack.
+  batches = {
+    i: (as_unit_float(images[i : i + batch_size]), jnp.asarray(labels[i : i + batch_size])) for i in starts
+  }
+
   def piece(i: int, j: int, name: str) -> dict:
     """Attack `name` on the batch starting at image i, its adversarial points classified."""
     t = time.perf_counter()
-    x = as_unit_float(images[i : i + batch_size])
-    y = jnp.asarray(labels[i : i + batch_size])
+    x, y = batches[i]
     kb = jax.random.fold_in(key, i)
     x_adv = x if name == 'clean' else attacks[name](f, jax.random.fold_in(kb, 2 * j), x, y)
     d = prediction_over_draws(f, x_adv, y, jax.random.fold_in(kb, 2 * j + 1), num_draws)
@@ -248,7 +253,6 @@ def evaluate_adaptive(
     batch_flags.clear()
     return out
 
-  starts = range(0, len(images), batch_size)
   computes = {
     f'batch{i:07d}_{name}': functools.partial(piece, i, j, name)
     for i in starts
