@@ -2,10 +2,12 @@
 against S times the same PGD on one draw, on the stochastic small CNNs (LWTA and PNI).
 
   python -m benchmarks.eot [--models=small_cnn_lwta,small_cnn_pni] [--batch=128] [--samples=20] [--steps=5] [--repeats=5] [--side=28]
+  python -m benchmarks.eot --microbatch=6 --models=small_cnn_lwta   # the EOT gradient in chunks of 6
   python -m benchmarks.eot --chunks=0,1,3,6,12 [--batch=48] [--steps=25]   # EOT gradients in chunks
 
 ratio = t(PGD with eot_samples=S) / (S · t(PGD with one draw)); target ≤ 1.0 (S draws under
-`vmap` must cost no more than S single gradients). The two programs alternate (side_by_side),
+`vmap` must cost no more than S single gradients); with --microbatch=k the EOT gradient is taken in
+chunks of k examples (k · S draws at a time) and the single draws over the whole batch. The two programs alternate (side_by_side),
 so both see the same machine state; medians are printed with the CPU model.
 """
 
@@ -18,7 +20,9 @@ from jaxrobust.models import STOCHASTIC, create_model, make_logits_fn
 from jaxrobust.machine import cpu_model
 
 
-def bench(name: str, batch: int, samples: int, steps: int, repeats: int, side: int = 28) -> None:
+def bench(
+  name: str, batch: int, samples: int, steps: int, repeats: int, side: int = 28, microbatch: int = 0
+) -> None:
   model = create_model(name, num_classes=10)
   x = jax.random.uniform(jax.random.key(0), (batch, side, side, 1))
   y = jax.random.randint(jax.random.key(1), (batch,), 0, 10)
@@ -28,7 +32,9 @@ def bench(name: str, batch: int, samples: int, steps: int, repeats: int, side: i
   f = make_logits_fn(model, variables)
   hyper = dict(epsilon=0.1, step_size=0.025, num_steps=steps)
   run = {
-    f'eot{samples}': jax.jit(lambda k: A.pgd(f, k, x, y, eot_samples=samples, **hyper)),
+    f'eot{samples}': jax.jit(
+      lambda k: A.pgd(f, k, x, y, eot_samples=samples, microbatch=microbatch, **hyper)
+    ),
     'single': jax.jit(lambda k: A.pgd(f, k, x, y, **hyper)),
   }
   key = jax.random.key(4)
@@ -41,6 +47,7 @@ def bench(name: str, batch: int, samples: int, steps: int, repeats: int, side: i
     cpu=cpu_model(),
     eot_s=round(t_eot, 4),
     single_s=round(t_one, 4),
+    **({'eot_microbatch': microbatch} if microbatch else {}),
     ratio=round(t_eot / (samples * t_one), 3),
     target=1.0,
   )
@@ -73,6 +80,7 @@ OPTIONS = (
   'samples',
   'steps',
   'chunks',
+  'microbatch',
   'side',
   'repeats',
 )  # the command-line options main() reads
@@ -95,7 +103,15 @@ def main():
       )
     return
   for name in models:
-    bench(name, arg('batch', 128), arg('samples', 20), arg('steps', 5), arg('repeats', 5), arg('side', 28))
+    bench(
+      name,
+      arg('batch', 128),
+      arg('samples', 20),
+      arg('steps', 5),
+      arg('repeats', 5),
+      arg('side', 28),
+      arg('microbatch', 0),
+    )
 
 
 if __name__ == '__main__':
