@@ -16,8 +16,9 @@ and with the EOT convergence test on the first `convergence_n` images (accuracy 
 and iterations; converged when doubling both moves neither it nor the row's per-point worst
 case on those images by half a point or more). The
 deterministic PGD-AT row gets AutoAttack's standard version. Writes
-results/converged/<dataset>/{rows/<row>.json, converged.md, figures/<row>_convergence.png}; rows
-already evaluated are reused (--force redoes the evaluation). The adaptive suite and the
+results/converged/<dataset>/{rows/<row>.json, converged.md, figures/<row>_convergence.png}
+(converged.md holds every row evaluated so far, not only this command's); rows already evaluated
+are reused (--force redoes the evaluation). The adaptive suite and the
 convergence test take hours per row on a CPU, so each finished piece (one attack on one batch,
 one point of a curve) is kept in results/converged/<dataset>/pieces/<row>/ (per-point results,
 small, committed with the model's digest: a later run that retrains the same bits resumes from
@@ -311,9 +312,24 @@ def run(rows=ROWS, dataset: str = 'fashion_mnist', *, out_dir: str = OUT, **kw) 
   if unknown:
     raise ValueError(f'unknown rows {unknown}; known: {", ".join(DEFENSES)}')
   records = [run_row(r, dataset, out_dir=out_dir, **kw) for r in rows]
-  md = table(records)
+  md = table(records + earlier_rows(rows, dataset, out_dir))
   write_atomic(os.path.join(out_dir, dataset, 'converged.md'), md)
   return records, md
+
+
+def earlier_rows(rows, dataset: str, out_dir: str) -> list[dict]:
+  """The records of rows evaluated by earlier commands and not in `rows`, in ROWS order then by
+  name: a command that evaluates one row keeps the others in converged.md."""
+  folder = os.path.join(out_dir, dataset, 'rows')
+  if not os.path.isdir(folder):
+    return []
+  names = sorted(f.removesuffix('.json') for f in os.listdir(folder) if f.endswith('.json'))
+  rank = lambda r: (ROWS.index(r) if r in ROWS else len(ROWS), r)  # noqa: E731
+  out = []
+  for r in sorted((r for r in names if r not in rows and r in DEFENSES), key=rank):
+    with open(os.path.join(folder, f'{r}.json')) as f:
+      out.append(json.load(f))
+  return out
 
 
 def main(argv):

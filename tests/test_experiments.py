@@ -330,6 +330,11 @@ def test_converged_study_reuses_the_trained_rows_and_reports_the_protocol(table,
     per_row[0].startswith('**Stochastic LWTA (PGD-AT + ELBO)** (8 test images, 1 epochs')
     and converged.row_table(lwta) in md
   )
+  # a later command for one row keeps the other in the table (its record is read back, not redone)
+  _, md_one = converged.run(
+    ['lwta'], 'synthetic', out_dir=str(tmp_path), runs_dir=str(d / 'runs'), progress=False
+  )
+  assert md_one.split('\n\n')[0].count('\n') == 1 + 2 and '| Regular' in md_one.split('\n\n')[0]
 
 
 def test_accuracy_against_training_time_figure_is_a_png(tmp_path):
