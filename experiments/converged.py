@@ -323,7 +323,7 @@ def earlier_rows(rows, dataset: str, out_dir: str) -> list[dict]:
   folder = os.path.join(out_dir, dataset, 'rows')
   if not os.path.isdir(folder):
     return []
-  names = sorted(f.removesuffix('.json') for f in os.listdir(folder) if f.endswith('.json'))
+  names = [f.removesuffix('.json') for f in os.listdir(folder) if f.endswith('.json')]
   rank = lambda r: (ROWS.index(r) if r in ROWS else len(ROWS), r)  # noqa: E731
   out = []
   for r in sorted((r for r in names if r not in rows and r in DEFENSES), key=rank):

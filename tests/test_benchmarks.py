@@ -146,6 +146,10 @@ def test_eot_benchmark_runs(monkeypatch, capsys):
   )
   rows = _run(monkeypatch, capsys, eot, *args)
   assert rows[0]['whole_batch_s'] > 0 and rows[0]['chunk1_s'] > 0
+  # the ratio with the EOT gradient in chunks says which chunk it used
+  args = ('--microbatch=1', '--batch=2', '--samples=2', '--steps=1', '--repeats=1', '--side=8')
+  rows = _run(monkeypatch, capsys, eot, *args, '--models=small_cnn_lwta')
+  assert rows[0]['eot_microbatch'] == 1 and rows[0]['ratio'] > 0
 
 
 def test_parity_table_prints_a_speed_up_only_for_one_run():
