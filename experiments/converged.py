@@ -86,6 +86,26 @@ def run_row(
   n = min(num_test, len(ds.test_images))
   stochastic = bool(DEFENSES[row].model_suffix)
   key = jax.random.key(seed + 1)
+  c = min(convergence_n, n) if stochastic else 0
+
+  def convergence(worst_case_robust=None) -> dict:
+    """EOT-PGD against draws and iterations on the first c images, its points cached; with the
+    suite's per-point worst case, also whether doubling the budget moves that."""
+    s = lambda k: max(1, int(round(k * steps_scale)))  # noqa: E731
+    return eot_convergence(
+      make_logits_fn(model, variables),
+      as_unit_float(ds.test_images[:c]),
+      np.asarray(ds.test_labels[:c]),
+      jax.random.fold_in(key, 1),
+      epsilon=STANDARD_BUDGETS[dataset]['linf'],
+      steps=tuple(s(k) for k in (10, 20, 50, 100, 200)),
+      fixed_steps=s(100),
+      cache_dir=os.path.join(pieces, 'convergence'),
+      model_id=digest(variables),
+      worst_case_robust=worst_case_robust,
+      microbatch=EOT_MICROBATCH.get(row),
+    )
+
   t0 = time.time()
   result = evaluate_model(
     model,
@@ -101,6 +121,8 @@ def run_row(
     # Hours on a CPU: every finished piece is kept, and a rerun (or a second process) resumes.
     cache_dir=os.path.join(pieces, 'adaptive') if stochastic else None,
     eot_microbatch=EOT_MICROBATCH.get(row) if stochastic else None,
+    # A second process left with only the other's last pieces computes the convergence points.
+    while_waiting=convergence if c else None,
   )
   per_example = result.pop('per_example', None)
   record = {
@@ -118,23 +140,9 @@ def run_row(
     'result': result,
     'cpu': cpu_model(),
   }
-  if stochastic and convergence_n:
-    c = min(convergence_n, n)
-    s = lambda k: max(1, int(round(k * steps_scale)))  # noqa: E731
-    conv = eot_convergence(
-      make_logits_fn(model, variables),
-      as_unit_float(ds.test_images[:c]),
-      np.asarray(ds.test_labels[:c]),
-      jax.random.fold_in(key, 1),
-      epsilon=STANDARD_BUDGETS[dataset]['linf'],
-      steps=tuple(s(k) for k in (10, 20, 50, 100, 200)),
-      fixed_steps=s(100),
-      cache_dir=os.path.join(pieces, 'convergence'),
-      model_id=digest(variables),
-      # the headline is the per-point worst case: doubling must not move it either
-      worst_case_robust=np.asarray(per_example['worst_case'][:c], bool),
-      microbatch=EOT_MICROBATCH.get(row),
-    )
+  if c:
+    # the headline is the per-point worst case: doubling must not move it either
+    conv = convergence(np.asarray(per_example['worst_case'][:c], bool))
     conv['n'] = c
     record['convergence'] = conv
     figures.plot_convergence(

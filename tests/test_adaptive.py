@@ -304,6 +304,48 @@ def test_a_piece_whose_holder_died_is_computed_by_the_next_process(tmp_path):
   assert cache.get_all({'p': lambda: 7}) == {'p': 7}
 
 
+def test_a_process_left_with_held_pieces_does_other_work_before_it_waits(tmp_path):
+  """Another process (a lock taken through a second open file) holds p1: this one computes p0,
+  then calls while_waiting exactly once, then takes the other's p1 as stored instead of
+  recomputing it. With nothing held, while_waiting is never called."""
+  import fcntl
+  import os
+  import threading
+
+  from jaxrobust.evaluation.cache import PieceCache
+  from jaxrobust.files import write_json_atomic
+
+  cache = PieceCache(str(tmp_path), {'a': 1})
+  other = os.open(tmp_path / 'p1.lock', os.O_RDWR | os.O_CREAT)
+  fcntl.flock(other, fcntl.LOCK_EX)
+  calls = []
+
+  def other_work():
+    calls.append((tmp_path / 'p0.json').exists())  # after this process's own pieces
+    write_json_atomic(str(tmp_path / 'p1.json'), 'theirs')  # the other process finishes p1
+    os.remove(tmp_path / 'p1.lock')
+    os.close(other)
+
+  got = {}
+  run = lambda: got.update(cache.get_all({'p0': lambda: 'mine', 'p1': lambda: 'r'}, while_waiting=other_work))  # noqa: E731
+  worker = threading.Thread(target=run, daemon=True)  # without the call it would wait forever
+  worker.start()
+  worker.join(timeout=30)
+  assert not worker.is_alive(), 'get_all waited on the held piece without calling while_waiting'
+  assert got == {'p0': 'mine', 'p1': 'theirs'} and calls == [True]
+  never = lambda: pytest.fail('called with nothing held')  # noqa: E731
+  assert cache.get_all({'p0': lambda: 0, 'p2': lambda: 2}, while_waiting=never) == {'p0': 'mine', 'p2': 2}
+
+
+def test_while_waiting_needs_a_cache_to_wait_on():
+  from jaxrobust.evaluation import evaluate_model
+
+  with pytest.raises(ValueError, match='while_waiting needs a cache_dir'):
+    evaluate_model(
+      None, None, None, None, dataset='fashion_mnist', suite='adaptive', key=None, while_waiting=lambda: 0
+    )
+
+
 def test_the_eot_microbatch_reaches_eot_pgd_only_when_asked_and_only_in_the_adaptive_suite():
   from jaxrobust.evaluation import evaluate_model
   from jaxrobust.evaluation.adaptive import adaptive_attacks

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -138,6 +138,7 @@ def evaluate_adaptive(
   extra_attacks: dict[str, Callable] | None = None,
   cache_dir: str | None = None,
   eot_microbatch: int | None = None,
+  while_waiting: Callable[[], Any] | None = None,
 ) -> dict:
   """The adaptive protocol on a (stochastic) model; see the module docstring.
 
@@ -158,6 +159,8 @@ def evaluate_adaptive(
       the attacks' default, the whole batch. Chunks of 6 made an LWTA small CNN's EOT-20 APGD
       1.49× faster on the CPU and a PNI one slower (`benchmarks/eot.py --chunks`); chunks draw
       their own noise, so results change with it (and the cache keeps them apart).
+    while_waiting: with `cache_dir` shared by several processes, other work to do once this
+      process has only pieces left that another one is computing (`PieceCache.get_all`).
 
   Returns:
     {'attacks': {name: {'single_draw', 'mean', 'majority', 'all'}}, 'clean': {...},
@@ -259,7 +262,7 @@ def evaluate_adaptive(
     for j, name in enumerate(names)
   }
   # Processes sharing cache_dir split the pieces between them (`PieceCache.get_all`).
-  pieces = cache.get_all(_with_progress(computes, cache, progress))
+  pieces = cache.get_all(_with_progress(computes, cache, progress), while_waiting=while_waiting)
   for i in starts:
     for name in names:
       r = pieces[f'batch{i:07d}_{name}']

@@ -83,11 +83,23 @@ class PieceCache:
     """The stored piece `name`, or compute() stored; waits while another process computes it."""
     return self._get(name, compute, wait=True)
 
-  def get_all(self, computes: dict[str, Callable[[], Any]]) -> dict[str, Any]:
+  def get_all(
+    self, computes: dict[str, Callable[[], Any]], while_waiting: Callable[[], Any] | None = None
+  ) -> dict[str, Any]:
     """{name: piece} for every name of `computes`: first the pieces that are stored or that no
-    other process is computing, then, waiting for it, each piece another process held."""
+    other process is computing, then, waiting for it, each piece another process held.
+
+    Args:
+      computes: {name: compute()}.
+      while_waiting: called once, before waiting, when another process holds some piece: other
+        work for this process (a second process would otherwise sit idle for as long as the
+        other's last piece takes, an hour for one EOT-Square batch on a CPU).
+    """
     out = {name: self._get(name, compute, wait=False) for name, compute in computes.items()}
-    for name in [n for n, v in out.items() if v is _HELD]:
+    held = [n for n, v in out.items() if v is _HELD]
+    if held and while_waiting is not None:
+      while_waiting()
+    for name in held:
       out[name] = self._get(name, computes[name], wait=True)
     return out
 

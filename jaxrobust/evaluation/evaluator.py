@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import time
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -93,6 +94,7 @@ def evaluate_model(
   progress: bool = False,
   cache_dir: str | None = None,
   eot_microbatch: int | None = None,
+  while_waiting: Callable[[], Any] | None = None,
 ) -> dict:
   """Robust accuracy of a model under a suite, with stochastic-model extras.
 
@@ -118,6 +120,8 @@ def evaluate_model(
     cache_dir: 'adaptive' suite only: each attack's result per batch is stored there and reused,
       so an interrupted evaluation resumes (`evaluation/adaptive.py`).
     eot_microbatch: 'adaptive' suite only: the gradient chunk size of its EOT attacks.
+    while_waiting: 'adaptive' suite with a shared `cache_dir` only: other work for this process
+      while another one computes the last pieces it needs.
 
   Returns:
     dict with accuracies per attack ('clean', 'fgsm', ...), 'worst_case', 'stochastic',
@@ -133,6 +137,8 @@ def evaluate_model(
     raise ValueError(f"cache_dir is for the 'adaptive' suite, not {suite!r}")
   if eot_microbatch is not None and suite != 'adaptive':
     raise ValueError(f"eot_microbatch is for the 'adaptive' suite, not {suite!r}")
+  if while_waiting is not None and cache_dir is None:
+    raise ValueError("while_waiting needs a cache_dir (of the 'adaptive' suite) to wait on")
   f = make_logits_fn(model, variables)
   check_finite_model(f, images, key=key, batch_size=batch_size)
   stochastic = _stochastic(model, variables, images.shape[1:])
@@ -151,6 +157,7 @@ def evaluate_model(
       progress=progress,
       cache_dir=cache_dir,
       eot_microbatch=eot_microbatch,
+      while_waiting=while_waiting,
     )
     out.update(
       suite=suite,
