@@ -100,7 +100,12 @@ def test_evaluate_adaptive_on_a_stochastic_lwta_network(tmp_path, monkeypatch):
   """The whole protocol runs on an LWTA network: both surrogates are attacked, every attack has
   its one-draw, mean, majority and all-N figures, and the worst case is the per-point minimum
   inside its interval. With a cache directory a rerun reads every piece back without calling the
-  model, recomputes only a missing piece, and other settings are refused."""
+  model, recomputes only a missing piece, waits for a piece another process holds only after
+  `while_waiting` ran, and other settings are refused."""
+  import fcntl
+  import os
+  import signal
+
   from jaxrobust.evaluation import adaptive
   from jaxrobust.evaluation.adaptive import evaluate_adaptive
   from jaxrobust.models import create_model
@@ -113,7 +118,7 @@ def test_evaluate_adaptive_on_a_stochastic_lwta_network(tmp_path, monkeypatch):
   y = np.asarray(
     model.apply(variables, x / np.float32(255), rngs={'stochastic': jax.random.key(3)}).argmax(-1)
   )
-  run = lambda key=jax.random.key(4): evaluate_adaptive(  # noqa: E731
+  run = lambda key=jax.random.key(4), while_waiting=None: evaluate_adaptive(  # noqa: E731
     model,
     variables,
     x,
@@ -126,6 +131,7 @@ def test_evaluate_adaptive_on_a_stochastic_lwta_network(tmp_path, monkeypatch):
     queries=40,
     batch_size=6,
     cache_dir=str(tmp_path),
+    while_waiting=while_waiting,
   )
   res = run()
   assert set(res['seconds']) == {'clean'} | set(res['attacks']) and min(res['seconds'].values()) > 0
@@ -135,6 +141,26 @@ def test_evaluate_adaptive_on_a_stochastic_lwta_network(tmp_path, monkeypatch):
 
   monkeypatch.setattr(adaptive, 'make_logits_fn', lambda *_: no_model)
   assert run() == res  # every piece read back
+  # A piece another process holds: this one does its other work, then takes the piece as stored.
+  held = tmp_path / 'batch0000006_aa_rand.json'
+  stored = held.read_text()
+  held.unlink()
+  other = os.open(tmp_path / 'batch0000006_aa_rand.lock', os.O_RDWR | os.O_CREAT)
+  fcntl.flock(other, fcntl.LOCK_EX)
+
+  def other_finishes():
+    held.write_text(stored)
+    os.close(other)
+
+  def stuck(*_):
+    raise AssertionError('evaluate_adaptive waited on the held piece without calling while_waiting')
+
+  signal.signal(signal.SIGALRM, stuck)
+  signal.alarm(60)
+  try:
+    assert run(while_waiting=other_finishes) == res
+  finally:
+    signal.alarm(0)
   (tmp_path / 'batch0000006_eot_pgd.json').unlink()
   with pytest.raises(AssertionError, match='the model was called'):
     run()
