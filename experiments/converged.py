@@ -87,6 +87,8 @@ def run_row(
   stochastic = bool(DEFENSES[row].model_suffix)
   key = jax.random.key(seed + 1)
   c = min(convergence_n, n) if stochastic else 0
+  # What a regenerated checkpoint must match for the stored pieces to be its own.
+  model_id = digest(variables)
 
   def convergence(worst_case_robust=None) -> dict:
     """EOT-PGD against draws and iterations on the first c images, its points cached; with the
@@ -101,7 +103,7 @@ def run_row(
       steps=tuple(s(k) for k in (10, 20, 50, 100, 200)),
       fixed_steps=s(100),
       cache_dir=os.path.join(pieces, 'convergence'),
-      model_id=digest(variables),
+      model_id=model_id,
       worst_case_robust=worst_case_robust,
       microbatch=EOT_MICROBATCH.get(row),
     )
@@ -132,8 +134,7 @@ def run_row(
     'epochs': config.train.num_epochs,
     'train_steps': trained['steps'],
     'test_accuracy_full': trained['test_accuracy'],
-    # What a regenerated checkpoint must match for the stored pieces to be its own.
-    'model_digest': digest(variables),
+    'model_digest': model_id,
     'n_eval': n,
     # The pieces' own times: a resumed evaluation's wall time covers only its last part.
     'eval_s': sum(result['seconds'].values()) if 'seconds' in result else time.time() - t0,
