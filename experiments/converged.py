@@ -58,6 +58,14 @@ EOT_MICROBATCH = {'lwta': 6}
 OUT = os.path.join('results', 'converged')
 
 
+def _draw_convergence(conv: dict, out_dir: str, dataset: str, row: str):
+  figures.plot_convergence(
+    os.path.join(out_dir, dataset, 'figures', f'{row}_convergence.png'),
+    conv,
+    title=f'{DEFENSES[row].title}, {conv["n"]} images',
+  )
+
+
 def run_row(
   row: str,
   dataset: str = 'fashion_mnist',
@@ -76,7 +84,10 @@ def run_row(
   cache = os.path.join(out_dir, dataset, 'rows', f'{row}.json')
   if os.path.exists(cache) and not force:
     with open(cache) as f:
-      return json.load(f)
+      record = json.load(f)
+    if 'convergence' in record:  # the figure is drawn from the record: redraw it as the code says
+      _draw_convergence(record['convergence'], out_dir, dataset, row)
+    return record
   config = defense_config(row, dataset)
   config.seed = seed
   workdir = os.path.join(runs_dir, dataset, row)
@@ -146,11 +157,7 @@ def run_row(
     conv = convergence(np.asarray(per_example['worst_case'][:c], bool))
     conv['n'] = c
     record['convergence'] = conv
-    figures.plot_convergence(
-      os.path.join(out_dir, dataset, 'figures', f'{row}_convergence.png'),
-      conv,
-      title=f'{DEFENSES[row].title}, {c} images',
-    )
+    _draw_convergence(conv, out_dir, dataset, row)
   write_json_atomic(cache, record)
   return record
 

@@ -199,8 +199,9 @@ def test_eot_convergence_on_the_masked_model(masked, tmp_path):
   assert conv['accuracy_vs_draws'][0] > conv['at_budget'] + 0.02  # one draw is masked
   assert abs(conv['at_double_budget'] - exact) <= 0.015 + 1e-9  # 128 draws, 100 steps: near exact
   assert conv['converged'] == (abs(conv['at_double_budget'] - conv['at_budget']) < 0.005)
-  figures.plot_convergence(str(tmp_path / 'c.png'), conv, title='masked')
-  assert (tmp_path / 'c.png').stat().st_size > 1000
+  figures.plot_convergence(str(tmp_path / 'c.png'), conv, title='masked')  # as eot_convergence gives it
+  figures.plot_convergence(str(tmp_path / 'n.png'), {**conv, 'n': 200}, title='masked')  # with bars
+  assert (tmp_path / 'c.png').stat().st_size > 1000 and (tmp_path / 'n.png').stat().st_size > 1000
 
 
 def test_eot_convergence_resumes_from_its_cache(masked, tmp_path):

@@ -331,10 +331,13 @@ def test_converged_study_reuses_the_trained_rows_and_reports_the_protocol(table,
     and converged.row_table(lwta) in md
   )
   # a later command for one row keeps the other in the table (its record is read back, not redone)
+  # and redraws the row's figure from that record
+  (tmp_path / 'synthetic' / 'figures' / 'lwta_convergence.png').unlink()
   _, md_one = converged.run(
     ['lwta'], 'synthetic', out_dir=str(tmp_path), runs_dir=str(d / 'runs'), progress=False
   )
   assert md_one.split('\n\n')[0].count('\n') == 1 + 2 and '| Regular' in md_one.split('\n\n')[0]
+  assert (tmp_path / 'synthetic' / 'figures' / 'lwta_convergence.png').read_bytes().startswith(PNG)
 
 
 def test_accuracy_against_training_time_figure_is_a_png(tmp_path):

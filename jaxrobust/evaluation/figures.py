@@ -9,6 +9,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from jaxrobust.evaluation.adaptive import wilson_interval  # noqa: E402
 from jaxrobust.files import write_atomic  # noqa: E402
 
 
@@ -126,20 +127,41 @@ def describe_convergence(conv: dict) -> str:
 
 def plot_convergence(path, conv: dict, title: str = ''):
   """The two curves of `adaptive.eot_convergence` side by side: accuracy against EOT draws and
-  against iterations, with the verdict of the doubling test in the title."""
+  against iterations, with the verdict of the doubling test in the title.
+
+  With `conv['n']` (the number of images measured) each point carries its 95 % Wilson interval,
+  so that a change of one image (a point, at n = 100) does not read as a trend; the axis always
+  spans at least 10 points for the same reason. The points share their images, so the difference
+  between two of them is a count of images, known more precisely than either interval suggests.
+  """
+  n = conv.get('n')
   fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
   for ax, xs, ys, label in (
     (axes[0], conv['draws'], conv['accuracy_vs_draws'], 'EOT draws'),
     (axes[1], conv['steps'], conv['accuracy_vs_steps'], 'iterations'),
   ):
-    ax.plot(xs, 100 * np.asarray(ys), marker='o')
+    acc = 100 * np.asarray(ys)
+    if n:
+      lo, hi = 100 * np.array([wilson_interval(round(a * n), n) for a in ys]).T
+      ax.errorbar(xs, acc, yerr=[acc - lo, hi - acc], marker='o', capsize=3)
+    else:
+      lo, hi = acc, acc
+      ax.plot(xs, acc, marker='o')
+    bottom, top = lo.min() - 1, hi.max() + 1
+    pad = max(0.0, 10 - (top - bottom)) / 2
+    ax.set_ylim(max(0, bottom - pad), min(100, top + pad))
     ax.set_xscale('log', base=2)
+    ax.set_xticks(xs, [str(x) for x in xs])
+    ax.minorticks_off()
     ax.set_xlabel(label)
-    ax.set_ylabel('EOT-PGD accuracy (%)')
+    ax.set_ylabel('EOT-PGD accuracy (%)' + (f', n = {n}' if n else ''))
     ax.grid(alpha=0.3)
   verdict = 'converged' if conv['converged'] else 'NOT converged'
+  bars = '\nbars: 95 % interval of each point over the test set; all points attack the same images'
   fig.suptitle(
-    f'{title}: {verdict}\n(doubling draws and iterations: {describe_convergence(conv)})', fontsize=9
+    f'{title}: {verdict}\n(doubling draws and iterations: {describe_convergence(conv)})'
+    + (bars if n else ''),
+    fontsize=9,
   )
   fig.tight_layout()
   _save(fig, path)
