@@ -59,6 +59,7 @@ OUT = os.path.join('results', 'converged')
 
 
 def _draw_convergence(conv: dict, out_dir: str, dataset: str, row: str):
+  """The row's convergence figure, from its record's `convergence` entry (one place names it)."""
   figures.plot_convergence(
     os.path.join(out_dir, dataset, 'figures', f'{row}_convergence.png'),
     conv,

@@ -1,5 +1,5 @@
 """Figures of the study, with matplotlib (Agg): adversarial examples, confidence histograms,
-and accuracy against ε."""
+accuracy against ε and against training time, and the adaptive protocol's convergence curves."""
 
 from __future__ import annotations
 
