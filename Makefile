@@ -1,17 +1,40 @@
 # `make demo` and `make test` do all set-up on a fresh machine: venv, package, data.
+# The project's own commands install the exact versions of requirements.lock (pyproject.toml keeps
+# the ranges a library's users need); `make lock` regenerates it, `make test-latest` tries the
+# newest versions that the ranges allow (docs/reproducibility.md).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+LOCK := requirements.lock
+PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test lint data bench parity clean
+.PHONY: demo test test-latest lock lint data bench parity clean clean-test-cache
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -U pip 2>&1 | grep -v "is ignored" || true
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+	$(PIP) --require-hashes -r $(LOCK) 2>&1 | grep -v "is ignored" || true
+	$(PIP) --no-deps -e . 2>&1 | grep -v "is ignored\|Editable\|^ *!!\|^ *\*\*\|folders in your\|name as your\|^ *$$\|wheel_obj" || true
+	$(PY) scripts/check_lock.py $(LOCK)
 	$(PY) -c "import jax, flax, optax, orbax.checkpoint, chex, tensorflow_datasets, ml_collections, pytest, xdist, ruff, scipy"
 	touch $(STAMP)
+
+# Regenerates requirements.lock: the newest versions that pyproject.toml's ranges admit, for every
+# platform (markers), with hashes. Commit the result with the runs that it changes.
+lock: $(STAMP)
+	$(PIP) uv 2>&1 | grep -v "is ignored" || true
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+	  --generate-hashes --quiet -o $(LOCK)
+
+# The suite against the newest releases that pyproject.toml allows, in a venv of its own: a
+# breaking release shows here before users meet it. Not part of `make test` (CI runs it after,
+# non-blocking).
+LATEST := .venv-latest
+test-latest: data
+	test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q --disable-pip-version-check -U -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+	$(LATEST)/bin/python -m pip list --disable-pip-version-check 2>/dev/null | grep -E "^(jax|jaxlib|flax|optax|numpy|orbax-checkpoint|chex) "
+	$(LATEST)/bin/python -m pytest -q -n 2 --dist loadfile tests
 
 data:
 	bash scripts/ensure_data.sh
@@ -48,4 +71,8 @@ parity: $(STAMP)
 	XLA_FLAGS="$(BENCH_XLA_FLAGS)" $(PY) -m benchmarks.autoattack
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) $(LATEST) *.egg-info
+
+# The test suite's persistent XLA compilation cache (tests/conftest.py; docs/reproducibility.md).
+clean-test-cache:
+	rm -rf "$${JAXROBUST_TEST_CACHE:-$${TMPDIR:-/tmp}/jaxrobust-test-xla-cache}"

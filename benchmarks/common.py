@@ -8,6 +8,8 @@ import time
 
 import jax
 
+from jaxrobust.provenance import environment
+
 
 def timeit(fn, *args, repeats: int = 3):
   """(compile+first-run seconds, median steady seconds) of fn(*args), blocking on the result."""
@@ -22,7 +24,15 @@ def timeit(fn, *args, repeats: int = 3):
   return first, statistics.median(ts)
 
 
+_ENVIRONMENT_SHOWN = []
+
+
 def emit(**row):
+  """Prints a row as a JSON line; the first row of a process is preceded by the environment
+  (`jaxrobust.provenance.environment`: versions, XLA flags, machine, commit)."""
+  if not _ENVIRONMENT_SHOWN:
+    _ENVIRONMENT_SHOWN.append(True)
+    print(json.dumps({'environment': environment()}), flush=True)
   row.setdefault('xla_flags', os.environ.get('XLA_FLAGS', ''))
   row.setdefault('backend', jax.default_backend())
   print(json.dumps(row), flush=True)

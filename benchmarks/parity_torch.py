@@ -25,7 +25,6 @@ printed only for two measurements taken in the same run, and each names the CPU 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -33,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import arg, check_args
+from benchmarks.common import arg, check_args, emit
 from jaxrobust import attacks as A
 from jaxrobust.machine import cpu_model, usable_cores
 
@@ -50,8 +49,6 @@ COMPONENTS = {
 REFERENCE_ATTACK = {'square-reference-windows': 'square'}
 
 
-def emit(**row):
-  print(json.dumps(row), flush=True)
 
 
 def run_ours(f, x, y, eps, names=None, batch_size=500, key_index=0, split=None, **budget):

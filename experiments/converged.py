@@ -43,6 +43,7 @@ from jaxrobust.evaluation import STANDARD_BUDGETS, evaluate_model, figures
 from jaxrobust.evaluation.adaptive import eot_convergence
 from jaxrobust.evaluation.cache import digest
 from jaxrobust.files import write_atomic, write_json_atomic
+from jaxrobust.provenance import with_environment
 from jaxrobust.machine import cpu_model
 from jaxrobust.models import make_logits_fn
 from jaxrobust.train import train_and_evaluate
@@ -159,6 +160,7 @@ def run_row(
     conv['n'] = c
     record['convergence'] = conv
     _draw_convergence(conv, out_dir, dataset, row)
+  record = with_environment(record)
   write_json_atomic(cache, record)
   return record
 

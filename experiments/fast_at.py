@@ -18,7 +18,8 @@ import os
 
 from experiments.table1 import run_row
 from jaxrobust.evaluation import figures
-from jaxrobust.files import write_atomic, write_json_atomic
+from jaxrobust.files import write_atomic
+from jaxrobust.provenance import write_result_json
 
 OUT = os.path.join('results', 'fast_at')
 
@@ -94,7 +95,7 @@ def run(
     )
   table = '\n'.join(lines) + '\n'
   base_dir = os.path.join(out_dir, dataset)
-  write_json_atomic(os.path.join(base_dir, 'fast_at.json'), {'epochs': per_row, 'rows': summary})
+  write_result_json(os.path.join(base_dir, 'fast_at.json'), {'epochs': per_row, 'rows': summary})
   write_atomic(os.path.join(base_dir, 'fast_at.md'), table)
   figures.plot_accuracy_vs_cost(
     os.path.join(base_dir, 'figures', 'accuracy_vs_training_time.png'),

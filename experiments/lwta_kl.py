@@ -19,7 +19,8 @@ import os
 import numpy as np
 
 from experiments.table1 import run_row
-from jaxrobust.files import write_atomic, write_json_atomic
+from jaxrobust.files import write_atomic
+from jaxrobust.provenance import write_result_json
 
 OUT = os.path.join('results', 'lwta_kl')
 VARIANTS = {'elbo': '', 'authors': 'authors'}  # name -> config variant
@@ -107,7 +108,7 @@ def run(
     'paired_difference': {c: d.tolist() for c, d in diff.items()},
     'final_train_kl': {v: [r['final_train_kl'] for r in rs] for v, rs in records.items()},
   }
-  write_json_atomic(os.path.join(out_dir, dataset, 'lwta_kl.json'), summary)
+  write_result_json(os.path.join(out_dir, dataset, 'lwta_kl.json'), summary)
   write_atomic(os.path.join(out_dir, dataset, 'lwta_kl.md'), table)
   return summary, table
 

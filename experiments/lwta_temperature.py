@@ -20,7 +20,8 @@ import jax
 
 from jaxrobust import keys
 from jaxrobust.evaluation import STANDARD_BUDGETS, examples_and_confidence, figures
-from jaxrobust.files import write_atomic, write_json_atomic
+from jaxrobust.files import write_atomic
+from jaxrobust.provenance import write_result_json
 from jaxrobust.models import with_lwta_mode
 from jaxrobust.train.restore import load_trained
 
@@ -74,7 +75,7 @@ def run(
     )
   table = '\n'.join(lines) + '\n'
   base = os.path.join(out_dir, ds.name)
-  write_json_atomic(os.path.join(base, 'temperature.json'), {'workdir': workdir, 'n': n, 'rows': rows})
+  write_result_json(os.path.join(base, 'temperature.json'), {'workdir': workdir, 'n': n, 'rows': rows})
   write_atomic(os.path.join(base, 'temperature.md'), table)
   figures.confidence_histograms(
     os.path.join(base, 'figures', 'confidence_by_temperature.png'),

@@ -32,6 +32,7 @@ from jaxrobust.evaluation import (
 from jaxrobust import keys
 from jaxrobust.files import write_json_atomic
 from jaxrobust.machine import cpu_model
+from jaxrobust.provenance import with_environment
 from jaxrobust.train import train_and_evaluate
 from jaxrobust.train.config import with_defaults
 from jaxrobust.train.restore import load_trained
@@ -127,6 +128,18 @@ def run_row(
   )
   record = {
     'row': row,
+    # run_row's arguments that decide the numbers: `experiments.reproduce` reruns the row from them.
+    'invocation': dict(
+      epochs=epochs,
+      num_test=num_test,
+      suite=suite,
+      steps_scale=steps_scale,
+      eot_samples=eot_samples,
+      seed=seed,
+      autoattack=autoattack,
+      autoattack_scale=autoattack_scale,
+      variant=variant,
+    ),
     'title': DEFENSES[row].title,
     'variant': variant,
     'seed': seed,
@@ -138,6 +151,7 @@ def run_row(
     'n_eval': n,
     'result': result,
   }
+  record = with_environment(record)
   write_json_atomic(cache, record)
   return record
 

@@ -42,6 +42,35 @@ def trees_equal(a, b) -> bool:
   return len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb))
 
 
+def assert_attacks_agree(a, b, *, atol: float = 1e-5, share: float = 0.01) -> None:
+  """Two *different* compiled programs' adversarial examples agree: equal to `atol` on all but
+  `share` of the elements.
+
+  Between two programs (rolled and unrolled loops, EOT of identical draws and one draw, a batch
+  and one example of it, 1 and 4 devices) XLA may reassociate a float reduction. A gradient
+  component within rounding of zero may then change sign, and that pixel's sign step goes the
+  other way (docs/reproducibility.md). Real disagreements (another start, another key, another
+  step size) move most elements, so a one-percent allowance still fails them.
+  """
+  a, b = np.asarray(a), np.asarray(b)
+  assert a.shape == b.shape, (a.shape, b.shape)
+  off = ~np.isclose(a, b, rtol=0, atol=atol)
+  assert off.mean() <= share, (
+    f'{int(off.sum())} of {off.size} elements differ by more than {atol} '
+    f'(allowed: {share:.1%}); largest difference {np.abs(a - b).max():.3g}'
+  )
+
+
+def assert_mostly_equal(a, b, *, share: float = 0.05) -> None:
+  """Two programs' per-example outcomes (broken or not, a query count) are equal on all but
+  `share` of the examples: one example at a decision boundary may fall the other way when two
+  programs round differently."""
+  a, b = np.asarray(a), np.asarray(b)
+  assert a.shape == b.shape, (a.shape, b.shape)
+  off = a != b
+  assert off.mean() <= share, f'{int(off.sum())} of {off.size} outcomes differ (allowed: {share:.0%})'
+
+
 def tree_files(root) -> dict:
   """{relative path: (size, mtime_ns)} of every file below `root`: a snapshot to prove nothing
   on disk changed (the work-directory lock, which a refused run takes and releases, aside)."""

@@ -11,6 +11,7 @@ import pytest
 from jaxrobust import attacks as A
 from jaxrobust.attacks import _core
 from jaxrobust.data import load_synthetic
+from tests.conftest import assert_attacks_agree
 
 KEY = jax.random.key(0)
 
@@ -237,10 +238,11 @@ def test_eot_on_deterministic_model_equals_plain(trained):
   f, x, y = trained
   plain = A.pgd(f, KEY, x, y, epsilon=0.1, num_steps=4)
   eot = A.eot(A.pgd, 4)(f, KEY, x, y, epsilon=0.1, num_steps=4)
-  np.testing.assert_array_equal(plain, eot)
+  # Two programs: equal up to the rare pixel whose gradient is within rounding of zero.
+  assert_attacks_agree(plain, eot)
   plain_a = A.apgd(f, KEY, x, y, epsilon=0.1, num_steps=5)
   eot_a = A.eot(A.apgd, 2)(f, KEY, x, y, epsilon=0.1, num_steps=5)
-  np.testing.assert_allclose(plain_a, eot_a, atol=1e-6)
+  assert_attacks_agree(plain_a, eot_a)
 
 
 def test_eot_averages_gradients_of_a_stochastic_model():
@@ -286,7 +288,7 @@ def test_one_example_alone_equals_inside_batch_with_per_example_keys(trained, at
   }[attack]
   batch = fn(f, keys, x, y)
   alone = fn(f, keys[3:4], x[3:4], y[3:4])
-  np.testing.assert_allclose(batch[3:4], alone, atol=1e-6)
+  assert_attacks_agree(batch[3:4], alone)
 
 
 def test_scalar_epsilon_equals_constant_vector(trained):
@@ -295,7 +297,7 @@ def test_scalar_epsilon_equals_constant_vector(trained):
   b = A.pgd(
     f, KEY, x, y, epsilon=jnp.full((x.shape[0],), 0.1), step_size=jnp.full((x.shape[0],), 0.03), num_steps=3
   )
-  np.testing.assert_array_equal(a, b)
+  assert_attacks_agree(a, b)  # a broadcast and a per-example array: two programs
 
 
 def test_epsilon_grid_under_vmap_equals_loop(trained):
@@ -304,7 +306,7 @@ def test_epsilon_grid_under_vmap_equals_loop(trained):
   grid = jnp.array([0.0, 0.05, 0.1, 0.2])
   out = A.over_epsilons(A.pgd, f, KEY, x, y, grid, num_steps=3)
   for i, e in enumerate(grid):
-    np.testing.assert_allclose(out[i], A.pgd(f, KEY, x, y, epsilon=e, num_steps=3), atol=1e-6)
+    assert_attacks_agree(out[i], A.pgd(f, KEY, x, y, epsilon=e, num_steps=3))
 
 
 def test_second_call_does_not_retrace():
@@ -329,7 +331,7 @@ def test_attacks_compose_under_outer_jit(trained):
   outer = jax.jit(
     lambda p, k, x, y: A.pgd(jax.tree_util.Partial(f.func, p), k, x, y, epsilon=0.1, num_steps=3)
   )(f.args[0], KEY, x, y)
-  np.testing.assert_allclose(inner, outer, atol=1e-6)
+  assert_attacks_agree(inner, outer)
 
 
 # --------------------------------------------------------------------------------- bad input
@@ -406,7 +408,7 @@ def test_unrolled_and_rolled_loops_agree(trained, monkeypatch):
     functools.partial(A.pgd, epsilon=0.1, num_steps=4),
     functools.partial(A.apgd, epsilon=0.1, num_steps=6),
   ):
-    np.testing.assert_allclose(attack(f, KEY, x, y), attack(f, KEY, x, y, unroll=1), atol=1e-5)
+    assert_attacks_agree(attack(f, KEY, x, y), attack(f, KEY, x, y, unroll=1))
   monkeypatch.setenv('JAXROBUST_ATTACK_UNROLL', '3')
   assert A.default_unroll(10) == 3
 

