@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 LOCK := requirements.lock
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test test-latest lock lint data bench parity clean clean-test-cache
+.PHONY: demo test test-latest lock lint data bench parity reproducibility clean clean-test-cache
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,15 @@ bench: $(STAMP)
 	XLA_FLAGS="$(BENCH_XLA_FLAGS)" $(PY) -m benchmarks.train_step
 	$(PY) -m benchmarks.eot
 	$(PY) -m benchmarks.cpu_findings
+
+# How far the demo's Table 1 moves with the numeric path: the same rows and seed under the default
+# convolutions on 2 cores, Eigen convolutions, and one core (docs/reproducibility.md). ~20 min.
+REPRO := results/reproducibility
+reproducibility: $(STAMP) data
+	$(PY) -m experiments.demo --out=$(REPRO)/default --runs=runs/reproducibility/default
+	XLA_FLAGS="$(BENCH_XLA_FLAGS)" $(PY) -m experiments.demo --out=$(REPRO)/eigen --runs=runs/reproducibility/eigen
+	taskset -c 0 $(PY) -m experiments.demo --out=$(REPRO)/one_core --runs=runs/reproducibility/one_core
+	$(PY) -m experiments.spread $(REPRO)/default $(REPRO)/eigen $(REPRO)/one_core
 
 # AutoAttack parity with the reference (pyautoattack) and torchattacks on the same weights:
 # PARITY_WORKDIR is a trained small-CNN run, e.g. runs/fashion_mnist/regular from experiments.table1.

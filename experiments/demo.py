@@ -1,33 +1,39 @@
 """`make demo`: the study in miniature on Fashion-MNIST.
 
-Trains a baseline (regular training) and a robust model (PGD-10 adversarial training, ε=0.1) for
-one epoch each with the small CNN, evaluates both on 1000 test images under the standard suite
-(FGSM, PGD-L∞, PGD-L2, APGD-CE, APGD-DLR, CW-L2 at ε=0.1 / 1.5, iterations halved for time), prints
-Table 1 and writes it with the figures to results/demo/fashion_mnist/. Rerunning reuses finished rows.
+Trains a baseline (regular training) and a robust model (PGD adversarial training, ε=0.1) for one
+epoch each with the small CNN, evaluates both on 1000 test images under the standard suite (FGSM,
+PGD-L∞, PGD-L2, APGD-CE, APGD-DLR, CW-L2 at ε=0.1 / 1.5, iterations halved for time), prints
+Table 1 and writes it with the figures to results/demo/fashion_mnist/. Rerunning reuses finished
+rows.
+
+  python -m experiments.demo
+  python -m experiments.demo --out=results/reproducibility/eigen --runs=runs/reproducibility/eigen
 """
 
+import os
 import time
 
 from experiments.table1 import run_table
 
+ROWS = ('regular', 'pgd_at')
+SETTINGS = dict(epochs=1, num_test=1000, steps_scale=0.5)
 
-def main():
+
+def main(out: str = 'results/demo', runs: str = 'runs/demo'):
   t0 = time.time()
-  _, md = run_table(
-    ['regular', 'pgd_at'],
-    'fashion_mnist',
-    out_dir='results/demo',
-    runs_dir='runs/demo',
-    epochs=1,
-    num_test=1000,
-    steps_scale=0.5,
-  )
+  _, md = run_table(list(ROWS), 'fashion_mnist', out_dir=out, runs_dir=runs, **SETTINGS)
   print('\n' + open(md).read())
-  print(f'Table and figures in results/demo/fashion_mnist/ ({time.time() - t0:.0f} s in all).')
+  print(f'Table and figures in {os.path.join(out, "fashion_mnist")}/ ({time.time() - t0:.0f} s in all).')
 
 
 if __name__ == '__main__':
+  import sys
+
   import absl.logging
 
   absl.logging.set_verbosity(absl.logging.WARNING)
-  main()
+  kw = dict(a[2:].split('=', 1) for a in sys.argv[1:] if a.startswith(('--out=', '--runs=')))
+  unknown = [a for a in sys.argv[1:] if not a.startswith(('--out=', '--runs='))]
+  if unknown:
+    sys.exit(f'not understood: {" ".join(unknown)}; options: --out=DIR --runs=DIR')
+  main(**kw)

@@ -13,10 +13,14 @@ jax.config.update('jax_num_cpu_devices', 4)
 # Compile time dominates these tiny tests; XLA's heavy optimisations are not worth it here.
 jax.config.update('jax_disable_most_optimizations', True)
 # Many tests compile the same programs (same model, same attack) from fresh closures: a
-# persistent cache, shared by the test processes of one run, compiles each of them once.
+# persistent cache, shared by the test processes of one run, compiles each of them once. It lives
+# in $JAXROBUST_TEST_CACHE (default: <temp dir>/jaxrobust-test-xla-cache), one run of the suite
+# adds about 75 MB for each new version of the code, jax or XLA flags, and the oldest entries
+# are pruned before a run once it holds more than CACHE_LIMIT_BYTES (docs/reproducibility.md).
 _CACHE = os.environ.setdefault(
   'JAXROBUST_TEST_CACHE', os.path.join(tempfile.gettempdir(), 'jaxrobust-test-xla-cache')
 )
+CACHE_LIMIT_BYTES = 512 * 2**20
 jax.config.update('jax_compilation_cache_dir', _CACHE)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
@@ -29,6 +33,32 @@ import pytest  # noqa: E402
 
 absl.logging.set_verbosity(absl.logging.WARNING)
 logging.getLogger('absl').setLevel(logging.WARNING)
+
+
+def prune_cache(directory: str, limit_bytes: int) -> int:
+  """Deletes the least recently written files of `directory` until it holds at most
+  `limit_bytes`; returns the bytes freed."""
+  try:
+    entries = [e for e in os.scandir(directory) if e.is_file()]
+  except FileNotFoundError:
+    return 0
+  stats = sorted(((e.stat().st_mtime_ns, e.stat().st_size, e.path) for e in entries))
+  total, freed = sum(size for _, size, _ in stats), 0
+  for _, size, path in stats:
+    if total - freed <= limit_bytes:
+      break
+    try:
+      os.remove(path)
+      freed += size
+    except FileNotFoundError:
+      pass
+  return freed
+
+
+def pytest_configure(config):
+  # The controller prunes before any test process starts, so no process reads a file being removed.
+  if not hasattr(config, 'workerinput'):
+    prune_cache(_CACHE, CACHE_LIMIT_BYTES)
 
 
 def leaves(tree) -> list[np.ndarray]:

@@ -586,3 +586,29 @@ def test_run_row_records_every_argument_that_decides_its_numbers(table):
     'force',
     'progress',
   }
+
+
+def test_spread_reports_how_far_each_column_moved_between_configurations(table, tmp_path):
+  from experiments import spread
+
+  d, _, _ = table
+  a, b = tmp_path / 'a', tmp_path / 'b'
+  shutil.copytree(d / 'results', a)
+  shutil.copytree(d / 'results', b)
+  path = b / 'synthetic' / 'rows' / 'regular.json'
+  r = json.load(open(path))
+  r['result']['fgsm'] += 0.0125
+  r['environment']['xla_flags'] = '--xla_other_path'
+  path.write_text(json.dumps(r))
+  s = spread.spread([str(a), str(b)], 'synthetic', out_dir=str(tmp_path / 'out'))
+  assert s['largest_spread'] == pytest.approx(0.0125)
+  assert s['rows']['regular']['columns']['fgsm']['spread'] == pytest.approx(0.0125)
+  assert s['rows']['regular']['columns']['clean']['spread'] == 0
+  assert s['rows']['regular']['against_first'] == [reproduce.TO_A_TOLERANCE]
+  assert s['rows']['lwta']['against_first'] == [reproduce.BIT_FOR_BIT]
+  assert 'XLA_FLAGS=--xla_other_path' in s['configurations'][1]
+  assert 'Largest spread: 1.25 points' in open(tmp_path / 'out' / 'spread.md').read()
+  r['invocation']['seed'] = 1
+  path.write_text(json.dumps(r))
+  with pytest.raises(ValueError, match='other settings'):
+    spread.spread([str(a), str(b)], 'synthetic', out_dir=str(tmp_path / 'out'))

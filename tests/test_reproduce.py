@@ -70,3 +70,17 @@ def test_check_reproduces_refuses_files_it_cannot_rerun(tmp_path, content, match
   assert str(p) in str(e.value)
   with pytest.raises(ValueError, match='tolerance'):
     reproduce.check_reproduces(str(p), tolerance=2.0)
+
+
+def test_the_compilation_cache_is_pruned_oldest_first(tmp_path):
+  import os
+
+  from tests.conftest import prune_cache
+
+  for i in range(5):
+    p = tmp_path / f'entry{i}'
+    p.write_bytes(b'x' * 100)
+    os.utime(p, ns=(i * 10**9, i * 10**9))
+  assert prune_cache(str(tmp_path), 250) == 300  # 500 bytes down to 200: the three oldest go
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['entry3', 'entry4']
+  assert prune_cache(str(tmp_path), 250) == 0 and prune_cache(str(tmp_path / 'absent'), 0) == 0
