@@ -49,8 +49,6 @@ COMPONENTS = {
 REFERENCE_ATTACK = {'square-reference-windows': 'square'}
 
 
-
-
 def run_ours(f, x, y, eps, names=None, batch_size=500, key_index=0, split=None, **budget):
   """(robust accuracy, seconds) of jaxrobust's AutoAttack: standard, or the listed attacks
   (`budget`: num_steps / num_queries, smaller only for smoke tests; `key_index`: the first image's
