@@ -14,8 +14,8 @@ jax.config.update('jax_num_cpu_devices', 4)
 jax.config.update('jax_disable_most_optimizations', True)
 # Many tests compile the same programs (same model, same attack) from fresh closures: a
 # persistent cache, shared by the test processes of one run, compiles each of them once. It lives
-# in $JAXROBUST_TEST_CACHE (default: <temp dir>/jaxrobust-test-xla-cache), one run of the suite
-# adds about 75 MB for each new version of the code, jax or XLA flags, and the oldest entries
+# in $JAXROBUST_TEST_CACHE (default: <temp dir>/jaxrobust-test-xla-cache); each new version of
+# the code, of jax or of the XLA flags adds a suite's worth of programs, and the oldest entries
 # are pruned before a run once it holds more than CACHE_LIMIT_BYTES (docs/reproducibility.md).
 _CACHE = os.environ.setdefault(
   'JAXROBUST_TEST_CACHE', os.path.join(tempfile.gettempdir(), 'jaxrobust-test-xla-cache')

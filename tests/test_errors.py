@@ -471,6 +471,62 @@ CONFIG_CASES = [
     train.ConfigError,
     'config.train.guard.holdout: 256 leaves none',
   ),
+  # A negative ε trained Free-AT on x - ε everywhere (clip to an inverted box); every objective's
+  # attack is refused the same way, in the schema.
+  *[
+    (
+      f'{objective}_epsilon_negative',
+      lambda objective=objective: cfg(
+        train__objective=objective, train__attack={'name': 'pgd', 'epsilon': -0.1, 'step_size': 0.05}
+      ),
+      train.ConfigError,
+      r'config.train.attack.epsilon: must be a finite number >= 0, got -0.1',
+    )
+    for objective in ('free_at', 'pgd_at', 'fgsm_rs', 'trades')
+  ],
+  (
+    'attack_step_size_inf',
+    lambda: cfg(train__attack={'name': 'pgd', 'epsilon': 0.1, 'step_size': float('inf')}),
+    train.ConfigError,
+    'config.train.attack.step_size',
+  ),
+  (
+    'attack_epsilon_bool',
+    lambda: cfg(train__attack={'name': 'pgd', 'epsilon': True}),
+    train.ConfigError,
+    'config.train.attack.epsilon',
+  ),
+  (
+    'mixed_attack_epsilon_negative',
+    lambda: cfg(train__objective='mixed', train__mixed_attacks={'fgsm': {'name': 'fgsm', 'epsilon': -0.1}}),
+    train.ConfigError,
+    'config.train.mixed_attacks.fgsm.epsilon',
+  ),
+  (
+    'trades_beta_negative',
+    lambda: cfg(train__trades_beta=-6.0),
+    train.ConfigError,
+    'config.train.trades_beta',
+  ),
+  (
+    'num_epochs_inf',
+    lambda: cfg(train__num_epochs=float('inf')),
+    train.ConfigError,
+    'config.train.num_epochs',
+  ),
+  (
+    'learning_rate_inf',
+    lambda: cfg(train__learning_rate=float('inf')),
+    train.ConfigError,
+    'config.train.learning_rate',
+  ),
+  (
+    'seed_negative',
+    lambda: cfg(seed=-1),
+    train.ConfigError,
+    r'config.seed: must be an integer in \[0, 2\*\*63\)',
+  ),
+  ('seed_huge', lambda: cfg(seed=2**64), train.ConfigError, 'config.seed'),
 ]
 
 
@@ -645,3 +701,18 @@ def test_value_checks_run_outside_jit_and_shape_checks_inside_it():
   assert run(-0.1).shape == x4.shape  # a traced ε is not checked inside jit
   with pytest.raises(ValueError, match=r'y must have shape \(4,\)'):
     jax.jit(lambda xx: A.pgd(f3, KEY, xx, y4[:3], epsilon=0.1))(x4)
+
+
+@pytest.mark.parametrize('dtype', [np.int64, np.int32, np.uint16, np.bool_])
+def test_evaluation_refuses_integer_pixels_it_would_take_unscaled(dtype):
+  """int64 pixels in 0..255 were read as values up to 255 (a trained CNN scored 8 %, no error):
+  only uint8 is scaled, floats are taken as they are, and every other dtype is refused, named."""
+  from jaxrobust.evaluation import clean_accuracy, robust_accuracy
+
+  f = lambda x, key: x.reshape(x.shape[0], -1)[:, :3]  # noqa: E731
+  images, labels = np.full((4, 2, 2, 1), 1, dtype), np.zeros(4, np.int32)
+  with pytest.raises(ValueError, match=f'images has dtype {np.dtype(dtype)}'):
+    clean_accuracy(f, images, labels, key=KEY)
+  with pytest.raises(ValueError, match=f'images has dtype {np.dtype(dtype)}'):
+    robust_accuracy(f, images, labels, {}, key=KEY)
+  assert clean_accuracy(f, np.full((4, 2, 2, 1), 255, np.uint8), labels, key=KEY) == 1.0

@@ -22,9 +22,20 @@ class NonFiniteLogitsError(FloatingPointError):
 
 
 def as_unit_float(images) -> jax.Array:
-  """uint8 pixels scaled to [0,1], or floats taken as they are."""
+  """uint8 pixels scaled to [0,1], or floats taken as they are.
+
+  Raises:
+    ValueError: for any other dtype (int64 pixels in 0..255, bools): taken unscaled they would
+      be read as values far outside [0,1], so they are refused rather than guessed at.
+  """
   a = np.asarray(images)
-  return jnp.asarray(a, jnp.float32) / 255.0 if a.dtype == np.uint8 else jnp.asarray(a)
+  if a.dtype == np.uint8:
+    return jnp.asarray(a, jnp.float32) / 255.0
+  if not jnp.issubdtype(a.dtype, jnp.floating):
+    raise ValueError(
+      f'images has dtype {a.dtype}: give uint8 pixels in 0..255 (scaled to [0,1]) or floats in [0,1]'
+    )
+  return jnp.asarray(a)
 
 
 @jax.jit

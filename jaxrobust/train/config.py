@@ -11,6 +11,7 @@ registry).
 from __future__ import annotations
 
 import json
+import math
 
 import ml_collections
 
@@ -135,6 +136,27 @@ def _require(ok: bool, field: str, message: str) -> None:
     raise ConfigError(f'config.{field}: {message}')
 
 
+def _finite_number(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_attack_spec(spec, field: str) -> None:
+  """ε, step sizes and σ of a training attack: finite numbers >= 0; step counts integers >= 1."""
+  spec = dict(spec or {})
+  for key in ('epsilon', 'step_size', 'sigma'):
+    if key in spec:
+      v = spec[key]
+      _require(_finite_number(v) and v >= 0, f'{field}.{key}', f'must be a finite number >= 0, got {v!r}')
+  for key in ('num_steps', 'restarts'):
+    if key in spec:
+      v = spec[key]
+      _require(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+        f'{field}.{key}',
+        f'must be an integer >= 1, got {v!r}',
+      )
+
+
 def validate(config) -> None:
   """Raises ConfigError, naming the field, for unknown fields and values that cannot work."""
   fields = flat_fields(config)
@@ -146,7 +168,6 @@ def validate(config) -> None:
   if missing:
     raise ConfigError(f'config lacks the fields {missing}; start from jaxrobust.train.default_config()')
   f = fields
-  _require(isinstance(f['seed'], int), 'seed', f'must be an integer, got {f["seed"]!r}')
   for name in ('data.num_train', 'data.num_test'):
     _require(
       isinstance(f[name], int) and f[name] >= 0, name, f'must be an integer >= 0 (0 = all), got {f[name]!r}'
@@ -198,6 +219,24 @@ def validate(config) -> None:
     f'must be >= 0 and below num_epochs ({t["num_epochs"]}), got {t["clean_epochs"]}',
   )
   _require(t['kl_beta'] >= 0, 'train.kl_beta', f'must be >= 0, got {t["kl_beta"]}')
+  _require(
+    _finite_number(t['trades_beta']) and t['trades_beta'] >= 0,
+    'train.trades_beta',
+    f'must be a finite number >= 0, got {t["trades_beta"]!r}',
+  )
+  _require(
+    isinstance(f['seed'], int) and 0 <= f['seed'] < 2**63,
+    'seed',
+    f'must be an integer in [0, 2**63), got {f["seed"]!r}',
+  )
+  for name in ('num_epochs', 'learning_rate', 'weight_decay', 'clean_epochs'):
+    _require(_finite_number(t[name]), f'train.{name}', f'must be a finite number, got {t[name]!r}')
+  # Every training objective's attack is checked here, once: ε and step sizes finite and >= 0
+  # (a negative ε would clip to an inverted box and train on shifted images, not adversarial ones).
+  _check_attack_spec(t['attack'], 'train.attack')
+  _check_attack_spec(t['guard.attack'], 'train.guard.attack')
+  for name, spec in dict(t['mixed_attacks']).items():
+    _check_attack_spec(spec, f'train.mixed_attacks.{name}')
   _require(t['fgsm_rs_alpha'] > 0, 'train.fgsm_rs_alpha', f'must be > 0, got {t["fgsm_rs_alpha"]}')
   _require(
     isinstance(t['free_replays'], int) and t['free_replays'] >= 1,
