@@ -230,3 +230,34 @@ def test_evaluate_published_writes_its_result(tmp_path, expected):
   ).argmax(1)
   assert res['clean'] == pytest.approx(float(np.mean(pred == labels)))
   assert (tmp_path / 'eval_study.json').exists()
+
+
+def _binunicode(s: str) -> bytes:
+  return b'X' + struct.pack('<I', len(s)) + s.encode()
+
+
+@pytest.mark.parametrize(
+  'target,state',
+  [
+    # BUILD rewrites the FloatStorage stand-in's dtype (uint8: logits off by 1e36 afterwards) ...
+    (b'ctorch\nFloatStorage\n', b'}' + _binunicode('dtype') + _binunicode('|u1') + b's'),
+    # ... or, through slot state, an allowed function's defaults.
+    (
+      b'ctorch._utils\n_rebuild_tensor_v2\n',
+      b'N}' + _binunicode('__defaults__') + b')s\x86',
+    ),
+  ],
+  ids=['storage_dtype', 'function_defaults'],
+)
+def test_a_refused_file_leaves_the_reader_as_it_was(tmp_path, target, state, expected):
+  """A pickle that BUILDs onto an allow-listed stand-in, then names os.system, is refused, and a
+  legitimate checkpoint read afterwards in the same process still gives torch's logits."""
+  from jaxrobust.models.zoo import readers
+
+  poison = b'\x80\x02' + target + state + b'b' + b'cos\nsystem\n' + b'.'
+  with pytest.raises(UnsafeCheckpointError, match=r'poison\.pkl: refusing to set the state'):
+    readers.SafeUnpickler(io.BytesIO(poison), None, 'poison.pkl').load()
+  assert readers._ALLOWED[('torch', 'FloatStorage')].dtype == np.float32
+  arch, kw = SPECS['rb_wrn.pt']
+  got = _logits(os.path.join(ZOO, 'rb_wrn.pt'), arch, **kw)
+  np.testing.assert_allclose(got, expected['rb_wrn.pt'], atol=1e-4, rtol=0)

@@ -49,11 +49,51 @@ _STORAGE_DTYPES = {
 }
 
 
-class _StorageType:
+class _Immutable:
+  """A stand-in that a pickle cannot change. The BUILD opcode sets the state of whatever object
+  sits on the stack, the allow-listed stand-ins included, and a refused file could otherwise leave
+  a rewritten stand-in behind for every later read in the process."""
+
+  __slots__ = ()
+
+  def __setattr__(self, name, value):
+    raise UnsafeCheckpointError(f'refusing to change {self!r}: a checkpoint may not modify the reader')
+
+  __delattr__ = __setattr__
+
+  def __setstate__(self, state):
+    raise UnsafeCheckpointError(
+      f'refusing to set the state of {self!r}: a checkpoint may not modify the reader'
+    )
+
+
+class _StorageType(_Immutable):
   """Stands in for `torch.FloatStorage` & co.: only its element dtype is ever used."""
 
+  __slots__ = ('name', 'dtype')
+
   def __init__(self, name: str):
-    self.name, self.dtype = name, np.dtype(_STORAGE_DTYPES[name])
+    object.__setattr__(self, 'name', name)
+    object.__setattr__(self, 'dtype', np.dtype(_STORAGE_DTYPES[name]))
+
+  def __repr__(self):
+    return f'torch.{self.name} stand-in'
+
+
+class _Function(_Immutable):
+  """An allow-listed function, callable by the pickle but not open to BUILD (which could set a
+  plain function's `__defaults__`)."""
+
+  __slots__ = ('fn',)
+
+  def __init__(self, fn):
+    object.__setattr__(self, 'fn', fn)
+
+  def __call__(self, *args):
+    return self.fn(*args)
+
+  def __repr__(self):
+    return f'{self.fn.__name__} stand-in'
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
@@ -92,15 +132,16 @@ def _numpy_reconstruct(subtype, shape, dtype_code):
 
 
 # Every global a state dict or a Haiku .npy checkpoint needs, mapped to a harmless stand-in.
+# Functions and storage types are immutable stand-ins; numpy's types refuse attribute changes.
 _ALLOWED: dict[tuple[str, str], Any] = {
-  ('collections', 'OrderedDict'): _ordered_dict,
-  ('torch._utils', '_rebuild_tensor_v2'): _rebuild_tensor,
-  ('torch._utils', '_rebuild_tensor'): _rebuild_tensor,
-  ('torch._utils', '_rebuild_parameter'): _rebuild_parameter,
+  ('collections', 'OrderedDict'): _Function(_ordered_dict),
+  ('torch._utils', '_rebuild_tensor_v2'): _Function(_rebuild_tensor),
+  ('torch._utils', '_rebuild_tensor'): _Function(_rebuild_tensor),
+  ('torch._utils', '_rebuild_parameter'): _Function(_rebuild_parameter),
   **{('torch', name): _StorageType(name) for name in _STORAGE_DTYPES},
   # numpy arrays pickle through these (numpy < 2 and numpy >= 2 module names).
-  ('numpy.core.multiarray', '_reconstruct'): _numpy_reconstruct,
-  ('numpy._core.multiarray', '_reconstruct'): _numpy_reconstruct,
+  ('numpy.core.multiarray', '_reconstruct'): _Function(_numpy_reconstruct),
+  ('numpy._core.multiarray', '_reconstruct'): _Function(_numpy_reconstruct),
   ('numpy', 'ndarray'): np.ndarray,
   ('numpy', 'dtype'): np.dtype,
 }
@@ -119,6 +160,14 @@ class SafeUnpickler(pickle.Unpickler):
   def __init__(self, file, load_storage: Callable | None, source: str):
     super().__init__(file)
     self._load_storage, self._source, self._storages = load_storage, source, {}
+
+  def load(self):
+    try:
+      return super().load()
+    except UnsafeCheckpointError as e:
+      if str(e).startswith(f'{self._source}:'):
+        raise
+      raise UnsafeCheckpointError(f'{self._source}: {e}') from None
 
   def find_class(self, module, name):
     if (module, name) not in _ALLOWED:
