@@ -26,8 +26,8 @@ from typing import NamedTuple
 from jaxrobust.provenance import compare_environments, environment
 
 BIT_FOR_BIT, TO_A_TOLERANCE, NOT_AT_ALL = 'bit for bit', 'to a tolerance', 'not at all'
-# Two accuracy points: the widest spread of the demo's rows measured across machines, convolution
-# paths and core counts (docs/reproducibility.md, results/reproducibility/).
+# Two accuracy points: about twice the spread that `make reproducibility` measures for the demo's
+# rows across convolution paths and core counts (docs/reproducibility.md).
 DEFAULT_TOLERANCE = 0.02
 # Wall times and what only describes the record: never part of the comparison.
 NOT_COMPARED = frozenset(
