@@ -272,17 +272,74 @@ def test_eot_convergence_in_gradient_chunks_keeps_a_deterministic_models_answer(
     eot_convergence(linear, x[:30], y[:30], jax.random.key(3), cache_dir=str(tmp_path), microbatch=4, **kw)
 
 
-def test_piece_cache_names_a_broken_file(tmp_path):
+def test_piece_cache_sets_a_broken_file_aside_and_computes_it_again(tmp_path):
   from jaxrobust.evaluation.cache import PieceCache
 
   cache = PieceCache(str(tmp_path), {'a': 1})
   assert cache.get('p', lambda: [1, 2]) == [1, 2]
   assert cache.get('p', lambda: [3]) == [1, 2]  # computed once
-  (tmp_path / 'p.json').write_text('[1,')
-  with pytest.raises(ValueError, match='p.json: not valid JSON'):
-    cache.get('p', lambda: [3])
+  for broken in (b'[1,', b'\xff\xfe not utf-8'):
+    (tmp_path / 'p.json').write_bytes(broken)
+    with pytest.warns(UserWarning, match=r'p.json: .*not valid JSON.*set aside as .*p.json.rejected-\d'):
+      assert cache.get('p', lambda: [3]) == [3]
+  # nothing written is lost: both refused files are kept beside the recomputed piece
+  assert sorted(f.read_bytes() for f in tmp_path.glob('p.json.rejected-*')) == [b'[1,', b'\xff\xfe not utf-8']
   with pytest.raises(ValueError, match=f'{tmp_path}.*differing.*a'):
     PieceCache(str(tmp_path), {'a': 2})
+
+
+def _flips(path):
+  """Every single-bit flip of a file's bytes (one byte at a time, every bit)."""
+  data = path.read_bytes()
+  for i in range(len(data)):
+    for bit in range(8):
+      yield data[:i] + bytes([data[i] ^ (1 << bit)]) + data[i + 1 :]
+
+
+def test_no_single_bit_flip_of_a_piece_is_read_as_a_result(tmp_path):
+  """A flipped `0` → `1` or `false` → `true` kept a piece's keys, types and lengths and went
+  straight into the results. Every flip of every byte of a stored piece is now refused (bad
+  bytes, bad JSON, checksum or settings digest) or, at worst, decodes to the same value."""
+  import json
+
+  from jaxrobust.evaluation.cache import PieceCache, unseal
+
+  piece = {'mean': [1.0, 0.0, 0.5], 'all': [True, False, True]}
+  cache = PieceCache(str(tmp_path), {'model': 'm'})
+  cache.get('p', lambda: piece)
+  wrong, refused, flips = [], 0, 0
+  for flipped in _flips(tmp_path / 'p.json'):
+    flips += 1
+    try:
+      value, why = unseal(json.loads(flipped.decode('utf-8')), cache.settings_id)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+      value, why = None, 'not JSON'
+    refused += why is not None
+    if why is None and value != piece:
+      wrong.append(value)
+  assert flips > 500 and refused > 0.9 * flips and not wrong, wrong[:3]
+  # the same path through the cache: a flipped piece is set aside and computed again
+  data = bytearray((tmp_path / 'p.json').read_bytes())
+  data[data.index(b'false')] ^= 0x20  # 'f' -> 'F': invalid JSON
+  (tmp_path / 'p.json').write_bytes(bytes(data))
+  with pytest.warns(UserWarning, match='set aside'):
+    assert PieceCache(str(tmp_path), {'model': 'm'}).get('p', lambda: 'recomputed') == 'recomputed'
+
+
+def test_a_removed_settings_file_does_not_let_another_models_pieces_in(tmp_path):
+  """Its error message once said 'remove the file to recompute it'; doing so after the weights
+  changed reused the old model's pieces. Every piece carries the digest of its own settings."""
+  from jaxrobust.evaluation.cache import PieceCache
+
+  assert PieceCache(str(tmp_path), {'model': 'old'}).get('p', lambda: 'old result') == 'old result'
+  (tmp_path / 'settings.json').unlink()
+  with pytest.warns(UserWarning, match='computed under other settings'):
+    assert PieceCache(str(tmp_path), {'model': 'new'}).get('p', lambda: 'new result') == 'new result'
+  # A damaged settings.json is set aside too; the pieces still answer to this run's settings.
+  (tmp_path / 'settings.json').write_text('{"format": "jaxrobust-piece-1"')
+  with pytest.warns(UserWarning, match='settings.json: .*set aside'):
+    cache = PieceCache(str(tmp_path), {'model': 'new'})
+  assert cache.get('p', lambda: 'again') == 'new result'
 
 
 def test_processes_sharing_a_piece_cache_split_the_pieces_and_compute_each_once(tmp_path):
@@ -384,3 +441,22 @@ def test_the_eot_microbatch_reaches_eot_pgd_only_when_asked_and_only_in_the_adap
     evaluate_model(
       None, None, None, None, dataset='fashion_mnist', suite='standard', key=None, eot_microbatch=6
     )
+
+
+def test_legacy_pieces_are_sealed_only_when_their_contents_are_vouched_for(tmp_path):
+  """A directory written before pieces carried checksums: its raw pieces are set aside by the
+  cache, unless sealed; sealing files that git does not hold unchanged needs --trust."""
+  import json
+
+  from experiments.seal_pieces import seal_directory
+  from jaxrobust.evaluation.cache import PieceCache
+
+  (tmp_path / 'settings.json').write_text(json.dumps({'model': 'm'}))
+  (tmp_path / 'p.json').write_text(json.dumps([1, 2]))
+  with pytest.raises(ValueError, match=r'git does not hold these files unchanged.*p.json'):
+    seal_directory(str(tmp_path))
+  assert seal_directory(str(tmp_path), trust=True) == 1
+  assert seal_directory(str(tmp_path), trust=True) == 0  # already sealed
+  assert PieceCache(str(tmp_path), {'model': 'm'}).get('p', lambda: 'recomputed') == [1, 2]
+  with pytest.raises(ValueError, match='no settings.json'):
+    seal_directory(str(tmp_path / 'absent'))

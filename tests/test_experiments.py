@@ -322,7 +322,9 @@ def test_converged_study_reuses_the_trained_rows_and_reports_the_protocol(table,
   # the pieces sit in the results, under the model's digest, ready for another session to resume
   pieces = tmp_path / 'synthetic' / 'pieces' / 'lwta'
   stored = json.loads((pieces / 'adaptive' / 'settings.json').read_text())
-  assert stored['model'] == lwta['model_digest'] and (pieces / 'convergence' / 'settings.json').exists()
+  assert (
+    stored['value']['model'] == lwta['model_digest'] and (pieces / 'convergence' / 'settings.json').exists()
+  )
   assert conv['seconds'] > 0 and not list(pieces.rglob('*.lock'))
   table, times, context, *per_row = md.split('\n\n')
   assert table.count('\n') == 1 + 2 and open(tmp_path / 'synthetic' / 'converged.md').read() == md

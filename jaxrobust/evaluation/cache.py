@@ -4,7 +4,11 @@ An adaptive evaluation of a stochastic model runs for hours on a CPU. Each piece
 one batch, one point of a convergence curve) is written atomically as JSON when it is done and
 read back instead of recomputed. A directory serves one set of settings: they are written to
 `settings.json` first, and a run with other settings (another model, key, budget or test set)
-is refused, naming the directory, rather than mixing results.
+is refused, naming the directory, rather than mixing results. Each piece is stored sealed with
+the digest of the settings it was computed under and a checksum over both (`seal`), so a changed
+byte, or a piece of another model left behind when `settings.json` was removed, is never read
+as a result: such a piece is set aside (renamed, never deleted), with a warning naming it, and
+computed again.
 
 Several processes may share one directory (one per core; or per machine, on a shared file system
 that honours `flock`, as NFSv4 does and some network file systems do not): a
@@ -19,6 +23,7 @@ import fcntl
 import hashlib
 import json
 import os
+import warnings
 from typing import Any, Callable
 
 import jax
@@ -43,12 +48,61 @@ def digest(*trees) -> str:
   return h.hexdigest()
 
 
+FORMAT = 'jaxrobust-piece-1'
+
+
+def _canonical(obj) -> bytes:
+  return json.dumps(obj, sort_keys=True, separators=(',', ':')).encode()
+
+
+def settings_digest(settings: dict) -> str:
+  """SHA-256 of a settings dict in canonical JSON: the identity every piece is stamped with."""
+  return hashlib.sha256(_canonical(settings)).hexdigest()
+
+
+def seal(value: Any, settings_id: str) -> dict:
+  """A piece as stored: its value, the digest of the settings it was computed under, and a
+  checksum over both, so that a flipped bit or another model's piece is never read as a result."""
+  return {
+    'format': FORMAT,
+    'settings': settings_id,
+    'checksum': hashlib.sha256(_canonical([settings_id, value])).hexdigest(),
+    'value': value,
+  }
+
+
+def unseal(stored: Any, settings_id: str) -> tuple[Any, str | None]:
+  """(value, None) for an intact piece of these settings, else (None, why it is refused)."""
+  if not isinstance(stored, dict) or stored.get('format') != FORMAT or set(stored) != {
+    'format',
+    'settings',
+    'checksum',
+    'value',
+  }:
+    return None, 'not a sealed piece (written before pieces carried checksums, or edited)'
+  if stored['settings'] != settings_id:
+    return None, 'computed under other settings (another model, key, budget or test set)'
+  if stored['checksum'] != hashlib.sha256(_canonical([settings_id, stored['value']])).hexdigest():
+    return None, 'its checksum does not match its contents (the file was changed)'
+  return stored['value'], None
+
+
 def _read(path: str) -> Any:
+  """A JSON file, or a ValueError naming it (bad JSON, bad bytes)."""
   try:
-    with open(path) as f:
+    with open(path, encoding='utf-8') as f:
       return json.load(f)
-  except json.JSONDecodeError as e:  # written atomically, so only a hand edit gets here
-    raise ValueError(f'{path}: not valid JSON ({e}); remove the file to recompute it') from e
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:  # written atomically: only an edit gets here
+    raise ValueError(f'{path}: not valid JSON ({e})') from None
+
+
+def _set_aside(path: str, why: str) -> None:
+  """Moves a refused file to <path>.rejected-<n> (kept, never deleted) and says so."""
+  n = 0
+  while os.path.exists(f'{path}.rejected-{n}'):
+    n += 1
+  os.replace(path, f'{path}.rejected-{n}')
+  warnings.warn(f'{path}: {why}; set aside as {path}.rejected-{n} and computed again', stacklevel=3)
 
 
 class PieceCache:
@@ -60,24 +114,52 @@ class PieceCache:
 
   def __init__(self, directory: str | None, settings: dict[str, Any]):
     self.directory = directory
+    settings = json.loads(json.dumps(settings))  # the form it takes on disk
+    self.settings_id = settings_digest(settings)
     if directory is None:
       return
-    settings = json.loads(json.dumps(settings))  # the form it takes on disk
     path = os.path.join(directory, SETTINGS)
+    stored = None
     if os.path.exists(path):
-      stored = _read(path)
-      if stored != settings:
-        changed = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
-        raise ValueError(
-          f'cache directory {directory} holds results of other settings (differing: {changed}); '
-          'give another directory or remove it'
-        )
-    else:
-      write_json_atomic(path, settings)
+      try:
+        stored, why = unseal(_read(path), 'settings')
+      except ValueError as e:
+        why = str(e)
+      if why is not None:
+        # Every piece carries the digest of its own settings, so a damaged settings.json loses
+        # nothing: it is set aside, and each piece is still checked against this run's settings.
+        _set_aside(path, why)
+        stored = None
+    if stored is not None and stored != settings:
+      changed = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
+      raise ValueError(
+        f'cache directory {directory} holds results of other settings (differing: {changed}); '
+        'give another directory or remove it'
+      )
+    if stored is None:
+      write_json_atomic(path, seal(settings, 'settings'))
 
   def has(self, name: str) -> bool:
-    """Whether the piece `name` is stored (never, without a directory)."""
-    return self.directory is not None and os.path.exists(os.path.join(self.directory, f'{name}.json'))
+    """Whether an intact piece `name` of these settings is stored (never, without a directory)."""
+    if self.directory is None:
+      return False
+    path = os.path.join(self.directory, f'{name}.json')
+    return os.path.exists(path) and self._stored(path, set_aside=False) is not _MISSING
+
+  def _stored(self, path: str, *, set_aside: bool = True) -> Any:
+    """The value of an intact piece at `path`; _MISSING when there is none or it is refused (then
+    set aside, with a warning naming it, so that it is computed again)."""
+    if not os.path.exists(path):
+      return _MISSING
+    try:
+      value, why = unseal(_read(path), self.settings_id)
+    except ValueError as e:
+      value, why = None, str(e)
+    if why is None:
+      return value
+    if set_aside:
+      _set_aside(path, why)
+    return _MISSING
 
   def get(self, name: str, compute: Callable[[], Any]) -> Any:
     """The stored piece `name`, or compute() stored; waits while another process computes it."""
@@ -107,8 +189,9 @@ class PieceCache:
     if self.directory is None:
       return json.loads(json.dumps(compute()))
     path = os.path.join(self.directory, f'{name}.json')
-    if os.path.exists(path):
-      return _read(path)
+    value = self._stored(path, set_aside=False)
+    if value is not _MISSING:
+      return value
     lock_path = os.path.join(self.directory, f'{name}.lock')
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -116,10 +199,13 @@ class PieceCache:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
       except BlockingIOError:
         return _HELD
-      if os.path.exists(path):  # the holder we waited for finished it
-        return _read(path)
+      # Checked again, and a refused piece set aside, under the lock: two processes never both
+      # move it, and the holder we waited for may have finished it.
+      value = self._stored(path)
+      if value is not _MISSING:
+        return value
       value = json.loads(json.dumps(compute()))  # the same objects as a later read gives
-      write_json_atomic(path, value)
+      write_json_atomic(path, seal(value, self.settings_id))
       # Removed while held: a process waiting on this file finds the piece stored when it wakes.
       os.remove(lock_path)
       return value
@@ -128,3 +214,4 @@ class PieceCache:
 
 
 _HELD = object()  # another live process holds the piece's lock
+_MISSING = object()  # no intact piece stored
