@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from jaxrobust import attacks as A
-from jaxrobust.evaluation.adaptive import prediction_over_draws, wilson_interval
+from jaxrobust.evaluation.adaptive import prediction_over_draws
+from jaxrobust.evaluation.estimator import wilson_interval
 from tests.test_autoattack import K, exact_linf_robust
 
 EPS, C, FREQ, N = 0.04, 0.005, 200.0, 400

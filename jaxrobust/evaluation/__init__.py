@@ -11,10 +11,13 @@ from jaxrobust.evaluation.evaluator import (
   inference_ms_per_image,
   pgd_accuracy_over_epsilons,
 )
+from jaxrobust.evaluation.estimator import WorstCase, select_and_measure
 from jaxrobust.evaluation.report import table_markdown, write_table
 from jaxrobust.evaluation.suites import SUITES, STANDARD_BUDGETS, attack_suite, linf_budget, transfer_attack
 
 __all__ = [
+  'WorstCase',
+  'select_and_measure',
   'NonFiniteLogitsError',
   'STANDARD_BUDGETS',
   'SUITES',

@@ -17,7 +17,6 @@ References:
 from __future__ import annotations
 
 import functools
-import math
 import time
 from typing import Any, Callable
 
@@ -29,18 +28,9 @@ from tqdm import tqdm
 from jaxrobust import attacks as A
 from jaxrobust.evaluation.accuracy import as_unit_float
 from jaxrobust.evaluation.cache import PieceCache, digest
+from jaxrobust.evaluation.estimator import wilson_interval
 from jaxrobust.evaluation.suites import STANDARD_BUDGETS, linf_budget
 from jaxrobust.models import make_logits_fn, with_lwta_mode
-
-
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-  """The Wilson score interval of a binomial proportion k/n (95 % for z = 1.96)."""
-  if n == 0:
-    return (float('nan'), float('nan'))
-  p = k / n
-  centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-  half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-  return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 @functools.partial(jax.jit, static_argnames=('num_draws',))

@@ -73,12 +73,17 @@ def seal(value: Any, settings_id: str) -> dict:
 
 def unseal(stored: Any, settings_id: str) -> tuple[Any, str | None]:
   """(value, None) for an intact piece of these settings, else (None, why it is refused)."""
-  if not isinstance(stored, dict) or stored.get('format') != FORMAT or set(stored) != {
-    'format',
-    'settings',
-    'checksum',
-    'value',
-  }:
+  if (
+    not isinstance(stored, dict)
+    or stored.get('format') != FORMAT
+    or set(stored)
+    != {
+      'format',
+      'settings',
+      'checksum',
+      'value',
+    }
+  ):
     return None, 'not a sealed piece (written before pieces carried checksums, or edited)'
   if stored['settings'] != settings_id:
     return None, 'computed under other settings (another model, key, budget or test set)'

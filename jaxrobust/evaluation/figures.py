@@ -9,7 +9,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxrobust.evaluation.adaptive import wilson_interval  # noqa: E402
+from jaxrobust.evaluation.estimator import wilson_interval  # noqa: E402
 from jaxrobust.files import write_atomic  # noqa: E402
 
 

@@ -1,0 +1,109 @@
+"""The select-then-measure worst case (jaxrobust.evaluation.estimator) against the biased AND of
+independent majority votes, on randomized models whose per-point accuracy is known in closed form."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from jaxrobust.evaluation import select_and_measure
+from jaxrobust.evaluation.adaptive import prediction_over_draws
+from jaxrobust.evaluation.estimator import draw_keys
+
+KEY = jax.random.key(0)
+N, D, SIGMA = 1000, 4, 1.0
+
+
+@pytest.fixture(scope='module')
+def noisy_linear():
+  """Two classes; logit of class 1 = w·x - b + σ·z with z ~ N(0, 1) per draw and point. A point
+  of label 1 is right on a draw with probability Φ((w·x - b)/σ): the offsets below spread the
+  points over per-draw accuracies of about 0.5 to 0.95."""
+  rng = np.random.default_rng(0)
+  w = np.array([1.0, -0.5, 0.25, 0.75], np.float32)
+  x = rng.uniform(0.2, 0.8, (N, D)).astype(np.float32)
+  margins = rng.uniform(0.0, 1.6, N).astype(np.float32)  # the wanted w·x - b, per point
+  # b is shared, so shift each point along w to reach its margin.
+  b = 0.5
+  x = x + ((margins + b - x @ w) / (w @ w))[:, None] * w[None]
+  y = np.ones(N, np.int32)
+
+  def f(x, key):
+    z = jax.random.normal(key, (x.shape[0],))
+    s = x @ jnp.asarray(w) - b + SIGMA * z
+    return jnp.stack([jnp.zeros_like(s), s], -1)
+
+  return f, w, b, x, y
+
+
+def _per_point_accuracy(w, b, x):
+  return norm.cdf((x @ w - b) / SIGMA)
+
+
+def test_null_attacks_leave_the_clean_estimate_and_the_old_and_falls(noisy_linear):
+  """Nine 'attacks' that return x unchanged: the new worst case equals the clean estimate within
+  its sampling error; the AND of independent majority votes falls visibly below it."""
+  f, w, b, x, y = noisy_linear
+  candidates = {'clean': x, **{f'null{i}': x for i in range(8)}}
+  est = select_and_measure(f, candidates, y, key=KEY)
+  truth = float(_per_point_accuracy(w, b, x).mean())  # the clean expected accuracy, exactly
+  sd = float(np.sqrt(np.var(est.per_point, ddof=1) / N))
+  # The old statistic: each attack's majority vote on its own independent draws, ANDed.
+  votes = [prediction_over_draws(f, x, y, jax.random.fold_in(KEY, 100 + j), 10)['majority'] for j in range(9)]
+  old = float(np.logical_and.reduce(votes).mean())
+  clean_majority = float(votes[0].mean())
+  msg = f'new expected {est.expected:.3f} (±{sd:.3f}), exact clean {truth:.3f}; old AND {old:.3f}, one vote {clean_majority:.3f}'
+  assert abs(est.expected - truth) <= 4 * sd, msg
+  assert abs(est.majority - clean_majority) <= 4 * np.sqrt(clean_majority * (1 - clean_majority) / N) * 1.5, (
+    msg
+  )
+  assert old < clean_majority - 0.1, msg  # the bias this estimator removes
+  lo, hi = est.expected_interval
+  assert lo <= truth <= hi or abs(est.expected - truth) <= 4 * sd, msg
+
+
+def test_known_answer_the_measured_accuracy_of_the_chosen_candidates(noisy_linear):
+  """An L∞ step against w lowers every point's accuracy to Φ((w·x - ε‖w‖₁ - b)/σ). Whatever
+  each point's choice, the measurement on fresh draws estimates the chosen candidates' exact
+  expected accuracy within its interval (4σ), and the attack is chosen where it is clearly worse."""
+  f, w, b, x, y = noisy_linear
+  eps = 0.1
+  attacked = (x - eps * np.sign(w)[None]).astype(np.float32)
+  est = select_and_measure(
+    f, {'clean': x, 'linf': attacked}, y, key=KEY, selection_draws=10, measurement_draws=20
+  )
+  exact = np.where(est.chosen == 0, _per_point_accuracy(w, b, x), _per_point_accuracy(w, b, attacked))
+  sd = float(np.sqrt(np.sum(exact * (1 - exact) / 20)) / N)  # binomial noise of the measurement
+  assert abs(est.expected - exact.mean()) <= 4 * sd, (est.expected, exact.mean(), sd)
+  assert (est.chosen == 1).mean() > 0.6  # ε‖w‖₁ = 0.25 lowers every point: mostly chosen
+  # Never better than measuring the attack everywhere would be, beyond noise.
+  assert est.expected <= float(_per_point_accuracy(w, b, x).mean())
+
+
+def test_selection_and_measurement_keys_are_disjoint_and_counted():
+  draws = draw_keys(KEY, 10, 12)
+  sel = {tuple(np.asarray(jax.random.key_data(k)).tolist()) for k in draws.selection}
+  mea = {tuple(np.asarray(jax.random.key_data(k)).tolist()) for k in draws.measurement}
+  assert len(sel) == 10 and len(mea) == 12 and not (sel & mea)
+  with pytest.raises(ValueError, match='selection_draws and measurement_draws must be >= 1'):
+    draw_keys(KEY, 0, 10)
+
+
+def test_a_deterministic_model_gets_its_exact_worst_case():
+  """No noise: selection and measurement coincide, and a point is robust only if every candidate
+  is classified right."""
+  W = jnp.array([[1.0, -1.0], [-1.0, 1.0]])
+  f = lambda x, key: x @ W  # noqa: E731
+  x = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]], np.float32)
+  y = np.array([0, 0, 1], np.int32)
+  moved = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8]], np.float32)  # breaks point 1 only
+  est = select_and_measure(
+    f, {'clean': x, 'moved': moved}, y, key=KEY, selection_draws=2, measurement_draws=3
+  )
+  assert est.per_point.tolist() == [1.0, 0.0, 1.0] and est.majority == pytest.approx(2 / 3)
+  assert est.chosen[1] == 1
+  with pytest.raises(ValueError, match="candidate 'moved' has shape"):
+    select_and_measure(f, {'clean': x, 'moved': moved[:2]}, y, key=KEY)
+  with pytest.raises(ValueError, match='at least one candidate'):
+    select_and_measure(f, {}, y, key=KEY)
