@@ -40,9 +40,10 @@ TAG_EVAL_GRID = 2  # the accuracy-against-ε grid
 TAG_EVAL_AUTOATTACK = 4  # AutoAttack beside a suite (Table 1's column)
 TAG_FIGURES = 9  # the attack drawn for the example and confidence figures
 # The worst-case estimator of a stochastic model (evaluation/estimator.py): the draws that choose
-# each point's worst candidate, and the fresh draws that measure it, never the same keys.
-TAG_EVAL_SELECT = 11
-TAG_EVAL_MEASURE = 12
+# each point's worst candidate, and the fresh draws that measure it, never the same keys. Beyond
+# the adaptive suite's per-attack tags (2·j and 2·j + 1 for attack j), so no attack shares them.
+TAG_EVAL_SELECT = 10**6 + 1
+TAG_EVAL_MEASURE = 10**6 + 2
 
 
 class RunKeys(NamedTuple):

@@ -312,7 +312,7 @@ def test_converged_study_reuses_the_trained_rows_and_reports_the_protocol(table,
   assert lwta['train_steps'] == steps  # resumed at the end: no step was added
   assert regular['result']['suite'] == 'autoattack' and lwta['result']['suite'] == 'adaptive'
   res = lwta['result']
-  assert res['worst_case'] <= min(a['majority'] for a in res['attacks'].values())
+  assert res['and_of_majority_votes'] <= min(a['majority'] for a in res['attacks'].values())
   conv = lwta['convergence']
   assert set(conv) >= {'accuracy_vs_draws', 'accuracy_vs_steps', 'converged', 'n', 'worst_case'}
   # the suite's worst case on the convergence test's points, which the doubled EOT-PGD can only lower

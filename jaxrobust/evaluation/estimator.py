@@ -105,7 +105,8 @@ class WorstCase(NamedTuple):
   majority: the share of points whose chosen candidate wins the vote of the measurement draws
     (the true class gets strictly more votes than any other), with `majority_interval`;
   chosen: per point, the index (in `names`) of the candidate that was measured;
-  per_point: per point, the fraction of measurement draws that were right.
+  per_point: per point, the fraction of measurement draws that were right;
+  won: per point, whether the chosen candidate won the measurement draws' vote.
   """
 
   expected: float
@@ -115,6 +116,51 @@ class WorstCase(NamedTuple):
   names: tuple[str, ...]
   chosen: np.ndarray
   per_point: np.ndarray
+  won: np.ndarray
+
+
+def candidate_scores(logits_fn, x, y, draws: Draws) -> dict[str, np.ndarray]:
+  """What the estimator keeps of one batch of candidates (small, so it can be cached as JSON):
+  per point, the accuracy and mean true-class margin over the selection draws, and the fraction of
+  right measurement draws and whether the true class wins their vote."""
+  f = A.as_pytree_fn(logits_fn)
+  y = jnp.asarray(y)
+  pred, margin = _predictions_and_margin(f, jnp.asarray(x), y, draws.selection)
+  pred_m, _ = _predictions_and_margin(f, jnp.asarray(x), y, draws.measurement)
+  pred, pred_m, yn = np.asarray(pred), np.asarray(pred_m), np.asarray(y)
+  return {
+    'select_accuracy': (pred == yn[None]).mean(0),
+    'select_margin': np.asarray(margin).mean(0),
+    'measure_mean': (pred_m == yn[None]).mean(0),
+    'measure_majority': _plurality(pred_m, yn),
+  }
+
+
+def worst_case(scores: Mapping[str, Mapping[str, np.ndarray]]) -> WorstCase:
+  """Chooses each point's worst candidate by its selection scores and returns the measurement of
+  that candidate (`scores`: {candidate name: `candidate_scores` over all points}).
+
+  Every candidate is measured on the same measurement draws, but the choice reads only the
+  selection draws, so the measured value of the chosen candidate is an unbiased estimate of its
+  accuracy."""
+  names = tuple(scores)
+  acc = np.stack([np.asarray(scores[n]['select_accuracy'], float) for n in names])  # (C, n)
+  margin = np.stack([np.asarray(scores[n]['select_margin'], float) for n in names])
+  # lexsort sorts by the last key first: accuracy, then margin; index 0 is the worst.
+  pick = np.array([np.lexsort((margin[:, j], acc[:, j]))[0] for j in range(acc.shape[1])], int)
+  cols = np.arange(acc.shape[1])
+  per_point = np.stack([np.asarray(scores[n]['measure_mean'], float) for n in names])[pick, cols]
+  wins = np.stack([np.asarray(scores[n]['measure_majority'], bool) for n in names])[pick, cols]
+  return WorstCase(
+    expected=float(per_point.mean()),
+    expected_interval=mean_interval(per_point),
+    majority=float(wins.mean()),
+    majority_interval=wilson_interval(int(wins.sum()), len(wins)),
+    names=names,
+    chosen=pick,
+    per_point=per_point,
+    won=wins,
+  )
 
 
 def select_and_measure(
@@ -144,42 +190,18 @@ def select_and_measure(
   """
   if not candidates:
     raise ValueError('select_and_measure: give at least one candidate (the clean inputs)')
-  names = tuple(candidates)
-  arrays = [np.asarray(candidates[n]) for n in names]
+  arrays = {n: np.asarray(a) for n, a in candidates.items()}
   y = np.asarray(labels)
-  for n, a in zip(names, arrays):
-    if a.shape != arrays[0].shape or a.shape[0] != len(y):
+  first = next(iter(arrays.values()))
+  for n, a in arrays.items():
+    if a.shape != first.shape or a.shape[0] != len(y):
       raise ValueError(
         f'select_and_measure: candidate {n!r} has shape {a.shape}; every candidate must have '
-        f'shape {arrays[0].shape} with one point per label ({len(y)})'
+        f'shape {first.shape} with one point per label ({len(y)})'
       )
   draws = draw_keys(key, selection_draws, measurement_draws)
-  f = A.as_pytree_fn(logits_fn)
-  chosen, per_point, wins = [], [], []
+  parts = {n: [] for n in arrays}
   for i in range(0, len(y), batch_size):
-    yb = jnp.asarray(y[i : i + batch_size])
-    # Selection: per candidate, accuracy and mean margin over the selection draws.
-    scores = []
-    for a in arrays:
-      pred, margin = _predictions_and_margin(f, jnp.asarray(a[i : i + batch_size]), yb, draws.selection)
-      scores.append(((np.asarray(pred) == np.asarray(yb)[None]).mean(0), np.asarray(margin).mean(0)))
-    acc = np.stack([s[0] for s in scores])  # (candidates, batch)
-    margin = np.stack([s[1] for s in scores])
-    # lexsort sorts by the last key first: accuracy, then margin; index 0 is the worst.
-    pick = np.array([np.lexsort((margin[:, j], acc[:, j]))[0] for j in range(acc.shape[1])])
-    x_chosen = np.stack([arrays[c][i + j] for j, c in enumerate(pick)])
-    pred, _ = _predictions_and_margin(f, jnp.asarray(x_chosen), yb, draws.measurement)
-    pred = np.asarray(pred)
-    chosen.append(pick)
-    per_point.append((pred == np.asarray(yb)[None]).mean(0))
-    wins.append(_plurality(pred, np.asarray(yb)))
-  chosen, per_point, wins = np.concatenate(chosen), np.concatenate(per_point), np.concatenate(wins)
-  return WorstCase(
-    expected=float(per_point.mean()),
-    expected_interval=mean_interval(per_point),
-    majority=float(wins.mean()),
-    majority_interval=wilson_interval(int(wins.sum()), len(wins)),
-    names=names,
-    chosen=chosen,
-    per_point=per_point,
-  )
+    for n, a in arrays.items():
+      parts[n].append(candidate_scores(logits_fn, a[i : i + batch_size], y[i : i + batch_size], draws))
+  return worst_case({n: {k: np.concatenate([p[k] for p in ps]) for k in ps[0]} for n, ps in parts.items()})
