@@ -301,10 +301,22 @@ def row_table(record: dict) -> str:
       f'| {title} | ' + ' | '.join(_pct(a[k]) for k in ('single_draw', 'mean', 'majority', 'all')) + ' |'
     )
   lo, hi = res['worst_case_interval']
-  lines.append(
-    f'| **worst case over every attack** (majority vote per point) | | | **{_pct(res["worst_case"])}** '
-    f'[{_pct(lo)}, {_pct(hi)}] | |'
-  )
+  if 'worst_case_expected' in res:
+    elo, ehi = res['worst_case_expected_interval']
+    lines.append(
+      f"| **worst case**: each point's worst candidate chosen on {res['selection_draws']} draws, "
+      f'measured on {n_draws} fresh ones | | **{_pct(res["worst_case_expected"])}** [{_pct(elo)}, {_pct(ehi)}] '
+      f'| **{_pct(res["worst_case"])}** [{_pct(lo)}, {_pct(hi)}] | |'
+    )
+    lines.append(
+      f"| AND of every attack's own majority vote (biased low: independent votes count noise) | | | "
+      f'{_pct(res["and_of_majority_votes"])} | |'
+    )
+  else:
+    lines.append(
+      f"| **worst case over every attack** (AND of each attack's own majority vote: biased low for a "
+      f'stochastic model) | | | **{_pct(res["worst_case"])}** [{_pct(lo)}, {_pct(hi)}] | |'
+    )
   lines.append(f'\nSanity flags: {flag_summary(res["flags"])}.')
   return '\n'.join(lines) + '\n'
 

@@ -212,9 +212,14 @@ def main(argv):
         f'{name:>20} ' + ' '.join(f'{100 * a[k]:8.2f}%' for k in ('single_draw', 'mean', 'majority', 'all'))
       )
     lo, hi = res['worst_case_interval']
+    elo, ehi = res['worst_case_expected_interval']
     print(
-      f'worst case over every attack: {100 * res["worst_case"]:.2f}% (95% interval {100 * lo:.1f}-{100 * hi:.1f})'
+      f"worst case (each point's worst candidate chosen on {res['selection_draws']} draws, measured on "
+      f'{res["num_draws"]} fresh ones): majority {100 * res["worst_case"]:.2f}% '
+      f'[{100 * lo:.1f}, {100 * hi:.1f}], expected {100 * res["worst_case_expected"]:.2f}% '
+      f'[{100 * elo:.1f}, {100 * ehi:.1f}]'
     )
+    print(f"AND of each attack's own majority vote (biased low): {100 * res['and_of_majority_votes']:.2f}%")
     print('flags:', res['flags'])
   report = res.get('autoattack_report')
   if report:

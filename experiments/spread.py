@@ -63,7 +63,7 @@ def spread(directories, dataset: str = 'fashion_mnist', out_dir: str = OUT) -> d
     for name in rows:
       if r[name].get('invocation') != runs[0][name].get('invocation'):
         raise ValueError(f'{d}: row {name} was run with other settings than in {directories[0]}')
-  configs = [configuration(next(iter(r.values()))) for r in runs]
+  configs = ['; '.join(sorted({configuration(rec) for rec in r.values()})) for r in runs]
   table, largest = {}, 0.0
   for name in rows:
     cols = {}
