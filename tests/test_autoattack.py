@@ -373,3 +373,20 @@ def test_autoattack_passes_its_microbatch_to_every_gradient_attack_and_refuses_a
       microbatch=3,
     )
     assert seen and all(m == 3 for m in seen), (version, seen)
+
+
+def test_rand_version_returns_x_for_the_points_apgd_did_not_fool(linear):
+  """As the reference's `perturb`: AA-rand's APGD hands back x itself for an unfooled point, so
+  the one-draw re-vote judges the point as itself, not at APGD's highest-loss point (which on a
+  randomised model a single noisy draw may misclassify, an extra 'break' no attack made)."""
+  f, _, _, x, y = linear
+  xs, ys = jnp.asarray(x[:60]), jnp.asarray(y[:60])
+  out = A.apgd(f, KEY, xs, ys, epsilon=0.02, num_steps=10, return_x_unless_fooled=True)
+  best = A.apgd(f, KEY, xs, ys, epsilon=0.02, num_steps=10)
+  fooled = np.asarray(f(best, KEY)).argmax(-1) != np.asarray(ys)
+  assert 0 < fooled.sum() < 60  # some points broken, some not
+  np.testing.assert_array_equal(np.asarray(out)[~fooled], np.asarray(xs)[~fooled])
+  np.testing.assert_array_equal(np.asarray(out)[fooled], np.asarray(best)[fooled])
+  assert not np.array_equal(
+    np.asarray(best)[~fooled], np.asarray(xs)[~fooled]
+  )  # the old behaviour moved them

@@ -250,6 +250,21 @@ def test_lwta_recipes_of_the_study_and_of_the_authors():
     defense_config('pgd_at', 'cifar10,authors')
 
 
+def test_the_demo_variant_halves_the_training_attack_and_nothing_else():
+  full, demo = (
+    defense_config('pgd_at', 'fashion_mnist,quick'),
+    defense_config('pgd_at', 'fashion_mnist,quick,demo'),
+  )
+  assert (full.train.attack['num_steps'], demo.train.attack['num_steps']) == (10, 5)
+  # the same total step length 2.5·ε (Madry et al.'s rule)
+  assert demo.train.attack['step_size'] * 5 == full.train.attack['step_size'] * 10 == pytest.approx(0.25)
+  a, b = full.to_dict(), demo.to_dict()
+  a['train'].pop('attack'), b['train'].pop('attack')
+  assert a == b
+  with pytest.raises(ValueError, match="'demo' variant is for fashion_mnist"):
+    defense_config('pgd_at', 'cifar10,demo')
+
+
 def test_pni_follows_its_reference_recipe():
   """He et al.'s code: PGD-7 with α = 0.01 at ε = 0.031 (scaled to ε), predicted labels, 0.5/0.5
   clean and adversarial CE, 5 clean epochs before the attack starts (none in a one-epoch run)."""

@@ -163,6 +163,7 @@ def apgd(
   rho: float = 0.75,
   unroll=None,
   microbatch: int | None = None,
+  return_x_unless_fooled: bool = False,
 ) -> jax.Array:
   """APGD: PGD with step size 2ε halved at checkpoints, momentum 0.75, and the best point kept.
 
@@ -178,9 +179,13 @@ def apgd(
     rho: the oscillation threshold ρ of the step-size rule.
     unroll: unroll factor (default: full on CPU up to 20 single-draw steps; rolled with EOT).
     microbatch: gradient chunk size (see `pgd`).
+    return_x_unless_fooled: return x itself for the points no iterate fooled (with EOT: the
+      logits averaged over the draws), as the reference's `perturb` does; AutoAttack's rand
+      version sets it, so a point the attack did not break is re-voted as itself.
 
   Returns:
-    x_adv inside the ε-ball and bounds: the first successful iterate, else the highest-loss one.
+    x_adv inside the ε-ball and bounds: the first successful iterate, else the highest-loss one
+    (or x, with `return_x_unless_fooled`).
 
   Raises:
     ValueError: for bad input, naming the argument; DLR with fewer than 3 classes (4 targeted).
@@ -199,7 +204,7 @@ def apgd(
     counts={'num_steps': num_steps, 'eot_samples': eot_samples},
     min_classes=min_classes(loss, targeted),
   )
-  x_adv, bad, _ = _apgd_impl(
+  x_adv, bad, fooled = _apgd_impl(
     _core.as_pytree_fn(logits_fn),
     key,
     x,
@@ -218,6 +223,8 @@ def apgd(
     microbatch=microbatch,
   )
   _core.check_logits_finite('apgd', bad)
+  if return_x_unless_fooled:
+    return jnp.where(fooled.reshape((-1,) + (1,) * (x_adv.ndim - 1)), x_adv, jnp.asarray(x, x_adv.dtype))
   return x_adv
 
 

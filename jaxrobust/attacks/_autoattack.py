@@ -59,9 +59,16 @@ def standard_attacks(
 def rand_attacks(
   norm: str, epsilon, *, eot_samples: int = 20, num_steps: int = 100, microbatch: int | None = None
 ) -> dict[str, Callable]:
-  """AutoAttack's version for randomised defenses: APGD-CE and APGD-DLR with EOT."""
+  """AutoAttack's version for randomised defenses: APGD-CE and APGD-DLR with EOT. As in the
+  reference, each returns x for the points it did not fool, so AutoAttack's one-draw re-vote
+  judges those points as themselves, not at APGD's highest-loss point."""
   common = dict(
-    epsilon=epsilon, norm=norm, num_steps=num_steps, eot_samples=eot_samples, microbatch=microbatch
+    epsilon=epsilon,
+    norm=norm,
+    num_steps=num_steps,
+    eot_samples=eot_samples,
+    microbatch=microbatch,
+    return_x_unless_fooled=True,
   )
   return {
     'apgd_ce': lambda f, k, x, y: apgd(f, k, x, y, loss='ce', **common),
