@@ -19,6 +19,7 @@ command resumes an interrupted evaluation.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -31,11 +32,15 @@ from jaxrobust.train.restore import load_trained
 PUBLISHED_RUNS = os.path.join('runs', 'published')
 
 
-def _check_options(num_test, steps_scale, eot_samples, suite):
-  if not isinstance(num_test, int) or num_test < 0:
+def _check_options(num_test, steps_scale, eot_samples, suite, epsilons=None):
+  """Every option, before anything is loaded or run."""
+  if not isinstance(num_test, int) or isinstance(num_test, bool) or num_test < 0:
     raise ValueError(f'num_test must be an integer >= 0 (0 = the whole test set), got {num_test!r}')
-  if not steps_scale > 0:
-    raise ValueError(f'steps_scale must be > 0, got {steps_scale}')
+  if not (isinstance(steps_scale, (int, float)) and math.isfinite(steps_scale) and steps_scale > 0):
+    raise ValueError(f'steps_scale must be a finite number > 0, got {steps_scale}')
+  for e in epsilons or ():
+    if not (isinstance(e, (int, float)) and math.isfinite(e) and e >= 0):
+      raise ValueError(f'epsilons must be finite numbers >= 0, got {e} in {list(epsilons)}')
   if not isinstance(eot_samples, int) or eot_samples < 1:
     raise ValueError(f'eot must be an integer >= 1, got {eot_samples!r}')
   if suite not in SUITES:
@@ -45,7 +50,14 @@ def _check_options(num_test, steps_scale, eot_samples, suite):
 def _evaluate_and_write(
   model, variables, ds, out_dir, *, suite, num_test, epsilons, steps_scale, eot_samples, seed, progress
 ):
-  n = min(num_test, len(ds.test_images)) if num_test else len(ds.test_images)
+  if num_test > len(ds.test_images):
+    raise ValueError(
+      f'num_test={num_test}, but the {ds.name} test set has {len(ds.test_images)} images '
+      '(0 evaluates all of them)'
+    )
+  n = num_test or len(ds.test_images)
+  if progress:
+    print(f'evaluating {n} {ds.name} test images under the {suite!r} suite')
   # The adaptive suite takes hours on a CPU: its finished pieces are kept, one directory per
   # setting of the command's knobs, and a rerun of the same command resumes.
   cache = f'adaptive_cache_n{n}_eot{eot_samples}_scale{steps_scale:g}_seed{seed}'
@@ -85,7 +97,7 @@ def evaluate_checkpoint(
       anything is loaded).
     NonFiniteLogitsError: when the checkpoint's clean logits are not finite.
   """
-  _check_options(num_test, steps_scale, eot_samples, suite)
+  _check_options(num_test, steps_scale, eot_samples, suite, epsilons)
   _, model, variables, ds = load_trained(workdir)
   return _evaluate_and_write(
     model,
@@ -138,7 +150,7 @@ def evaluate_published(
   from jaxrobust.data import load_dataset
   from jaxrobust.models.zoo import load_published
 
-  _check_options(num_test, steps_scale, eot_samples, suite)
+  _check_options(num_test, steps_scale, eot_samples, suite, epsilons)
   model, variables = load_published(checkpoint, arch, dataset, **model_overrides)
   if ds is None:
     ds = load_dataset(dataset, data_dir)

@@ -646,7 +646,25 @@ WORKDIR_CASES = [
     'evaluate_steps_scale',
     lambda w, t: evaluate.evaluate_checkpoint(str(w), steps_scale=0.0),
     ValueError,
-    'steps_scale must be > 0',
+    'steps_scale must be a finite number > 0',
+  ),
+  (
+    'evaluate_steps_scale_inf',
+    lambda w, t: evaluate.evaluate_checkpoint(str(w), steps_scale=float('inf')),
+    ValueError,
+    'steps_scale must be a finite number > 0, got inf',
+  ),
+  (
+    'evaluate_epsilon_negative',
+    lambda w, t: evaluate.evaluate_checkpoint(str(w), num_test=8, epsilons=[0.1, -0.2]),
+    ValueError,
+    r'epsilons must be finite numbers >= 0, got -0.2',
+  ),
+  (
+    'evaluate_num_test_beyond_the_test_set',
+    lambda w, t: evaluate.evaluate_checkpoint(str(w), num_test=100000),
+    ValueError,
+    'num_test=100000, but the synthetic test set has 128 images',
   ),
   (
     'evaluate_eot',
