@@ -465,3 +465,26 @@ def test_legacy_pieces_are_sealed_only_when_their_contents_are_vouched_for(tmp_p
   assert PieceCache(str(tmp_path), {'model': 'm'}).get('p', lambda: 'recomputed') == [1, 2]
   with pytest.raises(ValueError, match='no settings.json'):
     seal_directory(str(tmp_path / 'absent'))
+
+
+def test_the_suite_and_the_convergence_study_run_the_eot_pgd_their_docstring_names(masked, monkeypatch):
+  """One EOT-PGD: cross-entropy, a constant step of ε/20 at 100 steps, 2 restarts; the suite's
+  column and every point of the convergence study build exactly that spec."""
+  from jaxrobust.evaluation import adaptive
+
+  spec = adaptive.adaptive_attacks('fashion_mnist', eot_samples=20)['eot_pgd']
+  assert spec['loss'] == 'ce' and 'step_schedule' not in spec  # the attack's default schedule: constant
+  assert (spec['num_steps'], spec['restarts'], spec['eot']) == (100, 2, 20)
+  assert spec['step_size'] == pytest.approx(spec['epsilon'] / 20)
+  doc = adaptive.adaptive_attacks.__doc__ + adaptive.eot_pgd_spec.__doc__
+  assert 'cross-entropy' in doc and 'constant' in doc and '2 restarts' in doc and 'cosine' not in doc
+  built = []
+  real = A.build_attack
+  monkeypatch.setattr(adaptive.A, 'build_attack', lambda s: built.append(dict(s)) or real(s))
+  f, _, _, x, y = masked
+  adaptive.eot_convergence(
+    f, x[:6], y[:6], jax.random.key(3), epsilon=EPS, draws=(2,), steps=(4,), fixed_draws=2, fixed_steps=4
+  )
+  assert built and all(
+    b == adaptive.eot_pgd_spec(EPS, num_steps=b['num_steps'], eot_samples=b['eot']) for b in built
+  )

@@ -79,6 +79,24 @@ def _has_lwta(model) -> bool:
   return True
 
 
+def eot_pgd_spec(epsilon: float, *, num_steps: int, eot_samples: int, microbatch: int | None = None) -> dict:
+  """The suite's EOT-PGD, the one attack that its column, the convergence study and the docs name:
+  cross-entropy loss, a constant step ε/4·20/num_steps (ε/20 at 100 steps), 2 restarts, the
+  gradient averaged over `eot_samples` draws."""
+  spec = dict(
+    name='pgd',
+    epsilon=epsilon,
+    step_size=min(epsilon, epsilon / 4 * 20 / num_steps),
+    num_steps=num_steps,
+    loss='ce',
+    restarts=2,
+    eot=eot_samples,
+  )
+  if microbatch is not None:
+    spec['microbatch'] = microbatch
+  return spec
+
+
 def adaptive_attacks(
   dataset: str,
   *,
@@ -88,8 +106,8 @@ def adaptive_attacks(
   eot_microbatch: int | None = None,
 ) -> dict:
   """The suite's attack specs at the dataset's standard L∞ ε: single-draw PGD-20, APGD-CE and
-  APGD-DLR; EOT-PGD (margin loss, 100 steps with a cosine step schedule, 2 restarts); EOT-Square
-  (`queries`). AA-rand and the transfer attacks are added by `evaluate_adaptive`.
+  APGD-DLR; EOT-PGD (`eot_pgd_spec`: cross-entropy, 100 steps of constant size ε/20, 2 restarts);
+  EOT-Square (`queries`). AA-rand and the transfer attacks are added by `evaluate_adaptive`.
   `eot_microbatch` is EOT-PGD's gradient chunk size (None: the attack's default)."""
   eps = linf_budget('standard', dataset)
   b = STANDARD_BUDGETS[dataset]
@@ -98,15 +116,7 @@ def adaptive_attacks(
     'pgd': dict(name='pgd', epsilon=eps, step_size=min(eps, b['linf_step'] * 20 / s(20)), num_steps=s(20)),
     'apgd_ce': dict(name='apgd_ce', epsilon=eps, num_steps=s(100)),
     'apgd_dlr': dict(name='apgd_dlr', epsilon=eps, num_steps=s(100)),
-    'eot_pgd': dict(
-      name='pgd',
-      epsilon=eps,
-      step_size=min(eps, eps / 4 * 20 / s(100)),
-      num_steps=s(100),
-      eot=eot_samples,
-      restarts=2,
-      **({} if eot_microbatch is None else {'microbatch': eot_microbatch}),
-    ),
+    'eot_pgd': eot_pgd_spec(eps, num_steps=s(100), eot_samples=eot_samples, microbatch=eot_microbatch),
     'eot_square': dict(name='square', epsilon=eps, num_queries=s(queries), eot_samples=eot_samples),
   }
 
@@ -384,18 +394,16 @@ def eot_convergence(
     )
   x, y = jnp.asarray(x), jnp.asarray(y)
   settings = dict(model=model_id, data=digest(np.asarray(x), np.asarray(y)), key=digest(key), epsilon=epsilon)
-  # Pieces hold per-point results (earlier ones held an accuracy): such a cache is refused by name.
-  settings.update(num_draws=num_draws, pieces='per_point')
+  # Pieces hold per-point results (earlier ones held an accuracy), and the attack is the suite's
+  # own EOT-PGD (earlier: the margin loss with cosine steps): older caches are refused by name.
+  settings.update(num_draws=num_draws, pieces='per_point', attack='eot_pgd_spec')
   if microbatch is not None:
     settings['microbatch'] = microbatch
   cache = PieceCache(cache_dir, settings)
 
   def point(s: int, t: int) -> dict:
     """Per point: robust (majority of the draws) to EOT-PGD with s draws and t steps."""
-    spec = dict(name='pgd', epsilon=epsilon, step_size=epsilon / 4 * 20 / t, num_steps=t, restarts=1)
-    spec.update(step_schedule='cosine', loss='margin', eot=s)
-    if microbatch is not None:
-      spec['microbatch'] = microbatch
+    spec = eot_pgd_spec(epsilon, num_steps=t, eot_samples=s, microbatch=microbatch)
     t0 = time.perf_counter()
     x_adv = A.build_attack(spec)(logits_fn, jax.random.fold_in(key, 1000 * s + t), x, y)
     pred = prediction_over_draws(logits_fn, x_adv, y, jax.random.fold_in(key, 7), num_draws)
