@@ -92,6 +92,21 @@ def _time_parts(aa, split: dict) -> None:
     part.perturb = timed
 
 
+# The work each attack does on both sides: one restart (jaxrobust's attacks run one), 9 target
+# classes, 5000 Square queries, 100 iterations. The reference's 'standard' version sets these
+# itself; its 'custom' version keeps the constructor's 5 restarts of APGD-CE and FAB.
+EQUAL_WORK = dict(restarts=1, target_classes=9, square_queries=5000, iterations=100)
+
+
+def _equal_work(aa) -> None:
+  """Sets the reference's attack objects to `EQUAL_WORK`, whatever its version."""
+  for part in (aa.apgd, aa.apgd_targeted, aa.fab, aa.square):
+    part.n_restarts = EQUAL_WORK['restarts']
+  aa.apgd.n_iter = aa.apgd_targeted.n_iter = aa.fab.n_iter = EQUAL_WORK['iterations']
+  aa.apgd_targeted.n_target_classes = aa.fab.n_target_classes = EQUAL_WORK['target_classes']
+  aa.square.n_queries = EQUAL_WORK['square_queries']
+
+
 def run_reference(twin, xt, yt, eps, names=None, batch_size=500, split=None):
   """(robust accuracy, seconds) of the reference (pyautoattack, fra31/auto-attack's code);
   `split`, a dict, receives the seconds of each attack."""
@@ -108,6 +123,7 @@ def run_reference(twin, xt, yt, eps, names=None, batch_size=500, split=None):
     attacks=names,
   )
   aa.verbose = False
+  _equal_work(aa)
   if split is not None:
     split.clear()
     _time_parts(aa, split)
@@ -193,6 +209,10 @@ def combine_chunks(parts: list[dict], sizes: list[int]) -> dict:
     'run': parts[0]['run'] if len({p['run'] for p in parts}) == 1 else '+'.join(p['run'] for p in parts),
     'cpu': ', '.join(sorted({p['cpu'] for p in parts})),
     'chunks': len(parts),
+    # equal work only if every chunk was measured under it
+    **(
+      {'equal_work': parts[0]['equal_work']} if all(p.get('equal_work') == EQUAL_WORK for p in parts) else {}
+    ),
   }
 
 
@@ -250,7 +270,11 @@ def parity_table(pieces: dict[str, dict]) -> str:
   """The Markdown table from the stored measurements {'<attack>_<side>': {'accuracy', 'seconds',
   'run'}}. A speed-up is printed only for two measurements of the same run (side by side on one
   machine); accuracies compare whenever both exist."""
+  w = EQUAL_WORK
   lines = [
+    f'Both sides: {w["restarts"]} restart, {w["iterations"]} iterations, {w["target_classes"]} target classes, '
+    f'{w["square_queries"]} Square queries (rows measured before the reference was held to this are marked *).',
+    '',
     '| attack | reference | jaxrobust | Δ points | reference s | jaxrobust s | speed-up | measured on |',
     '|---|---|---|---|---|---|---|---|',
   ]
@@ -260,6 +284,8 @@ def parity_table(pieces: dict[str, dict]) -> str:
       continue
     speed = _speed_up(ref, ours)
     name = 'AutoAttack standard' if attack == 'standard' else attack
+    if ref.get('equal_work') != EQUAL_WORK and attack != 'standard':
+      name += ' *'
     lines.append(
       f'| {name} | {100 * ref["accuracy"]:.1f} | {100 * ours["accuracy"]:.1f} | '
       f'{_points(ours["accuracy"] - ref["accuracy"])} | {ref["seconds"]:.0f} | {ours["seconds"]:.0f} | {speed} | '
@@ -329,7 +355,7 @@ def main():
 
   def measured(fn, what='accuracy'):
     value, seconds = fn()
-    return {what: value, 'seconds': seconds, 'run': RUN, 'cpu': cpu_model()}
+    return {what: value, 'seconds': seconds, 'run': RUN, 'cpu': cpu_model(), 'equal_work': EQUAL_WORK}
 
   pieces = {}
   for attack in attacks:

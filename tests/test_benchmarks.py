@@ -156,7 +156,9 @@ def test_parity_table_prints_a_speed_up_only_for_one_run():
   """Accuracies compare across runs; a speed-up needs both sides measured in the same run."""
   from benchmarks.parity_torch import parity_table
 
-  piece = lambda acc, s, run: dict(accuracy=acc, seconds=s, run=run, cpu='X (2 cores)')  # noqa: E731
+  from benchmarks.parity_torch import EQUAL_WORK
+
+  piece = lambda acc, s, run: dict(accuracy=acc, seconds=s, run=run, cpu='X (2 cores)', equal_work=EQUAL_WORK)  # noqa: E731
   table = parity_table(
     {
       'apgd-ce_reference': piece(0.60, 100.0, 'a'),
@@ -173,6 +175,35 @@ def test_parity_table_prints_a_speed_up_only_for_one_run():
   assert '| square | 70.0 | 69.0 | -1.0 | 300 | 100 | not measured in one run | X (2 cores) |' in lines
   assert not any(line.startswith('| fab-t') for line in lines)
   assert '| apgd-t | 66.0 | 66.0 | +0.0 | 10 | 5 | 2.00× | X (2 cores) |' in lines  # never '-0.0'
+  assert lines[0].startswith('Both sides: 1 restart, 100 iterations, 9 target classes, 5000 Square queries')
+  # a reference measured before it was held to equal work (5 APGD restarts) is marked
+  old = parity_table(
+    {
+      'apgd-ce_reference': dict(piece(0.6, 100.0, 'a'), equal_work=None),
+      'apgd-ce_jaxrobust': piece(0.6, 50.0, 'a'),
+    }
+  )
+  assert '| apgd-ce * | 60.0 |' in old
+
+
+def test_the_reference_is_held_to_the_work_jaxrobust_does():
+  """The reference's 'custom' version keeps its constructor's 5 APGD-CE and FAB restarts; the
+  parity run sets every attack object to one restart, 100 iterations, 9 targets, 5000 queries."""
+  from types import SimpleNamespace
+
+  from benchmarks.parity_torch import EQUAL_WORK, _equal_work
+
+  aa = SimpleNamespace(
+    apgd=SimpleNamespace(n_restarts=5, n_iter=100),
+    apgd_targeted=SimpleNamespace(n_restarts=1, n_iter=100, n_target_classes=9),
+    fab=SimpleNamespace(n_restarts=5, n_iter=100, n_target_classes=9),
+    square=SimpleNamespace(n_restarts=1, n_queries=5000),
+  )
+  _equal_work(aa)
+  assert (
+    {p.n_restarts for p in (aa.apgd, aa.apgd_targeted, aa.fab, aa.square)} == {EQUAL_WORK['restarts']} == {1}
+  )
+  assert aa.apgd.n_iter == aa.fab.n_iter == 100 and aa.square.n_queries == 5000
 
 
 def test_square_with_the_references_windows_is_a_parity_component():
@@ -227,7 +258,7 @@ def test_parity_chunks_alternate_resume_and_add_up(tmp_path):
   """Chunked parity measurements: the sides alternate inside each chunk, the accuracy over all
   images is the chunks' weighted mean, an interrupted run recomputes only the missing chunks, and
   a side stored whole (before chunks existed) is read as it is."""
-  from benchmarks.parity_torch import measure_in_chunks, parity_table
+  from benchmarks.parity_torch import EQUAL_WORK, measure_in_chunks, parity_table
   from jaxrobust.evaluation.cache import PieceCache
 
   correct = np.arange(10) % 3 == 0  # 4 of 10 images stay robust
@@ -244,7 +275,7 @@ def test_parity_chunks_alternate_resume_and_add_up(tmp_path):
 
   def measured(fn):
     acc, s = fn()
-    return {'accuracy': acc, 'seconds': s, 'run': 'r', 'cpu': 'cpu'}
+    return {'accuracy': acc, 'seconds': s, 'run': 'r', 'cpu': 'cpu', 'equal_work': EQUAL_WORK}
 
   cache = PieceCache(str(tmp_path), {'model': 'm'})
   with pytest.raises(RuntimeError):
