@@ -734,3 +734,22 @@ def test_evaluation_refuses_integer_pixels_it_would_take_unscaled(dtype):
   with pytest.raises(ValueError, match=f'images has dtype {np.dtype(dtype)}'):
     robust_accuracy(f, images, labels, {}, key=KEY)
   assert clean_accuracy(f, np.full((4, 2, 2, 1), 255, np.uint8), labels, key=KEY) == 1.0
+
+
+def test_a_run_whose_checkpoints_are_gone_is_not_retrained_over_its_metrics(trained_workdir, tmp_path):
+  """Resuming a work directory without its checkpoints/ retrained from step 0 and trimmed the old
+  metrics; it is refused, naming what is missing, and nothing on disk changes."""
+  import shutil
+
+  work = tmp_path / 'run'
+  shutil.copytree(trained_workdir, work)
+  shutil.rmtree(work / 'checkpoints')
+  before = tree_files(work)
+  c = synthetic_training_config()
+  c.train.num_steps = 4
+  with pytest.raises(
+    train.NoCheckpointError,
+    match=r'checkpoints holds no intact checkpoint, but .*metrics.jsonl records training up to step 4',
+  ):
+    train.train_and_evaluate(c, str(work), progress=False)
+  assert tree_files(work) == before

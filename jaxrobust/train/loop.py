@@ -29,7 +29,7 @@ from jaxrobust.train.metrics import JsonlWriter
 from jaxrobust.train.objectives import Objective
 from jaxrobust.train.parallel import ParallelStep, make_parallel_step
 from jaxrobust.train.step import make_train_step
-from jaxrobust.train.workdir import claim_workdir, trim_metrics
+from jaxrobust.train.workdir import claim_workdir, last_logged_step, trim_metrics
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -156,7 +156,15 @@ def _run(exp: Experiment, workdir: str, *, progress: bool) -> dict[str, Any]:
     if progress:
       print(f'resumed from {ckpt.directory} at step {start}')
   except NoCheckpointError:
-    pass
+    done = last_logged_step(writer.path) if writer.enabled else 0
+    if done > 0:
+      # Retraining from step 0 would trim the metrics of the steps already done: refuse, naming
+      # what is missing, before anything is written.
+      raise NoCheckpointError(
+        f'{ckpt.directory} holds no intact checkpoint, but {writer.path} records training up to '
+        f'step {done:g}: refusing to start again from step 0 over that run. Restore the '
+        'checkpoints, or use a new work directory to start over.'
+      ) from None
   if writer.enabled:
     trim_metrics(writer.path, start)
 

@@ -164,3 +164,12 @@ def _logged_step(line: str) -> float:
     return json.loads(line).get('step', 0)
   except ValueError:
     return float('inf')
+
+
+def last_logged_step(path: str) -> float:
+  """The largest step that metrics.jsonl at `path` records (0 when there is none)."""
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    steps = [_logged_step(line) for line in f if line.strip()]
+  return max([s for s in steps if s != float('inf')], default=0)
