@@ -390,3 +390,36 @@ def test_rand_version_returns_x_for_the_points_apgd_did_not_fool(linear):
   assert not np.array_equal(
     np.asarray(best)[~fooled], np.asarray(xs)[~fooled]
   )  # the old behaviour moved them
+
+
+def test_square_l2_budgets_the_new_window_per_channel_as_the_reference():
+  """The reference's L2 update (`square.py`): the old window content is normalised per channel,
+  the new window is normalised per channel to sqrt(max(ε² − ‖δ‖², 0)/c + ‖δ_windows‖²), then the
+  whole δ is rescaled to ε. So on 3 channels, each channel's new window carries the same norm,
+  whatever the channels held before; a budget over all channels at once would not."""
+  from jaxrobust.attacks import _square
+
+  b, h, w, c = 4, 12, 12, 3
+  rng = np.random.default_rng(0)
+  x = jnp.full((b, h, w, c), 0.5, jnp.float32)
+  # δ differs per pixel and per channel, so that a budget over all channels gives channels
+  # different norms
+  delta0 = jnp.asarray(np.array([0.01, 0.02, 0.03]) * (0.5 + rng.uniform(size=(b, h, w, c))), jnp.float32)
+  f = lambda xx, key: xx.reshape(xx.shape[0], -1)[:, :5]  # noqa: E731
+  y = jnp.zeros(b, jnp.int32)
+  static = dict(
+    num_queries=100, norm='l2', p_init=0.05, targeted=False, rescale=True, eot_samples=1,
+    microbatch=None, reference_windows=True,
+  )  # fmt: skip
+  _, _, propose = _square._search(f, KEY, x, y, jnp.float32(0.5), 0.0, 1.0, **static)
+  moved = np.asarray(propose(0, x + delta0) - x)
+  ratio = moved / np.asarray(delta0)
+  for e in range(b):
+    g = np.median(ratio[e])  # outside both windows δ is only rescaled
+    outside = np.isclose(ratio[e], g, rtol=1e-4).all(-1)
+    cleared = np.isclose(moved[e], 0, atol=1e-7).all(-1)
+    new_window = ~outside & ~cleared
+    assert 9 <= new_window.sum() <= 49, new_window.sum()  # one s×s window (s odd, ≥ 3)
+    norms = np.sqrt((moved[e][new_window] ** 2).sum(0))  # per channel
+    np.testing.assert_allclose(norms, norms[0], rtol=1e-4)
+    assert np.linalg.norm(moved[e]) == pytest.approx(0.5, rel=1e-4)  # the whole δ at ε
