@@ -40,6 +40,38 @@ def call(attack, *, f=f3, key=KEY, x=x4, y=y4, **kw):
 # (id, thunk, exception type, regex the message must match)
 ATTACK_CASES = [
   ('eps_negative', call(A.pgd, epsilon=-0.1), ValueError, 'pgd: epsilon must be >= 0'),
+  ('eps_bool', call(A.pgd, epsilon=True), ValueError, 'pgd: epsilon must be a number, not a bool'),
+  (
+    'apgd_rho_above_one',
+    call(A.apgd, epsilon=0.1, rho=1.5),
+    ValueError,
+    r'apgd: rho must be in \[0.0, 1.0\]',
+  ),
+  ('apgd_rho_negative', call(A.apgd, epsilon=0.1, rho=-0.1), ValueError, 'apgd: rho must be in'),
+  (
+    'fab_eta_below_one',
+    call(A.fab_targeted, epsilon=0.1, eta=0.5, num_targets=2),
+    ValueError,
+    'fab_targeted: eta must be in',
+  ),
+  (
+    'fab_beta_above_one',
+    call(A.fab_targeted, epsilon=0.1, beta=1.5, num_targets=2),
+    ValueError,
+    'fab_targeted: beta must be in',
+  ),
+  (
+    'autoattack_three_classes',
+    call(A.autoattack, epsilon=0.1),
+    ValueError,
+    'autoattack: the standard version needs at least 4 classes',
+  ),
+  (
+    'autoattack_nan_model',
+    call(A.autoattack, f=nan_f, epsilon=0.1, version='rand'),
+    FloatingPointError,
+    'autoattack: logits_fn returned non-finite logits on 4 of 4 clean inputs',
+  ),
   ('eps_nan', call(A.pgd, epsilon=jnp.nan), ValueError, 'pgd: epsilon is NaN'),
   ('eps_inf', call(A.pgd, epsilon=jnp.inf), ValueError, 'pgd: epsilon must be finite'),
   ('eps_string', call(A.pgd, epsilon='0.1'), ValueError, 'pgd: epsilon must be a number'),

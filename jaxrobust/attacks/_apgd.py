@@ -193,6 +193,7 @@ def apgd(
   """
   _core.check_norm('apgd', norm)
   get_loss(loss)
+  _core.check_range('apgd', 'rho', rho, 0.0, 1.0)
   _core.check_inputs(
     logits_fn,
     x,
@@ -271,6 +272,7 @@ def apgd_targeted(
   """
   name = 'apgd_targeted'
   _core.check_norm(name, norm)
+  _core.check_range(name, 'rho', rho, 0.0, 1.0)
   _core.check_inputs(
     logits_fn,
     x,

@@ -193,6 +193,12 @@ def autoattack(
   f = _core.as_pytree_fn(logits_fn)
   n = x.shape[0]
   num_classes = _core.num_classes_of(f, x[:1])
+  if version == 'standard' and num_classes < 4:
+    # APGD-T's targeted DLR loss needs 4 classes: refuse now, not after APGD-CE has run.
+    raise ValueError(
+      f'autoattack: the standard version needs at least 4 classes (APGD-T), the model has '
+      f"{num_classes}; use version='custom' with attacks=['apgd_ce', 'square'] or similar"
+    )
   if version == 'standard':
     suite = standard_attacks(
       norm, epsilon, num_classes, num_steps=num_steps, num_queries=num_queries, microbatch=microbatch
@@ -226,7 +232,13 @@ def autoattack(
     devices = jax.devices()[:1] if flags['randomized'] else jax.devices()
   ex_keys = _core.per_example_keys(jax.random.fold_in(key, 0), n)
   pred = _predict(f, x, jax.random.fold_in(key, 1), batch_size)
-  robust = (pred.argmax(-1) == np.asarray(y)) & np.all(np.isfinite(pred), -1)
+  finite = np.all(np.isfinite(pred), -1)
+  if not finite.all():
+    # A broken model is not a robust one, nor one with 0 % clean accuracy to report.
+    raise FloatingPointError(
+      f'autoattack: logits_fn returned non-finite logits on {int((~finite).sum())} of {n} clean inputs'
+    )
+  robust = pred.argmax(-1) == np.asarray(y)
   report = {
     'version': version,
     'norm': norm,

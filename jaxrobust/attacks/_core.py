@@ -81,7 +81,18 @@ def check_key(name: str, key, batch: int) -> None:
     )
 
 
+def check_range(name: str, arg: str, v, lo: float, hi: float) -> None:
+  """A concrete scalar hyperparameter within [lo, hi] (skipped for a tracer)."""
+  if isinstance(v, bool) or not isinstance(v, (int, float, np.number, jax.Array, np.ndarray)):
+    raise ValueError(f'{name}: {arg} must be a number in [{lo}, {hi}], got {v!r}')
+  c = concrete(v)
+  if c is not None and not (np.all(c >= lo) and np.all(c <= hi)):
+    raise ValueError(f'{name}: {arg} must be in [{lo}, {hi}], got {v}')
+
+
 def _check_value(name: str, arg: str, v, x, b: int) -> None:
+  if isinstance(v, bool):
+    raise ValueError(f'{name}: {arg} must be a number, not a bool, got {v!r}')
   if isinstance(v, str) or (hasattr(v, 'dtype') and not jnp.issubdtype(v.dtype, jnp.number)):
     raise ValueError(f'{name}: {arg} must be a number or an array of numbers, got {v!r}')
   shape = jnp.shape(v)

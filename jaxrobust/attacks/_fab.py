@@ -195,6 +195,8 @@ def fab_targeted(
   name = 'fab_targeted'
   _core.check_norm(name, norm)
   minimum_norm = epsilon is None
+  _core.check_range(name, 'eta', eta, 1.0, float('inf'))
+  _core.check_range(name, 'beta', beta, 0.0, 1.0)
   _core.check_inputs(
     logits_fn,
     x,
