@@ -541,6 +541,18 @@ CONFIG_CASES = [
     'config.train.trades_beta',
   ),
   (
+    'schedule_factor_negative',
+    lambda: cfg(train__schedule_factor=-0.1),
+    train.ConfigError,
+    'config.train.schedule_factor',
+  ),
+  (
+    'boundaries_negative',
+    lambda: cfg(train__boundaries_epochs=(-1.0, 2.0)),
+    train.ConfigError,
+    'config.train.boundaries_epochs',
+  ),
+  (
     'num_epochs_inf',
     lambda: cfg(train__num_epochs=float('inf')),
     train.ConfigError,

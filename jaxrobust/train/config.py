@@ -231,6 +231,16 @@ def validate(config) -> None:
   )
   for name in ('num_epochs', 'learning_rate', 'weight_decay', 'clean_epochs'):
     _require(_finite_number(t[name]), f'train.{name}', f'must be a finite number, got {t[name]!r}')
+  _require(
+    _finite_number(t['schedule_factor']) and t['schedule_factor'] > 0,
+    'train.schedule_factor',
+    f'must be a finite number > 0, got {t["schedule_factor"]!r}',
+  )
+  _require(
+    all(_finite_number(e) and e > 0 for e in t['boundaries_epochs']),
+    'train.boundaries_epochs',
+    f'must hold finite epochs > 0, got {t["boundaries_epochs"]!r}',
+  )
   # Every training objective's attack is checked here, once: ε and step sizes finite and >= 0
   # (a negative ε would clip to an inverted box and train on shifted images, not adversarial ones).
   _check_attack_spec(t['attack'], 'train.attack')
