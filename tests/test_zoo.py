@@ -181,6 +181,29 @@ def test_safetensors_header_is_checked(tmp_path):
     read_safetensors(path)
 
 
+@pytest.mark.parametrize(
+  'entry,match',
+  [
+    ('[1, 2]', "tensor 'w' is described by"),
+    ('7', "tensor 'w' is described by"),
+    ('{"dtype": "F32", "shape": [4]}', 'data_offsets None, not two integers'),
+    ('{"dtype": "F32", "shape": [4], "data_offsets": ["0", "16"]}', 'not two integers'),
+    ('{"dtype": "F32", "shape": [-4], "data_offsets": [0, 16]}', r'shape \[-4\], not integers >= 0'),
+    ('{"dtype": "F32", "shape": [1000000, 1000000], "data_offsets": [0, 16]}', 'do not fit its shape'),
+    ('{"dtype": "F32", "shape": "4", "data_offsets": [0, 16]}', 'not integers >= 0'),
+  ],
+)
+def test_malformed_safetensors_entries_are_named_format_errors(tmp_path, entry, match):
+  """List or int entries, missing or string offsets, negative or overflowing shapes: each a
+  CheckpointFormatError naming the file, never a raw TypeError or an attempted allocation."""
+  path = tmp_path / 'bad.safetensors'
+  header = ('{"w": ' + entry + '}').encode()
+  path.write_bytes(struct.pack('<Q', len(header)) + header + b'\x00' * 16)
+  with pytest.raises(CheckpointFormatError, match=match) as e:
+    read_safetensors(str(path))
+  assert str(path) in str(e.value)
+
+
 def test_unknown_extension_and_missing_file(tmp_path):
   with pytest.raises(CheckpointFormatError, match="unknown checkpoint extension '.h5'"):
     read_checkpoint(str(tmp_path / 'm.h5'))

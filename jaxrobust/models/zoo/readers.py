@@ -16,6 +16,7 @@ import collections
 import contextlib
 import io
 import json
+import math
 import os
 import pickle
 import struct
@@ -335,16 +336,28 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
     header = json.loads(blob[8 : 8 + n])
   except ValueError as e:
     raise CheckpointFormatError(f'{path}: the safetensors header is not JSON ({e})') from e
+  if not isinstance(header, dict):
+    raise CheckpointFormatError(f'{path}: the safetensors header is not a JSON object')
   data, out = memoryview(blob)[8 + n :], {}
+  is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
   for name, info in header.items():
     if name == '__metadata__':
       continue
+    if not isinstance(info, dict):
+      raise CheckpointFormatError(f'{path}: tensor {name!r} is described by {info!r}, not an object')
     if info.get('dtype') not in _SAFETENSORS_DTYPES:
       raise CheckpointFormatError(f'{path}: tensor {name!r} has unsupported dtype {info.get("dtype")!r}')
     dtype = np.dtype(_SAFETENSORS_DTYPES[info['dtype']]).newbyteorder('<')
-    begin, end = info['data_offsets']
-    shape = tuple(info['shape'])
-    if not 0 <= begin <= end <= len(data) or end - begin != int(np.prod(shape)) * dtype.itemsize:
+    offsets, shape = info.get('data_offsets'), info.get('shape')
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(is_int(o) for o in offsets)):
+      raise CheckpointFormatError(f'{path}: tensor {name!r} has data_offsets {offsets!r}, not two integers')
+    if not (isinstance(shape, list) and all(is_int(d) and d >= 0 for d in shape)):
+      raise CheckpointFormatError(f'{path}: tensor {name!r} has shape {shape!r}, not integers >= 0')
+    begin, end = offsets
+    shape = tuple(shape)
+    # Python integers: a product too large for the file is caught before anything is allocated.
+    size = math.prod(shape) * dtype.itemsize
+    if not 0 <= begin <= end <= len(data) or end - begin != size:
       raise CheckpointFormatError(
         f'{path}: tensor {name!r} has offsets {begin}..{end} that do not fit its shape'
       )
