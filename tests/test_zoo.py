@@ -306,3 +306,63 @@ def test_a_published_model_with_one_nan_weight_is_refused_by_name(tmp_path):
   ):
     load_published(str(path), arch, 'cifar10', **kw)
   load_published(src, arch, 'cifar10', **kw)  # the intact file still loads
+
+
+def _torch_pickle(monkeypatch, size, stride, numel) -> bytes:
+  """A state dict {'w': tensor} pickled as torch does (persistent storage id, `_rebuild_tensor_v2`),
+  written without torch: stand-in modules named torch and torch._utils exist only while pickling."""
+  import collections
+  import sys
+  import types
+
+  torch, utils = types.ModuleType('torch'), types.ModuleType('torch._utils')
+  storage_type = type('FloatStorage', (), {'__module__': 'torch'})
+  torch.FloatStorage = storage_type
+
+  def _rebuild_tensor_v2(*args):
+    return args
+
+  _rebuild_tensor_v2.__module__ = 'torch._utils'
+  _rebuild_tensor_v2.__qualname__ = '_rebuild_tensor_v2'
+  utils._rebuild_tensor_v2 = _rebuild_tensor_v2
+  torch._utils = utils
+  monkeypatch.setitem(sys.modules, 'torch', torch)
+  monkeypatch.setitem(sys.modules, 'torch._utils', utils)
+  storage = object()
+
+  class Tensor:
+    def __reduce__(self):
+      return (_rebuild_tensor_v2, (storage, 0, size, stride, False, collections.OrderedDict()))
+
+  class Pickler(pickle.Pickler):
+    def persistent_id(self, obj):
+      return ('storage', storage_type, '0', 'cpu', numel) if obj is storage else None
+
+  buf = io.BytesIO()
+  Pickler(buf, protocol=2).dump({'w': Tensor()})
+  return buf.getvalue()
+
+
+def test_a_tiny_file_cannot_ask_for_a_huge_allocation(tmp_path, monkeypatch):
+  """A 1 KB .pt with a stride-0 tensor of 10¹² elements, or a legacy storage of 10¹² elements,
+  asked for terabytes; both are refused, naming the file, before anything is allocated."""
+  path = tmp_path / 'expanded.pt'
+  with zipfile.ZipFile(path, 'w') as z:
+    z.writestr('archive/data.pkl', _torch_pickle(monkeypatch, (10**6, 10**6), (0, 0), 1))
+    z.writestr('archive/data/0', struct.pack('<f', 1.0))
+    z.writestr('archive/byteorder', 'little')
+    z.writestr('archive/version', '3\n')
+  with pytest.raises(CheckpointFormatError, match=r'expanded.pt: a tensor of size \(1000000, 1000000\)'):
+    read_checkpoint(str(path))
+  legacy = tmp_path / 'huge.pth'
+  _legacy_checkpoint(str(legacy), _torch_pickle(monkeypatch, (10**12,), (1,), 10**12))
+  with pytest.raises(CheckpointFormatError, match=r'huge.pth: storage 0 claims 1000000000000 elements'):
+    read_checkpoint(str(legacy))
+  # the same writer, honest sizes: read as it is
+  ok = tmp_path / 'ok.pt'
+  with zipfile.ZipFile(ok, 'w') as z:
+    z.writestr('archive/data.pkl', _torch_pickle(monkeypatch, (2,), (1,), 2))
+    z.writestr('archive/data/0', struct.pack('<2f', 1.0, 2.0))
+    z.writestr('archive/byteorder', 'little')
+    z.writestr('archive/version', '3\n')
+  assert read_checkpoint(str(ok))[1]['w'].tolist() == [1.0, 2.0]

@@ -105,6 +105,12 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
   if not size:
     return np.array(storage[storage_offset])
   needed = storage_offset + 1 + sum((n - 1) * s for n, s in zip(size, stride) if n > 0)
+  if math.prod(size) > storage.size:
+    # More elements than the storage holds: a stride-0 (expanded) view, which a state dict never
+    # needs and which would be copied out to its full size.
+    raise CheckpointFormatError(
+      f'a tensor of size {size} (stride {stride}) has more elements than its storage of {storage.size}'
+    )
   if min(size) > 0 and needed > storage.size:
     raise CheckpointFormatError(
       f'a tensor of size {size} and stride {stride} reaches past its storage of {storage.size}'
@@ -165,10 +171,10 @@ class SafeUnpickler(pickle.Unpickler):
   def load(self):
     try:
       return super().load()
-    except UnsafeCheckpointError as e:
+    except (UnsafeCheckpointError, CheckpointFormatError) as e:
       if str(e).startswith(f'{self._source}:'):
         raise
-      raise UnsafeCheckpointError(f'{self._source}: {e}') from None
+      raise type(e)(f'{self._source}: {e}') from None
 
   def find_class(self, module, name):
     if (module, name) not in _ALLOWED:
@@ -269,7 +275,15 @@ def _read_legacy_torch(path: str) -> Any:
     plain()  # sys info (a dict of ints and a bool)
     start, storages = f.tell(), {}
 
+    file_size = os.path.getsize(path)
+
     def describe(storage_type, key, numel):
+      # The data follows in the file: a storage larger than the file is refused before any
+      # allocation (a 1 KB file could otherwise ask for terabytes).
+      if numel < 0 or numel * storage_type.dtype.itemsize > file_size:
+        raise CheckpointFormatError(
+          f'{path}: storage {key} claims {numel} elements, more than the file of {file_size} bytes holds'
+        )
       storages[key] = (storage_type, numel)
       return np.zeros(numel, storage_type.dtype)
 
