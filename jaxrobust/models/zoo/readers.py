@@ -105,15 +105,15 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
   if not size:
     return np.array(storage[storage_offset])
   needed = storage_offset + 1 + sum((n - 1) * s for n, s in zip(size, stride) if n > 0)
+  if min(size) > 0 and needed > storage.size:
+    raise CheckpointFormatError(
+      f'a tensor of size {size} and stride {stride} reaches past its storage of {storage.size}'
+    )
   if math.prod(size) > storage.size:
     # More elements than the storage holds: a stride-0 (expanded) view, which a state dict never
     # needs and which would be copied out to its full size.
     raise CheckpointFormatError(
       f'a tensor of size {size} (stride {stride}) has more elements than its storage of {storage.size}'
-    )
-  if min(size) > 0 and needed > storage.size:
-    raise CheckpointFormatError(
-      f'a tensor of size {size} and stride {stride} reaches past its storage of {storage.size}'
     )
   item = storage.itemsize
   view = np.lib.stride_tricks.as_strided(
