@@ -421,6 +421,18 @@ CONFIG_CASES = [
     'config.train.learning_rate',
   ),
   ('num_train_negative', lambda: cfg(data__num_train=-1), train.ConfigError, 'config.data.num_train'),
+  (
+    'num_train_beyond_the_split',
+    lambda: cfg(data__num_train=100000),
+    train.ConfigError,
+    r"config.data.num_train: 100000, but 'synthetic' has 256 examples",
+  ),
+  (
+    'num_test_beyond_the_split',
+    lambda: cfg(data__num_test=100000),
+    train.ConfigError,
+    r"config.data.num_test: 100000, but 'synthetic' has 128 examples",
+  ),
   ('num_steps_negative', lambda: cfg(train__num_steps=-1), train.ConfigError, 'config.train.num_steps'),
   (
     'num_epochs_zero',

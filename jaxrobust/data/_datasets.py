@@ -159,6 +159,29 @@ def load_tfds(name: str, data_dir: str | None = None) -> Dataset:
   return Dataset(name, num_classes, tuple(train[0].shape[1:]), train[0], train[1], test[0], test[1], names)
 
 
+def first_examples(ds: Dataset, num_train: int | None, num_test: int | None) -> Dataset:
+  """The first num_train training and num_test test examples (None: all of a split).
+
+  Raises:
+    ValueError: for more examples than a split has (clipping would silently use fewer).
+  """
+  for arg, v, have in (
+    ('num_train', num_train, len(ds.train_labels)),
+    ('num_test', num_test, len(ds.test_labels)),
+  ):
+    if v is not None and v > have:
+      raise ValueError(f'{arg}: {v}, but {ds.name!r} has {have} examples in that split')
+  if num_train is None and num_test is None:
+    return ds
+  return dataclasses.replace(
+    ds,
+    train_images=ds.train_images[:num_train],
+    train_labels=ds.train_labels[:num_train],
+    test_images=ds.test_images[:num_test],
+    test_labels=ds.test_labels[:num_test],
+  )
+
+
 def load_dataset(
   name: str,
   data_dir: str | None = None,
@@ -176,7 +199,7 @@ def load_dataset(
       name ('cifar10', 'mnist', 'svhn_cropped', ...).
     data_dir: directory of the IDX files or the tfds data_dir.
     seed: seed of the synthetic dataset.
-    num_train, num_test: keep only the first examples of each split.
+    num_train, num_test: keep only the first examples of each split (at most the split's size).
     source: 'auto' (IDX for fashion_mnist, else tfds), 'idx' or 'tfds'.
     synthetic: keyword arguments of `load_synthetic` (sizes, image shape, classes).
 
@@ -194,14 +217,7 @@ def load_dataset(
   for arg, v in (('num_train', num_train), ('num_test', num_test)):
     if v is not None and (not isinstance(v, (int, np.integer)) or v < 0):
       raise ValueError(f'load_dataset: {arg} must be an integer >= 0 or None, got {v!r}')
-  if num_train is not None or num_test is not None:
-    ds = dataclasses.replace(
-      ds,
-      train_images=ds.train_images[:num_train],
-      train_labels=ds.train_labels[:num_train],
-      test_images=ds.test_images[:num_test],
-      test_labels=ds.test_labels[:num_test],
-    )
+  ds = first_examples(ds, num_train, num_test)
   for split, y in (('train', ds.train_labels), ('test', ds.test_labels)):
     if y.size and (y.min() < 0 or y.max() >= ds.num_classes):
       raise ValueError(

@@ -19,7 +19,7 @@ import optax
 
 from jaxrobust import keys
 from jaxrobust.attacks import build_attack
-from jaxrobust.data import Dataset, load_dataset
+from jaxrobust.data import Dataset, first_examples, load_dataset
 from jaxrobust.models import create_model
 from jaxrobust.train import optim
 from jaxrobust.train.config import ConfigError, validate
@@ -93,15 +93,16 @@ class Experiment:
 
 
 def load_data(data: ml_collections.ConfigDict, seed: int) -> Dataset:
-  """The dataset of `config.data` (the seed drives the synthetic one)."""
-  return load_dataset(
-    data.name,
-    data.data_dir or None,
-    seed=seed,
-    num_train=data.num_train or None,
-    num_test=data.num_test or None,
-    synthetic=dict(data.synthetic),
-  )
+  """The dataset of `config.data` (the seed drives the synthetic one).
+
+  Raises:
+    ConfigError: naming config.data.num_train / num_test when it exceeds its split.
+  """
+  ds = load_dataset(data.name, data.data_dir or None, seed=seed, synthetic=dict(data.synthetic))
+  try:
+    return first_examples(ds, data.num_train or None, data.num_test or None)
+  except ValueError as e:
+    raise ConfigError(f'config.data.{e}') from None
 
 
 def build_model(model: ml_collections.ConfigDict, ds: Dataset, *, bn_axis_name: str | None = None):
