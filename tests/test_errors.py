@@ -809,3 +809,38 @@ def test_a_run_whose_checkpoints_are_gone_is_not_retrained_over_its_metrics(trai
   ):
     train.train_and_evaluate(c, str(work), progress=False)
   assert tree_files(work) == before
+
+
+def test_a_budget_below_the_steps_already_trained_is_refused(trained_workdir, tmp_path):
+  """num_steps smaller than the checkpoint's step was silently ignored: the longer-trained state
+  was evaluated as this config's result. Refused, naming both steps; nothing on disk changes."""
+  import shutil
+
+  work = tmp_path / 'run'
+  shutil.copytree(trained_workdir, work)
+  before = tree_files(work)
+  c = synthetic_training_config()
+  c.train.num_steps = 2  # the work directory holds step 4
+  with pytest.raises(
+    train.ConfigError, match=r'this run stops at step 2, but .*checkpoints holds a checkpoint at step 4'
+  ):
+    train.train_and_evaluate(c, str(work), progress=False, allow_config_change=True)
+  assert tree_files(work) == before
+
+
+def test_allow_config_change_with_another_model_leaves_the_work_directory_as_it_was(
+  trained_workdir, tmp_path
+):
+  """config.json was replaced before the restore failed, and the work directory could then not be
+  evaluated until the old file was put back by hand. Everything is checked before anything is written."""
+  import shutil
+
+  work = tmp_path / 'run'
+  shutil.copytree(trained_workdir, work)
+  before = tree_files(work)
+  c = synthetic_training_config()
+  c.train.num_steps = 4
+  c.model.name = 'small_cnn_pni'
+  with pytest.raises(Exception):  # noqa: B017  (the restore refuses the other model's tree)
+    train.train_and_evaluate(c, str(work), progress=False, allow_config_change=True)
+  assert tree_files(work) == before

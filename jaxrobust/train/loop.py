@@ -23,13 +23,14 @@ from jaxrobust.data import epoch_batches
 from jaxrobust.evaluation.accuracy import NonFiniteLogitsError, clean_accuracy
 from jaxrobust.models import make_logits_fn
 from jaxrobust.train.checkpoint import Checkpointer, NoCheckpointError
+from jaxrobust.train.config import ConfigError
 from jaxrobust.train.experiment import Experiment, build_experiment
 from jaxrobust.train.guard import OverfitGuard
 from jaxrobust.train.metrics import JsonlWriter
 from jaxrobust.train.objectives import Objective
 from jaxrobust.train.parallel import ParallelStep, make_parallel_step
 from jaxrobust.train.step import make_train_step
-from jaxrobust.train.workdir import claim_workdir, last_logged_step, trim_metrics
+from jaxrobust.train.workdir import claim_workdir, last_logged_step, record_config, trim_metrics
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -165,7 +166,16 @@ def _run(exp: Experiment, workdir: str, *, progress: bool) -> dict[str, Any]:
         f'step {done:g}: refusing to start again from step 0 over that run. Restore the '
         'checkpoints, or use a new work directory to start over.'
       ) from None
+  if start > lp.stop_at_step:
+    # The config asks for fewer steps than the checkpoint holds: evaluating the longer-trained
+    # state as this config's result would be silently wrong.
+    raise ConfigError(
+      f'config.train: this run stops at step {lp.stop_at_step}, but {ckpt.directory} holds a checkpoint '
+      f'at step {start}; use the longer budget, or a new work directory'
+    )
   if writer.enabled:
+    # Every check of the work directory has passed: only now is anything written to it.
+    record_config(workdir, exp.config.to_json_best_effort(indent=2))
     trim_metrics(writer.path, start)
 
   guard = OverfitGuard(exp, workdir, state.to_checkpoint()) if exp.guard is not None else None

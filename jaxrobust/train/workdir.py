@@ -87,8 +87,9 @@ def _read_holder(fd) -> dict:
 def claim_workdir(
   workdir: str, config, *, allow_config_change: bool = False, writer: bool = True
 ) -> WorkdirLock | None:
-  """Takes the work directory for a run of `config`: the lock, then the stored-config check,
-  then the record of the config; nothing is written when the lock or the check refuses.
+  """Takes the work directory for a run of `config`: the lock, then the stored-config check;
+  nothing is written when the lock or the check refuses. The run records its config
+  (`record_config`) once its own checks passed too, so a refused resume leaves config.json as it was.
 
   Args:
     workdir: the run's directory (created).
@@ -102,8 +103,6 @@ def claim_workdir(
   lock = WorkdirLock(workdir).acquire() if writer else None
   try:
     check_resume_config(workdir, config, allow_config_change=allow_config_change)
-    if writer:
-      record_config(workdir, config.to_json_best_effort(indent=2))
   except BaseException:
     if lock is not None:
       lock.release()
