@@ -844,3 +844,30 @@ def test_allow_config_change_with_another_model_leaves_the_work_directory_as_it_
   with pytest.raises(Exception):  # noqa: B017  (the restore refuses the other model's tree)
     train.train_and_evaluate(c, str(work), progress=False, allow_config_change=True)
   assert tree_files(work) == before
+
+
+def test_an_unverified_checkpoint_with_non_finite_values_is_not_restored(tmp_path):
+  """A checkpoint whose metadata lacks its checksum (an older writer) was restored with a warning
+  and 8 non-finite parameters. Unverified restores check the values at least."""
+  import numpy as np
+  import orbax.checkpoint as ocp
+
+  from jaxrobust.train import Checkpointer, CheckpointError
+
+  def save_unverified(directory, step, tree):
+    ck = Checkpointer(str(directory), 5)
+    ck._mngr.save(
+      step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave({'step': step}))
+    )
+    ck._mngr.wait_until_finished()
+    return ck
+
+  good = {'params': {'w': np.ones(3, np.float32)}}
+  ck = save_unverified(tmp_path / 'ok', 1, good)
+  with pytest.warns(UserWarning, match='restored unverified'):
+    tree, _ = ck.restore(good, 1)
+  assert np.array_equal(tree['params']['w'], good['params']['w'])
+  bad = {'params': {'w': np.array([1.0, np.nan, np.inf], np.float32)}}
+  ck = save_unverified(tmp_path / 'bad', 1, bad)
+  with pytest.raises(CheckpointError, match='has no checksum and 2 non-finite values'):
+    ck.restore(good, 1)

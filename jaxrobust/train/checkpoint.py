@@ -127,9 +127,19 @@ class Checkpointer:
     tree, meta = r['state'], dict(r['meta'] or {})
     stored = meta.get('checksum')
     if stored is None:
+      # Unverified: the least it must be is finite (a NaN can hide in a forward pass under jit).
+      bad = sum(
+        int((~np.isfinite(np.asarray(v))).sum())
+        for v in jax.tree.leaves(tree)
+        if np.issubdtype(np.asarray(v).dtype, np.floating)
+      )
+      if bad:
+        raise CheckpointError(
+          f'checkpoint step {step} in {self.directory} has no checksum and {bad} non-finite values'
+        )
       warnings.warn(
         f'checkpoint step {step} in {self.directory} has no checksum (written by an '
-        f'older version); it is restored unverified',
+        f'older version); it is restored unverified (its values are finite)',
         stacklevel=2,
       )
     elif tree_checksum(tree) != stored:
