@@ -31,7 +31,7 @@ def main(out: str = 'results/demo', runs: str = 'runs/demo'):
       'seconds': seconds,
       'rows': list(ROWS),
       'settings': SETTINGS,
-      'rows_reused': [r['row'] for r in records if r.get('resumed')],
+      'rows_resumed': [r['row'] for r in records if r.get('resumed')],
     },
   )
   print('\n' + open(md).read())

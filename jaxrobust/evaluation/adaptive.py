@@ -28,7 +28,7 @@ from tqdm import tqdm
 from jaxrobust import attacks as A
 from jaxrobust.evaluation.accuracy import as_unit_float
 from jaxrobust.evaluation.cache import PieceCache, digest
-from jaxrobust.evaluation.estimator import candidate_scores, draw_keys, worst_case
+from jaxrobust.evaluation.estimator import candidate_scores, draw_keys, plurality, worst_case
 from jaxrobust.evaluation.suites import STANDARD_BUDGETS, linf_budget
 from jaxrobust.models import make_logits_fn, with_lwta_mode
 
@@ -50,13 +50,10 @@ def prediction_over_draws(logits_fn, x, y, key, num_draws: int = 10) -> dict[str
     'all': every draw is right.
   A draw with non-finite logits is wrong. Always all ≤ majority and all ≤ mean ≤ 1.
   """
-  pred, k = _draw_predictions(A.as_pytree_fn(logits_fn), x, key, num_draws)
+  pred, _ = _draw_predictions(A.as_pytree_fn(logits_fn), x, key, num_draws)
   pred, y = np.asarray(pred), np.asarray(y)
   right = pred == y[None]
-  votes = np.stack([(pred == c).sum(0) for c in range(int(k))], -1)  # (B, K)
-  own = votes[np.arange(len(y)), y]
-  others = np.where(np.arange(int(k))[None] == y[:, None], -1, votes).max(-1)
-  return {'mean': right.mean(0), 'majority': own > others, 'all': right.all(0)}
+  return {'mean': right.mean(0), 'majority': plurality(pred, y), 'all': right.all(0)}
 
 
 def surrogates(model) -> dict[str, object]:

@@ -87,7 +87,7 @@ def _predictions_and_margin(logits_fn, x, y, draw_keys):
   return jax.lax.map(one, draw_keys)
 
 
-def _plurality(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
+def plurality(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
   """Per point, whether the true class gets strictly more of the draws' votes than any other."""
   own = (pred == y[None]).sum(0)
   others = np.zeros_like(own)
@@ -132,7 +132,7 @@ def candidate_scores(logits_fn, x, y, draws: Draws) -> dict[str, np.ndarray]:
     'select_accuracy': (pred == yn[None]).mean(0),
     'select_margin': np.asarray(margin).mean(0),
     'measure_mean': (pred_m == yn[None]).mean(0),
-    'measure_majority': _plurality(pred_m, yn),
+    'measure_majority': plurality(pred_m, yn),
   }
 
 
