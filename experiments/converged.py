@@ -47,6 +47,7 @@ from jaxrobust.provenance import with_environment
 from jaxrobust.machine import cpu_model
 from jaxrobust.models import make_logits_fn
 from jaxrobust.train import train_and_evaluate
+from jaxrobust import keys
 
 ROWS = ('pgd_at', 'lwta', 'noise_injection', 'smoothing_pgd_fgsm_cw_pni')
 # The EOT attacks' gradient chunk per row: LWTA's EOT-20 APGD ran 1.49× faster in chunks of 6 on
@@ -111,7 +112,7 @@ def run_row(
       make_logits_fn(model, variables),
       as_unit_float(ds.test_images[:c]),
       np.asarray(ds.test_labels[:c]),
-      jax.random.fold_in(key, 1),
+      jax.random.fold_in(key, keys.TAG_CONVERGENCE),
       epsilon=STANDARD_BUDGETS[dataset]['linf'],
       # The suite's own EOT budget is the fixed point of the draws curve, which runs up to twice it.
       draws=tuple(d for d in (1, 2, 4, 8, 16, 32) if d <= 2 * eot_samples),

@@ -33,7 +33,21 @@ TAG_EXAMPLE_NOISE = 0  # random start and noise
 TAG_EXAMPLE_MODEL = 1  # the model's randomness (taken from the first example's key)
 TAG_RESTART_SELECTION = 10**6  # PGD: the pass that scores restarts (beyond any step index)
 
+# AutoAttack (attacks/_autoattack.py): folded into its key.
+TAG_AA_EXAMPLES = 0  # the per-example keys of its attacks
+TAG_AA_CLEAN = 1  # the clean pass that decides which points are attacked
+TAG_AA_SANITY = 10**6  # its sanity checks, which fold in:
+TAG_AA_CHECK_FIRST = 0  #   the first of two calls on the same input (randomness check)
+TAG_AA_CHECK_SECOND = 1  #   the second
+TAG_AA_CHECK_GRADIENT = 2  #   the zero-gradient check
+
+# ----------------------------------------------------------------------------- models
+TAG_INIT_REDRAW = 10**6  # init='torch': the redraw of a kernel and bias (models/init.py)
+
 # ----------------------------------------------------------------------------- evaluation
+TAG_EVAL_CLEAN = 0  # robust_accuracy: the clean pass of a batch (attack j uses 2·j and 2·j + 1)
+TAG_CONVERGENCE = 1  # experiments/converged.py: the key of the EOT-PGD convergence study
+TAG_CONVERGENCE_PREDICT = 7  # eot_convergence: the draws that classify its adversarial points
 TAG_EVAL_PREDICT = 1  # the forward pass that classifies attacked inputs (ε grid, figures)
 TAG_EVAL_DRAWS = 1  # the repeated clean draws of a stochastic model
 TAG_EVAL_GRID = 2  # the accuracy-against-ε grid

@@ -28,6 +28,7 @@ from jaxrobust.attacks import _core
 from jaxrobust.attacks._apgd import apgd, apgd_targeted
 from jaxrobust.attacks._fab import fab_targeted
 from jaxrobust.attacks._square import square
+from jaxrobust import keys
 
 VERSIONS = ('standard', 'rand', 'custom')
 # Square lowering the accuracy left by the white-box attacks by more than this flags masking.
@@ -90,8 +91,8 @@ def sanity_checks(logits_fn, x, y, key, *, version: str, batch_size: int = 256) 
     (flags, warnings).
   """
   xb, yb = x[:batch_size], y[:batch_size]
-  a = np.asarray(logits_fn(xb, jax.random.fold_in(key, 0)))
-  b = np.asarray(logits_fn(xb, jax.random.fold_in(key, 1)))
+  a = np.asarray(logits_fn(xb, jax.random.fold_in(key, keys.TAG_AA_CHECK_FIRST)))
+  b = np.asarray(logits_fn(xb, jax.random.fold_in(key, keys.TAG_AA_CHECK_SECOND)))
   flags = {'randomized': not np.allclose(a, b, atol=1e-7)}
   messages = []
   if flags['randomized'] and version == 'standard':
@@ -107,7 +108,7 @@ def sanity_checks(logits_fn, x, y, key, *, version: str, batch_size: int = 256) 
     lambda z, t: jnp.sum(jax.nn.log_softmax(z) * -jax.nn.one_hot(t, z.shape[-1]), -1),
     xb,
     yb,
-    jax.random.fold_in(key, 2),
+    jax.random.fold_in(key, keys.TAG_AA_CHECK_GRADIENT),
   )
   zero = np.all(np.asarray(g).reshape(len(xb), -1) == 0, axis=1)
   flags['zero_gradients'] = float(zero.mean())
@@ -224,14 +225,14 @@ def autoattack(
       suite[name] = build_attack(spec)
   key = _core.as_typed(key)
   flags, warnings_ = sanity_checks(
-    f, x, y, jax.random.fold_in(key, 10**6), version=version, batch_size=min(batch_size, n)
+    f, x, y, jax.random.fold_in(key, keys.TAG_AA_SANITY), version=version, batch_size=min(batch_size, n)
   )
   if num_classes - 1 < 9 and version == 'standard':
     warnings_.append(f'the model has {num_classes} classes: APGD-T and FAB-T use {num_classes - 1} targets')
   if devices is None:
     devices = jax.devices()[:1] if flags['randomized'] else jax.devices()
-  ex_keys = _core.per_example_keys(jax.random.fold_in(key, 0), n)
-  pred = _predict(f, x, jax.random.fold_in(key, 1), batch_size)
+  ex_keys = _core.per_example_keys(jax.random.fold_in(key, keys.TAG_AA_EXAMPLES), n)
+  pred = _predict(f, x, jax.random.fold_in(key, keys.TAG_AA_CLEAN), batch_size)
   finite = np.all(np.isfinite(pred), -1)
   if not finite.all():
     # A broken model is not a robust one, nor one with 0 % clean accuracy to report.

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxrobust.attacks import as_pytree_fn
+from jaxrobust import keys
 
 
 class NonFiniteLogitsError(FloatingPointError):
@@ -134,7 +135,7 @@ def robust_accuracy(
     x = as_unit_float(images[i : i + batch_size])
     y = jnp.asarray(labels[i : i + batch_size])
     kb = jax.random.fold_in(key, i)
-    ok, fin = correct_all_draws(x, y, jax.random.fold_in(kb, 0))
+    ok, fin = correct_all_draws(x, y, jax.random.fold_in(kb, keys.TAG_EVAL_CLEAN))
     per['clean'].append(ok)
     bad = ~fin
     for j, (name, attack) in enumerate(attacks.items(), start=1):

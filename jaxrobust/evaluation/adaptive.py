@@ -31,6 +31,7 @@ from jaxrobust.evaluation.cache import PieceCache, digest
 from jaxrobust.evaluation.estimator import candidate_scores, draw_keys, plurality, worst_case
 from jaxrobust.evaluation.suites import STANDARD_BUDGETS, linf_budget
 from jaxrobust.models import make_logits_fn, with_lwta_mode
+from jaxrobust import keys
 
 
 @functools.partial(jax.jit, static_argnames=('num_draws',))
@@ -403,7 +404,9 @@ def eot_convergence(
     spec = eot_pgd_spec(epsilon, num_steps=t, eot_samples=s, microbatch=microbatch)
     t0 = time.perf_counter()
     x_adv = A.build_attack(spec)(logits_fn, jax.random.fold_in(key, 1000 * s + t), x, y)
-    pred = prediction_over_draws(logits_fn, x_adv, y, jax.random.fold_in(key, 7), num_draws)
+    pred = prediction_over_draws(
+      logits_fn, x_adv, y, jax.random.fold_in(key, keys.TAG_CONVERGENCE_PREDICT), num_draws
+    )
     return {'robust': np.asarray(pred['majority']).tolist(), 'seconds': time.perf_counter() - t0}
 
   # The budget point lies on both curves: a dict computes it once. Processes sharing cache_dir

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jaxrobust import keys
 
 INITS = ('flax', 'torch')
 
@@ -32,7 +33,7 @@ def torch_default_init(params, key):
       for d in kernel.shape[:-1]:
         fan_in *= d
       bound = 1.0 / jnp.sqrt(fan_in)
-      kk, kb = jax.random.split(jax.random.fold_in(key, 10**6))
+      kk, kb = jax.random.split(jax.random.fold_in(key, keys.TAG_INIT_REDRAW))
       out['kernel'] = jax.random.uniform(kk, kernel.shape, kernel.dtype, -bound, bound)
       if 'bias' in tree and not isinstance(tree['bias'], dict):
         out['bias'] = jax.random.uniform(kb, tree['bias'].shape, tree['bias'].dtype, -bound, bound)
