@@ -41,6 +41,13 @@ TAG_AA_CHECK_FIRST = 0  #   the first of two calls on the same input (randomness
 TAG_AA_CHECK_SECOND = 1  #   the second
 TAG_AA_CHECK_GRADIENT = 2  #   the zero-gradient check
 
+# Randomized smoothing (certify/smoothing.py): folded into each example's key; draw d of those
+# draws is then fold_in(·, d).
+TAG_SMOOTH_SELECT = 0  # CERTIFY's n0 draws that choose the class
+TAG_SMOOTH_ESTIMATE = 1  # CERTIFY's n fresh draws that bound its probability
+TAG_SMOOTH_PREDICT = 2  # PREDICT's draws
+TAG_SMOOTH_MODEL = 10**6  # the base classifier's own randomness, folded with the pass index
+
 # ----------------------------------------------------------------------------- models
 TAG_INIT_REDRAW = 10**6  # init='torch': the redraw of a kernel and bias (models/init.py)
 

@@ -1,0 +1,207 @@
+"""Randomized smoothing: the Gaussian-smoothed classifier, its prediction and its certified L2 radius.
+
+The smoothed classifier g(x) = argmax_c P(f(x + σε) = c), ε ~ N(0, I), is constant on the L2 ball
+of radius σ·Φ⁻¹(p_A) around x whenever the top class has probability at least p_A ≥ ½ (Cohen et
+al., Theorem 1). Its probabilities are estimated by counting the base classifier's votes over
+noise draws: `class_counts` does the counting in one compiled program (draws in passes of
+`draws_per_pass` per example, a scan over passes, so memory stays bounded at any n); the
+statistics (a binomial test, a Clopper–Pearson bound) run on the host with scipy.
+
+Keys: each example has its own key (given, or `fold_in(key, i)`), and the draws of PREDICT, of
+CERTIFY's selection and of its estimate come from named tags folded into it (`keys.py`); draw d
+of an example is `normal(fold_in(that key, d))`. An example certified alone therefore sees the
+same noise as inside a batch, and the n0 selection draws never reappear among the n estimate
+draws.
+
+References:
+  Cohen, Rosenfeld & Kolter 2019, Certified Adversarial Robustness via Randomized Smoothing,
+    ICML, arXiv:1902.02918 (PREDICT and CERTIFY)
+  Salman et al. 2019, Provably Robust Deep Learning via Adversarially Trained Smoothed
+    Classifiers, NeurIPS, arXiv:1906.04584 (the smoothed soft classifier attacked by SmoothAdv)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import stats
+
+from jaxrobust import keys
+from jaxrobust.attacks._core import as_pytree_fn, per_example_keys
+
+ABSTAIN = -1
+
+
+class Certificate(NamedTuple):
+  """CERTIFY's answer per example (host arrays).
+
+  Attributes:
+    prediction: the smoothed classifier's class, or ABSTAIN (−1).
+    radius: the certified L2 radius σ·Φ⁻¹(p_A) (0 where it abstains).
+    p_lower: the one-sided (1 − α) Clopper–Pearson lower bound of the top class's probability.
+    counts: (B, num_classes) votes of the n estimate draws.
+  """
+
+  prediction: np.ndarray
+  radius: np.ndarray
+  p_lower: np.ndarray
+  counts: np.ndarray
+
+
+def _check(sigma, alpha, **counts) -> None:
+  if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0) or isinstance(sigma, bool):
+    raise ValueError(f'sigma must be a finite number > 0, got {sigma!r}')
+  if alpha is not None and not (isinstance(alpha, float) and 0.0 < alpha < 1.0):
+    raise ValueError(f'alpha must be a float in (0, 1), got {alpha!r}')
+  for name, v in counts.items():
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+      raise ValueError(f'{name} must be an integer ≥ 1, got {v!r}')
+
+
+def _check_x(x) -> jax.Array:
+  x = jnp.asarray(x)
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise TypeError(f'x must be a float array in [0, 1], got dtype {x.dtype}')
+  if x.ndim < 2:
+    raise ValueError(f'x must be a batch (B, ...), got shape {x.shape}')
+  if not bool(jnp.isfinite(x).all()):
+    raise ValueError('x holds non-finite values')
+  return x
+
+
+@functools.partial(jax.jit, static_argnames=('n', 'draws_per_pass'))
+def _counts(logits_fn, example_keys, x, sigma, *, n: int, draws_per_pass: int):
+  b = x.shape[0]
+  passes = -(-n // draws_per_pass)
+  k_model = jax.random.fold_in(example_keys[0], keys.TAG_SMOOTH_MODEL)
+
+  def one_pass(carry, p):
+    counts, bad = carry
+    d = p * draws_per_pass + jnp.arange(draws_per_pass)
+    noise = jax.vmap(
+      lambda k: jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(k, i), x.shape[1:], x.dtype))(d)
+    )(example_keys)
+    noisy = (x[:, None] + sigma * noise).reshape((b * draws_per_pass,) + x.shape[1:])
+    logits = logits_fn(noisy, jax.random.fold_in(k_model, p)).reshape(b, draws_per_pass, -1)
+    live = (d < n)[None, :]
+    votes = jax.nn.one_hot(jnp.argmax(logits, -1), logits.shape[-1], dtype=jnp.int32) * live[..., None]
+    bad = bad | (~jnp.isfinite(logits).all(-1) & live).any()
+    return (counts + votes.sum(1), bad), None
+
+  num_classes = jax.eval_shape(logits_fn, x[:1], k_model).shape[-1]
+  init = (jnp.zeros((b, num_classes), jnp.int32), jnp.asarray(False))
+  (counts, bad), _ = jax.lax.scan(one_pass, init, jnp.arange(passes))
+  return counts, bad
+
+
+def class_counts(
+  logits_fn, key, x, *, sigma: float, n: int, tag: int = keys.TAG_SMOOTH_ESTIMATE, draws_per_pass: int = 100
+):
+  """Votes of the base classifier over n Gaussian draws per example: (B, num_classes) int32.
+
+  Args:
+    logits_fn: `logits_fn(x, key) -> logits`, the base classifier.
+    key: a PRNG key, or one key per example (shape (B,)).
+    x: inputs (B, ...) in [0, 1] (the noisy copies are not clipped, as in the paper).
+    sigma: the noise's standard deviation.
+    n: draws per example.
+    tag: the named tag (keys.py) folded into each example's key for these draws.
+    draws_per_pass: draws per example per forward pass (memory: B·draws_per_pass images).
+
+  Raises:
+    FloatingPointError: a logit of some draw is not finite.
+  """
+  _check(sigma, None, n=n, draws_per_pass=draws_per_pass)
+  x = _check_x(x)
+  ek = jax.vmap(lambda k: jax.random.fold_in(k, tag))(per_example_keys(key, x.shape[0]))
+  counts, bad = _counts(
+    as_pytree_fn(logits_fn), ek, x, float(sigma), n=n, draws_per_pass=min(draws_per_pass, n)
+  )
+  if bool(bad):
+    raise FloatingPointError('the base classifier returned non-finite logits on a noisy draw')
+  return np.asarray(counts)
+
+
+def clopper_pearson_lower(successes, trials: int, alpha: float) -> np.ndarray:
+  """The one-sided (1 − α) Clopper–Pearson lower confidence bound of a binomial proportion."""
+  successes = np.asarray(successes)
+  safe = np.maximum(successes, 1)
+  return np.where(successes > 0, stats.beta.ppf(alpha, safe, trials - successes + 1), 0.0)
+
+
+def smooth_predict(
+  logits_fn, key, x, *, sigma: float, n: int, alpha: float, draws_per_pass: int = 100
+) -> np.ndarray:
+  """PREDICT: the smoothed class, or ABSTAIN when a two-sided binomial test cannot tell the top
+  two classes apart at level α (then the probability of returning a wrong class is at most α).
+
+  Returns:
+    (B,) int classes, ABSTAIN (−1) where it abstains.
+  """
+  _check(sigma, alpha, n=n)
+  counts = class_counts(
+    logits_fn, key, x, sigma=sigma, n=n, tag=keys.TAG_SMOOTH_PREDICT, draws_per_pass=draws_per_pass
+  )
+  order = np.argsort(-counts, axis=1, kind='stable')
+  top, second = order[:, 0], order[:, 1]
+  n_a = counts[np.arange(len(top)), top]
+  n_b = counts[np.arange(len(top)), second]
+  p = np.array(
+    [stats.binomtest(int(a), int(a + b), 0.5).pvalue if a + b > 0 else 1.0 for a, b in zip(n_a, n_b)]
+  )
+  return np.where(p <= alpha, top, ABSTAIN)
+
+
+def smooth_certify(
+  logits_fn, key, x, *, sigma: float, n0: int, n: int, alpha: float, draws_per_pass: int = 100
+) -> Certificate:
+  """CERTIFY: choose the top class on n0 draws, bound its probability from below on n fresh draws,
+  and certify the L2 radius σ·Φ⁻¹(p_A); abstain when p_A < ½.
+
+  With probability at least 1 − α over the draws, a returned class is the smoothed classifier's
+  prediction at every point within the returned radius.
+
+  Args:
+    logits_fn: `logits_fn(x, key) -> logits`, the base classifier.
+    key: a PRNG key, or one key per example (shape (B,)).
+    x: inputs (B, ...) in [0, 1].
+    sigma: the noise's standard deviation.
+    n0: selection draws; n: estimate draws.
+    alpha: the failure probability.
+    draws_per_pass: draws per example per forward pass.
+  """
+  _check(sigma, alpha, n0=n0, n=n)
+  common = dict(sigma=sigma, draws_per_pass=draws_per_pass)
+  select = class_counts(logits_fn, key, x, n=n0, tag=keys.TAG_SMOOTH_SELECT, **common)
+  counts = class_counts(logits_fn, key, x, n=n, tag=keys.TAG_SMOOTH_ESTIMATE, **common)
+  top = np.argmax(select, axis=1)
+  p_lower = clopper_pearson_lower(counts[np.arange(len(top)), top], n, alpha)
+  ok = p_lower >= 0.5
+  radius = np.where(ok, sigma * stats.norm.ppf(np.clip(p_lower, 0.5, 1.0)), 0.0)
+  return Certificate(np.where(ok, top, ABSTAIN), radius, p_lower, counts)
+
+
+def certified_accuracy(certificate: Certificate, y, radii) -> np.ndarray:
+  """For each radius r: the share of examples whose certified class is y with radius ≥ r."""
+  y = np.asarray(y)
+  right = certificate.prediction == y
+  return np.array([float(np.mean(right & (certificate.radius >= r))) for r in radii])
+
+
+def smoothed_soft_logits(logits_fn, *, sigma: float, samples: int):
+  """The smoothed soft classifier as a `logits_fn`: log of the mean softmax over `samples`
+  Gaussian draws (fresh from the key of each call). Cross-entropy on it is SmoothAdv's loss, so
+  any attack of the library (PGD-L2 here) becomes an attack on the smoothed classifier."""
+  _check(sigma, None, samples=samples)
+
+  def fn(x, key):
+    noise = jax.random.normal(key, (samples,) + x.shape, x.dtype)
+    logits = jax.vmap(lambda e, k: logits_fn(x + sigma * e, k))(noise, jax.random.split(key, samples))
+    return jax.nn.logsumexp(jax.nn.log_softmax(logits, -1), axis=0) - jnp.log(samples)
+
+  return fn
