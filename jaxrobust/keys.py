@@ -60,6 +60,10 @@ TAG_EVAL_DRAWS = 1  # the repeated clean draws of a stochastic model
 TAG_EVAL_GRID = 2  # the accuracy-against-ε grid
 TAG_EVAL_AUTOATTACK = 4  # AutoAttack beside a suite (Table 1's column)
 TAG_FIGURES = 9  # the attack drawn for the example and confidence figures
+TAG_EVAL_CERTIFY = 11  # experiments/certify.py: folded into key(seed); its draws fold in:
+TAG_EVAL_CERTIFY_LARGE = 1  #   CERTIFY with n_large draws on the first images
+TAG_EVAL_SMOOTH_ATTACK = 2  #   SmoothAdv's keys (folded with the batch's first index)
+TAG_EVAL_SMOOTH_PREDICT = 3  #   the draws that classify attacked points
 # The worst-case estimator of a stochastic model (evaluation/estimator.py): the draws that choose
 # each point's worst candidate, and the fresh draws that measure it, never the same keys. Beyond
 # the adaptive suite's per-attack tags (2·j and 2·j + 1 for attack j), so no attack shares them.

@@ -30,6 +30,7 @@ OBJECTIVES = (
   'trades',
   'fgsm_rs',
   'free_at',
+  'interval',
 )
 PARALLEL_MODES = ('none', 'shard_map', 'pmap')
 BRANCH_DISPATCH = ('auto', 'host', 'switch')
@@ -86,6 +87,10 @@ def default_config() -> ml_collections.ConfigDict:
       kl_beta=1.0,  # lwta_elbo: β of β·ΣKL/N (0 = cross-entropy alone)
       trades_beta=6.0,  # trades: β of the KL term
       noise_sigma=0.0,  # clean / gaussian_noise: σ of Gaussian augmentation
+      # interval: certified training with interval bounds (Gowal et al.): ε grows linearly from 0
+      # to `epsilon` over `ramp_epochs` after `warmup_epochs` of clean training, while the
+      # clean loss's weight falls from 1 to `final_clean_weight`.
+      interval=dict(epsilon=0.1, warmup_epochs=0.0, ramp_epochs=1.0, final_clean_weight=0.5),
       mixed_attacks=dict(),  # mixed: name -> attack spec, in branch order after clean
       clean_prob=0.5,  # mixed: probability of a clean step
       # fgsm_rs: one FGSM step of α = fgsm_rs_alpha·ε from a uniform random start in the ε-ball
@@ -282,6 +287,19 @@ def validate(config) -> None:
     )
   if t['objective'] == 'label_smoothing':
     _require(t['label_smoothing'] > 0, 'train.label_smoothing', "must be > 0 for objective 'label_smoothing'")
+  if t['objective'] == 'interval':
+    eps, ramp, warm = t['interval.epsilon'], t['interval.ramp_epochs'], t['interval.warmup_epochs']
+    _require(
+      _finite_number(eps) and eps > 0, 'train.interval.epsilon', f'must be a finite number > 0, got {eps!r}'
+    )
+    for name, v in (('ramp_epochs', ramp), ('warmup_epochs', warm)):
+      _require(
+        _finite_number(v) and v >= 0, f'train.interval.{name}', f'must be a finite number >= 0, got {v!r}'
+      )
+    w = t['interval.final_clean_weight']
+    _require(
+      _finite_number(w) and 0 <= w <= 1, 'train.interval.final_clean_weight', f'must be in [0, 1], got {w!r}'
+    )
   if t['objective'] == 'gaussian_noise':
     _require(t['noise_sigma'] > 0, 'train.noise_sigma', "must be > 0 for objective 'gaussian_noise'")
   if t['objective'] == 'mixed':

@@ -29,6 +29,7 @@ from jaxrobust.train.objectives import (
   clean_objective,
   fgsm_rs_attack,
   free_objective,
+  interval_objective,
   mixed_objective,
   trades_objective,
 )
@@ -114,14 +115,17 @@ def build_model(model: ml_collections.ConfigDict, ds: Dataset, *, bn_axis_name: 
   return create_model(model.name, num_classes=ds.num_classes, bn_axis_name=bn_axis_name, **kwargs)
 
 
-def build_objective(t: ml_collections.ConfigDict, apply_fn, num_classes: int, num_train: int) -> Objective:
+def build_objective(
+  t: ml_collections.ConfigDict, apply_fn, num_classes: int, num_train: int, steps_per_epoch: int
+) -> Objective:
   """The objective named by `config.train.objective`, with its hyperparameters.
 
   Objectives: 'clean' (label smoothing and Gaussian augmentation optional), 'label_smoothing',
   'gaussian_noise', 'pgd_at', 'mixed', 'pni' (0.5 clean + 0.5 adversarial CE, attacking the
   predicted labels unless attack_labels='true'), 'lwta_elbo' (PGD-AT + β·ΣKL/N), 'trades',
   'fgsm_rs' (FGSM from a random start, α = fgsm_rs_alpha·ε) and 'free_at' (free_replays replays
-  per batch); the last two take ε from `attack.epsilon`.
+  per batch); the last two take ε from `attack.epsilon`; 'interval' (certified training with
+  interval bounds, `train.interval`, its ramps counted in epochs).
   """
   name, ls, attack = t.objective, t.label_smoothing, dict(t.attack)
   if name in ('clean', 'label_smoothing', 'gaussian_noise'):
@@ -147,6 +151,17 @@ def build_objective(t: ml_collections.ConfigDict, apply_fn, num_classes: int, nu
   if name == 'free_at':
     return free_objective(
       apply_fn, num_classes, epsilon=attack['epsilon'], replays=t.free_replays, label_smoothing=ls
+    )
+  if name == 'interval':
+    iv = t.interval
+    return interval_objective(
+      apply_fn,
+      num_classes,
+      epsilon=iv.epsilon,
+      warmup_steps=int(round(iv.warmup_epochs * steps_per_epoch)),
+      ramp_steps=int(round(iv.ramp_epochs * steps_per_epoch)),
+      final_clean_weight=iv.final_clean_weight,
+      label_smoothing=ls,
     )
   assert name == 'trades', name  # validate() allows only the names above
   return trades_objective(apply_fn, num_classes, attack, beta=t.trades_beta)
@@ -200,7 +215,7 @@ def build_experiment(config: ml_collections.ConfigDict, *, dataset: Dataset | No
   tx = optim.make_optimizer(
     t.optimizer, schedule, momentum=t.momentum, weight_decay=t.weight_decay, no_decay=tuple(t.no_decay)
   )
-  objective = build_objective(t, model.apply, ds.num_classes, ds.num_train)
+  objective = build_objective(t, model.apply, ds.num_classes, ds.num_train, spe)
   loop = LoopSettings(
     batch_size=t.batch_size,
     steps_per_epoch=spe,

@@ -18,6 +18,7 @@ References:
   Wong, Rice & Kolter 2020 (FGSM with a random start, "Fast is better than free"), arXiv:2001.03994
   Shafahi et al. 2019 (free adversarial training), arXiv:1904.12843
   Cohen et al. 2019 (Gaussian augmentation for randomized smoothing), arXiv:1902.02918
+  Gowal et al. 2018 (certified training with interval bounds), arXiv:1810.12715
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from jax import lax
 
 from jaxrobust import keys
 from jaxrobust.attacks import build_attack
+from jaxrobust.certify import interval_bounds, verified, worst_case_logits
 from jaxrobust.models import KL_COLLECTION, collect_kl, forward, model_variables
 
 MIXED_ATTACKS = ('pgd', 'fgsm', 'cw', 'noise')
@@ -48,6 +50,7 @@ class Objective(NamedTuple):
     update_delta: `(delta, grad of the loss in delta) -> delta`. When set, `loss_fn` takes the
       input perturbation `delta` and the step differentiates the loss in the parameters and in
       delta in one backward pass, replaying the batch `replays` times (free adversarial training).
+    takes_step: `loss_fn` takes the optimizer step `step` (a schedule inside the loss).
   """
 
   loss_fn: Callable[..., tuple[jax.Array, tuple[Any, dict]]]
@@ -55,6 +58,7 @@ class Objective(NamedTuple):
   choose_branch: Callable[[jax.Array], jax.Array] | None = None
   replays: int = 1
   update_delta: Callable[[jax.Array, jax.Array], jax.Array] | None = None
+  takes_step: bool = False
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -299,3 +303,35 @@ def free_objective(apply_fn, num_classes: int, *, epsilon: float, replays: int, 
     return loss, (bs, {'adv_accuracy': accuracy(logits, y)})
 
   return Objective(loss_fn, replays=replays, update_delta=free_delta_update(epsilon))
+
+
+def interval_objective(
+  apply_fn,
+  num_classes: int,
+  *,
+  epsilon: float,
+  warmup_steps: int,
+  ramp_steps: int,
+  final_clean_weight: float = 0.5,
+  label_smoothing: float = 0.0,
+) -> Objective:
+  """Certified training with interval bounds: κ·CE(x) + (1−κ)·CE(z_ε), where z_ε are the
+  worst-case logits over the L∞ box of radius ε_t (`certify.worst_case_logits`). After
+  `warmup_steps` of clean training, ε_t grows linearly from 0 to ε and κ falls from 1 to
+  `final_clean_weight` over `ramp_steps` (Gowal et al.'s ramps). The bounds run the model in
+  inference mode (its BatchNorm, if any, on running statistics)."""
+
+  def loss_fn(params, batch_stats, x, y, key, *, example_keys, axis_name=None, step):
+    del example_keys
+    frac = jnp.clip((step - warmup_steps) / max(ramp_steps, 1), 0.0, 1.0)
+    eps_t, kappa = epsilon * frac, 1.0 - (1.0 - final_clean_weight) * frac
+    logits, bs, _ = train_forward(apply_fn, params, batch_stats, x, device_key(key, axis_name))
+    bounds = interval_bounds(apply_fn, model_variables(params, batch_stats), x, eps_t)
+    worst = worst_case_logits(bounds, y)
+    loss = kappa * softmax_cross_entropy(logits, y, num_classes, label_smoothing) + (
+      1.0 - kappa
+    ) * softmax_cross_entropy(worst, y, num_classes)
+    metrics = {'accuracy': accuracy(logits, y), 'verified': verified(bounds, y).mean(), 'epsilon': eps_t}
+    return loss, (bs, metrics)
+
+  return Objective(loss_fn, takes_step=True)

@@ -61,9 +61,19 @@ def make_train_step(
     if objective.update_delta is not None:
       return _replay_step(objective, state, x, y, k.objective, example_keys, axis_name)
 
+    step = {'step': state.step} if objective.takes_step else {}
+
     def loss_fn(params):
       return objective.loss_fn(
-        params, state.batch_stats, x, y, k.objective, example_keys=example_keys, axis_name=axis_name, **fixed
+        params,
+        state.batch_stats,
+        x,
+        y,
+        k.objective,
+        example_keys=example_keys,
+        axis_name=axis_name,
+        **fixed,
+        **step,
       )
 
     (loss, (batch_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
