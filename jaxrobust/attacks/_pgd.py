@@ -157,7 +157,7 @@ def pgd(
     ValueError: for bad input, naming the argument (see `check_inputs`), unknown norm, loss or
       init names, a loss that needs more classes than the model has.
     FloatingPointError: when `logits_fn` returns non-finite logits during the attack (checked
-      when called outside a `jit`; see the README on checks).
+      when called outside a `jit`; see docs/evaluation.md on checks).
 
   References:
     Madry et al. 2018, arXiv:1706.06083
