@@ -84,3 +84,27 @@ def test_the_compilation_cache_is_pruned_oldest_first(tmp_path):
   assert prune_cache(str(tmp_path), 250) == 300  # 500 bytes down to 200: the three oldest go
   assert sorted(p.name for p in tmp_path.iterdir()) == ['entry3', 'entry4']
   assert prune_cache(str(tmp_path), 250) == 0 and prune_cache(str(tmp_path / 'absent'), 0) == 0
+
+
+def test_every_committed_result_names_its_environment():
+  """Each results file records its environment, or is one of the files written before that
+  existed, described (commit, CPU; versions said to be unknown) in results/LEGACY_ENVIRONMENTS.json."""
+  import importlib.util
+  import json
+  import os
+
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  spec = importlib.util.spec_from_file_location(
+    'legacy', os.path.join(root, 'scripts', 'legacy_environments.py')
+  )
+  legacy = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(legacy)
+  cwd = os.getcwd()
+  os.chdir(root)
+  try:
+    manifest = json.load(open(legacy.OUT))
+    unnamed = [p for p in legacy.result_files() if not legacy.records_environment(p) and p not in manifest]
+  finally:
+    os.chdir(cwd)
+  assert not unnamed, f'results without an environment record: {unnamed}'
+  assert all(e['commit_added'] for e in manifest.values())

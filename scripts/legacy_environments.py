@@ -1,0 +1,84 @@
+"""Writes results/LEGACY_ENVIRONMENTS.json: what is known of the environment of every committed
+result written before results recorded their own (`jaxrobust.provenance`).
+
+For each such file: the commit that first added it and the last commit that changed it (from git),
+and the CPU if the file names one. The package versions and XLA flags of those runs were not
+recorded and are said to be unknown, not guessed. Run from the repository root:
+
+  python scripts/legacy_environments.py
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.getcwd())
+from jaxrobust.files import write_json_atomic  # noqa: E402
+
+OUT = os.path.join('results', 'LEGACY_ENVIRONMENTS.json')
+
+
+def records_environment(path: str) -> bool:
+  """True when the file carries its own environment record."""
+  with open(path) as f:
+    if path.endswith('.jsonl'):
+      first = f.readline()
+      return bool(first.strip()) and 'environment' in json.loads(first)
+    d = json.load(f)
+  return isinstance(d, dict) and 'environment' in d
+
+
+def result_files() -> list[str]:
+  """Every committed results file that holds numbers (JSON, JSON lines); cached attack pieces
+  are sealed with their settings instead and are not results."""
+  files = glob.glob('results/**/*.json', recursive=True) + glob.glob('results/**/*.jsonl', recursive=True)
+  return sorted(f for f in files if '/pieces/' not in f and f != OUT)
+
+
+def _git(*args) -> str:
+  return subprocess.run(['git', *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _cpu(path: str) -> str | None:
+  with open(path) as f:
+    text = f.read()
+  for line in text.splitlines():
+    try:
+      d = json.loads(line)
+    except json.JSONDecodeError:
+      break
+    if isinstance(d, dict) and isinstance(d.get('cpu'), str):
+      return d['cpu']
+  try:
+    d = json.loads(text)
+  except json.JSONDecodeError:
+    return None
+  return d.get('cpu') if isinstance(d, dict) and isinstance(d.get('cpu'), str) else None
+
+
+def main():
+  legacy = {}
+  for path in result_files():
+    if records_environment(path):
+      continue
+    added = _git('log', '--diff-filter=A', '--format=%H %cI', '--', path).splitlines()
+    last = _git('log', '-1', '--format=%H %cI', '--', path)
+    first = (added[-1] if added else last).split()
+    legacy[path] = {
+      'commit_added': first[0] if first else None,
+      'date_added': first[1] if len(first) > 1 else None,
+      'commit_last_changed': last.split()[0] if last else None,
+      'cpu': _cpu(path),
+      'versions': 'not recorded (written before results recorded their environment)',
+      'xla_flags': 'not recorded',
+    }
+  write_json_atomic(OUT, legacy, indent=1, sort_keys=True)
+  print(f'{len(legacy)} legacy results described in {OUT}')
+
+
+if __name__ == '__main__':
+  main()
