@@ -89,8 +89,10 @@ def evaluate_checkpoint(
   eot_samples: int = 8,
   seed: int = 0,
   progress: bool = False,
+  require_checksums: bool = False,
 ) -> dict:
   """Loads the run in `workdir`, evaluates it, writes eval_<suite>.json there, returns the result.
+  With `require_checksums`, a checkpoint without a checksum is refused.
 
   Raises:
     ValueError: for num_test < 0, steps_scale <= 0, eot_samples < 1 or an unknown suite (before
@@ -98,7 +100,7 @@ def evaluate_checkpoint(
     NonFiniteLogitsError: when the checkpoint's clean logits are not finite.
   """
   _check_options(num_test, steps_scale, eot_samples, suite, epsilons)
-  _, model, variables, ds = load_trained(workdir)
+  _, model, variables, ds = load_trained(workdir, require_checksums=require_checksums)
   return _evaluate_and_write(
     model,
     variables,
@@ -211,7 +213,7 @@ def main(argv):
     for flag in ('arch', 'dataset', 'out_dir', 'data_dir'):
       if getattr(F, flag):
         raise app.UsageError(f'--{flag} is for --checkpoint; a --workdir run has its own')
-    res = evaluate_checkpoint(F.workdir, **common)
+    res = evaluate_checkpoint(F.workdir, require_checksums=F.require_checksums, **common)
   for k, v in res.items():
     if isinstance(v, float):
       print(f'{k:>24}: {100 * v:6.2f}%' if k != 'ms_per_image' else f'{k:>24}: {v:.3f} ms')
@@ -269,6 +271,7 @@ if __name__ == '__main__':
     'a Table 1 row record (results/<dataset>/rows/<row>.json): rerun the row here and say whether it '
     'reproduces bit for bit, to --tolerance, or not at all (also spelled --check-reproduces)',
   )
+  flags.DEFINE_bool('require_checksums', False, 'refuse a --workdir checkpoint that has no checksum')
   flags.DEFINE_float('tolerance', 0.02, 'with --check_reproduces: largest accuracy change (fraction) allowed')
   logging.set_verbosity(logging.WARNING)
   # The dashed spelling of the flag, as the docs write it.

@@ -16,6 +16,9 @@ flags.DEFINE_bool(
   False,
   'Resume a workdir whose stored config trains something else (model, objective, ...).',
 )
+flags.DEFINE_bool(
+  'require_checksums', False, 'Refuse to resume from a checkpoint that has no checksum (older versions).'
+)
 FLAGS = flags.FLAGS
 
 
@@ -27,7 +30,12 @@ def main(argv):
   distributed.maybe_initialize(FLAGS.config.distributed)
   from jaxrobust.train import train_and_evaluate
 
-  out = train_and_evaluate(FLAGS.config, FLAGS.workdir, allow_config_change=FLAGS.allow_config_change)
+  out = train_and_evaluate(
+    FLAGS.config,
+    FLAGS.workdir,
+    allow_config_change=FLAGS.allow_config_change,
+    require_checksums=FLAGS.require_checksums,
+  )
   print(
     f'test accuracy {out["test_accuracy"]:.4f} after {out["steps"]} steps '
     f'({out["train_time_s"]:.0f} s of training); workdir {FLAGS.workdir}'

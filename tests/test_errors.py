@@ -871,3 +871,43 @@ def test_an_unverified_checkpoint_with_non_finite_values_is_not_restored(tmp_pat
   ck = save_unverified(tmp_path / 'bad', 1, bad)
   with pytest.raises(CheckpointError, match='has no checksum and 2 non-finite values'):
     ck.restore(good, 1)
+
+
+def test_require_checksums_refuses_an_unverified_checkpoint_and_leaves_it_in_place(tmp_path):
+  """`--require_checksums` (Checkpointer, train, load_trained, the CLIs): a checkpoint without a
+  checksum is refused by name, and refusing it moves nothing aside."""
+  import numpy as np
+  import orbax.checkpoint as ocp
+
+  from jaxrobust.train import Checkpointer
+  from jaxrobust.train.checkpoint import UnverifiedCheckpointError
+
+  tree = {'params': {'w': np.ones(3, np.float32)}}
+  ck = Checkpointer(str(tmp_path / 'c'), 5)
+  ck._mngr.save(
+    1, args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave({'step': 1}))
+  )
+  ck._mngr.wait_until_finished()
+  before = tree_files(tmp_path)
+  strict = Checkpointer(str(tmp_path / 'c'), 5, require_checksums=True)
+  with pytest.raises(UnverifiedCheckpointError, match='step 1 .* no checksum.*require_checksums'):
+    strict.restore_latest_intact(tree)
+  assert tree_files(tmp_path) == before
+  # a checkpoint written now carries its checksum and passes
+  strict.save(2, tree, {'step': 2})
+  assert strict.restore_latest_intact(tree)[2] == 2
+
+
+def test_a_finished_run_resumed_at_its_last_step_writes_no_second_final_row(tmp_path):
+  from jaxrobust import train
+  from jaxrobust.train.metrics import read_jsonl
+
+  c = synthetic_training_config()
+  c.train.num_steps = 2
+  train.train_and_evaluate(c, str(tmp_path), progress=False)
+  first = read_jsonl(str(tmp_path / 'metrics.jsonl'))
+  again = train.train_and_evaluate(c, str(tmp_path), progress=False)
+  rows = read_jsonl(str(tmp_path / 'metrics.jsonl'))
+  assert rows == first
+  assert sum('test_accuracy' in r for r in rows) == 1
+  assert again['trained_from_step'] == 2

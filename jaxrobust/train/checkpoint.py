@@ -21,6 +21,11 @@ class CheckpointError(RuntimeError):
   """A checkpoint step could not be restored intact (its checksum or its files are wrong)."""
 
 
+class UnverifiedCheckpointError(ValueError):
+  """A checkpoint without a checksum, refused because checksums were required. Not damage: the
+  step is left where it is."""
+
+
 class NoCheckpointError(FileNotFoundError):
   """No intact checkpoint exists in the directory."""
 
@@ -73,15 +78,25 @@ class Checkpointer:
     directory: where checkpoints go (created).
     max_to_keep: how many checkpoints to keep (>= 1).
     enabled: whether this process writes.
+    require_checksums: refuse (`UnverifiedCheckpointError`) a checkpoint without a checksum
+      instead of restoring it unverified.
   """
 
-  def __init__(self, directory: str, max_to_keep: int = 3, enabled: bool | None = None):
+  def __init__(
+    self,
+    directory: str,
+    max_to_keep: int = 3,
+    enabled: bool | None = None,
+    *,
+    require_checksums: bool = False,
+  ):
     if max_to_keep < 1:
       raise ValueError(
         f'max_to_keep (keep_checkpoints) must be >= 1, got {max_to_keep}: 0 would delete every checkpoint'
       )
     self.directory = os.path.abspath(directory)
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    self.require_checksums = require_checksums
     # Handlers named up front, so that a step's metadata can be read before anything is restored.
     self._mngr = ocp.CheckpointManager(
       self.directory,
@@ -110,6 +125,7 @@ class Checkpointer:
     Raises:
       NoCheckpointError: when there is no checkpoint at all.
       CheckpointError: when the step's files cannot be read or its checksum does not match.
+      UnverifiedCheckpointError: the step has no checksum and checksums are required.
     """
     step = self._mngr.latest_step() if step is None else step
     if step is None:
@@ -126,6 +142,11 @@ class Checkpointer:
       ) from e
     tree, meta = r['state'], dict(r['meta'] or {})
     stored = meta.get('checksum')
+    if stored is None and self.require_checksums:
+      raise UnverifiedCheckpointError(
+        f'checkpoint step {step} in {self.directory} has no checksum (written by an older version), '
+        'and checksums are required (require_checksums)'
+      )
     if stored is None:
       # Unverified: the least it must be is finite (a NaN can hide in a forward pass under jit).
       bad = sum(

@@ -30,7 +30,13 @@ from jaxrobust.train.metrics import JsonlWriter
 from jaxrobust.train.objectives import Objective
 from jaxrobust.train.parallel import ParallelStep, make_parallel_step
 from jaxrobust.train.step import make_train_step
-from jaxrobust.train.workdir import claim_workdir, last_logged_step, record_config, trim_metrics
+from jaxrobust.train.workdir import (
+  claim_workdir,
+  has_final_row,
+  last_logged_step,
+  record_config,
+  trim_metrics,
+)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -112,7 +118,12 @@ def _batches(exp: Experiment, start: int):
 
 
 def train(
-  exp: Experiment, workdir: str, *, progress: bool = True, allow_config_change: bool = False
+  exp: Experiment,
+  workdir: str,
+  *,
+  progress: bool = True,
+  allow_config_change: bool = False,
+  require_checksums: bool = False,
 ) -> dict[str, Any]:
   """Trains `exp`, checkpointing into `workdir`, then reports clean test accuracy.
 
@@ -124,6 +135,7 @@ def train(
     workdir: output directory: config.json, metrics.jsonl, checkpoints/.
     progress: show a tqdm bar.
     allow_config_change: resume even when the stored config trains something else.
+    require_checksums: refuse to resume from a checkpoint without a checksum.
 
   Returns:
     dict with 'state' (TrainState), 'model', 'dataset', 'test_accuracy', 'steps', 'train_time_s'
@@ -139,16 +151,18 @@ def train(
   is_main = jax.process_index() == 0
   lock = claim_workdir(workdir, exp.config, allow_config_change=allow_config_change, writer=is_main)
   try:
-    return _run(exp, workdir, progress=progress and is_main)
+    return _run(exp, workdir, progress=progress and is_main, require_checksums=require_checksums)
   finally:
     if lock is not None:
       lock.release()
 
 
-def _run(exp: Experiment, workdir: str, *, progress: bool) -> dict[str, Any]:
+def _run(exp: Experiment, workdir: str, *, progress: bool, require_checksums: bool) -> dict[str, Any]:
   lp = exp.loop
   state = exp.init_state()
-  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), lp.keep_checkpoints)
+  ckpt = Checkpointer(
+    os.path.join(workdir, 'checkpoints'), lp.keep_checkpoints, require_checksums=require_checksums
+  )
   writer = JsonlWriter(workdir)
   start = 0
   try:
@@ -274,7 +288,9 @@ def _run(exp: Experiment, workdir: str, *, progress: bool) -> dict[str, Any]:
     ckpt.save(*pending, {'step': pending[0], 'config': exp.config.to_dict()})
   # The wall time covers this process's steps only: a resumed run says where it started, so its
   # time is never read as the whole run's.
-  writer.write(step, test_accuracy=test_acc, train_time_s=train_time, trained_from_step=start)
+  # A finished run resumed at its last step trains nothing: its final row is already there.
+  if not (start == step and has_final_row(writer.path, step)):
+    writer.write(step, test_accuracy=test_acc, train_time_s=train_time, trained_from_step=start)
   ckpt.close()
   return {
     'state': state,
@@ -300,8 +316,20 @@ def _log(writer: JsonlWriter, bar, logged: list[dict], step: int, epoch: int, el
 
 
 def train_and_evaluate(
-  config, workdir: str, *, ds=None, progress: bool = True, allow_config_change: bool = False
+  config,
+  workdir: str,
+  *,
+  ds=None,
+  progress: bool = True,
+  allow_config_change: bool = False,
+  require_checksums: bool = False,
 ) -> dict[str, Any]:
   """`train(build_experiment(config, dataset=ds), workdir, ...)`: a run from its config."""
   experiment = build_experiment(config, dataset=ds)
-  return train(experiment, workdir, progress=progress, allow_config_change=allow_config_change)
+  return train(
+    experiment,
+    workdir,
+    progress=progress,
+    allow_config_change=allow_config_change,
+    require_checksums=require_checksums,
+  )

@@ -13,8 +13,11 @@ from jaxrobust.train.config import with_defaults
 from jaxrobust.train.experiment import build_experiment
 
 
-def load_trained(workdir: str, *, ds=None):
+def load_trained(workdir: str, *, ds=None, require_checksums: bool = False):
   """(config, model, variables, dataset) of the run in `workdir`.
+
+  With `require_checksums`, a checkpoint without a checksum is refused
+  (`UnverifiedCheckpointError`) instead of restored unverified.
 
   Raises:
     FileNotFoundError: if the directory has no config.json, or no intact checkpoint
@@ -30,7 +33,9 @@ def load_trained(workdir: str, *, ds=None):
   config.train.parallel = 'none'  # evaluation runs the model on one device, in eval mode
   exp = build_experiment(config, dataset=ds)
   state = exp.init_state()
-  ck = Checkpointer(os.path.join(workdir, 'checkpoints'), config.train.keep_checkpoints)
+  ck = Checkpointer(
+    os.path.join(workdir, 'checkpoints'), config.train.keep_checkpoints, require_checksums=require_checksums
+  )
   try:
     tree, meta, _ = ck.restore_latest_intact(state.to_checkpoint())
   except CheckpointMismatchError as e:

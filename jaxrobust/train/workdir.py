@@ -165,6 +165,15 @@ def _logged_step(line: str) -> float:
     return float('inf')
 
 
+def has_final_row(path: str, step: int) -> bool:
+  """Whether metrics.jsonl at `path` already holds the final test row of `step`."""
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  return any(r.get('step') == step and 'test_accuracy' in r for r in rows)
+
+
 def last_logged_step(path: str) -> float:
   """The largest step that metrics.jsonl at `path` records (0 when there is none)."""
   if not os.path.exists(path):
