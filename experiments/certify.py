@@ -46,6 +46,7 @@ from jaxrobust.files import write_atomic
 from jaxrobust.models import make_logits_fn
 from jaxrobust.provenance import write_result_json
 from jaxrobust.train.restore import load_trained
+from jaxrobust.train.weights import load_weights
 
 OUT = os.path.join('results', 'certified')
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
@@ -217,11 +218,16 @@ def main(argv):
     raise ValueError(f"--method must be 'smoothing' or 'intervals', got {args.method!r}")
   if args.method == 'smoothing' and not (args.sigma and args.sigma > 0):
     raise ValueError(f'--sigma must be > 0 for --method=smoothing, got {args.sigma!r}')
-  config, model, variables, ds = load_trained(args.workdir)
+  if bool(args.workdir) == bool(args.weights):
+    raise ValueError('give either --workdir (a trained run) or --weights (a published-weights folder)')
+  if args.weights:
+    config, model, variables, ds = load_weights(args.weights)
+  else:
+    config, model, variables, ds = load_trained(args.workdir)
   n = min(args.num_test, len(ds.test_labels))
   x, y = np.asarray(as_unit_float(ds.test_images[:n])), np.asarray(ds.test_labels[:n])
   key = jax.random.fold_in(jax.random.key(config.seed), keys.TAG_EVAL_CERTIFY)
-  row = args.row or os.path.basename(os.path.normpath(args.workdir))
+  row = args.row or os.path.basename(os.path.normpath(args.workdir or args.weights))
   if args.method == 'smoothing':
     rec = run_smoothing(model, variables, x, y, args, key)
     name = f'{row}_smoothing_sigma{args.sigma:g}'
@@ -238,6 +244,7 @@ def main(argv):
     dataset=config.data.name,
     model=config.model.name,
     workdir=args.workdir,
+    weights=args.weights,
     invocation='python -m experiments.certify ' + ' '.join(f'--{k}={getattr(args, k)}' for k in _FLAG_NAMES),
   )
   out = os.path.join(args.out, config.data.name)
@@ -257,6 +264,7 @@ def main(argv):
 
 _FLAG_NAMES = (
   'workdir',
+  'weights',
   'method',
   'sigma',
   'num_test',
@@ -277,7 +285,8 @@ _FLAG_NAMES = (
 if __name__ == '__main__':
   from absl import app, flags
 
-  flags.DEFINE_string('workdir', None, 'a trained run (config.json + checkpoints)', required=True)
+  flags.DEFINE_string('workdir', '', 'a trained run (config.json + checkpoints)')
+  flags.DEFINE_string('weights', '', 'or a published-weights folder (weights.npz, config.json, SHA256SUMS)')
   flags.DEFINE_string('method', 'smoothing', "'smoothing' or 'intervals'")
   flags.DEFINE_float('sigma', 0.25, 'smoothing: σ of the noise')
   flags.DEFINE_integer('num_test', 500, 'test images (the first ones)')

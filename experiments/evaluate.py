@@ -116,6 +116,48 @@ def evaluate_checkpoint(
   )
 
 
+def evaluate_weights(
+  weights: str,
+  *,
+  out_dir: str | None = None,
+  suite: str = 'standard',
+  num_test: int = 1000,
+  epsilons=None,
+  steps_scale: float = 1.0,
+  eot_samples: int = 8,
+  seed: int = 0,
+  progress: bool = False,
+  ds=None,
+) -> dict:
+  """Evaluates a published-weights folder of ours (`jaxrobust.train.weights`: weights.npz,
+  config.json, SHA256SUMS) with no training; results go to `out_dir` (default
+  runs/published_weights/<folder name>). The rest as `evaluate_checkpoint`.
+
+  Raises:
+    PublishedWeightsError: the folder's checksums, names, shapes or values are wrong.
+  """
+  from jaxrobust.train.weights import load_weights
+
+  _check_options(num_test, steps_scale, eot_samples, suite, epsilons)
+  _, model, variables, ds = load_weights(weights, ds=ds)
+  folder = weights if os.path.isdir(weights) else os.path.dirname(weights)
+  out_dir = out_dir or os.path.join('runs', 'published_weights', os.path.basename(os.path.normpath(folder)))
+  os.makedirs(out_dir, exist_ok=True)
+  return _evaluate_and_write(
+    model,
+    variables,
+    ds,
+    out_dir,
+    suite=suite,
+    num_test=num_test,
+    epsilons=epsilons,
+    steps_scale=steps_scale,
+    eot_samples=eot_samples,
+    seed=seed,
+    progress=progress,
+  )
+
+
 def evaluate_published(
   checkpoint: str,
   *,
@@ -187,8 +229,11 @@ def main(argv):
     print(reproduce.report(F.check_reproduces, r))
     return
   eps = [float(e) for e in F.epsilons.split(',')] if F.epsilons else None
-  if bool(F.workdir) == bool(F.checkpoint):
-    raise app.UsageError('give either --workdir (a jaxrobust run) or --checkpoint (a published model file)')
+  if sum(map(bool, (F.workdir, F.checkpoint, F.weights))) != 1:
+    raise app.UsageError(
+      'give one of --workdir (a jaxrobust run), --weights (our published weights folder) or --checkpoint '
+      '(a published model file of another project)'
+    )
   common = dict(
     suite=F.suite,
     num_test=F.num_test,
@@ -209,6 +254,8 @@ def main(argv):
       out_dir=F.out_dir or None,
       **common,
     )
+  elif F.weights:
+    res = evaluate_weights(F.weights, out_dir=F.out_dir or None, **common)
   else:
     for flag in ('arch', 'dataset', 'out_dir', 'data_dir'):
       if getattr(F, flag):
@@ -252,6 +299,9 @@ if __name__ == '__main__':
   from absl import app, flags, logging
 
   flags.DEFINE_string('workdir', '', 'work directory of a jaxrobust training run')
+  flags.DEFINE_string(
+    'weights', '', 'a published-weights folder of ours (weights.npz, config.json, SHA256SUMS)'
+  )
   flags.DEFINE_string('checkpoint', '', 'a published model file: .pt/.pth, .safetensors, DeepMind .npy')
   flags.DEFINE_string(
     'arch', '', 'architecture of --checkpoint: wrn28_10, wrn34_10, wrn34_20, wrn70_16, resnet18, ...'

@@ -1,0 +1,101 @@
+"""Published weights: written from a run, read back to the same bits, evaluated with no training;
+every folder that cannot be trusted is refused by name and left as it is."""
+
+import hashlib
+import io
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import evaluate
+from jaxrobust import train
+from jaxrobust.train.weights import PublishedWeightsError, load_weights, publish
+from tests.configs import synthetic_training_config
+from tests.conftest import tree_files
+
+
+@pytest.fixture(scope='module')
+def published(tmp_path_factory):
+  root = tmp_path_factory.mktemp('pub')
+  c = synthetic_training_config()
+  c.train.num_steps = 2
+  out = train.train_and_evaluate(c, str(root / 'run'), progress=False)
+  publish(str(root / 'run'), str(root / 'weights'))
+  return root, out
+
+
+def _resum(folder):
+  lines = ''.join(
+    f'{hashlib.sha256(open(os.path.join(folder, f), "rb").read()).hexdigest()}  {f}\n'
+    for f in ('weights.npz', 'config.json')
+  )
+  open(os.path.join(folder, 'SHA256SUMS'), 'w').write(lines)
+
+
+def test_published_weights_load_to_the_same_bits_and_evaluate(published, tmp_path):
+  root, out = published
+  _, _, variables, ds = load_weights(str(root / 'weights'))
+  for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(out['state'].variables)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  res = evaluate.evaluate_weights(
+    str(root / 'weights'), out_dir=str(tmp_path), suite='standard', num_test=16, steps_scale=0.1
+  )
+  assert 0.0 <= res['clean'] <= 1.0 and 'environment' in json.load(open(tmp_path / 'eval_standard.json'))
+
+
+def _copy(root, tmp_path):
+  import shutil
+
+  dst = tmp_path / 'w'
+  shutil.copytree(root / 'weights', dst)
+  return dst
+
+
+def _npz(arrays):
+  buf = io.BytesIO()
+  np.savez(buf, **arrays)
+  return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+  'damage, match',
+  [
+    ('flip', 'SHA-256'),
+    ('no_sums', 'SHA256SUMS: missing'),
+    ('nan', 'non-finite'),
+    ('shape', 'the model needs'),
+    ('missing_array', 'missing'),
+    ('pickle', 'not a plain array archive'),
+  ],
+)
+def test_an_untrustworthy_folder_is_refused_by_name(published, tmp_path, damage, match):
+  root, _ = published
+  w = _copy(root, tmp_path)
+  npz = w / 'weights.npz'
+  with np.load(npz) as z:
+    arrays = {k: z[k] for k in z.files}
+  first = sorted(arrays)[0]
+  if damage == 'flip':
+    b = bytearray(npz.read_bytes())
+    b[len(b) // 2] ^= 1
+    npz.write_bytes(bytes(b))
+  elif damage == 'no_sums':
+    os.remove(w / 'SHA256SUMS')
+  else:
+    if damage == 'nan':
+      arrays[first] = np.full_like(arrays[first], np.nan)
+    elif damage == 'shape':
+      arrays[first] = np.zeros((3,) + arrays[first].shape, arrays[first].dtype)
+    elif damage == 'missing_array':
+      del arrays[first]
+    elif damage == 'pickle':
+      arrays[first] = np.array([{'a': 1}], dtype=object)
+    npz.write_bytes(_npz(arrays))
+    _resum(w)  # a consistent folder: only the content is wrong
+  before = tree_files(w)
+  with pytest.raises(PublishedWeightsError, match=match):
+    load_weights(str(w))
+  assert tree_files(w) == before
