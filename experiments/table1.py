@@ -242,7 +242,9 @@ def run_table(
   suite = records[0]['result'].get('suite', 'standard')
   caption = (
     f'Table 1 on {dataset} ({records[0]["n_eval"]} test images, suite "{suite}"). '
-    f'Accuracy in %; worst case = correct under every attack, per point. {timing_note(records)}'
+    f'Accuracy in %; worst case = correct under every attack, per point. Every attack column is an '
+    f'upper bound on robust accuracy; "Verified L∞" is a lower bound (interval bounds at the suite\'s '
+    f'L∞ ε: no input in the box is misclassified), so the truth lies between the two. {timing_note(records)}'
   )
   md, _ = write_table(os.path.join(out_dir, dataset), records, caption=caption)
   figures.plot_accuracy_vs_epsilon(

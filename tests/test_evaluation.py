@@ -92,3 +92,43 @@ def test_surrogate_is_the_noise_free_twin():
   x = jax.random.uniform(KEY, (2, 8, 8, 1))
   v = m.init({'params': KEY, 'stochastic': KEY}, x)
   np.testing.assert_array_equal(s.apply(v, x), s.apply(v, x, rngs={'stochastic': jax.random.key(9)}))
+
+
+def test_verified_accuracy_is_a_lower_bound_beside_the_attacks():
+  # A linear model through Dense: its interval bound is exact, so a point is verified exactly when
+  # its worst-case margin over the box is positive; PGD cannot break a verified point.
+  import flax.linen as nn
+
+  class Linear(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+      return nn.Dense(3)(x.reshape(x.shape[0], -1))
+
+  m = Linear()
+  x = np.asarray(jax.random.randint(jax.random.key(1), (40, 4, 4, 1), 0, 256), np.uint8)
+  v = m.init(KEY, jnp.zeros((1, 4, 4, 1)))
+  y = np.asarray(jnp.argmax(m.apply(v, jnp.asarray(x, jnp.float32) / 255), -1))
+  eps = 0.02
+  from jaxrobust.evaluation.evaluator import verified_linf_accuracy
+
+  got = verified_linf_accuracy(m, v, x, y, eps, batch_size=16)
+  W, b = np.asarray(v['params']['Dense_0']['kernel'], np.float64), np.asarray(v['params']['Dense_0']['bias'])
+  xf = x.reshape(40, -1) / 255.0
+  lo, hi = np.clip(xf - eps, 0, 1), np.clip(xf + eps, 0, 1)
+  c, r = (lo + hi) / 2, (hi - lo) / 2
+  z_lo, z_hi = c @ W + b - r @ np.abs(W), c @ W + b + r @ np.abs(W)
+  true_lo = z_lo[np.arange(40), y]
+  others = np.where(np.eye(3, dtype=bool)[y], -np.inf, z_hi).max(1)
+  assert got == pytest.approx(np.mean(true_lo > others))
+  f = jax.tree_util.Partial(lambda v, z, k: m.apply(v, z), v)
+  pgd = E.robust_accuracy(f, x, y, {'pgd': functools.partial(A.pgd, epsilon=eps, num_steps=10)}, key=KEY)
+  assert got <= pgd['pgd'] + 1e-9
+
+
+def test_the_table_says_a_random_model_has_no_certificate():
+  row = {'title': 'LWTA', 'result': {'clean': 0.8, 'verified_linf': None, 'stochastic': True}}
+  det = {'title': 'CNN', 'result': {'clean': 0.9, 'verified_linf': 0.25, 'stochastic': False}}
+  lines = E.table_markdown([row, det]).splitlines()
+  assert 'Verified L∞ (lower bound)' in lines[0]
+  assert lines[2].split('|')[-4].strip() == 'none (random)'
+  assert lines[3].split('|')[-4].strip() == '25.0'

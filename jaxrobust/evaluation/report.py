@@ -20,11 +20,19 @@ COLUMNS = [
   ('transfer', 'Transfer'),
   ('autoattack', 'AutoAttack'),
   ('worst_case', 'Worst case'),
+  ('verified_linf', 'Verified L∞ (lower bound)'),
 ]
 
 
 def _pct(v):
   return '–' if v is None else f'{100 * v:.1f}'
+
+
+def _cell(res: dict, key: str) -> str:
+  # A randomized model gets no interval certificate: say so rather than leave the cell empty.
+  if key == 'verified_linf' and res.get(key) is None and res.get('stochastic'):
+    return 'none (random)'
+  return _pct(res.get(key))
 
 
 def _ms(v) -> str:
@@ -53,7 +61,7 @@ def table_markdown(rows: list[dict], *, caption: str = '') -> str:
     seconds = train_seconds(r)
     lines.append(
       f'| {r["title"]}{mark} | '
-      + ' | '.join(_pct(res.get(k)) for k, _ in cols)
+      + ' | '.join(_cell(res, k) for k, _ in cols)
       + f' | {_ms(res.get("ms_per_image"))} | {"–" if seconds is None else f"{seconds:.0f}"} |'
     )
   return '\n'.join(lines) + '\n'
