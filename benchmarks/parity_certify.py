@@ -14,9 +14,12 @@ Needs the `parity` extra (torch). On the small CNN of `workdir` and its torch tw
   image at a time, noise in batches, `argmax` counts, the Clopper–Pearson bound at 2α two-sided),
   with the same n0, n and α: certified accuracy at each radius on both sides, and the share of
   images whose radii differ by more than four Monte-Carlo standard errors;
+- auto_LiRPA's PyPI release (0.3) requires torch < 1.13 and numpy < 2 and does not import with the
+  parity extra's torch, so the independent reference is the plain transcription; the line says so;
 - speed, measured side by side (alternating, medians; benchmarks/side_by_side.py): CERTIFY of
   `--num_speed` images on both sides with equal n0, n and batch of draws, and interval bounds
-  against one forward pass of the same batch.
+  against one forward pass of the same batch and against the same bounds written by hand as one
+  JAX program (what the jaxpr evaluator itself costs).
 """
 
 from __future__ import annotations
@@ -65,6 +68,30 @@ def torch_intervals(twin, x, eps):
     lo, hi = affine(twin.fc1, lo, hi, False)
     lo, hi = affine(twin.fc2, torch.relu(lo), torch.relu(hi), False)
   return lo.numpy(), hi.numpy()
+
+
+def hand_written_intervals(variables, x, eps, mean, std):
+  """The same bounds as one hand-written JAX program for the small CNN: what the jaxpr evaluator
+  should cost, for the speed comparison."""
+  p = variables['params']
+  conv = lambda a, w: jax.lax.conv_general_dilated(
+    a, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+  )
+  pool = lambda a: a.reshape(a.shape[0], a.shape[1] // 2, 2, a.shape[2] // 2, 2, a.shape[3]).max((2, 4))
+  m, s = jnp.asarray(mean), jnp.asarray(std)
+  lo, hi = (jnp.clip(x - eps, 0, 1) - m) / s, (jnp.clip(x + eps, 0, 1) - m) / s
+  for name in ('Conv_0', 'Conv_1'):
+    c, r = (lo + hi) / 2, (hi - lo) / 2
+    mid, rad = conv(c, p[name]['kernel']) + p[name]['bias'], conv(r, jnp.abs(p[name]['kernel']))
+    lo, hi = pool(jax.nn.relu(mid - rad)), pool(jax.nn.relu(mid + rad))
+  lo, hi = lo.reshape(lo.shape[0], -1), hi.reshape(hi.shape[0], -1)
+  for name in ('Dense_0', 'Dense_1'):
+    c, r = (lo + hi) / 2, (hi - lo) / 2
+    mid, rad = c @ p[name]['kernel'] + p[name]['bias'], r @ jnp.abs(p[name]['kernel'])
+    lo, hi = mid - rad, mid + rad
+    if name == 'Dense_0':
+      lo, hi = jax.nn.relu(lo), jax.nn.relu(hi)
+  return lo, hi
 
 
 def lirpa_intervals(twin, x, eps):
@@ -232,7 +259,9 @@ def main():
     batch=256,
     forward_s=timed['forward']['median_s'],
     interval_s=timed['interval_bounds']['median_s'],
+    hand_written_s=timed['hand_written']['median_s'],
     ratio=timed['interval_bounds']['median_s'] / timed['forward']['median_s'],
+    hand_written_ratio=timed['hand_written']['median_s'] / timed['forward']['median_s'],
   )
 
 
