@@ -352,20 +352,23 @@ def test_processes_sharing_a_piece_cache_split_the_pieces_and_compute_each_once(
   processes. Each piece must be computed exactly once, both workers must do some, and both must
   return every piece, the ones the other computed included."""
   import threading
-  import time
 
   from jaxrobust.evaluation.cache import PieceCache
 
   names = [f'p{i}' for i in range(12)]
   computed, results = [], {}
   start = threading.Barrier(2)
+  started = (threading.Event(), threading.Event())
 
   def worker(w):
     cache = PieceCache(str(tmp_path), {'a': 1})
 
     def compute(name):
       computed.append((w, name))
-      time.sleep(0.05)
+      # Each worker's first piece waits until the other worker holds one too: the split is
+      # forced by the pieces' locks, not by timing.
+      started[w].set()
+      assert started[1 - w].wait(timeout=60)
       return {'value': name.upper()}
 
     start.wait()
