@@ -4,9 +4,6 @@ import os
 import tempfile
 
 os.environ.setdefault('XLA_FLAGS', '')
-# Rolled attack loops compile several times faster; the tiny test models do not need the unrolled
-# loops' run-time speed (tests/test_attacks.py checks that both give the same result).
-os.environ.setdefault('JAXROBUST_ATTACK_UNROLL', '1')
 import jax  # noqa: E402
 
 jax.config.update('jax_num_cpu_devices', 4)
@@ -24,6 +21,12 @@ CACHE_LIMIT_BYTES = 512 * 2**20
 jax.config.update('jax_compilation_cache_dir', _CACHE)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+from jaxrobust import attacks as _attacks  # noqa: E402
+
+# Rolled attack loops compile several times faster; the tiny test models do not need the unrolled
+# loops' run-time speed (tests/test_attacks.py checks that both give the same result).
+_attacks.set_default_unroll(1)
 
 import logging  # noqa: E402
 

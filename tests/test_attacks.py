@@ -399,7 +399,7 @@ def test_unrolled_and_rolled_loops_agree(trained, monkeypatch):
   """The CPU default unrolls short attack loops and rolls long ones (the suite itself runs rolled,
   for compile time)."""
   f, x, y = trained
-  monkeypatch.delenv('JAXROBUST_ATTACK_UNROLL', raising=False)
+  monkeypatch.setattr(_core, '_UNROLL_OVERRIDE', [None])
   assert A.default_unroll(10) == (10 if jax.default_backend() == 'cpu' else 1)
   assert A.default_unroll(20) == (20 if jax.default_backend() == 'cpu' else 1)
   assert A.default_unroll(100) == 1
@@ -409,15 +409,17 @@ def test_unrolled_and_rolled_loops_agree(trained, monkeypatch):
     functools.partial(A.apgd, epsilon=0.1, num_steps=6),
   ):
     assert_attacks_agree(attack(f, KEY, x, y), attack(f, KEY, x, y, unroll=1))
-  monkeypatch.setenv('JAXROBUST_ATTACK_UNROLL', '3')
-  assert A.default_unroll(10) == 3
+  A.set_default_unroll(3)
+  assert A.default_unroll(10) == 3 and A.default_unroll(2) == 2
+  with pytest.raises(ValueError, match='set_default_unroll: unroll'):
+    A.set_default_unroll(0)
 
 
 @pytest.mark.parametrize('attack', ['pgd', 'apgd'])
 def test_eot_attacks_run_rolled_loops_by_default(attack, monkeypatch):
   """The unroll factor the attack hands its loop: straight-line for one draw on the CPU, rolled
   with EOT (a fresh shape, so that the attack is traced and its loop built here)."""
-  monkeypatch.delenv('JAXROBUST_ATTACK_UNROLL', raising=False)
+  monkeypatch.setattr(_core, '_UNROLL_OVERRIDE', [None])
   seen = []
   fori = _core.fori
   monkeypatch.setattr(

@@ -40,6 +40,7 @@ from jaxrobust.attacks._core import (
   per_example_norm,
   project,
   project_and_clip,
+  set_default_unroll,
 )
 from jaxrobust.attacks._cw import cw_l2
 from jaxrobust.attacks._fab import fab_targeted
@@ -58,6 +59,7 @@ __all__ = [
   'as_pytree_fn',
   'attack_names',
   'build_attack',
+  'set_default_unroll',
   'checkpoint_schedule',
   'cross_entropy',
   'cw_l2',

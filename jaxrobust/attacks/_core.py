@@ -7,7 +7,6 @@ and x in [lo, hi] ([0, 1] by default). ε, step size and bounds may be scalars o
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any, Callable
 
 import jax
@@ -386,28 +385,39 @@ def random_start(key, x, epsilon, norm: str, kind: str | None):
 
 
 # ------------------------------------------------------------------------------ loops, grads
-# Setting this environment variable to an integer overrides the default unroll factor (1 favours
-# compile time over run time: test suites of tiny models).
-UNROLL_ENV = 'JAXROBUST_ATTACK_UNROLL'
+# The unroll factor that `set_default_unroll` put in place of the default (None: the default).
+_UNROLL_OVERRIDE: list[int | None] = [None]
 # Longest attack loop emitted as straight-line code on the CPU (compile time grows with it).
 STRAIGHT_LINE_STEPS = 20
 
 
-def default_unroll(num_steps: int, eot_samples: int = 1) -> int:
-  """Unroll factor for attack loops: on XLA's CPU backend straight-line code up to 20 steps of a
-  single-draw attack and a rolled loop otherwise; rolled (1) on GPU/TPU; or
-  $JAXROBUST_ATTACK_UNROLL when set.
+def set_default_unroll(unroll: int | None) -> None:
+  """Sets the unroll factor of every attack loop called without `unroll=` (None restores the
+  default of `default_unroll`). It changes the compiled programs, not the results beyond float
+  reassociation; 1 favours compile time over run time (test suites of tiny models).
 
-  Straight-line steps are for models built on plain `nn.Conv`: inside a loop XLA's CPU backend
-  runs their input gradients as naive loop nests, 1.7× slower (docs/performance.md, items 1 and
-  10). jaxrobust's own models (`models.Conv`) run as fast rolled, and a partial unroll (chunks of
-  steps inside a loop) helps no model, so long attacks stay rolled and compile in seconds. An EOT
-  attack stays rolled at any length: each step holds its draws' gradients (and their chunk loop),
-  and straight-line EOT-PGD-10 over 20 draws took 235 s to compile against 21 s rolled, then ran
-  slower (docs/performance.md, item 11).
+  Raises:
+    ValueError: for anything but None or an integer ≥ 1.
   """
-  if os.environ.get(UNROLL_ENV):
-    return max(1, min(num_steps, int(os.environ[UNROLL_ENV])))
+  if unroll is not None and (isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1):
+    raise ValueError(f'set_default_unroll: unroll must be None or an integer >= 1, got {unroll!r}')
+  _UNROLL_OVERRIDE[0] = unroll
+
+
+def default_unroll(num_steps: int, eot_samples: int = 1) -> int:
+  """Unroll factor for attack loops: on XLA's CPU backend straight-line code up to
+  `STRAIGHT_LINE_STEPS` steps of a single-draw attack and a rolled loop otherwise; rolled (1) on
+  GPU/TPU; or the factor that `set_default_unroll` set.
+
+  Straight-line steps are for models built on plain `nn.Conv`, whose input gradients XLA's CPU
+  backend runs as naive loop nests inside a loop (docs/performance.md, items 1 and 10).
+  jaxrobust's own models (`models.Conv`) run as fast rolled, and a partial unroll helps no model,
+  so long attacks stay rolled and compile in seconds. An EOT attack stays rolled at any length:
+  each step holds its draws' gradients, and straight-line EOT loops compile many times slower
+  (docs/performance.md, item 11).
+  """
+  if _UNROLL_OVERRIDE[0] is not None:
+    return max(1, min(num_steps, _UNROLL_OVERRIDE[0]))
   if jax.default_backend() == 'cpu' and num_steps <= STRAIGHT_LINE_STEPS and eot_samples <= 1:
     return num_steps
   return 1
