@@ -3,11 +3,10 @@ stochastic pass (as published) and Monte-Carlo prediction with S = 8 (vmap over 
 
   python -m benchmarks.lwta [--batch=256] [--model=wrn34_1_lwta] [--samples=8] [--prng_impl=threefry2x32]
 
-LWTA draws fresh noise for every block at every pass. Two things made it cost 5× a ReLU here, both
-fixed in `jaxrobust.models.noise` / `LWTA`: `jax.random.uniform` hashes once per 32-bit word and its
-noise expression was fused into (and recomputed by) each consumer; and the U = 2 Gumbel-softmax went
-through a (…, C/2, 2) softmax. Now: one Threefry hash per two words, noise materialised once, and the
-exact two-way closed form σ((h₁ − h₂ + L)/T) with one logistic variate per block.
+LWTA draws fresh noise for every block at every pass. `jaxrobust.models.noise` / `LWTA` keep it
+cheap: one Threefry hash per two words, the noise materialised once (not fused into and recomputed
+by each consumer), and for U = 2 the exact two-way closed form σ((h₁ − h₂ + L)/T) with one logistic
+variate per block instead of a (…, C/2, 2) softmax.
 `--prng_impl=unsafe_rbg` still switches the key implementation for comparison.
 
 The study reports 166 ms per image; the target here is ≤ 2.5 ms.

@@ -50,13 +50,12 @@ from jaxrobust.train import train_and_evaluate
 from jaxrobust import keys
 
 ROWS = ('pgd_at', 'lwta', 'noise_injection', 'smoothing_pgd_fgsm_cw_pni')
-# The EOT attacks' gradient chunk per row: LWTA's EOT-20 APGD ran 1.49× faster in chunks of 6 on
-# the CPU; PNI's drawn kernels made chunks slower (`python -m benchmarks.eot --chunks=0,1,3,6,12`).
+# The EOT attacks' gradient chunk per row, chosen by `python -m benchmarks.eot --chunks=0,1,3,6,12`
+# (results/benchmarks/eot_chunks.jsonl): chunks helped LWTA's EOT APGD and slowed PNI's.
 EOT_MICROBATCH = {'lwta': 6}
-# EOT-Square keeps its draws over the whole batch: in chunks of 5 examples it ran 1.43× faster on
-# the ten-epoch LWTA CNN but 0.38× on a PNI one (`python -m benchmarks.adaptive_budget
-# --square_microbatch=5`, one core, results/benchmarks/adaptive_budget.jsonl), and the LWTA row's
-# cache was begun without it (a setting must not change under a cache).
+# EOT-Square keeps its draws over the whole batch: chunks helped LWTA and slowed PNI (`python -m
+# benchmarks.adaptive_budget --square_microbatch=5`, results/benchmarks/adaptive_budget.jsonl), and
+# the LWTA row's cache was begun without them (a setting must not change under a cache).
 OUT = os.path.join('results', 'converged')
 
 

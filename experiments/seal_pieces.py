@@ -2,7 +2,7 @@
 
   python -m experiments.seal_pieces results/converged/fashion_mnist/pieces/lwta/adaptive ...
 
-A piece cache now stores every piece with the digest of its settings and a checksum
+A piece cache stores every piece with the digest of its settings and a checksum
 (`jaxrobust.evaluation.cache.seal`), and sets aside any piece without them. Older directories
 (raw JSON pieces) are sealed here, each piece under the settings of its own `settings.json`.
 Sealing vouches for the files as they are, so it is done only for files that git holds

@@ -442,9 +442,8 @@ def fori(n: int, body, init, unroll: int):
   return lax.fori_loop(0, n, body, init, unroll=unroll)
 
 
-# Examples per gradient chunk when an attack loop is rolled on the CPU: on the small
-# CNN chunks of 16–64 ran APGD-50 at batch 500 in 7.1–7.8 s against 9.6 s whole; WRN-16-4's best
-# chunks are 8–16, and 64 is still faster than its whole batch (docs/performance.md, item 6).
+# Examples per gradient chunk when an attack loop is rolled on the CPU, chosen by measurement on
+# the small CNN and WRN-16-4 (docs/performance.md, item 6).
 AUTO_MICROBATCH = 64
 
 
@@ -452,12 +451,12 @@ def resolve_microbatch(microbatch, batch: int, *, eot_samples: int = 1, rolled: 
   """The chunk size of a gradient over `batch` examples, or None for the whole batch.
 
   `microbatch` None (the default) chooses: on XLA's CPU backend, inside a rolled attack loop and
-  without EOT, chunks of AUTO_MICROBATCH examples, whose activations stay in cache (1.27× for
-  APGD-CE on the small CNN at batch 500, docs/performance.md item 6); the whole batch elsewhere.
+  without EOT, chunks of AUTO_MICROBATCH examples, whose activations stay in cache
+  (docs/performance.md item 6); the whole batch elsewhere.
   Straight-line loops keep the whole batch by default, since there each chunk would be a copy of
   the gradient per step in the compiled program; EOT gradients keep it too, since chunks of them
-  helped the LWTA small CNN (1.49× in chunks of 6) but slowed the PNI one 1.7–11× (its drawn
-  kernels are drawn per chunk; `benchmarks/eot.py --chunks`). 0 is the whole batch; k > 0 chunks
+  help some models and slow others (PNI's kernels are drawn per chunk; `benchmarks/eot.py
+  --chunks`). 0 is the whole batch; k > 0 chunks
   of k.
   """
   if microbatch is None:

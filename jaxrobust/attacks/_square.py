@@ -142,8 +142,8 @@ def _search(
     k = jax.random.fold_in(model_key, i)
     if microbatch and microbatch < b:
       # EOT over many draws multiplies the batch the model sees; in chunks under `lax.map` the
-      # activations stay in cache (EOT-20 Square 1.43× faster on an LWTA small CNN on the CPU,
-      # `benchmarks/adaptive_budget.py`). Each chunk draws its own noise.
+      # activations stay in cache (measured by `benchmarks/adaptive_budget.py`). Each chunk draws
+      # its own noise.
       return _core._map_chunks(draws_margin, xx, y, k, microbatch)
     return draws_margin(xx, y, k)
 

@@ -155,8 +155,8 @@ def evaluate_adaptive(
       back on the next run, so an interrupted evaluation resumes (`evaluation/cache.py`); a
       directory holding results of other settings is refused.
     eot_microbatch: the gradient chunk size of the EOT attacks (EOT-PGD, AA-rand); None keeps
-      the attacks' default, the whole batch. Chunks of 6 made an LWTA small CNN's EOT-20 APGD
-      1.49× faster on the CPU and a PNI one slower (`benchmarks/eot.py --chunks`); chunks draw
+      the attacks' default, the whole batch. Whether chunks help depends on the model
+      (`benchmarks/eot.py --chunks` measures it; docs/performance.md); chunks draw
       their own noise, so results change with it (and the cache keeps them apart).
     while_waiting: with `cache_dir` shared by several processes, other work to do once this
       process has only pieces left that another one is computing (`PieceCache.get_all`).

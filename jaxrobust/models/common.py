@@ -112,7 +112,7 @@ def conv_padding(convention: str, stride: int):
 def max_pool_2x2(x):
   """2×2 max pooling, stride 2, written as reshape + max.
 
-  Why: on XLA's CPU backend the gradient of reshape+max is ~2× faster than that of
+  Why: on XLA's CPU backend the gradient of reshape+max is faster than that of
   `reduce_window` (docs/performance.md); odd sizes fall back to `nn.max_pool`.
   """
   n, h, w, c = x.shape

@@ -5,7 +5,7 @@ gradient with the kernel reversed in space and its two channel axes swapped; XLA
 into the convolution's dimension labels (a kernel read as H, W, O, I). At the top level of a
 compiled program the CPU backend copies that kernel into its usual layout and calls its library
 convolution. Inside a `while` loop, which is where an attack's iterations run, it does not: the
-convolution is emitted as a naive loop nest, and a PGD step of the small CNN takes 1.7× as long
+convolution is emitted as a naive loop nest, and a PGD step of the small CNN takes much longer
 (docs/performance.md, item 10). `conv` computes the same input gradient with the reversed,
 swapped kernel materialised behind an optimization barrier, so it stays an ordinary NHWC/HWIO
 convolution wherever it runs; its values equal JAX's own derivative.

@@ -62,7 +62,7 @@ def make_step_runner(
   the branch by `lax.switch`; 'host' draws the branch on the host with the objective's own
   `choose_branch` from the same step key and runs a step compiled for that branch alone
   (compiled on first use); 'auto' = 'host' on the CPU, whose conditionals run convolution
-  gradients 2× slower (docs/performance.md), else 'switch'. Steps below `warmup_steps` run the
+  gradients slowly (docs/performance.md), else 'switch'. Steps below `warmup_steps` run the
   `warmup` objective's step instead (a program of its own, so the step number stays on the host).
   """
   build = lambda obj, branch: make_parallel_step(

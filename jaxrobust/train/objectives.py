@@ -199,8 +199,8 @@ def mixed_objective(
   The branch is either taken inside the program by one `lax.switch` (`branch` not given: one
   compiled step, the right choice on GPU/TPU), or fixed per call (`branch=b`, a Python int): the
   loop then draws it on the host with `choose_branch` from the same key and runs the step compiled
-  for that branch, since XLA's CPU backend runs convolution gradients inside a conditional 2×
-  slower (docs/performance.md). Both give the same branch sequence.
+  for that branch, since XLA's CPU backend runs convolution gradients inside a conditional
+  slowly (docs/performance.md). Both give the same branch sequence.
 
   Args:
     attacks: name -> attack spec, in branch order (branch 0 is clean).
