@@ -186,22 +186,44 @@ def check_inputs(
       raise ValueError(f'{name}: {arg} is NaN')
   if lo is not None and hi is not None and np.any(lo > hi):
     raise ValueError(f'{name}: bounds must satisfy lo <= hi, got {bounds}')
-  xc = concrete(x)
-  if xc is not None:
-    if not np.all(np.isfinite(xc)):
-      raise ValueError(f'{name}: x contains {"NaN" if np.any(np.isnan(xc)) else "inf"}')
-    if lo is not None and hi is not None:
-      lo_b, hi_b = _np_bcast(lo, xc), _np_bcast(hi, xc)
-      if np.any(xc < lo_b - 1e-6) or np.any(xc > hi_b + 1e-6):
-        raise ValueError(
-          f'{name}: x has values outside its bounds [{np.min(lo)}, {np.max(hi)}]: min {xc.min():.4g}, '
-          f'max {xc.max():.4g}. Attacks work in pixel space; normalise inside the model.'
-        )
-  yc = concrete(y)
-  if yc is not None and (yc.min() < 0 or yc.max() >= k):
-    raise ValueError(
-      f'{name}: label out of range: y spans [{yc.min()}, {yc.max()}], the model has {k} classes'
+  if isinstance(x, jax.core.Tracer) or isinstance(y, jax.core.Tracer):
+    return
+  # The value checks reduce on the device where x lives and bring back eight numbers, not x.
+  with_bounds = lo is not None and hi is not None
+  with jax.ensure_compile_time_eval():  # concrete x, y inside a caller's trace: checked too
+    s = np.asarray(
+      _value_summary(x, y, jnp.asarray(lo if with_bounds else 0.0), jnp.asarray(hi if with_bounds else 0.0))
     )
+  has_nan, has_inf, xmin, xmax, below, above, ymin, ymax = s
+  if has_nan or has_inf:
+    raise ValueError(f'{name}: x contains {"NaN" if has_nan else "inf"}')
+  if with_bounds and (below or above):
+    raise ValueError(
+      f'{name}: x has values outside its bounds [{np.min(lo)}, {np.max(hi)}]: min {xmin:.4g}, '
+      f'max {xmax:.4g}. Attacks work in pixel space; normalise inside the model.'
+    )
+  if ymin < 0 or ymax >= k:
+    raise ValueError(
+      f'{name}: label out of range: y spans [{int(ymin)}, {int(ymax)}], the model has {k} classes'
+    )
+
+
+@jax.jit
+def _value_summary(x, y, lo, hi) -> jax.Array:
+  """(any NaN, any inf, min, max, any below lo, any above hi, min label, max label) of a batch,
+  as one small array."""
+  lo_b, hi_b = bcast(lo, x), bcast(hi, x)
+  flags = [
+    jnp.isnan(x).any(),
+    jnp.isinf(x).any(),
+    jnp.nanmin(x),
+    jnp.nanmax(x),
+    (x < lo_b - 1e-6).any(),
+    (x > hi_b + 1e-6).any(),
+    y.min(),
+    y.max(),
+  ]
+  return jnp.stack([jnp.asarray(f, jnp.float32) for f in flags])
 
 
 def check_norm(name: str, norm: str) -> None:
@@ -235,11 +257,6 @@ def check_logits_finite(name: str, bad) -> None:
 def nonfinite(logits) -> jax.Array:
   """Per-example flag: any logit NaN or infinite."""
   return ~jnp.all(jnp.isfinite(logits), axis=-1)
-
-
-def _np_bcast(v, x):
-  v = np.asarray(v)
-  return v if v.ndim in (0, x.ndim) else v.reshape((-1,) + (1,) * (x.ndim - 1))
 
 
 # ------------------------------------------------------------------------------ array helpers
