@@ -36,7 +36,11 @@ def result_files() -> list[str]:
   """Every committed results file that holds numbers (JSON, JSON lines); cached attack pieces
   are sealed with their settings instead and are not results."""
   files = glob.glob('results/**/*.json', recursive=True) + glob.glob('results/**/*.jsonl', recursive=True)
-  return sorted(f for f in files if '/pieces/' not in f and f != OUT)
+  # Published weights (results/published/) are models, not results: their config.json and
+  # SHA256SUMS describe them.
+  return sorted(
+    f for f in files if '/pieces/' not in f and not f.startswith('results/published/') and f != OUT
+  )
 
 
 def _git(*args) -> str:
