@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from experiments import certified_table
 from jaxrobust import keys
 from jaxrobust.attacks import autoattack, pgd
 from jaxrobust.certify import (
@@ -170,7 +171,7 @@ def run_intervals(model, variables, x, y, args, key) -> dict:
   k_aa = jax.random.fold_in(key, keys.TAG_EVAL_AUTOATTACK)
   aa_right = []
   for a, b in tqdm(_batches(len(x), 250), desc='AutoAttack', leave=False):
-    adv = autoattack(f, jax.random.fold_in(k_aa, a), x[a:b], y[a:b], epsilon=eps_aa, version='standard')
+    adv, _ = autoattack(f, jax.random.fold_in(k_aa, a), x[a:b], y[a:b], epsilon=eps_aa, version='standard')
     aa_right.append(np.asarray(predict(adv)) == y[a:b])
   i_aa = EPSILONS.index(eps_aa) if eps_aa in EPSILONS else None
   return {
@@ -213,7 +214,12 @@ def plot_bracket(path, xs, lower, upper, *, xlabel, title, lower_label, upper_la
 
 def main(argv):
   del argv
-  args = FLAGS
+  certify_run(FLAGS)
+
+
+def certify_run(args) -> dict:
+  """One certification from options named as the flags below (an absl FLAGS object or any
+  namespace); returns the record it wrote."""
   if args.method not in ('smoothing', 'intervals'):
     raise ValueError(f"--method must be 'smoothing' or 'intervals', got {args.method!r}")
   if args.method == 'smoothing' and not (args.sigma and args.sigma > 0):
@@ -259,7 +265,9 @@ def main(argv):
     lower_label=lo_l,
     upper_label=up_l,
   )
-  print(f'wrote {os.path.join(out, name)}.json')
+  certified_table.write(out)
+  print(f'wrote {os.path.join(out, name)}.json and {os.path.join(out, "certified.md")}')
+  return rec
 
 
 _FLAG_NAMES = (

@@ -301,3 +301,37 @@ def test_interval_training_reaches_a_verified_accuracy_that_clean_training_does_
     )
     assert out['test_accuracy'] > 0.9, (row, out['test_accuracy'])
   assert verified_by['interval'] >= 0.3 and verified_by['regular'] <= 0.1, verified_by
+
+
+def test_the_certify_command_brackets_a_trained_model(tmp_path):
+  """experiments.certify on a tiny trained run: both methods write their record (with its
+  environment), the figure and the bracket table, and every lower bound stays under its upper one."""
+  import json
+  import types
+
+  from experiments import certify as cmd
+  from experiments.configs.defenses import defense_config
+  from jaxrobust.train import train_and_evaluate
+
+  c = defense_config('gaussian_050', 'synthetic')
+  c.train.num_epochs = 4.0
+  train_and_evaluate(c, str(tmp_path / 'run'), progress=False)
+  common = dict(workdir=str(tmp_path / 'run'), weights='', row='tiny', out=str(tmp_path / 'out'), num_test=16)
+  smooth = types.SimpleNamespace(
+    **common, method='smoothing', sigma=0.5, n0=20, n=200, alpha=0.01, n_large=1000, num_large=4,
+    num_attack=8, attack_steps=3, attack_samples=2, predict_draws=200, autoattack_epsilon=0.1,
+  )  # fmt: skip
+  rec = cmd.certify_run(smooth)
+  e = rec['empirical']
+  assert all(c <= a + 1e-9 for c, a in zip(e['certified_on_same_images'], e['accuracy'])), e
+  assert rec['certified'] == sorted(rec['certified'], reverse=True)  # falls with the radius
+  rec = cmd.certify_run(
+    types.SimpleNamespace(**dict(vars(smooth), method='intervals', autoattack_epsilon=0.05))
+  )
+  assert all(v <= u + 1e-9 for v, u in zip(rec['verified'], rec['empirical']['accuracy']))
+  assert rec['autoattack']['accuracy'] >= rec['autoattack']['verified_at_same_epsilon']
+  out = tmp_path / 'out' / 'synthetic'
+  assert 'environment' in json.loads((out / 'tiny_intervals.json').read_text())
+  assert (out / 'figures' / 'tiny_smoothing_sigma0.5.png').read_bytes().startswith(b'\x89PNG')
+  table = (out / 'certified.md').read_text()
+  assert '**Interval bounds**' in table and '**Randomized smoothing**' in table
