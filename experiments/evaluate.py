@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from typing import NamedTuple
 
 import jax
 
@@ -32,130 +33,105 @@ from jaxrobust.train.restore import load_trained
 PUBLISHED_RUNS = os.path.join('runs', 'published')
 
 
-def _check_options(num_test, steps_scale, eot_samples, suite, epsilons=None):
-  """Every option, before anything is loaded or run."""
-  if not isinstance(num_test, int) or isinstance(num_test, bool) or num_test < 0:
-    raise ValueError(f'num_test must be an integer >= 0 (0 = the whole test set), got {num_test!r}')
-  if not (isinstance(steps_scale, (int, float)) and math.isfinite(steps_scale) and steps_scale > 0):
-    raise ValueError(f'steps_scale must be a finite number > 0, got {steps_scale}')
-  for e in epsilons or ():
+class EvalOptions(NamedTuple):
+  """What every evaluation command takes besides its model: the suite and its knobs."""
+
+  suite: str = 'standard'
+  num_test: int = 1000
+  epsilons: tuple | list | None = None
+  steps_scale: float = 1.0
+  eot_samples: int = 8
+  seed: int = 0
+  progress: bool = False
+
+
+def _options(options: dict) -> EvalOptions:
+  """The options, checked before anything is loaded or run.
+
+  Raises:
+    TypeError: an option that does not exist.
+    ValueError: a value that cannot work, naming the option.
+  """
+  o = EvalOptions(**options)
+  if not isinstance(o.num_test, int) or isinstance(o.num_test, bool) or o.num_test < 0:
+    raise ValueError(f'num_test must be an integer >= 0 (0 = the whole test set), got {o.num_test!r}')
+  if not (isinstance(o.steps_scale, (int, float)) and math.isfinite(o.steps_scale) and o.steps_scale > 0):
+    raise ValueError(f'steps_scale must be a finite number > 0, got {o.steps_scale}')
+  for e in o.epsilons or ():
     if not (isinstance(e, (int, float)) and math.isfinite(e) and e >= 0):
-      raise ValueError(f'epsilons must be finite numbers >= 0, got {e} in {list(epsilons)}')
-  if not isinstance(eot_samples, int) or eot_samples < 1:
-    raise ValueError(f'eot must be an integer >= 1, got {eot_samples!r}')
-  if suite not in SUITES:
-    raise ValueError(f'unknown suite {suite!r}; use one of {SUITES}')
+      raise ValueError(f'epsilons must be finite numbers >= 0, got {e} in {list(o.epsilons)}')
+  if not isinstance(o.eot_samples, int) or o.eot_samples < 1:
+    raise ValueError(f'eot must be an integer >= 1, got {o.eot_samples!r}')
+  if o.suite not in SUITES:
+    raise ValueError(f'unknown suite {o.suite!r}; use one of {SUITES}')
+  return o
 
 
-def _evaluate_and_write(
-  model, variables, ds, out_dir, *, suite, num_test, epsilons, steps_scale, eot_samples, seed, progress
-):
-  if num_test > len(ds.test_images):
+def _evaluate_and_write(model, variables, ds, out_dir, o: EvalOptions):
+  if o.num_test > len(ds.test_images):
     raise ValueError(
-      f'num_test={num_test}, but the {ds.name} test set has {len(ds.test_images)} images '
+      f'num_test={o.num_test}, but the {ds.name} test set has {len(ds.test_images)} images '
       '(0 evaluates all of them)'
     )
-  n = num_test or len(ds.test_images)
-  if progress:
-    print(f'evaluating {n} {ds.name} test images under the {suite!r} suite')
+  n = o.num_test or len(ds.test_images)
+  if o.progress:
+    print(f'evaluating {n} {ds.name} test images under the {o.suite!r} suite')
   # The adaptive suite takes hours on a CPU: its finished pieces are kept, one directory per
   # setting of the command's knobs, and a rerun of the same command resumes.
-  cache = f'adaptive_cache_n{n}_eot{eot_samples}_scale{steps_scale:g}_seed{seed}'
+  cache = f'adaptive_cache_n{n}_eot{o.eot_samples}_scale{o.steps_scale:g}_seed{o.seed}'
   res = evaluate_model(
     model,
     variables,
     ds.test_images[:n],
     ds.test_labels[:n],
     dataset=ds.name,
-    suite=suite,
-    key=jax.random.key(seed),
-    steps_scale=steps_scale,
-    eot_samples=eot_samples,
-    epsilon_grid=epsilons,
-    progress=progress,
-    cache_dir=os.path.join(out_dir, cache) if suite == 'adaptive' else None,
+    suite=o.suite,
+    key=jax.random.key(o.seed),
+    steps_scale=o.steps_scale,
+    eot_samples=o.eot_samples,
+    epsilon_grid=o.epsilons,
+    progress=o.progress,
+    cache_dir=os.path.join(out_dir, cache) if o.suite == 'adaptive' else None,
   )
-  write_result_json(os.path.join(out_dir, f'eval_{suite}.json'), res)
+  write_result_json(os.path.join(out_dir, f'eval_{o.suite}.json'), res)
   return res
 
 
-def evaluate_checkpoint(
-  workdir: str,
-  *,
-  suite: str = 'standard',
-  num_test: int = 1000,
-  epsilons=None,
-  steps_scale: float = 1.0,
-  eot_samples: int = 8,
-  seed: int = 0,
-  progress: bool = False,
-  require_checksums: bool = False,
-) -> dict:
+def evaluate_checkpoint(workdir: str, *, require_checksums: bool = False, **options) -> dict:
   """Loads the run in `workdir`, evaluates it, writes eval_<suite>.json there, returns the result.
   With `require_checksums`, a checkpoint without a checksum is refused.
+
+  Args:
+    workdir: a training run's work directory.
+    **options: the fields of `EvalOptions` (suite, num_test, epsilons, steps_scale, eot_samples,
+      seed, progress).
 
   Raises:
     ValueError: for num_test < 0, steps_scale <= 0, eot_samples < 1 or an unknown suite (before
       anything is loaded).
     NonFiniteLogitsError: when the checkpoint's clean logits are not finite.
   """
-  _check_options(num_test, steps_scale, eot_samples, suite, epsilons)
+  o = _options(options)
   _, model, variables, ds = load_trained(workdir, require_checksums=require_checksums)
-  return _evaluate_and_write(
-    model,
-    variables,
-    ds,
-    workdir,
-    suite=suite,
-    num_test=num_test,
-    epsilons=epsilons,
-    steps_scale=steps_scale,
-    eot_samples=eot_samples,
-    seed=seed,
-    progress=progress,
-  )
+  return _evaluate_and_write(model, variables, ds, workdir, o)
 
 
-def evaluate_weights(
-  weights: str,
-  *,
-  out_dir: str | None = None,
-  suite: str = 'standard',
-  num_test: int = 1000,
-  epsilons=None,
-  steps_scale: float = 1.0,
-  eot_samples: int = 8,
-  seed: int = 0,
-  progress: bool = False,
-  ds=None,
-) -> dict:
+def evaluate_weights(weights: str, *, out_dir: str | None = None, ds=None, **options) -> dict:
   """Evaluates a published-weights folder of ours (`jaxrobust.train.weights`: weights.npz,
   config.json, SHA256SUMS) with no training; results go to `out_dir` (default
-  runs/published_weights/<folder name>). The rest as `evaluate_checkpoint`.
+  runs/published_weights/<folder name>). `options` as `evaluate_checkpoint`.
 
   Raises:
     PublishedWeightsError: the folder's checksums, names, shapes or values are wrong.
   """
   from jaxrobust.train.weights import load_weights
 
-  _check_options(num_test, steps_scale, eot_samples, suite, epsilons)
+  o = _options(options)
   _, model, variables, ds = load_weights(weights, ds=ds)
   folder = weights if os.path.isdir(weights) else os.path.dirname(weights)
   out_dir = out_dir or os.path.join('runs', 'published_weights', os.path.basename(os.path.normpath(folder)))
   os.makedirs(out_dir, exist_ok=True)
-  return _evaluate_and_write(
-    model,
-    variables,
-    ds,
-    out_dir,
-    suite=suite,
-    num_test=num_test,
-    epsilons=epsilons,
-    steps_scale=steps_scale,
-    eot_samples=eot_samples,
-    seed=seed,
-    progress=progress,
-  )
+  return _evaluate_and_write(model, variables, ds, out_dir, o)
 
 
 def evaluate_published(
@@ -165,15 +141,9 @@ def evaluate_published(
   dataset: str,
   data_dir: str | None = None,
   out_dir: str | None = None,
-  suite: str = 'autoattack',
-  num_test: int = 1000,
-  epsilons=None,
-  steps_scale: float = 1.0,
-  eot_samples: int = 8,
-  seed: int = 0,
-  progress: bool = False,
   ds=None,
-  **model_overrides,
+  model_overrides: dict | None = None,
+  **options,
 ) -> dict:
   """Evaluates a published checkpoint file (see `jaxrobust.models.zoo`) on `dataset`'s test set.
 
@@ -183,8 +153,8 @@ def evaluate_published(
     dataset: 'cifar10' or 'cifar100'.
     out_dir: where eval_<suite>.json goes; default runs/published/<checkpoint file name>.
     ds: an already loaded `Dataset` (tests), instead of loading `dataset` from tfds.
-    **model_overrides: model fields (see `zoo.build_model`).
-  The rest as `evaluate_checkpoint`.
+    model_overrides: model fields (see `zoo.build_model`).
+    **options: as `evaluate_checkpoint`.
 
   Raises:
     ValueError: bad options (before anything is read), an unknown arch or dataset.
@@ -194,27 +164,15 @@ def evaluate_published(
   from jaxrobust.data import load_dataset
   from jaxrobust.models.zoo import load_published
 
-  _check_options(num_test, steps_scale, eot_samples, suite, epsilons)
-  model, variables = load_published(checkpoint, arch, dataset, **model_overrides)
+  o = _options(options)
+  model, variables = load_published(checkpoint, arch, dataset, **(model_overrides or {}))
   if ds is None:
     ds = load_dataset(dataset, data_dir)
   if ds.image_shape != (32, 32, 3):
     raise ValueError(f'{dataset}: images of shape {ds.image_shape}, but the published models take 32×32×3')
   out_dir = out_dir or os.path.join(PUBLISHED_RUNS, os.path.basename(checkpoint))
   os.makedirs(out_dir, exist_ok=True)
-  return _evaluate_and_write(
-    model,
-    variables,
-    ds,
-    out_dir,
-    suite=suite,
-    num_test=num_test,
-    epsilons=epsilons,
-    steps_scale=steps_scale,
-    eot_samples=eot_samples,
-    seed=seed,
-    progress=progress,
-  )
+  return _evaluate_and_write(model, variables, ds, out_dir, o)
 
 
 def main(argv):

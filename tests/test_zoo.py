@@ -245,7 +245,7 @@ def test_evaluate_published_writes_its_result(tmp_path, expected):
     out_dir=str(tmp_path),
     ds=ds,
     steps_scale=0.01,
-    **kw,
+    model_overrides=kw,
   )
   model, variables = load_published(os.path.join(ZOO, 'rb_wrn.pt'), arch, 'cifar10', **kw)
   pred = np.asarray(
