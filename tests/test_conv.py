@@ -123,3 +123,45 @@ def test_no_model_leaves_a_naive_convolution_in_an_attack_loop(name):
     return jax.lax.fori_loop(0, 2, lambda i, x: x + 0.01 * jnp.sign(grad(x, jax.random.fold_in(key, i))), x)
 
   assert '01oi' not in jax.jit(attack).lower(x).compile().as_text()
+
+
+FORWARD_MODE = ['small_cnn', 'small_cnn_lwta', 'wrn_tiny', 'wrn_tiny_lwta']
+# Drawn per-lane kernels (PNI, IBP) convolve through `lane_conv`, whose derivative is still a
+# custom VJP: forward mode does not go through them yet.
+LANE_CONV = ['small_cnn_pni', 'small_cnn_ibp', 'wrn_tiny_pni', 'wrn_tiny_ibp']
+
+
+def _smooth_loss(name):
+  from jaxrobust.models import create_model, forward
+
+  shape = (2, 28, 28, 1) if name.startswith('small') else (2, 32, 32, 3)
+  model = create_model(name, num_classes=10)
+  x = jax.random.uniform(jax.random.key(0), shape)
+  variables = model.init({'params': jax.random.key(1), 'stochastic': jax.random.key(2)}, x)
+  key = jax.random.key(3)  # one fixed draw: a deterministic function of x
+  return lambda z: jax.nn.logsumexp(forward(model.apply, variables, z, key)).sum(), x
+
+
+@pytest.mark.parametrize(
+  'name', FORWARD_MODE + [pytest.param(n, marks=pytest.mark.xfail(strict=True)) for n in LANE_CONV]
+)
+def test_forward_mode_goes_through_the_model(name):
+  """jax.jvp and a forward-over-reverse Hessian-vector product against central finite
+  differences, and jacfwd against jacrev (models.Conv's derivative is a custom JVP)."""
+  f, x = _smooth_loss(name)
+  v = jax.random.normal(jax.random.key(4), x.shape)
+  h = 1e-2
+  _, t = jax.jvp(f, (x,), (v,))
+  np.testing.assert_allclose(t, jnp.vdot(jax.grad(f)(x), v), rtol=1e-4)
+  if not name.endswith('_lwta'):  # LWTA's test-time winners (T = 0.01) are too sharp for differences
+    np.testing.assert_allclose(t, (f(x + h * v) - f(x - h * v)) / (2 * h), rtol=2e-2, atol=2e-3)
+  # Hessian-vector products: forward-over-reverse against reverse-over-reverse (finite differences
+  # of a ReLU network's gradient jump at its kinks, so they cannot check this one).
+  hvp = jax.jvp(jax.grad(f), (x,), (v,))[1]
+  hvp_rev = jax.grad(lambda z: jnp.vdot(jax.grad(f)(z), v))(x)
+  np.testing.assert_allclose(hvp, hvp_rev, rtol=1e-3, atol=1e-5 * float(jnp.abs(hvp_rev).max()))
+  assert float(jnp.abs(hvp).max()) > 0
+  patch = lambda p: f(x.at[:1, :4, :4].set(p))
+  np.testing.assert_allclose(
+    jax.jacfwd(patch)(x[:1, :4, :4]), jax.jacrev(patch)(x[:1, :4, :4]), rtol=1e-4, atol=1e-6
+  )

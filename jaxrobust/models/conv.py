@@ -12,8 +12,9 @@ convolution wherever it runs; its values equal JAX's own derivative.
 
 `Conv` is `nn.Conv` with this convolution; every convolution of jaxrobust's models uses it (the
 per-lane kernels of `lane_conv` use `input_gradient`). On GPU and TPU both are the plain
-convolution with JAX's derivative. The derivative is a custom VJP: reverse mode works at any
-order, forward mode (`jax.jvp`) through these layers is not supported.
+convolution with JAX's derivative. The derivative is a custom JVP whose tangent map in x is the
+transpose of `input_gradient`, so reverse mode (which transposes it) runs `input_gradient`, and
+forward mode (`jax.jvp`, `jax.jacfwd`, Hessian-vector products) works too.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 
@@ -83,14 +85,29 @@ def conv_vjp(x, w, g, strides, padding):
 
 @functools.cache
 def _conv_fn(strides: tuple, padding):
-  @jax.custom_vjp
+  """The convolution with a custom JVP whose tangent in x is the transpose of `input_gradient`:
+  forward mode computes that transpose (a plain convolution), and reverse mode, which transposes
+  the tangent map, gets `input_gradient` itself back. Every transformation goes through it."""
+
+  @jax.custom_jvp
   def conv(x, w):
     return plain_conv(x, w, strides, padding)
 
-  def forward(x, w):
-    return plain_conv(x, w, strides, padding), (x, w)
+  def rule(primals, tangents):
+    x, w = primals
+    dx, dw = tangents
+    y = plain_conv(x, w, strides, padding)
+    out = []
+    if not isinstance(dx, SymbolicZero):  # symbolic zeros: no convolution of zeros in training
+      tangent_in_x = jax.linear_transpose(
+        lambda g: input_gradient(g, w, x.shape, strides, padding), jax.ShapeDtypeStruct(y.shape, y.dtype)
+      )
+      out.append(tangent_in_x(dx)[0])
+    if not isinstance(dw, SymbolicZero):
+      out.append(plain_conv(x, dw, strides, padding))
+    return y, (sum(out[1:], out[0]) if out else jnp.zeros_like(y))
 
-  conv.defvjp(forward, lambda res, g: conv_vjp(*res, g, strides, padding))
+  conv.defjvp(rule, symbolic_zeros=True)
   return conv
 
 
