@@ -1,6 +1,6 @@
 """PGD-10 in a rolled loop on the small CNN with three derivatives of its convolutions, side by
 side (benchmarks/side_by_side.py): `models.Conv` as it is (a custom JVP whose tangent map is the
-transpose of `input_gradient`, so forward mode works), the custom VJP it replaced (reverse mode
+transpose of `input_gradient`, so forward mode works), a custom VJP (reverse mode
 only), and flax's plain `nn.Conv` (JAX's own derivative, whose input gradient XLA's CPU backend
 runs as a naive loop nest inside loops).
 
@@ -43,7 +43,7 @@ def _custom_vjp_general(lhs, rhs, window_strides, padding, **_):
 
 VARIANTS = {
   'custom_jvp (models.Conv)': C.Conv,
-  'custom_vjp (before)': functools.partial(nn.Conv, conv_general_dilated=_custom_vjp_general),
+  'custom_vjp (reverse mode only)': functools.partial(nn.Conv, conv_general_dilated=_custom_vjp_general),
   'plain nn.Conv': nn.Conv,
 }
 
