@@ -64,6 +64,8 @@ TAG_EVAL_CERTIFY = 11  # experiments/certify.py: folded into key(seed); its draw
 TAG_EVAL_CERTIFY_LARGE = 1  #   CERTIFY with n_large draws on the first images
 TAG_EVAL_SMOOTH_ATTACK = 2  #   SmoothAdv's keys (folded with the batch's first index)
 TAG_EVAL_SMOOTH_PREDICT = 3  #   the draws that classify attacked points
+TAG_EVAL_EOT_CHOICE = 12  # experiments/eot_pgd_choice.py: folded into key(seed), then the
+#   estimator's TAG_EVAL_SELECT (the attacks) and TAG_EVAL_MEASURE (the draws that classify)
 # The worst-case estimator of a stochastic model (evaluation/estimator.py): the draws that choose
 # each point's worst candidate, and the fresh draws that measure it, never the same keys. Beyond
 # the adaptive suite's per-attack tags (2·j and 2·j + 1 for attack j), so no attack shares them.

@@ -6,6 +6,7 @@ import os
 import shutil
 
 import jax
+import numpy as np
 import pytest
 
 from experiments import evaluate, reproduce, table1
@@ -639,3 +640,32 @@ def test_spread_reports_how_far_each_column_moved_between_configurations(table, 
   path.write_text(json.dumps(r))
   with pytest.raises(ValueError, match='other settings'):
     spread.spread([str(a), str(b)], 'synthetic', out_dir=str(tmp_path / 'out'))
+
+
+def test_eot_pgd_choice_compares_equal_work_and_names_the_stronger(table):
+  """The two EOT-PGD candidates differ only in loss and schedule; each attacked point is classified
+  on fresh draws; the paired counts agree with the two majority accuracies."""
+  from experiments import eot_pgd_choice as choice
+  from jaxrobust.models import make_logits_fn
+  from jaxrobust.train import load_trained
+
+  specs = choice.variants(0.1, num_steps=3, eot_samples=2)
+  a, b = specs['ce_constant'], specs['margin_cosine']
+  assert {k for k in a if a[k] != b.get(k)} == {'loss'} | (
+    {'step_schedule'} if 'step_schedule' in a else set()
+  )
+  assert b['loss'] == 'margin' and b['step_schedule'] == 'cosine' and a['restarts'] == b['restarts'] == 2
+  d = table[0]
+  _, model, variables, ds = load_trained(str(d / 'runs' / 'synthetic' / 'lwta'))
+  x, y = np.asarray(ds.test_images[:8], np.float32) / 255, np.asarray(ds.test_labels[:8])
+  preds = choice.measure(
+    make_logits_fn(model, variables), x, y, specs, key=jax.random.key(0), draws=3, batch=4
+  )
+  assert {k: v.shape for k, v in preds.items()} == {'ce_constant': (3, 8), 'margin_cosine': (3, 8)}
+  res = choice.summarize(preds, y)
+  diff = res['ce_constant']['majority'] - res['margin_cosine']['majority']
+  paired = res['paired']
+  assert diff * 8 == pytest.approx(
+    paired['broken_only_by_margin_cosine'] - paired['broken_only_by_ce_constant']
+  )
+  assert res['stronger'] in specs
