@@ -4,7 +4,8 @@ A published model is a folder with three files:
   weights.npz   every variable as a float array named by its path ('params/Conv_0/kernel'),
                 read back with `allow_pickle=False`;
   config.json   the run's full config (the model, its normalisation, the dataset);
-  SHA256SUMS    the SHA-256 of the other two, checked before either is used.
+  SHA256SUMS    the SHA-256 of the other two, checked before either is used;
+  record.json   the run's final test row and the environment that published it (a description).
 
 `publish(workdir, out_dir)` writes the folder from a run's newest intact checkpoint;
 `load_weights(path)` reads it back into (config, model, variables, dataset), refusing a folder
@@ -23,8 +24,10 @@ import jax
 import numpy as np
 
 from jaxrobust.files import write_atomic, write_json_atomic
+from jaxrobust.provenance import write_result_json
 from jaxrobust.train.config import with_defaults
 from jaxrobust.train.experiment import build_experiment
+from jaxrobust.train.metrics import read_jsonl
 from jaxrobust.train.restore import load_trained
 
 FILES = ('weights.npz', 'config.json')
@@ -62,6 +65,14 @@ def publish(workdir: str, out_dir: str, *, require_checksums: bool = True) -> st
   write_json_atomic(os.path.join(out_dir, 'config.json'), config.to_dict(), indent=1, sort_keys=True)
   sums = ''.join(f'{_sha256(os.path.join(out_dir, f))}  {f}\n' for f in FILES)
   write_atomic(os.path.join(out_dir, SUMS), sums)
+  # What the run reported when it finished (its final test row), with the environment that
+  # publishes: a description beside the weights, not part of what loading checks.
+  final = [r for r in read_jsonl(os.path.join(workdir, 'metrics.jsonl')) if 'test_accuracy' in r]
+  write_result_json(
+    os.path.join(out_dir, 'record.json'),
+    {'workdir': workdir, 'model': config.model.name, 'final': final[-1] if final else None},
+    indent=1,
+  )
   return out_dir
 
 
