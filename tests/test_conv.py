@@ -125,7 +125,11 @@ def test_no_model_leaves_a_naive_convolution_in_an_attack_loop(name):
   assert '01oi' not in jax.jit(attack).lower(x).compile().as_text()
 
 
-FORWARD_MODE = ['small_cnn', 'small_cnn_lwta', 'wrn_tiny', 'wrn_tiny_lwta']
+FORWARD_MODE = [
+  'small_cnn',
+  'small_cnn_lwta',
+  'wrn_tiny',
+]  # every family of layers (LWTA is the same module in a WRN)
 # Drawn per-lane kernels (PNI, IBP) convolve through `lane_conv`, whose derivative is still a
 # custom VJP: forward mode does not go through them yet.
 LANE_CONV = ['small_cnn_pni', 'small_cnn_ibp', 'wrn_tiny_pni', 'wrn_tiny_ibp']
