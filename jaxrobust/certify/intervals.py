@@ -136,7 +136,7 @@ def _rule(eqn, ins: list) -> list:
   if name == 'integer_pow':
     (a,) = ins
     k = eqn.params['y']
-    if k % 2 == 1:
+    if k > 0 and k % 2 == 1:  # odd positive powers increase; negative ones jump at 0 (refused)
       return [Interval(_bind(eqn, a.lower), _bind(eqn, a.upper))]
     if k == 2:
       return [_square(a)]
