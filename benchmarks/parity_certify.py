@@ -144,7 +144,8 @@ def certified(pred, radius, y, radii=RADII):
 
 
 def main():
-  check_args({'workdir', 'sigma', 'num_test', 'num_speed', 'n0', 'n', 'alpha', 'batch', 'seed'})
+  check_args({'workdir', 'sigma', 'num_test', 'num_speed', 'n0', 'n', 'alpha', 'batch', 'seed', 'parts'})
+  parts = set(arg('parts', 'intervals,smoothing,speed,cost').split(','))
   import torch
 
   from benchmarks.torch_twins import small_cnn_from_flax
@@ -161,108 +162,122 @@ def main():
   xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
   common = dict(workdir=workdir, model=config.model.name, cpu=cpu_model(), threads=1)
 
-  # ---- interval bounds, bound for bound
-  for eps in (0.01, 0.1):
-    ours = jax.jit(lambda v, z, e=eps: interval_bounds(model.apply, v, z, e))(variables, x)
-    tl, tu = torch_intervals(twin, xt, eps)
-    scale = float(np.abs(tu).max())
-    row = dict(
-      common,
-      bench='interval_parity',
-      epsilon=eps,
-      images=num,
-      reference='plain torch interval transcription',
-      max_abs_diff=float(max(np.abs(ours.lower - tl).max(), np.abs(ours.upper - tu).max())),
-      max_rel_diff=float(max(np.abs(ours.lower - tl).max(), np.abs(ours.upper - tu).max()) / scale),
-    )
-    lirpa = lirpa_intervals(twin, xt, eps)
-    if isinstance(lirpa, tuple):
-      row['auto_lirpa_max_abs_diff'] = float(
-        max(np.abs(ours.lower - lirpa[0]).max(), np.abs(ours.upper - lirpa[1]).max())
+  if 'intervals' in parts:
+    # ---- interval bounds, bound for bound
+    for eps in (0.01, 0.1):
+      ours = jax.jit(lambda v, z, e=eps: interval_bounds(model.apply, v, z, e))(variables, x)
+      tl, tu = torch_intervals(twin, xt, eps)
+      scale = float(np.abs(tu).max())
+      row = dict(
+        common,
+        bench='interval_parity',
+        epsilon=eps,
+        images=num,
+        reference='plain torch interval transcription',
+        max_abs_diff=float(max(np.abs(ours.lower - tl).max(), np.abs(ours.upper - tu).max())),
+        max_rel_diff=float(max(np.abs(ours.lower - tl).max(), np.abs(ours.upper - tu).max()) / scale),
       )
-    else:
-      row['auto_lirpa'] = 'not importable' if lirpa is None else f'failed: {lirpa}'
-    emit(**row)
+      lirpa = lirpa_intervals(twin, xt, eps)
+      if isinstance(lirpa, tuple):
+        row['auto_lirpa_max_abs_diff'] = float(
+          max(np.abs(ours.lower - lirpa[0]).max(), np.abs(ours.upper - lirpa[1]).max())
+        )
+      else:
+        row['auto_lirpa'] = 'not importable' if lirpa is None else f'failed: {lirpa}'
+      emit(**row)
 
-  # ---- smoothing, certificate for certificate (independent noise: agreement within MC error)
   f = jax.tree_util.Partial(lambda base, z, k: base(jnp.clip(z, 0, 1), k), make_logits_fn(model, variables))
   ek = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(jnp.arange(num))
-  ours = [
-    smooth_certify(
-      f, ek[a : a + 100], x[a : a + 100], sigma=sigma, n0=n0, n=n, alpha=alpha, draws_per_pass=100
-    )
-    for a in range(0, num, 100)
-  ]
-  pred = np.concatenate([c.prediction for c in ours])
-  rad = np.concatenate([c.radius for c in ours])
-  p_ours = np.concatenate([c.p_lower for c in ours])
   sm = TorchSmooth(twin, 10, sigma)
-  ref = [sm.certify(xt[i : i + 1], n0, n, alpha, batch) for i in range(num)]
-  pred_t, rad_t = np.array([r[0] for r in ref]), np.array([r[1] for r in ref])
-  # one Monte-Carlo standard error of a radius: σ/φ(Φ⁻¹(p))·sqrt(p(1−p)/n), at our p
-  p = np.clip(p_ours, 0.5, 1 - 1 / n)
-  se = sigma / stats.norm.pdf(stats.norm.ppf(p)) * np.sqrt(p * (1 - p) / n) * math.sqrt(2)
-  both = (pred >= 0) & (pred_t >= 0)
-  emit(
-    **common,
-    bench='smoothing_parity',
-    sigma=sigma,
-    n0=n0,
-    n=n,
-    alpha=alpha,
-    images=num,
-    reference='torch transcription of Cohen et al. CERTIFY',
-    certified_ours=certified(pred, rad, y),
-    certified_reference=certified(pred_t, rad_t, y),
-    radii=list(RADII),
-    abstain_ours=float(np.mean(pred < 0)),
-    abstain_reference=float(np.mean(pred_t < 0)),
-    same_prediction=float(np.mean(pred == pred_t)),
-    radius_beyond_4se=float(np.mean(np.abs(rad - rad_t)[both] > 4 * se[both] + 1e-3)) if both.any() else None,
-  )
+  if 'smoothing' in parts:
+    # ---- smoothing, certificate for certificate (independent noise: agreement within MC error)
+    ours = [
+      smooth_certify(
+        f, ek[a : a + 100], x[a : a + 100], sigma=sigma, n0=n0, n=n, alpha=alpha, draws_per_pass=100
+      )
+      for a in range(0, num, 100)
+    ]
+    pred = np.concatenate([c.prediction for c in ours])
+    rad = np.concatenate([c.radius for c in ours])
+    p_ours = np.concatenate([c.p_lower for c in ours])
+    ref = [sm.certify(xt[i : i + 1], n0, n, alpha, batch) for i in range(num)]
+    pred_t, rad_t = np.array([r[0] for r in ref]), np.array([r[1] for r in ref])
+    # one Monte-Carlo standard error of a radius: σ/φ(Φ⁻¹(p))·sqrt(p(1−p)/n), at our p
+    p = np.clip(p_ours, 0.5, 1 - 1 / n)
+    se = sigma / stats.norm.pdf(stats.norm.ppf(p)) * np.sqrt(p * (1 - p) / n) * math.sqrt(2)
+    both = (pred >= 0) & (pred_t >= 0)
+    emit(
+      **common,
+      bench='smoothing_parity',
+      sigma=sigma,
+      n0=n0,
+      n=n,
+      alpha=alpha,
+      images=num,
+      reference='torch transcription of Cohen et al. CERTIFY',
+      certified_ours=certified(pred, rad, y),
+      certified_reference=certified(pred_t, rad_t, y),
+      radii=list(RADII),
+      abstain_ours=float(np.mean(pred < 0)),
+      abstain_reference=float(np.mean(pred_t < 0)),
+      same_prediction=float(np.mean(pred == pred_t)),
+      radius_beyond_4se=float(np.mean(np.abs(rad - rad_t)[both] > 4 * se[both] + 1e-3))
+      if both.any()
+      else None,
+    )
 
-  # ---- speed: equal work on both sides (same images, n0, n; draws in batches of `batch`)
-  xs, xts = x[:num_speed], xt[:num_speed]
-  eks = ek[:num_speed]
-  timed = alternate(
-    {
-      'jaxrobust': lambda: smooth_certify(
-        f, eks, xs, sigma=sigma, n0=n0, n=n, alpha=alpha, draws_per_pass=max(1, batch // num_speed)
-      ),
-      'torch_reference': lambda: [sm.certify(xts[i : i + 1], n0, n, alpha, batch) for i in range(num_speed)],
-    },
-    repeats=3,
-  )
-  emit(
-    **common,
-    bench='smoothing_speed',
-    images=num_speed,
-    n0=n0,
-    n=n,
-    draws_per_forward=batch,
-    jaxrobust_s=timed['jaxrobust']['median_s'],
-    reference_s=timed['torch_reference']['median_s'],
-    speedup=timed['torch_reference']['median_s'] / timed['jaxrobust']['median_s'],
-    note='equal work: same images, n0, n, α and forward batch of noisy copies on both sides; one thread each',
-  )
+  if 'speed' in parts:
+    # ---- speed: equal work on both sides (same images, n0, n; draws in batches of `batch`)
+    xs, xts = x[:num_speed], xt[:num_speed]
+    eks = ek[:num_speed]
+    timed = alternate(
+      {
+        'jaxrobust': lambda: smooth_certify(
+          f, eks, xs, sigma=sigma, n0=n0, n=n, alpha=alpha, draws_per_pass=max(1, batch // num_speed)
+        ),
+        'torch_reference': lambda: [
+          sm.certify(xts[i : i + 1], n0, n, alpha, batch) for i in range(num_speed)
+        ],
+      },
+      repeats=3,
+    )
+    emit(
+      **common,
+      bench='smoothing_speed',
+      images=num_speed,
+      n0=n0,
+      n=n,
+      draws_per_forward=batch,
+      jaxrobust_s=timed['jaxrobust']['median_s'],
+      reference_s=timed['torch_reference']['median_s'],
+      speedup=timed['torch_reference']['median_s'] / timed['jaxrobust']['median_s'],
+      note='equal work: same images, n0, n, α and forward batch of noisy copies on both sides; one thread each',
+    )
 
-  # ---- interval bounds against one forward pass
-  xb = x[:256] if len(x) >= 256 else np.resize(x, (256,) + x.shape[1:])
-  fwd = jax.jit(lambda v, z: model.apply(v, z))
-  ivb = jax.jit(lambda v, z: interval_bounds(model.apply, v, z, 0.1))
-  timed = alternate(
-    {'forward': lambda: fwd(variables, xb), 'interval_bounds': lambda: ivb(variables, xb)}, repeats=20
-  )
-  emit(
-    **common,
-    bench='interval_cost',
-    batch=256,
-    forward_s=timed['forward']['median_s'],
-    interval_s=timed['interval_bounds']['median_s'],
-    hand_written_s=timed['hand_written']['median_s'],
-    ratio=timed['interval_bounds']['median_s'] / timed['forward']['median_s'],
-    hand_written_ratio=timed['hand_written']['median_s'] / timed['forward']['median_s'],
-  )
+  if 'cost' in parts:
+    # ---- interval bounds against one forward pass
+    xb = x[:256] if len(x) >= 256 else np.resize(x, (256,) + x.shape[1:])
+    fwd = jax.jit(lambda v, z: model.apply(v, z))
+    ivb = jax.jit(lambda v, z: interval_bounds(model.apply, v, z, 0.1))
+    hand = jax.jit(lambda v, z: hand_written_intervals(v, z, 0.1, model.mean, model.std))
+    timed = alternate(
+      {
+        'forward': lambda: fwd(variables, xb),
+        'interval_bounds': lambda: ivb(variables, xb),
+        'hand_written': lambda: hand(variables, xb),
+      },
+      repeats=20,
+    )
+    emit(
+      **common,
+      bench='interval_cost',
+      batch=256,
+      forward_s=timed['forward']['median_s'],
+      interval_s=timed['interval_bounds']['median_s'],
+      hand_written_s=timed['hand_written']['median_s'],
+      ratio=timed['interval_bounds']['median_s'] / timed['forward']['median_s'],
+      hand_written_ratio=timed['hand_written']['median_s'] / timed['forward']['median_s'],
+    )
 
 
 if __name__ == '__main__':
