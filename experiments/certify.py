@@ -189,6 +189,26 @@ def run_intervals(model, variables, x, y, args, key) -> dict:
   }
 
 
+def plot_record(rec: dict, path: str) -> None:
+  """The bracket figure of a certify record: lower and upper bound on the same images."""
+  if rec['method'] == 'smoothing':
+    e = rec['empirical']
+    lower, upper, xs, xlabel = e['certified_on_same_images'], e['accuracy'], rec['radii'], 'L2 radius'
+    lo_l, up_l = (
+      f'certified (CERTIFY, n = {rec["n"]}, α = {rec["alpha"]})',
+      'SmoothAdv on the smoothed classifier',
+    )
+    title = f'{rec["row"]}, σ = {rec["sigma"]:g}: {e["num_test"]} test images'
+  else:
+    lower, upper, xs, xlabel = rec['verified'], rec['empirical']['accuracy'], rec['epsilons'], 'ε (L∞)'
+    lo_l, up_l = 'verified (interval bounds)', 'PGD-20'
+    title = f'{rec["row"]}: {rec["num_test"]} test images'
+  plot_bracket(
+    path, xs, [100 * v for v in lower], [100 * v for v in upper], xlabel=xlabel, title=title,
+    lower_label=lo_l, upper_label=up_l,
+  )  # fmt: skip
+
+
 def plot_bracket(path, xs, lower, upper, *, xlabel, title, lower_label, upper_label):
   """Certified (lower) and empirical (upper) accuracy against the radius, the gap shaded."""
   import matplotlib
@@ -237,14 +257,9 @@ def certify_run(args) -> dict:
   if args.method == 'smoothing':
     rec = run_smoothing(model, variables, x, y, args, key)
     name = f'{row}_smoothing_sigma{args.sigma:g}'
-    lower, upper = rec['empirical']['certified_on_same_images'], rec['empirical']['accuracy']
-    xs, xlabel, lo_l = RADII, 'L2 radius', f'certified (CERTIFY, n = {args.n}, α = {args.alpha})'
-    up_l = 'SmoothAdv on the smoothed classifier'
   else:
     rec = run_intervals(model, variables, x, y, args, key)
     name = f'{row}_intervals'
-    lower, upper, xs = rec['verified'], rec['empirical']['accuracy'], EPSILONS
-    xlabel, lo_l, up_l = 'ε (L∞)', 'verified (interval bounds)', 'PGD-20'
   rec.update(
     row=row,
     dataset=config.data.name,
@@ -255,16 +270,7 @@ def certify_run(args) -> dict:
   )
   out = os.path.join(args.out, config.data.name)
   write_result_json(os.path.join(out, f'{name}.json'), rec, indent=1)
-  plot_bracket(
-    os.path.join(out, 'figures', f'{name}.png'),
-    xs,
-    [100 * v for v in lower],
-    [100 * v for v in upper],
-    xlabel=xlabel,
-    title=f'{row}: {len(x)} test images',
-    lower_label=lo_l,
-    upper_label=up_l,
-  )
+  plot_record(rec, os.path.join(out, 'figures', f'{name}.png'))
   certified_table.write(out)
   print(f'wrote {os.path.join(out, name)}.json and {os.path.join(out, "certified.md")}')
   return rec
