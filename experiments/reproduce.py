@@ -39,13 +39,15 @@ NOT_COMPARED_PREFIXES = ('ms_per_image', 'train_time', 'retime')
 class Reproduction(NamedTuple):
   """The verdict, the largest change of any number, the numbers that changed
   ({name: (recorded, now)}), the per-example outcomes that changed, and the environment fields
-  that differ ('field: recorded → now')."""
+  that differ ('field: recorded → now'), and the numbers only one of the two records has (a
+  column that newer code adds is not a change of the recorded ones, and is not compared)."""
 
   verdict: str
   largest_difference: float
   changed: dict
   changed_outcomes: int
   environment: list
+  unmatched: tuple = ()
 
 
 def numbers(record: dict, prefix: str = '') -> dict[str, float]:
@@ -71,27 +73,33 @@ def numbers(record: dict, prefix: str = '') -> dict[str, float]:
   return out
 
 
-def compare(recorded: dict, rerun: dict, *, tolerance: float = DEFAULT_TOLERANCE) -> Reproduction:
-  """Compares two records of one row (see the module docstring for the verdicts)."""
+def compare(
+  recorded: dict, rerun: dict, *, tolerance: float = DEFAULT_TOLERANCE, common_only: bool = False
+) -> Reproduction:
+  """Compares two records of one row (see the module docstring for the verdicts). A number of the
+  recorded row that the rerun lacks is a failure to reproduce it; a number only the rerun has (a
+  column newer code adds) is listed as unmatched and not compared. With `common_only`, numbers
+  that either side lacks are listed and not compared (records of two configurations, `spread`)."""
   a, b = numbers(recorded), numbers(rerun)
   env = compare_environments(recorded.get('environment'), rerun.get('environment') or environment())
-  if a.keys() != b.keys():
-    missing = sorted(a.keys() ^ b.keys())
-    return Reproduction(NOT_AT_ALL, math.inf, {k: (a.get(k), b.get(k)) for k in missing}, 0, env)
-  changed = {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+  common = a.keys() & b.keys()
+  unmatched = tuple(sorted(a.keys() ^ b.keys()))
+  if not common or (a.keys() - b.keys() and not common_only):
+    return Reproduction(NOT_AT_ALL, math.inf, {k: (a.get(k), b.get(k)) for k in unmatched}, 0, env, unmatched)
+  changed = {k: (a[k], b[k]) for k in sorted(common) if a[k] != b[k]}
   largest = max((abs(x - y) for x, y in changed.values()), default=0.0)
   pa = recorded.get('result', {}).get('per_example', {})
   pb = rerun.get('result', {}).get('per_example', {})
   outcomes = sum(
-    sum(x != y for x, y in zip(pa[k], pb.get(k, []))) + abs(len(pa[k]) - len(pb.get(k, []))) for k in pa
-  ) + len(pb.keys() - pa.keys())
+    sum(x != y for x, y in zip(pa[k], pb[k])) + abs(len(pa[k]) - len(pb[k])) for k in pa.keys() & pb.keys()
+  )
   if not changed and not outcomes:
     verdict = BIT_FOR_BIT
   elif largest <= tolerance:
     verdict = TO_A_TOLERANCE
   else:
     verdict = NOT_AT_ALL
-  return Reproduction(verdict, largest, changed, outcomes, env)
+  return Reproduction(verdict, largest, changed, outcomes, env, unmatched)
 
 
 def load_record(path: str) -> dict:
@@ -149,6 +157,8 @@ def report(path: str, r: Reproduction) -> str:
     lines += [f'    {k}: {x} → {y}' for k, (x, y) in sorted(r.changed.items())]
   if r.changed_outcomes:
     lines.append(f'  {r.changed_outcomes} per-example outcomes changed')
+  if r.unmatched:
+    lines.append(f'  not compared (only one record has them): {", ".join(r.unmatched)}')
   lines.append(
     '  environment differences: ' + ('; '.join(r.environment) if r.environment else 'none (same program)')
   )

@@ -73,7 +73,7 @@ def spread(directories, dataset: str = 'fashion_mnist', out_dir: str = OUT) -> d
         continue
       cols[key] = {'values': values, 'spread': max(values) - min(values)}
       largest = max(largest, cols[key]['spread'])
-    verdicts = [compare(runs[0][name], r[name]).verdict for r in runs[1:]]
+    verdicts = [compare(runs[0][name], r[name], common_only=True).verdict for r in runs[1:]]
     table[name] = {'columns': cols, 'against_first': verdicts}
   summary = {
     'directories': list(directories),
