@@ -675,3 +675,23 @@ def test_eot_pgd_choice_compares_equal_work_and_names_the_stronger(table):
     paired['broken_only_by_margin_cosine'] - paired['broken_only_by_ce_constant']
   )
   assert res['stronger'] in specs
+
+
+def test_smoothed_rows_get_a_certified_l2_column(table, monkeypatch):
+  """A row trained with Gaussian noise gets its smoothed classifier's certified L2 accuracy (here
+  with few draws); the table shows the column, '–' for the other rows."""
+  from experiments import table1
+  from jaxrobust.evaluation import table_markdown
+  from jaxrobust.train import load_trained
+
+  monkeypatch.setattr(table1, 'SMOOTHING', dict(radius=0.1, n0=10, n=100, alpha=0.01))
+  d, records, _ = table
+  _, model, variables, ds = load_trained(str(d / 'runs' / 'synthetic' / 'regular'))
+  got = table1.smoothed_certificate(
+    model, variables, ds.test_images[:8], ds.test_labels[:8], 0.25, key=jax.random.key(0)
+  )
+  assert 0.0 <= got['certified_l2'] <= 1.0 and got['certified_l2_settings']['sigma'] == 0.25
+  rows = [dict(records[0], result=dict(records[0]['result'], **got)), records[1]]
+  head, _, first, second = table_markdown(rows).splitlines()[:4]
+  col = head.split(' | ').index('Certified L2, smoothed (lower bound)')
+  assert second.split(' | ')[col] == '–' and first.split(' | ')[col] == f'{100 * got["certified_l2"]:.1f}'

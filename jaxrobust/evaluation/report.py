@@ -21,6 +21,7 @@ COLUMNS = [
   ('autoattack', 'AutoAttack'),
   ('worst_case', 'Worst case'),
   ('verified_linf', 'Verified L∞ (lower bound)'),
+  ('certified_l2', 'Certified L2, smoothed (lower bound)'),
 ]
 
 
