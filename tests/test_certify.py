@@ -60,6 +60,14 @@ class Arithmetic(nn.Module):
     return nn.Dense(4)(jnp.concatenate([c, jnp.maximum(a, b) - jnp.minimum(a, 0.2)], -1))
 
 
+def _raise_logit(logits, j):
+  return jnp.take_along_axis(logits, j[:, None], -1)[:, 0]
+
+
+def _lower_logit(logits, j):
+  return -_raise_logit(logits, j)
+
+
 def _reached_points(f, x, eps, key):
   """Outputs of f at random points of the box, at its corners, and at PGD's maxima and minima
   of each output."""
@@ -68,12 +76,10 @@ def _reached_points(f, x, eps, key):
   for k in jax.random.split(key, 20):
     pts.append(jnp.clip(x + jax.random.uniform(k, x.shape, minval=-eps, maxval=eps), 0, 1))
     pts.append(jnp.clip(x + eps * jax.random.rademacher(k, x.shape, jnp.float32), 0, 1))
+  g = lambda z, k: f(z)
   for j in range(n_out):
-    for sign in (1.0, -1.0):
-      loss = lambda logits, y, j=j, s=sign: s * logits[:, j]
-      pts.append(
-        pgd(lambda z, k: f(z), key, x, jnp.zeros(x.shape[0], int), epsilon=eps, num_steps=20, loss=loss)
-      )
+    for loss in (_raise_logit, _lower_logit):  # the output index travels as y: one program each
+      pts.append(pgd(g, key, x, jnp.full(x.shape[0], j), epsilon=eps, num_steps=20, loss=loss))
   return jnp.stack([f(p) for p in pts])
 
 
