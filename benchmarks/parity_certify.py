@@ -33,6 +33,7 @@ from scipy import stats
 
 from benchmarks.common import arg, check_args, emit
 from benchmarks.side_by_side import alternate
+from experiments.certify import clipped
 from jaxrobust.certify import interval_bounds, smooth_certify
 from jaxrobust.evaluation.accuracy import as_unit_float
 from jaxrobust.machine import cpu_model
@@ -186,7 +187,7 @@ def main():
         row['auto_lirpa'] = 'not importable' if lirpa is None else f'failed: {lirpa}'
       emit(**row)
 
-  f = jax.tree_util.Partial(lambda base, z, k: base(jnp.clip(z, 0, 1), k), make_logits_fn(model, variables))
+  f = clipped(make_logits_fn(model, variables))  # the base classifier experiments.certify certifies
   ek = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(jnp.arange(num))
   sm = TorchSmooth(twin, 10, sigma)
   if 'smoothing' in parts:
