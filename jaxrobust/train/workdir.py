@@ -170,8 +170,16 @@ def has_final_row(path: str, step: int) -> bool:
   if not os.path.exists(path):
     return False
   with open(path) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
+    rows = [_parsed(line) for line in f if line.strip()]
   return any(r.get('step') == step and 'test_accuracy' in r for r in rows)
+
+
+def _parsed(line: str) -> dict:
+  """A metrics row, or {} for a line that a crash left half written."""
+  try:
+    return json.loads(line)
+  except ValueError:
+    return {}
 
 
 def last_logged_step(path: str) -> float:
