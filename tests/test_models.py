@@ -145,3 +145,36 @@ def test_torch_default_init_is_pytorchs_uniform():
     assert abs(k.var() - bound**2 / 3) < 4 * bound**2 * np.sqrt(4 / 45 / n)
   assert not np.allclose(new['Dense_0']['bias'], 0)  # Flax's biases start at zero; torch's do not
   assert jax.tree.structure(new) == jax.tree.structure(params)
+
+
+@pytest.mark.parametrize('name', [n for n in models.model_names() if n.startswith(('small_cnn', 'wrn_tiny'))])
+def test_declared_traits_match_what_the_model_does(name):
+  """The registry's declaration, checked against behaviour (the one place that runs a model twice
+  to find out): stochastic ⇔ two keys give different logits; lwta ⇔ it has a mean-field twin."""
+  shape = (4, 8, 8, 1) if 'cnn' in name else (4, 8, 8, 3)
+  m = models.create_model(name, num_classes=4)
+  traits = models.model_traits(m)
+  x = jax.random.uniform(jax.random.key(0), shape)
+  v = m.init({'params': jax.random.key(1), 'stochastic': jax.random.key(2)}, x)
+  a, b = (m.apply(v, x, rngs={'stochastic': jax.random.key(k)}) for k in (5, 6))
+  assert traits.stochastic == (not np.allclose(a, b)), (name, traits)
+  assert traits.lwta == (getattr(m.act, 'func', None) is models.LWTA), (name, traits)
+  # The declaration travels with the model through clones (surrogates, other LWTA modes).
+  assert models.model_traits(m.clone(deterministic=True)) == traits
+  if traits.lwta:
+    assert models.model_traits(models.with_lwta_mode(m, 'mean')) == traits
+
+
+def test_a_model_without_declared_traits_is_refused_by_name():
+  bare = models.SmallCNN(num_classes=4)
+  with pytest.raises(ValueError, match='SmallCNN declares no traits.*create_model'):
+    models.model_traits(bare)
+  with pytest.raises(ValueError, match='not declared an LWTA network'):
+    models.with_lwta_mode(models.create_model('small_cnn_pni'), 'mean')
+  declared = models.declare(bare, models.ModelTraits(stochastic=False))
+  assert models.model_traits(declared) == models.ModelTraits(stochastic=False)
+  x = jnp.ones((2, 8, 8, 1))
+  v = bare.init(jax.random.key(0), x)
+  np.testing.assert_array_equal(bare.apply(v, x), declared.apply(v, x))  # same parameters, same function
+  with pytest.raises(TypeError, match='ModelTraits'):
+    models.declare(bare, {'stochastic': True})

@@ -30,7 +30,7 @@ from jaxrobust.evaluation.accuracy import as_unit_float
 from jaxrobust.evaluation.cache import PieceCache, digest
 from jaxrobust.evaluation.estimator import candidate_scores, draw_keys, plurality, worst_case
 from jaxrobust.evaluation.suites import STANDARD_BUDGETS, linf_budget
-from jaxrobust.models import make_logits_fn, with_lwta_mode
+from jaxrobust.models import make_logits_fn, model_traits, with_lwta_mode
 from jaxrobust import keys
 
 
@@ -61,20 +61,13 @@ def surrogates(model) -> dict[str, object]:
   """Deterministic versions of a stochastic model with the same variables: 'argmax' (LWTA winners
   by argmax; for PNI the noise-free network), and for LWTA 'mean_field' (each unit weighted by
   its probability of winning, no sampling)."""
-  out = {}
-  if hasattr(model, 'deterministic'):
-    out['argmax' if _has_lwta(model) else 'noise_free'] = model.clone(deterministic=True)
-  if _has_lwta(model):
+  # Every model has the `deterministic` switch; a deterministic model's noise-free surrogate is
+  # itself, so every row of a comparison gets the same transfer columns.
+  traits = model_traits(model)
+  out = {'argmax' if traits.lwta else 'noise_free': model.clone(deterministic=True)}
+  if traits.lwta:
     out['mean_field'] = with_lwta_mode(model, 'mean')
   return out
-
-
-def _has_lwta(model) -> bool:
-  try:
-    with_lwta_mode(model, 'mean')
-  except (ValueError, AttributeError):
-    return False
-  return True
 
 
 def eot_pgd_spec(epsilon: float, *, num_steps: int, eot_samples: int, microbatch: int | None = None) -> dict:

@@ -18,14 +18,14 @@ from jaxrobust.certify import interval_bounds, verified
 from jaxrobust.evaluation.accuracy import NonFiniteLogitsError, as_unit_float, correct, robust_accuracy
 from jaxrobust.evaluation.adaptive import evaluate_adaptive
 from jaxrobust.evaluation.suites import AUTOATTACK_SUITES, attack_suite, linf_budget, transfer_attack
-from jaxrobust.models import forward, make_logits_fn
+from jaxrobust.models import forward, make_logits_fn, model_traits
 
 
 def deterministic_surrogate(model):
   """The same model (same variables) with every stochastic layer's noise off (LWTA winners by
-  argmax, PNI without weight noise, IBP gates at their means), or None when the model has no
-  `deterministic` switch."""
-  return model.clone(deterministic=True) if hasattr(model, 'deterministic') else None
+  argmax, PNI without weight noise, IBP gates at their means), or None for a model declared
+  deterministic."""
+  return model.clone(deterministic=True) if model_traits(model).stochastic else None
 
 
 @functools.partial(jax.jit, static_argnames=('model',))
@@ -142,7 +142,7 @@ def evaluate_model(
     raise ValueError("while_waiting needs a cache_dir (of the 'adaptive' suite) to wait on")
   f = make_logits_fn(model, variables)
   check_finite_model(f, images, key=key, batch_size=batch_size)
-  stochastic = _stochastic(model, variables, images.shape[1:])
+  stochastic = model_traits(model).stochastic
   if suite == 'adaptive':
     out = evaluate_adaptive(
       model,
@@ -323,13 +323,6 @@ def evaluate_autoattack(
     'stochastic': stochastic,
     'per_example': {'autoattack': robust.tolist()},
   }
-
-
-def _stochastic(model, variables, image_shape) -> bool:
-  x = jax.random.uniform(jax.random.key(0), (2,) + tuple(image_shape))
-  a = _forward(model, variables, x, jax.random.key(1))
-  b = _forward(model, variables, x, jax.random.key(2))
-  return not np.allclose(np.asarray(a), np.asarray(b))
 
 
 def examples_and_confidence(

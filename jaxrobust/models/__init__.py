@@ -17,6 +17,7 @@ from jaxrobust.models.pni import PNIConv, PNIDense
 from jaxrobust.models.registry import create_model, make_logits_fn, model_names
 from jaxrobust.models.small_cnn import SmallCNN
 from jaxrobust.models.stochastic_models import predict_mc, predict_single, with_lwta_mode
+from jaxrobust.models.traits import ModelTraits, declare, model_traits
 from jaxrobust.models.wide_resnet import WideResNet
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
   'LWTA',
   'LWTAConv',
   'LWTADense',
+  'ModelTraits',
   'PNIConv',
   'PNIDense',
   'STOCHASTIC',
@@ -33,6 +35,7 @@ __all__ = [
   'categorical_kl_uniform',
   'collect_kl',
   'create_model',
+  'declare',
   'forward',
   'gumbel_noise',
   'kl_bernoulli',
@@ -42,6 +45,7 @@ __all__ = [
   'kumaraswamy_sample',
   'logistic_noise',
   'make_logits_fn',
+  'model_traits',
   'model_names',
   'model_variables',
   'predict_mc',

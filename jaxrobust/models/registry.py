@@ -11,35 +11,37 @@ import jax
 from jaxrobust.models.common import forward
 from jaxrobust.models.small_cnn import SmallCNN
 from jaxrobust.models.stochastic_models import lwta_network, pni_network
+from jaxrobust.models.traits import DETERMINISTIC, LWTA_NETWORK, NOISY, ModelTraits, declare
 from jaxrobust.models.wide_resnet import WRN16_4, WRN34_1, WRN34_5, WRN34_10, WRN_TINY
 
-_REGISTRY: dict[str, Callable[..., Any]] = {
+# Each entry: (constructor, traits). The traits are declared here, once, for evaluation to read.
+_REGISTRY: dict[str, tuple[Callable[..., Any], ModelTraits]] = {
   # deterministic networks
-  'small_cnn': SmallCNN,
-  'wrn34_1': WRN34_1,
-  'wrn34_5': WRN34_5,
-  'wrn34_10': WRN34_10,
-  'wrn16_4': WRN16_4,
-  'wrn_tiny': WRN_TINY,  # tests
+  'small_cnn': (SmallCNN, DETERMINISTIC),
+  'wrn34_1': (WRN34_1, DETERMINISTIC),
+  'wrn34_5': (WRN34_5, DETERMINISTIC),
+  'wrn34_10': (WRN34_10, DETERMINISTIC),
+  'wrn16_4': (WRN16_4, DETERMINISTIC),
+  'wrn_tiny': (WRN_TINY, DETERMINISTIC),  # tests
   # stochastic LWTA activations
-  'small_cnn_lwta': functools.partial(lwta_network, SmallCNN),
-  'wrn34_1_lwta': functools.partial(lwta_network, WRN34_1),
-  'wrn34_5_lwta': functools.partial(lwta_network, WRN34_5),
-  'wrn34_10_lwta': functools.partial(lwta_network, WRN34_10),
-  'wrn16_4_lwta': functools.partial(lwta_network, WRN16_4),
-  'wrn_tiny_lwta': functools.partial(lwta_network, WRN_TINY),
+  'small_cnn_lwta': (functools.partial(lwta_network, SmallCNN), LWTA_NETWORK),
+  'wrn34_1_lwta': (functools.partial(lwta_network, WRN34_1), LWTA_NETWORK),
+  'wrn34_5_lwta': (functools.partial(lwta_network, WRN34_5), LWTA_NETWORK),
+  'wrn34_10_lwta': (functools.partial(lwta_network, WRN34_10), LWTA_NETWORK),
+  'wrn16_4_lwta': (functools.partial(lwta_network, WRN16_4), LWTA_NETWORK),
+  'wrn_tiny_lwta': (functools.partial(lwta_network, WRN_TINY), LWTA_NETWORK),
   # LWTA with IBP layers (the small CNN's hidden dense layer too)
-  'small_cnn_ibp': functools.partial(lwta_network, SmallCNN, ibp=True, ibp_dense=True),
-  'wrn34_1_ibp': functools.partial(lwta_network, WRN34_1, ibp=True),
-  'wrn34_5_ibp': functools.partial(lwta_network, WRN34_5, ibp=True),
-  'wrn34_10_ibp': functools.partial(lwta_network, WRN34_10, ibp=True),
-  'wrn16_4_ibp': functools.partial(lwta_network, WRN16_4, ibp=True),
-  'wrn_tiny_ibp': functools.partial(lwta_network, WRN_TINY, ibp=True),
+  'small_cnn_ibp': (functools.partial(lwta_network, SmallCNN, ibp=True, ibp_dense=True), LWTA_NETWORK),
+  'wrn34_1_ibp': (functools.partial(lwta_network, WRN34_1, ibp=True), LWTA_NETWORK),
+  'wrn34_5_ibp': (functools.partial(lwta_network, WRN34_5, ibp=True), LWTA_NETWORK),
+  'wrn34_10_ibp': (functools.partial(lwta_network, WRN34_10, ibp=True), LWTA_NETWORK),
+  'wrn16_4_ibp': (functools.partial(lwta_network, WRN16_4, ibp=True), LWTA_NETWORK),
+  'wrn_tiny_ibp': (functools.partial(lwta_network, WRN_TINY, ibp=True), LWTA_NETWORK),
   # parametric noise injection (the small CNN's separate head too)
-  'small_cnn_pni': functools.partial(pni_network, SmallCNN, noisy_head=True),
-  'wrn34_1_pni': functools.partial(pni_network, WRN34_1, noisy_head=False),
-  'wrn16_4_pni': functools.partial(pni_network, WRN16_4, noisy_head=False),
-  'wrn_tiny_pni': functools.partial(pni_network, WRN_TINY, noisy_head=False),
+  'small_cnn_pni': (functools.partial(pni_network, SmallCNN, noisy_head=True), NOISY),
+  'wrn34_1_pni': (functools.partial(pni_network, WRN34_1, noisy_head=False), NOISY),
+  'wrn16_4_pni': (functools.partial(pni_network, WRN16_4, noisy_head=False), NOISY),
+  'wrn_tiny_pni': (functools.partial(pni_network, WRN_TINY, noisy_head=False), NOISY),
 }
 
 
@@ -48,14 +50,16 @@ def model_names() -> list[str]:
 
 
 def create_model(name: str, **kwargs):
-  """Instantiates the model registered as `name` with the given fields.
+  """Instantiates the model registered as `name` with the given fields, carrying the traits
+  declared for it (`models/traits.py`).
 
   Raises:
     ValueError: for an unknown name, listing the known ones.
   """
   if name not in _REGISTRY:
     raise ValueError(f'unknown model {name!r}; known models: {", ".join(model_names())}')
-  return _REGISTRY[name](**kwargs)
+  build, traits = _REGISTRY[name]
+  return declare(build(**kwargs), traits)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,6 +23,7 @@ from jaxrobust.models.common import forward
 from jaxrobust.models.ibp import LWTAConv, LWTADense
 from jaxrobust.models.lwta import LWTA
 from jaxrobust.models.pni import PNIConv, PNIDense
+from jaxrobust.models.traits import model_traits
 
 
 def lwta_network(
@@ -84,10 +85,9 @@ def with_lwta_mode(
   """The same model (same parameters) with every LWTA layer in `mode` (e.g. 'hard', the
   straight-through sampler; 'mean', the mean field) and, if given, another temperature at test
   time. For the noise-free surrogate use `model.clone(deterministic=True)`."""
-  act = model.act
-  if not (isinstance(act, functools.partial) and act.func is LWTA):
-    raise ValueError('with_lwta_mode: the model has no LWTA activation')
-  fields = {**act.keywords, 'mode': mode}
+  if not model_traits(model).lwta:
+    raise ValueError(f'with_lwta_mode: {type(model).__name__} is not declared an LWTA network')
+  fields = {**model.act.keywords, 'mode': mode}
   if eval_temperature is not None:
     if not eval_temperature > 0:
       raise ValueError(f'with_lwta_mode: eval_temperature must be > 0, got {eval_temperature}')

@@ -34,6 +34,7 @@ import numpy as np
 
 from jaxrobust.models.common import Swish
 from jaxrobust.models.resnet import ResNet
+from jaxrobust.models.traits import DETERMINISTIC, declare
 from jaxrobust.models.wide_resnet import WideResNet
 
 # Dataset statistics DeepMind's models normalise with (their model_zoo's constants).
@@ -280,10 +281,10 @@ def build_model(arch: str, family: str, dataset: str, **overrides):
       fields.update(projection_first=True)
   if kind == 'wrn':
     fields.update(overrides)
-    return WideResNet(**fields)
+    return declare(WideResNet(**fields), DETERMINISTIC)
   fields.update(preact=kind == 'preact_resnet')
   fields.update(overrides)
-  return ResNet(**fields)
+  return declare(ResNet(**fields), DETERMINISTIC)
 
 
 def convert(arch: str, fmt: str, source: dict[str, np.ndarray], dataset: str, **overrides):
