@@ -13,6 +13,17 @@ import tempfile
 from typing import Any, Callable, IO
 
 
+def _process_umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+# A temporary file is created readable by its owner only; the renamed file gets the permissions
+# that `open` would have given it (read once at import: setting the umask is process-wide).
+_FILE_MODE = 0o666 & ~_process_umask()
+
+
 def write_atomic(path: str, content: str | bytes | Callable[[IO[bytes]], Any]) -> str:
   """Writes `content` (text, bytes, or a function that writes to a binary file) to `path`.
 
@@ -30,6 +41,7 @@ def write_atomic(path: str, content: str | bytes | Callable[[IO[bytes]], Any]) -
       else:
         f.write(content.encode() if isinstance(content, str) else content)
       f.flush()
+      os.fchmod(f.fileno(), _FILE_MODE)
       os.fsync(f.fileno())
     os.replace(tmp, path)
   except BaseException:
