@@ -39,7 +39,8 @@ import numpy as np
 
 from experiments.configs.defenses import DEFENSES, defense_config
 from jaxrobust.evaluation.accuracy import as_unit_float
-from jaxrobust.evaluation import STANDARD_BUDGETS, evaluate_model, figures
+from experiments import figures
+from jaxrobust.evaluation import STANDARD_BUDGETS, evaluate_model
 from jaxrobust.evaluation.adaptive import eot_convergence
 from jaxrobust.evaluation.cache import digest
 from jaxrobust.files import write_atomic, write_json_atomic

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 
 from experiments.table1 import run_row
-from jaxrobust.evaluation import figures
+from experiments import figures
 from jaxrobust.files import write_atomic
 from jaxrobust.provenance import write_result_json
 

@@ -19,7 +19,8 @@ import os
 import jax
 
 from jaxrobust import keys
-from jaxrobust.evaluation import STANDARD_BUDGETS, examples_and_confidence, figures
+from experiments import figures
+from jaxrobust.evaluation import STANDARD_BUDGETS, examples_and_confidence
 from jaxrobust.files import write_atomic
 from jaxrobust.provenance import write_result_json
 from jaxrobust.models import with_lwta_mode

@@ -18,7 +18,7 @@ import os
 import sys
 
 from experiments.reproduce import compare
-from jaxrobust.evaluation.report import COLUMNS
+from experiments.report import COLUMNS
 from jaxrobust.files import write_atomic
 from jaxrobust.provenance import write_result_json
 

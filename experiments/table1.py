@@ -20,15 +20,15 @@ import time
 import jax
 import numpy as np
 
+from experiments import figures
 from experiments.configs.defenses import DEFENSES, defense_config
+from experiments.report import write_table
 from jaxrobust.evaluation import (
   STANDARD_BUDGETS,
   evaluate_model,
   examples_and_confidence,
-  figures,
   inference_ms_per_image,
   transfer_attack,
-  write_table,
 )
 from jaxrobust import keys
 from jaxrobust.certify import certified_accuracy

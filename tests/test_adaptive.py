@@ -185,7 +185,7 @@ def test_evaluate_adaptive_on_a_stochastic_lwta_network(tmp_path, monkeypatch):
 def test_eot_convergence_on_the_masked_model(masked, tmp_path):
   """More draws bring EOT-PGD down to the exact accuracy; the doubling test then says converged,
   and the figure is written."""
-  from jaxrobust.evaluation import figures
+  from experiments import figures
   from jaxrobust.evaluation.adaptive import eot_convergence
 
   f, W, b, x, y = masked

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments.report import table_markdown
 from jaxrobust import attacks as A
 from jaxrobust import evaluation as E
 from jaxrobust.models import create_model
@@ -128,7 +129,7 @@ def test_verified_accuracy_is_a_lower_bound_beside_the_attacks():
 def test_the_table_says_a_random_model_has_no_certificate():
   row = {'title': 'LWTA', 'result': {'clean': 0.8, 'verified_linf': None, 'stochastic': True}}
   det = {'title': 'CNN', 'result': {'clean': 0.9, 'verified_linf': 0.25, 'stochastic': False}}
-  lines = E.table_markdown([row, det]).splitlines()
+  lines = table_markdown([row, det]).splitlines()
   assert 'Verified L∞ (lower bound)' in lines[0]
   assert lines[2].split('|')[-4].strip() == 'none (random)'
   assert lines[3].split('|')[-4].strip() == '25.0'

@@ -11,7 +11,7 @@ import pytest
 
 from experiments import evaluate, reproduce, table1
 from experiments.configs.defenses import DEFENSES, defense_config
-from jaxrobust.evaluation import table_markdown
+from experiments.report import table_markdown
 from jaxrobust.machine import cpu_model
 from tests.test_reproduce import check_environment
 
@@ -361,7 +361,7 @@ def test_converged_study_reuses_the_trained_rows_and_reports_the_protocol(table,
 
 
 def test_accuracy_against_training_time_figure_is_a_png(tmp_path):
-  from jaxrobust.evaluation import figures
+  from experiments import figures
 
   path = tmp_path / 'cost.png'
   figures.plot_accuracy_vs_cost(
@@ -447,7 +447,7 @@ def test_every_flag_a_script_reads_is_defined():
 @pytest.mark.parametrize('n', [1, 12, 40])
 def test_every_curve_of_a_figure_has_its_own_style(n):
   """Table 1 has twelve rows and matplotlib's colour cycle ten colours: no two curves may look alike."""
-  from jaxrobust.evaluation import figures
+  from experiments import figures
 
   styles = figures.line_styles(n)
   assert len({(s['color'], s['linestyle'], s['marker']) for s in styles}) == n
@@ -681,7 +681,7 @@ def test_smoothed_rows_get_a_certified_l2_column(table, monkeypatch):
   """A row trained with Gaussian noise gets its smoothed classifier's certified L2 accuracy (here
   with few draws); the table shows the column, '–' for the other rows."""
   from experiments import table1
-  from jaxrobust.evaluation import table_markdown
+  from experiments.report import table_markdown
   from jaxrobust.train import load_trained
 
   monkeypatch.setattr(table1, 'SMOOTHING', dict(radius=0.1, n0=10, n=100, alpha=0.01))

@@ -1,7 +1,6 @@
 """Evaluation: accuracy over datasets (clean, robust, per-point worst case), attack suites, the
-evaluator with stochastic-model extras, Table 1 and the figures."""
+evaluator with stochastic-model extras. The study's tables and figures are in experiments/."""
 
-from jaxrobust.evaluation import figures
 from jaxrobust.evaluation.accuracy import NonFiniteLogitsError, clean_accuracy, correct, robust_accuracy
 from jaxrobust.evaluation.evaluator import (
   deterministic_surrogate,
@@ -12,7 +11,6 @@ from jaxrobust.evaluation.evaluator import (
   pgd_accuracy_over_epsilons,
 )
 from jaxrobust.evaluation.estimator import WorstCase, select_and_measure
-from jaxrobust.evaluation.report import table_markdown, write_table
 from jaxrobust.evaluation.suites import SUITES, STANDARD_BUDGETS, attack_suite, linf_budget, transfer_attack
 
 __all__ = [
@@ -28,12 +26,9 @@ __all__ = [
   'evaluate_autoattack',
   'evaluate_model',
   'examples_and_confidence',
-  'figures',
   'inference_ms_per_image',
   'linf_budget',
   'pgd_accuracy_over_epsilons',
   'robust_accuracy',
-  'table_markdown',
   'transfer_attack',
-  'write_table',
 ]
