@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from benchmarks.common import arg, check_args, emit
 from benchmarks.side_by_side import alternate
 from jaxrobust import attacks as A
-from jaxrobust.attacks._core import check_inputs
+from jaxrobust.attacks._checks import check_inputs
 from jaxrobust.machine import cpu_model
 from jaxrobust.models import create_model, make_logits_fn
 

@@ -33,7 +33,7 @@ import jax
 from benchmarks import side_by_side
 from benchmarks.common import arg, check_args, emit
 from jaxrobust import attacks as A
-from jaxrobust.attacks import _core
+from jaxrobust.attacks import _loop
 from jaxrobust.models import create_model, make_logits_fn
 from jaxrobust.machine import cpu_model
 
@@ -184,7 +184,7 @@ def auto_microbatch(workdir: str, n: int, repeats: int):
     'whole_batch',
     model=workdir,
     n=n,
-    chunk=_core.resolve_microbatch(None, n, rolled=True),
+    chunk=_loop.resolve_microbatch(None, n, rolled=True),
   )
 
 

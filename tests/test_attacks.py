@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from jaxrobust import attacks as A
-from jaxrobust.attacks import _core
+from jaxrobust.attacks import _loop
 from jaxrobust.data import load_synthetic
 from tests.conftest import assert_attacks_agree
 
@@ -399,7 +399,7 @@ def test_unrolled_and_rolled_loops_agree(trained, monkeypatch):
   """The CPU default unrolls short attack loops and rolls long ones (the suite itself runs rolled,
   for compile time)."""
   f, x, y = trained
-  monkeypatch.setattr(_core, '_UNROLL_OVERRIDE', [None])
+  monkeypatch.setattr(_loop, '_UNROLL_OVERRIDE', [None])
   assert A.default_unroll(10) == (10 if jax.default_backend() == 'cpu' else 1)
   assert A.default_unroll(20) == (20 if jax.default_backend() == 'cpu' else 1)
   assert A.default_unroll(100) == 1
@@ -419,11 +419,11 @@ def test_unrolled_and_rolled_loops_agree(trained, monkeypatch):
 def test_eot_attacks_run_rolled_loops_by_default(attack, monkeypatch):
   """The unroll factor the attack hands its loop: straight-line for one draw on the CPU, rolled
   with EOT (a fresh shape, so that the attack is traced and its loop built here)."""
-  monkeypatch.setattr(_core, '_UNROLL_OVERRIDE', [None])
+  monkeypatch.setattr(_loop, '_UNROLL_OVERRIDE', [None])
   seen = []
-  fori = _core.fori
+  fori = _loop.fori
   monkeypatch.setattr(
-    _core, 'fori', lambda n, body, init, unroll: seen.append(unroll) or fori(n, body, init, unroll)
+    _loop, 'fori', lambda n, body, init, unroll: seen.append(unroll) or fori(n, body, init, unroll)
   )
   f = lambda x, key: x.reshape(x.shape[0], -1)[:, :4] * 3.0  # noqa: E731
   x, y = jnp.full((3, 2, 3, 1), 0.5), jnp.array([0, 1, 2])
@@ -434,15 +434,15 @@ def test_eot_attacks_run_rolled_loops_by_default(attack, monkeypatch):
 
 
 def test_the_gradient_is_chunked_by_default_only_inside_rolled_loops_on_the_cpu(monkeypatch):
-  r = _core.resolve_microbatch
+  r = _loop.resolve_microbatch
   cpu = jax.default_backend() == 'cpu'
-  assert r(None, 500, rolled=True) == (_core.AUTO_MICROBATCH if cpu else None)
+  assert r(None, 500, rolled=True) == (_loop.AUTO_MICROBATCH if cpu else None)
   assert r(None, 500, eot_samples=20, rolled=True) is None  # EOT: the whole batch, as measured
   assert r(16, 500, eot_samples=20) == 16
   assert r(None, 500, rolled=False) is None  # straight-line loops: no copy of the gradient per chunk
-  assert r(None, _core.AUTO_MICROBATCH, rolled=True) is None  # one chunk is the whole batch
+  assert r(None, _loop.AUTO_MICROBATCH, rolled=True) is None  # one chunk is the whole batch
   assert r(0, 500, rolled=True) is None and r(16, 500) == 16 and r(600, 500) is None
-  monkeypatch.setattr(_core.jax, 'default_backend', lambda: 'gpu')
+  monkeypatch.setattr(_loop.jax, 'default_backend', lambda: 'gpu')
   assert r(None, 500, rolled=True) is None
 
 
@@ -455,13 +455,13 @@ def _noisy_linear(x, key):
 def test_mapped_chunks_equal_the_whole_batch_and_draw_as_the_straight_line_chunks(trained):
   f, x, y = trained
   x, y = x[:37], y[:37]  # 37 = 4 chunks of 10, the last one padded
-  whole = _core.loss_and_grad(f, A.cross_entropy, x, y, KEY)
-  mapped = _core.loss_and_grad(f, A.cross_entropy, x, y, KEY, microbatch=10, mapped=True)
+  whole = _loop.loss_and_grad(f, A.cross_entropy, x, y, KEY)
+  mapped = _loop.loss_and_grad(f, A.cross_entropy, x, y, KEY, microbatch=10, mapped=True)
   for w, m in zip(whole, mapped):
     assert w.shape == m.shape
     np.testing.assert_allclose(w, m, rtol=1e-5, atol=1e-6)
-  straight = _core.loss_and_grad(_noisy_linear, A.cross_entropy, x, y, KEY, eot_samples=3, microbatch=10)
-  mapped = _core.loss_and_grad(
+  straight = _loop.loss_and_grad(_noisy_linear, A.cross_entropy, x, y, KEY, eot_samples=3, microbatch=10)
+  mapped = _loop.loss_and_grad(
     _noisy_linear, A.cross_entropy, x, y, KEY, eot_samples=3, microbatch=10, mapped=True
   )
   for s, m in zip(straight, mapped):
@@ -479,4 +479,4 @@ def test_a_rolled_attack_holds_one_copy_of_the_gradient_whatever_the_batch(train
     .as_text()
     .count('dot_general')
   )
-  assert count(4 * _core.AUTO_MICROBATCH) == count(_core.AUTO_MICROBATCH + 1)  # 4 chunks, 2 chunks
+  assert count(4 * _loop.AUTO_MICROBATCH) == count(_loop.AUTO_MICROBATCH + 1)  # 4 chunks, 2 chunks

@@ -31,17 +31,9 @@ Example:
 from jaxrobust.attacks._apgd import apgd, apgd_targeted, checkpoint_schedule
 from jaxrobust.attacks._autoattack import autoattack, sanity_checks
 from jaxrobust.attacks._compose import eot, over_epsilons
-from jaxrobust.attacks._core import (
-  Attack,
-  LogitsFn,
-  as_pytree_fn,
-  default_unroll,
-  loss_and_grad,
-  per_example_norm,
-  project,
-  project_and_clip,
-  set_default_unroll,
-)
+from jaxrobust.attacks._checks import Attack, LogitsFn
+from jaxrobust.attacks._geometry import per_example_norm, project, project_and_clip
+from jaxrobust.attacks._loop import as_pytree_fn, default_unroll, loss_and_grad, set_default_unroll
 from jaxrobust.attacks._cw import cw_l2
 from jaxrobust.attacks._fab import fab_targeted
 from jaxrobust.attacks._losses import cross_entropy, dlr, get_loss, margin

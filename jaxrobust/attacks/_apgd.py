@@ -16,7 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrobust.attacks import _core
+from jaxrobust.attacks import _attack_keys
+from jaxrobust.attacks import _checks
+from jaxrobust.attacks import _geometry
+from jaxrobust.attacks import _loop
 from jaxrobust.attacks._losses import dlr_targeted_pair, get_loss, min_classes
 
 
@@ -64,21 +67,21 @@ def _apgd_impl(
   microbatch,
 ):
   b = x.shape[0]
-  eps, lo, hi = _core.bcast(epsilon, x), _core.bcast(lo, x), _core.bcast(hi, x)
+  eps, lo, hi = _geometry.bcast(epsilon, x), _geometry.bcast(lo, x), _geometry.bcast(hi, x)
   if target is None:
     loss_fn, labels = get_loss(loss, targeted=targeted), y
   else:  # AutoAttack's APGD-T: the targeted DLR between the true class and `target`
     loss_fn, labels = dlr_targeted_pair, jnp.stack([y, target], -1)
-  noise_key, model_key = _core.split_attack_key(key, b)
+  noise_key, model_key = _attack_keys.split_attack_key(key, b)
   ex = lambda m: m.reshape((-1,) + (1,) * (x.ndim - 1))
   windows = jnp.asarray(checkpoint_schedule(num_steps))
   rolled = unroll < num_steps
-  chunk = _core.resolve_microbatch(microbatch, b, eot_samples=eot_samples, rolled=rolled)
-  grad = lambda xx, k: _core.loss_and_grad(logits_fn, loss_fn, xx, labels, k, eot_samples, chunk, rolled)
+  chunk = _loop.resolve_microbatch(microbatch, b, eot_samples=eot_samples, rolled=rolled)
+  grad = lambda xx, k: _loop.loss_and_grad(logits_fn, loss_fn, xx, labels, k, eot_samples, chunk, rolled)
 
-  x0 = jnp.clip(x + _core.random_start(noise_key, x, eps, norm, 'uniform'), lo, hi)
+  x0 = jnp.clip(x + _geometry.random_start(noise_key, x, eps, norm, 'uniform'), lo, hi)
   l0, logits0, g0 = grad(x0, model_key)
-  fooled0 = _core.success(logits0, y, targeted)
+  fooled0 = _geometry.success(logits0, y, targeted)
   hist = jnp.zeros((num_steps + 1, b), x.dtype).at[0].set(l0)  # hist[t+1] = loss after step t
   state = dict(
     x=x0,
@@ -93,17 +96,19 @@ def _apgd_impl(
     hist=hist,
     l_best_last=l0,
     reduced_last=jnp.ones((b,), bool),
-    bad=_core.nonfinite(logits0),
+    bad=_checks.nonfinite(logits0),
   )
 
   def body(i, s):
     a = jnp.where(i > 0, 0.75, 1.0)
-    z = _core.project_and_clip(s['x'] + s['step'] * _core.normalize_step(s['g'], norm), x, eps, norm, lo, hi)
-    x_new = _core.project_and_clip(
+    z = _geometry.project_and_clip(
+      s['x'] + s['step'] * _geometry.normalize_step(s['g'], norm), x, eps, norm, lo, hi
+    )
+    x_new = _geometry.project_and_clip(
       s['x'] + a * (z - s['x']) + (1 - a) * (s['x'] - s['x_prev']), x, eps, norm, lo, hi
     )
     l, logits, g = grad(x_new, jax.random.fold_in(model_key, i + 1))
-    fooled_now = _core.success(logits, y, targeted)
+    fooled_now = _geometry.success(logits, y, targeted)
     x_adv = jnp.where(ex(fooled_now & ~s['fooled']), x_new, s['x_adv'])
     fooled = s['fooled'] | fooled_now
     better = l > s['l_best']
@@ -138,17 +143,17 @@ def _apgd_impl(
       hist=hist,
       l_best_last=jnp.where(at_ckpt, l_best, s['l_best_last']),
       reduced_last=jnp.where(at_ckpt, osc | no_impr, s['reduced_last']),
-      bad=s['bad'] | _core.nonfinite(logits),
+      bad=s['bad'] | _checks.nonfinite(logits),
     )
 
-  s = _core.fori(num_steps, body, state, unroll)
+  s = _loop.fori(num_steps, body, state, unroll)
   # A successful point is returned where it first succeeded; the others at their highest loss.
   x_out = jnp.where(ex(s['fooled']), s['x_adv'], s['x_best'])
   return jax.lax.stop_gradient(x_out), s['bad'], s['fooled']
 
 
 def apgd(
-  logits_fn: _core.LogitsFn,
+  logits_fn: _checks.LogitsFn,
   key,
   x,
   y,
@@ -191,10 +196,10 @@ def apgd(
     ValueError: for bad input, naming the argument; DLR with fewer than 3 classes (4 targeted).
     FloatingPointError: when `logits_fn` returns non-finite logits during the attack.
   """
-  _core.check_norm('apgd', norm)
+  _checks.check_norm('apgd', norm)
   get_loss(loss)
-  _core.check_range('apgd', 'rho', rho, 0.0, 1.0)
-  _core.check_inputs(
+  _checks.check_range('apgd', 'rho', rho, 0.0, 1.0)
+  _checks.check_inputs(
     logits_fn,
     x,
     y,
@@ -206,7 +211,7 @@ def apgd(
     min_classes=min_classes(loss, targeted),
   )
   x_adv, bad, fooled = _apgd_impl(
-    _core.as_pytree_fn(logits_fn),
+    _loop.as_pytree_fn(logits_fn),
     key,
     x,
     y,
@@ -219,18 +224,18 @@ def apgd(
     loss=loss,
     targeted=targeted,
     eot_samples=eot_samples,
-    unroll=_core.resolve_unroll(unroll, num_steps, eot_samples),
+    unroll=_loop.resolve_unroll(unroll, num_steps, eot_samples),
     rho=rho,
     microbatch=microbatch,
   )
-  _core.check_logits_finite('apgd', bad)
+  _checks.check_logits_finite('apgd', bad)
   if return_x_unless_fooled:
     return jnp.where(fooled.reshape((-1,) + (1,) * (x_adv.ndim - 1)), x_adv, jnp.asarray(x, x_adv.dtype))
   return x_adv
 
 
 def apgd_targeted(
-  logits_fn: _core.LogitsFn,
+  logits_fn: _checks.LogitsFn,
   key,
   x,
   y,
@@ -271,9 +276,9 @@ def apgd_targeted(
     parameter-free attacks", arXiv:2003.01690
   """
   name = 'apgd_targeted'
-  _core.check_norm(name, norm)
-  _core.check_range(name, 'rho', rho, 0.0, 1.0)
-  _core.check_inputs(
+  _checks.check_norm(name, norm)
+  _checks.check_range(name, 'rho', rho, 0.0, 1.0)
+  _checks.check_inputs(
     logits_fn,
     x,
     y,
@@ -284,11 +289,11 @@ def apgd_targeted(
     counts={'num_steps': num_steps, 'num_targets': num_targets, 'eot_samples': eot_samples},
     min_classes=max(4, num_targets + 1),
   )
-  f = _core.as_pytree_fn(logits_fn)
+  f = _loop.as_pytree_fn(logits_fn)
   b = x.shape[0]
-  example_keys, order, fooled = _core.target_setup(f, key, x, y)  # misclassified points stay
+  example_keys, order, fooled = _geometry.target_setup(f, key, x, y)  # misclassified points stay
   x_adv = x
-  unroll = _core.resolve_unroll(unroll, num_steps, eot_samples)
+  unroll = _loop.resolve_unroll(unroll, num_steps, eot_samples)
   static = dict(
     num_steps=num_steps,
     norm=norm,
@@ -301,20 +306,20 @@ def apgd_targeted(
   )
   for k in range(num_targets):
     target = order[:, -(k + 2)]
-    keys_k = _core.fold_keys(example_keys, k)
+    keys_k = _attack_keys.fold_keys(example_keys, k)
     run = lambda idx: _apgd_impl(
       f,
       keys_k[idx],
       x[idx],
       y[idx],
-      _core.take(epsilon, idx, b),
-      _core.take(bounds[0], idx, b),
-      _core.take(bounds[1], idx, b),
+      _loop.take(epsilon, idx, b),
+      _loop.take(bounds[0], idx, b),
+      _loop.take(bounds[1], idx, b),
       target[idx],
       **static,
     )
-    x_k, bad, fooled_k = _core.on_subset(run, ~fooled, b)
-    _core.check_logits_finite(name, bad)
+    x_k, bad, fooled_k = _loop.on_subset(run, ~fooled, b)
+    _checks.check_logits_finite(name, bad)
     new = ~fooled & fooled_k
     x_adv = jnp.where(new.reshape((-1,) + (1,) * (x.ndim - 1)), x_k, x_adv)
     fooled = fooled | new

@@ -24,7 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrobust.attacks import _core
+from jaxrobust.attacks import _attack_keys
+from jaxrobust.attacks import _checks
+from jaxrobust.attacks import _devices
+from jaxrobust.attacks import _loop
 from jaxrobust.attacks._apgd import apgd, apgd_targeted
 from jaxrobust.attacks._fab import fab_targeted
 from jaxrobust.attacks._square import square
@@ -103,7 +106,7 @@ def sanity_checks(logits_fn, x, y, key, *, version: str, batch_size: int = 256) 
     messages.append(
       'the outputs look like probabilities (rows sum to 1): pass logits, or the attacks are weakened'
     )
-  _, _, g = _core.loss_and_grad(
+  _, _, g = _loop.loss_and_grad(
     logits_fn,
     lambda z, t: jnp.sum(jax.nn.log_softmax(z) * -jax.nn.one_hot(t, z.shape[-1]), -1),
     xb,
@@ -174,7 +177,7 @@ def autoattack(
 
   if version not in VERSIONS:
     raise ValueError(f'autoattack: unknown version {version!r}; use one of {VERSIONS}')
-  _core.check_norm('autoattack', norm)
+  _checks.check_norm('autoattack', norm)
   if (version == 'custom') != (attacks is not None):
     raise ValueError("autoattack: pass `attacks` exactly when version='custom'")
   for arg, v in (
@@ -183,17 +186,19 @@ def autoattack(
     ('num_steps', num_steps),
     ('num_queries', num_queries),
   ):
-    _core.check_count('autoattack', arg, v)
+    _checks.check_count('autoattack', arg, v)
   if microbatch is not None:
-    _core.check_count('autoattack', 'microbatch', microbatch, minimum=0)
+    _checks.check_count('autoattack', 'microbatch', microbatch, minimum=0)
   x, y = jnp.asarray(x), jnp.asarray(y)
   # One check of the whole batch (a chunk-sized check would refuse per-example keys by their count).
-  _core.check_inputs(logits_fn, x, y, name='autoattack', key=key, values={'epsilon': epsilon}, min_classes=2)
-  if _core.is_key_batch(_core.as_typed(key), x.shape[0]):
+  _checks.check_inputs(
+    logits_fn, x, y, name='autoattack', key=key, values={'epsilon': epsilon}, min_classes=2
+  )
+  if _attack_keys.is_key_batch(_attack_keys.as_typed(key), x.shape[0]):
     raise ValueError('autoattack: key must be one PRNG key (each example gets fold_in(key, index))')
-  f = _core.as_pytree_fn(logits_fn)
+  f = _loop.as_pytree_fn(logits_fn)
   n = x.shape[0]
-  num_classes = _core.num_classes_of(f, x[:1])
+  num_classes = _checks.num_classes_of(f, x[:1])
   if version == 'standard' and num_classes < 4:
     # APGD-T's targeted DLR loss needs 4 classes: refuse now, not after APGD-CE has run.
     raise ValueError(
@@ -223,7 +228,7 @@ def autoattack(
         if arg in takes:
           spec.setdefault(arg, v)
       suite[name] = build_attack(spec)
-  key = _core.as_typed(key)
+  key = _attack_keys.as_typed(key)
   flags, warnings_ = sanity_checks(
     f, x, y, jax.random.fold_in(key, keys.TAG_AA_SANITY), version=version, batch_size=min(batch_size, n)
   )
@@ -231,7 +236,7 @@ def autoattack(
     warnings_.append(f'the model has {num_classes} classes: APGD-T and FAB-T use {num_classes - 1} targets')
   if devices is None:
     devices = jax.devices()[:1] if flags['randomized'] else jax.devices()
-  ex_keys = _core.per_example_keys(jax.random.fold_in(key, keys.TAG_AA_EXAMPLES), n)
+  ex_keys = _attack_keys.per_example_keys(jax.random.fold_in(key, keys.TAG_AA_EXAMPLES), n)
   pred = _predict(f, x, jax.random.fold_in(key, keys.TAG_AA_CLEAN), batch_size)
   finite = np.all(np.isfinite(pred), -1)
   if not finite.all():
@@ -259,8 +264,8 @@ def autoattack(
     broken = 0
     for s in range(0, idx.size, batch_size):
       chunk = idx[s : s + batch_size]
-      keys_j = _core.fold_keys(ex_keys[chunk], j)
-      adv = _core.attack_over_devices(attack, f, keys_j, x[chunk], y[chunk], devices)
+      keys_j = _attack_keys.fold_keys(ex_keys[chunk], j)
+      adv = _devices.attack_over_devices(attack, f, keys_j, x[chunk], y[chunk], devices)
       logits = np.asarray(f(adv, jax.random.fold_in(key, 1000 * j + s)))
       fooled = (logits.argmax(-1) != np.asarray(y[chunk])) | ~np.all(np.isfinite(logits), -1)
       x_adv[chunk[fooled]] = np.asarray(adv)[fooled]

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrobust.attacks import _core
+from jaxrobust.attacks import _checks
 
 
 def eot(attack: Callable, num_samples: int) -> Callable:
@@ -22,7 +22,7 @@ def eot(attack: Callable, num_samples: int) -> Callable:
   Works for every attack that takes `eot_samples` (fgsm, fgm, pgd, apgd). On a deterministic
   `logits_fn` it equals the plain attack.
   """
-  _core.check_count('eot', 'num_samples', num_samples)
+  _checks.check_count('eot', 'num_samples', num_samples)
   return functools.partial(attack, eot_samples=num_samples)
 
 
@@ -35,11 +35,11 @@ def over_epsilons(attack: Callable, logits_fn, key, x, y, epsilons, **hyper) -> 
   if isinstance(epsilons, str):
     raise ValueError(f'over_epsilons: epsilons must be numbers, got {epsilons!r}')
   eps = jnp.asarray(epsilons, x.dtype)
-  c = _core.concrete(eps)
+  c = _checks.concrete(eps)
   if eps.ndim != 1:
     raise ValueError(f'over_epsilons: epsilons must be 1-D, got shape {eps.shape}')
   if c is not None and (np.any(c < 0) or not np.all(np.isfinite(c))):
     raise ValueError(f'over_epsilons: every epsilon must be finite and >= 0, got {c}')
   # Value checks on x and y run once, here, with concrete inputs (inside vmap ε is a tracer).
-  _core.check_inputs(logits_fn, x, y, name='over_epsilons', key=key, bounds=hyper.get('bounds', (0.0, 1.0)))
+  _checks.check_inputs(logits_fn, x, y, name='over_epsilons', key=key, bounds=hyper.get('bounds', (0.0, 1.0)))
   return jax.vmap(lambda e: attack(logits_fn, key, x, y, epsilon=e, **hyper))(eps)

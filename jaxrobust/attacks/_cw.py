@@ -19,7 +19,10 @@ import numpy as np
 import optax
 from jax import lax
 
-from jaxrobust.attacks import _core
+from jaxrobust.attacks import _attack_keys
+from jaxrobust.attacks import _checks
+from jaxrobust.attacks import _geometry
+from jaxrobust.attacks import _loop
 from jaxrobust.attacks._losses import margin
 
 # x is mapped into the tanh box slightly shrunk, so arctanh stays finite at the box edges.
@@ -59,11 +62,11 @@ def _cw_impl(
   unroll,
 ):
   b = x.shape[0]
-  lo, hi = _core.bcast(lo, x), _core.bcast(hi, x)
+  lo, hi = _geometry.bcast(lo, x), _geometry.bcast(hi, x)
   span = hi - lo
   w0 = jnp.arctanh(((x - lo) / jnp.where(span > 0, span, 1.0) * 2 - 1) * TANH_SHRINK)
   to_x = lambda w: lo + span * (jnp.tanh(w) + 1) / 2
-  _, model_key = _core.split_attack_key(key, b)
+  _, model_key = _attack_keys.split_attack_key(key, b)
   opt = optax.adam(learning_rate)
   chunk = max(max_iterations // 10, 1)
   n_chunks = -(-max_iterations // chunk)
@@ -85,7 +88,7 @@ def _cw_impl(
       w, opt_state, step_l2, step_ok, best_l2, best_x, prev, bad, active = carry
       k = jax.random.fold_in(model_key, s * max_iterations + i)
       (_, (per, l2, logits, xa)), g = grad_fn(w, c, k)
-      bad = bad | _core.nonfinite(logits)
+      bad = bad | _checks.nonfinite(logits)
       ok = _succeeded(logits, y, kappa, targeted)
       step_better = ok & (l2 < step_l2)
       step_l2, step_ok = jnp.where(step_better, l2, step_l2), step_ok | ok
@@ -106,7 +109,7 @@ def _cw_impl(
 
     def run_chunk(state):
       j, carry = state
-      carry = _core.fori(chunk, lambda i, cr: step(j * chunk + i, cr), carry, unroll)
+      carry = _loop.fori(chunk, lambda i, cr: step(j * chunk + i, cr), carry, unroll)
       return j + 1, carry
 
     carry = (
@@ -122,7 +125,7 @@ def _cw_impl(
     )
     if unroll >= max_iterations:
       # Straight-line steps (XLA CPU: no loop around conv gradients); aborted examples are masked.
-      carry = _core.fori(max_iterations, step, carry, unroll)
+      carry = _loop.fori(max_iterations, step, carry, unroll)
     else:
       # Chunks of unrolled steps; the while loop stops once every example has aborted.
       _, carry = lax.while_loop(lambda st: (st[0] < n_chunks) & jnp.any(st[1][-1]), run_chunk, (0, carry))
@@ -142,7 +145,7 @@ def _cw_impl(
     jnp.zeros((b,), bool),
   )
   straight = unroll >= max_iterations and binary_search_steps == 1
-  _, _, _, best_l2, best_x, bad = _core.fori(
+  _, _, _, best_l2, best_x, bad = _loop.fori(
     binary_search_steps, binary_step, init, binary_search_steps if straight else 1
   )
   # An L2 budget: points whose smallest adversarial example is farther than ε stay unperturbed.
@@ -152,7 +155,7 @@ def _cw_impl(
 
 
 def cw_l2(
-  logits_fn: _core.LogitsFn,
+  logits_fn: _checks.LogitsFn,
   key,
   x,
   y,
@@ -196,7 +199,7 @@ def cw_l2(
     ValueError: for bad input, naming the argument.
     FloatingPointError: when `logits_fn` returns non-finite logits during the attack.
   """
-  _core.check_inputs(
+  _checks.check_inputs(
     logits_fn,
     x,
     y,
@@ -206,12 +209,12 @@ def cw_l2(
     values={'learning_rate': learning_rate, 'initial_const': initial_const, 'kappa': kappa},
     counts={'max_iterations': max_iterations, 'binary_search_steps': binary_search_steps},
   )
-  c = _core.concrete(epsilon)  # an L2 budget: inf (the default) means none
+  c = _checks.concrete(epsilon)  # an L2 budget: inf (the default) means none
   if isinstance(epsilon, str) or (c is not None and (np.any(c < 0) or np.any(np.isnan(c)))):
     raise ValueError(f'cw_l2: epsilon must be a number >= 0 (inf: no budget), got {epsilon!r}')
-  unroll = _core.resolve_unroll(unroll, max_iterations)
+  unroll = _loop.resolve_unroll(unroll, max_iterations)
   x_adv, bad = _cw_impl(
-    _core.as_pytree_fn(logits_fn),
+    _loop.as_pytree_fn(logits_fn),
     key,
     x,
     y,
@@ -227,5 +230,5 @@ def cw_l2(
     abort_early=abort_early,
     unroll=unroll,
   )
-  _core.check_logits_finite('cw_l2', bad)
+  _checks.check_logits_finite('cw_l2', bad)
   return x_adv

@@ -26,7 +26,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxrobust.attacks import _core
+from jaxrobust.attacks import _attack_keys
+from jaxrobust.attacks import _checks
+from jaxrobust.attacks import _geometry
+from jaxrobust.attacks import _loop
 
 _BISECTIONS = 48
 
@@ -108,28 +111,30 @@ def _fab_impl(
 ):
   b = x.shape[0]
   flat = lambda v: v.reshape(b, -1)
-  lo_x = jnp.broadcast_to(_core.bcast(lo, x), x.shape)
-  hi_x = jnp.broadcast_to(_core.bcast(hi, x), x.shape)
-  noise_key, model_key = _core.split_attack_key(key, b)
+  lo_x = jnp.broadcast_to(_geometry.bcast(lo, x), x.shape)
+  hi_x = jnp.broadcast_to(_geometry.bcast(hi, x), x.shape)
+  noise_key, model_key = _attack_keys.split_attack_key(key, b)
   labels = jnp.stack([y, target], -1)
   project = project_linf if norm == 'linf' else project_l2
   rolled = unroll < num_steps
-  chunk = _core.resolve_microbatch(microbatch, b, rolled=rolled)
+  chunk = _loop.resolve_microbatch(microbatch, b, rolled=rolled)
   ex = lambda v: v.reshape((-1,) + (1,) * (x.ndim - 1))
 
   x1 = x
   if random_start:  # the reference's restart: half of ε in a random direction
     if norm == 'linf':
-      t = _core.sample_like(noise_key, x, lambda k, s: jax.random.uniform(k, s, minval=-1.0, maxval=1.0))
+      t = _attack_keys.sample_like(
+        noise_key, x, lambda k, s: jax.random.uniform(k, s, minval=-1.0, maxval=1.0)
+      )
     else:
-      t = _core.sample_like(noise_key, x, jax.random.normal)
+      t = _attack_keys.sample_like(noise_key, x, jax.random.normal)
     x1 = jnp.clip(x + ex(jnp.minimum(eps, 1e10) * 0.5 / (_norm(flat(t), norm) + 1e-12)) * t, lo_x, hi_x)
 
   def body(i, carry):
     x1, adv, best, bad = carry
     k = jax.random.fold_in(model_key, 2 * i)
-    df, logits, g = _core.loss_and_grad(logits_fn, _target_margin, x1, labels, k, 1, chunk, rolled)
-    bad = bad | _core.nonfinite(logits)
+    df, logits, g = _loop.loss_and_grad(logits_fn, _target_margin, x1, labels, k, 1, chunk, rolled)
+    bad = bad | _checks.nonfinite(logits)
     w = flat(g)
     d1 = project(w, -df, flat(lo_x - x1), flat(hi_x - x1))
     d0 = project(w, -df + jnp.sum(w * flat(x1 - x), 1), flat(lo_x - x), flat(hi_x - x))
@@ -139,7 +144,7 @@ def _fab_impl(
     step = (flat(x1) + eta * d1) * (1 - alpha) + (flat(x) + eta * d0) * alpha
     x1 = jnp.clip(step.reshape(x.shape), lo_x, hi_x)
     logits_new = logits_fn(x1, jax.random.fold_in(model_key, 2 * i + 1))
-    bad = bad | _core.nonfinite(logits_new)
+    bad = bad | _checks.nonfinite(logits_new)
     is_adv = jnp.argmax(logits_new, -1) != y
     dist = _norm(flat(x1 - x), norm)
     better = is_adv & (dist < best)
@@ -149,12 +154,12 @@ def _fab_impl(
     return x1, adv, best, bad
 
   init = (x1, x, jnp.full((b,), jnp.inf, x.dtype), jnp.zeros((b,), bool))
-  _, adv, best, bad = _core.fori(num_steps, body, init, unroll)
+  _, adv, best, bad = _loop.fori(num_steps, body, init, unroll)
   return jax.lax.stop_gradient(adv), best, bad
 
 
 def fab_targeted(
-  logits_fn: _core.LogitsFn,
+  logits_fn: _checks.LogitsFn,
   key,
   x,
   y,
@@ -193,11 +198,11 @@ def fab_targeted(
     x_adv (and the distances with `return_distance`).
   """
   name = 'fab_targeted'
-  _core.check_norm(name, norm)
+  _checks.check_norm(name, norm)
   minimum_norm = epsilon is None
-  _core.check_range(name, 'eta', eta, 1.0, float('inf'))
-  _core.check_range(name, 'beta', beta, 0.0, 1.0)
-  _core.check_inputs(
+  _checks.check_range(name, 'eta', eta, 1.0, float('inf'))
+  _checks.check_range(name, 'beta', beta, 0.0, 1.0)
+  _checks.check_inputs(
     logits_fn,
     x,
     y,
@@ -208,42 +213,42 @@ def fab_targeted(
     counts={'num_steps': num_steps, 'num_targets': num_targets, 'restarts': restarts},
     min_classes=num_targets + 1,
   )
-  f = _core.as_pytree_fn(logits_fn)
+  f = _loop.as_pytree_fn(logits_fn)
   b = x.shape[0]
-  example_keys, order, misclassified = _core.target_setup(f, key, x, y)
+  example_keys, order, misclassified = _geometry.target_setup(f, key, x, y)
   eps = jnp.asarray(jnp.inf if minimum_norm else epsilon, x.dtype)
   best = jnp.where(misclassified, 0.0, jnp.inf).astype(x.dtype)
   x_adv = x
   static = dict(
-    num_steps=num_steps, norm=norm, unroll=_core.resolve_unroll(unroll, num_steps), microbatch=microbatch
+    num_steps=num_steps, norm=norm, unroll=_loop.resolve_unroll(unroll, num_steps), microbatch=microbatch
   )
   for k in range(num_targets):
     target = order[:, -(k + 2)]
     for r in range(restarts):
-      keys_kr = _core.fold_keys(example_keys, k * restarts + r)
-      done = misclassified | (best <= _core.bcast(eps, best)) if not minimum_norm else misclassified
+      keys_kr = _attack_keys.fold_keys(example_keys, k * restarts + r)
+      done = misclassified | (best <= _geometry.bcast(eps, best)) if not minimum_norm else misclassified
       run = lambda idx: _fab_impl(
         f,
         keys_kr[idx],
         x[idx],
         y[idx],
         target[idx],
-        _core.take(eps, idx, b),
-        _core.take(bounds[0], idx, b),
-        _core.take(bounds[1], idx, b),
+        _loop.take(eps, idx, b),
+        _loop.take(bounds[0], idx, b),
+        _loop.take(bounds[1], idx, b),
         alpha_max,
         eta,
         beta,
         random_start=r > 0,
         **static,
       )
-      adv_k, dist_k, bad = _core.on_subset(run, ~done, b)
-      _core.check_logits_finite(name, bad)
+      adv_k, dist_k, bad = _loop.on_subset(run, ~done, b)
+      _checks.check_logits_finite(name, bad)
       better = ~done & (dist_k < best)
       x_adv = jnp.where(better.reshape((-1,) + (1,) * (x.ndim - 1)), adv_k, x_adv)
       best = jnp.where(better, dist_k, best)
   if not minimum_norm:  # only perturbations within the budget count
-    within = best <= _core.bcast(eps, best)
+    within = best <= _geometry.bcast(eps, best)
     x_adv = jnp.where(within.reshape((-1,) + (1,) * (x.ndim - 1)), x_adv, x)
   x_adv = jax.lax.stop_gradient(x_adv)
   return (x_adv, best) if return_distance else x_adv

@@ -9,7 +9,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxrobust.attacks import _core
+from jaxrobust.attacks import _attack_keys
+from jaxrobust.attacks import _checks
+from jaxrobust.attacks import _geometry
 
 
 def uniform_noise(logits_fn, key, x, y, *, epsilon, norm: str = 'linf', bounds=(0.0, 1.0)) -> jax.Array:
@@ -17,22 +19,24 @@ def uniform_noise(logits_fn, key, x, y, *, epsilon, norm: str = 'linf', bounds=(
 
   `logits_fn` and `y` are only checked, never queried: the attack is blind.
   """
-  _core.check_norm('uniform_noise', norm)
-  _core.check_inputs(
+  _checks.check_norm('uniform_noise', norm)
+  _checks.check_inputs(
     logits_fn, x, y, name='uniform_noise', key=key, bounds=bounds, values={'epsilon': epsilon}
   )
-  noise_key, _ = _core.split_attack_key(key, x.shape[0])
-  eps = _core.bcast(epsilon, x)
-  delta = _core.random_start(noise_key, x, eps, norm, 'uniform')
-  return jax.lax.stop_gradient(jnp.clip(x + delta, _core.bcast(bounds[0], x), _core.bcast(bounds[1], x)))
+  noise_key, _ = _attack_keys.split_attack_key(key, x.shape[0])
+  eps = _geometry.bcast(epsilon, x)
+  delta = _geometry.random_start(noise_key, x, eps, norm, 'uniform')
+  return jax.lax.stop_gradient(
+    jnp.clip(x + delta, _geometry.bcast(bounds[0], x), _geometry.bcast(bounds[1], x))
+  )
 
 
 def gaussian_noise(
   logits_fn, key, x, y, *, sigma, epsilon=None, norm: str = 'l2', bounds=(0.0, 1.0)
 ) -> jax.Array:
   """x + N(0, σ²I), projected onto the ε-ball of `norm` when `epsilon` is given, then clipped."""
-  _core.check_norm('gaussian_noise', norm)
-  _core.check_inputs(
+  _checks.check_norm('gaussian_noise', norm)
+  _checks.check_inputs(
     logits_fn,
     x,
     y,
@@ -41,8 +45,10 @@ def gaussian_noise(
     bounds=bounds,
     values={'sigma': sigma, 'epsilon': epsilon},
   )
-  noise_key, _ = _core.split_attack_key(key, x.shape[0])
-  delta = _core.bcast(sigma, x) * _core.sample_like(noise_key, x, jax.random.normal)
+  noise_key, _ = _attack_keys.split_attack_key(key, x.shape[0])
+  delta = _geometry.bcast(sigma, x) * _attack_keys.sample_like(noise_key, x, jax.random.normal)
   if epsilon is not None:
-    delta = _core.project(delta, _core.bcast(epsilon, x), norm)
-  return jax.lax.stop_gradient(jnp.clip(x + delta, _core.bcast(bounds[0], x), _core.bcast(bounds[1], x)))
+    delta = _geometry.project(delta, _geometry.bcast(epsilon, x), norm)
+  return jax.lax.stop_gradient(
+    jnp.clip(x + delta, _geometry.bcast(bounds[0], x), _geometry.bcast(bounds[1], x))
+  )

@@ -14,7 +14,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxrobust import keys
-from jaxrobust.attacks import _core
+from jaxrobust.attacks import _attack_keys
+from jaxrobust.attacks import _checks
+from jaxrobust.attacks import _geometry
+from jaxrobust.attacks import _loop
 from jaxrobust.attacks._losses import get_loss, min_classes
 
 
@@ -67,27 +70,27 @@ def _pgd_impl(
   step_schedule,
   microbatch,
 ):
-  eps = _core.bcast(epsilon, x)
-  alpha = _core.bcast(step_size, x)
-  lo, hi = _core.bcast(lo, x), _core.bcast(hi, x)
+  eps = _geometry.bcast(epsilon, x)
+  alpha = _geometry.bcast(step_size, x)
+  lo, hi = _geometry.bcast(lo, x), _geometry.bcast(hi, x)
   loss_fn = get_loss(loss, targeted=targeted, kappa=kappa)
-  noise_key, model_key = _core.split_attack_key(key, x.shape[0])
+  noise_key, model_key = _attack_keys.split_attack_key(key, x.shape[0])
   rolled = unroll < num_steps
-  chunk = _core.resolve_microbatch(microbatch, x.shape[0], eot_samples=eot_samples, rolled=rolled)
+  chunk = _loop.resolve_microbatch(microbatch, x.shape[0], eot_samples=eot_samples, rolled=rolled)
 
   def one_restart(r):
-    k_noise = _core.fold_keys(noise_key, r) if restarts > 1 else noise_key
-    x0 = jnp.clip(x + _core.random_start(k_noise, x, eps, norm, random_init), lo, hi)
+    k_noise = _attack_keys.fold_keys(noise_key, r) if restarts > 1 else noise_key
+    x0 = jnp.clip(x + _geometry.random_start(k_noise, x, eps, norm, random_init), lo, hi)
 
     def step(t, carry):
       xa, bad = carry
       k = jax.random.fold_in(jax.random.fold_in(model_key, r), t)
-      _, logits, g = _core.loss_and_grad(logits_fn, loss_fn, xa, y, k, eot_samples, chunk, rolled)
+      _, logits, g = _loop.loss_and_grad(logits_fn, loss_fn, xa, y, k, eot_samples, chunk, rolled)
       a = alpha * _schedule_factor(step_schedule, t, num_steps)
-      xa = _core.project_and_clip(xa + a * _core.normalize_step(g, norm), x, eps, norm, lo, hi)
-      return xa, bad | _core.nonfinite(logits)
+      xa = _geometry.project_and_clip(xa + a * _geometry.normalize_step(g, norm), x, eps, norm, lo, hi)
+      return xa, bad | _checks.nonfinite(logits)
 
-    return _core.fori(num_steps, step, (x0, jnp.zeros(x.shape[:1], bool)), unroll)
+    return _loop.fori(num_steps, step, (x0, jnp.zeros(x.shape[:1], bool)), unroll)
 
   if restarts == 1:
     x_adv, bad = one_restart(0)
@@ -95,15 +98,15 @@ def _pgd_impl(
   candidates, bad = jax.vmap(one_restart)(jnp.arange(restarts))  # (R, B, ...)
   # Keep, per example, the most damaging restart: successful first, then the highest loss.
   k_eval = jax.random.fold_in(model_key, keys.TAG_RESTART_SELECTION)
-  per, logits, _ = jax.vmap(lambda xa: _core.loss_and_grad(logits_fn, loss_fn, xa, y, k_eval))(candidates)
-  score = jnp.where(jax.vmap(lambda lg: _core.success(lg, y, targeted))(logits), jnp.inf, per)
+  per, logits, _ = jax.vmap(lambda xa: _loop.loss_and_grad(logits_fn, loss_fn, xa, y, k_eval))(candidates)
+  score = jnp.where(jax.vmap(lambda lg: _geometry.success(lg, y, targeted))(logits), jnp.inf, per)
   best = jnp.argmax(score, axis=0)  # (B,)
   x_adv = jnp.take_along_axis(candidates, best.reshape((1, -1) + (1,) * (x.ndim - 1)), axis=0)[0]
-  return jax.lax.stop_gradient(x_adv), jnp.any(bad, 0) | jnp.any(jax.vmap(_core.nonfinite)(logits), 0)
+  return jax.lax.stop_gradient(x_adv), jnp.any(bad, 0) | jnp.any(jax.vmap(_checks.nonfinite)(logits), 0)
 
 
 def pgd(
-  logits_fn: _core.LogitsFn,
+  logits_fn: _checks.LogitsFn,
   key,
   x,
   y,
@@ -208,9 +211,9 @@ def _run_pgd(
   microbatch,
 ):
   """Checks the arguments under the caller's `name`, runs the compiled program, checks its logits."""
-  _core.check_norm(name, norm)
+  _checks.check_norm(name, norm)
   get_loss(loss)  # validates the name
-  _core.check_inputs(
+  _checks.check_inputs(
     logits_fn,
     x,
     y,
@@ -222,11 +225,11 @@ def _run_pgd(
     min_classes=min_classes(loss, targeted),
   )
   if microbatch is not None:
-    _core.check_count(name, 'microbatch', microbatch, minimum=0)
+    _checks.check_count(name, 'microbatch', microbatch, minimum=0)
   if step_size is None:
     step_size = 2.5 * jnp.asarray(epsilon) / num_steps
   x_adv, bad = _pgd_impl(
-    _core.as_pytree_fn(logits_fn),
+    _loop.as_pytree_fn(logits_fn),
     key,
     x,
     y,
@@ -242,16 +245,16 @@ def _run_pgd(
     restarts=restarts,
     targeted=targeted,
     eot_samples=eot_samples,
-    unroll=_core.resolve_unroll(unroll, num_steps, eot_samples),
+    unroll=_loop.resolve_unroll(unroll, num_steps, eot_samples),
     step_schedule=step_schedule,
     microbatch=microbatch,
   )
-  _core.check_logits_finite(name, bad)
+  _checks.check_logits_finite(name, bad)
   return x_adv
 
 
 def fgsm(
-  logits_fn: _core.LogitsFn,
+  logits_fn: _checks.LogitsFn,
   key,
   x,
   y,
@@ -294,6 +297,6 @@ def fgsm(
   )
 
 
-def fgm(logits_fn: _core.LogitsFn, key, x, y, *, epsilon, **kwargs) -> jax.Array:
+def fgm(logits_fn: _checks.LogitsFn, key, x, y, *, epsilon, **kwargs) -> jax.Array:
   """Fast Gradient Method (L2): x + ε·∇ₓL/‖∇ₓL‖₂, clipped. See `fgsm`."""
   return fgsm(logits_fn, key, x, y, epsilon=epsilon, norm='l2', **kwargs)

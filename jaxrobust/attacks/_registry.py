@@ -7,7 +7,7 @@ import inspect
 from typing import Any, Callable, Mapping
 
 from jaxrobust.attacks._apgd import apgd, apgd_targeted
-from jaxrobust.attacks._core import check_count
+from jaxrobust.attacks._checks import check_count
 from jaxrobust.attacks._cw import cw_l2
 from jaxrobust.attacks._fab import fab_targeted
 from jaxrobust.attacks._noise import gaussian_noise, uniform_noise

@@ -26,7 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrobust.attacks import _core
+from jaxrobust.attacks import _attack_keys
+from jaxrobust.attacks import _checks
+from jaxrobust.attacks import _geometry
+from jaxrobust.attacks import _loop
 
 # The reference's schedule: p_init is divided by these factors after these query counts (out of
 # 10,000; with `rescale_schedule` the counts scale with the budget).
@@ -120,9 +123,9 @@ def _search(
   """(start, margin, propose): the initial point, the margin and the i-th query's proposal."""
   b, h, w, c = x.shape
   n_features = h * w * c
-  eps_b, lo, hi = _core.bcast(eps, x), _core.bcast(lo, x), _core.bcast(hi, x)
-  noise_key, model_key = _core.split_attack_key(key, b)
-  num_classes = _core.num_classes_of(logits_fn, x)
+  eps_b, lo, hi = _geometry.bcast(eps, x), _geometry.bcast(lo, x), _geometry.bcast(hi, x)
+  noise_key, model_key = _attack_keys.split_attack_key(key, b)
+  num_classes = _checks.num_classes_of(logits_fn, x)
 
   def draws_margin(xx, yy, k):
     """The margin z_y − max_{j≠y} z_j (its negation when targeted), averaged over EOT draws."""
@@ -133,7 +136,7 @@ def _search(
       z_y = jnp.sum(jnp.where(onehot, z, 0.0), -1)
       other = jnp.max(jnp.where(onehot, -jnp.inf, z), -1)
       m = other - z_y if targeted else z_y - other
-      return m, _core.nonfinite(z)
+      return m, _checks.nonfinite(z)
 
     m, bad = jax.vmap(one)(jax.random.split(k, eot_samples))
     return m.mean(0), bad.any(0)
@@ -144,14 +147,14 @@ def _search(
       # EOT over many draws multiplies the batch the model sees; in chunks under `lax.map` the
       # activations stay in cache (measured by `benchmarks/adaptive_budget.py`). Each chunk draws
       # its own noise.
-      return _core._map_chunks(draws_margin, xx, y, k, microbatch)
+      return _loop._map_chunks(draws_margin, xx, y, k, microbatch)
     return draws_margin(xx, y, k)
 
   def draw(i):
-    return jax.random.fold_in(noise_key, i) if noise_key.ndim == 0 else _core.fold_keys(noise_key, i)
+    return jax.random.fold_in(noise_key, i) if noise_key.ndim == 0 else _attack_keys.fold_keys(noise_key, i)
 
   def sample(k, shape, fn):
-    return _core.sample_like(k, jnp.zeros((b,) + shape), fn)
+    return _attack_keys.sample_like(k, jnp.zeros((b,) + shape), fn)
 
   coin = lambda k, shape: jax.random.bernoulli(k, 0.5, shape)
   signs = lambda k, shape: jnp.where(sample(k, shape, coin), 1.0, -1.0)
@@ -169,7 +172,7 @@ def _search(
       for vw in range(offset, offset + s0 * (w // s0), s0):
         if vh + s0 > h or vw + s0 > w:
           continue
-        sg = signs(_core.fold_keys(draw(num_queries), tile), (1, 1, c))
+        sg = signs(_attack_keys.fold_keys(draw(num_queries), tile), (1, 1, c))
         delta = delta.at[:, vh : vh + s0, vw : vw + s0, :].add(eta0[None, :, :, None] * sg)
         tile += 1
     return jnp.clip(x + delta / (_l2_norm(delta) + 1e-12) * eps_b, lo, hi)
@@ -185,25 +188,25 @@ def _search(
     side = jnp.round(jnp.sqrt(p * n_features / c)).astype(jnp.int32)
     if norm == 'linf':
       s = jnp.clip(side, 1, min(h, w))
-      vh = randint(_core.fold_keys(k, 0), h - s + last)
-      vw = randint(_core.fold_keys(k, 1), w - s + last)
+      vh = randint(_attack_keys.fold_keys(k, 0), h - s + last)
+      vw = randint(_attack_keys.fold_keys(k, 1), w - s + last)
       win = _window(vh, vw, s, h, w)
-      x_new = x_best + win * (2.0 * eps_b * signs(_core.fold_keys(k, 2), (1, 1, c)))
+      x_new = x_best + win * (2.0 * eps_b * signs(_attack_keys.fold_keys(k, 2), (1, 1, c)))
       return jnp.clip(jnp.clip(x_new, x - eps_b, x + eps_b), lo, hi)
     s = jnp.clip(side, 3, min(h, w))
     s = jnp.where(s % 2 == 0, jnp.minimum(s + 1, min(h, w)), s)
     delta = x_best - x
-    vh, vh2 = (randint(_core.fold_keys(k, j), h - s + last) for j in (0, 2))
-    vw, vw2 = (randint(_core.fold_keys(k, j), w - s + last) for j in (1, 3))
+    vh, vh2 = (randint(_attack_keys.fold_keys(k, j), h - s + last) for j in (0, 2))
+    vw, vw2 = (randint(_attack_keys.fold_keys(k, j), w - s + last) for j in (1, 3))
     win1, win2 = _window(vh, vw, s, h, w), _window(vh2, vw2, s, h, w)
     in1 = delta * win1
     norm_win1 = jnp.sqrt(jnp.sum(in1 * in1, axis=(1, 2), keepdims=True))  # per channel
     norm_image = _l2_norm(delta)
     norm_windows = _l2_norm(delta * jnp.maximum(win1, win2))
     pattern = jnp.broadcast_to(eta_table[s], (b, h, w))
-    flip = sample(_core.fold_keys(k, 4), (), coin) > 0
+    flip = sample(_attack_keys.fold_keys(k, 4), (), coin) > 0
     pattern = jnp.where(flip[:, None, None], jnp.swapaxes(pattern, 1, 2), pattern) if h == w else pattern
-    new = _shift(pattern, vh, vw)[..., None] * signs(_core.fold_keys(k, 5), (1, 1, c))
+    new = _shift(pattern, vh, vw)[..., None] * signs(_attack_keys.fold_keys(k, 5), (1, 1, c))
     new = new + in1 / (1e-12 + norm_win1)
     budget = jnp.sqrt(jnp.maximum(eps_b**2 - norm_image**2, 0.0) / c + norm_windows**2)
     new = new / (jnp.sqrt(jnp.sum(new * new, axis=(1, 2), keepdims=True)) + 1e-12) * budget * win1
@@ -267,7 +270,7 @@ def _square_impl(logits_fn, key, x, y, eps, lo, hi, **static):
   b = x.shape[0]
   x_best, m_min, bad = _square_start(logits_fn, key, x, y, eps, lo, hi, **static)
   queries = jnp.ones((b,), jnp.int32)
-  if _core.concrete(m_min) is None:
+  if _checks.concrete(m_min) is None:
     x_best, m_min, queries, bad = _square_queries(
       logits_fn, key, x, y, eps, lo, hi, x_best, m_min, queries, bad, 0, static['num_queries'], **static
     )
@@ -286,9 +289,9 @@ def _square_impl(logits_fn, key, x, y, eps, lo, hi, **static):
       key[j],
       x[j],
       y[j],
-      _core.take(eps, j, b),
-      _core.take(lo, j, b),
-      _core.take(hi, j, b),
+      _loop.take(eps, j, b),
+      _loop.take(lo, j, b),
+      _loop.take(hi, j, b),
       *(jnp.asarray(v[sub]) for v in state),
       i0,
       i1,
@@ -302,7 +305,7 @@ def _square_impl(logits_fn, key, x, y, eps, lo, hi, **static):
 
 
 def square(
-  logits_fn: _core.LogitsFn,
+  logits_fn: _checks.LogitsFn,
   key,
   x,
   y,
@@ -351,8 +354,8 @@ def square(
     x_adv (and the queries per example with `return_queries`).
   """
   name = 'square'
-  _core.check_norm(name, norm)
-  _core.check_inputs(
+  _checks.check_norm(name, norm)
+  _checks.check_inputs(
     logits_fn,
     x,
     y,
@@ -370,11 +373,11 @@ def square(
   if not 0 < p_init <= 1:
     raise ValueError(f'{name}: p_init must be in (0, 1], got {p_init}')
   # One key per example, so that dropping broken examples leaves the others' draws unchanged.
-  key = _core.as_typed(key)
-  if not _core.is_key_batch(key, x.shape[0]):
-    key = _core.per_example_keys(key, x.shape[0])
+  key = _attack_keys.as_typed(key)
+  if not _attack_keys.is_key_batch(key, x.shape[0]):
+    key = _attack_keys.per_example_keys(key, x.shape[0])
   x_adv, bad, queries, _ = _square_impl(
-    _core.as_pytree_fn(logits_fn),
+    _loop.as_pytree_fn(logits_fn),
     key,
     x,
     y,
@@ -390,5 +393,5 @@ def square(
     microbatch=int(microbatch),
     reference_windows=bool(reference_windows),
   )
-  _core.check_logits_finite(name, bad)
+  _checks.check_logits_finite(name, bad)
   return (x_adv, queries) if return_queries else x_adv

@@ -29,7 +29,7 @@ from jax import lax
 from jax.extend import core as jcore
 import numpy as np
 
-from jaxrobust.attacks._core import concrete
+from jaxrobust.attacks._checks import concrete
 
 
 class Interval(NamedTuple):

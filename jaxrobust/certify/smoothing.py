@@ -32,7 +32,8 @@ import numpy as np
 from scipy import stats
 
 from jaxrobust import keys
-from jaxrobust.attacks._core import as_pytree_fn, per_example_keys
+from jaxrobust.attacks._attack_keys import per_example_keys
+from jaxrobust.attacks._loop import as_pytree_fn
 
 ABSTAIN = -1
 
