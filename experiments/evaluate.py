@@ -153,7 +153,7 @@ def evaluate_published(
     dataset: 'cifar10' or 'cifar100'.
     out_dir: where eval_<suite>.json goes; default runs/published/<checkpoint file name>.
     ds: an already loaded `Dataset` (tests), instead of loading `dataset` from tfds.
-    model_overrides: model fields (see `zoo.build_model`).
+    model_overrides: model fields (see `zoo.zoo_network`).
     **options: as `evaluate_checkpoint`.
 
   Raises:

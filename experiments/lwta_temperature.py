@@ -42,7 +42,7 @@ def run(
   config, model, variables, ds = load_trained(workdir)
   b = STANDARD_BUDGETS[ds.name]
   pgd = dict(name='pgd', epsilon=b['linf'], step_size=b['linf_step'], num_steps=20)
-  attacks = {'PGD-20': pgd, f'EOT{eot_samples}-PGD-20': dict(pgd, eot=eot_samples)}
+  attacks = {'PGD-20': pgd, f'EOT{eot_samples}-PGD-20': dict(pgd, eot_samples=eot_samples)}
   n = min(num_test, len(ds.test_images))
   key = jax.random.fold_in(jax.random.key(config.seed), keys.TAG_FIGURES)
   rows, conf, correct = [], {}, {}

@@ -477,7 +477,7 @@ def test_the_suite_and_the_convergence_study_run_the_eot_pgd_their_docstring_nam
 
   spec = adaptive.adaptive_attacks('fashion_mnist', eot_samples=20)['eot_pgd']
   assert spec['loss'] == 'ce' and 'step_schedule' not in spec  # the attack's default schedule: constant
-  assert (spec['num_steps'], spec['restarts'], spec['eot']) == (100, 2, 20)
+  assert (spec['num_steps'], spec['restarts'], spec['eot_samples']) == (100, 2, 20)
   assert spec['step_size'] == pytest.approx(spec['epsilon'] / 20)
   doc = adaptive.adaptive_attacks.__doc__ + adaptive.eot_pgd_spec.__doc__
   assert 'cross-entropy' in doc and 'constant' in doc and '2 restarts' in doc and 'cosine' not in doc
@@ -489,5 +489,5 @@ def test_the_suite_and_the_convergence_study_run_the_eot_pgd_their_docstring_nam
     f, x[:6], y[:6], jax.random.key(3), epsilon=EPS, draws=(2,), steps=(4,), fixed_draws=2, fixed_steps=4
   )
   assert built and all(
-    b == adaptive.eot_pgd_spec(EPS, num_steps=b['num_steps'], eot_samples=b['eot']) for b in built
+    b == adaptive.eot_pgd_spec(EPS, num_steps=b['num_steps'], eot_samples=b['eot_samples']) for b in built
   )

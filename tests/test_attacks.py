@@ -480,3 +480,20 @@ def test_a_rolled_attack_holds_one_copy_of_the_gradient_whatever_the_batch(train
     .count('dot_general')
   )
   assert count(4 * _loop.AUTO_MICROBATCH) == count(_loop.AUTO_MICROBATCH + 1)  # 4 chunks, 2 chunks
+
+
+def test_each_attacks_declared_schema_is_what_its_function_takes():
+  """The registry declares what a spec may set; the declaration must name exactly the function's
+  keyword arguments (less the ones the name fixes), so a spec can neither miss an argument nor set
+  one the function lacks."""
+  import inspect
+
+  from jaxrobust.attacks import _registry
+
+  for name in _registry.attack_names():
+    entry = _registry._ATTACKS[name]
+    fn = A.fgsm if entry.fn is A.fgm else entry.fn  # fgm forwards its keywords to fgsm with norm='l2'
+    fixed = set(entry.fixed) | ({'norm'} if entry.fn is A.fgm else set())
+    takes = set(inspect.signature(fn).parameters) - {'logits_fn', 'key', 'x', 'y'} - fixed
+    assert entry.settable == takes, (name, sorted(entry.settable ^ takes))
+    A.build_attack({'name': name, **{k: v for k, v in [('epsilon', 0.1)] if k in entry.settable}})

@@ -134,7 +134,7 @@ def test_augment_crops_and_flips_per_example():
   # A crop is a translated window of the zero-padded image: every value comes from x or the padding.
   vals = set(np.round(np.asarray(x).ravel(), 6)) | {0.0}
   assert set(np.round(np.asarray(crop).ravel(), 6)) <= vals
-  keys = data.per_example_keys(jax.random.key(4), 64)
+  keys = data.index_keys(jax.random.key(4), 64)
   np.testing.assert_array_equal(data.augment(keys, x)[5:6], data.augment(keys[5:6], x[5:6]))
 
 

@@ -16,14 +16,14 @@ import numpy as np
 from jaxrobust.attacks import _checks
 
 
-def eot(attack: Callable, num_samples: int) -> Callable:
-  """The same attack with its gradient averaged over `num_samples` keys (vmap over keys).
+def eot(attack: Callable, eot_samples: int) -> Callable:
+  """The same attack with its gradient averaged over `eot_samples` keys (vmap over keys).
 
   Works for every attack that takes `eot_samples` (fgsm, fgm, pgd, apgd). On a deterministic
   `logits_fn` it equals the plain attack.
   """
-  _checks.check_count('eot', 'num_samples', num_samples)
-  return functools.partial(attack, eot_samples=num_samples)
+  _checks.check_count('eot', 'eot_samples', eot_samples)
+  return functools.partial(attack, eot_samples=eot_samples)
 
 
 def over_epsilons(attack: Callable, logits_fn, key, x, y, epsilons, **hyper) -> jax.Array:

@@ -12,7 +12,7 @@ from jaxrobust.data._datasets import (
   load_tfds,
 )
 from jaxrobust.data._idx import IdxError, read_idx, read_image_label_pair, write_idx
-from jaxrobust.data._pipeline import augment, epoch_batches, epoch_permutation, per_example_keys, to_float
+from jaxrobust.data._pipeline import augment, epoch_batches, epoch_permutation, index_keys, to_float
 
 __all__ = [
   'DEFAULT_FASHION_MNIST_DIR',
@@ -28,7 +28,7 @@ __all__ = [
   'load_fashion_mnist',
   'load_synthetic',
   'load_tfds',
-  'per_example_keys',
+  'index_keys',
   'read_idx',
   'read_image_label_pair',
   'to_float',

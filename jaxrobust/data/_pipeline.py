@@ -37,7 +37,7 @@ def to_float(images: jax.Array) -> jax.Array:
   return jnp.asarray(images, jnp.float32) / 255.0
 
 
-def per_example_keys(key: jax.Array, n: int, offset=0) -> jax.Array:
+def index_keys(key: jax.Array, n: int, offset=0) -> jax.Array:
   """Keys for examples offset..offset+n-1: fold_in(key, global index).
 
   Why: a key per example makes random starts and augmentation independent of how a batch is

@@ -81,7 +81,7 @@ def eot_pgd_spec(epsilon: float, *, num_steps: int, eot_samples: int, microbatch
     num_steps=num_steps,
     loss='ce',
     restarts=2,
-    eot=eot_samples,
+    eot_samples=eot_samples,
   )
   if microbatch is not None:
     spec['microbatch'] = microbatch

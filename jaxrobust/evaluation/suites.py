@@ -83,9 +83,9 @@ def attack_suite(
       epsilon=b['linf'],
       step_size=a(b['linf_step'], b['linf'], 20),
       num_steps=s(20),
-      eot=eot_samples,
+      eot_samples=eot_samples,
     )
-    suite['eot_apgd'] = dict(name='apgd_ce', epsilon=b['linf'], num_steps=s(50), eot=eot_samples)
+    suite['eot_apgd'] = dict(name='apgd_ce', epsilon=b['linf'], num_steps=s(50), eot_samples=eot_samples)
   return suite
 
 

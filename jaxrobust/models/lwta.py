@@ -27,7 +27,7 @@ import flax.linen as nn
 from jaxrobust.models.common import KL_COLLECTION, STOCHASTIC, merge_deterministic, require_rng
 from jaxrobust.models.noise import gumbel_noise, logistic_noise
 
-MODES = ('auto', 'relaxed', 'eval', 'hard', 'mean')
+LWTA_MODES = ('auto', 'relaxed', 'eval', 'hard', 'mean')
 
 
 def categorical_kl_uniform(logits, axis=-1):
@@ -74,8 +74,8 @@ class LWTA(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False, deterministic: bool | None = None):
     deterministic = merge_deterministic(self.deterministic, deterministic)
-    if self.mode not in MODES:
-      raise ValueError(f'LWTA: unknown mode {self.mode!r}; use one of {MODES}')
+    if self.mode not in LWTA_MODES:
+      raise ValueError(f'LWTA: unknown mode {self.mode!r}; use one of {LWTA_MODES}')
     c = x.shape[-1]
     if c % self.U:
       raise ValueError(f'LWTA: {c} channels are not divisible into blocks of U={self.U}')

@@ -16,6 +16,7 @@ import math
 import ml_collections
 
 from jaxrobust.models.init import INITS
+from jaxrobust.train.parallel import PARALLEL_MODES
 
 # Free-form sub-dicts: their keys are not part of the schema.
 FREE_FORM = ('data.synthetic', 'model.kwargs', 'train.attack', 'train.mixed_attacks', 'train.guard.attack')
@@ -32,7 +33,6 @@ OBJECTIVES = (
   'free_at',
   'interval',
 )
-PARALLEL_MODES = ('none', 'shard_map', 'pmap')
 BRANCH_DISPATCH = ('auto', 'host', 'switch')
 SCHEDULES = ('constant', 'cosine', 'step', 'halving')
 OPTIMIZERS = ('sgd', 'adam')

@@ -14,7 +14,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXIS = 'data'
-MODES = ('none', 'shard_map', 'pmap')
+PARALLEL_MODES = ('none', 'shard_map', 'pmap')
 
 
 def data_mesh() -> Mesh:
@@ -55,8 +55,8 @@ def make_parallel_step(
   Raises:
     ValueError: for an unknown mode.
   """
-  if mode not in MODES:
-    raise ValueError(f'unknown parallel mode {mode!r}; use one of {MODES}')
+  if mode not in PARALLEL_MODES:
+    raise ValueError(f'unknown parallel mode {mode!r}; use one of {PARALLEL_MODES}')
   donate_argnums = (0,) if donate else ()
   if mode == 'none':
     step = jax.jit(build_step(None), donate_argnums=donate_argnums)

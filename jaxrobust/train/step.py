@@ -16,7 +16,7 @@ from jax import lax
 
 from jaxrobust import keys
 from jaxrobust.data import augment as augment_images
-from jaxrobust.data import per_example_keys, to_float
+from jaxrobust.data import index_keys, to_float
 from jaxrobust.train.objectives import Objective
 
 
@@ -55,8 +55,8 @@ def make_train_step(
     n = x.shape[0]
     offset = shard_offset(n, axis_name)
     if pad or flip:
-      x = augment_images(per_example_keys(k.augment, n, offset), x, pad=pad, flip=flip)
-    example_keys = per_example_keys(k.examples, n, offset)
+      x = augment_images(index_keys(k.augment, n, offset), x, pad=pad, flip=flip)
+    example_keys = index_keys(k.examples, n, offset)
 
     if objective.update_delta is not None:
       return _replay_step(objective, state, x, y, k.objective, example_keys, axis_name)

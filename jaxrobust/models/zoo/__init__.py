@@ -8,7 +8,7 @@ from jaxrobust.models.zoo.converters import (
   ARCHS,
   DEEPMIND_NORMALIZATION,
   ArchitectureMismatchError,
-  build_model,
+  zoo_network,
   convert,
   detect_family,
 )
@@ -58,7 +58,7 @@ __all__ = [
   'DEEPMIND_NORMALIZATION',
   'SafeUnpickler',
   'UnsafeCheckpointError',
-  'build_model',
+  'zoo_network',
   'convert',
   'detect_family',
   'load_published',

@@ -249,7 +249,7 @@ def _assemble(entries: list[_Entry], source: dict[str, np.ndarray], template, fa
   return out
 
 
-def build_model(arch: str, family: str, dataset: str, **overrides):
+def zoo_network(arch: str, family: str, dataset: str, **overrides):
   """Our Flax network for `arch` in the conventions of the checkpoint family (see module doc).
 
   Args:
@@ -295,7 +295,7 @@ def convert(arch: str, fmt: str, source: dict[str, np.ndarray], dataset: str, **
     fmt: the reader's format ('torch', 'safetensors' or 'haiku').
     source: the arrays by name, from `readers.read_checkpoint`.
     dataset: 'cifar10' or 'cifar100'.
-    **overrides: model fields (see `build_model`).
+    **overrides: model fields (see `zoo_network`).
 
   Raises:
     ArchitectureMismatchError: the file's keys or shapes do not fit the architecture.
@@ -303,7 +303,7 @@ def convert(arch: str, fmt: str, source: dict[str, np.ndarray], dataset: str, **
   family = detect_family(fmt, source)
   if family == 'preact_resnet' and 'final_norm' not in overrides:
     overrides['final_norm'] = 'bn.weight' in source  # kuangliu's original has no final bn-act
-  model = build_model(arch, family, dataset, **overrides)
+  model = zoo_network(arch, family, dataset, **overrides)
   entries = _resnet_entries(model) if isinstance(model, ResNet) else _wrn_entries(family, model)
   template = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3), jnp.float32))
   variables = _assemble(entries, source, template, family, f'--arch={arch}')
