@@ -40,13 +40,13 @@ import numpy as np
 from experiments.configs.defenses import DEFENSES, defense_config
 from jaxrobust.evaluation.accuracy import as_unit_float
 from experiments import figures
-from jaxrobust.evaluation import STANDARD_BUDGETS, evaluate_model
+from jaxrobust.evaluation import STANDARD_BUDGETS, EvalSpec, evaluate_model, scaled
 from jaxrobust.evaluation.adaptive import eot_convergence
 from jaxrobust.evaluation.cache import digest
 from jaxrobust.files import write_atomic, write_json_atomic
 from jaxrobust.provenance import with_environment
 from jaxrobust.machine import cpu_model
-from jaxrobust.models import make_logits_fn
+from jaxrobust.models import make_logits_fn, model_traits
 from jaxrobust.train import train_and_evaluate
 from jaxrobust import keys
 
@@ -98,8 +98,8 @@ def run_row(
   trained = train_and_evaluate(config, workdir, progress=progress)
   model, variables, ds = trained['model'], trained['state'].variables, trained['dataset']
   n = min(num_test, len(ds.test_images))
-  stochastic = bool(DEFENSES[row].model_suffix)
-  key = jax.random.key(seed + 1)
+  stochastic = model_traits(model).stochastic
+  key = keys.evaluation_key(seed)
   c = min(convergence_n, n) if stochastic else 0
   # What a regenerated checkpoint must match for the stored pieces to be its own.
   model_id = digest(variables)
@@ -107,7 +107,7 @@ def run_row(
   def convergence(worst_case_robust=None) -> dict:
     """EOT-PGD against draws and iterations on the first c images, its points cached; with the
     suite's per-point worst case, also whether doubling the budget moves that."""
-    s = lambda k: max(1, int(round(k * steps_scale)))  # noqa: E731
+    s = lambda k: scaled(k, steps_scale)  # noqa: E731
     return eot_convergence(
       make_logits_fn(model, variables),
       as_unit_float(ds.test_images[:c]),
@@ -126,20 +126,23 @@ def run_row(
     )
 
   t0 = time.time()
+  spec = EvalSpec(
+    dataset=dataset,
+    suite='adaptive' if stochastic else 'autoattack',
+    eot_samples=eot_samples,
+    steps_scale=steps_scale,
+    eot_microbatch=EOT_MICROBATCH.get(row) if stochastic else None,
+  )
   result = evaluate_model(
     model,
     variables,
     ds.test_images[:n],
     ds.test_labels[:n],
-    dataset=dataset,
-    suite='adaptive' if stochastic else 'autoattack',
+    spec,
     key=key,
-    eot_samples=eot_samples,
-    steps_scale=steps_scale,
     progress=progress,
     # Hours on a CPU: every finished piece is kept, and a rerun (or a second process) resumes.
     cache_dir=os.path.join(pieces, 'adaptive') if stochastic else None,
-    eot_microbatch=EOT_MICROBATCH.get(row) if stochastic else None,
     # A second process left with only the other's last pieces computes the convergence points.
     while_waiting=convergence if c else None,
   )

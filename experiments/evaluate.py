@@ -19,14 +19,14 @@ command resumes an interrupted evaluation.
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import os
 import sys
 from typing import NamedTuple
 
 import jax
 
-from jaxrobust.evaluation import SUITES, evaluate_model
+from jaxrobust.evaluation import EvalSpec, evaluate_model
 from jaxrobust.provenance import write_result_json
 from jaxrobust.train.restore import load_trained
 
@@ -45,8 +45,9 @@ class EvalOptions(NamedTuple):
   progress: bool = False
 
 
-def _options(options: dict) -> EvalOptions:
-  """The options, checked before anything is loaded or run.
+def _options(options: dict) -> tuple[EvalOptions, EvalSpec]:
+  """The options and the evaluation they ask for, checked before anything is loaded or run (the
+  spec's dataset is set once the data are known).
 
   Raises:
     TypeError: an option that does not exist.
@@ -55,19 +56,17 @@ def _options(options: dict) -> EvalOptions:
   o = EvalOptions(**options)
   if not isinstance(o.num_test, int) or isinstance(o.num_test, bool) or o.num_test < 0:
     raise ValueError(f'num_test must be an integer >= 0 (0 = the whole test set), got {o.num_test!r}')
-  if not (isinstance(o.steps_scale, (int, float)) and math.isfinite(o.steps_scale) and o.steps_scale > 0):
-    raise ValueError(f'steps_scale must be a finite number > 0, got {o.steps_scale}')
-  for e in o.epsilons or ():
-    if not (isinstance(e, (int, float)) and math.isfinite(e) and e >= 0):
-      raise ValueError(f'epsilons must be finite numbers >= 0, got {e} in {list(o.epsilons)}')
-  if not isinstance(o.eot_samples, int) or o.eot_samples < 1:
-    raise ValueError(f'eot must be an integer >= 1, got {o.eot_samples!r}')
-  if o.suite not in SUITES:
-    raise ValueError(f'unknown suite {o.suite!r}; use one of {SUITES}')
-  return o
+  spec = EvalSpec(
+    dataset='synthetic',
+    suite=o.suite,
+    steps_scale=o.steps_scale,
+    eot_samples=o.eot_samples,
+    epsilon_grid=o.epsilons,
+  )
+  return o, spec
 
 
-def _evaluate_and_write(model, variables, ds, out_dir, o: EvalOptions):
+def _evaluate_and_write(model, variables, ds, out_dir, o: EvalOptions, spec: EvalSpec):
   if o.num_test > len(ds.test_images):
     raise ValueError(
       f'num_test={o.num_test}, but the {ds.name} test set has {len(ds.test_images)} images '
@@ -84,12 +83,8 @@ def _evaluate_and_write(model, variables, ds, out_dir, o: EvalOptions):
     variables,
     ds.test_images[:n],
     ds.test_labels[:n],
-    dataset=ds.name,
-    suite=o.suite,
+    dataclasses.replace(spec, dataset=ds.name),
     key=jax.random.key(o.seed),
-    steps_scale=o.steps_scale,
-    eot_samples=o.eot_samples,
-    epsilon_grid=o.epsilons,
     progress=o.progress,
     cache_dir=os.path.join(out_dir, cache) if o.suite == 'adaptive' else None,
   )
@@ -111,9 +106,9 @@ def evaluate_checkpoint(workdir: str, *, require_checksums: bool = False, **opti
       anything is loaded).
     NonFiniteLogitsError: when the checkpoint's clean logits are not finite.
   """
-  o = _options(options)
+  o, spec = _options(options)
   _, model, variables, ds = load_trained(workdir, require_checksums=require_checksums)
-  return _evaluate_and_write(model, variables, ds, workdir, o)
+  return _evaluate_and_write(model, variables, ds, workdir, o, spec)
 
 
 def evaluate_weights(weights: str, *, out_dir: str | None = None, ds=None, **options) -> dict:
@@ -126,12 +121,12 @@ def evaluate_weights(weights: str, *, out_dir: str | None = None, ds=None, **opt
   """
   from jaxrobust.train.weights import load_weights
 
-  o = _options(options)
+  o, spec = _options(options)
   _, model, variables, ds = load_weights(weights, ds=ds)
   folder = weights if os.path.isdir(weights) else os.path.dirname(weights)
   out_dir = out_dir or os.path.join('runs', 'published_weights', os.path.basename(os.path.normpath(folder)))
   os.makedirs(out_dir, exist_ok=True)
-  return _evaluate_and_write(model, variables, ds, out_dir, o)
+  return _evaluate_and_write(model, variables, ds, out_dir, o, spec)
 
 
 def evaluate_published(
@@ -164,7 +159,7 @@ def evaluate_published(
   from jaxrobust.data import load_dataset
   from jaxrobust.models.zoo import load_published
 
-  o = _options(options)
+  o, spec = _options(options)
   model, variables = load_published(checkpoint, arch, dataset, **(model_overrides or {}))
   if ds is None:
     ds = load_dataset(dataset, data_dir)
@@ -172,7 +167,7 @@ def evaluate_published(
     raise ValueError(f'{dataset}: images of shape {ds.image_shape}, but the published models take 32×32×3')
   out_dir = out_dir or os.path.join(PUBLISHED_RUNS, os.path.basename(checkpoint))
   os.makedirs(out_dir, exist_ok=True)
-  return _evaluate_and_write(model, variables, ds, out_dir, o)
+  return _evaluate_and_write(model, variables, ds, out_dir, o, spec)
 
 
 def main(argv):

@@ -25,15 +25,16 @@ from experiments.configs.defenses import DEFENSES, defense_config
 from experiments.report import write_table
 from jaxrobust.evaluation import (
   STANDARD_BUDGETS,
+  EvalSpec,
+  build_evaluation,
   evaluate_model,
   examples_and_confidence,
   inference_ms_per_image,
-  transfer_attack,
 )
 from jaxrobust import keys
 from jaxrobust.certify import certified_accuracy
 from jaxrobust.evaluation.accuracy import as_unit_float
-from jaxrobust.models import make_logits_fn
+from jaxrobust.models import make_logits_fn, model_traits
 from jaxrobust.files import write_json_atomic
 from jaxrobust.machine import cpu_model
 from jaxrobust.provenance import with_environment
@@ -115,33 +116,29 @@ def run_row(
   train_time = time.time() - t0
   ds, model, variables = out['dataset'], out['model'], out['state'].variables
   n = min(num_test, len(ds.test_images)) if num_test else len(ds.test_images)
-  key = jax.random.key(seed + 1)
+  key = keys.evaluation_key(seed)
   images, labels = ds.test_images[:n], ds.test_labels[:n]
-  result = evaluate_model(
-    model,
-    variables,
-    images,
-    labels,
+  spec = EvalSpec(
     dataset=dataset,
     suite=suite,
-    key=key,
     steps_scale=steps_scale,
     eot_samples=eot_samples,
     epsilon_grid=GRID.get(dataset, GRID['synthetic']),
     with_autoattack=autoattack,
     autoattack_scale=autoattack_scale,
-    progress=progress,
   )
+  plan = build_evaluation(spec, model_traits(model))
+  result = evaluate_model(model, variables, images, labels, plan, key=key, progress=progress)
   if DEFENSES[row].noise_sigma:  # a smoothed classifier's row: its certified L2 accuracy
     result.update(smoothed_certificate(model, variables, images, labels, DEFENSES[row].noise_sigma, key=key))
   # Figures of this row: adversarial examples (Figure 3) and confidence histograms (Figure 4),
   # under the transfer attack's PGD run on the model itself.
-  spec = transfer_attack(suite, dataset, steps_scale=steps_scale)
+  drawn = plan.transfer
   ex = examples_and_confidence(
-    model, variables, images, labels, spec, key=jax.random.fold_in(key, keys.TAG_FIGURES), n=min(n, 500)
+    model, variables, images, labels, drawn, key=jax.random.fold_in(key, keys.TAG_FIGURES), n=min(n, 500)
   )
   fig_dir = os.path.join(out_dir, dataset, 'figures')
-  title = f'{DEFENSES[row].title} — PGD-{spec["num_steps"]} L∞ ε={spec["epsilon"]:.3g}'
+  title = f'{DEFENSES[row].title} — PGD-{drawn["num_steps"]} L∞ ε={drawn["epsilon"]:.3g}'
   figures.adversarial_examples_grid(
     os.path.join(fig_dir, f'{row}_examples.png'),
     ex['x'],

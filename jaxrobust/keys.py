@@ -103,3 +103,9 @@ def run_keys(seed: int) -> RunKeys:
 def step_keys(train_key: jax.Array, step) -> StepKeys:
   """The keys of step `step`; the host and the compiled step both call this (one schedule)."""
   return StepKeys(*jax.random.split(jax.random.fold_in(train_key, step), 3))
+
+
+def evaluation_key(seed: int) -> jax.Array:
+  """The key of a run's evaluation (Table 1, the converged study): key(seed + 1), so that it never
+  equals the run's own key(seed), whose split gives the training keys."""
+  return jax.random.key(seed + 1)

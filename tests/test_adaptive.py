@@ -430,25 +430,29 @@ def test_a_process_left_with_held_pieces_does_other_work_before_it_waits(tmp_pat
 
 
 def test_while_waiting_needs_a_cache_to_wait_on():
-  from jaxrobust.evaluation import evaluate_model
+  from jaxrobust.evaluation import EvalSpec, evaluate_model
 
   with pytest.raises(ValueError, match='while_waiting needs a cache_dir'):
     evaluate_model(
-      None, None, None, None, dataset='fashion_mnist', suite='adaptive', key=None, while_waiting=lambda: 0
+      None,
+      None,
+      None,
+      None,
+      EvalSpec(dataset='fashion_mnist', suite='adaptive'),
+      key=None,
+      while_waiting=lambda: 0,
     )
 
 
 def test_the_eot_microbatch_reaches_eot_pgd_only_when_asked_and_only_in_the_adaptive_suite():
-  from jaxrobust.evaluation import evaluate_model
+  from jaxrobust.evaluation import EvalSpec
   from jaxrobust.evaluation.adaptive import adaptive_attacks
 
   assert 'microbatch' not in adaptive_attacks('fashion_mnist')['eot_pgd']
   specs = adaptive_attacks('fashion_mnist', eot_microbatch=6)
   assert specs['eot_pgd']['microbatch'] == 6 and 'microbatch' not in specs['apgd_ce']
   with pytest.raises(ValueError, match='eot_microbatch'):
-    evaluate_model(
-      None, None, None, None, dataset='fashion_mnist', suite='standard', key=None, eot_microbatch=6
-    )
+    EvalSpec(dataset='fashion_mnist', suite='standard', eot_microbatch=6)
 
 
 def test_legacy_pieces_are_sealed_only_when_their_contents_are_vouched_for(tmp_path):

@@ -725,7 +725,7 @@ WORKDIR_CASES = [
     'evaluate_epsilon_negative',
     lambda w, t: evaluate.evaluate_checkpoint(str(w), num_test=8, epsilons=[0.1, -0.2]),
     ValueError,
-    r'epsilons must be finite numbers >= 0, got -0.2',
+    r'epsilon_grid must be finite numbers >= 0, got -0.2',
   ),
   (
     'evaluate_num_test_beyond_the_test_set',
@@ -737,7 +737,7 @@ WORKDIR_CASES = [
     'evaluate_eot',
     lambda w, t: evaluate.evaluate_checkpoint(str(w), eot_samples=0),
     ValueError,
-    'eot must be an integer >= 1',
+    'eot_samples must be an integer >= 1',
   ),
   (
     'evaluate_not_a_workdir',

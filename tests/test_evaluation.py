@@ -77,7 +77,7 @@ def test_evaluate_model_refuses_a_model_with_non_finite_logits():
   v = m.init(KEY, jnp.zeros((1, 8, 8, 1)))
   v = jax.tree.map(lambda a: jnp.full_like(a, jnp.nan), v)
   with pytest.raises(E.NonFiniteLogitsError, match='refusing to evaluate'):
-    E.evaluate_model(m, v, x, np.zeros(8, np.int32), dataset='synthetic', key=KEY)
+    E.evaluate_model(m, v, x, np.zeros(8, np.int32), E.EvalSpec(dataset='synthetic'), key=KEY)
 
 
 def test_transfer_attack_settings_are_stored_once():

@@ -371,14 +371,12 @@ def test_accuracy_against_training_time_figure_is_a_png(tmp_path):
 
 
 def test_the_autoattack_column_is_refused_beside_suites_that_have_their_own():
-  from jaxrobust.evaluation import evaluate_model
+  from jaxrobust.evaluation import EvalSpec
 
   with pytest.raises(
     ValueError, match="with_autoattack is for the 'study' and 'standard' suites, not 'adaptive'"
   ):
-    evaluate_model(
-      None, None, None, None, dataset='synthetic', suite='adaptive', key=None, with_autoattack=True
-    )
+    EvalSpec(dataset='synthetic', suite='adaptive', with_autoattack=True)
 
 
 def test_lwta_kl_pairs_the_variants_seed_by_seed(tmp_path, monkeypatch):

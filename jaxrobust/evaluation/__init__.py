@@ -11,9 +11,21 @@ from jaxrobust.evaluation.evaluator import (
   pgd_accuracy_over_epsilons,
 )
 from jaxrobust.evaluation.estimator import WorstCase, select_and_measure
-from jaxrobust.evaluation.suites import SUITES, STANDARD_BUDGETS, attack_suite, linf_budget, transfer_attack
+from jaxrobust.evaluation.spec import EvalPlan, EvalSpec, build_evaluation
+from jaxrobust.evaluation.suites import (
+  SUITES,
+  STANDARD_BUDGETS,
+  attack_suite,
+  linf_budget,
+  scaled,
+  transfer_attack,
+)
 
 __all__ = [
+  'EvalPlan',
+  'EvalSpec',
+  'build_evaluation',
+  'scaled',
   'WorstCase',
   'select_and_measure',
   'NonFiniteLogitsError',

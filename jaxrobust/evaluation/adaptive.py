@@ -29,7 +29,7 @@ from jaxrobust import attacks as A
 from jaxrobust.evaluation.accuracy import as_unit_float
 from jaxrobust.evaluation.cache import PieceCache, digest
 from jaxrobust.evaluation.estimator import candidate_scores, draw_keys, plurality, worst_case
-from jaxrobust.evaluation.suites import STANDARD_BUDGETS, linf_budget
+from jaxrobust.evaluation.suites import STANDARD_BUDGETS, linf_budget, scaled, transfer_attack
 from jaxrobust.models import make_logits_fn, model_traits, with_lwta_mode
 from jaxrobust import keys
 
@@ -102,7 +102,7 @@ def adaptive_attacks(
   `eot_microbatch` is EOT-PGD's gradient chunk size (None: the attack's default)."""
   eps = linf_budget('standard', dataset)
   b = STANDARD_BUDGETS[dataset]
-  s = lambda n: max(1, int(round(n * steps_scale)))  # noqa: E731
+  s = lambda n: scaled(n, steps_scale)  # noqa: E731
   return {
     'pgd': dict(name='pgd', epsilon=eps, step_size=min(eps, b['linf_step'] * 20 / s(20)), num_steps=s(20)),
     'apgd_ce': dict(name='apgd_ce', epsilon=eps, num_steps=s(100)),
@@ -198,8 +198,8 @@ def evaluate_adaptive(
         epsilon=eps,
         version=version,
         eot_samples=eot_samples,
-        num_steps=max(1, int(round(100 * steps_scale))),
-        num_queries=max(1, int(round(5000 * steps_scale))),
+        num_steps=scaled(100, steps_scale),
+        num_queries=scaled(5000, steps_scale),
         batch_size=x.shape[0],
         microbatch=eot_microbatch if version == 'rand' else None,
       )
@@ -211,9 +211,7 @@ def evaluate_adaptive(
   # The standard version is what a deterministic model would get (every attack on one draw).
   attacks['aa_standard'] = autoattack('standard', 'standard_')
   attacks['aa_rand'] = autoattack('rand', '')
-  transfer = A.build_attack(
-    dict(name='pgd', epsilon=eps, step_size=eps / 8, num_steps=max(1, int(round(20 * steps_scale))))
-  )
+  transfer = A.build_attack(transfer_attack('standard', dataset, steps_scale=steps_scale))
   for name, sur in surrogates(model).items():
     sf = make_logits_fn(sur, variables)
     attacks[f'transfer_{name}'] = lambda _g, k, x, y, sf=sf: transfer(sf, k, x, y)

@@ -17,7 +17,8 @@ from jaxrobust import keys
 from jaxrobust.certify import interval_bounds, verified
 from jaxrobust.evaluation.accuracy import NonFiniteLogitsError, as_unit_float, correct, robust_accuracy
 from jaxrobust.evaluation.adaptive import evaluate_adaptive
-from jaxrobust.evaluation.suites import AUTOATTACK_SUITES, attack_suite, linf_budget, transfer_attack
+from jaxrobust.evaluation.spec import EvalPlan, EvalSpec, build_evaluation
+from jaxrobust.evaluation.suites import AUTOATTACK_SUITES, linf_budget, scaled
 from jaxrobust.models import forward, make_logits_fn, model_traits
 
 
@@ -81,46 +82,25 @@ def evaluate_model(
   variables,
   images,
   labels,
+  spec: EvalSpec | EvalPlan,
   *,
-  dataset: str,
-  suite: str = 'standard',
   key,
-  batch_size: int = 250,
-  eval_draws: int = 5,
-  steps_scale: float = 1.0,
-  eot_samples: int = 8,
-  epsilon_grid=None,
-  with_autoattack: bool = False,
-  autoattack_scale: float = 1.0,
   progress: bool = False,
   cache_dir: str | None = None,
-  eot_microbatch: int | None = None,
   while_waiting: Callable[[], Any] | None = None,
 ) -> dict:
-  """Robust accuracy of a model under a suite, with stochastic-model extras.
+  """Robust accuracy of a model under the evaluation `spec`, with stochastic-model extras.
 
   Args:
-    model, variables: a Linen model and its variables.
+    model, variables: a Linen model with declared traits (`jaxrobust.models.model_traits`) and
+      its variables.
     images, labels: uint8 test images (N,H,W,C) and labels.
-    dataset: dataset name (suite budgets).
-    suite: 'study', 'standard', 'autoattack' (AutoAttack's standard version, or its rand version
-      for a randomised model), 'autoattack_rand', or 'adaptive' (the adaptive protocol for
-      stochastic defenses, `evaluation/adaptive.py`; `eot_samples` draws per EOT attack).
-    key: PRNG key.
-    batch_size: evaluation batch.
-    eval_draws: for stochastic models, also report clean accuracy when a point must be right in
-      all of this many fresh draws ('clean_all_of_k_draws').
-    steps_scale: scale attack iterations (quick runs).
-    eot_samples: EOT samples of the adaptive attacks.
-    epsilon_grid: if given, PGD-L∞ accuracy at each ε (vmapped grid).
-    with_autoattack: for 'study' and 'standard', also run AutoAttack (its standard version, or
-      its rand version on a randomised model), as Table 1's AutoAttack column; the worst case
-      then includes it.
-    autoattack_scale: scales AutoAttack's iterations and queries apart from `steps_scale` (1:
-      the reference's budget, whatever the suite's scale; smaller only for tests).
+    spec: what to evaluate (`EvalSpec`), or the plan already resolved from it for this model
+      (`build_evaluation`).
+    key: the evaluation's PRNG key (`keys.evaluation_key(seed)` for a run's).
+    progress: progress bars.
     cache_dir: 'adaptive' suite only: each attack's result per batch is stored there and reused,
       so an interrupted evaluation resumes (`evaluation/adaptive.py`).
-    eot_microbatch: 'adaptive' suite only: the gradient chunk size of its EOT attacks.
     while_waiting: 'adaptive' suite with a shared `cache_dir` only: other work for this process
       while another one computes the last pieces it needs.
 
@@ -132,113 +112,117 @@ def evaluate_model(
   Raises:
     NonFiniteLogitsError: when the model's clean logits are not finite.
   """
-  if with_autoattack and suite not in ('study', 'standard'):
-    raise ValueError(f"with_autoattack is for the 'study' and 'standard' suites, not {suite!r}")
-  if cache_dir is not None and suite != 'adaptive':
-    raise ValueError(f"cache_dir is for the 'adaptive' suite, not {suite!r}")
-  if eot_microbatch is not None and suite != 'adaptive':
-    raise ValueError(f"eot_microbatch is for the 'adaptive' suite, not {suite!r}")
+  given = spec.spec if isinstance(spec, EvalPlan) else spec
+  if cache_dir is not None and given.suite != 'adaptive':
+    raise ValueError(f"cache_dir is for the 'adaptive' suite, not {given.suite!r}")
   if while_waiting is not None and cache_dir is None:
     raise ValueError("while_waiting needs a cache_dir (of the 'adaptive' suite) to wait on")
+  traits = model_traits(model)
+  if isinstance(spec, EvalPlan):
+    plan, spec = spec, given
+    if plan.stochastic != traits.stochastic:
+      raise ValueError(f'evaluate_model: the plan was built for a model with stochastic={plan.stochastic}')
+  else:
+    plan = build_evaluation(spec, traits)
   f = make_logits_fn(model, variables)
-  check_finite_model(f, images, key=key, batch_size=batch_size)
-  stochastic = model_traits(model).stochastic
-  if suite == 'adaptive':
+  check_finite_model(f, images, key=key, batch_size=spec.batch_size)
+  if spec.suite == 'adaptive':
     out = evaluate_adaptive(
       model,
       variables,
       images,
       labels,
-      dataset=dataset,
+      dataset=spec.dataset,
       key=key,
-      num_draws=max(eval_draws, 10),
-      eot_samples=eot_samples,
-      steps_scale=steps_scale,
-      batch_size=batch_size,
+      num_draws=max(spec.eval_draws, 10),
+      eot_samples=spec.eot_samples,
+      steps_scale=spec.steps_scale,
+      batch_size=spec.batch_size,
       progress=progress,
       cache_dir=cache_dir,
-      eot_microbatch=eot_microbatch,
+      eot_microbatch=spec.eot_microbatch,
       while_waiting=while_waiting,
     )
-    out.update(
-      suite=suite,
-      stochastic=stochastic,
-      ms_per_image=inference_ms_per_image(model, variables, images.shape[1:]),
-    )
-    return out
-  if suite in AUTOATTACK_SUITES:
-    version = 'rand' if stochastic and suite == 'autoattack' else AUTOATTACK_SUITES[suite]
-    out = evaluate_autoattack(
-      f,
-      images,
-      labels,
-      dataset=dataset,
-      version=version,
-      key=key,
-      stochastic=stochastic,
-      steps_scale=steps_scale,
-      batch_size=max(batch_size, 500),
-    )
-    out['suite'] = suite
-    out.update(
-      _grid(f, images, labels, epsilon_grid, key=key, steps_scale=steps_scale, batch_size=batch_size)
-    )
-    out['ms_per_image'] = inference_ms_per_image(model, variables, images.shape[1:])
-    return out
-  specs = attack_suite(
-    suite, dataset, stochastic=stochastic, eot_samples=eot_samples, steps_scale=steps_scale
+    out.update(suite=spec.suite, stochastic=plan.stochastic)
+  elif spec.suite in AUTOATTACK_SUITES:
+    out = _autoattack_suite(plan, f, images, labels, key=key)
+  else:
+    out = _listed_suite(plan, f, model, variables, images, labels, key=key, progress=progress)
+  out['ms_per_image'] = inference_ms_per_image(model, variables, images.shape[1:])
+  return out
+
+
+def _autoattack_suite(plan: EvalPlan, f, images, labels, *, key) -> dict:
+  """The 'autoattack' and 'autoattack_rand' suites: AutoAttack alone, and the ε grid."""
+  s = plan.spec
+  out = evaluate_autoattack(
+    f,
+    images,
+    labels,
+    dataset=s.dataset,
+    version=plan.autoattack_version,
+    key=key,
+    stochastic=plan.stochastic,
+    steps_scale=s.steps_scale,
+    batch_size=max(s.batch_size, 500),
   )
-  attacks = {k: A.build_attack(v) for k, v in specs.items()}
-  surrogate = deterministic_surrogate(model) if stochastic else None
-  if surrogate is not None:
-    sf = make_logits_fn(surrogate, variables)
-    transfer = A.build_attack(transfer_attack(suite, dataset, steps_scale=steps_scale))
+  out['suite'] = s.suite
+  out.update(_grid(plan, f, images, labels, key=key))
+  return out
+
+
+def _listed_suite(plan: EvalPlan, f, model, variables, images, labels, *, key, progress) -> dict:
+  """The 'study' and 'standard' suites: each listed attack, the transfer attack and the clean
+  draws of a stochastic model, AutoAttack if asked, the ε grid and the verified bound."""
+  s = plan.spec
+  attacks = {k: A.build_attack(v) for k, v in plan.attacks.items()}
+  if plan.stochastic:
+    sf = make_logits_fn(deterministic_surrogate(model), variables)
+    transfer = A.build_attack(plan.transfer)
     attacks['transfer'] = lambda _f, k, x, y: transfer(sf, k, x, y)
-  res = robust_accuracy(f, images, labels, attacks, key=key, batch_size=batch_size, progress=progress)
+  res = robust_accuracy(f, images, labels, attacks, key=key, batch_size=s.batch_size, progress=progress)
   out = {k: v for k, v in res.items() if k != 'per_example'}
   out['per_example'] = {k: v.tolist() for k, v in res['per_example'].items()}
-  out['stochastic'] = stochastic
-  out['suite'] = suite
-  out['attacks'] = specs
-  if stochastic and eval_draws > 1:
+  out['stochastic'] = plan.stochastic
+  out['suite'] = s.suite
+  out['attacks'] = plan.attacks
+  if plan.stochastic and s.eval_draws > 1:
     multi = robust_accuracy(
       f,
       images,
       labels,
       {},
       key=jax.random.fold_in(key, keys.TAG_EVAL_DRAWS),
-      batch_size=batch_size,
-      eval_draws=eval_draws,
+      batch_size=s.batch_size,
+      eval_draws=s.eval_draws,
     )
     out['clean_all_of_k_draws'] = multi['clean']
-    out['eval_draws'] = eval_draws
-  if with_autoattack:
+    out['eval_draws'] = s.eval_draws
+  if s.with_autoattack:
     aa = evaluate_autoattack(
       f,
       images,
       labels,
-      dataset=dataset,
-      version='rand' if stochastic else 'standard',
+      dataset=s.dataset,
+      version=plan.autoattack_version,
       key=jax.random.fold_in(key, keys.TAG_EVAL_AUTOATTACK),
-      stochastic=stochastic,
-      steps_scale=autoattack_scale,
-      batch_size=max(batch_size, 500),
+      stochastic=plan.stochastic,
+      steps_scale=s.autoattack_scale,
+      batch_size=max(s.batch_size, 500),
     )
     robust = np.asarray(aa['per_example']['autoattack'], bool)
     worst = np.asarray(out['per_example']['worst_case'], bool) & robust
     out.update({k: aa[k] for k in ('autoattack', 'autoattack_version', 'autoattack_report')})
     out['worst_case'] = float(worst.mean())
     out['per_example'].update(autoattack=robust.tolist(), worst_case=worst.tolist())
-  out.update(_grid(f, images, labels, epsilon_grid, key=key, steps_scale=steps_scale, batch_size=batch_size))
-  if stochastic:
+  out.update(_grid(plan, f, images, labels, key=key))
+  if plan.stochastic:
     out['verified_linf'], out['verified_note'] = None, 'no certificate: the model is randomized'
   else:
-    eps = linf_budget(suite, dataset)
     out['verified_linf'] = verified_linf_accuracy(
-      model, variables, images, labels, eps, batch_size=batch_size
+      model, variables, images, labels, plan.linf, batch_size=s.batch_size
     )
-    out['verified_note'] = f'interval bounds at L∞ ε = {eps:g} (a lower bound on robust accuracy)'
-  out['ms_per_image'] = inference_ms_per_image(model, variables, images.shape[1:])
+    out['verified_note'] = f'interval bounds at L∞ ε = {plan.linf:g} (a lower bound on robust accuracy)'
   return out
 
 
@@ -257,21 +241,21 @@ def verified_linf_accuracy(
   return float(np.concatenate(parts).mean())
 
 
-def _grid(f, images, labels, epsilon_grid, *, key, steps_scale, batch_size) -> dict:
-  """PGD-L∞ accuracy over the ε grid (empty without a grid)."""
-  if epsilon_grid is None:
+def _grid(plan: EvalPlan, f, images, labels, *, key) -> dict:
+  """PGD-L∞ accuracy over the plan's ε grid (empty without a grid)."""
+  s = plan.spec
+  if s.epsilon_grid is None:
     return {}
-  steps = max(1, int(10 * steps_scale))
   acc = pgd_accuracy_over_epsilons(
     f,
     images,
     labels,
-    epsilon_grid,
+    s.epsilon_grid,
     key=jax.random.fold_in(key, keys.TAG_EVAL_GRID),
-    num_steps=steps,
-    batch_size=batch_size,
+    num_steps=plan.grid_steps,
+    batch_size=s.batch_size,
   )
-  return {'epsilon_grid': [float(e) for e in epsilon_grid], 'grid_steps': steps, 'accuracy_vs_epsilon': acc}
+  return {'epsilon_grid': list(s.epsilon_grid), 'grid_steps': plan.grid_steps, 'accuracy_vs_epsilon': acc}
 
 
 def evaluate_autoattack(
@@ -299,7 +283,6 @@ def evaluate_autoattack(
     {'clean', 'autoattack' (final robust accuracy), 'autoattack_version', 'autoattack_report'
     (accuracy after each attack, points broken, seconds, checks), 'per_example': {'autoattack'}}.
   """
-  scale = lambda n: max(1, int(round(n * steps_scale)))
   x = as_unit_float(images)
   _, rep = A.autoattack(
     logits_fn,
@@ -310,8 +293,8 @@ def evaluate_autoattack(
     epsilon=linf_budget('standard', dataset),
     version=version,
     batch_size=batch_size,
-    num_steps=scale(100),
-    num_queries=scale(5000),
+    num_steps=scaled(100, steps_scale),
+    num_queries=scaled(5000, steps_scale),
     eot_samples=eot_samples,
   )
   robust = rep.pop('robust')

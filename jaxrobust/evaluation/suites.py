@@ -25,6 +25,12 @@ STANDARD_BUDGETS = {
 }
 
 
+def scaled(n: int, steps_scale: float) -> int:
+  """An iteration count `n` scaled by `steps_scale`, rounded, at least 1: the one rule for every
+  budget of the suites (steps, restarts of a search, queries)."""
+  return max(1, int(round(n * steps_scale)))
+
+
 def attack_suite(
   name: str, dataset: str, *, stochastic: bool = False, eot_samples: int = 8, steps_scale: float = 1.0
 ) -> dict[str, dict]:
@@ -41,7 +47,7 @@ def attack_suite(
   Raises:
     ValueError: for an unknown suite or a dataset without standard budgets.
   """
-  s = lambda n: max(1, int(round(n * steps_scale)))
+  s = lambda n: scaled(n, steps_scale)  # noqa: E731
   # Fewer steps take proportionally larger steps, so that a quick run still crosses the ε-ball.
   a = lambda alpha, eps, n: min(eps, alpha * n / s(n))
   if name == 'study':
@@ -102,4 +108,4 @@ def transfer_attack(name: str, dataset: str, *, steps_scale: float = 1.0) -> dic
   """The PGD-L∞ attack run on a stochastic model's deterministic surrogate (transfer), and
   drawn in the example figures: 20 steps of ε/8 at the suite's ε (iterations scaled)."""
   eps = linf_budget(name, dataset)
-  return dict(name='pgd', epsilon=eps, step_size=eps / 8, num_steps=max(1, int(20 * steps_scale)))
+  return dict(name='pgd', epsilon=eps, step_size=eps / 8, num_steps=scaled(20, steps_scale))

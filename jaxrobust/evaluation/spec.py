@@ -1,0 +1,152 @@
+"""What an evaluation is, as one frozen value, and the plan resolved from it once.
+
+`EvalSpec` holds every setting that decides an evaluation's numbers (the suite, its budgets, the
+draws); `build_evaluation(spec, traits)` resolves it against a model's declared traits into an
+`EvalPlan`: the attack specs of the suite, the one transfer attack, the ε-grid's steps and the
+AutoAttack version. The evaluator runs a plan; it resolves nothing itself. Run-time choices that
+do not change the numbers (progress bars, the piece cache's folder) are arguments of the call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+from jaxrobust.evaluation.suites import (
+  AUTOATTACK_SUITES,
+  STANDARD_BUDGETS,
+  SUITES,
+  attack_suite,
+  linf_budget,
+  scaled,
+  transfer_attack,
+)
+from jaxrobust.models.traits import ModelTraits
+
+
+def _positive_int(name: str, v, *, optional: bool = False) -> None:
+  if optional and v is None:
+    return
+  if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+    raise ValueError(f'EvalSpec: {name} must be an integer >= 1{" or None" if optional else ""}, got {v!r}')
+
+
+def _positive_finite(name: str, v) -> None:
+  if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+    raise ValueError(f'EvalSpec: {name} must be a finite number > 0, got {v!r}')
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+  """The settings that decide an evaluation's numbers.
+
+  Attributes:
+    dataset: the dataset's name (picks the suite's budgets).
+    suite: 'study', 'standard', 'autoattack' (AutoAttack's standard version, or its rand version
+      for a randomised model), 'autoattack_rand', or 'adaptive' (the adaptive protocol for
+      stochastic defenses, `evaluation/adaptive.py`).
+    steps_scale: scales every attack's iterations (< 1 for quick runs; at least one step each).
+    eot_samples: draws per gradient of the EOT attacks.
+    eval_draws: stochastic models: the clean accuracy when a point must be right in all of this
+      many fresh draws; the adaptive suite measures each point on max(eval_draws, 10) draws.
+    batch_size: images per evaluation batch.
+    epsilon_grid: PGD-L∞ accuracy at each of these ε (one vmapped call), or None.
+    with_autoattack: 'study' and 'standard': AutoAttack beside the suite (the worst case then
+      includes it).
+    autoattack_scale: scales AutoAttack's iterations and queries apart from `steps_scale` (1: the
+      reference's budget).
+    eot_microbatch: 'adaptive' only: the gradient chunk of its EOT attacks (None: the default).
+  """
+
+  dataset: str
+  suite: str = 'standard'
+  steps_scale: float = 1.0
+  eot_samples: int = 8
+  eval_draws: int = 5
+  batch_size: int = 250
+  epsilon_grid: tuple[float, ...] | None = None
+  with_autoattack: bool = False
+  autoattack_scale: float = 1.0
+  eot_microbatch: int | None = None
+
+  def __post_init__(self):
+    if self.suite not in SUITES:
+      raise ValueError(f'EvalSpec: unknown suite {self.suite!r}; use one of {SUITES}')
+    if self.suite != 'study' and self.dataset not in STANDARD_BUDGETS:
+      raise ValueError(
+        f'EvalSpec: no standard budgets for dataset {self.dataset!r}; known: {", ".join(STANDARD_BUDGETS)}'
+      )
+    _positive_finite('steps_scale', self.steps_scale)
+    _positive_finite('autoattack_scale', self.autoattack_scale)
+    _positive_int('eot_samples', self.eot_samples)
+    _positive_int('eval_draws', self.eval_draws)
+    _positive_int('batch_size', self.batch_size)
+    _positive_int('eot_microbatch', self.eot_microbatch, optional=True)
+    if self.with_autoattack and self.suite not in ('study', 'standard'):
+      raise ValueError(
+        f"EvalSpec: with_autoattack is for the 'study' and 'standard' suites, not {self.suite!r}"
+      )
+    if self.eot_microbatch is not None and self.suite != 'adaptive':
+      raise ValueError(f"EvalSpec: eot_microbatch is for the 'adaptive' suite, not {self.suite!r}")
+    if self.epsilon_grid is not None:
+      if isinstance(self.epsilon_grid, str):
+        raise ValueError(f'EvalSpec: epsilon_grid must be numbers, got {self.epsilon_grid!r}')
+      grid = tuple(self.epsilon_grid)
+      for e in grid:
+        if isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e) or e < 0:
+          raise ValueError(f'EvalSpec: epsilon_grid must be finite numbers >= 0, got {e!r} in {list(grid)}')
+      object.__setattr__(self, 'epsilon_grid', tuple(float(e) for e in grid))
+
+
+class EvalPlan(NamedTuple):
+  """An `EvalSpec` resolved for one model.
+
+  Attributes:
+    spec: the spec it was built from.
+    stochastic: the model's declared trait.
+    attacks: the suite's attack specs by column ('study' and 'standard'; with EOT-PGD and
+      EOT-APGD for a stochastic model); empty for the AutoAttack and adaptive suites.
+    transfer: the PGD-L∞ spec run on a stochastic model's deterministic surrogate (and drawn in
+      the example figures).
+    autoattack_version: the AutoAttack version of the AutoAttack suites or column, or None.
+    grid_steps: PGD steps of the ε grid (None without a grid).
+    linf: the suite's L∞ ε (the verified bound is taken there).
+  """
+
+  spec: EvalSpec
+  stochastic: bool
+  attacks: dict
+  transfer: dict
+  autoattack_version: str | None
+  grid_steps: int | None
+  linf: float
+
+
+def build_evaluation(spec: EvalSpec, traits: ModelTraits) -> EvalPlan:
+  """Resolves `spec` for a model with `traits` (see `EvalPlan`)."""
+  s, stochastic = spec, traits.stochastic
+  listed = s.suite in ('study', 'standard')
+  attacks = (
+    attack_suite(
+      s.suite, s.dataset, stochastic=stochastic, eot_samples=s.eot_samples, steps_scale=s.steps_scale
+    )
+    if listed
+    else {}
+  )
+  if s.suite in AUTOATTACK_SUITES:
+    version = 'rand' if stochastic and s.suite == 'autoattack' else AUTOATTACK_SUITES[s.suite]
+  elif s.with_autoattack:
+    version = 'rand' if stochastic else 'standard'
+  else:
+    version = None
+  suite_of_budgets = s.suite if listed else 'standard'
+  return EvalPlan(
+    spec=s,
+    stochastic=stochastic,
+    attacks=attacks,
+    transfer=transfer_attack(suite_of_budgets, s.dataset, steps_scale=s.steps_scale),
+    autoattack_version=version,
+    grid_steps=None if s.epsilon_grid is None else scaled(10, s.steps_scale),
+    linf=linf_budget(suite_of_budgets, s.dataset),
+  )
