@@ -25,7 +25,7 @@ from tqdm import tqdm
 from jaxrobust import attacks as A
 from jaxrobust import keys
 from jaxrobust.evaluation.accuracy import as_unit_float
-from jaxrobust.evaluation.adaptive import eot_pgd_spec
+from jaxrobust.evaluation.suites import eot_pgd_spec
 from jaxrobust.evaluation.estimator import mean_interval, plurality, wilson_interval
 from jaxrobust.evaluation.suites import linf_budget
 from jaxrobust.models import make_logits_fn

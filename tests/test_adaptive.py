@@ -108,8 +108,9 @@ def test_evaluate_adaptive_on_a_stochastic_lwta_network(tmp_path, monkeypatch):
   import signal
 
   from jaxrobust.evaluation import adaptive
+  from jaxrobust.evaluation import EvalSpec, build_evaluation
   from jaxrobust.evaluation.adaptive import evaluate_adaptive
-  from jaxrobust.models import create_model
+  from jaxrobust.models import create_model, model_traits
 
   model = create_model('small_cnn_lwta', num_classes=4, width=1)
   variables = model.init(
@@ -119,20 +120,18 @@ def test_evaluate_adaptive_on_a_stochastic_lwta_network(tmp_path, monkeypatch):
   y = np.asarray(
     model.apply(variables, x / np.float32(255), rngs={'stochastic': jax.random.key(3)}).argmax(-1)
   )
-  run = lambda key=jax.random.key(4), while_waiting=None: evaluate_adaptive(  # noqa: E731
-    model,
-    variables,
-    x,
-    y,
+  spec = EvalSpec(
     dataset='synthetic',
-    key=key,
-    num_draws=3,
+    suite='adaptive',
+    measurement_draws=3,
     eot_samples=2,
     steps_scale=0.05,
-    queries=40,
+    square_queries=40,
     batch_size=6,
-    cache_dir=str(tmp_path),
-    while_waiting=while_waiting,
+  )
+  plan = build_evaluation(spec, model_traits(model))
+  run = lambda key=jax.random.key(4), while_waiting=None: evaluate_adaptive(  # noqa: E731
+    model, variables, x, y, plan, key=key, cache_dir=str(tmp_path), while_waiting=while_waiting
   )
   res = run()
   assert set(res['seconds']) == {'clean'} | set(res['attacks']) and min(res['seconds'].values()) > 0
@@ -446,7 +445,7 @@ def test_while_waiting_needs_a_cache_to_wait_on():
 
 def test_the_eot_microbatch_reaches_eot_pgd_only_when_asked_and_only_in_the_adaptive_suite():
   from jaxrobust.evaluation import EvalSpec
-  from jaxrobust.evaluation.adaptive import adaptive_attacks
+  from jaxrobust.evaluation.suites import adaptive_attacks
 
   assert 'microbatch' not in adaptive_attacks('fashion_mnist')['eot_pgd']
   specs = adaptive_attacks('fashion_mnist', eot_microbatch=6)
@@ -477,13 +476,13 @@ def test_legacy_pieces_are_sealed_only_when_their_contents_are_vouched_for(tmp_p
 def test_the_suite_and_the_convergence_study_run_the_eot_pgd_their_docstring_names(masked, monkeypatch):
   """One EOT-PGD: cross-entropy, a constant step of ε/20 at 100 steps, 2 restarts; the suite's
   column and every point of the convergence study build exactly that spec."""
-  from jaxrobust.evaluation import adaptive
+  from jaxrobust.evaluation import adaptive, suites
 
-  spec = adaptive.adaptive_attacks('fashion_mnist', eot_samples=20)['eot_pgd']
+  spec = suites.adaptive_attacks('fashion_mnist', eot_samples=20)['eot_pgd']
   assert spec['loss'] == 'ce' and 'step_schedule' not in spec  # the attack's default schedule: constant
   assert (spec['num_steps'], spec['restarts'], spec['eot_samples']) == (100, 2, 20)
   assert spec['step_size'] == pytest.approx(spec['epsilon'] / 20)
-  doc = adaptive.adaptive_attacks.__doc__ + adaptive.eot_pgd_spec.__doc__
+  doc = suites.adaptive_attacks.__doc__ + suites.eot_pgd_spec.__doc__
   assert 'cross-entropy' in doc and 'constant' in doc and '2 restarts' in doc and 'cosine' not in doc
   built = []
   real = A.build_attack
@@ -493,5 +492,5 @@ def test_the_suite_and_the_convergence_study_run_the_eot_pgd_their_docstring_nam
     f, x[:6], y[:6], jax.random.key(3), epsilon=EPS, draws=(2,), steps=(4,), fixed_draws=2, fixed_steps=4
   )
   assert built and all(
-    b == adaptive.eot_pgd_spec(EPS, num_steps=b['num_steps'], eot_samples=b['eot_samples']) for b in built
+    b == suites.eot_pgd_spec(EPS, num_steps=b['num_steps'], eot_samples=b['eot_samples']) for b in built
   )

@@ -133,3 +133,40 @@ def test_the_table_says_a_random_model_has_no_certificate():
   assert 'Verified L∞ (lower bound)' in lines[0]
   assert lines[2].split('|')[-4].strip() == 'none (random)'
   assert lines[3].split('|')[-4].strip() == '25.0'
+
+
+def test_an_eval_spec_is_checked_once_and_resolved_into_one_plan():
+  """Every bad setting is named by the spec; the plan holds the suite's attacks, one transfer
+  attack (the figures draw the same one), and budgets scaled by the one rule."""
+  from jaxrobust.models.traits import DETERMINISTIC, LWTA_NETWORK
+
+  for bad, match in (
+    (dict(suite='autoatack'), "unknown suite 'autoatack'"),
+    (dict(steps_scale=float('nan')), 'steps_scale must be a finite number'),
+    (dict(eot_samples=2.0), 'eot_samples must be an integer'),
+    (dict(epsilon_grid=(0.1, -1)), 'epsilon_grid must be finite numbers >= 0, got -1'),
+    (dict(suite='adaptive', with_autoattack=True), 'with_autoattack is for'),
+    (dict(measurement_draws=0), 'measurement_draws must be an integer >= 1'),
+    (dict(dataset='svhn'), "no standard budgets for dataset 'svhn'"),
+  ):
+    with pytest.raises(ValueError, match=match):
+      E.EvalSpec(**{'dataset': 'fashion_mnist', **bad})
+  spec = E.EvalSpec(
+    dataset='fashion_mnist',
+    steps_scale=0.5,
+    epsilon_grid=[0, 0.1],
+    with_autoattack=True,
+    autoattack_scale=0.1,
+  )
+  assert spec.epsilon_grid == (0.0, 0.1)  # frozen and hashable
+  det, sto = E.build_evaluation(spec, DETERMINISTIC), E.build_evaluation(spec, LWTA_NETWORK)
+  assert 'eot_pgd' not in det.attacks and {'eot_pgd', 'eot_apgd'} <= set(sto.attacks)
+  assert det.transfer == E.transfer_attack('standard', 'fashion_mnist', steps_scale=0.5)
+  assert (det.autoattack_version, sto.autoattack_version) == ('standard', 'rand')
+  assert (det.autoattack_steps, det.autoattack_queries, det.grid_steps) == (10, 500, 5)
+  assert det.attacks['apgd_ce']['num_steps'] == E.scaled(100, 0.5) == 50
+  adaptive = E.build_evaluation(
+    E.EvalSpec(dataset='fashion_mnist', suite='adaptive', steps_scale=0.5), LWTA_NETWORK
+  )
+  assert adaptive.autoattack_steps == 50 and adaptive.attacks['eot_square']['num_queries'] == 500
+  assert [E.scaled(n, s) for n, s in ((20, 0.01), (5, 0.5), (7, 0.5), (100, 1.0))] == [1, 2, 4, 100]

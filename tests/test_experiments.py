@@ -224,11 +224,12 @@ def test_autoattack_rand_on_the_stochastic_row(table):
     make_logits_fn(model, variables),
     ds.test_images[:16],
     ds.test_labels[:16],
-    dataset='synthetic',
+    epsilon=0.1,
     version='rand',
     key=jax.random.key(0),
     stochastic=True,
-    steps_scale=0.02,
+    num_steps=2,
+    num_queries=100,
     eot_samples=2,
   )
   rep = res['autoattack_report']

@@ -29,7 +29,8 @@ from jaxrobust import attacks as A
 from jaxrobust.evaluation.accuracy import as_unit_float
 from jaxrobust.evaluation.cache import PieceCache, digest
 from jaxrobust.evaluation.estimator import candidate_scores, draw_keys, plurality, worst_case
-from jaxrobust.evaluation.suites import STANDARD_BUDGETS, linf_budget, scaled, transfer_attack
+from jaxrobust.evaluation.spec import EvalPlan
+from jaxrobust.evaluation.suites import eot_pgd_spec
 from jaxrobust.models import make_logits_fn, model_traits, with_lwta_mode
 from jaxrobust import keys
 
@@ -70,92 +71,37 @@ def surrogates(model) -> dict[str, object]:
   return out
 
 
-def eot_pgd_spec(epsilon: float, *, num_steps: int, eot_samples: int, microbatch: int | None = None) -> dict:
-  """The suite's EOT-PGD, the one attack that its column, the convergence study and the docs name:
-  cross-entropy loss, a constant step ε/4·20/num_steps (ε/20 at 100 steps), 2 restarts, the
-  gradient averaged over `eot_samples` draws."""
-  spec = dict(
-    name='pgd',
-    epsilon=epsilon,
-    step_size=min(epsilon, epsilon / 4 * 20 / num_steps),
-    num_steps=num_steps,
-    loss='ce',
-    restarts=2,
-    eot_samples=eot_samples,
-  )
-  if microbatch is not None:
-    spec['microbatch'] = microbatch
-  return spec
-
-
-def adaptive_attacks(
-  dataset: str,
-  *,
-  eot_samples: int = 20,
-  steps_scale: float = 1.0,
-  queries: int = 1000,
-  eot_microbatch: int | None = None,
-) -> dict:
-  """The suite's attack specs at the dataset's standard L∞ ε: single-draw PGD-20, APGD-CE and
-  APGD-DLR; EOT-PGD (`eot_pgd_spec`: cross-entropy, 100 steps of constant size ε/20, 2 restarts);
-  EOT-Square (`queries`). AA-rand and the transfer attacks are added by `evaluate_adaptive`.
-  `eot_microbatch` is EOT-PGD's gradient chunk size (None: the attack's default)."""
-  eps = linf_budget('standard', dataset)
-  b = STANDARD_BUDGETS[dataset]
-  s = lambda n: scaled(n, steps_scale)  # noqa: E731
-  return {
-    'pgd': dict(name='pgd', epsilon=eps, step_size=min(eps, b['linf_step'] * 20 / s(20)), num_steps=s(20)),
-    'apgd_ce': dict(name='apgd_ce', epsilon=eps, num_steps=s(100)),
-    'apgd_dlr': dict(name='apgd_dlr', epsilon=eps, num_steps=s(100)),
-    'eot_pgd': eot_pgd_spec(eps, num_steps=s(100), eot_samples=eot_samples, microbatch=eot_microbatch),
-    'eot_square': dict(name='square', epsilon=eps, num_queries=s(queries), eot_samples=eot_samples),
-  }
-
-
 def evaluate_adaptive(
   model,
   variables,
   images,
   labels,
+  plan: EvalPlan,
   *,
-  dataset: str,
   key,
-  num_draws: int = 10,
-  eot_samples: int = 20,
-  steps_scale: float = 1.0,
-  queries: int = 1000,
-  batch_size: int = 250,
   progress: bool = False,
   extra_attacks: dict[str, Callable] | None = None,
   cache_dir: str | None = None,
-  eot_microbatch: int | None = None,
   while_waiting: Callable[[], Any] | None = None,
-  selection_draws: int = 10,
 ) -> dict:
   """The adaptive protocol on a (stochastic) model; see the module docstring.
 
   Args:
     model, variables: the model and its variables.
     images, labels: test images (uint8 or floats in [0, 1]) and labels.
-    dataset: picks the standard L∞ ε.
+    plan: the 'adaptive' suite resolved for the model (`build_evaluation`): its attacks, the
+      transfer attack, AutoAttack's budget, and the spec's draws (`measurement_draws` N fresh
+      draws classify each adversarial point; `selection_draws` S choose each point's worst
+      candidate, `evaluation/estimator.py`).
     key: PRNG key.
-    num_draws: N, the fresh draws that classify each adversarial point.
-    eot_samples: the draws of every EOT attack (20).
-    steps_scale: scales iterations and queries (quick looks only).
-    queries: EOT-Square's query budget.
+    progress: a progress bar over the pieces.
     extra_attacks: more `attack(logits_fn, key, x, y)` to include (tests).
     cache_dir: if given, each attack's result on each batch is stored there when done and read
       back on the next run, so an interrupted evaluation resumes (`evaluation/cache.py`); a
-      directory holding results of other settings is refused.
-    eot_microbatch: the gradient chunk size of the EOT attacks (EOT-PGD, AA-rand); None keeps
-      the attacks' default, the whole batch. Whether chunks help depends on the model
-      (`benchmarks/eot.py --chunks` measures it; docs/performance.md); chunks draw
-      their own noise, so results change with it (and the cache keeps them apart).
+      directory holding results of other settings is refused. Chunked EOT gradients
+      (`eot_microbatch`) draw their own noise, so the cache keeps them apart.
     while_waiting: with `cache_dir` shared by several processes, other work to do once this
       process has only pieces left that another one is computing (`PieceCache.get_all`).
-    selection_draws: S, the draws that choose each point's worst candidate (clean or an attack's
-      point) for the headline; it is then measured on `num_draws` fresh draws
-      (`evaluation/estimator.py`).
 
   Returns:
     {'attacks': {name: {'single_draw', 'mean', 'majority', 'all'}}, 'clean': {...},
@@ -172,18 +118,12 @@ def evaluate_adaptive(
     'n', 'num_draws', 'per_example': {name: majority bools, 'worst_case': bools,
     'and_of_majority_votes': bools}}.
   """
+  spec = plan.spec
+  if spec.suite != 'adaptive':
+    raise ValueError(f"evaluate_adaptive: the plan is for the {spec.suite!r} suite, not 'adaptive'")
+  num_draws, selection_draws, batch_size = spec.measurement_draws, spec.selection_draws, spec.batch_size
   f = make_logits_fn(model, variables)
-  eps = linf_budget('standard', dataset)
-  attacks: dict[str, Callable] = {
-    k: A.build_attack(v)
-    for k, v in adaptive_attacks(
-      dataset,
-      eot_samples=eot_samples,
-      steps_scale=steps_scale,
-      queries=queries,
-      eot_microbatch=eot_microbatch,
-    ).items()
-  }
+  attacks: dict[str, Callable] = {k: A.build_attack(v) for k, v in plan.attacks.items()}
   batch_flags = {}  # an AutoAttack's sanity flags on the batch it just attacked
 
   def autoattack(version: str, flag_prefix: str):
@@ -195,13 +135,13 @@ def evaluate_adaptive(
         k,
         x,
         y,
-        epsilon=eps,
+        epsilon=plan.linf,
         version=version,
-        eot_samples=eot_samples,
-        num_steps=scaled(100, steps_scale),
-        num_queries=scaled(5000, steps_scale),
+        eot_samples=spec.eot_samples,
+        num_steps=plan.autoattack_steps,
+        num_queries=plan.autoattack_queries,
         batch_size=x.shape[0],
-        microbatch=eot_microbatch if version == 'rand' else None,
+        microbatch=spec.eot_microbatch if version == 'rand' else None,
       )
       batch_flags.update({f'{flag_prefix}{n}': v for n, v in rep['flags'].items()})
       return x_adv
@@ -211,7 +151,7 @@ def evaluate_adaptive(
   # The standard version is what a deterministic model would get (every attack on one draw).
   attacks['aa_standard'] = autoattack('standard', 'standard_')
   attacks['aa_rand'] = autoattack('rand', '')
-  transfer = A.build_attack(transfer_attack('standard', dataset, steps_scale=steps_scale))
+  transfer = A.build_attack(plan.transfer)
   for name, sur in surrogates(model).items():
     sf = make_logits_fn(sur, variables)
     attacks[f'transfer_{name}'] = lambda _g, k, x, y, sf=sf: transfer(sf, k, x, y)
@@ -221,16 +161,16 @@ def evaluate_adaptive(
     model=digest(variables),
     data=digest(np.asarray(images), np.asarray(labels)),
     key=digest(key),
-    dataset=dataset,
+    dataset=spec.dataset,
     num_draws=num_draws,
-    eot_samples=eot_samples,
-    steps_scale=steps_scale,
-    queries=queries,
+    eot_samples=spec.eot_samples,
+    steps_scale=spec.steps_scale,
+    queries=spec.square_queries,
     batch_size=batch_size,
     attacks=names,
   )
-  if eot_microbatch is not None:  # absent by default, so caches written before it stay valid
-    settings['eot_microbatch'] = eot_microbatch
+  if spec.eot_microbatch is not None:  # absent by default, so caches written before it stay valid
+    settings['eot_microbatch'] = spec.eot_microbatch
   # Pieces carry the estimator's scores: a cache written before them holds other settings.
   settings['estimator'] = dict(selection_draws=selection_draws, measurement_draws=num_draws)
   cache = PieceCache(cache_dir, settings)
@@ -304,7 +244,7 @@ def evaluate_adaptive(
     'flags': flags,
     'n': n,
     'num_draws': num_draws,
-    'eot_samples': eot_samples,
+    'eot_samples': spec.eot_samples,
     'seconds': seconds,
     'per_example': dict(
       {k: v['majority'].tolist() for k, v in per.items()},

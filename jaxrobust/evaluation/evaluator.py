@@ -18,7 +18,7 @@ from jaxrobust.certify import interval_bounds, verified
 from jaxrobust.evaluation.accuracy import NonFiniteLogitsError, as_unit_float, correct, robust_accuracy
 from jaxrobust.evaluation.adaptive import evaluate_adaptive
 from jaxrobust.evaluation.spec import EvalPlan, EvalSpec, build_evaluation
-from jaxrobust.evaluation.suites import AUTOATTACK_SUITES, linf_budget, scaled
+from jaxrobust.evaluation.suites import AUTOATTACK_SUITES
 from jaxrobust.models import forward, make_logits_fn, model_traits
 
 
@@ -132,15 +132,10 @@ def evaluate_model(
       variables,
       images,
       labels,
-      dataset=spec.dataset,
+      plan,
       key=key,
-      num_draws=max(spec.eval_draws, 10),
-      eot_samples=spec.eot_samples,
-      steps_scale=spec.steps_scale,
-      batch_size=spec.batch_size,
       progress=progress,
       cache_dir=cache_dir,
-      eot_microbatch=spec.eot_microbatch,
       while_waiting=while_waiting,
     )
     out.update(suite=spec.suite, stochastic=plan.stochastic)
@@ -159,11 +154,12 @@ def _autoattack_suite(plan: EvalPlan, f, images, labels, *, key) -> dict:
     f,
     images,
     labels,
-    dataset=s.dataset,
+    epsilon=plan.autoattack_epsilon,
     version=plan.autoattack_version,
     key=key,
     stochastic=plan.stochastic,
-    steps_scale=s.steps_scale,
+    num_steps=plan.autoattack_steps,
+    num_queries=plan.autoattack_queries,
     batch_size=max(s.batch_size, 500),
   )
   out['suite'] = s.suite
@@ -203,11 +199,12 @@ def _listed_suite(plan: EvalPlan, f, model, variables, images, labels, *, key, p
       f,
       images,
       labels,
-      dataset=s.dataset,
+      epsilon=plan.autoattack_epsilon,
       version=plan.autoattack_version,
       key=jax.random.fold_in(key, keys.TAG_EVAL_AUTOATTACK),
       stochastic=plan.stochastic,
-      steps_scale=s.autoattack_scale,
+      num_steps=plan.autoattack_steps,
+      num_queries=plan.autoattack_queries,
       batch_size=max(s.batch_size, 500),
     )
     robust = np.asarray(aa['per_example']['autoattack'], bool)
@@ -263,20 +260,23 @@ def evaluate_autoattack(
   images,
   labels,
   *,
-  dataset: str,
+  epsilon: float,
   version: str,
   key,
   stochastic: bool,
-  steps_scale: float = 1.0,
+  num_steps: int = 100,
+  num_queries: int = 5000,
   batch_size: int = 500,
   eot_samples: int = 20,
 ) -> dict:
-  """AutoAttack (L∞ at the dataset's standard ε) over a test set.
+  """AutoAttack at L∞ radius `epsilon` (the dataset's standard ε: `EvalPlan.autoattack_epsilon`)
+  over a test set.
 
   Args:
     version: 'standard', or 'rand' (EOT-20 APGD-CE and APGD-DLR, for randomised models).
     stochastic: whether the model is randomised (the 'standard' version then warns).
-    steps_scale: scales the iterations and Square's queries (< 1 only for quick looks).
+    num_steps, num_queries: the APGD iterations and Square's queries (the reference's 100 and
+      5000; fewer only for quick looks).
     eot_samples: EOT draws of the 'rand' version (20, the reference's).
 
   Returns:
@@ -290,11 +290,11 @@ def evaluate_autoattack(
     x,
     jnp.asarray(labels),
     norm='linf',
-    epsilon=linf_budget('standard', dataset),
+    epsilon=epsilon,
     version=version,
     batch_size=batch_size,
-    num_steps=scaled(100, steps_scale),
-    num_queries=scaled(5000, steps_scale),
+    num_steps=num_steps,
+    num_queries=num_queries,
     eot_samples=eot_samples,
   )
   robust = rep.pop('robust')

@@ -17,6 +17,7 @@ from jaxrobust.evaluation.suites import (
   AUTOATTACK_SUITES,
   STANDARD_BUDGETS,
   SUITES,
+  adaptive_attacks,
   attack_suite,
   linf_budget,
   scaled,
@@ -48,8 +49,8 @@ class EvalSpec:
       stochastic defenses, `evaluation/adaptive.py`).
     steps_scale: scales every attack's iterations (< 1 for quick runs; at least one step each).
     eot_samples: draws per gradient of the EOT attacks.
-    eval_draws: stochastic models: the clean accuracy when a point must be right in all of this
-      many fresh draws; the adaptive suite measures each point on max(eval_draws, 10) draws.
+    eval_draws: 'study' and 'standard', stochastic models: the clean accuracy when a point must
+      be right in all of this many fresh draws.
     batch_size: images per evaluation batch.
     epsilon_grid: PGD-L∞ accuracy at each of these ε (one vmapped call), or None.
     with_autoattack: 'study' and 'standard': AutoAttack beside the suite (the worst case then
@@ -57,6 +58,9 @@ class EvalSpec:
     autoattack_scale: scales AutoAttack's iterations and queries apart from `steps_scale` (1: the
       reference's budget).
     eot_microbatch: 'adaptive' only: the gradient chunk of its EOT attacks (None: the default).
+    measurement_draws: 'adaptive' only: N, the fresh draws that classify each adversarial point.
+    selection_draws: 'adaptive' only: S, the draws that choose each point's worst candidate.
+    square_queries: 'adaptive' only: EOT-Square's query budget (before `steps_scale`).
   """
 
   dataset: str
@@ -69,11 +73,14 @@ class EvalSpec:
   with_autoattack: bool = False
   autoattack_scale: float = 1.0
   eot_microbatch: int | None = None
+  measurement_draws: int = 10
+  selection_draws: int = 10
+  square_queries: int = 1000
 
   def __post_init__(self):
     if self.suite not in SUITES:
       raise ValueError(f'EvalSpec: unknown suite {self.suite!r}; use one of {SUITES}')
-    if self.suite != 'study' and self.dataset not in STANDARD_BUDGETS:
+    if (self.suite != 'study' or self.with_autoattack) and self.dataset not in STANDARD_BUDGETS:
       raise ValueError(
         f'EvalSpec: no standard budgets for dataset {self.dataset!r}; known: {", ".join(STANDARD_BUDGETS)}'
       )
@@ -83,6 +90,9 @@ class EvalSpec:
     _positive_int('eval_draws', self.eval_draws)
     _positive_int('batch_size', self.batch_size)
     _positive_int('eot_microbatch', self.eot_microbatch, optional=True)
+    _positive_int('measurement_draws', self.measurement_draws)
+    _positive_int('selection_draws', self.selection_draws)
+    _positive_int('square_queries', self.square_queries)
     if self.with_autoattack and self.suite not in ('study', 'standard'):
       raise ValueError(
         f"EvalSpec: with_autoattack is for the 'study' and 'standard' suites, not {self.suite!r}"
@@ -105,11 +115,15 @@ class EvalPlan(NamedTuple):
   Attributes:
     spec: the spec it was built from.
     stochastic: the model's declared trait.
-    attacks: the suite's attack specs by column ('study' and 'standard'; with EOT-PGD and
-      EOT-APGD for a stochastic model); empty for the AutoAttack and adaptive suites.
+    attacks: the suite's attack specs by column ('study' and 'standard', with EOT-PGD and
+      EOT-APGD for a stochastic model; 'adaptive', `adaptive_attacks`); empty for the AutoAttack
+      suites.
     transfer: the PGD-L∞ spec run on a stochastic model's deterministic surrogate (and drawn in
       the example figures).
     autoattack_version: the AutoAttack version of the AutoAttack suites or column, or None.
+    autoattack_epsilon: AutoAttack's L∞ radius: the dataset's standard ε, whatever the suite.
+    autoattack_steps, autoattack_queries: AutoAttack's iterations and Square's queries, scaled
+      (by `autoattack_scale` for the column beside a listed suite, by `steps_scale` otherwise).
     grid_steps: PGD steps of the ε grid (None without a grid).
     linf: the suite's L∞ ε (the verified bound is taken there).
   """
@@ -119,6 +133,9 @@ class EvalPlan(NamedTuple):
   attacks: dict
   transfer: dict
   autoattack_version: str | None
+  autoattack_epsilon: float | None
+  autoattack_steps: int
+  autoattack_queries: int
   grid_steps: int | None
   linf: float
 
@@ -127,19 +144,28 @@ def build_evaluation(spec: EvalSpec, traits: ModelTraits) -> EvalPlan:
   """Resolves `spec` for a model with `traits` (see `EvalPlan`)."""
   s, stochastic = spec, traits.stochastic
   listed = s.suite in ('study', 'standard')
-  attacks = (
-    attack_suite(
+  if listed:
+    attacks = attack_suite(
       s.suite, s.dataset, stochastic=stochastic, eot_samples=s.eot_samples, steps_scale=s.steps_scale
     )
-    if listed
-    else {}
-  )
+  elif s.suite == 'adaptive':
+    attacks = adaptive_attacks(
+      s.dataset,
+      eot_samples=s.eot_samples,
+      steps_scale=s.steps_scale,
+      queries=s.square_queries,
+      eot_microbatch=s.eot_microbatch,
+    )
+  else:
+    attacks = {}
   if s.suite in AUTOATTACK_SUITES:
     version = 'rand' if stochastic and s.suite == 'autoattack' else AUTOATTACK_SUITES[s.suite]
   elif s.with_autoattack:
     version = 'rand' if stochastic else 'standard'
   else:
     version = None
+  # The column beside a listed suite has its own scale; elsewhere AutoAttack is the suite.
+  aa_scale = s.autoattack_scale if listed else s.steps_scale
   suite_of_budgets = s.suite if listed else 'standard'
   return EvalPlan(
     spec=s,
@@ -147,6 +173,9 @@ def build_evaluation(spec: EvalSpec, traits: ModelTraits) -> EvalPlan:
     attacks=attacks,
     transfer=transfer_attack(suite_of_budgets, s.dataset, steps_scale=s.steps_scale),
     autoattack_version=version,
+    autoattack_epsilon=linf_budget('standard', s.dataset) if s.dataset in STANDARD_BUDGETS else None,
+    autoattack_steps=scaled(100, aa_scale),
+    autoattack_queries=scaled(5000, aa_scale),
     grid_steps=None if s.epsilon_grid is None else scaled(10, s.steps_scale),
     linf=linf_budget(suite_of_budgets, s.dataset),
   )

@@ -109,3 +109,46 @@ def transfer_attack(name: str, dataset: str, *, steps_scale: float = 1.0) -> dic
   drawn in the example figures: 20 steps of ε/8 at the suite's ε (iterations scaled)."""
   eps = linf_budget(name, dataset)
   return dict(name='pgd', epsilon=eps, step_size=eps / 8, num_steps=scaled(20, steps_scale))
+
+
+def eot_pgd_spec(epsilon: float, *, num_steps: int, eot_samples: int, microbatch: int | None = None) -> dict:
+  """The suite's EOT-PGD, the one attack that its column, the convergence study and the docs name:
+  cross-entropy loss, a constant step ε/4·20/num_steps (ε/20 at 100 steps), 2 restarts, the
+  gradient averaged over `eot_samples` draws."""
+  spec = dict(
+    name='pgd',
+    epsilon=epsilon,
+    step_size=min(epsilon, epsilon / 4 * 20 / num_steps),
+    num_steps=num_steps,
+    loss='ce',
+    restarts=2,
+    eot_samples=eot_samples,
+  )
+  if microbatch is not None:
+    spec['microbatch'] = microbatch
+  return spec
+
+
+def adaptive_attacks(
+  dataset: str,
+  *,
+  eot_samples: int = 20,
+  steps_scale: float = 1.0,
+  queries: int = 1000,
+  eot_microbatch: int | None = None,
+) -> dict:
+  """The adaptive suite's attack specs at the dataset's standard L∞ ε: single-draw PGD-20,
+  APGD-CE and APGD-DLR; EOT-PGD (`eot_pgd_spec`: cross-entropy, 100 steps of constant size ε/20, 2
+  restarts); EOT-Square (`queries`). AutoAttack's two versions and the transfer attacks from the
+  model's surrogates are added by `evaluate_adaptive`.
+  `eot_microbatch` is EOT-PGD's gradient chunk size (None: the attack's default)."""
+  eps = linf_budget('standard', dataset)
+  b = STANDARD_BUDGETS[dataset]
+  s = lambda n: scaled(n, steps_scale)  # noqa: E731
+  return {
+    'pgd': dict(name='pgd', epsilon=eps, step_size=min(eps, b['linf_step'] * 20 / s(20)), num_steps=s(20)),
+    'apgd_ce': dict(name='apgd_ce', epsilon=eps, num_steps=s(100)),
+    'apgd_dlr': dict(name='apgd_dlr', epsilon=eps, num_steps=s(100)),
+    'eot_pgd': eot_pgd_spec(eps, num_steps=s(100), eot_samples=eot_samples, microbatch=eot_microbatch),
+    'eot_square': dict(name='square', epsilon=eps, num_queries=s(queries), eot_samples=eot_samples),
+  }
