@@ -119,16 +119,26 @@ def test_train_vs_torch_benchmark_runs(monkeypatch, capsys):
   # 8×8 synthetic images: 28×28 convolution gradients are slow under the test suite's XLA settings.
   tiny = lambda: load_synthetic(num_train=16, num_test=8, image_shape=(8, 8, 1), num_classes=10)  # noqa: E731
   monkeypatch.setattr(train_vs_torch, 'load_fashion_mnist', tiny)
-  _run(
+  rows = _run(
     monkeypatch,
     capsys,
     train_vs_torch,
-    '--seeds=0',
+    '--seeds=0,0',
     '--epochs=1',
     '--num_eval=8',
     '--variants=torch_init',
     '--batch=8',
   )
+  (head,) = [r for r in rows if 'epochs' in r]
+  runs = [r for r in rows if 'side' in r]
+  (note,) = [r for r in rows if 'note' in r]
+  assert (head['epochs'], head['seeds'], head['torch']) == (1.0, [0, 0], False)
+  assert [r['side'] for r in runs] == ['jaxrobust (torch_init)'] * 2
+  for r in runs:  # accuracies in %
+    assert all(0.0 <= r[k] <= 100.0 for k in ('clean', 'fgsm', 'pgd20')) and r['train_s'] > 0
+  # The same seed trains and attacks to the same bits (the comparison's runs are reproducible).
+  assert [runs[0][k] for k in ('clean', 'fgsm', 'pgd20')] == [runs[1][k] for k in ('clean', 'fgsm', 'pgd20')]
+  assert 'no ratio was measured' in note['note']
 
 
 def test_eot_benchmark_runs(monkeypatch, capsys):

@@ -774,8 +774,15 @@ def test_workdir_layer_errors(thunk, exc, match, trained_workdir, tmp_path):
   assert tree_files(trained_workdir) == before
 
 
-def test_the_tables_cover_at_least_sixty_kinds():
-  assert len(ATTACK_CASES) + len(DATA_CASES) + len(CONFIG_CASES) + len(WORKDIR_CASES) >= 60
+@pytest.mark.parametrize('name', A.attack_names())
+@pytest.mark.parametrize('bad', [-0.1, float('nan'), True])
+def test_every_registered_attack_refuses_a_bad_epsilon_naming_itself_and_the_argument(name, bad):
+  """Coverage that grows with the registry: an attack added without its checks fails here."""
+  fn = A.build_attack({'name': name, 'epsilon': bad, **({'sigma': 0.1} if name == 'gaussian' else {})})
+  function = A.build_attack({'name': name, 'epsilon': 0.1, **({'sigma': 0.1} if name == 'gaussian' else {})})
+  own = function.func.__name__
+  with pytest.raises(ValueError, match=rf'{own}: epsilon (must|is)'):
+    fn(f3, KEY, x4, y4)
 
 
 def test_value_checks_run_outside_jit_and_shape_checks_inside_it():

@@ -210,7 +210,7 @@ def cw_l2(
     counts={'max_iterations': max_iterations, 'binary_search_steps': binary_search_steps},
   )
   c = _checks.concrete(epsilon)  # an L2 budget: inf (the default) means none
-  if isinstance(epsilon, str) or (c is not None and (np.any(c < 0) or np.any(np.isnan(c)))):
+  if isinstance(epsilon, (str, bool, np.bool_)) or (c is not None and (np.any(c < 0) or np.any(np.isnan(c)))):
     raise ValueError(f'cw_l2: epsilon must be a number >= 0 (inf: no budget), got {epsilon!r}')
   unroll = _loop.resolve_unroll(unroll, max_iterations)
   x_adv, bad = _cw_impl(
