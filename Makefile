@@ -73,9 +73,9 @@ PARITY_WORKDIR ?= runs/fashion_mnist/regular
 parity: $(STAMP)
 	$(PY) -m pip install -q -e '.[parity]' 2>&1 | grep -v "is ignored" || true
 	$(PY) -m pip install -q --no-deps torchattacks 2>&1 | grep -v "is ignored" || true
-	$(PY) -m benchmarks.zoo_fixtures --full
+	$(PY) -m tests.fixtures.zoo_fixtures --full
 	$(PY) -m benchmarks.attacks
-	$(PY) -m benchmarks.parity_torch --workdir=$(PARITY_WORKDIR) --num_test=1000
+	$(PY) -m benchmarks.parity.autoattack --workdir=$(PARITY_WORKDIR) --num_test=1000
 	# standard AutoAttack per image against the reference and torchattacks (hours: WRN-16-4's full budgets)
 	XLA_FLAGS="$(BENCH_XLA_FLAGS)" $(PY) -m benchmarks.autoattack
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from benchmarks import side_by_side
 from benchmarks.common import arg, check_args, emit
-from benchmarks.parity_torch import run_ours, run_reference, run_torchattacks
+from benchmarks.parity.autoattack import run_ours, run_reference, run_torchattacks
 from jaxrobust import attacks as A
 from jaxrobust.models import make_logits_fn
 from jaxrobust.machine import cpu_model, usable_cores

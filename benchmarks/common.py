@@ -1,27 +1,13 @@
-"""Shared benchmark helpers: timing medians after compile, JSON lines on stdout."""
+"""Shared benchmark helpers: JSON lines on stdout and the command line. Timing has one home,
+`benchmarks/side_by_side.py` (alternating calls, medians)."""
 
 import json
 import os
-import statistics
 import sys
-import time
 
 import jax
 
 from jaxrobust.provenance import environment
-
-
-def timeit(fn, *args, repeats: int = 3):
-  """(compile+first-run seconds, median steady seconds) of fn(*args), blocking on the result."""
-  t0 = time.perf_counter()
-  jax.block_until_ready(fn(*args))
-  first = time.perf_counter() - t0
-  ts = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    ts.append(time.perf_counter() - t0)
-  return first, statistics.median(ts)
 
 
 _ENVIRONMENT_SHOWN = []

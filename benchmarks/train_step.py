@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import optax
 
-from benchmarks.common import arg, check_args, emit, timeit
+from benchmarks.common import arg, check_args, emit
+from benchmarks.side_by_side import alternate
 from jaxrobust import attacks as A
 from jaxrobust.models import create_model, make_logits_fn
 from jaxrobust.train.objectives import adversarial_objective, clean_objective
@@ -31,9 +32,15 @@ def bench(name, batch, repeats):
   f = make_logits_fn(model, state.variables)
   x = jax.numpy.asarray(imgs, jax.numpy.float32) / 255
   pgd = lambda: A.pgd(f, key, x, batch_d['label'], **{k: v for k, v in spec.items() if k != 'name'})
-  _, t_step = timeit(lambda: adv(state, batch_d, key)[1]['loss'], repeats=repeats)
-  _, t_clean = timeit(lambda: clean(state, batch_d, key)[1]['loss'], repeats=repeats)
-  _, t_pgd = timeit(pgd, repeats=repeats)
+  t = alternate(
+    {
+      'step': lambda: adv(state, batch_d, key)[1]['loss'],
+      'clean': lambda: clean(state, batch_d, key)[1]['loss'],
+      'pgd': pgd,
+    },
+    repeats=repeats,
+  )
+  t_step, t_clean, t_pgd = (t[k]['median_s'] for k in ('step', 'clean', 'pgd'))
   emit(
     model=name,
     batch=batch,

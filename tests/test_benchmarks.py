@@ -19,6 +19,8 @@ def _run(monkeypatch, capsys, module, *args):
   )
   module.main()
   lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{')]
+  # The environment line leads the first row a process prints, whichever test that is.
+  lines = [row for row in lines if set(row) != {'environment'}]
   assert lines
   return lines
 
@@ -59,13 +61,13 @@ def test_autoattack_benchmark_runs(monkeypatch, capsys, tmp_path):
 
 
 def test_the_references_attacks_are_timed_one_by_one(monkeypatch):
-  """benchmarks.parity_torch wraps each attack object of the reference AutoAttack: the split
+  """benchmarks.parity.autoattack wraps each attack object of the reference AutoAttack: the split
   adds each call's time to its attack's name, and the wrapped calls return what they returned.
   The clock is a fake one that each attack advances by a known amount (no wall time)."""
   import types
 
-  from benchmarks import parity_torch
-  from benchmarks.parity_torch import REFERENCE_PARTS, _time_parts
+  from benchmarks.parity import autoattack as parity_torch
+  from benchmarks.parity.autoattack import REFERENCE_PARTS, _time_parts
 
   clock = [0.0]
   monkeypatch.setattr(parity_torch.time, 'perf_counter', lambda: clock[0])
@@ -167,9 +169,9 @@ def test_eot_benchmark_runs(monkeypatch, capsys):
 
 def test_parity_table_prints_a_speed_up_only_for_one_run():
   """Accuracies compare across runs; a speed-up needs both sides measured in the same run."""
-  from benchmarks.parity_torch import parity_table
+  from benchmarks.parity.autoattack import parity_table
 
-  from benchmarks.parity_torch import EQUAL_WORK
+  from benchmarks.parity.autoattack import EQUAL_WORK
 
   piece = lambda acc, s, run: dict(accuracy=acc, seconds=s, run=run, cpu='X (2 cores)', equal_work=EQUAL_WORK)  # noqa: E731
   table = parity_table(
@@ -204,7 +206,7 @@ def test_the_reference_is_held_to_the_work_jaxrobust_does():
   parity run sets every attack object to one restart, 100 iterations, 9 targets, 5000 queries."""
   from types import SimpleNamespace
 
-  from benchmarks.parity_torch import EQUAL_WORK, _equal_work
+  from benchmarks.parity.autoattack import EQUAL_WORK, _equal_work
 
   aa = SimpleNamespace(
     apgd=SimpleNamespace(n_restarts=5, n_iter=100),
@@ -222,7 +224,7 @@ def test_the_reference_is_held_to_the_work_jaxrobust_does():
 def test_square_with_the_references_windows_is_a_parity_component():
   """`--attacks=square-reference-windows` runs jaxrobust's Square with reference_windows=True (a
   spec the custom AutoAttack builds) against the reference's plain Square; not run by default."""
-  from benchmarks.parity_torch import COMPONENTS, DEFAULT_ATTACKS, REFERENCE_ATTACK, run_ours
+  from benchmarks.parity.autoattack import COMPONENTS, DEFAULT_ATTACKS, REFERENCE_ATTACK, run_ours
 
   assert REFERENCE_ATTACK['square-reference-windows'] == 'square'
   assert 'square-reference-windows' not in DEFAULT_ATTACKS and 'square' in DEFAULT_ATTACKS
@@ -239,7 +241,7 @@ def test_fab_l2_parity_reports_the_median_distance():
   """The FAB-L2 parity statistic: the median distance over all points (unbroken = infinitely far),
   and on a linear model whose minimum distances are known, the benchmark's FAB-T run reaches them
   (never below) within 5 %; the table prints the relative difference."""
-  from benchmarks.parity_torch import median_l2, parity_table, run_fab_l2_ours
+  from benchmarks.parity.autoattack import median_l2, parity_table, run_fab_l2_ours
 
   x = np.zeros((4, 2), np.float32)
   x_adv = np.array([[3, 0], [0, 4], [3, 4], [1, 0]], np.float32)
@@ -271,7 +273,7 @@ def test_parity_chunks_alternate_resume_and_add_up(tmp_path):
   """Chunked parity measurements: the sides alternate inside each chunk, the accuracy over all
   images is the chunks' weighted mean, an interrupted run recomputes only the missing chunks, and
   a side stored whole (before chunks existed) is read as it is."""
-  from benchmarks.parity_torch import EQUAL_WORK, measure_in_chunks, parity_table
+  from benchmarks.parity.autoattack import EQUAL_WORK, measure_in_chunks, parity_table
   from jaxrobust.evaluation.cache import PieceCache
 
   correct = np.arange(10) % 3 == 0  # 4 of 10 images stay robust
@@ -356,7 +358,7 @@ def test_adaptive_budget_per_point_costs_and_run(monkeypatch, capsys, tmp_path):
 def test_benchmarks_refuse_an_option_they_do_not_take(monkeypatch):
   """A mistyped option stops the run at once, named, instead of being ignored for hours; so does
   a value of the wrong type."""
-  from benchmarks import parity_torch
+  from benchmarks.parity import autoattack as parity_torch
   from benchmarks.common import arg, check_args
 
   monkeypatch.setattr(sys, 'argv', ['benchmark', '--num_tests=100', 'stray'])

@@ -1,5 +1,5 @@
 """Published checkpoints: our torch-free readers and converters against logits that torch computed
-(tests/data/zoo, written by benchmarks/zoo_fixtures.py), malicious pickles, wrong architectures."""
+(tests/data/zoo, written by tests/fixtures/zoo_fixtures.py), malicious pickles, wrong architectures."""
 
 import io
 import os
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks.zoo_fixtures import SPECS  # file → (arch, overrides): the fixtures' tiny networks
+from tests.fixtures.zoo_fixtures import SPECS  # file → (arch, overrides): the fixtures' tiny networks
 from jaxrobust.models import make_logits_fn
 from jaxrobust.models.zoo import (
   ArchitectureMismatchError,

@@ -1,6 +1,6 @@
 """Certification against independent implementations on the same weights, and its cost.
 
-  taskset -c 0 python -m benchmarks.parity_certify --workdir=runs/certified/fashion_mnist/gaussian_025 --sigma=0.25
+  taskset -c 0 python -m benchmarks.parity.certify --workdir=runs/certified/fashion_mnist/gaussian_025 --sigma=0.25
 
 Run it pinned to one core (taskset), so that XLA and torch have the same single core.
 

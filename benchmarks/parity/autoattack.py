@@ -2,7 +2,7 @@
 fra31/auto-attack) and torchattacks' AutoAttack, on the same weights and the same test images,
 all timed in this run on this machine. Needs the `parity` extra (CPU torch).
 
-  python -m benchmarks.parity_torch --workdir=runs/fashion_mnist/regular [--num_test=1000] [--eps=0.1]
+  python -m benchmarks.parity.autoattack --workdir=runs/fashion_mnist/regular [--num_test=1000] [--eps=0.1]
       [--attacks=apgd-ce,apgd-t,fab-t,square,standard,fab-l2,square-reference-windows]
       [--out=results/parity/<run>_n<N>]
       [--chunk=250]
@@ -20,7 +20,7 @@ The reference's FAB-T alone runs for more than an hour on a PGD-trained model, s
 measurement is stored in `--out` as it finishes, chunk by chunk of `--chunk` images (250) with the
 libraries alternating inside each chunk, and the same command goes on from there. A speed-up is
 printed only for two measurements taken in the same run, and each names the CPU cores it ran on
-(`taskset -c 1 python -m benchmarks.parity_torch ...` measures both libraries on one core).
+(`taskset -c 1 python -m benchmarks.parity.autoattack ...` measures both libraries on one core).
 """
 
 from __future__ import annotations

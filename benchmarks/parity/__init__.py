@@ -1,0 +1,1 @@
+"""Parity against reference implementations on the same weights (the `parity` extra)."""
