@@ -716,3 +716,21 @@ def test_smoothed_rows_get_a_certified_l2_column(table, monkeypatch):
   head, _, first, second = table_markdown(rows).splitlines()[:4]
   col = head.split(' | ').index('Certified L2, smoothed (lower bound)')
   assert second.split(' | ')[col] == '–' and first.split(' | ')[col] == f'{100 * got["certified_l2"]:.1f}'
+
+
+def test_suite_cost_sums_the_pieces_own_seconds(tmp_path):
+  from experiments import suite_cost
+
+  rec = {'cpu': 'X', 'n_eval': 8, 'result': {'seconds': {'clean': 60.0, 'eot_square': 5400.0, 'pgd': 1740.0}}}
+  cost = suite_cost.row_cost(rec)
+  assert cost['hours'] == pytest.approx(2.0) and list(cost['minutes_per_attack']) == [
+    'eot_square',
+    'pgd',
+    'clean',
+  ]
+  assert cost['largest'] == 'eot_square' and cost['share_of_largest'] == pytest.approx(0.75)
+  assert suite_cost.row_cost({'result': {'clean': 0.9}}) is None  # a deterministic row: no pieces
+  rows = tmp_path / 'rows'
+  rows.mkdir()
+  (rows / 'lwta.json').write_text(json.dumps(rec))
+  assert set(suite_cost.main(str(rows))) == {'lwta'} and (tmp_path / 'cost.json').exists()
