@@ -37,17 +37,16 @@ import time
 import jax
 import numpy as np
 
-from experiments.configs.defenses import DEFENSES, defense_config
+from experiments.configs.defenses import DEFENSES
 from jaxrobust.evaluation.accuracy import as_unit_float
-from experiments import figures
+from experiments import figures, rows
+from experiments.rows import TrainedRow
 from jaxrobust.evaluation import STANDARD_BUDGETS, EvalSpec, evaluate_model, scaled
 from jaxrobust.evaluation.adaptive import eot_convergence
 from jaxrobust.evaluation.cache import digest
-from jaxrobust.files import write_atomic, write_json_atomic
-from jaxrobust.provenance import with_environment
+from jaxrobust.files import write_atomic
 from jaxrobust.machine import cpu_model
 from jaxrobust.models import make_logits_fn, model_traits
-from jaxrobust.train import train_and_evaluate
 from jaxrobust import keys
 
 ROWS = ('pgd_at', 'lwta', 'noise_injection', 'smoothing_pgd_fgsm_cw_pni')
@@ -84,92 +83,95 @@ def run_row(
   progress: bool = True,
 ) -> dict:
   """Trains (or resumes) and evaluates one row; caches its record in out_dir/<dataset>/rows/."""
-  cache = os.path.join(out_dir, dataset, 'rows', f'{row}.json')
-  if os.path.exists(cache) and not force:
-    with open(cache) as f:
-      record = json.load(f)
+  pieces = os.path.join(out_dir, dataset, 'pieces', row)
+
+  def redraw(record: dict) -> None:
     if 'convergence' in record:  # the figure is drawn from the record: redraw it as the code says
       _draw_convergence(record['convergence'], out_dir, dataset, row)
-    return record
-  config = defense_config(row, dataset)
-  config.seed = seed
-  workdir = os.path.join(runs_dir, dataset, row)
-  pieces = os.path.join(out_dir, dataset, 'pieces', row)
-  trained = train_and_evaluate(config, workdir, progress=progress)
-  model, variables, ds = trained['model'], trained['state'].variables, trained['dataset']
-  n = min(num_test, len(ds.test_images))
-  stochastic = model_traits(model).stochastic
-  key = keys.evaluation_key(seed)
-  c = min(convergence_n, n) if stochastic else 0
-  # What a regenerated checkpoint must match for the stored pieces to be its own.
-  model_id = digest(variables)
 
-  def convergence(worst_case_robust=None) -> dict:
-    """EOT-PGD against draws and iterations on the first c images, its points cached; with the
-    suite's per-point worst case, also whether doubling the budget moves that."""
-    s = lambda k: scaled(k, steps_scale)  # noqa: E731
-    return eot_convergence(
-      make_logits_fn(model, variables),
-      as_unit_float(ds.test_images[:c]),
-      np.asarray(ds.test_labels[:c]),
-      jax.random.fold_in(key, keys.TAG_CONVERGENCE),
-      epsilon=STANDARD_BUDGETS[dataset]['linf'],
-      # The suite's own EOT budget is the fixed point of the draws curve, which runs up to twice it.
-      draws=tuple(d for d in (1, 2, 4, 8, 16, 32) if d <= 2 * eot_samples),
-      fixed_draws=eot_samples,
-      steps=tuple(s(k) for k in (10, 20, 50, 100, 200)),
-      fixed_steps=s(100),
-      cache_dir=os.path.join(pieces, 'convergence'),
-      model_id=model_id,
-      worst_case_robust=worst_case_robust,
-      microbatch=EOT_MICROBATCH.get(row),
+  def evaluate(t: TrainedRow) -> dict:
+    model, variables, ds = t.model, t.variables, t.dataset
+    n = min(num_test, len(ds.test_images))
+    stochastic = model_traits(model).stochastic
+    key = keys.evaluation_key(seed)
+    c = min(convergence_n, n) if stochastic else 0
+    # What a regenerated checkpoint must match for the stored pieces to be its own.
+    model_id = digest(variables)
+
+    def convergence(worst_case_robust=None) -> dict:
+      """EOT-PGD against draws and iterations on the first c images, its points cached; with the
+      suite's per-point worst case, also whether doubling the budget moves that."""
+      s = lambda k: scaled(k, steps_scale)  # noqa: E731
+      return eot_convergence(
+        make_logits_fn(model, variables),
+        as_unit_float(ds.test_images[:c]),
+        np.asarray(ds.test_labels[:c]),
+        jax.random.fold_in(key, keys.TAG_CONVERGENCE),
+        epsilon=STANDARD_BUDGETS[dataset]['linf'],
+        # The suite's own EOT budget is the fixed point of the draws curve, which runs up to twice it.
+        draws=tuple(d for d in (1, 2, 4, 8, 16, 32) if d <= 2 * eot_samples),
+        fixed_draws=eot_samples,
+        steps=tuple(s(k) for k in (10, 20, 50, 100, 200)),
+        fixed_steps=s(100),
+        cache_dir=os.path.join(pieces, 'convergence'),
+        model_id=model_id,
+        worst_case_robust=worst_case_robust,
+        microbatch=EOT_MICROBATCH.get(row),
+      )
+
+    t0 = time.time()
+    spec = EvalSpec(
+      dataset=dataset,
+      suite='adaptive' if stochastic else 'autoattack',
+      eot_samples=eot_samples,
+      steps_scale=steps_scale,
+      eot_microbatch=EOT_MICROBATCH.get(row) if stochastic else None,
     )
+    result = evaluate_model(
+      model,
+      variables,
+      ds.test_images[:n],
+      ds.test_labels[:n],
+      spec,
+      key=key,
+      progress=progress,
+      # Hours on a CPU: every finished piece is kept, and a rerun (or a second process) resumes.
+      cache_dir=os.path.join(pieces, 'adaptive') if stochastic else None,
+      # A second process left with only the other's last pieces computes the convergence points.
+      while_waiting=convergence if c else None,
+    )
+    per_example = result.pop('per_example', None)
+    record = {
+      'dataset': dataset,
+      'epochs': t.config.train.num_epochs,
+      'train_steps': t.steps,
+      'test_accuracy_full': t.test_accuracy,
+      'model_digest': model_id,
+      'n_eval': n,
+      # The pieces' own times: a resumed evaluation's wall time covers only its last part.
+      'eval_s': sum(result['seconds'].values()) if 'seconds' in result else time.time() - t0,
+      'result': result,
+      'cpu': cpu_model(),
+    }
+    if c:
+      # the headline is the per-point worst case: doubling must not move it either
+      conv = convergence(np.asarray(per_example['worst_case'][:c], bool))
+      conv['n'] = c
+      record['convergence'] = conv
+      _draw_convergence(conv, out_dir, dataset, row)
+    return record
 
-  t0 = time.time()
-  spec = EvalSpec(
-    dataset=dataset,
-    suite='adaptive' if stochastic else 'autoattack',
-    eot_samples=eot_samples,
-    steps_scale=steps_scale,
-    eot_microbatch=EOT_MICROBATCH.get(row) if stochastic else None,
-  )
-  result = evaluate_model(
-    model,
-    variables,
-    ds.test_images[:n],
-    ds.test_labels[:n],
-    spec,
-    key=key,
+  return rows.run_row(
+    row,
+    dataset,
+    record_path=os.path.join(out_dir, dataset, 'rows', f'{row}.json'),
+    runs_dir=runs_dir,
+    evaluate=evaluate,
+    seed=seed,
+    force=force,
     progress=progress,
-    # Hours on a CPU: every finished piece is kept, and a rerun (or a second process) resumes.
-    cache_dir=os.path.join(pieces, 'adaptive') if stochastic else None,
-    # A second process left with only the other's last pieces computes the convergence points.
-    while_waiting=convergence if c else None,
+    on_cached=redraw,
   )
-  per_example = result.pop('per_example', None)
-  record = {
-    'row': row,
-    'title': DEFENSES[row].title,
-    'dataset': dataset,
-    'epochs': config.train.num_epochs,
-    'train_steps': trained['steps'],
-    'test_accuracy_full': trained['test_accuracy'],
-    'model_digest': model_id,
-    'n_eval': n,
-    # The pieces' own times: a resumed evaluation's wall time covers only its last part.
-    'eval_s': sum(result['seconds'].values()) if 'seconds' in result else time.time() - t0,
-    'result': result,
-    'cpu': cpu_model(),
-  }
-  if c:
-    # the headline is the per-point worst case: doubling must not move it either
-    conv = convergence(np.asarray(per_example['worst_case'][:c], bool))
-    conv['n'] = c
-    record['convergence'] = conv
-    _draw_convergence(conv, out_dir, dataset, row)
-  record = with_environment(record)
-  write_json_atomic(cache, record)
-  return record
 
 
 # Published figures for the same question, on CIFAR-10 (WRN-34 LWTA): context, not comparable in

@@ -20,8 +20,9 @@ import time
 import jax
 import numpy as np
 
-from experiments import figures
-from experiments.configs.defenses import DEFENSES, defense_config
+from experiments import figures, rows
+from experiments.configs.defenses import DEFENSES
+from experiments.rows import TrainedRow
 from experiments.report import write_table
 from jaxrobust.evaluation import (
   STANDARD_BUDGETS,
@@ -37,7 +38,6 @@ from jaxrobust.evaluation.accuracy import as_unit_float
 from jaxrobust.models import make_logits_fn, model_traits
 from jaxrobust.files import write_json_atomic
 from jaxrobust.machine import cpu_model
-from jaxrobust.provenance import with_environment
 from jaxrobust.train import train_and_evaluate
 from jaxrobust.train.config import with_defaults
 from jaxrobust.train.restore import load_trained
@@ -99,43 +99,73 @@ def run_row(
   randomised model): the AutoAttack column, and the worst case includes it. `variant` names a
   variant of the row's config (e.g. 'authors' for LWTA, `configs/defenses.py`).
   """
-  rows_dir = os.path.join(out_dir, dataset, 'rows')
-  cache = os.path.join(rows_dir, f'{row}.json')
-  if os.path.exists(cache) and not force:
-    with open(cache) as f:
-      return json.load(f)
-  config = defense_config(row, f'{dataset},quick' + (f',{variant}' if variant else ''))
-  config.seed = seed
-  if epochs is not None:
-    config.train.num_epochs = float(epochs)
-  workdir = os.path.join(runs_dir, dataset, row)
-  # A resumed run's wall time covers only its last part; the record says so.
-  resumed = os.path.exists(os.path.join(workdir, 'metrics.jsonl'))
-  t0 = time.time()
-  out = train_and_evaluate(config, workdir, progress=progress)
-  train_time = time.time() - t0
-  ds, model, variables = out['dataset'], out['model'], out['state'].variables
-  n = min(num_test, len(ds.test_images)) if num_test else len(ds.test_images)
-  key = keys.evaluation_key(seed)
-  images, labels = ds.test_images[:n], ds.test_labels[:n]
-  spec = EvalSpec(
-    dataset=dataset,
-    suite=suite,
-    steps_scale=steps_scale,
-    eot_samples=eot_samples,
-    epsilon_grid=GRID.get(dataset, GRID['synthetic']),
-    with_autoattack=autoattack,
-    autoattack_scale=autoattack_scale,
+
+  def evaluate(t: TrainedRow) -> dict:
+    ds, model, variables = t.dataset, t.model, t.variables
+    n = min(num_test, len(ds.test_images)) if num_test else len(ds.test_images)
+    key = keys.evaluation_key(seed)
+    images, labels = ds.test_images[:n], ds.test_labels[:n]
+    spec = EvalSpec(
+      dataset=dataset,
+      suite=suite,
+      steps_scale=steps_scale,
+      eot_samples=eot_samples,
+      epsilon_grid=GRID.get(dataset, GRID['synthetic']),
+      with_autoattack=autoattack,
+      autoattack_scale=autoattack_scale,
+    )
+    plan = build_evaluation(spec, model_traits(model))
+    result = evaluate_model(model, variables, images, labels, plan, key=key, progress=progress)
+    if DEFENSES[row].noise_sigma:  # a smoothed classifier's row: its certified L2 accuracy
+      result.update(
+        smoothed_certificate(model, variables, images, labels, DEFENSES[row].noise_sigma, key=key)
+      )
+    _draw_row_figures(row, dataset, out_dir, plan.transfer, t, images, labels, key)
+    return {
+      # run_row's arguments that decide the numbers: `experiments.reproduce` reruns the row from them.
+      'invocation': dict(
+        epochs=epochs,
+        num_test=num_test,
+        suite=suite,
+        steps_scale=steps_scale,
+        eot_samples=eot_samples,
+        seed=seed,
+        autoattack=autoattack,
+        autoattack_scale=autoattack_scale,
+        variant=variant,
+      ),
+      'variant': variant,
+      'seed': seed,
+      'dataset': dataset,
+      'epochs': t.config.train.num_epochs,
+      'train_time_s': t.train_time_s,
+      # A resumed run's wall time covers only its last part; the record says so.
+      'resumed': t.resumed,
+      'test_accuracy_full': t.test_accuracy,
+      'n_eval': n,
+      'result': result,
+    }
+
+  return rows.run_row(
+    row,
+    dataset,
+    record_path=os.path.join(out_dir, dataset, 'rows', f'{row}.json'),
+    runs_dir=runs_dir,
+    evaluate=evaluate,
+    config_arg=f'{dataset},quick' + (f',{variant}' if variant else ''),
+    epochs=epochs,
+    seed=seed,
+    force=force,
+    progress=progress,
   )
-  plan = build_evaluation(spec, model_traits(model))
-  result = evaluate_model(model, variables, images, labels, plan, key=key, progress=progress)
-  if DEFENSES[row].noise_sigma:  # a smoothed classifier's row: its certified L2 accuracy
-    result.update(smoothed_certificate(model, variables, images, labels, DEFENSES[row].noise_sigma, key=key))
-  # Figures of this row: adversarial examples (Figure 3) and confidence histograms (Figure 4),
-  # under the transfer attack's PGD run on the model itself.
-  drawn = plan.transfer
+
+
+def _draw_row_figures(row, dataset, out_dir, drawn: dict, t: TrainedRow, images, labels, key) -> None:
+  """The row's adversarial examples (Figure 3) and confidence histograms (Figure 4), under the
+  transfer attack's PGD run on the model itself."""
+  n = len(images)
   ex = examples_and_confidence(
-    model, variables, images, labels, drawn, key=jax.random.fold_in(key, keys.TAG_FIGURES), n=min(n, 500)
+    t.model, t.variables, images, labels, drawn, key=jax.random.fold_in(key, keys.TAG_FIGURES), n=min(n, 500)
   )
   fig_dir = os.path.join(out_dir, dataset, 'figures')
   title = f'{DEFENSES[row].title} — PGD-{drawn["num_steps"]} L∞ ε={drawn["epsilon"]:.3g}'
@@ -146,7 +176,7 @@ def run_row(
     ex['labels'],
     ex['pred'],
     ex['pred_adv'],
-    ds.class_names,
+    t.dataset.class_names,
     title=title,
   )
   figures.confidence_histograms(
@@ -155,34 +185,6 @@ def run_row(
     {'clean': ex['pred'] == ex['labels'], 'PGD': ex['pred_adv'] == ex['labels']},
     title=DEFENSES[row].title,
   )
-  record = {
-    'row': row,
-    # run_row's arguments that decide the numbers: `experiments.reproduce` reruns the row from them.
-    'invocation': dict(
-      epochs=epochs,
-      num_test=num_test,
-      suite=suite,
-      steps_scale=steps_scale,
-      eot_samples=eot_samples,
-      seed=seed,
-      autoattack=autoattack,
-      autoattack_scale=autoattack_scale,
-      variant=variant,
-    ),
-    'title': DEFENSES[row].title,
-    'variant': variant,
-    'seed': seed,
-    'dataset': dataset,
-    'epochs': config.train.num_epochs,
-    'train_time_s': train_time,
-    'resumed': resumed,
-    'test_accuracy_full': out['test_accuracy'],
-    'n_eval': n,
-    'result': result,
-  }
-  record = with_environment(record)
-  write_json_atomic(cache, record)
-  return record
 
 
 def retime(records, dataset: str, *, runs_dir: str, out_dir: str, training: bool = False) -> None:

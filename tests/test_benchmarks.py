@@ -371,12 +371,12 @@ def test_benchmarks_refuse_an_option_they_do_not_take(monkeypatch):
 
 
 def test_foolbox_benchmark_splits_jaxrobusts_call_into_parts_that_add_up(monkeypatch, capsys):
-  """The three shares of jaxrobust's call (checks and dispatch, the loop beyond its gradients, the
-  gradients) add up to the call; foolbox's side is timed when it is installed, named when not."""
+  """The three shares of jaxrobust's call (checks and dispatch, the steps, what the program pays
+  once) add up to the call; foolbox's side is timed when it is installed, named when not."""
   from benchmarks import foolbox_pgd
 
   (row,) = _run(monkeypatch, capsys, foolbox_pgd, '--batch=4', '--repeats=1')
-  shares = row['share_checks_and_dispatch'] + row['share_loop_beyond_gradients'] + row['share_gradients']
+  shares = row['share_checks_and_dispatch'] + row['share_steps'] + row['share_once_per_call']
   assert shares == pytest.approx(1.0)
   assert 'both sides' in row['work'] and row['batch'] == 4
   assert (row['speedup_vs_foolbox'] is None) == ('foolbox' not in row['seconds']) == (row['note'] is not None)
