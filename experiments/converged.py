@@ -39,7 +39,8 @@ import numpy as np
 
 from experiments.configs.defenses import DEFENSES
 from jaxrobust.evaluation.accuracy import as_unit_float
-from experiments import figures, rows
+from experiments import figures
+from experiments import rows as study_rows
 from experiments.rows import TrainedRow
 from jaxrobust.evaluation import STANDARD_BUDGETS, EvalSpec, evaluate_model, scaled
 from jaxrobust.evaluation.adaptive import eot_convergence
@@ -161,10 +162,10 @@ def run_row(
       _draw_convergence(conv, out_dir, dataset, row)
     return record
 
-  return rows.run_row(
+  return study_rows.run_row(
     row,
     dataset,
-    record_path=os.path.join(out_dir, dataset, 'rows', f'{row}.json'),
+    out_dir=out_dir,
     runs_dir=runs_dir,
     evaluate=evaluate,
     seed=seed,

@@ -41,11 +41,16 @@ class TrainedRow(NamedTuple):
   resumed: bool
 
 
+def record_file(out_dir: str, dataset: str, row: str) -> str:
+  """Where a study keeps a row's record."""
+  return os.path.join(out_dir, dataset, 'rows', f'{row}.json')
+
+
 def run_row(
   row: str,
   dataset: str,
   *,
-  record_path: str,
+  out_dir: str,
   runs_dir: str,
   evaluate: Callable[[TrainedRow], dict],
   config_arg: str | None = None,
@@ -55,13 +60,14 @@ def run_row(
   progress: bool = True,
   on_cached: Callable[[dict], Any] | None = None,
 ) -> dict:
-  """The record of `row`: read from `record_path` if there (unless `force`), else trained in
-  runs_dir/<dataset>/<row> (resumed if a run is there), evaluated and written.
+  """The record of `row`: read from out_dir/<dataset>/rows/<row>.json if there (unless `force`),
+  else trained in runs_dir/<dataset>/<row> (resumed if a run is there), evaluated and written
+  there.
 
   Args:
     row: a defense of `DEFENSES`.
     dataset: the dataset's name.
-    record_path: where the row's record is cached.
+    out_dir: the study's results folder.
     runs_dir: the parent of the datasets' work directories.
     evaluate: the study's evaluation: a trained row -> the record's fields (the record gets the
       row, its title and the environment besides).
@@ -77,6 +83,7 @@ def run_row(
   """
   if row not in DEFENSES:
     raise ValueError(f'unknown row {row!r}; known: {", ".join(DEFENSES)}')
+  record_path = record_file(out_dir, dataset, row)
   if os.path.exists(record_path) and not force:
     with open(record_path) as f:
       record = json.load(f)

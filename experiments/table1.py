@@ -20,7 +20,8 @@ import time
 import jax
 import numpy as np
 
-from experiments import figures, rows
+from experiments import figures
+from experiments import rows as study_rows
 from experiments.configs.defenses import DEFENSES
 from experiments.rows import TrainedRow
 from experiments.report import write_table
@@ -146,10 +147,10 @@ def run_row(
       'result': result,
     }
 
-  return rows.run_row(
+  return study_rows.run_row(
     row,
     dataset,
-    record_path=os.path.join(out_dir, dataset, 'rows', f'{row}.json'),
+    out_dir=out_dir,
     runs_dir=runs_dir,
     evaluate=evaluate,
     config_arg=f'{dataset},quick' + (f',{variant}' if variant else ''),
@@ -228,7 +229,7 @@ def retime(records, dataset: str, *, runs_dir: str, out_dir: str, training: bool
         )
       else:
         r['train_time_s'], r['train_time_pass'], r['train_time_cpu'] = seconds, 'retimed', cpu
-    write_json_atomic(os.path.join(out_dir, dataset, 'rows', f'{r["row"]}.json'), r)
+    write_json_atomic(study_rows.record_file(out_dir, dataset, r['row']), r)
   if mismatches:
     raise RuntimeError('; '.join(mismatches))
 
