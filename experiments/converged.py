@@ -140,7 +140,7 @@ def run_row(
       cache_dir=os.path.join(pieces, 'adaptive') if stochastic else None,
       # A second process left with only the other's last pieces computes the convergence points.
       while_waiting=convergence if c else None,
-    )
+    ).to_record()
     per_example = result.pop('per_example', None)
     record = {
       'dataset': dataset,

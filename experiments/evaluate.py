@@ -87,7 +87,7 @@ def _evaluate_and_write(model, variables, ds, out_dir, o: EvalOptions, spec: Eva
     key=jax.random.key(o.seed),
     progress=o.progress,
     cache_dir=os.path.join(out_dir, cache) if o.suite == 'adaptive' else None,
-  )
+  ).to_record()
   write_result_json(os.path.join(out_dir, f'eval_{o.suite}.json'), res)
   return res
 

@@ -116,7 +116,7 @@ def run_row(
       autoattack_scale=autoattack_scale,
     )
     plan = build_evaluation(spec, model_traits(model))
-    result = evaluate_model(model, variables, images, labels, plan, key=key, progress=progress)
+    result = evaluate_model(model, variables, images, labels, plan, key=key, progress=progress).to_record()
     if DEFENSES[row].noise_sigma:  # a smoothed classifier's row: its certified L2 accuracy
       result.update(
         smoothed_certificate(model, variables, images, labels, DEFENSES[row].noise_sigma, key=key)

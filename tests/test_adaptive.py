@@ -132,7 +132,7 @@ def test_evaluate_adaptive_on_a_stochastic_lwta_network(tmp_path, monkeypatch):
   plan = build_evaluation(spec, model_traits(model))
   run = lambda key=jax.random.key(4), while_waiting=None: evaluate_adaptive(  # noqa: E731
     model, variables, x, y, plan, key=key, cache_dir=str(tmp_path), while_waiting=while_waiting
-  )
+  ).to_record()
   res = run()
   assert set(res['seconds']) == {'clean'} | set(res['attacks']) and min(res['seconds'].values()) > 0
 

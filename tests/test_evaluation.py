@@ -2,6 +2,7 @@
 deterministic surrogate and the ε grid."""
 
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -170,3 +171,29 @@ def test_an_eval_spec_is_checked_once_and_resolved_into_one_plan():
   )
   assert adaptive.autoattack_steps == 50 and adaptive.attacks['eot_square']['num_queries'] == 500
   assert [E.scaled(n, s) for n, s in ((20, 0.01), (5, 0.5), (7, 0.5), (100, 1.0))] == [1, 2, 4, 100]
+
+
+def test_evaluate_model_returns_a_typed_result_whose_record_is_the_results_files_layout():
+  """The typed result's fields agree with each other (the worst case is the per-point AND, the
+  record carries what reports read); a randomised model's result says it has no certificate."""
+  m = create_model('small_cnn', num_classes=4)
+  x = np.asarray(jax.random.randint(KEY, (8, 8, 8, 1), 0, 256), np.uint8)
+  v = m.init(KEY, x[:1] / np.float32(255))
+  y = np.asarray(m.apply(v, x / np.float32(255)).argmax(-1))
+  spec = E.EvalSpec(dataset='synthetic', steps_scale=0.05, epsilon_grid=(0.0, 0.1))
+  res = E.evaluate_model(m, v, x, y, spec, key=KEY)
+  assert isinstance(res, E.SuiteResult) and not res.stochastic and res.n == 8
+  assert res.accuracy['clean'] == 1.0  # labelled by the model itself
+  per = {k: np.asarray(p) for k, p in res.per_example.items()}
+  assert np.array_equal(per['worst_case'], np.logical_and.reduce([per[k] for k in per if k != 'worst_case']))
+  assert res.accuracy['worst_case'] == pytest.approx(per['worst_case'].mean())
+  assert res.grid.accuracy[0] == 1.0 and res.verified_linf is not None and res.ms_per_image > 0
+  record = res.to_record()
+  assert {'clean', 'worst_case', 'per_example', 'n', 'non_finite', 'suite', 'attacks', 'epsilon_grid'} <= set(
+    record
+  )
+  assert {'grid_steps', 'accuracy_vs_epsilon', 'verified_linf', 'verified_note', 'ms_per_image'} <= set(
+    record
+  )
+  assert 'clean_all_of_k_draws' not in record and 'autoattack' not in record
+  json.dumps(record)  # a record is JSON

@@ -181,7 +181,10 @@ def test_evaluate_keeps_the_adaptive_pieces_per_setting(table, monkeypatch):
   d, _, _ = table
   work = d / 'runs' / 'synthetic' / 'lwta'
   seen = []
-  monkeypatch.setattr(evaluate, 'evaluate_model', lambda *a, **kw: seen.append(kw['cache_dir']) or {})
+  from jaxrobust.evaluation import Grid
+
+  empty = Grid((), 0, [])  # any result with a record
+  monkeypatch.setattr(evaluate, 'evaluate_model', lambda *a, **kw: seen.append(kw['cache_dir']) or empty)
   evaluate.evaluate_checkpoint(str(work), suite='adaptive', num_test=8, eot_samples=3, steps_scale=0.5)
   evaluate.evaluate_checkpoint(str(work), suite='standard', num_test=8)
   assert seen == [str(work / 'adaptive_cache_n8_eot3_scale0.5_seed0'), None]
@@ -232,10 +235,10 @@ def test_autoattack_rand_on_the_stochastic_row(table):
     num_queries=100,
     eot_samples=2,
   )
-  rep = res['autoattack_report']
+  rep = res.report
   assert list(rep['robust_accuracy']) == ['apgd_ce', 'apgd_dlr'] and rep['flags']['randomized']
-  assert res['autoattack'] == pytest.approx(rep['robust_accuracy']['apgd_dlr'])
-  assert res['autoattack'] <= res['clean']
+  assert res.accuracy == pytest.approx(rep['robust_accuracy']['apgd_dlr']) == res.robust.mean()
+  assert res.accuracy <= res.clean and res.version == 'rand'
 
 
 def _differing(a, b) -> dict:

@@ -11,6 +11,7 @@ from jaxrobust.evaluation.evaluator import (
   pgd_accuracy_over_epsilons,
 )
 from jaxrobust.evaluation.estimator import WorstCase, select_and_measure
+from jaxrobust.evaluation.results import AdaptiveResult, AutoAttackResult, AutoAttackRun, Grid, SuiteResult
 from jaxrobust.evaluation.spec import EvalPlan, EvalSpec, build_evaluation
 from jaxrobust.evaluation.suites import (
   SUITES,
@@ -22,6 +23,11 @@ from jaxrobust.evaluation.suites import (
 )
 
 __all__ = [
+  'AdaptiveResult',
+  'AutoAttackResult',
+  'AutoAttackRun',
+  'Grid',
+  'SuiteResult',
   'EvalPlan',
   'EvalSpec',
   'build_evaluation',

@@ -29,6 +29,7 @@ from jaxrobust import attacks as A
 from jaxrobust.evaluation.accuracy import as_unit_float
 from jaxrobust.evaluation.cache import PieceCache, digest
 from jaxrobust.evaluation.estimator import candidate_scores, draw_keys, plurality, worst_case
+from jaxrobust.evaluation.results import AdaptiveResult
 from jaxrobust.evaluation.spec import EvalPlan
 from jaxrobust.evaluation.suites import eot_pgd_spec
 from jaxrobust.models import make_logits_fn, model_traits, with_lwta_mode
@@ -83,7 +84,7 @@ def evaluate_adaptive(
   extra_attacks: dict[str, Callable] | None = None,
   cache_dir: str | None = None,
   while_waiting: Callable[[], Any] | None = None,
-) -> dict:
+) -> AdaptiveResult:
   """The adaptive protocol on a (stochastic) model; see the module docstring.
 
   Args:
@@ -104,19 +105,17 @@ def evaluate_adaptive(
       process has only pieces left that another one is computing (`PieceCache.get_all`).
 
   Returns:
-    {'attacks': {name: {'single_draw', 'mean', 'majority', 'all'}}, 'clean': {...},
-    'worst_case': the share of points whose worst candidate, chosen on `selection_draws` draws,
-    wins the vote of `num_draws` fresh draws, with 'worst_case_interval';
-    'worst_case_expected': the same candidates' accuracy over the fresh draws (expected
-    accuracy), with 'worst_case_expected_interval'; 'worst_case_chosen': how many points each
-    candidate decided; 'and_of_majority_votes': the AND over attacks of each attack's own
+    an `AdaptiveResult`: `attacks` {name: {'single_draw', 'mean', 'majority', 'all'}} and `clean`
+    alike; `worst_case`, the share of points whose worst candidate, chosen on `selection_draws`
+    draws, wins the vote of `num_draws` fresh draws, with `worst_case_interval`;
+    `worst_case_expected`, the same candidates' accuracy over the fresh draws (expected
+    accuracy), with `worst_case_expected_interval`; `worst_case_chosen`, how many points each
+    candidate decided; `and_of_majority_votes`, the AND over attacks of each attack's own
     majority vote (biased low for a stochastic model: its independent votes count prediction
-    noise as attack success; kept for comparison only),
-    'flags' (AA-rand's checks and 'gradient_masking': EOT-Square more than a point below every
-    single-draw white-box attack),
-    'seconds' (wall time per attack, summed over batches; from the run that computed it),
-    'n', 'num_draws', 'per_example': {name: majority bools, 'worst_case': bools,
-    'and_of_majority_votes': bools}}.
+    noise as attack success; kept for comparison only); `flags` (AA-rand's checks and
+    'gradient_masking': EOT-Square more than a point below every single-draw white-box attack);
+    `seconds` (wall time per attack, summed over batches; from the run that computed it); `n`,
+    `num_draws`, and `per_example` {name: majority bools, 'worst_case', 'and_of_majority_votes'}.
   """
   spec = plan.spec
   if spec.suite != 'adaptive':
@@ -231,27 +230,28 @@ def evaluate_adaptive(
   # left standing.
   white_box = [acc[k]['majority'] for k in ('pgd', 'apgd_ce', 'apgd_dlr')]
   flags = dict(report_flags, gradient_masking=bool(acc['eot_square']['majority'] < min(white_box) - 0.01))
-  return {
-    'clean': acc.pop('clean'),
-    'attacks': acc,
-    'worst_case': float(worst.mean()),
-    'worst_case_interval': [lo, hi],
-    'worst_case_expected': est.expected,
-    'worst_case_expected_interval': list(est.expected_interval),
-    'worst_case_chosen': {k: int((est.chosen == i).sum()) for i, k in enumerate(est.names)},
-    'and_of_majority_votes': float(and_of_votes.mean()),
-    'selection_draws': selection_draws,
-    'flags': flags,
-    'n': n,
-    'num_draws': num_draws,
-    'eot_samples': spec.eot_samples,
-    'seconds': seconds,
-    'per_example': dict(
+  return AdaptiveResult(
+    clean=acc.pop('clean'),
+    attacks=acc,
+    worst_case=float(worst.mean()),
+    worst_case_interval=[lo, hi],
+    worst_case_expected=est.expected,
+    worst_case_expected_interval=list(est.expected_interval),
+    worst_case_chosen={k: int((est.chosen == i).sum()) for i, k in enumerate(est.names)},
+    and_of_majority_votes=float(and_of_votes.mean()),
+    selection_draws=selection_draws,
+    flags=flags,
+    n=n,
+    num_draws=num_draws,
+    eot_samples=spec.eot_samples,
+    seconds=seconds,
+    per_example=dict(
       {k: v['majority'].tolist() for k, v in per.items()},
       worst_case=worst.tolist(),
       and_of_majority_votes=and_of_votes.tolist(),
     ),
-  }
+    stochastic=plan.stochastic,
+  )
 
 
 def _with_progress(computes: dict, cache: PieceCache, progress: bool) -> dict:

@@ -17,6 +17,7 @@ from jaxrobust import keys
 from jaxrobust.certify import interval_bounds, verified
 from jaxrobust.evaluation.accuracy import NonFiniteLogitsError, as_unit_float, correct, robust_accuracy
 from jaxrobust.evaluation.adaptive import evaluate_adaptive
+from jaxrobust.evaluation.results import AutoAttackResult, AutoAttackRun, EvalResult, Grid, SuiteResult
 from jaxrobust.evaluation.spec import EvalPlan, EvalSpec, build_evaluation
 from jaxrobust.evaluation.suites import AUTOATTACK_SUITES
 from jaxrobust.models import forward, make_logits_fn, model_traits
@@ -88,7 +89,7 @@ def evaluate_model(
   progress: bool = False,
   cache_dir: str | None = None,
   while_waiting: Callable[[], Any] | None = None,
-) -> dict:
+) -> EvalResult:
   """Robust accuracy of a model under the evaluation `spec`, with stochastic-model extras.
 
   Args:
@@ -105,9 +106,8 @@ def evaluate_model(
       while another one computes the last pieces it needs.
 
   Returns:
-    dict with accuracies per attack ('clean', 'fgsm', ...), 'worst_case', 'stochastic',
-    'clean_all_of_k_draws' (stochastic), 'transfer' (if a surrogate exists), 'ms_per_image',
-    'epsilon_grid' and 'accuracy_vs_epsilon', 'n', 'non_finite', and per-example correctness.
+    a `SuiteResult` ('study', 'standard'), `AutoAttackResult` ('autoattack', 'autoattack_rand') or
+    `AdaptiveResult` ('adaptive'); `.to_record()` gives the results files' flat layout.
 
   Raises:
     NonFiniteLogitsError: when the model's clean logits are not finite.
@@ -138,19 +138,18 @@ def evaluate_model(
       cache_dir=cache_dir,
       while_waiting=while_waiting,
     )
-    out.update(suite=spec.suite, stochastic=plan.stochastic)
+    out = out._replace(stochastic=plan.stochastic)
   elif spec.suite in AUTOATTACK_SUITES:
     out = _autoattack_suite(plan, f, images, labels, key=key)
   else:
     out = _listed_suite(plan, f, model, variables, images, labels, key=key, progress=progress)
-  out['ms_per_image'] = inference_ms_per_image(model, variables, images.shape[1:])
-  return out
+  return out._replace(ms_per_image=inference_ms_per_image(model, variables, images.shape[1:]))
 
 
-def _autoattack_suite(plan: EvalPlan, f, images, labels, *, key) -> dict:
+def _autoattack_suite(plan: EvalPlan, f, images, labels, *, key) -> AutoAttackResult:
   """The 'autoattack' and 'autoattack_rand' suites: AutoAttack alone, and the ε grid."""
   s = plan.spec
-  out = evaluate_autoattack(
+  run = evaluate_autoattack(
     f,
     images,
     labels,
@@ -162,12 +161,12 @@ def _autoattack_suite(plan: EvalPlan, f, images, labels, *, key) -> dict:
     num_queries=plan.autoattack_queries,
     batch_size=max(s.batch_size, 500),
   )
-  out['suite'] = s.suite
-  out.update(_grid(plan, f, images, labels, key=key))
-  return out
+  return AutoAttackResult(
+    suite=s.suite, run=run, grid=_grid(plan, f, images, labels, key=key), ms_per_image=None
+  )
 
 
-def _listed_suite(plan: EvalPlan, f, model, variables, images, labels, *, key, progress) -> dict:
+def _listed_suite(plan: EvalPlan, f, model, variables, images, labels, *, key, progress) -> SuiteResult:
   """The 'study' and 'standard' suites: each listed attack, the transfer attack and the clean
   draws of a stochastic model, AutoAttack if asked, the ε grid and the verified bound."""
   s = plan.spec
@@ -177,11 +176,9 @@ def _listed_suite(plan: EvalPlan, f, model, variables, images, labels, *, key, p
     transfer = A.build_attack(plan.transfer)
     attacks['transfer'] = lambda _f, k, x, y: transfer(sf, k, x, y)
   res = robust_accuracy(f, images, labels, attacks, key=key, batch_size=s.batch_size, progress=progress)
-  out = {k: v for k, v in res.items() if k != 'per_example'}
-  out['per_example'] = {k: v.tolist() for k, v in res['per_example'].items()}
-  out['stochastic'] = plan.stochastic
-  out['suite'] = s.suite
-  out['attacks'] = plan.attacks
+  accuracy = {k: v for k, v in res.items() if k not in ('per_example', 'n', 'non_finite')}
+  per_example = {k: v.tolist() for k, v in res['per_example'].items()}
+  clean_all = None
   if plan.stochastic and s.eval_draws > 1:
     multi = robust_accuracy(
       f,
@@ -192,8 +189,8 @@ def _listed_suite(plan: EvalPlan, f, model, variables, images, labels, *, key, p
       batch_size=s.batch_size,
       eval_draws=s.eval_draws,
     )
-    out['clean_all_of_k_draws'] = multi['clean']
-    out['eval_draws'] = s.eval_draws
+    clean_all = multi['clean']
+  aa = None
   if s.with_autoattack:
     aa = evaluate_autoattack(
       f,
@@ -207,20 +204,32 @@ def _listed_suite(plan: EvalPlan, f, model, variables, images, labels, *, key, p
       num_queries=plan.autoattack_queries,
       batch_size=max(s.batch_size, 500),
     )
-    robust = np.asarray(aa['per_example']['autoattack'], bool)
-    worst = np.asarray(out['per_example']['worst_case'], bool) & robust
-    out.update({k: aa[k] for k in ('autoattack', 'autoattack_version', 'autoattack_report')})
-    out['worst_case'] = float(worst.mean())
-    out['per_example'].update(autoattack=robust.tolist(), worst_case=worst.tolist())
-  out.update(_grid(plan, f, images, labels, key=key))
+    worst = np.asarray(per_example['worst_case'], bool) & aa.robust
+    accuracy['worst_case'] = float(worst.mean())
+    per_example.update(autoattack=aa.robust.tolist(), worst_case=worst.tolist())
   if plan.stochastic:
-    out['verified_linf'], out['verified_note'] = None, 'no certificate: the model is randomized'
+    verified_linf, note = None, 'no certificate: the model is randomized'
   else:
-    out['verified_linf'] = verified_linf_accuracy(
+    verified_linf = verified_linf_accuracy(
       model, variables, images, labels, plan.linf, batch_size=s.batch_size
     )
-    out['verified_note'] = f'interval bounds at L∞ ε = {plan.linf:g} (a lower bound on robust accuracy)'
-  return out
+    note = f'interval bounds at L∞ ε = {plan.linf:g} (a lower bound on robust accuracy)'
+  return SuiteResult(
+    suite=s.suite,
+    stochastic=plan.stochastic,
+    n=res['n'],
+    non_finite=res['non_finite'],
+    accuracy=accuracy,
+    per_example=per_example,
+    attacks=plan.attacks,
+    clean_all_of_k_draws=clean_all,
+    eval_draws=s.eval_draws if clean_all is not None else None,
+    autoattack=aa,
+    grid=_grid(plan, f, images, labels, key=key),
+    verified_linf=verified_linf,
+    verified_note=note,
+    ms_per_image=None,
+  )
 
 
 def verified_linf_accuracy(
@@ -238,11 +247,11 @@ def verified_linf_accuracy(
   return float(np.concatenate(parts).mean())
 
 
-def _grid(plan: EvalPlan, f, images, labels, *, key) -> dict:
-  """PGD-L∞ accuracy over the plan's ε grid (empty without a grid)."""
+def _grid(plan: EvalPlan, f, images, labels, *, key) -> Grid | None:
+  """PGD-L∞ accuracy over the plan's ε grid (None without a grid)."""
   s = plan.spec
   if s.epsilon_grid is None:
-    return {}
+    return None
   acc = pgd_accuracy_over_epsilons(
     f,
     images,
@@ -252,7 +261,7 @@ def _grid(plan: EvalPlan, f, images, labels, *, key) -> dict:
     num_steps=plan.grid_steps,
     batch_size=s.batch_size,
   )
-  return {'epsilon_grid': list(s.epsilon_grid), 'grid_steps': plan.grid_steps, 'accuracy_vs_epsilon': acc}
+  return Grid(epsilons=s.epsilon_grid, steps=plan.grid_steps, accuracy=acc)
 
 
 def evaluate_autoattack(
@@ -268,7 +277,7 @@ def evaluate_autoattack(
   num_queries: int = 5000,
   batch_size: int = 500,
   eot_samples: int = 20,
-) -> dict:
+) -> AutoAttackRun:
   """AutoAttack at L∞ radius `epsilon` (the dataset's standard ε: `EvalPlan.autoattack_epsilon`)
   over a test set.
 
@@ -280,8 +289,8 @@ def evaluate_autoattack(
     eot_samples: EOT draws of the 'rand' version (20, the reference's).
 
   Returns:
-    {'clean', 'autoattack' (final robust accuracy), 'autoattack_version', 'autoattack_report'
-    (accuracy after each attack, points broken, seconds, checks), 'per_example': {'autoattack'}}.
+    an `AutoAttackRun`: clean and final robust accuracy, the version, the report (accuracy
+    after each attack, points broken, seconds, checks) and which images stayed robust.
   """
   x = as_unit_float(images)
   _, rep = A.autoattack(
@@ -298,14 +307,14 @@ def evaluate_autoattack(
     eot_samples=eot_samples,
   )
   robust = rep.pop('robust')
-  return {
-    'clean': rep['clean'],
-    'autoattack': float(robust.mean()),
-    'autoattack_version': version,
-    'autoattack_report': rep,
-    'stochastic': stochastic,
-    'per_example': {'autoattack': robust.tolist()},
-  }
+  return AutoAttackRun(
+    clean=rep['clean'],
+    accuracy=float(robust.mean()),
+    version=version,
+    report=rep,
+    robust=np.asarray(robust, bool),
+    stochastic=stochastic,
+  )
 
 
 def examples_and_confidence(
