@@ -1,5 +1,7 @@
-"""Evaluation: accuracy over datasets (clean, robust, per-point worst case), attack suites, the
-evaluator with stochastic-model extras. The study's tables and figures are in experiments/."""
+"""Evaluation: accuracy over datasets (clean, robust, per-point worst case), attack suites, and the
+evaluator: an `EvalSpec` resolved for a model's declared traits into an `EvalPlan`
+(`build_evaluation`), run by `evaluate_model` into a typed result. The study's tables and figures
+are in experiments/."""
 
 from jaxrobust.evaluation.accuracy import NonFiniteLogitsError, clean_accuracy, correct, robust_accuracy
 from jaxrobust.evaluation.evaluator import (
