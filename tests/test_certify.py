@@ -343,3 +343,37 @@ def test_the_certify_command_brackets_a_trained_model(tmp_path):
   assert (out / 'figures' / 'tiny_smoothing_sigma0.5.png').read_bytes().startswith(b'\x89PNG')
   table = (out / 'certified.md').read_text()
   assert '**Interval bounds**' in table and '**Randomized smoothing**' in table
+
+
+def test_certificates_refuse_what_would_make_them_silently_wrong():
+  """Labels outside the classes, inputs outside the domain or not finite, negative radii and
+  impossible counts are refused by name, not turned into a number."""
+  from jaxrobust import certify as C
+
+  w = jnp.ones((4, 3))
+  apply_fn = lambda w, x: x.reshape(x.shape[0], -1) @ w  # noqa: E731
+  x = jnp.full((2, 2, 2, 1), 0.5)
+  y = jnp.array([0, 1])
+  assert 0.0 <= float(C.verified_accuracy(apply_fn, w, x, y, 0.1)) <= 1.0
+  for bad_x, bad_y, kind, match in (
+    (x, jnp.array([0, 3]), ValueError, r'y must be labels in \[0, 3\)'),
+    (x, jnp.array([0, -1]), ValueError, r'y must be labels in \[0, 3\)'),
+    (x, jnp.array([0]), ValueError, r'y must have shape \(2,\)'),
+    (x, jnp.array([0.0, 1.0]), TypeError, 'y must hold integer labels'),
+    (x.at[0, 0, 0, 0].set(jnp.nan), y, ValueError, 'x holds non-finite values'),
+    (x + 0.6, y, ValueError, r'x must lie in bounds \[0.0, 1.0\]'),
+  ):
+    with pytest.raises(kind, match=match):
+      C.verified_accuracy(apply_fn, w, bad_x, bad_y, 0.1)
+  f = lambda x, k: apply_fn(w, x)  # noqa: E731
+  cert = C.smooth_certify(f, jax.random.key(0), x, sigma=0.25, n0=10, n=50, alpha=0.01)
+  with pytest.raises(ValueError, match='radii must be finite and ≥ 0'):
+    C.certified_accuracy(cert, np.asarray(y), [0.5, -1.0])
+  with pytest.raises(ValueError, match=r'y must have shape \(2,\)'):
+    C.certified_accuracy(cert, np.asarray(y)[:1], [0.5])
+  with pytest.raises(ValueError, match=r'successes must lie in \[0, trials=10\]'):
+    C.clopper_pearson_lower(12, 10, 0.01)
+  with pytest.raises(ValueError, match=r'alpha must be a number in \(0, 1\)'):
+    C.clopper_pearson_lower(5, 10, 2.0)
+  with pytest.raises(ValueError, match='trials must be an integer'):
+    C.clopper_pearson_lower(0, 0, 0.01)

@@ -229,7 +229,27 @@ def interval_bounds(apply_fn: Callable, variables, x, epsilon, *, bounds=(0.0, 1
   eps = concrete(epsilon)
   if eps is not None and not (np.isfinite(eps).all() and (eps >= 0).all()):
     raise ValueError(f'epsilon must be finite and ≥ 0, got {epsilon!r}')
+  cx = concrete(x)
+  if cx is not None:
+    # A box clipped to the domain would not contain a point outside it: the bound would be unsound.
+    if not np.isfinite(cx).all():
+      raise ValueError('interval bounds: x holds non-finite values')
+    lo, hi = bounds
+    if cx.min() < lo or cx.max() > hi:
+      raise ValueError(f'interval bounds: x must lie in bounds [{lo}, {hi}], got [{cx.min()}, {cx.max()}]')
   return propagate_box(apply_fn, linf_box(jnp.asarray(x), epsilon, bounds), variables)
+
+
+def _check_labels(bounds: Interval, y) -> None:
+  batch, classes = bounds.lower.shape[0], bounds.lower.shape[-1]
+  y = jnp.asarray(y)
+  if not jnp.issubdtype(y.dtype, jnp.integer):
+    raise TypeError(f'interval bounds: y must hold integer labels, got dtype {y.dtype}')
+  if y.shape != (batch,):
+    raise ValueError(f'interval bounds: y must have shape ({batch},), got {y.shape}')
+  cy = concrete(y)
+  if cy is not None and batch and (cy.min() < 0 or cy.max() >= classes):
+    raise ValueError(f'interval bounds: y must be labels in [0, {classes}), got [{cy.min()}, {cy.max()}]')
 
 
 def worst_case_logits(bounds: Interval, y) -> jax.Array:
@@ -243,6 +263,7 @@ def worst_case_logits(bounds: Interval, y) -> jax.Array:
 def verified(bounds: Interval, y) -> jax.Array:
   """Per example: True when the lower bound of the true logit exceeds the upper bound of every
   other logit, so no input in the box is misclassified."""
+  _check_labels(bounds, y)
   z = worst_case_logits(bounds, y)
   true = jnp.take_along_axis(z, jnp.asarray(y)[:, None], -1)[:, 0]
   others = jnp.where(jax.nn.one_hot(y, z.shape[-1], dtype=bool), -jnp.inf, z)

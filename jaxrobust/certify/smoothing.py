@@ -129,8 +129,20 @@ def class_counts(
 
 
 def clopper_pearson_lower(successes, trials: int, alpha: float) -> np.ndarray:
-  """The one-sided (1 − α) Clopper–Pearson lower confidence bound of a binomial proportion."""
+  """The one-sided (1 − α) Clopper–Pearson lower confidence bound of a binomial proportion.
+
+  Raises:
+    ValueError: trials not an integer ≥ 1, successes outside [0, trials], or α outside (0, 1).
+  """
+  if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < alpha < 1.0:
+    raise ValueError(f'alpha must be a number in (0, 1), got {alpha!r}')
+  if isinstance(trials, bool) or not isinstance(trials, (int, np.integer)) or trials < 1:
+    raise ValueError(f'trials must be an integer ≥ 1, got {trials!r}')
   successes = np.asarray(successes)
+  if successes.size and (successes.min() < 0 or successes.max() > trials):
+    raise ValueError(
+      f'successes must lie in [0, trials={trials}], got [{successes.min()}, {successes.max()}]'
+    )
   safe = np.maximum(successes, 1)
   return np.where(successes > 0, stats.beta.ppf(alpha, safe, trials - successes + 1), 0.0)
 
@@ -188,8 +200,20 @@ def smooth_certify(
 
 
 def certified_accuracy(certificate: Certificate, y, radii) -> np.ndarray:
-  """For each radius r: the share of examples whose certified class is y with radius ≥ r."""
+  """For each radius r: the share of examples whose certified class is y with radius ≥ r.
+
+  Raises:
+    ValueError: labels of another shape than the certificate's, or a radius that is negative or
+      not finite.
+  """
   y = np.asarray(y)
+  if y.shape != certificate.prediction.shape:
+    raise ValueError(
+      f'y must have shape {certificate.prediction.shape} (one label per example), got {y.shape}'
+    )
+  bad = [r for r in radii if not (math.isfinite(r) and r >= 0)]
+  if bad:
+    raise ValueError(f'radii must be finite and ≥ 0, got {bad}')
   right = certificate.prediction == y
   return np.array([float(np.mean(right & (certificate.radius >= r))) for r in radii])
 
