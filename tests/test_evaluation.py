@@ -197,3 +197,18 @@ def test_evaluate_model_returns_a_typed_result_whose_record_is_the_results_files
   )
   assert 'clean_all_of_k_draws' not in record and 'autoattack' not in record
   json.dumps(record)  # a record is JSON
+
+
+def test_accuracy_refuses_labels_no_logit_can_match_and_floats_outside_the_domain():
+  """A label outside the classes would count as the model's error, and floats in 0..255 as
+  inputs far outside [0, 1]: both are refused by name instead of becoming an accuracy."""
+  f = lambda x, key: x.reshape(x.shape[0], -1)[:, :3]  # noqa: E731  3 classes
+  x = np.full((4, 2, 2, 1), 0.5, np.float32)
+  assert E.clean_accuracy(f, x, np.array([0, 1, 2, 0]), key=KEY) >= 0.0
+  for labels in (np.array([0, 1, 7, 0]), np.array([0, -1, 0, 0])):
+    with pytest.raises(ValueError, match=r'labels must lie in \[0, 3\)'):
+      E.clean_accuracy(f, x, labels, key=KEY)
+  with pytest.raises(ValueError, match='labels must be integers'):
+    E.clean_accuracy(f, x, np.zeros(4, np.float32), key=KEY)
+  with pytest.raises(ValueError, match=r'images are floats in \[200.0, 200.0\]'):
+    E.clean_accuracy(f, np.full((4, 2, 2, 1), 200.0, np.float32), np.zeros(4, np.int32), key=KEY)

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxrobust.attacks import as_pytree_fn
+from jaxrobust.attacks._checks import logits_shape
 from jaxrobust import keys
 
 
@@ -23,11 +24,12 @@ class NonFiniteLogitsError(FloatingPointError):
 
 
 def as_unit_float(images) -> jax.Array:
-  """uint8 pixels scaled to [0,1], or floats taken as they are.
+  """uint8 pixels scaled to [0,1], or floats in [0,1] taken as they are.
 
   Raises:
-    ValueError: for any other dtype (int64 pixels in 0..255, bools): taken unscaled they would
-      be read as values far outside [0,1], so they are refused rather than guessed at.
+    ValueError: for any other dtype (int64 pixels in 0..255, bools), or floats outside [0,1]
+      (pixels in 0..255, or normalised images): taken as they are they would be read as values
+      far outside the input domain, so they are refused rather than guessed at.
   """
   a = np.asarray(images)
   if a.dtype == np.uint8:
@@ -36,6 +38,13 @@ def as_unit_float(images) -> jax.Array:
     raise ValueError(
       f'images has dtype {a.dtype}: give uint8 pixels in 0..255 (scaled to [0,1]) or floats in [0,1]'
     )
+  if a.size:
+    lo, hi = np.nanmin(a), np.nanmax(a)
+    if lo < 0.0 or hi > 1.0:
+      raise ValueError(
+        f'images are floats in [{lo}, {hi}]: give floats in [0,1] or uint8 pixels in 0..255 '
+        '(normalisation lives inside the model)'
+      )
   return jnp.asarray(a)
 
 
@@ -47,8 +56,22 @@ def _correct_and_finite(logits_fn, x, y, key):
 
 
 def correct(logits_fn, x, y, key) -> tuple[np.ndarray, np.ndarray]:
-  """(correct, finite) per example: correct needs finite logits and the right argmax."""
-  ok, finite = _correct_and_finite(as_pytree_fn(logits_fn), x, y, key)
+  """(correct, finite) per example: correct needs finite logits and the right argmax.
+
+  Raises:
+    ValueError: labels that are not integers in [0, number of classes): a label no logit can
+      match would count as an error of the model.
+  """
+  f = as_pytree_fn(logits_fn)
+  labels = np.asarray(y)
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(f'labels must be integers, got dtype {labels.dtype}')
+  classes = logits_shape(f, jnp.asarray(x))[-1]
+  if labels.size and (labels.min() < 0 or labels.max() >= classes):
+    raise ValueError(
+      f'labels must lie in [0, {classes}) (the model has {classes} classes), got [{labels.min()}, {labels.max()}]'
+    )
+  ok, finite = _correct_and_finite(f, x, y, key)
   return np.asarray(ok), np.asarray(finite)
 
 
