@@ -52,6 +52,10 @@ GRID = {
 
 # The smoothed rows' certificate: CERTIFY at the L2 radius of the standard suite's L2 attacks.
 SMOOTHING = dict(radius=1.5, n0=100, n=10_000, alpha=0.001)
+# Table 1's rows: every defense but Gaussian augmentation at σ = 0.25, which cannot certify the
+# column's radius: when all n draws agree, CERTIFY's radius is σ·Φ⁻¹(α^(1/n)) = 0.25 · 3.2 = 0.8 < 1.5
+# at n = 10 000 and α = 0.001 (σ = 0.5 reaches 1.6), so the column would read 0 by construction.
+ROWS = tuple(r for r in DEFENSES if r != 'gaussian_025')
 
 
 def smoothed_certificate(model, variables, images, labels, sigma: float, *, key) -> dict:
@@ -295,7 +299,7 @@ def main(argv):
   from absl import flags
 
   F = flags.FLAGS
-  rows = F.rows.split(',') if F.rows else list(DEFENSES)
+  rows = F.rows.split(',') if F.rows else list(ROWS)
   t0 = time.time()
   _, md = run_table(
     rows,
@@ -321,7 +325,11 @@ if __name__ == '__main__':
   from absl import app, flags, logging
 
   flags.DEFINE_string('dataset', 'fashion_mnist', 'fashion_mnist, cifar10 or synthetic')
-  flags.DEFINE_string('rows', '', f'comma-separated rows (default all): {",".join(DEFENSES)}')
+  flags.DEFINE_string(
+    'rows',
+    '',
+    f'comma-separated rows (default: {",".join(ROWS)}; also: {",".join(sorted(set(DEFENSES) - set(ROWS)))})',
+  )
   flags.DEFINE_float('epochs', None, 'training epochs per row (default: the quick budget, 1)')
   flags.DEFINE_integer('num_test', 1000, 'test images to evaluate (0 = all)')
   flags.DEFINE_string('suite', 'standard', 'attack suite: standard or study')

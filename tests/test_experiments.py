@@ -737,3 +737,17 @@ def test_suite_cost_sums_the_pieces_own_seconds(tmp_path):
   rows.mkdir()
   (rows / 'lwta.json').write_text(json.dumps(rec))
   assert set(suite_cost.main(str(rows))) == {'lwta'} and (tmp_path / 'cost.json').exists()
+
+
+def test_table1_leaves_out_the_smoothed_row_that_cannot_reach_its_radius():
+  """With n = 10 000 and α = 0.001, CERTIFY's largest radius is σ·Φ⁻¹(α^(1/n)): below the
+  column's radius for σ = 0.25 (so that row would read 0 by construction), above it for 0.5."""
+  from scipy import stats
+
+  from experiments import table1
+
+  s = table1.SMOOTHING
+  largest = lambda sigma: sigma * stats.norm.ppf(s['alpha'] ** (1 / s['n']))  # noqa: E731
+  assert largest(0.25) < s['radius'] <= largest(0.5)
+  assert 'gaussian_025' not in table1.ROWS and 'gaussian_050' in table1.ROWS
+  assert set(DEFENSES) - set(table1.ROWS) == {'gaussian_025'}
