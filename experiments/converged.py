@@ -8,7 +8,9 @@ reference recipe), the same as
 
   python -m experiments.train --config=experiments/configs/<row>.py:fashion_mnist --workdir=runs/converged/fashion_mnist/<row>
 
-and resumes from its checkpoints when interrupted. Stochastic rows (LWTA, PNI, the mixed row with
+and resumes from its checkpoints when interrupted; a row whose weights are published
+(results/published/<dataset>/<row>, `python -m experiments.publish`) is evaluated from them
+instead, so that every machine attacks the same bits. Stochastic rows (LWTA, PNI, the mixed row with
 noise injection) are then evaluated with the adaptive suite (`jaxrobust.evaluation.adaptive`:
 single-draw PGD / APGD, AutoAttack's standard version on one draw, AA-rand, EOT-PGD, EOT-Square,
 transfer from each deterministic surrogate, N-draw prediction, the worst case with its interval)
@@ -58,6 +60,8 @@ EOT_MICROBATCH = {'lwta': 6}
 # benchmarks.adaptive_budget --square_microbatch=5`, results/benchmarks/adaptive_budget.jsonl), and
 # the LWTA row's cache was begun without them (a setting must not change under a cache).
 OUT = os.path.join('results', 'converged')
+# Each row's published weights (`python -m experiments.publish`): when there, evaluated as they are.
+PUBLISHED = os.path.join('results', 'published')
 
 
 def _draw_convergence(conv: dict, out_dir: str, dataset: str, row: str):
@@ -78,12 +82,14 @@ def run_row(
   convergence_n: int = 100,
   steps_scale: float = 1.0,
   runs_dir: str = os.path.join('runs', 'converged'),
+  published_dir: str = PUBLISHED,
   out_dir: str = OUT,
   seed: int = 0,
   force: bool = False,
   progress: bool = True,
 ) -> dict:
-  """Trains (or resumes) and evaluates one row; caches its record in out_dir/<dataset>/rows/."""
+  """Trains (or resumes) and evaluates one row, or evaluates its published weights
+  (published_dir/<dataset>/<row>) when they exist; caches its record in out_dir/<dataset>/rows/."""
   pieces = os.path.join(out_dir, dataset, 'pieces', row)
 
   def redraw(record: dict) -> None:
@@ -167,6 +173,7 @@ def run_row(
     dataset,
     out_dir=out_dir,
     runs_dir=runs_dir,
+    published=os.path.join(published_dir, dataset, row),
     evaluate=evaluate,
     seed=seed,
     force=force,

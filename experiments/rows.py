@@ -14,6 +14,8 @@ from experiments.configs.defenses import DEFENSES, defense_config
 from jaxrobust.files import write_json_atomic
 from jaxrobust.provenance import with_environment
 from jaxrobust.train import train_and_evaluate
+from jaxrobust.train.config import training_differences
+from jaxrobust.train.weights import load_weights
 
 
 class TrainedRow(NamedTuple):
@@ -46,6 +48,52 @@ def record_file(out_dir: str, dataset: str, row: str) -> str:
   return os.path.join(out_dir, dataset, 'rows', f'{row}.json')
 
 
+def _train(row: str, config, workdir: str, progress: bool) -> TrainedRow:
+  resumed = os.path.exists(os.path.join(workdir, 'metrics.jsonl'))
+  t0 = time.time()
+  out = train_and_evaluate(config, workdir, progress=progress)
+  return TrainedRow(
+    row=row,
+    config=config,
+    workdir=workdir,
+    model=out['model'],
+    variables=out['state'].variables,
+    dataset=out['dataset'],
+    steps=out['steps'],
+    test_accuracy=out['test_accuracy'],
+    train_time_s=time.time() - t0,
+    resumed=resumed,
+  )
+
+
+def _from_published(row: str, config, folder: str) -> TrainedRow:
+  """The row from its published weights; refused when they were trained from another config."""
+  stored, model, variables, ds = load_weights(folder)
+  with open(os.path.join(folder, 'config.json')) as f:
+    differences = training_differences(json.load(f), config)
+  # Epochs may change on resume, but not between a published row and the row it stands for.
+  if stored.train.num_epochs != config.train.num_epochs:
+    differences.append(f'train.num_epochs: {stored.train.num_epochs} -> {config.train.num_epochs}')
+  if differences:
+    raise ValueError(
+      f'{folder}: trained from another config than the row {row!r} now has: {"; ".join(differences)}'
+    )
+  with open(os.path.join(folder, 'record.json')) as f:
+    final = json.load(f)['final']
+  return TrainedRow(
+    row=row,
+    config=stored,
+    workdir=folder,
+    model=model,
+    variables=variables,
+    dataset=ds,
+    steps=final['step'],
+    test_accuracy=final['test_accuracy'],
+    train_time_s=0.0,
+    resumed=True,
+  )
+
+
 def run_row(
   row: str,
   dataset: str,
@@ -54,6 +102,7 @@ def run_row(
   runs_dir: str,
   evaluate: Callable[[TrainedRow], dict],
   config_arg: str | None = None,
+  published: str | None = None,
   epochs: float | None = None,
   seed: int = 0,
   force: bool = False,
@@ -61,8 +110,8 @@ def run_row(
   on_cached: Callable[[dict], Any] | None = None,
 ) -> dict:
   """The record of `row`: read from out_dir/<dataset>/rows/<row>.json if there (unless `force`),
-  else trained in runs_dir/<dataset>/<row> (resumed if a run is there), evaluated and written
-  there.
+  else trained in runs_dir/<dataset>/<row> (resumed if a run is there) or loaded from its published
+  weights, evaluated and written there.
 
   Args:
     row: a defense of `DEFENSES`.
@@ -72,6 +121,9 @@ def run_row(
     evaluate: the study's evaluation: a trained row -> the record's fields (the record gets the
       row, its title and the environment besides).
     config_arg: the argument of `defense_config` (default: the dataset's name).
+    published: a published-weights folder (`jaxrobust.train.weights`); when it exists the row is
+      evaluated from it, with no training, so that every machine evaluates the same bits (a
+      retrained model's last bits depend on the CPU). Its config must be the row's.
     epochs: training epochs in place of the config's.
     seed: the config's seed.
     force: retrain (resume) and re-evaluate even when the record exists.
@@ -94,22 +146,10 @@ def run_row(
   config.seed = seed
   if epochs is not None:
     config.train.num_epochs = float(epochs)
-  workdir = os.path.join(runs_dir, dataset, row)
-  resumed = os.path.exists(os.path.join(workdir, 'metrics.jsonl'))
-  t0 = time.time()
-  out = train_and_evaluate(config, workdir, progress=progress)
-  trained = TrainedRow(
-    row=row,
-    config=config,
-    workdir=workdir,
-    model=out['model'],
-    variables=out['state'].variables,
-    dataset=out['dataset'],
-    steps=out['steps'],
-    test_accuracy=out['test_accuracy'],
-    train_time_s=time.time() - t0,
-    resumed=resumed,
-  )
+  if published is not None and os.path.isdir(published):
+    trained = _from_published(row, config, published)
+  else:
+    trained = _train(row, config, os.path.join(runs_dir, dataset, row), progress)
   record = {'row': row, 'title': DEFENSES[row].title, **evaluate(trained)}
   record = with_environment(record)
   write_json_atomic(record_path, record)

@@ -99,3 +99,66 @@ def test_an_untrustworthy_folder_is_refused_by_name(published, tmp_path, damage,
   with pytest.raises(PublishedWeightsError, match=match):
     load_weights(str(w))
   assert tree_files(w) == before
+
+
+@pytest.fixture(scope='module')
+def published_row(tmp_path_factory):
+  """A study row's published weights: the synthetic 'regular' defense, two steps."""
+  from experiments.configs.defenses import defense_config
+
+  root = tmp_path_factory.mktemp('row')
+  c = defense_config('regular', 'synthetic')
+  c.train.num_steps = 2
+  out = train.train_and_evaluate(c, str(root / 'run'), progress=False)
+  publish(str(root / 'run'), str(root / 'published'))
+  return root, out
+
+
+def test_a_study_row_with_published_weights_is_evaluated_from_them_without_training(published_row, tmp_path):
+  from experiments import rows
+
+  root, out = published_row
+  seen = {}
+
+  def evaluate_(t):
+    seen['t'] = t
+    return {}
+
+  rows.run_row(
+    'regular',
+    'synthetic',
+    out_dir=str(tmp_path / 'out'),
+    runs_dir=str(tmp_path / 'runs'),
+    published=str(root / 'published'),
+    evaluate=evaluate_,
+    progress=False,
+  )
+  assert not os.path.exists(tmp_path / 'runs')  # nothing trained
+  t = seen['t']
+  assert t.steps == out['steps'] and t.test_accuracy == pytest.approx(out['test_accuracy'])
+  for a, b in zip(jax.tree.leaves(t.variables), jax.tree.leaves(out['state'].variables)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize(
+  'row, epochs, match',
+  [('pgd_at', None, "train.objective: 'clean' -> 'pgd_at'"), ('regular', 3.0, 'num_epochs')],
+)
+def test_published_weights_of_another_config_are_refused_for_a_row(
+  published_row, tmp_path, row, epochs, match
+):
+  from experiments import rows
+
+  root, _ = published_row
+  with pytest.raises(ValueError, match=match):
+    rows.run_row(
+      row,
+      'synthetic',
+      out_dir=str(tmp_path / 'out'),
+      runs_dir=str(tmp_path / 'runs'),
+      published=str(root / 'published'),
+      evaluate=lambda t: {},
+      epochs=epochs,
+      progress=False,
+    )
+  assert not os.path.exists(tmp_path / 'out')
