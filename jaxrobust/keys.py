@@ -32,6 +32,8 @@ TAG_GUARD = 10**9 + 1  # the catastrophic-overfitting guard's attack (folded wit
 TAG_EXAMPLE_NOISE = 0  # random start and noise
 TAG_EXAMPLE_MODEL = 1  # the model's randomness (taken from the first example's key)
 TAG_RESTART_SELECTION = 10**6  # PGD: the pass that scores restarts (beyond any step index)
+TAG_SQUARE_RECHECK = 10**6 + 1  # Square with far_draws: the draws that re-measure each point's best
+#   margin at a stage boundary (beyond any query index; folded with the stage's first query)
 
 # AutoAttack (attacks/_autoattack.py): folded into its key.
 TAG_AA_EXAMPLES = 0  # the per-example keys of its attacks

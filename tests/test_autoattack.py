@@ -392,6 +392,82 @@ def test_rand_version_returns_x_for_the_points_apgd_did_not_fool(linear):
   )  # the old behaviour moved them
 
 
+def test_square_far_draws_on_a_deterministic_model_change_nothing(linear):
+  """Every draw of a deterministic model is the same, so the sequential test finds every standing
+  point far (zero spread) and runs it on 2 draws instead of 8: the same search."""
+  from jaxrobust.attacks import _square
+
+  f, W, b, x, y = linear
+  xs, ys = jnp.asarray(x[:40]), jnp.asarray(y[:40])
+  run = lambda fd: A.square(  # noqa: E731
+    f, KEY, xs, ys, epsilon=0.04, num_queries=300, eot_samples=8, far_draws=fd, return_queries=True
+  )
+  (x0, q0), (x2, q2) = run(None), run(2)
+  assert_attacks_agree(x0, x2, share=0.05)
+  assert_mostly_equal(q0, q2)
+  keys_ = jax.vmap(lambda i: jax.random.fold_in(KEY, i))(jnp.arange(40))
+  *_, broken, far = _square._square_impl(
+    f, keys_, xs, ys, 0.04, 0.0, 1.0, far_draws=2, num_queries=300, norm='linf', p_init=0.8,
+    targeted=False, rescale=False, eot_samples=8, microbatch=0, reference_windows=False,
+  )  # fmt: skip
+  assert np.all(np.asarray(far)[~np.asarray(broken)] >= 1)  # the standing points ran on 2 draws
+  for bad in (0, 9, 2.5, True):
+    with pytest.raises(ValueError, match='square: far_draws'):
+      A.square(f, KEY, xs, ys, epsilon=0.04, num_queries=10, eot_samples=8, far_draws=bad)
+
+
+def _two_class_noise(scale: float):
+  """Two classes; the true class 0 leads by scale·x[0, 0, 0] plus N(0, 1) noise per draw."""
+
+  def f(xx, key):
+    lead = scale * xx[:, 0, 0, 0]
+    noise = jax.random.normal(key, (xx.shape[0], 2)) / np.sqrt(2.0)
+    return jnp.stack([lead, jnp.zeros_like(lead)], -1) + noise
+
+  return f
+
+
+def _square_far(f, x, *, far_draws, num_queries=400, eot_samples=16):
+  from jaxrobust.attacks import _square
+
+  keys_ = jax.vmap(lambda i: jax.random.fold_in(KEY, i))(jnp.arange(len(x)))
+  y = jnp.zeros(len(x), jnp.int32)
+  _, _, queries, broken, far = _square._square_impl(
+    A.as_pytree_fn(f), keys_, jnp.asarray(x), y, 1e-3, 0.0, 1.0, far_draws=far_draws, num_queries=num_queries,
+    norm='linf', p_init=0.8, targeted=False, rescale=False, eot_samples=eot_samples, microbatch=0,
+    reference_windows=False,
+  )  # fmt: skip
+  return np.asarray(queries), np.asarray(broken), np.asarray(far)
+
+
+def test_square_sequential_test_gives_few_draws_only_to_points_far_from_breaking():
+  """A margin of mean 10 and spread 1 is 28 standard errors of a 2-draw mean above zero: far, on 2
+  draws at every stage (50, 100, 200, 400 queries). A margin of mean 0.2 is within 4 standard
+  errors: every query keeps 16 draws."""
+  x = np.zeros((20, 4, 4, 1), np.float32)
+  x[:10, 0, 0, 0], x[10:, 0, 0, 0] = 1.0, 0.02
+  _, broken, far = _square_far(_two_class_noise(10.0), x, far_draws=2)
+  assert np.all(far[:10] == 4) and not broken[:10].any()
+  assert np.all(far[10:] == 0)
+
+
+def test_square_few_draws_never_end_a_search(monkeypatch):
+  """With the far threshold lowered to 0.5 standard errors, margins of mean 1.5 run on 2 draws,
+  which call them broken about once in 60 queries (Φ(−1.5·√2)); the perturbation (ε = 0.001)
+  cannot move them, and 16 draws call them broken with probability 1e-9. The searches pause at
+  each false break, and the next re-measurement on 16 draws resumes them: no point ends broken."""
+  from jaxrobust.attacks import _square
+
+  monkeypatch.setattr(_square, '_FAR_Z', 0.5)
+  x = np.zeros((40, 4, 4, 1), np.float32)
+  x[:, 0, 0, 0] = 0.15
+  queries, broken, far = _square_far(_two_class_noise(10.0), x, far_draws=2)
+  assert np.all(far == 4)
+  assert not broken.any(), f'{broken.sum()} of 40 unbreakable points reported broken'
+  paused = int((queries < 400).sum())
+  assert paused >= 10, f'only {paused} of 40 searches paused: the false breaks this test needs did not happen'
+
+
 def test_square_l2_budgets_the_new_window_per_channel_as_the_reference():
   """The reference's L2 update (`square.py`): the old window content is normalised per channel,
   the new window is normalised per channel to sqrt(max(ε² − ‖δ‖², 0)/c + ‖δ_windows‖²), then the
@@ -411,7 +487,7 @@ def test_square_l2_budgets_the_new_window_per_channel_as_the_reference():
     num_queries=100, norm='l2', p_init=0.05, targeted=False, rescale=True, eot_samples=1,
     microbatch=None, reference_windows=True,
   )  # fmt: skip
-  _, _, propose = _square._search(f, KEY, x, y, jnp.float32(0.5), 0.0, 1.0, **static)
+  _, _, propose, _ = _square._search(f, KEY, x, y, jnp.float32(0.5), 0.0, 1.0, **static)
   moved = np.asarray(propose(0, x + delta0) - x)
   ratio = moved / np.asarray(delta0)
   for e in range(b):

@@ -62,7 +62,17 @@ _ATTACKS: dict[str, _Entry] = {
   ),
   'square': _entry(
     square,
-    {'epsilon', 'norm', 'bounds', 'targeted', 'eot_samples', 'microbatch', 'num_queries', 'p_init'}
+    {
+      'epsilon',
+      'norm',
+      'bounds',
+      'targeted',
+      'eot_samples',
+      'far_draws',
+      'microbatch',
+      'num_queries',
+      'p_init',
+    }
     | {'reference_windows', 'rescale_schedule', 'return_queries'},
   ),
   'uniform': _entry(uniform_noise, _NOISE),

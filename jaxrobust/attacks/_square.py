@@ -8,7 +8,13 @@ p (the fraction of pixels changed), halving from p_init = 0.8 at fixed query cou
 
 The search is a `while_loop` of forward passes that ends when every example is broken or the query
 budget is spent; on concrete inputs it drops the broken examples after 50, 100, 200, ... queries
-and goes on with the others (each example's draws come from its own key, so nothing else changes). Images are (batch, height, width, channels).
+and goes on with the others (each example's draws come from its own key, so nothing else changes).
+With EOT and `far_draws`, each stage also sorts the points still standing by a sequential test:
+a point whose best margin, re-measured on `eot_samples` fresh draws, lies more than four standard
+errors of a `far_draws`-draw mean above zero is far from breaking, and its next stage's queries
+average only `far_draws` draws; the others keep `eot_samples`. A point that a few draws call broken
+is re-measured at the next boundary and searched on if the full draws disagree, so fewer draws
+never end a search early. Images are (batch, height, width, channels).
 Windows are drawn per example, and at every position of the image: the reference draws one
 window for the whole batch and never places it on the last row or column (`reference_windows=True`
 draws positions as it does, for parity measurements).
@@ -26,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrobust import keys
 from jaxrobust.attacks import _attack_keys
 from jaxrobust.attacks import _checks
 from jaxrobust.attacks import _geometry
@@ -120,7 +127,8 @@ def _search(
   microbatch,
   reference_windows,
 ):
-  """(start, margin, propose): the initial point, the margin and the i-th query's proposal."""
+  """(start, margin, propose, recheck): the initial point, the margin and the i-th query's
+  proposal, and the margin's mean and standard deviation over fresh draws at a stage boundary."""
   b, h, w, c = x.shape
   n_features = h * w * c
   eps_b, lo, hi = _geometry.bcast(eps, x), _geometry.bcast(lo, x), _geometry.bcast(hi, x)
@@ -139,7 +147,11 @@ def _search(
       return m, _checks.nonfinite(z)
 
     m, bad = jax.vmap(one)(jax.random.split(k, eot_samples))
-    return m.mean(0), bad.any(0)
+    return m, bad.any(0)
+
+  def mean_margin(xx, yy, k):
+    m, bad = draws_margin(xx, yy, k)
+    return m.mean(0), bad
 
   def margin(xx, i):
     k = jax.random.fold_in(model_key, i)
@@ -147,8 +159,13 @@ def _search(
       # EOT over many draws multiplies the batch the model sees; in chunks under `lax.map` the
       # activations stay in cache (measured by `benchmarks/adaptive_budget.py`). Each chunk draws
       # its own noise.
-      return _loop._map_chunks(draws_margin, xx, y, k, microbatch)
-    return draws_margin(xx, y, k)
+      return _loop._map_chunks(mean_margin, xx, y, k, microbatch)
+    return mean_margin(xx, y, k)
+
+  def recheck(xx, i0):
+    k = jax.random.fold_in(jax.random.fold_in(model_key, keys.TAG_SQUARE_RECHECK), i0)
+    m, bad = draws_margin(xx, y, k)
+    return m.mean(0), m.std(0), bad
 
   def draw(i):
     return jax.random.fold_in(noise_key, i) if noise_key.ndim == 0 else _attack_keys.fold_keys(noise_key, i)
@@ -213,13 +230,13 @@ def _search(
     delta = delta * (1 - win2) * (1 - win1) + new
     return jnp.clip(x + delta / (_l2_norm(delta) + 1e-12) * eps_b, lo, hi)
 
-  return start, margin, propose
+  return start, margin, propose, recheck
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _square_start(logits_fn, key, x, y, eps, lo, hi, **static):
   """The first point (vertical stripes in L∞, a grid of patterns in L2) and its margin."""
-  start, margin, _ = _search(logits_fn, key, x, y, eps, lo, hi, **static)
+  start, margin, _, _ = _search(logits_fn, key, x, y, eps, lo, hi, **static)
   x0 = start()
   m0, bad0 = margin(x0, static['num_queries'])
   return x0, m0, bad0
@@ -228,7 +245,7 @@ def _square_start(logits_fn, key, x, y, eps, lo, hi, **static):
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _square_queries(logits_fn, key, x, y, eps, lo, hi, x_best, m_min, queries, bad, i0, i1, **static):
   """Queries i0 .. i1−1 (a `while_loop` that also ends once every example is broken)."""
-  _, margin, propose = _search(logits_fn, key, x, y, eps, lo, hi, **static)
+  _, margin, propose, _ = _search(logits_fn, key, x, y, eps, lo, hi, **static)
 
   def cond(state):
     i, _, m_min, _, _ = state
@@ -258,50 +275,91 @@ def _stages(num_queries: int):
   return out + [num_queries]
 
 
-def _square_impl(logits_fn, key, x, y, eps, lo, hi, **static):
-  """(x_adv, non-finite flags, queries per example, broken) of the whole search.
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _square_recheck(logits_fn, key, x, y, eps, lo, hi, x_best, i0, **static):
+  """The best points' margin over `eot_samples` fresh draws: (mean, standard deviation, bad)."""
+  *_, recheck = _search(logits_fn, key, x, y, eps, lo, hi, **static)
+  return recheck(x_best, i0)
+
+
+# A point is far from breaking when its mean margin exceeds this many standard errors.
+_FAR_Z = 4.0
+
+
+def _square_impl(logits_fn, key, x, y, eps, lo, hi, *, far_draws=None, **static):
+  """(x_adv, non-finite flags, queries per example, broken, far stages per example).
 
   Called with concrete arrays, the broken examples are dropped after 50, 100, 200, ... queries
   and the search goes on with the others only (padded to a power-of-two batch), which is what
   makes Square cheap on a weak model. Every example's search depends on its own key only, so
-  this gives each example the result of one long search. Inside a caller's trace it is one
-  `while_loop` over the whole batch.
+  this gives each example the result of one long search. With `far_draws`, each stage first
+  re-measures the standing points' margins and runs those far from breaking on `far_draws` draws
+  (module docstring). Inside a caller's trace it is one `while_loop` over the whole batch, every
+  query on `eot_samples` draws.
   """
   b = x.shape[0]
   x_best, m_min, bad = _square_start(logits_fn, key, x, y, eps, lo, hi, **static)
   queries = jnp.ones((b,), jnp.int32)
+  far_stages = np.zeros((b,), np.int32)
   if _checks.concrete(m_min) is None:
     x_best, m_min, queries, bad = _square_queries(
       logits_fn, key, x, y, eps, lo, hi, x_best, m_min, queries, bad, 0, static['num_queries'], **static
     )
-    return jax.lax.stop_gradient(x_best), bad, queries, m_min <= 0
+    return jax.lax.stop_gradient(x_best), bad, queries, m_min <= 0, jnp.asarray(far_stages)
   state = [np.array(v) for v in (x_best, m_min, queries, bad)]
-  i0 = 0
-  for i1 in _stages(static['num_queries']):
-    idx = np.flatnonzero(state[1] > 0)
-    if idx.size == 0:
-      break
+  sequential = far_draws is not None and far_draws < static['eot_samples']
+  # Points that only `far_draws` draws called broken: re-measured before they count as broken.
+  unconfirmed = np.zeros((b,), bool)
+
+  def sub_batch(idx):
     size = min(b, 1 << int(np.ceil(np.log2(idx.size))))
     sub = np.concatenate([idx, np.full(size - idx.size, idx[-1])])
     j = jnp.asarray(sub)
-    out = _square_queries(
-      logits_fn,
-      key[j],
-      x[j],
-      y[j],
-      _loop.take(eps, j, b),
-      _loop.take(lo, j, b),
-      _loop.take(hi, j, b),
-      *(jnp.asarray(v[sub]) for v in state),
-      i0,
-      i1,
-      **static,
-    )
+    return sub, (key[j], x[j], y[j], _loop.take(eps, j, b), _loop.take(lo, j, b), _loop.take(hi, j, b))
+
+  def run(idx, i0, i1, settings):
+    sub, args = sub_batch(idx)
+    out = _square_queries(logits_fn, *args, *(jnp.asarray(v[sub]) for v in state), i0, i1, **settings)
     for v, o in zip(state, out):
       v[idx] = np.asarray(o)[: idx.size]
+
+  def recheck(i0):
+    """Re-measures the standing (and unconfirmed) points on fresh draws; returns which are far."""
+    idx = np.flatnonzero((state[1] > 0) | unconfirmed)
+    if idx.size == 0:
+      return idx, np.zeros((0,), bool)
+    sub, args = sub_batch(idx)
+    m, sd, bad_r = (
+      np.asarray(v)[: idx.size] for v in _square_recheck(logits_fn, *args, state[0][sub], i0, **static)
+    )
+    state[1][idx] = m
+    state[3][idx] |= bad_r
+    unconfirmed[idx] = False
+    keep = m > 0
+    return idx[keep], m[keep] > _FAR_Z * sd[keep] / np.sqrt(far_draws)
+
+  i0 = 0
+  for i1 in _stages(static['num_queries']):
+    if sequential:
+      idx, far = recheck(i0)
+    else:
+      idx, far = np.flatnonzero(state[1] > 0), None
+    if idx.size == 0:
+      break
+    if far is None:
+      run(idx, i0, i1, static)
+    else:
+      if (~far).any():
+        run(idx[~far], i0, i1, static)
+      if far.any():
+        run(idx[far], i0, i1, dict(static, eot_samples=far_draws))
+        far_stages[idx[far]] += 1
+        unconfirmed[idx[far]] = state[1][idx[far]] <= 0
     i0 = i1
+  if sequential and unconfirmed.any():
+    recheck(i0)
   x_best, m_min, queries, bad = state
-  return jnp.asarray(x_best), jnp.asarray(bad), jnp.asarray(queries), jnp.asarray(m_min <= 0)
+  return jnp.asarray(x_best), jnp.asarray(bad), jnp.asarray(queries), jnp.asarray(m_min <= 0), far_stages
 
 
 def square(
@@ -317,6 +375,7 @@ def square(
   targeted: bool = False,
   bounds=(0.0, 1.0),
   eot_samples: int = 1,
+  far_draws: int | None = None,
   microbatch: int = 0,
   rescale_schedule: bool = False,
   reference_windows: bool = False,
@@ -339,6 +398,9 @@ def square(
     bounds: (lo, hi).
     eot_samples: for randomised models, the margin is averaged over this many draws, so a step is
       kept only if the average improves.
+    far_draws: with `eot_samples`, the draws per query of points far from breaking (a sequential
+      test at each stage boundary, module docstring); None: every query averages `eot_samples`.
+      Applies on concrete inputs (inside a caller's trace every query averages `eot_samples`).
     microbatch: with EOT, evaluate the draws in chunks of this many examples (0: the whole batch
       at once). Faster on the CPU for models whose batch of B × eot_samples images leaves the
       cache; chunks draw their own noise, so a stochastic model's result changes with it, while a
@@ -368,6 +430,14 @@ def square(
   )
   if isinstance(microbatch, bool) or not isinstance(microbatch, (int, np.integer)) or microbatch < 0:
     raise ValueError(f'{name}: microbatch must be an integer ≥ 0 (0: the whole batch), got {microbatch!r}')
+  if far_draws is not None and (
+    isinstance(far_draws, bool)
+    or not isinstance(far_draws, (int, np.integer))
+    or not 1 <= far_draws <= eot_samples
+  ):
+    raise ValueError(
+      f'{name}: far_draws must be None or an integer in [1, eot_samples = {eot_samples}], got {far_draws!r}'
+    )
   if x.ndim != 4:
     raise ValueError(f'{name}: x must be images of shape (batch, height, width, channels), got {x.shape}')
   if not 0 < p_init <= 1:
@@ -376,7 +446,7 @@ def square(
   key = _attack_keys.as_typed(key)
   if not _attack_keys.is_key_batch(key, x.shape[0]):
     key = _attack_keys.per_example_keys(key, x.shape[0])
-  x_adv, bad, queries, _ = _square_impl(
+  x_adv, bad, queries, _, _ = _square_impl(
     _loop.as_pytree_fn(logits_fn),
     key,
     x,
@@ -390,6 +460,7 @@ def square(
     targeted=targeted,
     rescale=rescale_schedule,
     eot_samples=eot_samples,
+    far_draws=None if far_draws is None else int(far_draws),
     microbatch=int(microbatch),
     reference_windows=bool(reference_windows),
   )
