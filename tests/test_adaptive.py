@@ -166,6 +166,10 @@ def test_evaluate_adaptive_on_a_stochastic_lwta_network(tmp_path, monkeypatch):
     run()
   with pytest.raises(ValueError, match=f'{tmp_path}.*key'):
     run(jax.random.key(5))
+  # One attack's hyperparameter changed (EOT-Square's draws for far points) is another setting.
+  plan = plan._replace(attacks=dict(plan.attacks, eot_square=dict(plan.attacks['eot_square'], far_draws=2)))
+  with pytest.raises(ValueError, match=f'{tmp_path}.*specs'):
+    run()
   assert {'transfer_argmax', 'transfer_mean_field', 'aa_standard', 'aa_rand', 'eot_pgd', 'eot_square'} <= set(
     res['attacks']
   )

@@ -17,6 +17,7 @@ References:
 from __future__ import annotations
 
 import functools
+import json
 import time
 from typing import Any, Callable
 
@@ -167,6 +168,8 @@ def evaluate_adaptive(
     queries=spec.square_queries,
     batch_size=batch_size,
     attacks=names,
+    # Every hyperparameter of every attack: a spec that changes is another setting.
+    specs=json.loads(json.dumps(dict(plan.attacks, transfer=plan.transfer), default=str)),
   )
   if spec.eot_microbatch is not None:  # absent by default, so caches written before it stay valid
     settings['eot_microbatch'] = spec.eot_microbatch

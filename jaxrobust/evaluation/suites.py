@@ -139,8 +139,9 @@ def adaptive_attacks(
 ) -> dict:
   """The adaptive suite's attack specs at the dataset's standard L∞ ε: single-draw PGD-20,
   APGD-CE and APGD-DLR; EOT-PGD (`eot_pgd_spec`: cross-entropy, 100 steps of constant size ε/20, 2
-  restarts); EOT-Square (`queries`). AutoAttack's two versions and the transfer attacks from the
-  model's surrogates are added by `evaluate_adaptive`.
+  restarts); EOT-Square (`queries`; points far from breaking average a quarter of the draws per
+  query, `far_draws` in `attacks.square`). AutoAttack's two versions and the transfer attacks from
+  the model's surrogates are added by `evaluate_adaptive`.
   `eot_microbatch` is EOT-PGD's gradient chunk size (None: the attack's default)."""
   eps = linf_budget('standard', dataset)
   b = STANDARD_BUDGETS[dataset]
@@ -150,5 +151,11 @@ def adaptive_attacks(
     'apgd_ce': dict(name='apgd_ce', epsilon=eps, num_steps=s(100)),
     'apgd_dlr': dict(name='apgd_dlr', epsilon=eps, num_steps=s(100)),
     'eot_pgd': eot_pgd_spec(eps, num_steps=s(100), eot_samples=eot_samples, microbatch=eot_microbatch),
-    'eot_square': dict(name='square', epsilon=eps, num_queries=s(queries), eot_samples=eot_samples),
+    'eot_square': dict(
+      name='square',
+      epsilon=eps,
+      num_queries=s(queries),
+      eot_samples=eot_samples,
+      far_draws=max(1, eot_samples // 4),
+    ),
   }
