@@ -144,6 +144,9 @@ def run_row(
       progress=progress,
       # Hours on a CPU: every finished piece is kept, and a rerun (or a second process) resumes.
       cache_dir=os.path.join(pieces, 'adaptive') if stochastic else None,
+      # Every candidate (MBs per row: kept with the runs, not committed), to choose again on other
+      # draws without attacking again.
+      candidates_dir=os.path.join(runs_dir, dataset, row, 'candidates') if stochastic else None,
       # A second process left with only the other's last pieces computes the convergence points.
       while_waiting=convergence if c else None,
     ).to_record()

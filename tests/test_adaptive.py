@@ -130,11 +130,36 @@ def test_evaluate_adaptive_on_a_stochastic_lwta_network(tmp_path, monkeypatch):
     batch_size=6,
   )
   plan = build_evaluation(spec, model_traits(model))
-  run = lambda key=jax.random.key(4), while_waiting=None: evaluate_adaptive(  # noqa: E731
-    model, variables, x, y, plan, key=key, cache_dir=str(tmp_path), while_waiting=while_waiting
+  run = lambda key=jax.random.key(4), while_waiting=None, candidates_dir=None: evaluate_adaptive(  # noqa: E731
+    model,
+    variables,
+    x,
+    y,
+    plan,
+    key=key,
+    cache_dir=str(tmp_path),
+    while_waiting=while_waiting,
+    candidates_dir=candidates_dir,
   ).to_record()
-  res = run()
+  res = run(candidates_dir=str(tmp_path / 'candidates'))
   assert set(res['seconds']) == {'clean'} | set(res['attacks']) and min(res['seconds'].values()) > 0
+  # The stored candidates are the points that were scored: inside the ball, and scored again on
+  # the batch's draws they give the scores the result holds.
+  from jaxrobust.evaluation.accuracy import as_unit_float
+  from jaxrobust.evaluation.estimator import candidate_scores, draw_keys
+  from jaxrobust.models import make_logits_fn
+
+  f = make_logits_fn(model, variables)
+  scores = res['per_example']['scores']
+  for name in ['clean'] + list(res['attacks']):
+    for i in (0, 6):
+      c = np.load(tmp_path / 'candidates' / f'batch{i:07d}_{name}.npy', allow_pickle=False)
+      clean = np.asarray(as_unit_float(x[i : i + 6]))
+      assert c.dtype == np.float32 and 0 <= c.min() and c.max() <= 1
+      assert np.abs(c - clean).max() <= (0 if name == 'clean' else plan.linf + 1e-6)
+      again = candidate_scores(f, c, y[i : i + 6], draw_keys(jax.random.fold_in(jax.random.key(4), i), 10, 3))
+      for k, v in again.items():
+        np.testing.assert_array_equal(np.asarray(scores[name][k][i : i + 6]), v, err_msg=f'{name} {k}')
 
   def no_model(*_):
     raise AssertionError('the model was called')
@@ -498,3 +523,13 @@ def test_the_suite_and_the_convergence_study_run_the_eot_pgd_their_docstring_nam
   assert built and all(
     b == suites.eot_pgd_spec(EPS, num_steps=b['num_steps'], eot_samples=b['eot_samples']) for b in built
   )
+
+
+@pytest.mark.parametrize('arg', ['cache_dir', 'candidates_dir'])
+def test_the_adaptive_suites_folders_are_refused_for_other_suites(arg):
+  from jaxrobust.evaluation import EvalSpec, evaluate_model
+
+  with pytest.raises(ValueError, match=f"{arg} is for the 'adaptive' suite, not 'standard'"):
+    evaluate_model(
+      None, None, None, None, EvalSpec(dataset='fashion_mnist', suite='standard'), key=None, **{arg: 'x'}
+    )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import time
 from typing import Any, Callable
 
@@ -29,6 +30,7 @@ from tqdm import tqdm
 from jaxrobust import attacks as A
 from jaxrobust.evaluation.accuracy import as_unit_float
 from jaxrobust.evaluation.cache import PieceCache, digest
+from jaxrobust.files import write_atomic
 from jaxrobust.evaluation.estimator import candidate_scores, draw_keys, plurality, worst_case
 from jaxrobust.evaluation.results import AdaptiveResult
 from jaxrobust.evaluation.spec import EvalPlan
@@ -84,6 +86,7 @@ def evaluate_adaptive(
   progress: bool = False,
   extra_attacks: dict[str, Callable] | None = None,
   cache_dir: str | None = None,
+  candidates_dir: str | None = None,
   while_waiting: Callable[[], Any] | None = None,
 ) -> AdaptiveResult:
   """The adaptive protocol on a (stochastic) model; see the module docstring.
@@ -102,6 +105,10 @@ def evaluate_adaptive(
       back on the next run, so an interrupted evaluation resumes (`evaluation/cache.py`); a
       directory holding results of other settings is refused. Chunked EOT gradients
       (`eot_microbatch`) draw their own noise, so the cache keeps them apart.
+    candidates_dir: if given, each candidate (clean inputs and every attack's adversarial
+      points) is kept there as `batch<start>_<name>.npy` (float32) when its piece is computed, so
+      the choice can be recomputed on other draws without attacking again
+      (`estimator.select_and_measure`).
     while_waiting: with `cache_dir` shared by several processes, other work to do once this
       process has only pieces left that another one is computing (`PieceCache.get_all`).
 
@@ -116,7 +123,9 @@ def evaluate_adaptive(
     noise as attack success; kept for comparison only); `flags` (AA-rand's checks and
     'gradient_masking': EOT-Square more than a point below every single-draw white-box attack);
     `seconds` (wall time per attack, summed over batches; from the run that computed it); `n`,
-    `num_draws`, and `per_example` {name: majority bools, 'worst_case', 'and_of_majority_votes'}.
+    `num_draws`, and `per_example` {name: majority bools, 'worst_case', 'and_of_majority_votes',
+    'scores': {candidate: `estimator.candidate_scores` lists}} (`estimator.worst_case` on any
+    subset of the scores recomputes the choice over those candidates).
   """
   spec = plan.spec
   if spec.suite != 'adaptive':
@@ -193,6 +202,11 @@ def evaluate_adaptive(
     x, y = batches[i]
     kb = jax.random.fold_in(key, i)
     x_adv = x if name == 'clean' else attacks[name](f, jax.random.fold_in(kb, 2 * j), x, y)
+    if candidates_dir is not None:
+      write_atomic(
+        os.path.join(candidates_dir, f'batch{i:07d}_{name}.npy'),
+        lambda fh: np.save(fh, np.asarray(x_adv, np.float32), allow_pickle=False),
+      )
     d = prediction_over_draws(f, x_adv, y, jax.random.fold_in(kb, 2 * j + 1), num_draws)
     first = np.asarray(_draw_predictions(f, x_adv, jax.random.fold_in(kb, 2 * j + 1), 1)[0])[0]
     out = {k: np.asarray(v).tolist() for k, v in d.items()}
@@ -222,7 +236,8 @@ def evaluate_adaptive(
         flag_values.setdefault(flag, []).append(v)
   per = {n: {k: np.concatenate(v) for k, v in d.items()} for n, d in per.items()}
   n = len(images)
-  est = worst_case({k: {f: np.concatenate([p[f] for p in v]) for f in v[0]} for k, v in scores.items()})
+  all_scores = {k: {f: np.concatenate([p[f] for p in v]) for f in v[0]} for k, v in scores.items()}
+  est = worst_case(all_scores)
   and_of_votes = np.logical_and.reduce([per[k]['majority'] for k in names])
   worst = est.won
   lo, hi = est.majority_interval
@@ -252,6 +267,7 @@ def evaluate_adaptive(
       {k: v['majority'].tolist() for k, v in per.items()},
       worst_case=worst.tolist(),
       and_of_majority_votes=and_of_votes.tolist(),
+      scores={k: {f: v.tolist() for f, v in d.items()} for k, d in all_scores.items()},
     ),
     stochastic=plan.stochastic,
   )

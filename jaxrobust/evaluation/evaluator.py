@@ -88,6 +88,7 @@ def evaluate_model(
   key,
   progress: bool = False,
   cache_dir: str | None = None,
+  candidates_dir: str | None = None,
   while_waiting: Callable[[], Any] | None = None,
 ) -> EvalResult:
   """Robust accuracy of a model under the evaluation `spec`, with stochastic-model extras.
@@ -102,6 +103,7 @@ def evaluate_model(
     progress: progress bars.
     cache_dir: 'adaptive' suite only: each attack's result per batch is stored there and reused,
       so an interrupted evaluation resumes (`evaluation/adaptive.py`).
+    candidates_dir: 'adaptive' suite only: where every candidate point is kept (.npy).
     while_waiting: 'adaptive' suite with a shared `cache_dir` only: other work for this process
       while another one computes the last pieces it needs.
 
@@ -113,8 +115,9 @@ def evaluate_model(
     NonFiniteLogitsError: when the model's clean logits are not finite.
   """
   given = spec.spec if isinstance(spec, EvalPlan) else spec
-  if cache_dir is not None and given.suite != 'adaptive':
-    raise ValueError(f"cache_dir is for the 'adaptive' suite, not {given.suite!r}")
+  for name, value in (('cache_dir', cache_dir), ('candidates_dir', candidates_dir)):
+    if value is not None and given.suite != 'adaptive':
+      raise ValueError(f"{name} is for the 'adaptive' suite, not {given.suite!r}")
   if while_waiting is not None and cache_dir is None:
     raise ValueError("while_waiting needs a cache_dir (of the 'adaptive' suite) to wait on")
   traits = model_traits(model)
@@ -136,6 +139,7 @@ def evaluate_model(
       key=key,
       progress=progress,
       cache_dir=cache_dir,
+      candidates_dir=candidates_dir,
       while_waiting=while_waiting,
     )
     out = out._replace(stochastic=plan.stochastic)
