@@ -1,6 +1,6 @@
 """Which EOT-PGD the adaptive suite should run, decided by measurement on stochastic models.
 
-  python -m experiments.eot_pgd_choice --workdir=runs/converged/fashion_mnist/lwta --num_test=500
+  python -m experiments.eot_pgd_choice --workdir=results/published/fashion_mnist/lwta --num_test=500
 
 Runs two EOT-PGD variants with equal work (same ε, steps, restarts, EOT draws and keys) on the
 first `num_test` test images of a trained stochastic model:
@@ -30,7 +30,7 @@ from jaxrobust.evaluation.estimator import mean_interval, plurality, wilson_inte
 from jaxrobust.evaluation.suites import linf_budget
 from jaxrobust.models import make_logits_fn
 from jaxrobust.provenance import write_result_json
-from jaxrobust.train.restore import load_trained
+from jaxrobust.train.weights import load_model
 
 OUT = os.path.join('results', 'eot_pgd_choice')
 
@@ -87,7 +87,7 @@ def summarize(preds: dict, y: np.ndarray) -> dict:
 
 def main(argv):
   del argv
-  config, model, variables, ds = load_trained(FLAGS.workdir)
+  config, model, variables, ds = load_model(FLAGS.workdir)
   n = min(FLAGS.num_test, len(ds.test_labels))
   x, y = np.asarray(as_unit_float(ds.test_images[:n])), np.asarray(ds.test_labels[:n])
   eps = linf_budget('standard', config.data.name)
@@ -103,7 +103,7 @@ def main(argv):
 if __name__ == '__main__':
   from absl import app, flags
 
-  flags.DEFINE_string('workdir', None, 'a trained stochastic run', required=True)
+  flags.DEFINE_string('workdir', None, 'a trained stochastic run, or its published weights', required=True)
   flags.DEFINE_integer('num_test', 500, 'test images')
   flags.DEFINE_integer('steps', 100, 'EOT-PGD steps')
   flags.DEFINE_integer('eot', 20, 'draws per gradient')

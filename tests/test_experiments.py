@@ -751,3 +751,33 @@ def test_table1_leaves_out_the_smoothed_row_that_cannot_reach_its_radius():
   assert largest(0.25) < s['radius'] <= largest(0.5)
   assert 'gaussian_025' not in table1.ROWS and 'gaussian_050' in table1.ROWS
   assert set(DEFENSES) - set(table1.ROWS) == {'gaussian_025'}
+
+
+def test_suite_budget_compares_the_two_eot_squares_on_the_same_draws():
+  """Four points, two candidates each side: the cheap EOT-Square misses point 3, which the full
+  one breaks; everything else is the clean candidate. Worst cases 3/4 and 2/4 (majority), one
+  point differs; costs are the sums without the other EOT-Square, per 1000 images."""
+  from experiments import suite_budget
+
+  def s(acc, win):
+    return {
+      'select_accuracy': np.asarray(acc, float),
+      'select_margin': np.zeros(4),
+      'measure_mean': np.asarray(acc, float),
+      'measure_majority': np.asarray(win, bool),
+    }
+
+  scores = {
+    'clean': s([1, 1, 0, 1], [1, 1, 0, 1]),
+    'eot_square': s([1, 1, 0, 1], [1, 1, 0, 1]),
+    suite_budget.FULL: s([1, 1, 0, 0], [1, 1, 0, 0]),
+  }
+  seconds = {'clean': 4.0, 'eot_square': 36.0, suite_budget.FULL: 360.0}
+  out = suite_budget.compare(scores, seconds, 4)
+  assert out['cheap']['worst_case'] == 0.75 and out['full']['worst_case'] == 0.5
+  assert out['difference'] == pytest.approx(0.25) and out['points_that_differ'] == 1
+  assert out['cheap']['core_hours_per_1000_images'] == pytest.approx(40 / 3600 * 250)
+  assert out['full']['core_hours_per_1000_images'] == pytest.approx(364 / 3600 * 250)
+  assert out['eot_square_speedup'] == pytest.approx(10.0)
+  assert out['within_half_width'] == (0.25 < out['half_width_of_full'])
+  assert 'far_draws' not in suite_budget.full_square({'name': 'square', 'far_draws': 5, 'eot_samples': 20})

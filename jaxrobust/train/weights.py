@@ -130,3 +130,11 @@ def load_weights(path: str, *, ds=None):
   # _flat lists the leaves in the tree's own order, so its keys put them back in place.
   variables = jax.tree.unflatten(jax.tree.structure(initial), [stored[k] for k in template])
   return config, exp.model, variables, exp.dataset
+
+
+def load_model(path: str, *, ds=None):
+  """(config, model, variables, dataset) of a published-weights folder (it holds SHA256SUMS) or of a
+  run's work directory (its newest intact checkpoint)."""
+  if os.path.exists(os.path.join(path, SUMS)):
+    return load_weights(path, ds=ds)
+  return load_trained(path, ds=ds)
