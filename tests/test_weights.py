@@ -162,3 +162,14 @@ def test_published_weights_of_another_config_are_refused_for_a_row(
       progress=False,
     )
   assert not os.path.exists(tmp_path / 'out')
+
+
+def test_load_model_reads_a_published_folder_and_a_run_alike(published):
+  from jaxrobust.train.weights import load_model
+
+  root, _ = published
+  a, b = load_model(str(root / 'weights'))[2], load_model(str(root / 'run'))[2]
+  for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+  with pytest.raises(Exception, match='nowhere'):
+    load_model(str(root / 'nowhere'))
