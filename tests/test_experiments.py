@@ -781,3 +781,17 @@ def test_suite_budget_compares_the_two_eot_squares_on_the_same_draws():
   assert out['eot_square_speedup'] == pytest.approx(10.0)
   assert out['within_half_width'] == (0.25 < out['half_width_of_full'])
   assert 'far_draws' not in suite_budget.full_square({'name': 'square', 'far_draws': 5, 'eot_samples': 20})
+
+
+def test_converged_table_gives_every_row_the_same_two_worst_case_figures():
+  """A deterministic row's expected and majority worst case are both AutoAttack's accuracy (with
+  the Wilson interval of 755 of 1000: 72.7–78.1 %); a stochastic record from before the estimator
+  is labelled as the biased AND of votes, never shown as the headline."""
+  from experiments import converged
+
+  det = {'suite': 'autoattack', 'autoattack': 0.755}
+  assert converged._worst_cell(det, 1000) == '**75.5** [72.7, 78.1] / **75.5** [72.7, 78.1]'
+  old = {'suite': 'adaptive', 'worst_case': 0.7, 'worst_case_interval': [0.671, 0.728]}
+  assert converged._worst_cell(old, 1000).startswith('AND of votes (biased low): 70.0')
+  new = dict(old, worst_case_expected=0.72, worst_case_expected_interval=[0.7, 0.74])
+  assert converged._worst_cell(new, 1000) == '**72.0** [70.0, 74.0] / **70.0** [67.1, 72.8]'
