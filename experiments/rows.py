@@ -69,8 +69,8 @@ def _train(row: str, config, workdir: str, progress: bool) -> TrainedRow:
 def _from_published(row: str, config, folder: str) -> TrainedRow:
   """The row from its published weights; refused when they were trained from another config."""
   stored, model, variables, ds = load_weights(folder)
-  with open(os.path.join(folder, 'config.json')) as f:
-    differences = training_differences(json.load(f), config)
+  # load_weights has read and checked config.json; its one change (the parallel mode) is resumable.
+  differences = training_differences(stored.to_dict(), config)
   # Epochs may change on resume, but not between a published row and the row it stands for.
   if stored.train.num_epochs != config.train.num_epochs:
     differences.append(f'train.num_epochs: {stored.train.num_epochs} -> {config.train.num_epochs}')
