@@ -106,9 +106,10 @@ def run_row(
     # What a regenerated checkpoint must match for the stored pieces to be its own.
     model_id = digest(variables)
 
-    def convergence(worst_case_robust=None) -> dict:
+    def convergence(worst_case_scores=None) -> dict:
       """EOT-PGD against draws and iterations on the first c images, its points cached; with the
-      suite's per-point worst case, also whether doubling the budget moves that."""
+      suite's candidates' scores on those images, also whether doubling the budget moves the
+      worst case."""
       s = lambda k: scaled(k, steps_scale)  # noqa: E731
       return eot_convergence(
         make_logits_fn(model, variables),
@@ -123,7 +124,8 @@ def run_row(
         fixed_steps=s(100),
         cache_dir=os.path.join(pieces, 'convergence'),
         model_id=model_id,
-        worst_case_robust=worst_case_robust,
+        worst_case_scores=worst_case_scores,
+        selection_draws=spec.selection_draws,
         microbatch=EOT_MICROBATCH.get(row),
       )
 
@@ -166,7 +168,8 @@ def run_row(
     }
     if c:
       # the headline is the per-point worst case: doubling must not move it either
-      conv = convergence(np.asarray(per_example['worst_case'][:c], bool))
+      scores = {k: {f: v[:c] for f, v in d.items()} for k, d in per_example['scores'].items()}
+      conv = convergence(scores)
       conv['n'] = c
       record['convergence'] = conv
       _draw_convergence(conv, out_dir, dataset, row)

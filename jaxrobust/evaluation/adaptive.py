@@ -20,7 +20,7 @@ import functools
 import json
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -304,25 +304,34 @@ def eot_convergence(
   num_draws: int = 10,
   cache_dir: str | None = None,
   model_id: str | None = None,
-  worst_case_robust=None,
+  worst_case_scores: Mapping[str, Mapping[str, Any]] | None = None,
+  selection_draws: int = 10,
   microbatch: int | None = None,
 ) -> dict:
   """EOT-PGD robust accuracy (majority over `num_draws`) against the number of EOT draws (at
   `fixed_steps`) and against iterations (at `fixed_draws`), and whether the evaluation has
   converged: doubling both draws and iterations from (fixed_draws, fixed_steps) moves the
-  accuracy by less than half a point, and, given the suite's per-point worst case on the same
-  points, moves that worst case by less than half a point too.
+  accuracy by less than half a point, and, given the suite's candidates on the same points,
+  moves the suite's selected-and-measured worst case by less than half a point too.
+
+  The doubled attack's points join the suite's candidates as one more candidate, and the worst
+  case is chosen and measured again (`estimator.worst_case`): the AND of the suite's vote with
+  the doubled attack's own vote on independent draws would count prediction noise as attack
+  success.
 
   Args:
     cache_dir: if given, each point of the curves is stored there when done and read back on the
       next run (an interrupted test resumes); needs `model_id`.
     model_id: what identifies the model behind `logits_fn` in the cache's settings (for example
       `cache.digest(variables)`).
-    worst_case_robust: optional booleans, one per point of `x`: robust under every attack of a
-      suite run on these points (`evaluate_adaptive`'s per-point worst case). The worst case
-      with the doubled budget keeps a point only if the doubled EOT-PGD leaves it standing too:
-      the evaluation has converged only if that moves the worst case by less than half a point,
-      since the headline is the worst case, not one attack.
+    worst_case_scores: optional, the suite's candidates on the points of `x`: {candidate:
+      `estimator.candidate_scores` over these points} (`evaluate_adaptive`'s
+      `per_example['scores']`, cut to these points). The evaluation has converged only if adding
+      the doubled EOT-PGD as a candidate moves the worst case (expected and majority) by less than
+      half a point, since the headline is the worst case, not one attack.
+    selection_draws: the draws that choose among the candidates; the doubled attack's points are
+      scored on `selection_draws` selection draws and `num_draws` measurement draws of their own,
+      from `estimator.draw_keys(key)`.
     microbatch: EOT-PGD's gradient chunk size (None: the whole batch), as `evaluate_adaptive`'s
       `eot_microbatch`; a stochastic model draws other noise in chunks, so it is a setting of
       the cache.
@@ -330,16 +339,20 @@ def eot_convergence(
   Returns:
     {'draws': [...], 'accuracy_vs_draws': [...], 'steps': [...], 'accuracy_vs_steps': [...],
     'at_budget': acc, 'at_double_budget': acc, 'robust_at_double_budget': per-point bools,
-    'converged': bool, 'seconds': the points' compute time}, and with `worst_case_robust`: 'worst_case' and
-    'worst_case_with_double_budget'.
+    'scores_at_double_budget': the doubled attack's `candidate_scores` lists, 'converged': bool,
+    'seconds': the points' compute time}, and with `worst_case_scores`: 'worst_case' and
+    'worst_case_with_double_budget' (majority of the measurement draws), 'worst_case_expected'
+    and 'worst_case_expected_with_double_budget' (mean over them).
   """
   if cache_dir is not None and not model_id:
     raise ValueError('eot_convergence: cache_dir needs model_id, the identity of the model it caches')
-  if worst_case_robust is not None and np.shape(worst_case_robust) != (len(x),):
-    raise ValueError(
-      f'eot_convergence: worst_case_robust has shape {np.shape(worst_case_robust)}; '
-      f'it needs one boolean per point of x, ({len(x)},)'
-    )
+  for name, fields in (worst_case_scores or {}).items():
+    for field in ('select_accuracy', 'select_margin', 'measure_mean', 'measure_majority'):
+      if np.shape(fields.get(field)) != (len(x),):
+        raise ValueError(
+          f'eot_convergence: worst_case_scores[{name!r}][{field!r}] has shape '
+          f'{np.shape(fields.get(field))}; it needs one value per point of x, ({len(x)},)'
+        )
   x, y = jnp.asarray(x), jnp.asarray(y)
   settings = dict(model=model_id, data=digest(np.asarray(x), np.asarray(y)), key=digest(key), epsilon=epsilon)
   # Pieces hold per-point results (earlier ones held an accuracy), and the attack is the suite's
@@ -349,28 +362,40 @@ def eot_convergence(
     settings['microbatch'] = microbatch
   cache = PieceCache(cache_dir, settings)
 
-  def point(s: int, t: int) -> dict:
-    """Per point: robust (majority of the draws) to EOT-PGD with s draws and t steps."""
+  def point(s: int, t: int, scored: bool = False) -> dict:
+    """Per point: robust (majority of the draws) to EOT-PGD with s draws and t steps; `scored`:
+    also its points' `candidate_scores`."""
     spec = eot_pgd_spec(epsilon, num_steps=t, eot_samples=s, microbatch=microbatch)
     t0 = time.perf_counter()
     x_adv = A.build_attack(spec)(logits_fn, jax.random.fold_in(key, 1000 * s + t), x, y)
     pred = prediction_over_draws(
       logits_fn, x_adv, y, jax.random.fold_in(key, keys.TAG_CONVERGENCE_PREDICT), num_draws
     )
-    return {'robust': np.asarray(pred['majority']).tolist(), 'seconds': time.perf_counter() - t0}
+    out = {'robust': np.asarray(pred['majority']).tolist()}
+    if scored:
+      # Scored for the estimator on draws of its own: disjoint from the attack's and the curve's
+      # keys (draw_keys folds in TAG_EVAL_SELECT and TAG_EVAL_MEASURE, beyond any 1000·s + t).
+      scores = candidate_scores(logits_fn, x_adv, y, draw_keys(key, selection_draws, num_draws))
+      out['estimator'] = {k: np.asarray(v).tolist() for k, v in scores.items()}
+    return dict(out, seconds=time.perf_counter() - t0)
 
   # The budget point lies on both curves: a dict computes it once. Processes sharing cache_dir
-  # split the points between them.
+  # split the points between them. The doubled budget's piece also carries the estimator's scores
+  # (another name: its pieces without them, from before, are not read as if they had them).
   budgets = [(s, fixed_steps) for s in draws] + [(fixed_draws, t) for t in steps]
-  budgets.append((2 * fixed_draws, 2 * fixed_steps))
-  computed = cache.get_all({f'draws{s}_steps{t}': functools.partial(point, s, t) for s, t in budgets})
+  d2, t2 = 2 * fixed_draws, 2 * fixed_steps
+  computes = {f'draws{s}_steps{t}': functools.partial(point, s, t) for s, t in budgets}
+  doubled_name = f'draws{d2}_steps{t2}_scored_on{selection_draws}'
+  computes[doubled_name] = functools.partial(point, d2, t2, scored=True)
+  computed = cache.get_all(computes)
 
   def robust(s, t):
     return np.asarray(computed[f'draws{s}_steps{t}']['robust'], bool)
 
   by_draws = [float(robust(s, fixed_steps).mean()) for s in draws]
   by_steps = [float(robust(fixed_draws, t).mean()) for t in steps]
-  base, double = robust(fixed_draws, fixed_steps), robust(2 * fixed_draws, 2 * fixed_steps)
+  doubled = computed[doubled_name]
+  base, double = robust(fixed_draws, fixed_steps), np.asarray(doubled['robust'], bool)
   out = {
     'draws': list(draws),
     'accuracy_vs_draws': by_draws,
@@ -379,15 +404,22 @@ def eot_convergence(
     'at_budget': float(base.mean()),
     'at_double_budget': float(double.mean()),
     'robust_at_double_budget': double.tolist(),
+    'scores_at_double_budget': doubled['estimator'],
     'converged': bool(abs(double.mean() - base.mean()) < 0.005),
     # The points' own times (whichever process computed them); None if a stored point lacks one.
     'seconds': None
     if any('seconds' not in p for p in computed.values())
     else sum(p['seconds'] for p in computed.values()),
   }
-  if worst_case_robust is not None:
-    worst = np.asarray(worst_case_robust, bool)
-    out['worst_case'] = float(worst.mean())
-    out['worst_case_with_double_budget'] = float((worst & double).mean())
-    out['converged'] &= out['worst_case'] - out['worst_case_with_double_budget'] < 0.005
+  if worst_case_scores is not None:
+    before = worst_case(worst_case_scores)
+    # A name of its own, so that it can never replace one of the suite's candidates.
+    after = worst_case({**worst_case_scores, '(doubled eot_pgd)': doubled['estimator']})
+    out.update(
+      worst_case=before.majority,
+      worst_case_with_double_budget=after.majority,
+      worst_case_expected=before.expected,
+      worst_case_expected_with_double_budget=after.expected,
+    )
+    out['converged'] &= before.majority - after.majority < 0.005 and before.expected - after.expected < 0.005
   return out
