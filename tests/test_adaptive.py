@@ -146,7 +146,7 @@ def test_evaluate_adaptive_on_a_stochastic_lwta_network(tmp_path, monkeypatch):
   # The stored candidates are the points that were scored: inside the ball, and scored again on
   # the batch's draws they give the scores the result holds.
   from jaxrobust.evaluation.accuracy import as_unit_float
-  from jaxrobust.evaluation.estimator import candidate_scores, draw_keys
+  from jaxrobust.evaluation.estimator import SCORE_FIELDS, candidate_scores, draw_keys
   from jaxrobust.models import make_logits_fn
 
   f = make_logits_fn(model, variables)
@@ -158,6 +158,7 @@ def test_evaluate_adaptive_on_a_stochastic_lwta_network(tmp_path, monkeypatch):
       assert c.dtype == np.float32 and 0 <= c.min() and c.max() <= 1
       assert np.abs(c - clean).max() <= (0 if name == 'clean' else plan.linf + 1e-6)
       again = candidate_scores(f, c, y[i : i + 6], draw_keys(jax.random.fold_in(jax.random.key(4), i), 10, 3))
+      assert tuple(again) == SCORE_FIELDS
       for k, v in again.items():
         np.testing.assert_array_equal(np.asarray(scores[name][k][i : i + 6]), v, err_msg=f'{name} {k}')
 

@@ -31,7 +31,14 @@ from jaxrobust import attacks as A
 from jaxrobust.evaluation.accuracy import as_unit_float
 from jaxrobust.evaluation.cache import PieceCache, digest
 from jaxrobust.files import write_atomic
-from jaxrobust.evaluation.estimator import candidate_scores, draw_keys, plurality, worst_case
+from jaxrobust.evaluation.estimator import (
+  SCORE_FIELDS,
+  candidate_scores,
+  draw_keys,
+  plurality,
+  scores_as_lists,
+  worst_case,
+)
 from jaxrobust.evaluation.results import AdaptiveResult
 from jaxrobust.evaluation.spec import EvalPlan
 from jaxrobust.evaluation.suites import eot_pgd_spec
@@ -212,7 +219,7 @@ def evaluate_adaptive(
     out = {k: np.asarray(v).tolist() for k, v in d.items()}
     # Every candidate of a batch is scored on the same selection and measurement draws.
     scores = candidate_scores(f, x_adv, y, draw_keys(kb, selection_draws, num_draws))
-    out['estimator'] = {k: np.asarray(v).tolist() for k, v in scores.items()}
+    out['estimator'] = scores_as_lists(scores)
     out.update(single_draw=(first == np.asarray(y)).tolist(), seconds=time.perf_counter() - t)
     out['flags'] = dict(batch_flags)
     batch_flags.clear()
@@ -347,7 +354,7 @@ def eot_convergence(
   if cache_dir is not None and not model_id:
     raise ValueError('eot_convergence: cache_dir needs model_id, the identity of the model it caches')
   for name, fields in (worst_case_scores or {}).items():
-    for field in ('select_accuracy', 'select_margin', 'measure_mean', 'measure_majority'):
+    for field in SCORE_FIELDS:
       if np.shape(fields.get(field)) != (len(x),):
         raise ValueError(
           f'eot_convergence: worst_case_scores[{name!r}][{field!r}] has shape '
@@ -376,7 +383,7 @@ def eot_convergence(
       # Scored for the estimator on draws of its own: disjoint from the attack's and the curve's
       # keys (draw_keys folds in TAG_EVAL_SELECT and TAG_EVAL_MEASURE, beyond any 1000·s + t).
       scores = candidate_scores(logits_fn, x_adv, y, draw_keys(key, selection_draws, num_draws))
-      out['estimator'] = {k: np.asarray(v).tolist() for k, v in scores.items()}
+      out['estimator'] = scores_as_lists(scores)
     return dict(out, seconds=time.perf_counter() - t0)
 
   # The budget point lies on both curves: a dict computes it once. Processes sharing cache_dir

@@ -119,6 +119,15 @@ class WorstCase(NamedTuple):
   won: np.ndarray
 
 
+SCORE_FIELDS = ('select_accuracy', 'select_margin', 'measure_mean', 'measure_majority')
+"""The per-point fields of `candidate_scores`, in the order it returns them."""
+
+
+def scores_as_lists(scores: Mapping[str, np.ndarray]) -> dict[str, list]:
+  """`candidate_scores` as JSON-ready lists (the form the piece caches store)."""
+  return {k: np.asarray(v).tolist() for k, v in scores.items()}
+
+
 def candidate_scores(logits_fn, x, y, draws: Draws) -> dict[str, np.ndarray]:
   """What the estimator keeps of one batch of candidates (small, so it can be cached as JSON):
   per point, the accuracy and mean true-class margin over the selection draws, and the fraction of
