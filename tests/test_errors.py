@@ -236,6 +236,12 @@ ATTACK_CASES = [
     'over_epsilons: every epsilon must be finite',
   ),
   (
+    'grid_empty',
+    lambda: A.over_epsilons(A.pgd, f3, KEY, x4, y4, []),
+    ValueError,
+    'over_epsilons: epsilons is empty',
+  ),
+  (
     'grid_string',
     lambda: A.over_epsilons(A.pgd, f3, KEY, x4, y4, '0.1'),
     ValueError,

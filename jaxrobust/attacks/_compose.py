@@ -38,6 +38,9 @@ def over_epsilons(attack: Callable, logits_fn, key, x, y, epsilons, **hyper) -> 
   c = _checks.concrete(eps)
   if eps.ndim != 1:
     raise ValueError(f'over_epsilons: epsilons must be 1-D, got shape {eps.shape}')
+  if eps.shape[0] == 0:
+    # An empty grid would return an empty stack, whose accuracy is a mean over nothing (NaN).
+    raise ValueError('over_epsilons: epsilons is empty; give at least one epsilon')
   if c is not None and (np.any(c < 0) or not np.all(np.isfinite(c))):
     raise ValueError(f'over_epsilons: every epsilon must be finite and >= 0, got {c}')
   # Value checks on x and y run once, here, with concrete inputs (inside vmap ε is a tracer).
