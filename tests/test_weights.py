@@ -69,6 +69,7 @@ def _npz(arrays):
     ('shape', 'the model needs'),
     ('missing_array', 'missing'),
     ('pickle', 'not a plain array archive'),
+    ('no_folder', 'no such published-weights folder'),
   ],
 )
 def test_an_untrustworthy_folder_is_refused_by_name(published, tmp_path, damage, match):
@@ -84,6 +85,8 @@ def test_an_untrustworthy_folder_is_refused_by_name(published, tmp_path, damage,
     npz.write_bytes(bytes(b))
   elif damage == 'no_sums':
     os.remove(w / 'SHA256SUMS')
+  elif damage == 'no_folder':
+    w = w / 'typo'
   else:
     if damage == 'nan':
       arrays[first] = np.full_like(arrays[first], np.nan)

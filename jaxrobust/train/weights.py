@@ -77,6 +77,8 @@ def publish(workdir: str, out_dir: str, *, require_checksums: bool = True) -> st
 
 
 def _verified_folder(path: str) -> str:
+  if not os.path.exists(path):
+    raise PublishedWeightsError(f'{path}: no such published-weights folder or weights.npz')
   folder = path if os.path.isdir(path) else os.path.dirname(path)
   sums_path = os.path.join(folder, SUMS)
   if not os.path.exists(sums_path):
