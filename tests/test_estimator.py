@@ -107,3 +107,50 @@ def test_a_deterministic_model_gets_its_exact_worst_case():
     select_and_measure(f, {'clean': x, 'moved': moved[:2]}, y, key=KEY)
   with pytest.raises(ValueError, match='at least one candidate'):
     select_and_measure(f, {}, y, key=KEY)
+
+
+def test_non_finite_logits_on_some_draws_are_refused_not_counted_as_breaks():
+  """A model that returns NaN on about one draw in two: every draw-counting path raises instead
+  of scoring those draws as wrong (which would read as attack success)."""
+  from jaxrobust.evaluation import NonFiniteLogitsError
+  from jaxrobust.evaluation.estimator import candidate_scores
+
+  def f(x, key):
+    broken = jax.random.uniform(key) < 0.5
+    logits = jnp.stack([jnp.zeros(x.shape[0]), x.sum(-1)], -1)
+    return jnp.where(broken, jnp.nan, logits)
+
+  x, y = np.ones((6, 2), np.float32), np.ones(6, np.int32)
+  with pytest.raises(
+    NonFiniteLogitsError, match='candidate_scores: the model gives non-finite logits on 6 of 6'
+  ):
+    candidate_scores(f, x, y, draw_keys(KEY, 10, 10))
+  with pytest.raises(NonFiniteLogitsError, match='prediction_over_draws: the model gives non-finite'):
+    prediction_over_draws(f, x, y, KEY, 20)
+  with pytest.raises(NonFiniteLogitsError, match='candidate_scores'):
+    select_and_measure(f, {'clean': x}, y, key=KEY)
+
+
+def _scores(n, **changes):
+  s = {f: np.full(n, 0.5) for f in ('select_accuracy', 'select_margin', 'measure_mean')}
+  s['measure_majority'] = np.ones(n, bool)
+  return {**s, **changes}
+
+
+@pytest.mark.parametrize(
+  'scores, match',
+  [
+    ({}, 'scores is empty'),
+    (
+      {'clean': _scores(3, measure_mean=np.array([0.5, np.nan, 0.5]))},
+      r"\['measure_mean'\] holds non-finite",
+    ),
+    ({'clean': _scores(3), 'pgd': _scores(4)}, r"scores\['pgd'\]\['select_accuracy'\] has shape \(4,\)"),
+    ({'clean': {k: v for k, v in _scores(3).items() if k != 'select_margin'}}, "has no 'select_margin'"),
+  ],
+)
+def test_worst_case_names_scores_it_cannot_use(scores, match):
+  from jaxrobust.evaluation.estimator import worst_case
+
+  with pytest.raises(ValueError, match=match):
+    worst_case(scores)

@@ -36,6 +36,7 @@ from jaxrobust.evaluation.estimator import (
   candidate_scores,
   draw_keys,
   plurality,
+  refuse_non_finite,
   scores_as_lists,
   worst_case,
 )
@@ -61,10 +62,14 @@ def prediction_over_draws(logits_fn, x, y, key, num_draws: int = 10) -> dict[str
     'mean': the fraction of draws that are right;
     'majority': the true class gets strictly more votes than any other class;
     'all': every draw is right.
-  A draw with non-finite logits is wrong. Always all ≤ majority and all ≤ mean ≤ 1.
+  Always all ≤ majority and all ≤ mean ≤ 1.
+
+  Raises:
+    NonFiniteLogitsError: when any draw's logits are NaN or infinite.
   """
   pred, _ = _draw_predictions(A.as_pytree_fn(logits_fn), x, key, num_draws)
   pred, y = np.asarray(pred), np.asarray(y)
+  refuse_non_finite(pred, 'prediction_over_draws')
   right = pred == y[None]
   return {'mean': right.mean(0), 'majority': plurality(pred, y), 'all': right.all(0)}
 
@@ -215,7 +220,9 @@ def evaluate_adaptive(
         lambda fh: np.save(fh, np.asarray(x_adv, np.float32), allow_pickle=False),
       )
     d = prediction_over_draws(f, x_adv, y, jax.random.fold_in(kb, 2 * j + 1), num_draws)
-    first = np.asarray(_draw_predictions(f, x_adv, jax.random.fold_in(kb, 2 * j + 1), 1)[0])[0]
+    first = np.asarray(_draw_predictions(f, x_adv, jax.random.fold_in(kb, 2 * j + 1), 1)[0])
+    refuse_non_finite(first, f'evaluate_adaptive ({name}, batch at {i})')
+    first = first[0]
     out = {k: np.asarray(v).tolist() for k, v in d.items()}
     # Every candidate of a batch is scored on the same selection and measurement draws.
     scores = candidate_scores(f, x_adv, y, draw_keys(kb, selection_draws, num_draws))

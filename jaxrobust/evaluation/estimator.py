@@ -31,6 +31,7 @@ import numpy as np
 
 from jaxrobust import attacks as A
 from jaxrobust import keys as K
+from jaxrobust.evaluation.accuracy import NonFiniteLogitsError
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -87,6 +88,22 @@ def _predictions_and_margin(logits_fn, x, y, draw_keys):
   return jax.lax.map(one, draw_keys)
 
 
+def refuse_non_finite(pred: np.ndarray, who: str) -> None:
+  """Raises NonFiniteLogitsError when any draw's predictions hold the non-finite marker (-1):
+  a broken model's draws are not counted as attack success.
+
+  Args:
+    pred: (draws, points) predicted classes, -1 where the logits were not finite.
+    who: the caller's name, for the message.
+  """
+  bad = np.asarray(pred) < 0
+  if bad.any():
+    raise NonFiniteLogitsError(
+      f'{who}: the model gives non-finite logits on {int(bad.any(0).sum())} of {bad.shape[1]} points '
+      f'({int(bad.sum())} of {bad.size} draws × points); no accuracy can be computed from them'
+    )
+
+
 def plurality(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
   """Per point, whether the true class gets strictly more of the draws' votes than any other."""
   own = (pred == y[None]).sum(0)
@@ -131,12 +148,22 @@ def scores_as_lists(scores: Mapping[str, np.ndarray]) -> dict[str, list]:
 def candidate_scores(logits_fn, x, y, draws: Draws) -> dict[str, np.ndarray]:
   """What the estimator keeps of one batch of candidates (small, so it can be cached as JSON):
   per point, the accuracy and mean true-class margin over the selection draws, and the fraction of
-  right measurement draws and whether the true class wins their vote."""
+  right measurement draws and whether the true class wins their vote.
+
+  Raises:
+    ValueError: when y does not hold one label per point of x.
+    NonFiniteLogitsError: when any draw's logits are NaN or infinite.
+  """
+  if np.shape(y) != np.shape(x)[:1]:
+    raise ValueError(
+      f'candidate_scores: y has shape {np.shape(y)}; it needs one label per point of x, {np.shape(x)[:1]}'
+    )
   f = A.as_pytree_fn(logits_fn)
   y = jnp.asarray(y)
   pred, margin = _predictions_and_margin(f, jnp.asarray(x), y, draws.selection)
   pred_m, _ = _predictions_and_margin(f, jnp.asarray(x), y, draws.measurement)
   pred, pred_m, yn = np.asarray(pred), np.asarray(pred_m), np.asarray(y)
+  refuse_non_finite(np.concatenate([pred, pred_m]), 'candidate_scores')
   return {
     'select_accuracy': (pred == yn[None]).mean(0),
     'select_margin': np.asarray(margin).mean(0),
@@ -151,8 +178,28 @@ def worst_case(scores: Mapping[str, Mapping[str, np.ndarray]]) -> WorstCase:
 
   Every candidate is measured on the same measurement draws, but the choice reads only the
   selection draws, so the measured value of the chosen candidate is an unbiased estimate of its
-  accuracy."""
+  accuracy.
+
+  Raises:
+    ValueError: for no candidates, a missing field, candidates of different lengths, or values
+      that are not finite (a non-finite score never becomes an accuracy).
+  """
   names = tuple(scores)
+  if not names:
+    raise ValueError('worst_case: scores is empty; give at least one candidate (the clean points)')
+  n = None
+  for name in names:
+    for field in SCORE_FIELDS:
+      if field not in scores[name]:
+        raise ValueError(f'worst_case: scores[{name!r}] has no {field!r}; it needs {SCORE_FIELDS}')
+      v = np.asarray(scores[name][field], float)
+      n = len(v) if n is None else n
+      if v.shape != (n,):
+        raise ValueError(
+          f'worst_case: scores[{name!r}][{field!r}] has shape {v.shape}; every field needs ({n},)'
+        )
+      if not np.isfinite(v).all():
+        raise ValueError(f'worst_case: scores[{name!r}][{field!r}] holds non-finite values')
   acc = np.stack([np.asarray(scores[n]['select_accuracy'], float) for n in names])  # (C, n)
   margin = np.stack([np.asarray(scores[n]['select_margin'], float) for n in names])
   # lexsort sorts by the last key first: accuracy, then margin; index 0 is the worst.
