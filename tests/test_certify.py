@@ -367,6 +367,9 @@ def test_certificates_refuse_what_would_make_them_silently_wrong():
       C.verified_accuracy(apply_fn, w, bad_x, bad_y, 0.1)
   f = lambda x, k: apply_fn(w, x)  # noqa: E731
   cert = C.smooth_certify(f, jax.random.key(0), x, sigma=0.25, n0=10, n=50, alpha=0.01)
+  for bad in (x + 0.6, x - 0.6):  # smoothing certifies radii in pixel space, [0, 1]
+    with pytest.raises(ValueError, match=r'x must lie in \[0, 1\]'):
+      C.smooth_certify(f, jax.random.key(0), bad, sigma=0.25, n0=10, n=50, alpha=0.01)
   with pytest.raises(ValueError, match='radii must be finite and ≥ 0'):
     C.certified_accuracy(cert, np.asarray(y), [0.5, -1.0])
   with pytest.raises(ValueError, match=r'y must have shape \(2,\)'):

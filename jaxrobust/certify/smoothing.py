@@ -72,6 +72,12 @@ def _check_x(x) -> jax.Array:
     raise ValueError(f'x must be a batch (B, ...), got shape {x.shape}')
   if not bool(jnp.isfinite(x).all()):
     raise ValueError('x holds non-finite values')
+  lo, hi = float(x.min()), float(x.max())
+  if lo < 0.0 or hi > 1.0:
+    # A radius certified around normalised (or 0..255) inputs is not a radius in pixel space.
+    raise ValueError(
+      f'x must lie in [0, 1] (normalisation belongs inside the model), got values in [{lo:.4g}, {hi:.4g}]'
+    )
   return x
 
 
