@@ -9,7 +9,7 @@ from scipy.stats import norm
 
 from jaxrobust.evaluation import select_and_measure
 from jaxrobust.evaluation.adaptive import prediction_over_draws
-from jaxrobust.evaluation.estimator import draw_keys
+from jaxrobust.evaluation.estimator import draw_keys, mean_interval, wilson_interval
 
 KEY = jax.random.key(0)
 N, D, SIGMA = 1000, 4, 1.0
@@ -154,3 +154,17 @@ def test_worst_case_names_scores_it_cannot_use(scores, match):
 
   with pytest.raises(ValueError, match=match):
     worst_case(scores)
+
+
+@pytest.mark.parametrize(
+  'call, match',
+  [
+    (lambda: wilson_interval(12, 10), 'k=12, n=10'),
+    (lambda: wilson_interval(0, -5), 'k=0, n=-5'),
+    (lambda: mean_interval(np.array([0.5, np.nan])), 'finite'),
+    (lambda: mean_interval(np.array([0.5, 3.0])), r'in \[0, 1\]'),
+  ],
+)
+def test_intervals_refuse_impossible_counts_and_values(call, match):
+  with pytest.raises(ValueError, match=match):
+    call()

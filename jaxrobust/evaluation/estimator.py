@@ -35,7 +35,13 @@ from jaxrobust.evaluation.accuracy import NonFiniteLogitsError
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-  """The Wilson score interval of a binomial proportion k/n (95 % for z = 1.96)."""
+  """The Wilson score interval of a binomial proportion k/n (95 % for z = 1.96); NaNs for n = 0.
+
+  Raises:
+    ValueError: unless 0 ≤ k ≤ n.
+  """
+  if not 0 <= k <= n:
+    raise ValueError(f'wilson_interval: needs 0 <= k <= n, got k={k}, n={n}')
   if n == 0:
     return (float('nan'), float('nan'))
   p = k / n
@@ -46,7 +52,14 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def mean_interval(values: np.ndarray, z: float = 1.96) -> tuple[float, float]:
   """A normal-approximation interval of the mean of per-point values in [0, 1] (points as the
-  sampled unit, so it covers both the test-set sample and the draws' noise)."""
+  sampled unit, so it covers both the test-set sample and the draws' noise); NaNs below 2 values.
+
+  Raises:
+    ValueError: for values that are not finite or lie outside [0, 1].
+  """
+  values = np.asarray(values, float)
+  if not (np.isfinite(values).all() and ((values >= 0) & (values <= 1)).all()):
+    raise ValueError('mean_interval: values must be finite and in [0, 1]')
   n = len(values)
   if n < 2:
     return (float('nan'), float('nan'))
