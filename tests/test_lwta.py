@@ -107,6 +107,21 @@ def test_missing_key_gives_clear_error_and_bad_channels():
     lwta_apply('argmax', jnp.ones((2, 5)))
 
 
+@pytest.mark.parametrize(
+  'fields, match',
+  [
+    (dict(temperature=0.0), 'temperature must be a finite number > 0, got 0.0'),
+    (dict(temperature=-0.67), 'temperature must be a finite number > 0'),
+    (dict(eval_temperature=float('nan')), 'eval_temperature must be a finite number > 0'),
+    (dict(U=1), r'U \(units per block\) must be an integer >= 2, got 1'),
+    (dict(U=2.0), 'U .* must be an integer >= 2'),
+  ],
+)
+def test_temperatures_and_block_sizes_that_would_give_silent_nonsense_are_refused(fields, match):
+  with pytest.raises(ValueError, match=match):
+    M.LWTA(**fields).init({'params': K0, 'stochastic': K0}, jnp.ones((1, 4)), deterministic=False)
+
+
 def test_learnable_temperature_starts_at_softplus_minus_001():
   m = M.LWTA(learn_temperature=True)
   v = m.init({'params': K0, 'stochastic': K0}, jnp.ones((1, 4)), deterministic=False)

@@ -20,6 +20,9 @@ References:
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
@@ -76,6 +79,13 @@ class LWTA(nn.Module):
     deterministic = merge_deterministic(self.deterministic, deterministic)
     if self.mode not in LWTA_MODES:
       raise ValueError(f'LWTA: unknown mode {self.mode!r}; use one of {LWTA_MODES}')
+    if isinstance(self.U, bool) or not isinstance(self.U, numbers.Integral) or self.U < 2:
+      raise ValueError(f'LWTA: U (units per block) must be an integer >= 2, got {self.U!r}')
+    for name in ('temperature', 'eval_temperature'):
+      t = getattr(self, name)
+      # T <= 0 would flip or blow up the Gumbel-softmax (z / T) without any error.
+      if isinstance(t, bool) or not (isinstance(t, numbers.Real) and math.isfinite(t) and t > 0):
+        raise ValueError(f'LWTA: {name} must be a finite number > 0, got {t!r}')
     c = x.shape[-1]
     if c % self.U:
       raise ValueError(f'LWTA: {c} channels are not divisible into blocks of U={self.U}')
