@@ -33,6 +33,7 @@ piece is computed once, under a lock.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -90,7 +91,22 @@ def run_row(
   progress: bool = True,
 ) -> dict:
   """Trains (or resumes) and evaluates one row, or evaluates its published weights
-  (published_dir/<dataset>/<row>) when they exist; caches its record in out_dir/<dataset>/rows/."""
+  (published_dir/<dataset>/<row>) when they exist; caches its record in out_dir/<dataset>/rows/.
+
+  Raises:
+    ValueError: for num_test or eot_samples below 1, convergence_n below 0 or a steps_scale that
+      is not a positive number (before anything is trained or attacked).
+  """
+  for name, v, low in (
+    ('num_test', num_test, 1),
+    ('eot_samples', eot_samples, 1),
+    ('convergence_n', convergence_n, 0),
+  ):
+    # A negative count would slice the test set from its end ([:-1]) instead of failing.
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+      raise ValueError(f'converged: {name} must be an integer >= {low}, got {v!r}')
+  if not (isinstance(steps_scale, (int, float)) and math.isfinite(steps_scale) and steps_scale > 0):
+    raise ValueError(f'converged: steps_scale must be a finite number > 0, got {steps_scale!r}')
   pieces = os.path.join(out_dir, dataset, 'pieces', row)
 
   def redraw(record: dict) -> None:

@@ -798,3 +798,21 @@ def test_converged_table_gives_every_row_the_same_two_worst_case_figures():
   assert converged._worst_cell(old, 1000).startswith('AND of votes (biased low): 70.0')
   new = dict(old, worst_case_expected=0.72, worst_case_expected_interval=[0.7, 0.74])
   assert converged._worst_cell(new, 1000) == '**72.0** [70.0, 74.0] / **70.0** [67.1, 72.8]'
+
+
+@pytest.mark.parametrize(
+  'kw, match',
+  [
+    (dict(num_test=-1), 'num_test must be an integer >= 1, got -1'),
+    (dict(num_test=0), 'num_test must be an integer >= 1'),
+    (dict(eot_samples=0), 'eot_samples must be an integer >= 1'),
+    (dict(convergence_n=-2), 'convergence_n must be an integer >= 0, got -2'),
+    (dict(steps_scale=0.0), 'steps_scale must be a finite number > 0'),
+  ],
+)
+def test_converged_refuses_counts_that_would_slice_the_test_set_from_its_end(kw, match, tmp_path):
+  from experiments import converged
+
+  with pytest.raises(ValueError, match=match):
+    converged.run(['lwta'], 'synthetic', out_dir=str(tmp_path / 'out'), runs_dir=str(tmp_path / 'runs'), **kw)
+  assert not list(tmp_path.iterdir())  # refused before anything was written
