@@ -444,9 +444,11 @@ if __name__ == '__main__':
 
   flags.DEFINE_string('rows', ','.join(ROWS), 'rows to train and evaluate')
   flags.DEFINE_string('dataset', 'fashion_mnist', 'dataset')
-  flags.DEFINE_integer('num_test', 1000, 'test images for the adaptive suite')
-  flags.DEFINE_integer('eot', 20, 'draws of every EOT attack')
-  flags.DEFINE_integer('convergence_n', 100, 'test images of the EOT convergence test (0 = skip)')
+  flags.DEFINE_integer('num_test', 1000, 'test images for the adaptive suite', lower_bound=1)
+  flags.DEFINE_integer('eot', 20, 'draws of every EOT attack', lower_bound=1)
+  flags.DEFINE_integer(
+    'convergence_n', 100, 'test images of the EOT convergence test (0 = skip)', lower_bound=0
+  )
   flags.DEFINE_string('out', OUT, 'results directory')
   flags.DEFINE_string('runs', os.path.join('runs', 'converged'), 'training work directories')
   flags.DEFINE_bool('force', False, 'redo the evaluation of rows whose results exist')

@@ -104,10 +104,10 @@ if __name__ == '__main__':
   from absl import app, flags
 
   flags.DEFINE_string('workdir', None, 'a trained stochastic run, or its published weights', required=True)
-  flags.DEFINE_integer('num_test', 500, 'test images')
-  flags.DEFINE_integer('steps', 100, 'EOT-PGD steps')
-  flags.DEFINE_integer('eot', 20, 'draws per gradient')
-  flags.DEFINE_integer('draws', 10, 'fresh draws that classify each attacked point')
+  flags.DEFINE_integer('num_test', 500, 'test images', lower_bound=1)
+  flags.DEFINE_integer('steps', 100, 'EOT-PGD steps', lower_bound=1)
+  flags.DEFINE_integer('eot', 20, 'draws per gradient', lower_bound=1)
+  flags.DEFINE_integer('draws', 10, 'fresh draws that classify each attacked point', lower_bound=1)
   flags.DEFINE_string('out', OUT, 'results directory')
   FLAGS = flags.FLAGS
   app.run(main)

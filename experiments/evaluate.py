@@ -263,11 +263,11 @@ if __name__ == '__main__':
   flags.DEFINE_string('data_dir', '', 'tfds data_dir for --dataset')
   flags.DEFINE_string('out_dir', '', 'where --checkpoint results go (default runs/published/<file name>)')
   flags.DEFINE_string('suite', 'standard', 'standard, study, autoattack, autoattack_rand or adaptive')
-  flags.DEFINE_integer('num_test', 1000, 'test images (0 = all)')
+  flags.DEFINE_integer('num_test', 1000, 'test images (0 = all)', lower_bound=0)
   flags.DEFINE_string('epsilons', '', 'comma-separated ε grid for PGD-L∞ accuracy (vmapped)')
   flags.DEFINE_float('steps_scale', 1.0, 'scale attack iteration counts')
-  flags.DEFINE_integer('eot', 8, 'EOT samples for stochastic models')
-  flags.DEFINE_integer('seed', 0, 'seed')
+  flags.DEFINE_integer('eot', 8, 'EOT samples for stochastic models', lower_bound=1)
+  flags.DEFINE_integer('seed', 0, 'seed', lower_bound=0)
   flags.DEFINE_string(
     'check_reproduces',
     '',

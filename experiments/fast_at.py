@@ -121,7 +121,7 @@ if __name__ == '__main__':
 
   flags.DEFINE_string('rows', 'pgd_at,fgsm_rs,free_at', 'rows to train and compare')
   flags.DEFINE_string('epochs', '1', "epochs: one number for every row, or 'row:epochs,...'")
-  flags.DEFINE_integer('num_test', 500, 'test images for AutoAttack')
+  flags.DEFINE_integer('num_test', 500, 'test images for AutoAttack', lower_bound=1)
   flags.DEFINE_bool('force', False, 'redo rows whose results exist')
   flags.DEFINE_string('out', OUT, 'results directory')
   flags.DEFINE_string('runs', 'runs/fast_at', 'training work directories')

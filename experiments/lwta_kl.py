@@ -139,7 +139,7 @@ if __name__ == '__main__':
 
   flags.DEFINE_string('seeds', '0,1,2', 'comma-separated seeds, each variant trained with each')
   flags.DEFINE_float('epochs', 1.0, 'training epochs of every run')
-  flags.DEFINE_integer('num_test', 500, 'test images of the evaluation')
+  flags.DEFINE_integer('num_test', 500, 'test images of the evaluation', lower_bound=1)
   flags.DEFINE_float('steps_scale', 0.5, 'scale of the evaluation attacks (Table 1 used 0.5)')
   flags.DEFINE_string('out', OUT, 'results directory')
   flags.DEFINE_string('runs', os.path.join('runs', 'lwta_kl'), 'training work directories')

@@ -101,7 +101,7 @@ if __name__ == '__main__':
   from absl import app, flags
 
   flags.DEFINE_string('workdir', None, 'work directory of a trained LWTA model', required=True)
-  flags.DEFINE_integer('num_test', 1000, 'test images')
-  flags.DEFINE_integer('eot', 8, 'EOT draws of the EOT-PGD attack')
+  flags.DEFINE_integer('num_test', 1000, 'test images', lower_bound=1)
+  flags.DEFINE_integer('eot', 8, 'EOT draws of the EOT-PGD attack', lower_bound=1)
   flags.DEFINE_string('out', 'results/lwta_temperature', 'results directory')
   app.run(main)

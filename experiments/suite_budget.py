@@ -117,8 +117,8 @@ if __name__ == '__main__':
   from absl import app, flags
 
   flags.DEFINE_string('model', None, 'published weights or a run of a stochastic model', required=True)
-  flags.DEFINE_integer('num_test', 250, 'test images')
-  flags.DEFINE_integer('eot', 20, 'draws of every EOT attack')
+  flags.DEFINE_integer('num_test', 250, 'test images', lower_bound=1)
+  flags.DEFINE_integer('eot', 20, 'draws of every EOT attack', lower_bound=1)
   flags.DEFINE_string('out', OUT, 'results directory')
   FLAGS = flags.FLAGS
   app.run(main)

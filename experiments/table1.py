@@ -331,14 +331,14 @@ if __name__ == '__main__':
     f'comma-separated rows (default: {",".join(ROWS)}; also: {",".join(sorted(set(DEFENSES) - set(ROWS)))})',
   )
   flags.DEFINE_float('epochs', None, 'training epochs per row (default: the quick budget, 1)')
-  flags.DEFINE_integer('num_test', 1000, 'test images to evaluate (0 = all)')
+  flags.DEFINE_integer('num_test', 1000, 'test images to evaluate (0 = all)', lower_bound=0)
   flags.DEFINE_string('suite', 'standard', 'attack suite: standard or study')
   flags.DEFINE_float('steps_scale', 1.0, 'scale attack iteration counts')
-  flags.DEFINE_integer('eot', 8, 'EOT samples of the adaptive attacks on stochastic models')
+  flags.DEFINE_integer('eot', 8, 'EOT samples of the adaptive attacks on stochastic models', lower_bound=1)
   flags.DEFINE_string('out', 'results', 'results directory')
   flags.DEFINE_string('runs', 'runs', 'training work directories')
   flags.DEFINE_bool('force', False, 'redo rows whose results exist')
-  flags.DEFINE_integer('seed', 0, 'seed of every row')
+  flags.DEFINE_integer('seed', 0, 'seed of every row', lower_bound=0)
   flags.DEFINE_bool('autoattack', True, 'add the AutoAttack column (standard, or rand on randomised rows)')
   flags.DEFINE_bool('retime', False, "re-measure every row's ms/image in one pass before writing the table")
   flags.DEFINE_bool(
