@@ -816,4 +816,3 @@ def test_converged_refuses_counts_that_would_slice_the_test_set_from_its_end(kw,
   with pytest.raises(ValueError, match=match):
     converged.run(['lwta'], 'synthetic', out_dir=str(tmp_path / 'out'), runs_dir=str(tmp_path / 'runs'), **kw)
   assert not list(tmp_path.iterdir())  # refused before anything was written
-
