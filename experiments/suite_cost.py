@@ -1,11 +1,11 @@
 """What the adaptive suite cost each evaluated row, from the pieces' own timings in its record.
 
-  python -m experiments.suite_cost [--folder=results/converged/fashion_mnist/rows]
+  python -m experiments.suite_cost [--folder=results/converged/fashion_mnist/rows] [--out=FILE]
 
 Each piece of the adaptive suite (one attack on one batch) records the seconds it took, so the sum
 over a row's pieces is its suite's compute time, however many processes and sittings ran it. A
 piece that was running while its process was paused counts the pause too: the sums are upper
-bounds of the compute. Writes cost.json beside the rows' folder and prints it.
+bounds of the compute. Writes cost.json beside the rows' folder (or --out) and prints it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ def row_cost(record: dict) -> dict | None:
   }
 
 
-def main(folder: str = os.path.join('results', 'converged', 'fashion_mnist', 'rows')) -> dict:
+def main(
+  folder: str = os.path.join('results', 'converged', 'fashion_mnist', 'rows'), out: str | None = None
+) -> dict:
   if not os.path.isdir(folder):
     raise SystemExit(f'--folder={folder}: no such folder of row records')
   costs = {}
@@ -45,7 +47,8 @@ def main(folder: str = os.path.join('results', 'converged', 'fashion_mnist', 'ro
         cost = row_cost(json.load(f))
       if cost:
         costs[name.removesuffix('.json')] = cost
-  write_result_json(os.path.join(os.path.dirname(os.path.normpath(folder)), 'cost.json'), {'rows': costs})
+  out = out or os.path.join(os.path.dirname(os.path.normpath(folder)), 'cost.json')
+  write_result_json(out, {'rows': costs})
   for row, c in costs.items():
     top = ', '.join(f'{k} {v:.0f} min' for k, v in list(c['minutes_per_attack'].items())[:4])
     print(f'{row}: {c["hours"]:.2f} h of one core on {c["cpu"]} ({c["n"]} images): {top}')
@@ -53,8 +56,8 @@ def main(folder: str = os.path.join('results', 'converged', 'fashion_mnist', 'ro
 
 
 if __name__ == '__main__':
-  args = [a for a in sys.argv[1:]]
-  bad = [a for a in args if not a.startswith('--folder=')]
+  args = dict(a[2:].split('=', 1) for a in sys.argv[1:] if a.startswith(('--folder=', '--out=')))
+  bad = [a for a in sys.argv[1:] if not a.startswith(('--folder=', '--out='))]
   if bad:
-    sys.exit(f'not understood: {" ".join(bad)}; options: --folder=DIR')
-  main(*(a.split('=', 1)[1] for a in args))
+    sys.exit(f'not understood: {" ".join(bad)}; options: --folder=DIR --out=FILE')
+  main(**args)

@@ -740,6 +740,10 @@ def test_suite_cost_sums_the_pieces_own_seconds(tmp_path):
   rows.mkdir()
   (rows / 'lwta.json').write_text(json.dumps(rec))
   assert set(suite_cost.main(str(rows))) == {'lwta'} and (tmp_path / 'cost.json').exists()
+  suite_cost.main(str(rows), out=str(tmp_path / 'earlier_cost.json'))
+  assert json.loads((tmp_path / 'earlier_cost.json').read_text())['rows']['lwta']['hours'] == pytest.approx(
+    2.0
+  )
 
 
 def test_table1_leaves_out_the_smoothed_row_that_cannot_reach_its_radius():
