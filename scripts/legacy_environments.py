@@ -22,6 +22,19 @@ from jaxrobust.files import write_json_atomic  # noqa: E402
 OUT = os.path.join('results', 'LEGACY_ENVIRONMENTS.json')
 
 
+# Records copied from an earlier commit of another path (the earlier weights' row records): their
+# environment is that of the commit that wrote the original, not of the commit that copied them.
+_EARLIER = 'results/converged/fashion_mnist/earlier_weights/'
+COPIED_FROM = {
+  _EARLIER + 'lwta.json': ('results/converged/fashion_mnist/rows/lwta.json', '04ae28e'),
+  _EARLIER + 'pgd_at.json': ('results/converged/fashion_mnist/rows/pgd_at.json', 'eb0afc5'),
+  _EARLIER + 'noise_injection.json': (
+    'results/converged/fashion_mnist/rows/noise_injection.json',
+    '43374f6',
+  ),
+}
+
+
 def records_environment(path: str) -> bool:
   """True when the file carries its own environment record."""
   with open(path) as f:
@@ -69,10 +82,17 @@ def main():
   for path in result_files():
     if records_environment(path):
       continue
-    added = _git('log', '--diff-filter=A', '--format=%H %cI', '--', path).splitlines()
-    last = _git('log', '-1', '--format=%H %cI', '--', path)
+    copied = COPIED_FROM.get(path)
+    if copied:
+      original, commit = copied
+      last = _git('log', '-1', '--format=%H %cI', commit, '--', original)
+      added = [last]
+    else:
+      added = _git('log', '--diff-filter=A', '--format=%H %cI', '--', path).splitlines()
+      last = _git('log', '-1', '--format=%H %cI', '--', path)
     first = (added[-1] if added else last).split()
     legacy[path] = {
+      **({'copied_from': f'{copied[0]} at {copied[1]}'} if copied else {}),
       'commit_added': first[0] if first else None,
       'date_added': first[1] if len(first) > 1 else None,
       'commit_last_changed': last.split()[0] if last else None,
