@@ -461,6 +461,30 @@ def test_processes_sharing_a_piece_cache_split_the_pieces_and_compute_each_once(
   assert not list(tmp_path.glob('*.lock'))  # no lock left behind once a piece is stored
 
 
+def test_a_piece_stored_between_the_check_and_the_lock_leaves_no_lock_file(tmp_path):
+  """The race that left stale locks: a process finds no piece, the holder stores it and removes
+  its lock file, and the process then creates the lock file anew, takes it and finds the piece.
+  It must return the piece, compute nothing and remove the file it created."""
+  from jaxrobust.evaluation import cache as cache_module
+  from jaxrobust.evaluation.cache import PieceCache
+
+  holder = PieceCache(str(tmp_path), {'a': 1})
+  late = PieceCache(str(tmp_path), {'a': 1})
+  real = late._stored
+  calls = []
+
+  def stored_after_the_first_look(path, *, set_aside=True):
+    calls.append(path)
+    if len(calls) == 1:  # the first look, before the holder stored the piece
+      assert holder.get('p', lambda: {'v': 1}) == {'v': 1}
+      return cache_module._MISSING
+    return real(path, set_aside=set_aside)
+
+  late._stored = stored_after_the_first_look
+  assert late.get_all({'p': lambda: pytest.fail('computed a stored piece')}) == {'p': {'v': 1}}
+  assert len(calls) == 2 and not list(tmp_path.glob('*.lock'))
+
+
 def test_a_piece_whose_holder_died_is_computed_by_the_next_process(tmp_path):
   from jaxrobust.evaluation.cache import PieceCache
 

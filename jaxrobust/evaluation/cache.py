@@ -19,6 +19,7 @@ rest, and no piece is computed twice.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -207,12 +208,14 @@ class PieceCache:
       # Checked again, and a refused piece set aside, under the lock: two processes never both
       # move it, and the holder we waited for may have finished it.
       value = self._stored(path)
-      if value is not _MISSING:
-        return value
-      value = json.loads(json.dumps(compute()))  # the same objects as a later read gives
-      write_json_atomic(path, seal(value, self.settings_id))
-      # Removed while held: a process waiting on this file finds the piece stored when it wakes.
-      os.remove(lock_path)
+      if value is _MISSING:
+        value = json.loads(json.dumps(compute()))  # the same objects as a later read gives
+        write_json_atomic(path, seal(value, self.settings_id))
+      # Removed while held, and also when the piece was found stored: this process may have
+      # created the file anew just after the holder removed its own. Once the piece is stored,
+      # whoever holds any lock file of that name finds it and computes nothing.
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(lock_path)
       return value
     finally:
       os.close(fd)  # releases the lock
