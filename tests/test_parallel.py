@@ -45,7 +45,10 @@ def _free_port():
 
 def test_two_processes_train_in_lockstep_like_one(single_device_run, tmp_path):
   port = _free_port()
-  env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS='')
+  # The workers set their own device count; of the parent's XLA flags they keep only the
+  # compile-speed one that `make test` sets.
+  fast = [f for f in os.environ.get('XLA_FLAGS', '').split() if f.startswith('--xla_cpu_use_fusion_emitters')]
+  env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS=' '.join(fast))
   procs = [
     subprocess.Popen(
       [
