@@ -32,6 +32,10 @@ COPIED_FROM = {
     'results/converged/fashion_mnist/rows/noise_injection.json',
     '43374f6',
   ),
+  _EARLIER + 'smoothing_pgd_fgsm_cw_pni.json': (
+    'results/converged/fashion_mnist/rows/smoothing_pgd_fgsm_cw_pni.json',
+    'f359cb5',
+  ),
 }
 
 
