@@ -259,9 +259,11 @@ def evaluate_adaptive(
   # A flag raised on any batch is raised; a measured fraction is its largest batch value.
   report_flags = {k: (any(v) if isinstance(v[0], bool) else max(v)) for k, v in flag_values.items()}
   # AutoAttack's test: the gradient-free attack breaks points the single-draw white-box attacks
-  # left standing.
-  white_box = [acc[k]['majority'] for k in ('pgd', 'apgd_ce', 'apgd_dlr')]
-  flags = dict(report_flags, gradient_masking=bool(acc['eot_square']['majority'] < min(white_box) - 0.01))
+  # left standing (a plan without either has no such flag).
+  white_box = [acc[k]['majority'] for k in ('pgd', 'apgd_ce', 'apgd_dlr') if k in acc]
+  flags = dict(report_flags)
+  if white_box and 'eot_square' in acc:
+    flags['gradient_masking'] = bool(acc['eot_square']['majority'] < min(white_box) - 0.01)
   return AdaptiveResult(
     clean=acc.pop('clean'),
     attacks=acc,
