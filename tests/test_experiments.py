@@ -206,13 +206,17 @@ def test_every_defense_has_a_config_and_bad_names_are_named():
 def test_evaluate_checkpoint_with_autoattack(table):
   d, records, _ = table
   res = evaluate.evaluate_checkpoint(
-    str(d / 'runs' / 'synthetic' / 'regular'), suite='autoattack', num_test=16, steps_scale=0.02
+    # the fixture's images and budget: the programs of its AutoAttack column are reused
+    str(d / 'runs' / 'synthetic' / 'regular'),
+    suite='autoattack',
+    num_test=32,
+    steps_scale=0.02,
   )
   rep = res['autoattack_report']
   assert res['autoattack_version'] == 'standard'
   assert list(rep['robust_accuracy']) == ['apgd_ce', 'apgd_t', 'fab_t', 'square']
   assert res['autoattack'] == pytest.approx(rep['robust_accuracy']['square'])
-  assert res['autoattack'] <= res['clean'] and len(res['per_example']['autoattack']) == 16
+  assert res['autoattack'] <= res['clean'] and len(res['per_example']['autoattack']) == 32
   assert not rep['flags']['randomized']
 
 
