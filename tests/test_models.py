@@ -178,3 +178,41 @@ def test_a_model_without_declared_traits_is_refused_by_name():
   np.testing.assert_array_equal(bare.apply(v, x), declared.apply(v, x))  # same parameters, same function
   with pytest.raises(TypeError, match='ModelTraits'):
     models.declare(bare, {'stochastic': True})
+
+
+@pytest.mark.parametrize(
+  'name,field,value',
+  [
+    ('small_cnn', 'num_classes', 0),
+    ('small_cnn', 'num_classes', 1),
+    ('small_cnn_lwta', 'width', 0),
+    ('small_cnn', 'width', -2),
+    ('small_cnn', 'num_classes', 10.0),
+    ('wrn16_4', 'num_classes', True),
+  ],
+)
+def test_a_count_below_its_minimum_is_named_when_the_model_is_made(name, field, value):
+  """A network with no classes or no channels was built without a word; the error came (or not)
+  far away, at the first forward pass."""
+  with pytest.raises(ValueError, match=f'create_model.*{field} must be an integer >= '):
+    models.create_model(name, **{field: value})
+
+
+def test_a_wide_resnet_without_blocks_is_refused():
+  """Depth 4 and -2 are 6n + 4 with n = 0 and n = -1: no residual block at all."""
+  from jaxrobust.models.wide_resnet import WideResNet
+
+  for depth in (4, -2, 15):
+    with pytest.raises(ValueError, match='depth must be 6n\\+4 with n >= 1'):
+      WideResNet(depth=depth, widen=1, num_classes=4).init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+
+
+def test_monte_carlo_prediction_needs_a_draw():
+  from jaxrobust.models import predict_mc
+
+  model = models.create_model('small_cnn_lwta', num_classes=4, width=1)
+  x = jnp.zeros((2, 8, 8, 1))
+  variables = model.init({'params': jax.random.key(0), 'stochastic': jax.random.key(1)}, x)
+  for bad in (0, -1, 2.0):
+    with pytest.raises(ValueError, match='predict_mc: num_samples must be an integer >= 1'):
+      predict_mc(model, variables, x, jax.random.key(2), num_samples=bad)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 from typing import Any, Callable
 
 import jax
@@ -49,15 +50,25 @@ def model_names() -> list[str]:
   return sorted(_REGISTRY)
 
 
+# The counts a model is built from, checked where every model is made: a zero or negative count
+# would otherwise build a network with no classes or no channels, and fail (or not) far away.
+_MIN_COUNTS = {'num_classes': 2, 'width': 1, 'widen': 1, 'base_width': 1}
+
+
 def create_model(name: str, **kwargs):
   """Instantiates the model registered as `name` with the given fields, carrying the traits
   declared for it (`models/traits.py`).
 
   Raises:
-    ValueError: for an unknown name, listing the known ones.
+    ValueError: for an unknown name, listing the known ones, or a count below its minimum
+      (`num_classes` < 2, `width`, `widen` or `base_width` < 1).
   """
   if name not in _REGISTRY:
     raise ValueError(f'unknown model {name!r}; known models: {", ".join(model_names())}')
+  for field, low in _MIN_COUNTS.items():
+    v = kwargs.get(field, low)
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+      raise ValueError(f'create_model({name!r}): {field} must be an integer >= {low}, got {v!r}')
   build, traits = _REGISTRY[name]
   return declare(build(**kwargs), traits)
 

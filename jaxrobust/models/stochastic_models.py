@@ -14,6 +14,7 @@ References:
 from __future__ import annotations
 
 import functools
+import numbers
 
 import flax.linen as nn
 import jax
@@ -103,7 +104,13 @@ def predict_single(model, variables, x, key):
 
 @functools.partial(jax.jit, static_argnames=('model', 'num_samples'))
 def predict_mc(model, variables, x, key, num_samples: int = 8):
-  """Monte-Carlo prediction: the softmax averaged over `num_samples` keys (vmap over keys)."""
+  """Monte-Carlo prediction: the softmax averaged over `num_samples` keys (vmap over keys).
+
+  Raises:
+    ValueError: if num_samples is not an integer >= 1 (the mean of no draws is NaN).
+  """
+  if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
+    raise ValueError(f'predict_mc: num_samples must be an integer >= 1, got {num_samples!r}')
   keys = jax.random.split(key, num_samples)
   probs = jax.vmap(lambda k: jax.nn.softmax(forward(model.apply, variables, x, k), -1))(keys)
   return jnp.mean(probs, 0)

@@ -112,8 +112,8 @@ class WideResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    if (self.depth - 4) % 6:
-      raise ValueError(f'WideResNet depth must be 6n+4, got {self.depth}')
+    if self.depth < 10 or (self.depth - 4) % 6:
+      raise ValueError(f'WideResNet depth must be 6n+4 with n >= 1, got {self.depth}')
     n = (self.depth - 4) // 6
     b = self.base_width
     widths = [b, b * self.widen, 2 * b * self.widen, 4 * b * self.widen]
