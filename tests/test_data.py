@@ -155,3 +155,22 @@ def test_tfds_unprepared_with_tensorflow_prepares_array_record(tmp_path, monkeyp
   with pytest.raises(RuntimeError, match='stop after the call'):
     data.load_dataset('mnist', data_dir=str(tmp_path), source='tfds')
   assert calls == [{'file_format': 'array_record'}]
+
+
+@pytest.mark.parametrize(
+  'kwargs,field',
+  [
+    (dict(num_train=0), 'num_train'),
+    (dict(num_test=-3), 'num_test'),
+    (dict(num_classes=1), 'num_classes'),
+    (dict(num_classes=4.0), 'num_classes'),
+    (dict(image_shape=(0, 8, 1)), 'image_shape'),
+    (dict(image_shape=(8, 8)), 'image_shape'),
+  ],
+)
+def test_synthetic_data_refuses_empty_or_degenerate_settings(kwargs, field):
+  """An empty split, a single class or an image with no pixels was built without a word."""
+  from jaxrobust.data import load_synthetic
+
+  with pytest.raises(ValueError, match=f'load_synthetic: {field} must be'):
+    load_synthetic(**kwargs)

@@ -8,6 +8,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 
 import numpy as np
@@ -92,7 +93,25 @@ def load_synthetic(
 
   Each class has a random template image; examples are the template plus noise,
   quantised to uint8, so a small model separates the classes within a few steps.
+
+  Raises:
+    ValueError: for fewer than 1 training or test example, fewer than 2 classes, or an image
+      shape that is not three sizes >= 1 (height, width, channels).
   """
+  for name, v, low in (
+    ('num_train', num_train, 1),
+    ('num_test', num_test, 1),
+    ('num_classes', num_classes, 2),
+  ):
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+      raise ValueError(f'load_synthetic: {name} must be an integer >= {low}, got {v!r}')
+  shape = tuple(image_shape)
+  if len(shape) != 3 or not all(
+    isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1 for d in shape
+  ):
+    raise ValueError(
+      f'load_synthetic: image_shape must be (height, width, channels), each >= 1, got {image_shape!r}'
+    )
   rng = np.random.default_rng(seed)
   templates = rng.uniform(0.15, 0.85, size=(num_classes,) + tuple(image_shape))
 
