@@ -8,11 +8,11 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import os
 
 import numpy as np
 
+from jaxrobust.counts import is_count
 from jaxrobust.data import _idx
 
 FASHION_MNIST_DIR_ENV = 'JAXROBUST_FASHION_MNIST_DIR'
@@ -103,12 +103,10 @@ def load_synthetic(
     ('num_test', num_test, 1),
     ('num_classes', num_classes, 2),
   ):
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+    if not is_count(v, low):
       raise ValueError(f'load_synthetic: {name} must be an integer >= {low}, got {v!r}')
   shape = tuple(image_shape)
-  if len(shape) != 3 or not all(
-    isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1 for d in shape
-  ):
+  if len(shape) != 3 or not all(is_count(d, 1) for d in shape):
     raise ValueError(
       f'load_synthetic: image_shape must be (height, width, channels), each >= 1, got {image_shape!r}'
     )

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from jaxrobust.counts import is_count
 from jaxrobust.models.common import KL_COLLECTION, STOCHASTIC, merge_deterministic, require_rng
 from jaxrobust.models.noise import gumbel_noise, logistic_noise
 
@@ -79,7 +80,7 @@ class LWTA(nn.Module):
     deterministic = merge_deterministic(self.deterministic, deterministic)
     if self.mode not in LWTA_MODES:
       raise ValueError(f'LWTA: unknown mode {self.mode!r}; use one of {LWTA_MODES}')
-    if isinstance(self.U, bool) or not isinstance(self.U, numbers.Integral) or self.U < 2:
+    if not is_count(self.U, 2):
       raise ValueError(f'LWTA: U (units per block) must be an integer >= 2, got {self.U!r}')
     for name in ('temperature', 'eval_temperature'):
       t = getattr(self, name)

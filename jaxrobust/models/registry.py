@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import numbers
 from typing import Any, Callable
 
 import jax
 
+from jaxrobust.counts import is_count
 from jaxrobust.models.common import forward
 from jaxrobust.models.small_cnn import SmallCNN
 from jaxrobust.models.stochastic_models import lwta_network, pni_network
@@ -67,7 +67,7 @@ def create_model(name: str, **kwargs):
     raise ValueError(f'unknown model {name!r}; known models: {", ".join(model_names())}')
   for field, low in _MIN_COUNTS.items():
     v = kwargs.get(field, low)
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+    if not is_count(v, low):
       raise ValueError(f'create_model({name!r}): {field} must be an integer >= {low}, got {v!r}')
   build, traits = _REGISTRY[name]
   return declare(build(**kwargs), traits)

@@ -14,12 +14,12 @@ References:
 from __future__ import annotations
 
 import functools
-import numbers
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxrobust.counts import is_count
 from jaxrobust.models.common import forward
 from jaxrobust.models.ibp import LWTAConv, LWTADense
 from jaxrobust.models.lwta import LWTA
@@ -109,7 +109,7 @@ def predict_mc(model, variables, x, key, num_samples: int = 8):
   Raises:
     ValueError: if num_samples is not an integer >= 1 (the mean of no draws is NaN).
   """
-  if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
+  if not is_count(num_samples, 1):
     raise ValueError(f'predict_mc: num_samples must be an integer >= 1, got {num_samples!r}')
   keys = jax.random.split(key, num_samples)
   probs = jax.vmap(lambda k: jax.nn.softmax(forward(model.apply, variables, x, k), -1))(keys)
