@@ -17,6 +17,7 @@ from jaxrobust.certify import (
   class_counts,
   clopper_pearson_lower,
   interval_bounds,
+  linf_box,
   propagate_box,
   smooth_certify,
   smooth_predict,
@@ -120,6 +121,8 @@ def test_negative_or_nonfinite_epsilon_is_refused():
   for eps in (-0.1, float('nan')):
     with pytest.raises(ValueError, match='epsilon'):
       interval_bounds(lambda v, x: x, {}, jnp.zeros((1, 2)), eps)
+    with pytest.raises(ValueError, match='epsilon'):  # the public box builder too: inverted box
+      linf_box(jnp.full((1, 2), 0.5), eps)
 
 
 def test_verified_means_every_point_of_the_box_is_classified_y():

@@ -207,7 +207,14 @@ def propagate_box(fn: Callable, box: Interval, *exact: Any):
 
 
 def linf_box(x, epsilon, bounds=(0.0, 1.0)) -> Interval:
-  """The L∞ ball of radius ε around x, intersected with the input domain `bounds`."""
+  """The L∞ ball of radius ε around x, intersected with the input domain `bounds`.
+
+  Raises:
+    ValueError: for a concrete ε that is negative or not finite (the box would be inverted).
+  """
+  eps = concrete(epsilon)
+  if eps is not None and not (np.isfinite(eps).all() and (eps >= 0).all()):
+    raise ValueError(f'epsilon must be finite and ≥ 0, got {epsilon!r}')
   lo, hi = bounds
   return Interval(jnp.clip(x - epsilon, lo, hi), jnp.clip(x + epsilon, lo, hi))
 
@@ -226,9 +233,6 @@ def interval_bounds(apply_fn: Callable, variables, x, epsilon, *, bounds=(0.0, 1
   Returns:
     `Interval(lower, upper)`, each (B, num_classes).
   """
-  eps = concrete(epsilon)
-  if eps is not None and not (np.isfinite(eps).all() and (eps >= 0).all()):
-    raise ValueError(f'epsilon must be finite and ≥ 0, got {epsilon!r}')
   cx = concrete(x)
   if cx is not None:
     # A box clipped to the domain would not contain a point outside it: the bound would be unsound.
