@@ -17,6 +17,7 @@ from experiments.configs.defenses import defense_config
 from jaxrobust import attacks as A
 from jaxrobust import data
 from jaxrobust import evaluation as E
+from jaxrobust.evaluation.adaptive import prediction_over_draws
 from jaxrobust import train
 from jaxrobust.train.checkpoint import Checkpointer
 from jaxrobust.train.workdir import WorkdirLock
@@ -311,6 +312,30 @@ ATTACK_CASES = [
     E.NonFiniteLogitsError,
     'non-finite logits on 4 of 4',
   ),
+  (  # was 0.0: an accuracy over no example
+    'clean_empty',
+    lambda: E.clean_accuracy(f3, np.zeros((0, 2), np.float32), np.zeros(0, np.int32), key=KEY),
+    ValueError,
+    'clean_accuracy: images is empty',
+  ),
+  (  # was NaN accuracies
+    'accuracy_empty',
+    lambda: E.robust_accuracy(f3, np.zeros((0, 2), np.float32), np.zeros(0, np.int32), {}, key=KEY),
+    ValueError,
+    'robust_accuracy: images is empty',
+  ),
+  (  # was a NaN mean and 'all' True for every point
+    'draws_zero',
+    lambda: prediction_over_draws(f3, x4, y4, KEY, 0),
+    ValueError,
+    'num_draws must be an integer >= 1, got 0',
+  ),
+  (  # was a ZeroDivisionError naming nothing
+    'draws_empty_batch',
+    lambda: prediction_over_draws(f3, x4[:0], y4[:0], KEY, 3),
+    ValueError,
+    'x is an empty batch',
+  ),
 ]
 
 
@@ -378,6 +403,20 @@ DATA_CASES = [
     lambda n: data.load_dataset('synthetic', num_test=n),
     ValueError,
     'num_test must be',
+  ),
+  (  # was all but the last 5 examples (a negative slice)
+    'first_examples_negative',
+    lambda t: -5,
+    lambda n: data.first_examples(data.load_dataset('synthetic'), n, None),
+    ValueError,
+    'num_train must be an integer >= 0 or None, got -5',
+  ),
+  (  # was a ZeroDivisionError naming nothing
+    'epoch_batches_zero',
+    lambda t: 0,
+    lambda b: list(data.epoch_batches(KEY, 0, np.zeros((4, 2), np.uint8), np.zeros(4, np.int32), b)),
+    ValueError,
+    'batch_size must be an integer >= 1, got 0',
   ),
   (
     'source_unknown',

@@ -180,12 +180,15 @@ def first_examples(ds: Dataset, num_train: int | None, num_test: int | None) -> 
   """The first num_train training and num_test test examples (None: all of a split).
 
   Raises:
-    ValueError: for more examples than a split has (clipping would silently use fewer).
+    ValueError: for a count that is not an integer >= 0 (a negative one would slice from the end)
+      or more examples than a split has (clipping would silently use fewer).
   """
   for arg, v, have in (
     ('num_train', num_train, len(ds.train_labels)),
     ('num_test', num_test, len(ds.test_labels)),
   ):
+    if v is not None and not is_count(v, 0):
+      raise ValueError(f'{arg} must be an integer >= 0 or None, got {v!r}')
     if v is not None and v > have:
       raise ValueError(f'{arg}: {v}, but {ds.name!r} has {have} examples in that split')
   if num_train is None and num_test is None:
@@ -231,9 +234,6 @@ def load_dataset(
     ds = load_tfds(name, data_dir)
   else:
     raise ValueError(f'unknown data source {source!r} (use auto, idx or tfds)')
-  for arg, v in (('num_train', num_train), ('num_test', num_test)):
-    if v is not None and (not isinstance(v, (int, np.integer)) or v < 0):
-      raise ValueError(f'load_dataset: {arg} must be an integer >= 0 or None, got {v!r}')
   ds = first_examples(ds, num_train, num_test)
   for split, y in (('train', ds.train_labels), ('test', ds.test_labels)):
     if y.size and (y.min() < 0 or y.max() >= ds.num_classes):

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrobust.counts import is_count
+
 
 def epoch_permutation(key: jax.Array, epoch: int, n: int) -> np.ndarray:
   """The example order of one epoch: a permutation drawn from fold_in(key, epoch)."""
@@ -25,7 +27,12 @@ def epoch_batches(
     images, labels: the split, uint8 images and int labels.
     batch_size: examples per batch.
     start_batch: skip this many batches (to resume mid-epoch).
+
+  Raises:
+    ValueError: for a batch_size that is not an integer >= 1.
   """
+  if not is_count(batch_size, 1):
+    raise ValueError(f'epoch_batches: batch_size must be an integer >= 1, got {batch_size!r}')
   perm = epoch_permutation(key, epoch, images.shape[0])
   for b in range(start_batch, images.shape[0] // batch_size):
     idx = perm[b * batch_size : (b + 1) * batch_size]

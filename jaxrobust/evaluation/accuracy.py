@@ -80,12 +80,15 @@ def _check_dataset(images, labels, batch_size: int, name: str):
     raise ValueError(f'{name}: batch_size must be >= 1, got {batch_size}')
   if len(images) != len(labels):
     raise ValueError(f'{name}: {len(images)} images but {len(labels)} labels')
+  if len(images) == 0:  # an accuracy over no example is undefined, never 0 or NaN
+    raise ValueError(f'{name}: images is empty')
 
 
 def clean_accuracy(logits_fn, images, labels, *, key, batch_size: int = 500) -> float:
   """Clean accuracy over a split (one stochastic pass per batch, key folded with the offset).
 
   Raises:
+    ValueError: for no images, labels whose count differs from the images', batch_size < 1.
     NonFiniteLogitsError: when any logit is NaN or infinite (the model is broken, not robust).
   """
   _check_dataset(images, labels, batch_size, 'clean_accuracy')
@@ -103,7 +106,7 @@ def clean_accuracy(logits_fn, images, labels, *, key, batch_size: int = 500) -> 
     raise NonFiniteLogitsError(
       f'clean_accuracy: the model gives non-finite logits on {bad} of {len(images)} examples'
     )
-  return hits / max(len(images), 1)
+  return hits / len(images)
 
 
 def robust_accuracy(
@@ -136,7 +139,8 @@ def robust_accuracy(
     correct clean and under every attack. Non-finite logits never count as correct.
 
   Raises:
-    ValueError: for labels whose count differs from the images', batch_size < 1, eval_draws < 1.
+    ValueError: for no images, labels whose count differs from the images', batch_size < 1,
+      eval_draws < 1.
   """
   _check_dataset(images, labels, batch_size, 'robust_accuracy')
   if not isinstance(eval_draws, int) or eval_draws < 1:
@@ -167,11 +171,11 @@ def robust_accuracy(
       per[name].append(ok)
       bad = bad | ~fin
     non_finite.append(bad)
-  per = {k: np.concatenate(v) if v else np.zeros(0, bool) for k, v in per.items()}
-  worst = np.logical_and.reduce([per[k] for k in names]) if n else np.zeros(0, bool)
-  out = {k: float(v.mean()) if n else float('nan') for k, v in per.items()}
-  out['worst_case'] = float(worst.mean()) if n else float('nan')
+  per = {k: np.concatenate(v) for k, v in per.items()}
+  worst = np.logical_and.reduce([per[k] for k in names])
+  out = {k: float(v.mean()) for k, v in per.items()}
+  out['worst_case'] = float(worst.mean())
   out['n'] = n
-  out['non_finite'] = int(np.concatenate(non_finite).sum()) if n else 0
+  out['non_finite'] = int(np.concatenate(non_finite).sum())
   out['per_example'] = dict(per, worst_case=worst)
   return out

@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxrobust import attacks as A
+from jaxrobust.counts import is_count
 from jaxrobust.evaluation.accuracy import as_unit_float
 from jaxrobust.evaluation.cache import PieceCache, digest
 from jaxrobust.files import write_atomic
@@ -65,8 +66,13 @@ def prediction_over_draws(logits_fn, x, y, key, num_draws: int = 10) -> dict[str
   Always all ≤ majority and all ≤ mean ≤ 1.
 
   Raises:
+    ValueError: for num_draws < 1 (no draw decides nothing) or an empty batch.
     NonFiniteLogitsError: when any draw's logits are NaN or infinite.
   """
+  if not is_count(num_draws, 1):
+    raise ValueError(f'prediction_over_draws: num_draws must be an integer >= 1, got {num_draws!r}')
+  if len(x) == 0:
+    raise ValueError('prediction_over_draws: x is an empty batch')
   pred, _ = _draw_predictions(A.as_pytree_fn(logits_fn), x, key, num_draws)
   pred, y = np.asarray(pred), np.asarray(y)
   refuse_non_finite(pred, 'prediction_over_draws')
