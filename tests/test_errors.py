@@ -324,6 +324,34 @@ ATTACK_CASES = [
     ValueError,
     'robust_accuracy: images is empty',
   ),
+  (  # was a list of zeros
+    'grid_empty',
+    lambda: E.pgd_accuracy_over_epsilons(
+      f3, np.zeros((0, 2), np.float32), np.zeros(0, np.int32), [0.1], key=KEY
+    ),
+    ValueError,
+    'pgd_accuracy_over_epsilons: images is empty',
+  ),
+  (  # was an accuracy that counted non-finite logits as errors
+    'grid_nan',
+    lambda: E.pgd_accuracy_over_epsilons(
+      nan_f, np.zeros((4, 2), np.float32), np.zeros(4, np.int32), [0.0], key=KEY, num_steps=1
+    ),
+    E.NonFiniteLogitsError,
+    '4 attacked points have non-finite logits',
+  ),
+  (  # was a ZeroDivisionError naming nothing
+    'inference_time_batch_zero',
+    lambda: E.inference_ms_per_image(None, {}, (2,), batch=0),
+    ValueError,
+    'batch must be an integer >= 1, got 0',
+  ),
+  (  # was a NaN time per image
+    'inference_time_no_repeats',
+    lambda: E.inference_ms_per_image(None, {}, (2,), repeats=0),
+    ValueError,
+    'repeats must be an integer >= 1, got 0',
+  ),
   (  # was a NaN mean and 'all' True for every point
     'draws_zero',
     lambda: prediction_over_draws(f3, x4, y4, KEY, 0),

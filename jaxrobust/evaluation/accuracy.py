@@ -75,7 +75,9 @@ def correct(logits_fn, x, y, key) -> tuple[np.ndarray, np.ndarray]:
   return np.asarray(ok), np.asarray(finite)
 
 
-def _check_dataset(images, labels, batch_size: int, name: str):
+def check_dataset(images, labels, batch_size: int, name: str) -> None:
+  """Refuses, naming `name`, a split of no images, a label count other than the image count or a
+  batch_size below 1."""
   if batch_size < 1:
     raise ValueError(f'{name}: batch_size must be >= 1, got {batch_size}')
   if len(images) != len(labels):
@@ -91,7 +93,7 @@ def clean_accuracy(logits_fn, images, labels, *, key, batch_size: int = 500) -> 
     ValueError: for no images, labels whose count differs from the images', batch_size < 1.
     NonFiniteLogitsError: when any logit is NaN or infinite (the model is broken, not robust).
   """
-  _check_dataset(images, labels, batch_size, 'clean_accuracy')
+  check_dataset(images, labels, batch_size, 'clean_accuracy')
   hits, bad = 0, 0
   for i in range(0, len(images), batch_size):
     ok, finite = correct(
@@ -142,7 +144,7 @@ def robust_accuracy(
     ValueError: for no images, labels whose count differs from the images', batch_size < 1,
       eval_draws < 1.
   """
-  _check_dataset(images, labels, batch_size, 'robust_accuracy')
+  check_dataset(images, labels, batch_size, 'robust_accuracy')
   if not isinstance(eval_draws, int) or eval_draws < 1:
     raise ValueError(f'robust_accuracy: eval_draws must be an integer >= 1, got {eval_draws!r}')
   logits_fn = as_pytree_fn(logits_fn)

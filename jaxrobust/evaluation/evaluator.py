@@ -15,7 +15,14 @@ import numpy as np
 from jaxrobust import attacks as A
 from jaxrobust import keys
 from jaxrobust.certify import interval_bounds, verified
-from jaxrobust.evaluation.accuracy import NonFiniteLogitsError, as_unit_float, correct, robust_accuracy
+from jaxrobust.counts import is_count
+from jaxrobust.evaluation.accuracy import (
+  NonFiniteLogitsError,
+  as_unit_float,
+  check_dataset,
+  correct,
+  robust_accuracy,
+)
 from jaxrobust.evaluation.adaptive import evaluate_adaptive
 from jaxrobust.evaluation.results import AutoAttackResult, AutoAttackRun, EvalResult, Grid, SuiteResult
 from jaxrobust.evaluation.spec import EvalPlan, EvalSpec, build_evaluation
@@ -36,7 +43,14 @@ def _forward(model, variables, x, key):
 
 
 def inference_ms_per_image(model, variables, image_shape, batch: int = 256, repeats: int = 5) -> float:
-  """Median wall time of one jitted forward pass per image, in ms."""
+  """Median wall time of one jitted forward pass per image, in ms.
+
+  Raises:
+    ValueError: for a batch or repeats that is not an integer >= 1.
+  """
+  for name, v in (('batch', batch), ('repeats', repeats)):
+    if not is_count(v, 1):
+      raise ValueError(f'inference_ms_per_image: {name} must be an integer >= 1, got {v!r}')
   x = jax.random.uniform(jax.random.key(0), (batch,) + tuple(image_shape))
   key = jax.random.key(1)
   jax.block_until_ready(_forward(model, variables, x, key))
@@ -51,18 +65,27 @@ def inference_ms_per_image(model, variables, image_shape, batch: int = 256, repe
 def pgd_accuracy_over_epsilons(
   logits_fn, images, labels, epsilons, *, key, num_steps: int = 10, batch_size: int = 256
 ) -> list[float]:
-  """PGD-L∞ accuracy at every ε of the grid, one vmapped call per batch (α = 2.5·ε/steps)."""
+  """PGD-L∞ accuracy at every ε of the grid, one vmapped call per batch (α = 2.5·ε/steps).
+
+  Raises:
+    ValueError: for no images, labels whose count differs from the images' or batch_size < 1.
+    NonFiniteLogitsError: when any logit of an attacked point is NaN or infinite.
+  """
+  check_dataset(images, labels, batch_size, 'pgd_accuracy_over_epsilons')
   eps = jnp.asarray(epsilons, jnp.float32)
-  hits = np.zeros(len(epsilons))
+  hits, bad = np.zeros(len(epsilons)), 0
   for i in range(0, len(images), batch_size):
     x = as_unit_float(images[i : i + batch_size])
     y = jnp.asarray(labels[i : i + batch_size])
     kb = jax.random.fold_in(key, i)
     xs = A.over_epsilons(A.pgd, logits_fn, kb, x, y, eps, num_steps=num_steps)
     logits = jax.vmap(lambda xa: logits_fn(xa, jax.random.fold_in(kb, keys.TAG_EVAL_PREDICT)))(xs)
-    ok = (jnp.argmax(logits, -1) == y[None]) & jnp.all(jnp.isfinite(logits), -1)
-    hits += np.asarray(jnp.sum(ok, axis=1))
-  return (hits / max(len(images), 1)).tolist()
+    finite = jnp.all(jnp.isfinite(logits), -1)
+    hits += np.asarray(jnp.sum((jnp.argmax(logits, -1) == y[None]) & finite, axis=1))
+    bad += int((~finite).sum())
+  if bad:
+    raise NonFiniteLogitsError(f'pgd_accuracy_over_epsilons: {bad} attacked points have non-finite logits')
+  return (hits / len(images)).tolist()
 
 
 def check_finite_model(logits_fn, images, *, key, batch_size: int = 250) -> None:
@@ -240,7 +263,12 @@ def verified_linf_accuracy(
   model, variables, images, labels, epsilon: float, *, batch_size: int = 250
 ) -> float:
   """The share of images that interval bounds verify at L∞ radius ε (`jaxrobust.certify`): a lower
-  bound on the model's robust accuracy, to set beside an attack's upper bound."""
+  bound on the model's robust accuracy, to set beside an attack's upper bound.
+
+  Raises:
+    ValueError: for no images, labels whose count differs from the images' or batch_size < 1.
+  """
+  check_dataset(images, labels, batch_size, 'verified_linf_accuracy')
   ok = jax.jit(lambda v, x, y: verified(interval_bounds(model.apply, v, x, epsilon), y))
   parts = [
     np.asarray(
