@@ -748,6 +748,28 @@ def test_suite_cost_sums_the_pieces_own_seconds(tmp_path):
   assert json.loads((tmp_path / 'earlier_cost.json').read_text())['rows']['lwta']['hours'] == pytest.approx(
     2.0
   )
+  assert 'seconds_per_batch' not in json.loads((tmp_path / 'cost.json').read_text())['rows']['lwta']
+
+
+def test_suite_cost_lists_each_batch_only_when_the_stored_pieces_add_up_to_the_record(tmp_path):
+  from experiments import suite_cost
+  from jaxrobust.evaluation.cache import PieceCache
+
+  rec = {'cpu': 'X', 'n_eval': 8, 'result': {'seconds': {'clean': 60.0, 'eot_square': 5400.0, 'pgd': 1740.0}}}
+  (tmp_path / 'rows').mkdir()
+  (tmp_path / 'rows' / 'lwta.json').write_text(json.dumps(rec))
+  cache = PieceCache(str(tmp_path / 'pieces' / 'lwta' / 'adaptive'), {'model': 'm'})
+  for name, s in [
+    ('batch0000000_clean', 60.0),
+    ('batch0000000_eot_square', 5000.0),
+    ('batch0000004_eot_square', 400.0),
+  ]:
+    cache.get(name, lambda s=s: {'seconds': s})
+  # Pieces missing (PGD's 1740 s): the batches would not add up to the record, so none are listed.
+  assert 'seconds_per_batch' not in suite_cost.main(str(tmp_path / 'rows'))['lwta']
+  cache.get('batch0000004_pgd', lambda: {'seconds': 1740.0})
+  per = suite_cost.main(str(tmp_path / 'rows'))['lwta']['seconds_per_batch']
+  assert per == {'0': 5060.0, '4': 2140.0}
 
 
 def test_table1_leaves_out_the_smoothed_row_that_cannot_reach_its_radius():

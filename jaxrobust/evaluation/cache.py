@@ -102,6 +102,29 @@ def _read(path: str) -> Any:
     raise ValueError(f'{path}: not valid JSON ({e})') from None
 
 
+def stored_pieces(directory: str) -> dict[str, Any]:
+  """{name: value} of every piece in `directory` that is intact and of the settings its
+  settings.json records (read only: nothing is set aside or written).
+
+  Raises:
+    ValueError: naming the file, for a settings.json that is missing, unreadable or not sealed.
+  """
+  path = os.path.join(directory, SETTINGS)
+  if not os.path.exists(path):
+    raise ValueError(f'{path}: missing (not a folder of pieces)')
+  settings, why = unseal(_read(path), 'settings')
+  if why is not None:
+    raise ValueError(f'{path}: {why}')
+  settings_id = settings_digest(settings)
+  pieces = {}
+  for name in sorted(os.listdir(directory)):
+    if name.endswith('.json') and name != SETTINGS:
+      value, why = unseal(_read(os.path.join(directory, name)), settings_id)
+      if why is None:
+        pieces[name.removesuffix('.json')] = value
+  return pieces
+
+
 def _set_aside(path: str, why: str) -> None:
   """Moves a refused file to <path>.rejected-<n> (kept, never deleted) and says so."""
   n = 0
