@@ -18,6 +18,7 @@ from jaxrobust import attacks as A
 from jaxrobust import data
 from jaxrobust import evaluation as E
 from jaxrobust.evaluation.adaptive import prediction_over_draws
+from jaxrobust.evaluation.estimator import plurality
 from jaxrobust import train
 from jaxrobust.train.checkpoint import Checkpointer
 from jaxrobust.train.workdir import WorkdirLock
@@ -357,6 +358,18 @@ ATTACK_CASES = [
     lambda: prediction_over_draws(f3, x4, y4, KEY, 0),
     ValueError,
     'num_draws must be an integer >= 1, got 0',
+  ),
+  (  # was False for every point: a vote of no draws
+    'plurality_no_draws',
+    lambda: plurality(np.zeros((0, 5), np.int32), np.zeros(5, np.int32)),
+    ValueError,
+    r'needs pred \(draws >= 1, B\) and y \(B,\), got \(0, 5\) and \(5,\)',
+  ),
+  (  # label -1 would have matched the non-finite draws' -1
+    'plurality_negative_label',
+    lambda: plurality(-np.ones((3, 2), np.int32), np.array([0, -1])),
+    ValueError,
+    'labels must be >= 0, got -1',
   ),
   (  # was a ZeroDivisionError naming nothing
     'draws_empty_batch',

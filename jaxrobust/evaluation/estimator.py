@@ -118,7 +118,21 @@ def refuse_non_finite(pred: np.ndarray, who: str) -> None:
 
 
 def plurality(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
-  """Per point, whether the true class gets strictly more of the draws' votes than any other."""
+  """Per point, whether the true class gets strictly more of the draws' votes than any other.
+
+  Args:
+    pred: (draws, B) predicted classes; −1 marks a draw with non-finite logits (a vote for no class).
+    y: (B,) labels, each ≥ 0.
+
+  Raises:
+    ValueError: for no draws, shapes that do not match, or a negative label (−1 would count the
+      non-finite draws as right).
+  """
+  pred, y = np.asarray(pred), np.asarray(y)
+  if pred.ndim != 2 or pred.shape[0] < 1 or y.shape != pred.shape[1:]:
+    raise ValueError(f'plurality: needs pred (draws >= 1, B) and y (B,), got {pred.shape} and {y.shape}')
+  if y.size and y.min() < 0:
+    raise ValueError(f'plurality: labels must be >= 0, got {y.min()}')
   own = (pred == y[None]).sum(0)
   others = np.zeros_like(own)
   for c in np.unique(pred):
