@@ -51,7 +51,8 @@ def batch_seconds(pieces_dir: str, total: float) -> dict[str, float] | None:
   for name, value in stored_pieces(pieces_dir).items():
     m = _BATCH.match(name)
     if m and isinstance(value, dict) and 'seconds' in value:
-      per[str(int(m.group(1)))] = per.get(str(int(m.group(1))), 0.0) + value['seconds']
+      first = str(int(m.group(1)))
+      per[first] = per.get(first, 0.0) + value['seconds']
   if not per or abs(sum(per.values()) - total) > 1.0:
     return None
   return dict(sorted(per.items(), key=lambda kv: int(kv[0])))

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from jaxrobust.attacks import as_pytree_fn
 from jaxrobust.attacks._checks import logits_shape
 from jaxrobust import keys
+from jaxrobust.counts import is_count
 
 
 class NonFiniteLogitsError(FloatingPointError):
@@ -78,7 +79,7 @@ def correct(logits_fn, x, y, key) -> tuple[np.ndarray, np.ndarray]:
 def check_dataset(images, labels, batch_size: int, name: str) -> None:
   """Refuses, naming `name`, a split of no images, a label count other than the image count or a
   batch_size below 1."""
-  if batch_size < 1:
+  if not is_count(batch_size, 1):
     raise ValueError(f'{name}: batch_size must be >= 1, got {batch_size}')
   if len(images) != len(labels):
     raise ValueError(f'{name}: {len(images)} images but {len(labels)} labels')
@@ -145,7 +146,7 @@ def robust_accuracy(
       eval_draws < 1.
   """
   check_dataset(images, labels, batch_size, 'robust_accuracy')
-  if not isinstance(eval_draws, int) or eval_draws < 1:
+  if not is_count(eval_draws, 1):
     raise ValueError(f'robust_accuracy: eval_draws must be an integer >= 1, got {eval_draws!r}')
   logits_fn = as_pytree_fn(logits_fn)
   n = len(images)

@@ -24,12 +24,13 @@ from jaxrobust.evaluation.suites import (
   transfer_attack,
 )
 from jaxrobust.models.traits import ModelTraits
+from jaxrobust.counts import is_count
 
 
 def _positive_int(name: str, v, *, optional: bool = False) -> None:
   if optional and v is None:
     return
-  if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+  if not is_count(v, 1):
     raise ValueError(f'EvalSpec: {name} must be an integer >= 1{" or None" if optional else ""}, got {v!r}')
 
 
