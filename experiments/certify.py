@@ -18,7 +18,11 @@ PGD-20 at each ε and AutoAttack (standard) at `--autoattack_epsilon`.
 
 Writes <out>/<row>_<method>.json (with the environment that produced it) and
 <out>/figures/<row>_<method>.png: certified and empirical accuracy against the radius, the gap
-shaded.
+shaded. A record that exists already is replaced only with `--force`, or when `--out` is given
+explicitly (the default folder holds the committed results).
+
+A stochastic model (PNI, LWTA: its traits say so) is refused: the certified rows are those of
+deterministic models (docs/certification.md).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from jaxrobust.certify import (
 )
 from jaxrobust.evaluation.accuracy import as_unit_float
 from jaxrobust.files import write_atomic
-from jaxrobust.models import make_logits_fn
+from jaxrobust.models import make_logits_fn, model_traits
 from jaxrobust.provenance import write_result_json
 from jaxrobust.train.restore import load_trained
 from jaxrobust.train.weights import load_weights
@@ -246,20 +250,31 @@ def certify_run(args) -> dict:
     raise ValueError(f'--sigma must be > 0 for --method=smoothing, got {args.sigma!r}')
   if bool(args.workdir) == bool(args.weights):
     raise ValueError('give either --workdir (a trained run) or --weights (a published-weights folder)')
+  row = args.row or os.path.basename(os.path.normpath(args.workdir or args.weights))
+  name = f'{row}_smoothing_sigma{args.sigma:g}' if args.method == 'smoothing' else f'{row}_intervals'
   if args.weights:
     config, model, variables, ds = load_weights(args.weights)
   else:
     config, model, variables, ds = load_trained(args.workdir)
+  if model_traits(model).stochastic:
+    raise ValueError(
+      f'{args.workdir or args.weights}: model {config.model.name} is stochastic (its traits say it '
+      f'draws noise in the forward pass); the certify command certifies deterministic models only.'
+    )
+  out = os.path.join(args.out, config.data.name)
+  record = os.path.join(out, f'{name}.json')
+  if os.path.exists(record) and args.out == OUT and not getattr(args, 'force', False):
+    raise FileExistsError(
+      f'{record} is a committed result: certifying again would replace it. Pass --force to replace '
+      f'it, or --out=DIR to write elsewhere.'
+    )
   n = min(args.num_test, len(ds.test_labels))
   x, y = np.asarray(as_unit_float(ds.test_images[:n])), np.asarray(ds.test_labels[:n])
   key = jax.random.fold_in(jax.random.key(config.seed), keys.TAG_EVAL_CERTIFY)
-  row = args.row or os.path.basename(os.path.normpath(args.workdir or args.weights))
   if args.method == 'smoothing':
     rec = run_smoothing(model, variables, x, y, args, key)
-    name = f'{row}_smoothing_sigma{args.sigma:g}'
   else:
     rec = run_intervals(model, variables, x, y, args, key)
-    name = f'{row}_intervals'
   rec.update(
     row=row,
     dataset=config.data.name,
@@ -268,7 +283,6 @@ def certify_run(args) -> dict:
     weights=args.weights,
     invocation='python -m experiments.certify ' + ' '.join(f'--{k}={getattr(args, k)}' for k in _FLAG_NAMES),
   )
-  out = os.path.join(args.out, config.data.name)
   write_result_json(os.path.join(out, f'{name}.json'), rec, indent=1)
   plot_record(rec, os.path.join(out, 'figures', f'{name}.png'))
   certified_table.write(out)
@@ -320,5 +334,6 @@ if __name__ == '__main__':
   flags.DEFINE_float('autoattack_epsilon', 0.1, 'intervals: the ε of the AutoAttack column')
   flags.DEFINE_string('row', '', 'the row name in the results (default: the work directory name)')
   flags.DEFINE_string('out', OUT, 'results directory')
+  flags.DEFINE_bool('force', False, 'replace an existing record in the default results directory')
   FLAGS = flags.FLAGS
   app.run(main)

@@ -2,7 +2,9 @@
 
   python -m experiments.publish --workdir=runs/converged/fashion_mnist/pgd_at --out=results/published/fashion_mnist/pgd_at
 
-writes <out>/{weights.npz, config.json, SHA256SUMS} (`jaxrobust.train.weights`). Then, on a fresh
+writes <out>/{weights.npz, config.json, record.json, SHA256SUMS} (`jaxrobust.train.weights`); an
+existing folder is replaced only with --force, and a run whose final checkpoint is damaged is
+published (from its newest intact step) only with --allow_older. Then, on a fresh
 clone with no training:
 
   python -m experiments.evaluate --weights=results/published/fashion_mnist/pgd_at --suite=adaptive
@@ -13,6 +15,8 @@ from absl import app, flags
 
 flags.DEFINE_string('workdir', None, 'a trained run', required=True)
 flags.DEFINE_string('out', None, 'the folder to write', required=True)
+flags.DEFINE_bool('force', False, 'replace a folder that already holds published weights')
+flags.DEFINE_bool('allow_older', False, 'publish the newest intact step when the final one is damaged')
 FLAGS = flags.FLAGS
 
 
@@ -20,7 +24,7 @@ def main(argv):
   del argv
   from jaxrobust.train.weights import publish
 
-  print(f'published {publish(FLAGS.workdir, FLAGS.out)}')
+  print(f'published {publish(FLAGS.workdir, FLAGS.out, force=FLAGS.force, allow_older=FLAGS.allow_older)}')
 
 
 if __name__ == '__main__':

@@ -15,7 +15,7 @@ from jaxrobust.files import write_json_atomic
 from jaxrobust.provenance import with_environment
 from jaxrobust.train import train_and_evaluate
 from jaxrobust.train.config import training_differences
-from jaxrobust.train.weights import load_weights
+from jaxrobust.train.weights import load_weights, published_record
 
 
 class TrainedRow(NamedTuple):
@@ -78,8 +78,7 @@ def _from_published(row: str, config, folder: str) -> TrainedRow:
     raise ValueError(
       f'{folder}: trained from another config than the row {row!r} now has: {"; ".join(differences)}'
     )
-  with open(os.path.join(folder, 'record.json')) as f:
-    final = json.load(f)['final']
+  final = published_record(folder)  # checked against SHA256SUMS: it becomes the row's accuracy
   return TrainedRow(
     row=row,
     config=stored,

@@ -383,3 +383,113 @@ def test_certificates_refuse_what_would_make_them_silently_wrong():
     C.clopper_pearson_lower(5, 10, 2.0)
   with pytest.raises(ValueError, match='trials must be an integer'):
     C.clopper_pearson_lower(0, 0, 0.01)
+
+
+class _CoinFlip(nn.Module):
+  """Answers class 0 or 1 with probability ½ each, one coin per call for the whole batch (as PNI
+  draws its weight noise once per forward pass)."""
+
+  deterministic: bool | None = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, deterministic: bool | None = None):
+    self.param('unused', nn.initializers.zeros, (1,))
+    heads = jax.random.bernoulli(self.make_rng('stochastic'))
+    s = jnp.where(heads, 1.0, -1.0) * jnp.ones((x.shape[0],))
+    return jnp.stack([s, -s], -1)
+
+
+def test_a_stochastic_base_classifier_is_refused_unless_each_draw_gets_its_own_key():
+  from jaxrobust.models import declare, make_logits_fn
+  from jaxrobust.models.traits import NOISY
+
+  model = declare(_CoinFlip(), NOISY)
+  x = jnp.full((4, 2, 2, 1), 0.5)
+  f = make_logits_fn(model, model.init({'params': jax.random.key(0), 'stochastic': jax.random.key(1)}, x))
+  common = dict(sigma=0.25, n0=100, n=1000, alpha=0.001)
+  with pytest.raises(ValueError, match='declared stochastic.*stochastic_base=True'):
+    smooth_certify(f, jax.random.key(3), x, **common)
+  with pytest.raises(TypeError, match='stochastic_base must be True or False'):
+    smooth_certify(f, jax.random.key(3), x, stochastic_base=1, **common)
+  cert = smooth_certify(f, jax.random.key(3), x, stochastic_base=True, **common)
+  assert (cert.prediction == ABSTAIN).all() and (cert.radius == 0).all(), cert
+  # Independent fair coins: each example's 1000 votes are Binomial(1000, ½), sd √250; votes that
+  # shared a coin per pass of 100 draws would spread ten times as far.
+  assert (np.abs(cert.counts[:, 0] - 500) <= 4 * np.sqrt(250)).all(), cert.counts
+  assert (cert.counts.sum(1) == 1000).all()
+
+
+def test_a_deterministic_base_gives_the_same_votes_with_a_key_per_draw():
+  f, x = _linear(W, 0.05), _points(np.linspace(-0.2, 0.2, 5), W, 0.05)
+  shared = class_counts(f, jax.random.key(6), x, sigma=SIGMA, n=400)
+  per_draw = class_counts(f, jax.random.key(6), x, sigma=SIGMA, n=400, stochastic_base=True)
+  # The same noise; only the program differs, so a vote may flip on a near-tie at most.
+  assert np.abs(shared - per_draw).max() <= 2, (shared, per_draw)
+
+
+def test_numpy_scalars_are_numbers():
+  f, x = _linear(W, 0.0), _points([0.3], W, 0.0)
+  a = smooth_certify(f, jax.random.key(0), x, sigma=np.float32(0.25), n0=10, n=100, alpha=np.float64(0.01))
+  b = smooth_certify(f, jax.random.key(0), x, sigma=0.25, n0=10, n=100, alpha=0.01)
+  np.testing.assert_array_equal(a.counts, b.counts)
+  for bad in (np.bool_(True), np.float32('nan')):
+    with pytest.raises(ValueError, match='sigma must be a finite number'):
+      smooth_certify(f, jax.random.key(0), x, sigma=bad, n0=10, n=100, alpha=0.01)
+
+
+def test_the_certify_command_refuses_a_stochastic_model_and_keeps_committed_results(tmp_path):
+  """A stochastic model gets no certificate; the default folder's records are not overwritten
+  unless told to (`--force`), and a refused run writes nothing."""
+  import hashlib
+  import os
+  import types
+
+  from experiments import certify as cmd
+
+  common = dict(
+    workdir='', method='intervals', sigma=0.25, num_test=4, n0=10, n=100, alpha=0.01, n_large=100,
+    num_large=2, num_attack=2, attack_steps=1, attack_samples=1, predict_draws=10, autoattack_epsilon=0.1,
+  )  # fmt: skip
+  pni = types.SimpleNamespace(
+    **common, weights='results/published/fashion_mnist/noise_injection', row='pni', out=str(tmp_path)
+  )
+  with pytest.raises(ValueError, match='is stochastic.*deterministic models only'):
+    cmd.certify_run(pni)
+  assert not os.listdir(tmp_path)
+  committed = os.path.join(cmd.OUT, 'fashion_mnist')
+  digest = lambda: {  # noqa: E731
+    f: hashlib.sha256(open(os.path.join(committed, f), 'rb').read()).hexdigest()
+    for f in ('interval_intervals.json', 'certified.md')
+  }
+  before = digest()
+  again = types.SimpleNamespace(
+    **common, weights='results/published/fashion_mnist/interval', row='interval', out=cmd.OUT
+  )
+  with pytest.raises(FileExistsError, match='committed result.*--force'):
+    cmd.certify_run(again)
+  assert digest() == before
+
+
+def test_division_by_a_range_that_holds_zero_is_unbounded():
+  """1/x on [−1, 1] reaches every real: its bound is (−∞, ∞), never the ends' [−1, 1]; a divisor
+  of one sign keeps the textbook rule (1/[2, 4] = [¼, ½])."""
+  b = propagate_box(lambda x: 1.0 / x, Interval(jnp.array([[-1.0, 2.0, 0.0]]), jnp.array([[1.0, 4.0, 3.0]])))
+  assert b.lower.tolist() == [[-np.inf, 0.25, -np.inf]] and b.upper.tolist() == [[np.inf, 0.5, np.inf]]
+  # Every reached point lies inside.
+  pts = jnp.array([[-0.01, 3.0, 1e-3], [0.01, 2.0, 3.0]])
+  assert bool(((1.0 / pts >= b.lower) & (1.0 / pts <= b.upper)).all())
+
+
+def test_nan_weights_or_domain_bounds_are_refused_not_counted_as_unverified():
+  from jaxrobust import certify as C
+
+  w = jnp.ones((4, 3))
+  apply_fn = lambda w, x: x.reshape(x.shape[0], -1) @ w  # noqa: E731
+  x, y = jnp.full((2, 2, 2, 1), 0.5), jnp.array([0, 1])
+  with pytest.raises(ValueError, match='variables hold non-finite values'):
+    C.verified_accuracy(apply_fn, w.at[0, 0].set(jnp.nan), x, y, 0.1)
+  for bounds in ((float('nan'), 1.0), (0.0, float('nan')), (1.0, 0.0)):
+    with pytest.raises(ValueError, match='bounds must be finite with lower ≤ upper'):
+      C.verified_accuracy(apply_fn, w, x, y, 0.1, bounds=bounds)
+  with pytest.raises(ValueError, match='NaN bounds'):
+    verified(Interval(jnp.array([[jnp.nan, 0.0]]), jnp.array([[1.0, 0.5]])), jnp.array([0]))

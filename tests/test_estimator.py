@@ -168,3 +168,25 @@ def test_worst_case_names_scores_it_cannot_use(scores, match):
 def test_intervals_refuse_impossible_counts_and_values(call, match):
   with pytest.raises(ValueError, match=match):
     call()
+
+
+def test_pixels_in_0_255_are_scaled_or_refused_as_in_every_entry_point():
+  """uint8 pixels are read as k/255 (as clean_accuracy reads them); int64 pixels and floats
+  outside [0, 1] are refused by name instead of being measured as they are."""
+  W = jnp.array([[1.0, -1.0], [-1.0, 1.0]])
+  f = lambda x, key: (x - 0.5) @ W  # noqa: E731  right for label 0 when x0 > x1
+  pixels = np.array([[230, 25], [150, 100], [50, 200]], np.uint8)
+  y = np.array([0, 0, 1], np.int32)
+  est = select_and_measure(f, {'clean': pixels}, y, key=KEY, selection_draws=1, measurement_draws=1)
+  scaled = select_and_measure(
+    f, {'clean': pixels / np.float32(255)}, y, key=KEY, selection_draws=1, measurement_draws=1
+  )
+  assert est.per_point.tolist() == scaled.per_point.tolist() == [1.0, 1.0, 1.0]
+  for bad, match in (
+    (pixels.astype(np.int64), 'dtype int64'),
+    (pixels.astype(np.float32), r'floats in \[25.0, 230.0\]'),
+  ):
+    with pytest.raises(ValueError, match=f"candidate 'clean': images .*{match}"):
+      select_and_measure(f, {'clean': bad}, y, key=KEY)
+    with pytest.raises(ValueError, match=match):
+      prediction_over_draws(f, bad, y, KEY, num_draws=2)

@@ -12,7 +12,7 @@ import pytest
 
 from experiments import evaluate
 from jaxrobust import train
-from jaxrobust.train.weights import PublishedWeightsError, load_weights, publish
+from jaxrobust.train.weights import PublishedWeightsError, load_weights, publish, published_record
 from tests.configs import synthetic_training_config
 from tests.conftest import tree_files
 
@@ -176,3 +176,87 @@ def test_load_model_reads_a_published_folder_and_a_run_alike(published):
     np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
   with pytest.raises(Exception, match='nowhere'):
     load_model(str(root / 'nowhere'))
+
+
+def test_a_damaged_final_checkpoint_is_not_published_under_the_final_record(tmp_path):
+  """The final step damaged: publish refuses (writing nothing) unless allowed an older step, and
+  then record.json names the step it published and that step's own test row (none here)."""
+  import glob
+
+  c = synthetic_training_config()  # checkpoints at steps 4 and 8; the test row at step 8
+  train.train_and_evaluate(c, str(tmp_path / 'run'), progress=False)
+  largest = max(
+    (p for p in glob.glob(str(tmp_path / 'run' / 'checkpoints' / '8' / '**' / '*'), recursive=True)),
+    key=lambda p: os.path.getsize(p) if os.path.isfile(p) and 'meta' not in p else -1,
+  )
+  data = bytearray(open(largest, 'rb').read())
+  data[len(data) // 3 : len(data) // 3 + 16] = bytes(
+    b ^ 0xFF for b in data[len(data) // 3 : len(data) // 3 + 16]
+  )
+  open(largest, 'wb').write(bytes(data))
+  with pytest.warns(UserWarning, match='skipping damaged checkpoint step 8'):
+    with pytest.raises(
+      PublishedWeightsError, match=r'final checkpoint \(step 8.*newest intact one is step 4'
+    ):
+      publish(str(tmp_path / 'run'), str(tmp_path / 'pub'))
+  assert not os.path.exists(tmp_path / 'pub')
+  publish(str(tmp_path / 'run'), str(tmp_path / 'pub'), allow_older=True)
+  record = json.load(open(tmp_path / 'pub' / 'record.json'))
+  assert record['step'] == 4 and record['final'] is None
+  with pytest.raises(PublishedWeightsError, match='names no test row'):
+    published_record(str(tmp_path / 'pub'))
+
+
+def test_record_json_is_covered_by_the_checksums_and_read_only_when_it_matches(published, tmp_path):
+  root, out = published
+  final = published_record(str(root / 'weights'))
+  assert final['test_accuracy'] == pytest.approx(out['test_accuracy']) and final['step'] == 2
+  w = _copy(root, tmp_path)
+  record = json.load(open(w / 'record.json'))
+  record['final']['test_accuracy'] = 0.999
+  json.dump(record, open(w / 'record.json', 'w'))
+  with pytest.raises(PublishedWeightsError, match='record.json: its SHA-256 is not the one'):
+    published_record(str(w))
+  _resum(w)  # the weights' checksums alone: record.json is no longer covered
+  with pytest.raises(PublishedWeightsError, match='record.json: not covered by'):
+    published_record(str(w))
+  load_weights(str(w))  # the weights themselves still load
+
+
+def test_publish_does_not_replace_a_folder_unless_forced(published):
+  root, _ = published
+  before = tree_files(root / 'weights')
+  with pytest.raises(FileExistsError, match='already holds weights.npz.*force'):
+    publish(str(root / 'run'), str(root / 'weights'))
+  assert tree_files(root / 'weights') == before
+  publish(str(root / 'run'), str(root / 'weights'), force=True)
+  load_weights(str(root / 'weights'))
+
+
+def test_sha256sum_listings_in_binary_mode_or_upper_case_are_accepted(published, tmp_path):
+  root, _ = published
+  w = _copy(root, tmp_path)
+  sums = open(w / 'SHA256SUMS').read().splitlines()
+  open(w / 'SHA256SUMS', 'w').write(
+    ''.join(f'{h.upper()} *{name}\n' for h, name in (line.split() for line in sums))
+  )
+  load_weights(str(w))
+  published_record(str(w))
+
+
+@pytest.mark.parametrize(
+  'content, match', [(b'', 'not a plain array archive'), ('npy', 'a single array, not an archive')]
+)
+def test_a_weights_file_that_is_empty_or_a_single_array_is_refused_by_name(
+  published, tmp_path, content, match
+):
+  root, _ = published
+  w = _copy(root, tmp_path)
+  if content == 'npy':
+    buf = io.BytesIO()
+    np.save(buf, np.zeros(3, np.float32))
+    content = buf.getvalue()
+  (w / 'weights.npz').write_bytes(content)
+  _resum(w)
+  with pytest.raises(PublishedWeightsError, match=match):
+    load_weights(str(w))

@@ -119,9 +119,14 @@ def _rule(eqn, ins: list) -> list:
   if name == 'mul':
     return [_products(_box(ins[0]), _box(ins[1]), lax.mul)]
   if name == 'div':
-    # A bounded divisor whose range holds 0 gives infinite or NaN ends, which `verified` counts
-    # as not verified.
-    return [_products(_box(ins[0]), _box(ins[1]), lax.div)]
+    # The ends of a quotient are among the four end quotients only when the divisor keeps one
+    # sign; a divisor whose range holds 0 makes the quotient unbounded (1/x on [−1, 1] reaches
+    # every real), so its bound is (−∞, ∞), which `verified` counts as not verified.
+    a, b = _box(ins[0]), _box(ins[1])
+    q = _products(a, b, lax.div)
+    holds_zero = (b.lower <= 0) & (b.upper >= 0)
+    inf = jnp.asarray(jnp.inf, q.lower.dtype)
+    return [Interval(jnp.where(holds_zero, -inf, q.lower), jnp.where(holds_zero, inf, q.upper))]
   if name in _BILINEAR:
     a, b = ins
     if isinstance(a, Interval) and isinstance(b, Interval):
@@ -206,6 +211,14 @@ def propagate_box(fn: Callable, box: Interval, *exact: Any):
   return jax.tree.unflatten(jax.tree.structure(out_shape), [_box(o) for o in outs])
 
 
+def _check_domain(bounds):
+  lo, hi = bounds
+  ends = [concrete(v) for v in (lo, hi)]
+  if all(e is not None for e in ends) and not (np.isfinite(ends).all() and ends[0] <= ends[1]):
+    raise ValueError(f'bounds must be finite with lower ≤ upper, got {bounds!r}')
+  return lo, hi
+
+
 def linf_box(x, epsilon, bounds=(0.0, 1.0)) -> Interval:
   """The L∞ ball of radius ε around x, intersected with the input domain `bounds`.
 
@@ -215,7 +228,7 @@ def linf_box(x, epsilon, bounds=(0.0, 1.0)) -> Interval:
   eps = concrete(epsilon)
   if eps is not None and not (np.isfinite(eps).all() and (eps >= 0).all()):
     raise ValueError(f'epsilon must be finite and ≥ 0, got {epsilon!r}')
-  lo, hi = bounds
+  lo, hi = _check_domain(bounds)
   return Interval(jnp.clip(x - epsilon, lo, hi), jnp.clip(x + epsilon, lo, hi))
 
 
@@ -232,7 +245,17 @@ def interval_bounds(apply_fn: Callable, variables, x, epsilon, *, bounds=(0.0, 1
 
   Returns:
     `Interval(lower, upper)`, each (B, num_classes).
+
+  Raises:
+    ValueError: x outside `bounds` or not finite, non-finite `bounds` or ε, or variables that
+      hold NaN or infinite values (their bounds would be NaN, and NaN is never verified: an
+      accuracy of 0 from a broken model).
   """
+  for leaf in jax.tree.leaves(variables):
+    c = concrete(leaf)
+    if c is not None and np.issubdtype(np.asarray(c).dtype, np.floating) and not np.isfinite(c).all():
+      raise ValueError('interval bounds: variables hold non-finite values')
+  _check_domain(bounds)
   cx = concrete(x)
   if cx is not None:
     # A box clipped to the domain would not contain a point outside it: the bound would be unsound.
@@ -268,6 +291,10 @@ def verified(bounds: Interval, y) -> jax.Array:
   """Per example: True when the lower bound of the true logit exceeds the upper bound of every
   other logit, so no input in the box is misclassified."""
   _check_labels(bounds, y)
+  for end in bounds:
+    c = concrete(end)
+    if c is not None and np.isnan(c).any():
+      raise ValueError('interval bounds: NaN bounds (a NaN in the model or its inputs) verify nothing')
   z = worst_case_logits(bounds, y)
   true = jnp.take_along_axis(z, jnp.asarray(y)[:, None], -1)[:, 0]
   others = jnp.where(jax.nn.one_hot(y, z.shape[-1], dtype=bool), -jnp.inf, z)

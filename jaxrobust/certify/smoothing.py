@@ -13,6 +13,16 @@ of an example is `normal(fold_in(that key, d))`. An example certified alone ther
 same noise as inside a batch, and the n0 selection draws never reappear among the n estimate
 draws.
 
+A stochastic base classifier. The guarantee rests on independent votes. A deterministic base
+classifier ignores its key, so one call per pass serves all its draws. A stochastic one (PNI's
+weight noise, LWTA's winners) may draw its randomness once per call, and then all the draws of a
+pass would share one draw of it: correlated votes, and a certificate for a coin flip. With
+`stochastic_base=True` every noise draw is its own call with its own model key (vmapped, slower),
+so the votes are independent and the certificate is that of the smoothed classifier
+P(f_ω(x + ε) = c) over both the noise ε and the model's own randomness ω. A `logits_fn` that
+declares itself stochastic (`make_logits_fn` of a model whose traits say so) is refused unless
+`stochastic_base=True` is passed.
+
 References:
   Cohen, Rosenfeld & Kolter 2019, Certified Adversarial Robustness via Randomized Smoothing,
     ICML, arXiv:1902.02918 (PREDICT and CERTIFY)
@@ -54,10 +64,17 @@ class Certificate(NamedTuple):
   counts: np.ndarray
 
 
+def _is_real(v) -> bool:
+  # numpy scalars count (np.float32(0.25) is a number); booleans do not.
+  return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
 def _check(sigma, alpha, **counts) -> None:
-  if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0) or isinstance(sigma, bool):
+  if not (_is_real(sigma) and math.isfinite(sigma) and sigma > 0):
     raise ValueError(f'sigma must be a finite number > 0, got {sigma!r}')
-  if alpha is not None and not (isinstance(alpha, float) and 0.0 < alpha < 1.0):
+  if alpha is not None and not (
+    _is_real(alpha) and not isinstance(alpha, (int, np.integer)) and 0.0 < alpha < 1.0
+  ):
     raise ValueError(f'alpha must be a float in (0, 1), got {alpha!r}')
   for name, v in counts.items():
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -81,11 +98,41 @@ def _check_x(x) -> jax.Array:
   return x
 
 
-@functools.partial(jax.jit, static_argnames=('n', 'draws_per_pass'))
-def _counts(logits_fn, example_keys, x, sigma, *, n: int, draws_per_pass: int):
+def declared_stochastic(logits_fn) -> bool | None:
+  """What a `logits_fn` declares of its randomness: True or False for one made by
+  `make_logits_fn` (its model's declared traits), None for a plain function (undeclared)."""
+  declared = getattr(getattr(logits_fn, 'func', None), 'stochastic', None)
+  return declared if isinstance(declared, bool) else None
+
+
+def _check_base(logits_fn, stochastic_base) -> bool:
+  if not isinstance(stochastic_base, bool):
+    raise TypeError(f'stochastic_base must be True or False, got {stochastic_base!r}')
+  if declared_stochastic(logits_fn) and not stochastic_base:
+    raise ValueError(
+      'logits_fn is declared stochastic (its model draws noise in the forward pass): votes that '
+      'share one model key are not independent and would certify a coin flip. Pass '
+      'stochastic_base=True to give every noise draw its own model key (the certificate is then '
+      "the smoothed classifier's over the noise and the model's own randomness), or certify the "
+      'deterministic model.'
+    )
+  return stochastic_base
+
+
+@functools.partial(jax.jit, static_argnames=('n', 'draws_per_pass', 'stochastic_base'))
+def _counts(logits_fn, example_keys, x, sigma, *, n: int, draws_per_pass: int, stochastic_base: bool):
   b = x.shape[0]
   passes = -(-n // draws_per_pass)
   k_model = jax.random.fold_in(example_keys[0], keys.TAG_SMOOTH_MODEL)
+
+  def draw_logits(noisy, p, d):
+    if not stochastic_base:
+      return logits_fn(noisy, jax.random.fold_in(k_model, p))
+    # One call per draw, each with its own key: fold_in(example key, TAG_SMOOTH_MODEL), then d.
+    draw_keys = jax.vmap(
+      lambda k: jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(k, keys.TAG_SMOOTH_MODEL), i))(d)
+    )(example_keys).reshape(-1)
+    return jax.vmap(lambda xi, k: logits_fn(xi[None], k)[0])(noisy, draw_keys)
 
   def one_pass(carry, p):
     counts, bad = carry
@@ -94,7 +141,7 @@ def _counts(logits_fn, example_keys, x, sigma, *, n: int, draws_per_pass: int):
       lambda k: jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(k, i), x.shape[1:], x.dtype))(d)
     )(example_keys)
     noisy = (x[:, None] + sigma * noise).reshape((b * draws_per_pass,) + x.shape[1:])
-    logits = logits_fn(noisy, jax.random.fold_in(k_model, p)).reshape(b, draws_per_pass, -1)
+    logits = draw_logits(noisy, p, d).reshape(b, draws_per_pass, -1)
     live = (d < n)[None, :]
     votes = jax.nn.one_hot(jnp.argmax(logits, -1), logits.shape[-1], dtype=jnp.int32) * live[..., None]
     bad = bad | (~jnp.isfinite(logits).all(-1) & live).any()
@@ -107,7 +154,15 @@ def _counts(logits_fn, example_keys, x, sigma, *, n: int, draws_per_pass: int):
 
 
 def class_counts(
-  logits_fn, key, x, *, sigma: float, n: int, tag: int = keys.TAG_SMOOTH_ESTIMATE, draws_per_pass: int = 100
+  logits_fn,
+  key,
+  x,
+  *,
+  sigma: float,
+  n: int,
+  tag: int = keys.TAG_SMOOTH_ESTIMATE,
+  draws_per_pass: int = 100,
+  stochastic_base: bool = False,
 ):
   """Votes of the base classifier over n Gaussian draws per example: (B, num_classes) int32.
 
@@ -119,15 +174,25 @@ def class_counts(
     n: draws per example.
     tag: the named tag (keys.py) folded into each example's key for these draws.
     draws_per_pass: draws per example per forward pass (memory: B·draws_per_pass images).
+    stochastic_base: the base classifier draws randomness from its key: every draw is its own
+      call with its own key (module docstring). Required for a `logits_fn` declared stochastic.
 
   Raises:
     FloatingPointError: a logit of some draw is not finite.
+    ValueError: a declared-stochastic `logits_fn` without `stochastic_base=True`.
   """
   _check(sigma, None, n=n, draws_per_pass=draws_per_pass)
+  stochastic_base = _check_base(logits_fn, stochastic_base)
   x = _check_x(x)
   ek = jax.vmap(lambda k: jax.random.fold_in(k, tag))(per_example_keys(key, x.shape[0]))
   counts, bad = _counts(
-    as_pytree_fn(logits_fn), ek, x, float(sigma), n=n, draws_per_pass=min(draws_per_pass, n)
+    as_pytree_fn(logits_fn),
+    ek,
+    x,
+    float(sigma),
+    n=n,
+    draws_per_pass=min(draws_per_pass, n),
+    stochastic_base=stochastic_base,
   )
   if bool(bad):
     raise FloatingPointError('the base classifier returned non-finite logits on a noisy draw')
@@ -140,7 +205,7 @@ def clopper_pearson_lower(successes, trials: int, alpha: float) -> np.ndarray:
   Raises:
     ValueError: trials not an integer ≥ 1, successes outside [0, trials], or α outside (0, 1).
   """
-  if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < alpha < 1.0:
+  if not _is_real(alpha) or not 0.0 < alpha < 1.0:
     raise ValueError(f'alpha must be a number in (0, 1), got {alpha!r}')
   if isinstance(trials, bool) or not isinstance(trials, (int, np.integer)) or trials < 1:
     raise ValueError(f'trials must be an integer ≥ 1, got {trials!r}')
@@ -154,7 +219,15 @@ def clopper_pearson_lower(successes, trials: int, alpha: float) -> np.ndarray:
 
 
 def smooth_predict(
-  logits_fn, key, x, *, sigma: float, n: int, alpha: float, draws_per_pass: int = 100
+  logits_fn,
+  key,
+  x,
+  *,
+  sigma: float,
+  n: int,
+  alpha: float,
+  draws_per_pass: int = 100,
+  stochastic_base: bool = False,
 ) -> np.ndarray:
   """PREDICT: the smoothed class, or ABSTAIN when a two-sided binomial test cannot tell the top
   two classes apart at level α (then the probability of returning a wrong class is at most α).
@@ -164,7 +237,14 @@ def smooth_predict(
   """
   _check(sigma, alpha, n=n)
   counts = class_counts(
-    logits_fn, key, x, sigma=sigma, n=n, tag=keys.TAG_SMOOTH_PREDICT, draws_per_pass=draws_per_pass
+    logits_fn,
+    key,
+    x,
+    sigma=sigma,
+    n=n,
+    tag=keys.TAG_SMOOTH_PREDICT,
+    draws_per_pass=draws_per_pass,
+    stochastic_base=stochastic_base,
   )
   order = np.argsort(-counts, axis=1, kind='stable')
   top, second = order[:, 0], order[:, 1]
@@ -177,7 +257,16 @@ def smooth_predict(
 
 
 def smooth_certify(
-  logits_fn, key, x, *, sigma: float, n0: int, n: int, alpha: float, draws_per_pass: int = 100
+  logits_fn,
+  key,
+  x,
+  *,
+  sigma: float,
+  n0: int,
+  n: int,
+  alpha: float,
+  draws_per_pass: int = 100,
+  stochastic_base: bool = False,
 ) -> Certificate:
   """CERTIFY: choose the top class on n0 draws, bound its probability from below on n fresh draws,
   and certify the L2 radius σ·Φ⁻¹(p_A); abstain when p_A < ½.
@@ -193,9 +282,13 @@ def smooth_certify(
     n0: selection draws; n: estimate draws.
     alpha: the failure probability.
     draws_per_pass: draws per example per forward pass.
+    stochastic_base: the base classifier draws randomness from its key; see `class_counts`.
+
+  Raises:
+    ValueError: a declared-stochastic `logits_fn` without `stochastic_base=True`, or bad counts.
   """
   _check(sigma, alpha, n0=n0, n=n)
-  common = dict(sigma=sigma, draws_per_pass=draws_per_pass)
+  common = dict(sigma=sigma, draws_per_pass=draws_per_pass, stochastic_base=stochastic_base)
   select = class_counts(logits_fn, key, x, n=n0, tag=keys.TAG_SMOOTH_SELECT, **common)
   counts = class_counts(logits_fn, key, x, n=n, tag=keys.TAG_SMOOTH_ESTIMATE, **common)
   top = np.argmax(select, axis=1)

@@ -73,7 +73,7 @@ def prediction_over_draws(logits_fn, x, y, key, num_draws: int = 10) -> dict[str
     raise ValueError(f'prediction_over_draws: num_draws must be an integer >= 1, got {num_draws!r}')
   if len(x) == 0:
     raise ValueError('prediction_over_draws: x is an empty batch')
-  pred, _ = _draw_predictions(A.as_pytree_fn(logits_fn), x, key, num_draws)
+  pred, _ = _draw_predictions(A.as_pytree_fn(logits_fn), as_unit_float(x), key, num_draws)
   pred, y = np.asarray(pred), np.asarray(y)
   refuse_non_finite(pred, 'prediction_over_draws')
   right = pred == y[None]
@@ -375,7 +375,7 @@ def eot_convergence(
           f'eot_convergence: worst_case_scores[{name!r}][{field!r}] has shape '
           f'{np.shape(fields.get(field))}; it needs one value per point of x, ({len(x)},)'
         )
-  x, y = jnp.asarray(x), jnp.asarray(y)
+  x, y = as_unit_float(x), jnp.asarray(y)
   settings = dict(model=model_id, data=digest(np.asarray(x), np.asarray(y)), key=digest(key), epsilon=epsilon)
   # Pieces hold per-point results (earlier ones held an accuracy), and the attack is the suite's
   # own EOT-PGD (earlier: the margin loss with cosine steps): older caches are refused by name.

@@ -31,7 +31,7 @@ import numpy as np
 
 from jaxrobust import attacks as A
 from jaxrobust import keys as K
-from jaxrobust.evaluation.accuracy import NonFiniteLogitsError
+from jaxrobust.evaluation.accuracy import NonFiniteLogitsError, as_unit_float
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -269,11 +269,17 @@ def select_and_measure(
 
   Raises:
     ValueError: for no candidates, candidates of different shapes or another number of points
-      than labels, or draw counts below 1.
+      than labels, draw counts below 1, or candidates that are not images in [0, 1] or uint8
+      pixels (`as_unit_float`, the input check of every evaluation entry point).
   """
   if not candidates:
     raise ValueError('select_and_measure: give at least one candidate (the clean inputs)')
-  arrays = {n: np.asarray(a) for n, a in candidates.items()}
+  arrays = {}
+  for n, a in candidates.items():
+    try:
+      arrays[n] = np.asarray(as_unit_float(a))
+    except ValueError as e:
+      raise ValueError(f'select_and_measure: candidate {n!r}: {e}') from None
   y = np.asarray(labels)
   first = next(iter(arrays.values()))
   for n, a in arrays.items():

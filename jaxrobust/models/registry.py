@@ -82,6 +82,13 @@ class _ModelLogits:
   def __call__(self, variables, x, key):
     return forward(self.model.apply, variables, x, key)
 
+  @property
+  def stochastic(self) -> bool | None:
+    """The model's declared `stochastic` trait (None when it declares none), read by libraries
+    that take a plain `logits_fn` and must know whether its key matters (certify/smoothing.py)."""
+    traits = getattr(type(self.model), 'traits', None)
+    return traits.stochastic if isinstance(traits, ModelTraits) else None
+
 
 def make_logits_fn(model, variables) -> jax.tree_util.Partial:
   """Returns `logits_fn(x, key) -> logits`, the pure closure that attacks take.

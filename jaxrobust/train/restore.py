@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -13,8 +14,24 @@ from jaxrobust.train.config import with_defaults
 from jaxrobust.train.experiment import build_experiment
 
 
+class RestoredRun(NamedTuple):
+  """A trained run read back: its config, model, variables (host arrays) and dataset, and the
+  checkpoint step they come from (older than the newest when newer steps were damaged)."""
+
+  config: Any
+  model: Any
+  variables: Any
+  dataset: Any
+  step: int
+
+
 def load_trained(workdir: str, *, ds=None, require_checksums: bool = False):
-  """(config, model, variables, dataset) of the run in `workdir`.
+  """(config, model, variables, dataset) of the run in `workdir` (`restore_run` without the step)."""
+  return tuple(restore_run(workdir, ds=ds, require_checksums=require_checksums)[:4])
+
+
+def restore_run(workdir: str, *, ds=None, require_checksums: bool = False) -> RestoredRun:
+  """The run in `workdir` from its newest intact checkpoint.
 
   With `require_checksums`, a checkpoint without a checksum is refused
   (`UnverifiedCheckpointError`) instead of restored unverified.
@@ -37,7 +54,7 @@ def load_trained(workdir: str, *, ds=None, require_checksums: bool = False):
     os.path.join(workdir, 'checkpoints'), config.train.keep_checkpoints, require_checksums=require_checksums
   )
   try:
-    tree, meta, _ = ck.restore_latest_intact(state.to_checkpoint())
+    tree, meta, step = ck.restore_latest_intact(state.to_checkpoint())
   except CheckpointMismatchError as e:
     raise CheckpointMismatchError(
       f'{workdir}: config.json names model {config.model.name!r}, whose '
@@ -52,4 +69,4 @@ def load_trained(workdir: str, *, ds=None, require_checksums: bool = False):
       f'checkpoint was trained as {stored!r}'
     )
   state = state.from_checkpoint(tree)
-  return config, exp.model, jax.tree.map(np.asarray, state.variables), exp.dataset
+  return RestoredRun(config, exp.model, jax.tree.map(np.asarray, state.variables), exp.dataset, int(step))
