@@ -28,7 +28,7 @@ import jax
 
 from jaxrobust.evaluation import EvalSpec, evaluate_model
 from jaxrobust.provenance import write_result_json
-from jaxrobust.train.restore import load_trained
+from jaxrobust.train.restore import restore_run
 
 PUBLISHED_RUNS = os.path.join('runs', 'published')
 
@@ -66,7 +66,9 @@ def _options(options: dict) -> tuple[EvalOptions, EvalSpec]:
   return o, spec
 
 
-def _evaluate_and_write(model, variables, ds, out_dir, o: EvalOptions, spec: EvalSpec):
+def _evaluate_and_write(model, variables, ds, out_dir, o: EvalOptions, spec: EvalSpec, source: dict):
+  """Evaluates and writes eval_<suite>.json; `source` names what was evaluated (the run and its
+  checkpoint step, the weights folder, or the checkpoint file) in the record."""
   if o.num_test > len(ds.test_images):
     raise ValueError(
       f'num_test={o.num_test}, but the {ds.name} test set has {len(ds.test_images)} images '
@@ -88,6 +90,7 @@ def _evaluate_and_write(model, variables, ds, out_dir, o: EvalOptions, spec: Eva
     progress=o.progress,
     cache_dir=os.path.join(out_dir, cache) if o.suite == 'adaptive' else None,
   ).to_record()
+  res = {**res, 'source': source}
   write_result_json(os.path.join(out_dir, f'eval_{o.suite}.json'), res)
   return res
 
@@ -107,8 +110,10 @@ def evaluate_checkpoint(workdir: str, *, require_checksums: bool = False, **opti
     NonFiniteLogitsError: when the checkpoint's clean logits are not finite.
   """
   o, spec = _options(options)
-  _, model, variables, ds = load_trained(workdir, require_checksums=require_checksums)
-  return _evaluate_and_write(model, variables, ds, workdir, o, spec)
+  run = restore_run(workdir, require_checksums=require_checksums)
+  # The step evaluated: older than the newest when newer checkpoints were damaged (set aside).
+  source = {'workdir': os.path.abspath(workdir), 'step': run.step}
+  return _evaluate_and_write(run.model, run.variables, run.dataset, workdir, o, spec, source)
 
 
 def evaluate_weights(weights: str, *, out_dir: str | None = None, ds=None, **options) -> dict:
@@ -126,7 +131,9 @@ def evaluate_weights(weights: str, *, out_dir: str | None = None, ds=None, **opt
   folder = weights if os.path.isdir(weights) else os.path.dirname(weights)
   out_dir = out_dir or os.path.join('runs', 'published_weights', os.path.basename(os.path.normpath(folder)))
   os.makedirs(out_dir, exist_ok=True)
-  return _evaluate_and_write(model, variables, ds, out_dir, o, spec)
+  # Two folders of one name share the default out_dir: the record names the folder it evaluated.
+  source = {'weights': os.path.abspath(folder)}
+  return _evaluate_and_write(model, variables, ds, out_dir, o, spec, source)
 
 
 def evaluate_published(
@@ -167,7 +174,8 @@ def evaluate_published(
     raise ValueError(f'{dataset}: images of shape {ds.image_shape}, but the published models take 32×32×3')
   out_dir = out_dir or os.path.join(PUBLISHED_RUNS, os.path.basename(checkpoint))
   os.makedirs(out_dir, exist_ok=True)
-  return _evaluate_and_write(model, variables, ds, out_dir, o, spec)
+  source = {'checkpoint': os.path.abspath(checkpoint), 'arch': arch}
+  return _evaluate_and_write(model, variables, ds, out_dir, o, spec, source)
 
 
 def main(argv):

@@ -38,9 +38,10 @@ NOT_COMPARED_PREFIXES = ('ms_per_image', 'train_time', 'retime')
 
 class Reproduction(NamedTuple):
   """The verdict, the largest change of any number, the numbers that changed
-  ({name: (recorded, now)}), the per-example outcomes that changed, and the environment fields
-  that differ ('field: recorded → now'), and the numbers only one of the two records has (a
-  column that newer code adds is not a change of the recorded ones, and is not compared)."""
+  ({name: (recorded, now)}), the per-example outcomes that changed, the environment fields that
+  differ ('field: recorded → now'), and the numbers only one of the two records has (either
+  way, a row that lacks a number, or holds a string or a boolean in its place, does not
+  reproduce; `spread` compares the common ones only)."""
 
   verdict: str
   largest_difference: float
@@ -76,15 +77,16 @@ def numbers(record: dict, prefix: str = '') -> dict[str, float]:
 def compare(
   recorded: dict, rerun: dict, *, tolerance: float = DEFAULT_TOLERANCE, common_only: bool = False
 ) -> Reproduction:
-  """Compares two records of one row (see the module docstring for the verdicts). A number of the
-  recorded row that the rerun lacks is a failure to reproduce it; a number only the rerun has (a
-  column newer code adds) is listed as unmatched and not compared. With `common_only`, numbers
-  that either side lacks are listed and not compared (records of two configurations, `spread`)."""
+  """Compares two records of one row (see the module docstring for the verdicts). A number that
+  only one of them has (removed, turned into a string or a boolean, or a column that newer code
+  adds: rerun the row to record it) is a failure to reproduce, listed as unmatched. With
+  `common_only`, numbers that either side lacks are listed and not compared (records of two
+  configurations, `spread`)."""
   a, b = numbers(recorded), numbers(rerun)
   env = compare_environments(recorded.get('environment'), rerun.get('environment') or environment())
   common = a.keys() & b.keys()
   unmatched = tuple(sorted(a.keys() ^ b.keys()))
-  if not common or (a.keys() - b.keys() and not common_only):
+  if not common or (unmatched and not common_only):
     return Reproduction(NOT_AT_ALL, math.inf, {k: (a.get(k), b.get(k)) for k in unmatched}, 0, env, unmatched)
   changed = {k: (a[k], b[k]) for k in sorted(common) if a[k] != b[k]}
   largest = max((abs(x - y) for x, y in changed.values()), default=0.0)
@@ -158,7 +160,7 @@ def report(path: str, r: Reproduction) -> str:
   if r.changed_outcomes:
     lines.append(f'  {r.changed_outcomes} per-example outcomes changed')
   if r.unmatched:
-    lines.append(f'  not compared (only one record has them): {", ".join(r.unmatched)}')
+    lines.append(f'  numbers only one record has (missing, or not a number): {", ".join(r.unmatched)}')
   lines.append(
     '  environment differences: ' + ('; '.join(r.environment) if r.environment else 'none (same program)')
   )

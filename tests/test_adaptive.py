@@ -80,8 +80,8 @@ def test_draw_accuracies_are_ordered_on_any_input():
   for seed in range(5):
     k = jax.random.key(seed)
     W = jax.random.normal(k, (12, 4))
-    f = lambda x, key, W=W: x @ W + 2.0 * jax.random.normal(key, (x.shape[0], 4))  # noqa: E731
-    x = jax.random.normal(jax.random.fold_in(k, 1), (64, 12))
+    f = lambda x, key, W=W: (4 * x - 2) @ W + 2.0 * jax.random.normal(key, (x.shape[0], 4))  # noqa: E731
+    x = jax.random.uniform(jax.random.fold_in(k, 1), (64, 12))  # inputs live in [0, 1]
     y = jax.random.randint(jax.random.fold_in(k, 2), (64,), 0, 4)
     d = prediction_over_draws(f, x, y, jax.random.fold_in(k, 3), 7)
     assert np.all(d['all'] <= d['mean'] + 1e-12) and np.all(d['mean'] <= 1)

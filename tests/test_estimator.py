@@ -13,32 +13,36 @@ from jaxrobust.evaluation.estimator import draw_keys, mean_interval, wilson_inte
 
 KEY = jax.random.key(0)
 N, D, SIGMA = 1000, 4, 1.0
+SCALE, SHIFT = 2.5, 0.75  # features u = SCALE·x - SHIFT of pixels x in [0, 1]
 
 
 @pytest.fixture(scope='module')
 def noisy_linear():
-  """Two classes; logit of class 1 = w·x - b + σ·z with z ~ N(0, 1) per draw and point. A point
-  of label 1 is right on a draw with probability Φ((w·x - b)/σ): the offsets below spread the
-  points over per-draw accuracies of about 0.5 to 0.95."""
+  """Two classes; logit of class 1 = w·u - b + σ·z with z ~ N(0, 1) per draw and point, where
+  u = SCALE·x - SHIFT maps the pixel range [0, 1] to a wider feature range. A point of label 1 is
+  right on a draw with probability Φ((w·u - b)/σ): the offsets below spread the points over
+  per-draw accuracies of about 0.5 to 0.95."""
   rng = np.random.default_rng(0)
   w = np.array([1.0, -0.5, 0.25, 0.75], np.float32)
-  x = rng.uniform(0.2, 0.8, (N, D)).astype(np.float32)
-  margins = rng.uniform(0.0, 1.6, N).astype(np.float32)  # the wanted w·x - b, per point
+  u = rng.uniform(0.2, 0.8, (N, D)).astype(np.float32)
+  margins = rng.uniform(0.0, 1.6, N).astype(np.float32)  # the wanted w·u - b, per point
   # b is shared, so shift each point along w to reach its margin.
   b = 0.5
-  x = x + ((margins + b - x @ w) / (w @ w))[:, None] * w[None]
+  u = u + ((margins + b - u @ w) / (w @ w))[:, None] * w[None]
+  x = ((u + SHIFT) / SCALE).astype(np.float32)  # pixels in [0, 1]
+  assert 0.1 < x.min() and x.max() < 0.9
   y = np.ones(N, np.int32)
 
   def f(x, key):
     z = jax.random.normal(key, (x.shape[0],))
-    s = x @ jnp.asarray(w) - b + SIGMA * z
+    s = (SCALE * x - SHIFT) @ jnp.asarray(w) - b + SIGMA * z
     return jnp.stack([jnp.zeros_like(s), s], -1)
 
   return f, w, b, x, y
 
 
 def _per_point_accuracy(w, b, x):
-  return norm.cdf((x @ w - b) / SIGMA)
+  return norm.cdf(((SCALE * x - SHIFT) @ w - b) / SIGMA)
 
 
 def test_null_attacks_leave_the_clean_estimate_and_the_old_and_falls(noisy_linear):
@@ -68,7 +72,7 @@ def test_known_answer_the_measured_accuracy_of_the_chosen_candidates(noisy_linea
   each point's choice, the measurement on fresh draws estimates the chosen candidates' exact
   expected accuracy within its interval (4σ), and the attack is chosen where it is clearly worse."""
   f, w, b, x, y = noisy_linear
-  eps = 0.1
+  eps = 0.04  # in pixels: 0.1 in the features u
   attacked = (x - eps * np.sign(w)[None]).astype(np.float32)
   est = select_and_measure(
     f, {'clean': x, 'linf': attacked}, y, key=KEY, selection_draws=10, measurement_draws=20
@@ -76,7 +80,7 @@ def test_known_answer_the_measured_accuracy_of_the_chosen_candidates(noisy_linea
   exact = np.where(est.chosen == 0, _per_point_accuracy(w, b, x), _per_point_accuracy(w, b, attacked))
   sd = float(np.sqrt(np.sum(exact * (1 - exact) / 20)) / N)  # binomial noise of the measurement
   assert abs(est.expected - exact.mean()) <= 4 * sd, (est.expected, exact.mean(), sd)
-  assert (est.chosen == 1).mean() > 0.6  # ε‖w‖₁ = 0.25 lowers every point: mostly chosen
+  assert (est.chosen == 1).mean() > 0.6  # SCALE·ε‖w‖₁ = 0.25 lowers every point: mostly chosen
   # Never better than measuring the attack everywhere would be, beyond noise.
   assert est.expected <= float(_per_point_accuracy(w, b, x).mean())
 
@@ -161,6 +165,9 @@ def test_worst_case_names_scores_it_cannot_use(scores, match):
   [
     (lambda: wilson_interval(12, 10), 'k=12, n=10'),
     (lambda: wilson_interval(0, -5), 'k=0, n=-5'),
+    (lambda: wilson_interval(0.5, 10), 'k must be an integer count, got 0.5'),
+    (lambda: wilson_interval(5, 10.0), 'n must be an integer count, got 10.0'),
+    (lambda: wilson_interval(True, 10), 'k must be an integer count, got True'),
     (lambda: mean_interval(np.array([0.5, np.nan])), 'finite'),
     (lambda: mean_interval(np.array([0.5, 3.0])), r'in \[0, 1\]'),
   ],

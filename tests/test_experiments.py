@@ -561,9 +561,13 @@ def test_a_freshly_written_table1_row_and_evaluation_carry_their_environment(tab
   check_environment(row['environment'])
   assert row['invocation']['steps_scale'] == 0.05 and row['invocation']['seed'] == 0
   evaluate.evaluate_checkpoint(str(d / 'runs' / 'synthetic' / 'regular'), num_test=8, steps_scale=0.05)
-  check_environment(
-    json.load(open(d / 'runs' / 'synthetic' / 'regular' / 'eval_standard.json'))['environment']
+  record = json.load(open(d / 'runs' / 'synthetic' / 'regular' / 'eval_standard.json'))
+  check_environment(record['environment'])
+  # The record names the run and the checkpoint step it evaluated.
+  newest = max(
+    int(s) for s in os.listdir(d / 'runs' / 'synthetic' / 'regular' / 'checkpoints') if s.isdigit()
   )
+  assert record['source'] == {'workdir': str(d / 'runs' / 'synthetic' / 'regular'), 'step': newest}
 
 
 def test_verdicts_follow_the_largest_change(table):
@@ -589,11 +593,16 @@ def test_verdicts_follow_the_largest_change(table):
   gone = copy.deepcopy(rec)
   del gone['result']['fgsm']
   assert reproduce.compare(rec, gone).verdict == reproduce.NOT_AT_ALL
-  # A column that newer code adds is not a change of the recorded numbers; it is listed.
-  older = copy.deepcopy(rec)  # a record written before the verified column existed
-  del older['result']['verified_linf']
-  r = reproduce.compare(older, rec)
-  assert r.verdict == reproduce.BIT_FOR_BIT and r.unmatched == ('result.verified_linf',)
+  # A record that lacks a column, or holds a string or a boolean in its place, does not reproduce.
+  for tamper in (None, '0.5', True):
+    older = copy.deepcopy(rec)
+    if tamper is None:
+      del older['result']['verified_linf']
+    else:
+      older['result']['verified_linf'] = tamper
+    r = reproduce.compare(older, rec)
+    assert r.verdict == reproduce.NOT_AT_ALL and r.unmatched == ('result.verified_linf',), tamper
+    assert 'result.verified_linf' in reproduce.report('x.json', r)
   assert reproduce.compare(rec, gone, common_only=True).verdict == reproduce.BIT_FOR_BIT
   nan = copy.deepcopy(rec)
   nan['result']['fgsm'] = float('nan')

@@ -44,6 +44,8 @@ def test_published_weights_load_to_the_same_bits_and_evaluate(published, tmp_pat
     str(root / 'weights'), out_dir=str(tmp_path), suite='standard', num_test=16, steps_scale=0.1
   )
   assert 0.0 <= res['clean'] <= 1.0 and 'environment' in json.load(open(tmp_path / 'eval_standard.json'))
+  # Two folders of one name write to one default place: the record names the folder it evaluated.
+  assert json.load(open(tmp_path / 'eval_standard.json'))['source'] == {'weights': str(root / 'weights')}
 
 
 def _copy(root, tmp_path):

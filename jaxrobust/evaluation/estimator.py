@@ -23,6 +23,7 @@ References:
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Mapping, NamedTuple
 
 import jax
@@ -38,8 +39,12 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
   """The Wilson score interval of a binomial proportion k/n (95 % for z = 1.96); NaNs for n = 0.
 
   Raises:
-    ValueError: unless 0 ≤ k ≤ n.
+    ValueError: unless k and n are integer counts with 0 ≤ k ≤ n (a share such as 0.5 is not a
+      count: its interval would be that of half a trial).
   """
+  for name, v in (('k', k), ('n', n)):
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+      raise ValueError(f'wilson_interval: {name} must be an integer count, got {v!r}')
   if not 0 <= k <= n:
     raise ValueError(f'wilson_interval: needs 0 <= k <= n, got k={k}, n={n}')
   if n == 0:
