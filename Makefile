@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 LOCK := requirements.lock
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test test-latest lock lint data bench parity reproducibility clean clean-test-cache
+.PHONY: demo test test-long test-latest lock lint data bench parity reproducibility clean clean-test-cache
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,8 @@ test-latest: data
 	$(LATEST)/bin/python -m pip install -q --disable-pip-version-check -U -e '.[dev]' 2>&1 | grep -v "is ignored" || true
 	$(LATEST)/bin/python -m pip list --disable-pip-version-check 2>/dev/null | grep -E "^(jax|jaxlib|flax|optax|numpy|orbax-checkpoint|chex) "
 	$(LATEST)/bin/python -m pytest -q -n 2 --dist loadfile tests
+	# The minimal jax.lax reproduction of the jaxlib 0.10.2 crash, on the newest jaxlib (docs/known-crashes.md).
+	$(LATEST)/bin/python scripts/wrn_crash.py --net=lax --runs=5
 
 data:
 	bash scripts/ensure_data.sh
@@ -51,7 +53,12 @@ lint: $(STAMP)
 # for the locked versions only: a newer XLA may have dropped the flag (test-latest runs without it).
 TEST_XLA_FLAGS ?= --xla_cpu_use_fusion_emitters=false
 test: $(STAMP) data lint
-	XLA_FLAGS="$(TEST_XLA_FLAGS)" $(PY) -m pytest -q -n 2 --dist loadfile tests
+	XLA_FLAGS="$(TEST_XLA_FLAGS)" $(PY) -m pytest -q -n 2 --dist loadfile -m "not long" tests
+
+# The long integration tests (fresh processes: the WideResNet crash regression); CI runs them after
+# `make test`.
+test-long: $(STAMP) data
+	XLA_FLAGS="$(TEST_XLA_FLAGS)" $(PY) -m pytest -q -m long tests
 
 # Benchmarks send convolutions to Eigen (docs/performance.md: 1.5x faster conv gradients on WRN-16-4).
 BENCH_XLA_FLAGS ?= --xla_cpu_experimental_ynn_fusion_type=-individual_convolution

@@ -7,3 +7,7 @@ PRNG threading through the `stochastic` rng collection. Import the subpackages y
 """
 
 __version__ = '0.1.0'
+
+from jaxrobust.known_crashes import warn_if_crashing as _warn_if_crashing
+
+_warn_if_crashing()

@@ -13,7 +13,7 @@ depends on the heap's state and so on the process, not on the inputs:
 - `--net=wrn16_4`: jaxrobust's own `create_model('wrn16_4')` attacked the way a user would.
 
 Each child process runs the forward pass and the input gradient `--calls` times at `--batch`
-images of 32×32×3. The parent prints one JSON line: runs, crashes (non-zero exits, with their
+images of 32×32×3, and exits 3 if an output is not finite. The parent prints one JSON line: runs, crashes (non-zero exits, with their
 signals or exit codes), the versions, XLA_FLAGS and the CPU. Exit status 1 when any run crashed.
 
 Usage:
@@ -78,8 +78,7 @@ def lax_wrn16_4(batch: int, calls: int) -> None:
   f, g = jax.jit(forward), jax.jit(jax.grad(loss))
   x = jax.random.uniform(jax.random.key(1), (batch, 32, 32, 3))
   for _ in range(calls):
-    f(x).block_until_ready()
-    g(x).block_until_ready()
+    require_finite(f(x), g(x))
 
 
 def jaxrobust_wrn16_4(batch: int, calls: int) -> None:
@@ -96,8 +95,16 @@ def jaxrobust_wrn16_4(batch: int, calls: int) -> None:
   f = jax.jit(lambda x, key, fn: fn(x, key))
   g = jax.jit(jax.grad(lambda x, fn: jnp.sum(jax.nn.log_softmax(fn(x, key))[:, 0])))
   for _ in range(calls):
-    f(x, key, logits_fn).block_until_ready()
-    g(x, logits_fn).block_until_ready()
+    require_finite(f(x, key, logits_fn), g(x, logits_fn))
+
+
+def require_finite(*arrays) -> None:
+  """Exits with status 3 when an output is not finite: a heap corrupted quietly is a crash too."""
+  import numpy as np
+
+  if not all(np.isfinite(np.asarray(a)).all() for a in arrays):
+    print('non-finite output', file=sys.stderr)
+    sys.exit(3)
 
 
 NETS = {'lax': lax_wrn16_4, 'wrn16_4': jaxrobust_wrn16_4}

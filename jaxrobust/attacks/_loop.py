@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxrobust import backend
 from jaxrobust.attacks._checks import concrete
 
 
@@ -47,7 +48,7 @@ def default_unroll(num_steps: int, eot_samples: int = 1) -> int:
   """
   if _UNROLL_OVERRIDE[0] is not None:
     return max(1, min(num_steps, _UNROLL_OVERRIDE[0]))
-  if jax.default_backend() == 'cpu' and num_steps <= STRAIGHT_LINE_STEPS and eot_samples <= 1:
+  if backend.cpu_paths() and num_steps <= STRAIGHT_LINE_STEPS and eot_samples <= 1:
     return num_steps
   return 1
 
@@ -89,7 +90,7 @@ def resolve_microbatch(microbatch, batch: int, *, eot_samples: int = 1, rolled: 
   of k.
   """
   if microbatch is None:
-    if not rolled or eot_samples > 1 or jax.default_backend() != 'cpu':
+    if not rolled or eot_samples > 1 or not backend.cpu_paths():
       return None
     microbatch = AUTO_MICROBATCH
   return microbatch if 0 < microbatch < batch else None

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
+from jaxrobust import backend
 
 DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 
@@ -78,7 +79,7 @@ def conv_vjp(x, w, g, strides, padding):
   """(∂/∂x, ∂/∂w) of ⟨g, conv(x, w)⟩: the input gradient by `input_gradient` on the CPU, the
   kernel gradient as JAX computes it."""
   gw = jax.vjp(lambda w: plain_conv(x, w, strides, padding), w)[1](g)[0]
-  if jax.default_backend() != 'cpu':
+  if not backend.cpu_paths():
     return jax.vjp(lambda x: plain_conv(x, w, strides, padding), x)[1](g)[0], gw
   return input_gradient(g, w, x.shape, strides, padding), gw
 
@@ -133,7 +134,7 @@ def conv(x, w, strides=(1, 1), padding='SAME'):
     (N, H', W', C_out), the plain convolution's values.
   """
   strides, padding = normalize_geometry(strides, padding)
-  if jax.default_backend() != 'cpu':
+  if not backend.cpu_paths():
     return plain_conv(x, w, strides, padding)
   return _conv_fn(strides, padding)(x, w)
 

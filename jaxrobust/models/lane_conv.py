@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax.custom_batching import custom_vmap
 
+from jaxrobust import backend
 from jaxrobust.models.conv import conv_vjp, explicit_padding, normalize_geometry, plain_conv
 
 
@@ -44,7 +45,7 @@ def _im2col(x, w, strides, padding):
 def _grouped_is_slow() -> bool:
   """XLA's CPU backend runs grouped convolutions slowly; GPU and TPU run them well, so there the
   per-lane kernels stay one grouped convolution (JAX's own batching of the plain one)."""
-  return jax.default_backend() == 'cpu'
+  return backend.cpu_paths()
 
 
 def _broadcast_lanes(args, batched, lanes):

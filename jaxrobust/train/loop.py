@@ -18,6 +18,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from jaxrobust import backend
 from jaxrobust import keys
 from jaxrobust.data import epoch_batches
 from jaxrobust.evaluation.accuracy import NonFiniteLogitsError, clean_accuracy
@@ -70,7 +71,7 @@ def make_step_runner(
   )
   pstep = build(objective, None)
   if dispatch == 'auto':
-    dispatch = 'host' if jax.default_backend() == 'cpu' else 'switch'
+    dispatch = 'host' if backend.cpu_paths() else 'switch'
   if objective.num_branches == 1 or dispatch == 'switch':
     run = lambda placed, batch, key, step: pstep.step(placed, batch, key)
   else:
