@@ -16,8 +16,12 @@ Each child process runs the forward pass and the input gradient `--calls` times 
 images of 32×32×3, and exits 3 if an output is not finite. The parent prints one JSON line: runs, crashes (non-zero exits, with their
 signals or exit codes), the versions, XLA_FLAGS and the CPU. Exit status 1 when any run crashed.
 
+`--fusions` compiles the `jax.lax` programs without running them and counts the YNNPACK fusions
+XLA made of them (0 when `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=` turns them off).
+
 Usage:
   python scripts/wrn_crash.py --net=lax --runs=30
+  python scripts/wrn_crash.py --fusions
   XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=... python scripts/wrn_crash.py --net=wrn16_4
 """
 
@@ -33,8 +37,8 @@ import sys
 import time
 
 
-def lax_wrn16_4(batch: int, calls: int) -> None:
-  """The pure `jax.lax` reproduction: forward and input gradient of a random WRN-16-4."""
+def lax_programs():
+  """The pure `jax.lax` reproduction: (forward, input gradient) of a random WRN-16-4, jitted."""
   import jax
   import jax.numpy as jnp
   from jax import lax
@@ -75,10 +79,46 @@ def lax_wrn16_4(batch: int, calls: int) -> None:
     return jnp.mean(x, axis=(1, 2)) @ params['fc']
 
   loss = lambda x: jnp.sum(jax.nn.log_softmax(forward(x))[:, 0])
-  f, g = jax.jit(forward), jax.jit(jax.grad(loss))
+  return jax.jit(forward), jax.jit(jax.grad(loss))
+
+
+def lax_wrn16_4(batch: int, calls: int) -> None:
+  """Runs the `jax.lax` reproduction's forward and gradient `calls` times."""
+  import jax
+
+  f, g = lax_programs()
   x = jax.random.uniform(jax.random.key(1), (batch, 32, 32, 3))
   for _ in range(calls):
     require_finite(f(x), g(x))
+
+
+def ynn_fusions(batch: int) -> dict:
+  """How many YNNPACK fusions XLA makes of the reproduction's forward and gradient programs
+  (compiled only, never run), and how many operations the largest one holds."""
+  import re
+
+  import jax.numpy as jnp
+
+  out = {}
+  for name, program in zip(('forward', 'gradient'), lax_programs()):
+    text = program.lower(jnp.zeros((batch, 32, 32, 3))).compile().as_text()
+    fusions = re.findall(r'%ynn_fusion(?:\.\d+)? = .*calls=%([\w.]+)', text)
+    sizes = [len(_computation(text, c)) for c in fusions]
+    out[name] = {'ynn_fusions': len(fusions), 'largest_ops': max(sizes, default=0)}
+  return out
+
+
+def _computation(text: str, name: str) -> list[str]:
+  """The instruction lines of the HLO computation `name`."""
+  lines, inside = [], False
+  for line in text.splitlines():
+    if line.startswith(f'%{name} ') or line.startswith(f'{name} '):
+      inside = True
+    elif inside and line.startswith('}'):
+      break
+    elif inside and '=' in line:
+      lines.append(line)
+  return lines
 
 
 def jaxrobust_wrn16_4(batch: int, calls: int) -> None:
@@ -126,7 +166,14 @@ def environment() -> dict:
       cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), cpu)
   except OSError:
     pass
+  try:
+    commit = subprocess.run(
+      ['git', 'rev-parse', 'HEAD'], capture_output=True, text=True, cwd=os.path.dirname(__file__)
+    ).stdout.strip()
+  except OSError:
+    commit = ''
   return {
+    'commit': commit or None,
     'jax': v('jax'),
     'jaxlib': v('jaxlib'),
     'python': platform.python_version(),
@@ -173,7 +220,7 @@ def count_crashes(net: str, runs: int, batch: int, calls: int, timeout: float) -
     'outcomes': dict(outcomes),
     'messages': dict(messages),
     'seconds': round(time.time() - started, 1),
-    **environment(),
+    'environment': environment(),
   }
 
 
@@ -184,6 +231,7 @@ def main(argv=None) -> int:
   parser.add_argument('--batch', type=int, default=128)
   parser.add_argument('--calls', type=int, default=3, help='forward + gradient calls per process')
   parser.add_argument('--timeout', type=float, default=600.0, help='seconds per process')
+  parser.add_argument('--fusions', action='store_true', help='count the YNN fusions of the lax programs')
   parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   for name in ('runs', 'batch', 'calls'):
@@ -191,6 +239,9 @@ def main(argv=None) -> int:
       parser.error(f'--{name} must be >= 1, got {getattr(args, name)}')
   if args.child:
     NETS[args.net](args.batch, args.calls)
+    return 0
+  if args.fusions:
+    print(json.dumps({'environment': environment(), 'fusions': ynn_fusions(args.batch)}), flush=True)
     return 0
   report = count_crashes(args.net, args.runs, args.batch, args.calls, args.timeout)
   print(json.dumps(report), flush=True)

@@ -9,7 +9,6 @@ and on shapes only while tracing.
 from __future__ import annotations
 
 from typing import Any, Callable
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -38,21 +37,24 @@ def concrete(v) -> np.ndarray | None:
     return None
 
 
-def _output_shape(logits_fn, x):
-  return jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype), jax.random.key(0)).shape
+def _call(logits_fn, x, key):
+  return logits_fn(x, key)
 
 
-@functools.lru_cache(maxsize=8)
-def _output_shape_cached(logits_fn, shape, dtype):
-  return _output_shape(logits_fn, jax.ShapeDtypeStruct(shape, dtype))
+# One jitted wrapper for every shape query: its trace cache (unlike `jax.eval_shape`'s, which
+# traces anew on every call) serves every `logits_fn` of the same structure.
+_CALL = jax.jit(_call)
 
 
 def logits_shape(logits_fn, x) -> tuple[int, ...]:
-  """The shape of `logits_fn`'s output on inputs shaped like x (abstract evaluation, cached)."""
-  try:
-    return tuple(_output_shape_cached(logits_fn, tuple(x.shape), jnp.dtype(x.dtype)))
-  except TypeError:  # unhashable logits_fn
-    return tuple(_output_shape(logits_fn, x))
+  """The shape of `logits_fn`'s output on inputs shaped like x (abstract evaluation).
+
+  The function travels as an argument of one module-level callable, so JAX's trace cache serves
+  every `logits_fn` of the same structure (a `Partial` with new parameters of the same shapes)
+  without tracing the model again; a plain function is its own structure."""
+  fn = logits_fn if isinstance(logits_fn, jax.tree_util.Partial) else jax.tree_util.Partial(logits_fn)
+  spec = jax.ShapeDtypeStruct(tuple(x.shape), jnp.dtype(x.dtype))
+  return tuple(_CALL.eval_shape(fn, spec, jax.random.key(0)).shape)
 
 
 def num_classes_of(logits_fn, x) -> int:

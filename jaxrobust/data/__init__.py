@@ -12,7 +12,7 @@ from jaxrobust.data._datasets import (
   load_tfds,
 )
 from jaxrobust.data._idx import IdxError, read_idx, read_image_label_pair, write_idx
-from jaxrobust.data._pipeline import augment, epoch_batches, epoch_permutation, index_keys, to_float
+from jaxrobust.data._pipeline import augment, epoch_batches, epoch_permutation, index_keys, prefetch, to_float
 
 __all__ = [
   'DEFAULT_FASHION_MNIST_DIR',
@@ -27,6 +27,7 @@ __all__ = [
   'load_dataset',
   'load_fashion_mnist',
   'load_synthetic',
+  'prefetch',
   'load_tfds',
   'index_keys',
   'read_idx',

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+import collections
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +38,35 @@ def epoch_batches(
   for b in range(start_batch, images.shape[0] // batch_size):
     idx = perm[b * batch_size : (b + 1) * batch_size]
     yield images[idx], labels[idx]
+
+
+T = TypeVar('T')
+U = TypeVar('U')
+
+
+def prefetch(items: Iterable[T], put: Callable[[T], U], size: int = 2) -> Iterator[U]:
+  """`put(item)` for each item, in order, with `size` items put ahead of the one being used.
+
+  `put` places a host batch on the devices (`jax.device_put` with the step's sharding), which
+  JAX does asynchronously: with `size` ≥ 1 the next batches travel while the current step runs,
+  so the host does not stall the step (double buffering for `size` = 1). The items and their
+  order are those of `items` whatever `size`; 0 puts each item only when it is asked for.
+
+  Raises:
+    ValueError: for a size that is not an integer >= 0.
+  """
+  if not is_count(size, 0):
+    raise ValueError(f'prefetch: size must be an integer >= 0, got {size!r}')
+  source, ahead = iter(items), collections.deque()
+  while True:
+    while len(ahead) <= size:
+      try:
+        ahead.append(put(next(source)))
+      except StopIteration:
+        break
+    if not ahead:
+      return
+    yield ahead.popleft()
 
 
 def to_float(images: jax.Array) -> jax.Array:

@@ -1,4 +1,4 @@
-"""The per-point worst case of a stochastic model, estimated without bias: select, then measure.
+"""The per-point worst case of a stochastic model, estimated by selecting, then measuring.
 
 Each point has candidates: itself and every attack's adversarial example. On *selection* draws
 of the model, the candidate the model handles worst is chosen (lowest accuracy over the draws,
@@ -13,6 +13,11 @@ attack, a point right with probability 0.7 per draw wins one majority vote with 
 counts prediction noise as attack success and falls with every attack added. Selecting on some
 draws and measuring on others removes that bias (the choice cannot see the measurement's noise),
 and on a deterministic model selection and measurement coincide.
+
+What it estimates: the accuracy of the candidates chosen on the selection draws, without bias.
+That is not the per-point minimum over candidates: where S selection draws cannot tell two close
+candidates apart, the chosen one may be the better, and the estimate errs in the defense's favour
+by that much (measurable by measuring every candidate on the measurement draws).
 
 References:
   Athalye, Carlini & Wagner 2018, "Obfuscated Gradients Give a False Sense of Security", ICML

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from jaxrobust import backend
 from jaxrobust import keys
-from jaxrobust.data import epoch_batches
+from jaxrobust.data import epoch_batches, prefetch
 from jaxrobust.evaluation.accuracy import NonFiniteLogitsError, clean_accuracy
 from jaxrobust.models import make_logits_fn
 from jaxrobust.train.checkpoint import Checkpointer, NoCheckpointError
@@ -92,6 +92,11 @@ def make_step_runner(
     warm.step(placed, batch, key) if step < warmup_steps else after(placed, batch, key, step)
   )
   return pstep, run
+
+
+# Batches placed on the devices ahead of the step that uses them (`data.prefetch`): 2 keeps the
+# next two in flight while a step runs. The batches and their order do not depend on it.
+PREFETCH = 2
 
 
 def _first(tree):
@@ -228,10 +233,11 @@ def _run(exp: Experiment, workdir: str, *, progress: bool, require_checksums: bo
     dynamic_ncols=True,
   )
   step = start
-  batches = _batches(exp, start)
+  # Batches are placed on the devices (sharded as the step takes them) PREFETCH steps ahead.
+  batches = prefetch(_batches(exp, start), lambda eb: (eb[0], pstep.put_batch(eb[1])), PREFETCH)
   while step < stop_at:
     epoch, batch = next(batches)
-    placed, m = run_step(placed, pstep.put_batch(batch), exp.keys.train, step)
+    placed, m = run_step(placed, batch, exp.keys.train, step)
     m = _first(m)
     if not np.isfinite(m['loss']):
       raise NonFiniteLossError(
