@@ -21,11 +21,20 @@ Components:
   build_attack       an attack from a dict (configs, suites)
 
 Accuracy over a dataset under a list of attacks lives in `jaxrobust.evaluation`; this package
-imports nothing of the library but `jaxrobust.keys` (the key schedule).
+imports nothing of the library but `jaxrobust.keys` (the key schedule) and `jaxrobust.backend`
+(which code paths the backend takes).
+
+What compiles again: an attack is compiled for the structure of its arguments: the shapes and
+dtypes of x, y and the parameters, the hyperparameters that fix the program (steps, restarts,
+norm, loss, unrolling, chunking), and the `logits_fn`. A `jax.tree_util.Partial(apply, params)`
+carries its parameters as arguments, so new parameters of the same shapes reuse the program; a
+plain function or a fresh closure (`lambda x, key: model(x)`) is compared by identity, so each
+new one compiles again, with its parameters baked in as constants (`jaxrobust.adapters` builds
+the Partial for Linen, NNX, Equinox and Haiku models; docs/your-model.md).
 
 Example:
-  >>> logits_fn = lambda x, key: model.apply(variables, x)
-  >>> x_adv = jax.jit(lambda k, x, y: pgd(logits_fn, k, x, y, epsilon=8/255, num_steps=10))(key, x, y)
+  >>> logits_fn = jax.tree_util.Partial(apply, params)  # apply(params, x, key) -> logits
+  >>> x_adv = jax.jit(lambda f, k, x, y: pgd(f, k, x, y, epsilon=8/255, num_steps=10))(logits_fn, key, x, y)
 """
 
 from jaxrobust.attacks._apgd import apgd, apgd_targeted, checkpoint_schedule
