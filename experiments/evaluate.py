@@ -188,6 +188,8 @@ def main(argv):
 
     r = reproduce.check_reproduces(F.check_reproduces, tolerance=F.tolerance)
     print(reproduce.report(F.check_reproduces, r))
+    if F.verdict_out:
+      write_result_json(F.verdict_out, reproduce.verdict_record(F.check_reproduces, r, F.tolerance), indent=1)
     return
   eps = [float(e) for e in F.epsilons.split(',')] if F.epsilons else None
   if sum(map(bool, (F.workdir, F.checkpoint, F.weights))) != 1:
@@ -284,6 +286,9 @@ if __name__ == '__main__':
   )
   flags.DEFINE_bool('require_checksums', False, 'refuse a --workdir checkpoint that has no checksum')
   flags.DEFINE_float('tolerance', 0.02, 'with --check_reproduces: largest accuracy change (fraction) allowed')
+  flags.DEFINE_string(
+    'verdict_out', '', 'with --check_reproduces: also write the verdict (JSON, with the environment)'
+  )
   logging.set_verbosity(logging.WARNING)
   # The dashed spelling of the flag, as the docs write it.
   sys.argv = [a.replace('--check-reproduces', '--check_reproduces', 1) for a in sys.argv]

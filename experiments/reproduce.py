@@ -97,7 +97,7 @@ def compare(
   )
   if not changed and not outcomes:
     verdict = BIT_FOR_BIT
-  elif largest <= tolerance:
+  elif largest <= tolerance + 1e-9:  # accuracies are k/n: 0.764 - 0.744 is 0.020000000000000018
     verdict = TO_A_TOLERANCE
   else:
     verdict = NOT_AT_ALL
@@ -149,6 +149,20 @@ def check_reproduces(
       **record['invocation'],
     )
   return compare(record, rerun, tolerance=tolerance)
+
+
+def verdict_record(path: str, r: Reproduction, tolerance: float) -> dict:
+  """The verdict as a results record (the caller adds this process's environment)."""
+  return {
+    'record': path,
+    'verdict': r.verdict,
+    'tolerance': tolerance,
+    'largest_difference': r.largest_difference if math.isfinite(r.largest_difference) else None,
+    'changed': {k: list(v) for k, v in r.changed.items()},
+    'changed_outcomes': r.changed_outcomes,
+    'environment_differences': r.environment,
+    'unmatched': list(r.unmatched),
+  }
 
 
 def report(path: str, r: Reproduction) -> str:

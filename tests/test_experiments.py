@@ -581,6 +581,11 @@ def test_verdicts_follow_the_largest_change(table):
   assert r.verdict == reproduce.TO_A_TOLERANCE and list(r.changed) == ['result.fgsm']
   assert r.largest_difference == pytest.approx(0.015)
   assert reproduce.compare(rec, near, tolerance=0.01).verdict == reproduce.NOT_AT_ALL
+  # A change of exactly the tolerance is within it, whatever the float subtraction rounds to.
+  edge = copy.deepcopy(rec)
+  edge['result']['fgsm'], rec_fgsm = 0.764, copy.deepcopy(rec)
+  rec_fgsm['result']['fgsm'] = 0.744
+  assert reproduce.compare(rec_fgsm, edge, tolerance=0.02).verdict == reproduce.TO_A_TOLERANCE
   # One point's outcome alone is not bit for bit.
   flip = copy.deepcopy(rec)
   flip['result']['per_example']['fgsm'][0] = not flip['result']['per_example']['fgsm'][0]
@@ -855,3 +860,13 @@ def test_converged_refuses_counts_that_would_slice_the_test_set_from_its_end(kw,
   with pytest.raises(ValueError, match=match):
     converged.run(['lwta'], 'synthetic', out_dir=str(tmp_path / 'out'), runs_dir=str(tmp_path / 'runs'), **kw)
   assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_a_verdict_record_is_json_with_its_numbers(table):
+  _, records, _ = table
+  rec = records[0]
+  gone = copy.deepcopy(rec)
+  del gone['result']['fgsm']
+  for other, verdict in ((copy.deepcopy(rec), reproduce.BIT_FOR_BIT), (gone, reproduce.NOT_AT_ALL)):
+    out = reproduce.verdict_record('x.json', reproduce.compare(rec, other), 0.02)
+    assert json.loads(json.dumps(out, allow_nan=False))['verdict'] == verdict
