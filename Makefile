@@ -55,10 +55,11 @@ TEST_XLA_FLAGS ?= --xla_cpu_use_fusion_emitters=false
 test: $(STAMP) data lint
 	XLA_FLAGS="$(TEST_XLA_FLAGS)" $(PY) -m pytest -q -n 2 --dist loadfile -m "not long" tests
 
-# The long integration tests (fresh processes: the WideResNet crash regression); CI runs them after
-# `make test`.
+# The long integration tests (the WideResNet crash regression in fresh processes, the wheel's
+# contents, the GPU/TPU code paths forced on the CPU, the accelerator benchmark at tiny sizes);
+# CI runs them after `make test`.
 test-long: $(STAMP) data
-	XLA_FLAGS="$(TEST_XLA_FLAGS)" $(PY) -m pytest -q -m long tests
+	XLA_FLAGS="$(TEST_XLA_FLAGS)" $(PY) -m pytest -q -n 2 --dist loadfile -m long tests
 
 # Benchmarks send convolutions to Eigen (docs/performance.md: 1.5x faster conv gradients on WRN-16-4).
 BENCH_XLA_FLAGS ?= --xla_cpu_experimental_ynn_fusion_type=-individual_convolution

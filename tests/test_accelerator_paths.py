@@ -17,6 +17,9 @@ from jaxrobust.train.metrics import read_jsonl
 from tests.conftest import assert_attacks_agree, leaves
 from tests.test_objectives import MIXED
 
+# Every program here compiles twice (once per path): `make test-long`, which CI runs.
+pytestmark = pytest.mark.long
+
 
 def test_paths_of_forces_and_restores_the_choice():
   assert backend.cpu_paths() and backend.kind() == jax.default_backend() == 'cpu'
@@ -65,7 +68,7 @@ def test_attacks_give_the_same_examples_on_both_paths():
   """PGD-25 (rolled: chunked gradients on the CPU at 80 examples, the whole batch on an
   accelerator) and APGD on the same keys."""
   model = create_model('small_cnn', num_classes=10, width=1)
-  x = jax.random.uniform(jax.random.key(0), (80, 28, 28, 1))
+  x = jax.random.uniform(jax.random.key(0), (80, 8, 8, 1))  # small: the GPU path's conv gradient is slow here
   y = jax.random.randint(jax.random.key(1), (80,), 0, 10)
   f = make_logits_fn(model, model.init(jax.random.key(2), x[:1]))
   key = jax.random.key(4)

@@ -380,3 +380,18 @@ def test_foolbox_benchmark_splits_jaxrobusts_call_into_parts_that_add_up(monkeyp
   assert shares == pytest.approx(1.0)
   assert 'both sides' in row['work'] and row['batch'] == 4
   assert (row['speedup_vs_foolbox'] is None) == ('foolbox' not in row['seconds']) == (row['note'] is not None)
+
+
+@pytest.mark.long
+def test_accelerator_benchmark_runs_at_tiny_sizes(monkeypatch, capsys):
+  """The GPU/TPU user's first command, on the 4 simulated CPU devices: every measurement in both
+  dtypes, each naming its device."""
+  from benchmarks import accelerator
+
+  rows = _run(monkeypatch, capsys, accelerator, '--tiny=1', '--batch=8', '--train_steps=3')
+  measured = {(r['measure'], r['dtype']) for r in rows}
+  assert measured == {
+    (m, d) for m in ('pgd10', 'autoattack', 'lwta_train', 'lwta_inference') for d in ('float32', 'bfloat16')
+  }
+  assert all(r['devices'] == 4 and r['backend'] == 'cpu' and r['device_kind'] for r in rows)
+  assert all(r['study_ms_per_image'] == 166.0 for r in rows if r['measure'] == 'lwta_inference')

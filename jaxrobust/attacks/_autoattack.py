@@ -189,6 +189,7 @@ def autoattack(
     _checks.check_count('autoattack', arg, v)
   if microbatch is not None:
     _checks.check_count('autoattack', 'microbatch', microbatch, minimum=0)
+  x_in = x  # its sharding is the result's
   x, y = jnp.asarray(x), jnp.asarray(y)
   # One check of the whole batch (a chunk-sized check would refuse per-example keys by their count).
   _checks.check_inputs(
@@ -289,4 +290,4 @@ def autoattack(
   if verbose:
     for w in warnings_:
       print('warning:', w)
-  return jnp.asarray(x_adv), report
+  return _devices.keep_sharding(jnp.asarray(x_adv), x_in), report

@@ -43,3 +43,18 @@ def attack_over_devices(attack, logits_fn, keys_, x, y, devices=None):
     rep = lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)])  # noqa: E731
     keys_, x, y = rep(keys_), rep(x), rep(y)
   return _sharded_program(attack, devices)(logits_fn, keys_, x, y)[:n]
+
+
+def keep_sharding(out, like):
+  """`out` placed with `like`'s sharding when `like` is an array spread over several devices.
+
+  Attacks that stage through the host (Square's per-stage bookkeeping, AutoAttack's per-attack
+  subsets) would otherwise return arrays on one device: the caller gets back the layout it gave.
+  A traced `like` (inside `jit`) and single-device arrays are left to JAX.
+  """
+  if not isinstance(like, jax.Array) or isinstance(like, jax.core.Tracer):
+    return out
+  sharding = like.sharding
+  if len(sharding.device_set) <= 1 or getattr(out, 'sharding', None) == sharding:
+    return out
+  return jax.device_put(out, sharding)

@@ -34,6 +34,7 @@ import numpy as np
 
 from jaxrobust import keys
 from jaxrobust.attacks import _attack_keys
+from jaxrobust.attacks import _devices
 from jaxrobust.attacks import _checks
 from jaxrobust.attacks import _geometry
 from jaxrobust.attacks import _loop
@@ -465,4 +466,5 @@ def square(
     reference_windows=bool(reference_windows),
   )
   _checks.check_logits_finite(name, bad)
+  x_adv, queries = _devices.keep_sharding(x_adv, x), _devices.keep_sharding(queries, y)
   return (x_adv, queries) if return_queries else x_adv

@@ -26,6 +26,23 @@ STOCHASTIC = 'stochastic'
 KL_COLLECTION = 'kl'
 
 
+MIXED_DTYPES = ('bfloat16', 'float16')
+
+
+def compute_dtype(dtype) -> jnp.dtype | None:
+  """A model's computation dtype: None for float32 (the default path, unchanged), else bfloat16
+  or float16 (mixed precision: float32 parameters, BatchNorm statistics and logits).
+
+  Raises:
+    ValueError: for any other dtype.
+  """
+  if dtype is None or jnp.dtype(dtype) == jnp.float32:
+    return None
+  if jnp.dtype(dtype).name not in MIXED_DTYPES:
+    raise ValueError(f'dtype must be float32, bfloat16 or float16, got {dtype!r}')
+  return jnp.dtype(dtype)
+
+
 def require_rng(module: nn.Module, collection: str, what: str):
   """The module's key from `collection`, or a clear error saying how to pass it."""
   if not module.has_rng(collection):

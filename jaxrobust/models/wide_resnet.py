@@ -8,12 +8,20 @@ References:
 from __future__ import annotations
 
 import functools
-from typing import ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxrobust.models.common import ModuleDef, Normalize, ReLU, call_layer, conv_kernel_init, conv_padding
+from jaxrobust.models.common import (
+  ModuleDef,
+  Normalize,
+  ReLU,
+  call_layer,
+  compute_dtype,
+  conv_kernel_init,
+  conv_padding,
+)
 from jaxrobust.models.conv import Conv
 
 
@@ -90,6 +98,8 @@ class WideResNet(nn.Module):
       releases); see `conv_padding`.
     projection_first: a 1×1 projection shortcut in every group's first block, even when the
       widths agree (Haiku's WRN); otherwise only where they differ (TRADES, DeepMind's PyTorch).
+    dtype: the computation dtype ('bfloat16', 'float16'; None: float32): convolutions and
+      activations in it; parameters, BatchNorm statistics and the returned logits in float32.
   """
 
   # The reference code (TRADES' WideResNet) sets its own initialisation, N(0, 2/(9·out)) for the
@@ -109,6 +119,7 @@ class WideResNet(nn.Module):
   base_width: int = 16
   padding: str = 'torch'
   projection_first: bool = False
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -117,11 +128,20 @@ class WideResNet(nn.Module):
     n = (self.depth - 4) // 6
     b = self.base_width
     widths = [b, b * self.widen, 2 * b * self.widen, 4 * b * self.widen]
-    conv = functools.partial(self.conv, kernel_init=conv_kernel_init())
+    dt = compute_dtype(self.dtype)
+    mixed = {} if dt is None else {'dtype': dt}
+    conv = functools.partial(self.conv, kernel_init=conv_kernel_init(), **mixed)
     norm = functools.partial(
-      nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, axis_name=self.bn_axis_name
+      nn.BatchNorm,
+      use_running_average=not train,
+      momentum=0.9,
+      epsilon=1e-5,
+      axis_name=self.bn_axis_name,
+      **mixed,
     )
+    dense = functools.partial(self.dense, **mixed)
     x = Normalize(self.mean, self.std)(x)
+    x = x if dt is None else x.astype(dt)
     det = self.deterministic
     x = call_layer(
       conv(widths[0], (3, 3), padding=conv_padding(self.padding, 1), use_bias=False), x, train, det
@@ -144,7 +164,8 @@ class WideResNet(nn.Module):
         in_planes = widths[g + 1]
     x = self.act()(norm()(x), train, deterministic=det)
     x = jnp.mean(x, axis=(1, 2))  # avgpool over the final 8×8 map (global for 32×32 inputs)
-    return call_layer(self.dense(self.num_classes, bias_init=nn.initializers.zeros), x, train, det)
+    logits = call_layer(dense(self.num_classes, bias_init=nn.initializers.zeros), x, train, det)
+    return logits if dt is None else logits.astype(jnp.float32)
 
 
 WRN34_1 = functools.partial(WideResNet, depth=34, widen=1)
