@@ -380,6 +380,9 @@ def test_foolbox_benchmark_splits_jaxrobusts_call_into_parts_that_add_up(monkeyp
   assert shares == pytest.approx(1.0)
   assert 'both sides' in row['work'] and row['batch'] == 4
   assert (row['speedup_vs_foolbox'] is None) == ('foolbox' not in row['seconds']) == (row['note'] is not None)
+  assert row['load'].startswith('quiet')
+  (loaded,) = _run(monkeypatch, capsys, foolbox_pgd, '--batch=4', '--repeats=1', '--load=1')
+  assert loaded['load'] == '1 busy-looping process(es) beside it'
 
 
 @pytest.mark.long
