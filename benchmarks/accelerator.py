@@ -90,7 +90,7 @@ def attacks(dtype: str, tiny: bool, batch: int, aa_batch: int, repeats: int) -> 
 
 
 def lwta(dtype: str, tiny: bool, batch: int, repeats: int, train_steps: int) -> None:
-  from experiments.configs.defenses import defense_config
+  from jaxrobust.configs.defenses import defense_config
   from jaxrobust.evaluation.evaluator import inference_ms_per_image
   from jaxrobust.train import train_and_evaluate
   from jaxrobust.train.metrics import read_jsonl

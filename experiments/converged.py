@@ -40,7 +40,7 @@ import time
 import jax
 import numpy as np
 
-from experiments.configs.defenses import DEFENSES
+from jaxrobust.configs.defenses import DEFENSES
 from jaxrobust.evaluation.accuracy import as_unit_float
 from experiments import figures
 from experiments import rows as study_rows

@@ -10,7 +10,7 @@ import os
 import time
 from typing import Any, Callable, NamedTuple
 
-from experiments.configs.defenses import DEFENSES, defense_config
+from jaxrobust.configs.defenses import DEFENSES, defense_config
 from jaxrobust.files import write_json_atomic
 from jaxrobust.provenance import with_environment
 from jaxrobust.train import train_and_evaluate

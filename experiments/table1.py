@@ -22,7 +22,7 @@ import numpy as np
 
 from experiments import figures
 from experiments import rows as study_rows
-from experiments.configs.defenses import DEFENSES
+from jaxrobust.configs.defenses import DEFENSES
 from experiments.rows import TrainedRow
 from experiments.report import write_table
 from jaxrobust.evaluation import (

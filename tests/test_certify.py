@@ -294,7 +294,7 @@ def test_smoothadv_moves_a_point_across_the_smoothed_boundary():
 def test_interval_training_reaches_a_verified_accuracy_that_clean_training_does_not():
   import tempfile
 
-  from experiments.configs.defenses import defense_config
+  from jaxrobust.configs.defenses import defense_config
   from jaxrobust.evaluation.evaluator import verified_linf_accuracy
   from jaxrobust.train import train_and_evaluate
 
@@ -321,7 +321,7 @@ def test_the_certify_command_brackets_a_trained_model(tmp_path):
   import types
 
   from experiments import certify as cmd
-  from experiments.configs.defenses import defense_config
+  from jaxrobust.configs.defenses import defense_config
   from jaxrobust.train import train_and_evaluate
 
   c = defense_config('gaussian_050', 'synthetic')

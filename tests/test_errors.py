@@ -13,7 +13,7 @@ import pytest
 
 from experiments import evaluate
 from experiments.configs import fashion_mnist_cnn
-from experiments.configs.defenses import defense_config
+from jaxrobust.configs.defenses import defense_config
 from jaxrobust import attacks as A
 from jaxrobust import data
 from jaxrobust import evaluation as E

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import evaluate, reproduce, table1
-from experiments.configs.defenses import DEFENSES, defense_config
+from jaxrobust.configs.defenses import DEFENSES, defense_config
 from experiments.report import table_markdown
 from jaxrobust.machine import cpu_model
 from tests.test_reproduce import check_environment

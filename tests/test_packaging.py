@@ -58,3 +58,19 @@ def test_the_wheel_holds_the_library_only(tmp_path):
   assert tops == {'jaxrobust'}, tops
   assert 'jaxrobust/py.typed' in names
   assert any(n.endswith('licenses/LICENSE') for n in names), [n for n in names if 'dist-info' in n]
+
+
+def test_every_defense_config_is_library_api():
+  from jaxrobust import configs
+  from jaxrobust.train import build_experiment
+
+  assert {'regular', 'pgd_at', 'lwta', 'noise_injection'} <= set(configs.names())
+  for name in configs.names():
+    for dataset in ('fashion_mnist', 'cifar10', 'synthetic'):
+      c = configs.get(name, dataset)
+      assert c.data.name == dataset and c.model.name
+  build_experiment(configs.get('pgd_at', 'synthetic'))  # builds as it is
+  with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
+    configs.get('pgd_at', 'mnist')
+  with pytest.raises(ValueError, match="unknown defense 'pgd'"):
+    configs.get('pgd', 'cifar10')

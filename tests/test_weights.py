@@ -109,7 +109,7 @@ def test_an_untrustworthy_folder_is_refused_by_name(published, tmp_path, damage,
 @pytest.fixture(scope='module')
 def published_row(tmp_path_factory):
   """A study row's published weights: the synthetic 'regular' defense, two steps."""
-  from experiments.configs.defenses import defense_config
+  from jaxrobust.configs.defenses import defense_config
 
   root = tmp_path_factory.mktemp('row')
   c = defense_config('regular', 'synthetic')

@@ -9,7 +9,7 @@ Results: results/fashion_mnist/rows/free_at.json (docs/results.md).
 
 Results: results/fast_at/fashion_mnist/rows/free_at.json (docs/results.md)."""
 
-from experiments.configs.defenses import defense_config
+from jaxrobust.configs.defenses import defense_config
 
 
 def get_config(arg=None):

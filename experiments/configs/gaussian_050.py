@@ -6,7 +6,7 @@
 Without ',quick' the Fashion-MNIST budget is 10 epochs; ':cifar10' trains WRN-34-1 on CIFAR-10.
 """
 
-from experiments.configs.defenses import defense_config
+from jaxrobust.configs.defenses import defense_config
 
 
 def get_config(arg=None):

@@ -15,7 +15,7 @@ Without ',quick' the Fashion-MNIST budget is 10 epochs (`python -m experiments.c
 (results/lwta_kl/fashion_mnist/lwta_kl.md).
 """
 
-from experiments.configs.defenses import defense_config
+from jaxrobust.configs.defenses import defense_config
 
 
 def get_config(arg=None):

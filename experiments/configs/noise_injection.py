@@ -14,7 +14,7 @@ trains its first 5 epochs clean, as the reference does.
 ':cifar10' trains WRN-34-1 on CIFAR-10 as the study does (a GPU job).
 """
 
-from experiments.configs.defenses import defense_config
+from jaxrobust.configs.defenses import defense_config
 
 
 def get_config(arg=None):

@@ -1,5 +1,6 @@
 """Every defense of the study's Table 1 as a config, for Fashion-MNIST (small CNN) or CIFAR-10
-(WRN-34-1). The per-defense files in this folder call `defense_config(name, arg)`.
+(WRN-34-1). `jaxrobust.configs.get(name, dataset)` is the public door; the study's per-defense
+config files (experiments/configs/<name>.py in the repository) call `defense_config(name, arg)`.
 
 `arg` is a comma-separated list: one dataset, 'fashion_mnist' (the default), 'cifar10' or
 'synthetic' (tests), optionally 'quick' (a one-epoch budget, what `make demo` and table1 use on
