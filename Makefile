@@ -52,14 +52,15 @@ lint: $(STAMP)
 # faster, and the tests check properties, not the emitter's code (docs/reproducibility.md). Set
 # for the locked versions only: a newer XLA may have dropped the flag (test-latest runs without it).
 TEST_XLA_FLAGS ?= --xla_cpu_use_fusion_emitters=false
+PYTEST_ARGS ?=  # e.g. PYTEST_ARGS=--durations=10
 test: $(STAMP) data lint
-	XLA_FLAGS="$(TEST_XLA_FLAGS)" $(PY) -m pytest -q -n 2 --dist loadfile -m "not long" tests
+	XLA_FLAGS="$(TEST_XLA_FLAGS)" $(PY) -m pytest -q -n 2 --dist loadfile -m "not long" $(PYTEST_ARGS) tests
 
 # The long integration tests (the WideResNet crash regression in fresh processes, the wheel's
 # contents, the GPU/TPU code paths forced on the CPU, the accelerator benchmark at tiny sizes);
 # CI runs them after `make test`.
 test-long: $(STAMP) data
-	XLA_FLAGS="$(TEST_XLA_FLAGS)" $(PY) -m pytest -q -n 2 --dist loadfile -m long tests
+	XLA_FLAGS="$(TEST_XLA_FLAGS)" $(PY) -m pytest -q -n 2 --dist loadfile -m long $(PYTEST_ARGS) tests
 
 # Benchmarks send convolutions to Eigen (docs/performance.md: 1.5x faster conv gradients on WRN-16-4).
 BENCH_XLA_FLAGS ?= --xla_cpu_experimental_ynn_fusion_type=-individual_convolution
