@@ -21,7 +21,8 @@ quiet machine sees: measure both, in the same way.
 from __future__ import annotations
 
 import functools
-import multiprocessing
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -52,25 +53,18 @@ def _model(workdir: str, batch: int):
   return make_logits_fn(model, variables), x, y
 
 
-def _spin(stop) -> None:
-  """A busy loop until `stop` is set: the load of `--load`."""
-  while not stop.is_set():
-    pass
-
-
 def main():
   check_args(OPTIONS)
   load = arg('load', 0)
-  stop = multiprocessing.Event()
-  spinners = [multiprocessing.Process(target=_spin, args=(stop,), daemon=True) for _ in range(load)]
-  for p in spinners:
-    p.start()
+  # The load: fresh interpreters in a busy loop (started by exec, never forked from this JAX
+  # process), ended when the measurement is.
+  spinners = [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for _ in range(load)]
   try:
     measure(load)
   finally:
-    stop.set()
     for p in spinners:
-      p.join()
+      p.kill()
+      p.wait()
 
 
 def measure(load: int) -> None:
