@@ -8,7 +8,10 @@ chunks of 16, `microbatch=16`) and in torchattacks on
 a torch twin holding the same weights (the small CNN's twin, and RobustBench's WideResNet read by
 our converter), alternating, medians of `repeats` runs. It prints one JSON line per measurement,
 the speed-ups, the CPU, and ratio_to_limit = t(PGD-10) / (10 · t(input gradient)) (target ≤ 1.0).
-Without torch (the `parity` extra) it prints jaxrobust's figures and says no ratio was measured.
+With foolbox 3 installed (the `parity` extra), foolbox's LinfPGD on the same Flax model (JAX
+through eagerpy: an eager loop) joins the same alternation, with the same ε, step, 10 steps and
+random start (it also classifies its result once). Without torch (the `parity` extra) it prints
+jaxrobust's figures and says no ratio was measured.
 """
 
 from __future__ import annotations
@@ -71,6 +74,17 @@ def torch_contenders(twin, x, y):
   return {'input_grad': input_grad, 'fgsm': lambda: fgsm(xt, yt), 'pgd10': lambda: pgd(xt, yt)}
 
 
+def foolbox_pgd10(f, key, x, y):
+  """foolbox 3's LinfPGD (10 steps, random start) on the same Flax model, or None without foolbox."""
+  try:
+    import foolbox as fb
+  except ImportError:
+    return None
+  fmodel = fb.JAXModel(lambda z: f(z, key), bounds=(0.0, 1.0))
+  attack = fb.attacks.LinfPGD(steps=STEPS, abs_stepsize=ALPHA, random_start=True)
+  return lambda: attack(fmodel, x, y, epsilons=EPS)[1]
+
+
 def bench(name: str, batch: int, repeats: int, with_torch: bool):
   model, variables, twin = models(name, with_torch)
   x = jax.random.uniform(jax.random.key(0), (batch,) + SHAPES[name])
@@ -92,6 +106,9 @@ def bench(name: str, batch: int, repeats: int, with_torch: bool):
   contenders = {f'jaxrobust/{k}': v for k, v in ours.items()}
   if twin is not None:
     contenders.update({f'torch/{k}': v for k, v in torch_contenders(twin, x, y).items()})
+  foolbox = foolbox_pgd10(f, key, x, y) if twin is not None else None
+  if foolbox is not None:
+    contenders['foolbox/pgd10'] = foolbox
   t = side_by_side.alternate(contenders, repeats)
   for what, v in t.items():
     emit(
@@ -116,6 +133,8 @@ def bench(name: str, batch: int, repeats: int, with_torch: bool):
     for m in ('input_grad', 'fgsm', 'pgd10'):
       summary[f'speedup_{m}'] = round(med[f'torch/{m}'] / med[f'jaxrobust/{m}'], 2)
     summary['speedup_pgd10_microbatch16'] = round(med['torch/pgd10'] / med['jaxrobust/pgd10_microbatch16'], 2)
+    if 'foolbox/pgd10' in med:
+      summary['speedup_pgd10_vs_foolbox'] = round(med['foolbox/pgd10'] / med['jaxrobust/pgd10'], 2)
   emit(**summary)
 
 
