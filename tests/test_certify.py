@@ -493,3 +493,12 @@ def test_nan_weights_or_domain_bounds_are_refused_not_counted_as_unverified():
       C.verified_accuracy(apply_fn, w, x, y, 0.1, bounds=bounds)
   with pytest.raises(ValueError, match='NaN bounds'):
     verified(Interval(jnp.array([[jnp.nan, 0.0]]), jnp.array([[1.0, 0.5]])), jnp.array([0]))
+
+
+def test_an_empty_batch_is_refused_by_name():
+  f, w = _linear(W, 0.0), jnp.ones((4, 2))
+  empty = jnp.zeros((0, 4))
+  with pytest.raises(ValueError, match=r'x is an empty batch \(shape \(0, 4\)\)'):
+    smooth_certify(f, jax.random.key(0), empty, sigma=0.25, n0=5, n=10, alpha=0.01)
+  with pytest.raises(ValueError, match='interval bounds: x must be a non-empty batch'):
+    interval_bounds(lambda w, x: x @ w, w, empty, 0.1)

@@ -197,3 +197,12 @@ def test_pixels_in_0_255_are_scaled_or_refused_as_in_every_entry_point():
       select_and_measure(f, {'clean': bad}, y, key=KEY)
     with pytest.raises(ValueError, match=match):
       prediction_over_draws(f, bad, y, KEY, num_draws=2)
+
+
+def test_no_points_or_a_zero_batch_size_is_refused_by_name():
+  f = lambda x, key: x  # noqa: E731
+  x, y = np.full((2, 2), 0.5, np.float32), np.array([0, 1])
+  with pytest.raises(ValueError, match='batch_size must be an integer >= 1, got 0'):
+    select_and_measure(f, {'clean': x}, y, key=KEY, batch_size=0)
+  with pytest.raises(ValueError, match='labels is empty'):
+    select_and_measure(f, {'clean': x[:0]}, y[:0], key=KEY)

@@ -256,6 +256,8 @@ def interval_bounds(apply_fn: Callable, variables, x, epsilon, *, bounds=(0.0, 1
     if c is not None and np.issubdtype(np.asarray(c).dtype, np.floating) and not np.isfinite(c).all():
       raise ValueError('interval bounds: variables hold non-finite values')
   _check_domain(bounds)
+  if not np.shape(x) or np.shape(x)[0] == 0:
+    raise ValueError(f'interval bounds: x must be a non-empty batch (B, ...), got shape {np.shape(x)}')
   cx = concrete(x)
   if cx is not None:
     # A box clipped to the domain would not contain a point outside it: the bound would be unsound.

@@ -87,6 +87,8 @@ def _check_x(x) -> jax.Array:
     raise TypeError(f'x must be a float array in [0, 1], got dtype {x.dtype}')
   if x.ndim < 2:
     raise ValueError(f'x must be a batch (B, ...), got shape {x.shape}')
+  if x.shape[0] == 0:  # a certified accuracy over no example is undefined
+    raise ValueError(f'x is an empty batch (shape {x.shape})')
   if not bool(jnp.isfinite(x).all()):
     raise ValueError('x holds non-finite values')
   lo, hi = float(x.min()), float(x.max())

@@ -37,6 +37,7 @@ import numpy as np
 
 from jaxrobust import attacks as A
 from jaxrobust import keys as K
+from jaxrobust.counts import is_count
 from jaxrobust.evaluation.accuracy import NonFiniteLogitsError, as_unit_float
 
 
@@ -284,6 +285,10 @@ def select_and_measure(
   """
   if not candidates:
     raise ValueError('select_and_measure: give at least one candidate (the clean inputs)')
+  if not is_count(batch_size, 1):
+    raise ValueError(f'select_and_measure: batch_size must be an integer >= 1, got {batch_size!r}')
+  if len(labels) == 0:  # an accuracy over no point is undefined, never 0 or NaN
+    raise ValueError('select_and_measure: labels is empty (no points to measure)')
   arrays = {}
   for n, a in candidates.items():
     try:
