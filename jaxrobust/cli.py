@@ -1,0 +1,179 @@
+"""The `jaxrobust` command: train, evaluate and publish from any folder after `pip install`.
+
+  jaxrobust train --config=pgd_at:fashion_mnist --workdir=runs/pgd_at [--set train.num_epochs=2]
+  jaxrobust train --config=my_config.py:arg --workdir=runs/mine
+  jaxrobust evaluate --model=runs/pgd_at --suite=autoattack --num_test=1000 [--out=eval.json]
+  jaxrobust publish --workdir=runs/pgd_at --out=published/pgd_at [--force] [--allow_older]
+
+A config is named `defense:dataset[,variant...]` (`jaxrobust.configs.get`: every Table 1 defense on
+fashion_mnist, cifar10 or synthetic) or given as a file (`path.py[:arg]`, whose `get_config(arg)`
+returns an ml_collections config); `--set field=value` changes a field (strictly: an unknown field
+is refused by name). `evaluate` takes a run's work directory or a published-weights folder. Every
+command says `--help`. The study's own scripts (Table 1, the converged study, certification) run
+from a checkout of the repository (`python -m experiments.<study>`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import json
+import os
+import sys
+
+
+def load_config(spec: str):
+  """The config a `--config` names: 'defense:dataset[,variant...]' or 'path.py[:arg]'.
+
+  Raises:
+    ValueError: for an unknown defense, dataset or variant, or a file without `get_config`.
+    FileNotFoundError: for a config file that does not exist.
+  """
+  from jaxrobust import configs
+
+  path, _, arg = spec.partition(':')
+  if path.endswith('.py'):
+    if not os.path.exists(path):
+      raise FileNotFoundError(f'--config: no such config file {path!r}')
+    module_spec = importlib.util.spec_from_file_location('user_config', path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, 'get_config'):
+      raise ValueError(f'--config: {path} defines no get_config(arg)')
+    return module.get_config(arg or None)
+  dataset, *variants = (arg or 'fashion_mnist').split(',')
+  return configs.get(path, dataset, *variants)
+
+
+def apply_overrides(config, overrides: list[str]):
+  """Sets each 'a.b.c=value' (a Python literal, or a string) on the config.
+
+  Raises:
+    ValueError: for an override without '=' or a field the config does not have.
+  """
+  for item in overrides:
+    name, eq, raw = item.partition('=')
+    if not eq:
+      raise ValueError(f'--set {item!r}: expected field=value')
+    try:
+      value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+      value = raw
+    *parents, last = name.split('.')
+    node = config
+    for p in parents:
+      if p not in node:
+        raise ValueError(f'--set {item!r}: the config has no field {name!r}')
+      node = node[p]
+    if last not in node:
+      raise ValueError(f'--set {item!r}: the config has no field {name!r}')
+    node[last] = value
+  return config
+
+
+def _train(args) -> int:
+  from jaxrobust.train import distributed, train_and_evaluate
+
+  config = apply_overrides(load_config(args.config), args.set)
+  distributed.maybe_initialize(config.distributed)
+  out = train_and_evaluate(
+    config,
+    args.workdir,
+    allow_config_change=args.allow_config_change,
+    require_checksums=args.require_checksums,
+    progress=not args.quiet,
+  )
+  print(f'test accuracy {out["test_accuracy"]:.4f} after {out["steps"]} steps; workdir {args.workdir}')
+  return 0
+
+
+def _evaluate(args) -> int:
+  import dataclasses
+
+  from jaxrobust import keys
+  from jaxrobust.evaluation import EvalSpec, evaluate_model
+  from jaxrobust.provenance import write_result_json
+  from jaxrobust.train.weights import load_model
+
+  spec = EvalSpec(dataset='synthetic', suite=args.suite, steps_scale=args.steps_scale, eot_samples=args.eot)
+  config, model, variables, ds = load_model(args.model)
+  n = args.num_test or len(ds.test_labels)
+  if n > len(ds.test_labels):
+    raise ValueError(f'--num_test={n}, but the {ds.name} test set has {len(ds.test_labels)} images')
+  result = evaluate_model(
+    model,
+    variables,
+    ds.test_images[:n],
+    ds.test_labels[:n],
+    dataclasses.replace(spec, dataset=ds.name),
+    key=keys.evaluation_key(args.seed),
+    progress=not args.quiet,
+  ).to_record()
+  record = {**result, 'source': {'model': os.path.abspath(args.model)}, 'num_test': n}
+  numbers = {k: v for k, v in record.items() if isinstance(v, float)}
+  print(json.dumps({'model': args.model, 'suite': args.suite, 'num_test': n, **numbers}))
+  if args.out:
+    write_result_json(args.out, record)
+  return 0
+
+
+def _publish(args) -> int:
+  from jaxrobust.train.weights import publish
+
+  print(f'published {publish(args.workdir, args.out, force=args.force, allow_older=args.allow_older)}')
+  return 0
+
+
+def parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog='jaxrobust', description=__doc__.split('\n\n')[0])
+  sub = p.add_subparsers(dest='command', required=True)
+
+  t = sub.add_parser('train', help='train a defense from a config (by name or file)')
+  t.add_argument('--config', required=True, help="'defense:dataset[,variant]' or 'path.py[:arg]'")
+  t.add_argument('--workdir', required=True, help='checkpoints and metrics go here (resumed if present)')
+  t.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE', help='change a config field')
+  t.add_argument(
+    '--allow_config_change', action='store_true', help='resume a workdir trained from another config'
+  )
+  t.add_argument('--require_checksums', action='store_true', help='refuse a checkpoint without a checksum')
+  t.add_argument('--quiet', action='store_true', help='no progress bar')
+  t.set_defaults(run=_train)
+
+  e = sub.add_parser('evaluate', help='attack a trained run or published weights')
+  e.add_argument('--model', required=True, help="a run's work directory or a published-weights folder")
+  e.add_argument(
+    '--suite', default='standard', help='study, standard, autoattack, autoattack_rand or adaptive'
+  )
+  e.add_argument('--num_test', type=int, default=1000, help='the first test images (0: all)')
+  e.add_argument('--steps_scale', type=float, default=1.0, help="scale every attack's iterations")
+  e.add_argument('--eot', type=int, default=8, help='EOT draws per gradient (stochastic models)')
+  e.add_argument('--seed', type=int, default=0, help='the evaluation seed')
+  e.add_argument('--out', default='', help='also write the record (JSON, with its environment) here')
+  e.add_argument('--quiet', action='store_true', help='no progress bars')
+  e.set_defaults(run=_evaluate)
+
+  b = sub.add_parser('publish', help="write a run's weights as a checksummed folder")
+  b.add_argument('--workdir', required=True, help='a trained run')
+  b.add_argument('--out', required=True, help='the folder to write')
+  b.add_argument('--force', action='store_true', help='replace a folder that holds published weights')
+  b.add_argument(
+    '--allow_older', action='store_true', help='publish the newest intact step if the final one is damaged'
+  )
+  b.set_defaults(run=_publish)
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = parser().parse_args(argv)
+  if getattr(args, 'num_test', 0) < 0:
+    parser().error(f'--num_test must be >= 0, got {args.num_test}')
+  try:
+    return args.run(args)
+  except (ValueError, FileNotFoundError, FileExistsError) as e:
+    print(f'jaxrobust {args.command}: {e}', file=sys.stderr)
+    return 2
+
+
+if __name__ == '__main__':
+  sys.exit(main())
