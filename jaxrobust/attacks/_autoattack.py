@@ -87,6 +87,14 @@ def _predict(f, x, key, batch_size):
   return np.concatenate(out)
 
 
+def _fooled(f, adv, y, key):
+  """Per point (on the host): the attack's point is misclassified, or its logits are not finite.
+  The model runs as it always has here (called, not compiled into a new program), so the
+  outcomes are those of earlier runs bit for bit; only the per-point answer leaves the devices."""
+  logits = f(adv, key)
+  return np.asarray((jnp.argmax(logits, -1) != y) | ~jnp.all(jnp.isfinite(logits), -1))
+
+
 def sanity_checks(logits_fn, x, y, key, *, version: str, batch_size: int = 256) -> tuple[dict, list[str]]:
   """The reference's checks on a batch: randomness, probability outputs, zero gradients.
 
@@ -258,7 +266,9 @@ def autoattack(
     'flags': flags,
     'warnings': warnings_,
   }
-  x_adv = np.array(x)
+  # The batch stays on its devices; only per-point outcomes (which points each attack fooled)
+  # come to the host, which picks the points the next attack runs on.
+  x_adv = x
   for j, (name, attack) in enumerate(suite.items(), start=1):
     t0 = time.perf_counter()
     idx = np.flatnonzero(robust)
@@ -267,9 +277,9 @@ def autoattack(
       chunk = idx[s : s + batch_size]
       keys_j = _attack_keys.fold_keys(ex_keys[chunk], j)
       adv = _devices.attack_over_devices(attack, f, keys_j, x[chunk], y[chunk], devices)
-      logits = np.asarray(f(adv, jax.random.fold_in(key, 1000 * j + s)))
-      fooled = (logits.argmax(-1) != np.asarray(y[chunk])) | ~np.all(np.isfinite(logits), -1)
-      x_adv[chunk[fooled]] = np.asarray(adv)[fooled]
+      fooled = _fooled(f, adv, y[chunk], jax.random.fold_in(key, 1000 * j + s))
+      hit = np.flatnonzero(fooled)
+      x_adv = x_adv.at[jnp.asarray(chunk[hit])].set(adv[jnp.asarray(hit)])
       robust[chunk[fooled]] = False
       broken += int(fooled.sum())
     report['robust_accuracy'][name] = float(robust.mean())
@@ -290,4 +300,4 @@ def autoattack(
   if verbose:
     for w in warnings_:
       print('warning:', w)
-  return _devices.keep_sharding(jnp.asarray(x_adv), x_in), report
+  return _devices.keep_sharding(x_adv, x_in), report

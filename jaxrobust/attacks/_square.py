@@ -307,7 +307,11 @@ def _square_impl(logits_fn, key, x, y, eps, lo, hi, *, far_draws=None, **static)
       logits_fn, key, x, y, eps, lo, hi, x_best, m_min, queries, bad, 0, static['num_queries'], **static
     )
     return jax.lax.stop_gradient(x_best), bad, queries, m_min <= 0, jnp.asarray(far_stages)
-  state = [np.array(v) for v in (x_best, m_min, queries, bad)]
+  # The batch (x_best) stays on its devices; only per-point numbers (margins, queries, flags,
+  # the stage's index sets) come to the host, which decides who goes on.
+  best = [x_best]
+  m_min, queries, bad = (np.array(v) for v in (m_min, queries, bad))
+  points = (m_min, queries, bad)
   sequential = far_draws is not None and far_draws < static['eot_samples']
   # Points that only `far_draws` draws called broken: re-measured before they count as broken.
   unconfirmed = np.zeros((b,), bool)
@@ -316,25 +320,28 @@ def _square_impl(logits_fn, key, x, y, eps, lo, hi, *, far_draws=None, **static)
     size = min(b, 1 << int(np.ceil(np.log2(idx.size))))
     sub = np.concatenate([idx, np.full(size - idx.size, idx[-1])])
     j = jnp.asarray(sub)
-    return sub, (key[j], x[j], y[j], _loop.take(eps, j, b), _loop.take(lo, j, b), _loop.take(hi, j, b))
+    return sub, j, (key[j], x[j], y[j], _loop.take(eps, j, b), _loop.take(lo, j, b), _loop.take(hi, j, b))
 
   def run(idx, i0, i1, settings):
-    sub, args = sub_batch(idx)
-    out = _square_queries(logits_fn, *args, *(jnp.asarray(v[sub]) for v in state), i0, i1, **settings)
-    for v, o in zip(state, out):
+    sub, j, args = sub_batch(idx)
+    out = _square_queries(
+      logits_fn, *args, best[0][j], *(jnp.asarray(v[sub]) for v in points), i0, i1, **settings
+    )
+    best[0] = best[0].at[jnp.asarray(idx)].set(out[0][: idx.size])
+    for v, o in zip(points, out[1:]):
       v[idx] = np.asarray(o)[: idx.size]
 
   def recheck(i0):
     """Re-measures the standing (and unconfirmed) points on fresh draws; returns which are far."""
-    idx = np.flatnonzero((state[1] > 0) | unconfirmed)
+    idx = np.flatnonzero((m_min > 0) | unconfirmed)
     if idx.size == 0:
       return idx, np.zeros((0,), bool)
-    sub, args = sub_batch(idx)
+    sub, j, args = sub_batch(idx)
     m, sd, bad_r = (
-      np.asarray(v)[: idx.size] for v in _square_recheck(logits_fn, *args, state[0][sub], i0, **static)
+      np.asarray(v)[: idx.size] for v in _square_recheck(logits_fn, *args, best[0][j], i0, **static)
     )
-    state[1][idx] = m
-    state[3][idx] |= bad_r
+    m_min[idx] = m
+    bad[idx] |= bad_r
     unconfirmed[idx] = False
     keep = m > 0
     return idx[keep], m[keep] > _FAR_Z * sd[keep] / np.sqrt(far_draws)
@@ -344,7 +351,7 @@ def _square_impl(logits_fn, key, x, y, eps, lo, hi, *, far_draws=None, **static)
     if sequential:
       idx, far = recheck(i0)
     else:
-      idx, far = np.flatnonzero(state[1] > 0), None
+      idx, far = np.flatnonzero(m_min > 0), None
     if idx.size == 0:
       break
     if far is None:
@@ -355,11 +362,11 @@ def _square_impl(logits_fn, key, x, y, eps, lo, hi, *, far_draws=None, **static)
       if far.any():
         run(idx[far], i0, i1, dict(static, eot_samples=far_draws))
         far_stages[idx[far]] += 1
-        unconfirmed[idx[far]] = state[1][idx[far]] <= 0
+        unconfirmed[idx[far]] = m_min[idx[far]] <= 0
     i0 = i1
   if sequential and unconfirmed.any():
     recheck(i0)
-  x_best, m_min, queries, bad = state
+  x_best = best[0]
   return jnp.asarray(x_best), jnp.asarray(bad), jnp.asarray(queries), jnp.asarray(m_min <= 0), far_stages
 
 
