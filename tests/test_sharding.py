@@ -59,3 +59,28 @@ def test_over_epsilons_keeps_the_batch_axis_sharded(sharded):
   assert advs.shape == (2, *x.shape)
   mesh = data.mesh
   assert advs.sharding.is_equivalent_to(NamedSharding(mesh, P(None, 'data')), advs.ndim), advs.sharding
+
+
+def test_evaluation_entry_points_take_a_sharded_batch_where_it_is(sharded):
+  """A batch on 4 devices is checked and scaled where it lies (its sharding kept) and gives the
+  numbers a host batch gives."""
+  from jaxrobust.evaluation import clean_accuracy, robust_accuracy, select_and_measure
+  from jaxrobust.evaluation.accuracy import as_unit_float
+
+  f, x, y, data = sharded
+  assert as_unit_float(x).sharding == x.sharding
+  pixels = jax.device_put((np.asarray(x) * 255).astype(np.uint8), data)
+  assert as_unit_float(pixels).sharding.is_equivalent_to(data, x.ndim)
+  key = jax.random.key(4)
+  host_x, host_y = np.asarray(x), np.asarray(y)
+  assert clean_accuracy(f, x, y, key=key, batch_size=4) == clean_accuracy(
+    f, host_x, host_y, key=key, batch_size=4
+  )
+  spec = {'pgd': ATTACKS['pgd']}
+  on_devices = robust_accuracy(f, x, y, spec, key=key, batch_size=4)
+  on_host = robust_accuracy(f, host_x, host_y, spec, key=key, batch_size=4)
+  assert on_devices['pgd'] == on_host['pgd']
+  est = select_and_measure(f, {'clean': x}, host_y, key=key, selection_draws=1, measurement_draws=1)
+  assert est.per_point.tolist() == [1.0] * 8  # y is the model's own prediction
+  with pytest.raises(ValueError, match=r'images are floats in \[.*\]: give floats in \[0,1\]'):
+    as_unit_float(x * 3.0)

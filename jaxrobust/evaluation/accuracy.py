@@ -32,6 +32,22 @@ def as_unit_float(images) -> jax.Array:
       (pixels in 0..255, or normalised images): taken as they are they would be read as values
       far outside the input domain, so they are refused rather than guessed at.
   """
+  if isinstance(images, jax.Array) and not isinstance(images, jax.core.Tracer):
+    # A batch on its devices (perhaps sharded) stays there: the checks bring two numbers home.
+    if images.dtype == jnp.uint8:
+      return images.astype(jnp.float32) / 255.0
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+      raise ValueError(
+        f'images has dtype {images.dtype}: give uint8 pixels in 0..255 (scaled to [0,1]) or floats in [0,1]'
+      )
+    if images.size:
+      lo, hi = float(jnp.nanmin(images)), float(jnp.nanmax(images))
+      if lo < 0.0 or hi > 1.0:
+        raise ValueError(
+          f'images are floats in [{lo}, {hi}]: give floats in [0,1] or uint8 pixels in 0..255 '
+          '(normalisation lives inside the model)'
+        )
+    return images
   a = np.asarray(images)
   if a.dtype == np.uint8:
     return jnp.asarray(a, jnp.float32) / 255.0

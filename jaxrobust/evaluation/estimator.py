@@ -292,7 +292,7 @@ def select_and_measure(
   arrays = {}
   for n, a in candidates.items():
     try:
-      arrays[n] = np.asarray(as_unit_float(a))
+      arrays[n] = as_unit_float(a)  # a batch on its devices stays there
     except ValueError as e:
       raise ValueError(f'select_and_measure: candidate {n!r}: {e}') from None
   y = np.asarray(labels)
