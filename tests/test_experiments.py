@@ -581,6 +581,13 @@ def test_verdicts_follow_the_largest_change(table):
   assert r.verdict == reproduce.TO_A_TOLERANCE and list(r.changed) == ['result.fgsm']
   assert r.largest_difference == pytest.approx(0.015)
   assert reproduce.compare(rec, near, tolerance=0.01).verdict == reproduce.NOT_AT_ALL
+  # A count that moved (points broken by an attack) is a change, not a change of 200 points.
+  recount = copy.deepcopy(rec)
+  recount['result']['autoattack_report'] = {'broken': {'apgd_ce': 409}}
+  counted = copy.deepcopy(rec)
+  counted['result']['autoattack_report'] = {'broken': {'apgd_ce': 407}}
+  r = reproduce.compare(counted, recount)
+  assert r.verdict == reproduce.TO_A_TOLERANCE and r.largest_difference == 0.0, r
   # A change of exactly the tolerance is within it, whatever the float subtraction rounds to.
   edge = copy.deepcopy(rec)
   edge['result']['fgsm'], rec_fgsm = 0.764, copy.deepcopy(rec)
