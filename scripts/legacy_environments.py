@@ -49,10 +49,20 @@ def records_environment(path: str) -> bool:
   return isinstance(d, dict) and 'environment' in d
 
 
+def _ignored(path: str) -> bool:
+  """True when git ignores `path` (a local run's output, never committed)."""
+  return subprocess.run(['git', 'check-ignore', '-q', path]).returncode == 0
+
+
 def result_files() -> list[str]:
   """Every committed results file that holds numbers (JSON, JSON lines); cached attack pieces
   are sealed with their settings instead and are not results."""
   files = glob.glob('results/**/*.json', recursive=True) + glob.glob('results/**/*.jsonl', recursive=True)
+  # Committed files only: what a local run writes and git ignores (results/demo/) is no record.
+  tracked = subprocess.run(['git', 'ls-files', 'results'], capture_output=True, text=True)
+  if tracked.returncode == 0 and tracked.stdout:
+    committed = set(tracked.stdout.split())
+    files = [f for f in files if f in committed or not _ignored(f)]
   # Published weights (results/published/) are models, not results: their config.json and
   # SHA256SUMS describe them.
   return sorted(
