@@ -111,3 +111,51 @@ def evaluation_key(seed: int) -> jax.Array:
   """The key of a run's evaluation (Table 1, the converged study): key(seed + 1), so that it never
   equals the run's own key(seed), whose split gives the training keys."""
   return jax.random.key(seed + 1)
+
+
+# ----------------------------------------------------- keys by index: every caller asks by name
+# Beyond any index pair below (fold_in's data is 32-bit): the root of the pairs that the
+# historical `stride·major + minor` schedule cannot hold without colliding.
+TAG_PAIR_OVERFLOW = 2**31 - 1
+
+
+def pair_key(key: jax.Array, major, minor, *, stride: int) -> jax.Array:
+  """The key of the pair (major, minor) of non-negative host indices, distinct for every pair.
+
+  For 0 ≤ minor < stride it is fold_in(key, stride·major + minor), the schedule every committed
+  result was drawn with (kept, so they reproduce); a larger minor (which that schedule would send
+  onto another pair's key: stride·1 + stride = stride·2 + 0) gets a key of its own below
+  TAG_PAIR_OVERFLOW.
+  """
+  major, minor = int(major), int(minor)
+  if major < 0 or minor < 0:
+    raise ValueError(f'pair_key: indices must be >= 0, got ({major}, {minor})')
+  if minor < stride:
+    return jax.random.fold_in(key, stride * major + minor)
+  return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, TAG_PAIR_OVERFLOW), major), minor)
+
+
+def suite_attack_keys(batch_key: jax.Array, attack_index) -> tuple[jax.Array, jax.Array]:
+  """Attack j of a suite on one batch: (its own key, the key of the passes that classify its
+  points), fold_in(batch_key, 2j) and fold_in(batch_key, 2j + 1)."""
+  return (
+    jax.random.fold_in(batch_key, 2 * attack_index),
+    jax.random.fold_in(batch_key, 2 * attack_index + 1),
+  )
+
+
+def step_model_key(model_key: jax.Array, step) -> jax.Array:
+  """The model's randomness at an attack's step `step` (traced or not), fold_in(model_key, step)."""
+  return jax.random.fold_in(model_key, step)
+
+
+def step_model_keys(model_key: jax.Array, step) -> tuple[jax.Array, jax.Array]:
+  """Two model draws per step (FAB: the gradient, then the check of the new point):
+  fold_in(model_key, 2·step) and fold_in(model_key, 2·step + 1)."""
+  return jax.random.fold_in(model_key, 2 * step), jax.random.fold_in(model_key, 2 * step + 1)
+
+
+def search_step_model_key(model_key: jax.Array, search, step, steps_per_search: int) -> jax.Array:
+  """CW-L2's model draw at optimisation step `step` (< steps_per_search) of binary-search round
+  `search`: fold_in(model_key, search·steps_per_search + step), one key per (round, step)."""
+  return jax.random.fold_in(model_key, search * steps_per_search + step)

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrobust import keys
 from jaxrobust.attacks import _attack_keys
 from jaxrobust.attacks import _checks
 from jaxrobust.attacks import _geometry
@@ -107,7 +108,7 @@ def _apgd_impl(
     x_new = _geometry.project_and_clip(
       s['x'] + a * (z - s['x']) + (1 - a) * (s['x'] - s['x_prev']), x, eps, norm, lo, hi
     )
-    l, logits, g = grad(x_new, jax.random.fold_in(model_key, i + 1))
+    l, logits, g = grad(x_new, keys.step_model_key(model_key, i + 1))  # the start drew model_key itself
     fooled_now = _geometry.success(logits, y, targeted)
     x_adv = jnp.where(ex(fooled_now & ~s['fooled']), x_new, s['x_adv'])
     fooled = s['fooled'] | fooled_now

@@ -277,7 +277,7 @@ def autoattack(
       chunk = idx[s : s + batch_size]
       keys_j = _attack_keys.fold_keys(ex_keys[chunk], j)
       adv = _devices.attack_over_devices(attack, f, keys_j, x[chunk], y[chunk], devices)
-      fooled = _fooled(f, adv, y[chunk], jax.random.fold_in(key, 1000 * j + s))
+      fooled = _fooled(f, adv, y[chunk], keys.pair_key(key, j, s, stride=1000))
       hit = np.flatnonzero(fooled)
       x_adv = x_adv.at[jnp.asarray(chunk[hit])].set(adv[jnp.asarray(hit)])
       robust[chunk[fooled]] = False

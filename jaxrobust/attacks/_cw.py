@@ -19,6 +19,7 @@ import numpy as np
 import optax
 from jax import lax
 
+from jaxrobust import keys
 from jaxrobust.attacks import _attack_keys
 from jaxrobust.attacks import _checks
 from jaxrobust.attacks import _geometry
@@ -86,7 +87,7 @@ def _cw_impl(
 
     def step(i, carry):
       w, opt_state, step_l2, step_ok, best_l2, best_x, prev, bad, active = carry
-      k = jax.random.fold_in(model_key, s * max_iterations + i)
+      k = keys.search_step_model_key(model_key, s, i, max_iterations)
       (_, (per, l2, logits, xa)), g = grad_fn(w, c, k)
       bad = bad | _checks.nonfinite(logits)
       ok = _succeeded(logits, y, kappa, targeted)

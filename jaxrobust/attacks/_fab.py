@@ -26,6 +26,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxrobust import keys
 from jaxrobust.attacks import _attack_keys
 from jaxrobust.attacks import _checks
 from jaxrobust.attacks import _geometry
@@ -132,7 +133,7 @@ def _fab_impl(
 
   def body(i, carry):
     x1, adv, best, bad = carry
-    k = jax.random.fold_in(model_key, 2 * i)
+    k, k_check = keys.step_model_keys(model_key, i)
     df, logits, g = _loop.loss_and_grad(logits_fn, _target_margin, x1, labels, k, 1, chunk, rolled)
     bad = bad | _checks.nonfinite(logits)
     w = flat(g)
@@ -143,7 +144,7 @@ def _fab_impl(
     alpha = jnp.clip(a1 / (a1 + a0), 0.0, alpha_max)[:, None]
     step = (flat(x1) + eta * d1) * (1 - alpha) + (flat(x) + eta * d0) * alpha
     x1 = jnp.clip(step.reshape(x.shape), lo_x, hi_x)
-    logits_new = logits_fn(x1, jax.random.fold_in(model_key, 2 * i + 1))
+    logits_new = logits_fn(x1, k_check)
     bad = bad | _checks.nonfinite(logits_new)
     is_adv = jnp.argmax(logits_new, -1) != y
     dist = _norm(flat(x1 - x), norm)

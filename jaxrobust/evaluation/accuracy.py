@@ -185,8 +185,9 @@ def robust_accuracy(
     per['clean'].append(ok)
     bad = ~fin
     for j, (name, attack) in enumerate(attacks.items(), start=1):
-      x_adv = attack(logits_fn, jax.random.fold_in(kb, 2 * j), x, y)
-      ok, fin = correct_all_draws(x_adv, y, jax.random.fold_in(kb, 2 * j + 1))
+      k_attack, k_predict = keys.suite_attack_keys(kb, j)
+      x_adv = attack(logits_fn, k_attack, x, y)
+      ok, fin = correct_all_draws(x_adv, y, k_predict)
       per[name].append(ok)
       bad = bad | ~fin
     non_finite.append(bad)

@@ -219,14 +219,15 @@ def evaluate_adaptive(
     t = time.perf_counter()
     x, y = batches[i]
     kb = jax.random.fold_in(key, i)
-    x_adv = x if name == 'clean' else attacks[name](f, jax.random.fold_in(kb, 2 * j), x, y)
+    k_attack, k_predict = keys.suite_attack_keys(kb, j)
+    x_adv = x if name == 'clean' else attacks[name](f, k_attack, x, y)
     if candidates_dir is not None:
       write_atomic(
         os.path.join(candidates_dir, f'batch{i:07d}_{name}.npy'),
         lambda fh: np.save(fh, np.asarray(x_adv, np.float32), allow_pickle=False),
       )
-    d = prediction_over_draws(f, x_adv, y, jax.random.fold_in(kb, 2 * j + 1), num_draws)
-    first = np.asarray(_draw_predictions(f, x_adv, jax.random.fold_in(kb, 2 * j + 1), 1)[0])
+    d = prediction_over_draws(f, x_adv, y, k_predict, num_draws)
+    first = np.asarray(_draw_predictions(f, x_adv, k_predict, 1)[0])
     refuse_non_finite(first, f'evaluate_adaptive ({name}, batch at {i})')
     first = first[0]
     out = {k: np.asarray(v).tolist() for k, v in d.items()}
@@ -389,7 +390,7 @@ def eot_convergence(
     also its points' `candidate_scores`."""
     spec = eot_pgd_spec(epsilon, num_steps=t, eot_samples=s, microbatch=microbatch)
     t0 = time.perf_counter()
-    x_adv = A.build_attack(spec)(logits_fn, jax.random.fold_in(key, 1000 * s + t), x, y)
+    x_adv = A.build_attack(spec)(logits_fn, keys.pair_key(key, s, t, stride=1000), x, y)
     pred = prediction_over_draws(
       logits_fn, x_adv, y, jax.random.fold_in(key, keys.TAG_CONVERGENCE_PREDICT), num_draws
     )
