@@ -36,7 +36,7 @@ test-latest: data
 	$(LATEST)/bin/python -m pip list --disable-pip-version-check 2>/dev/null | grep -E "^(jax|jaxlib|flax|optax|numpy|orbax-checkpoint|chex) "
 	$(LATEST)/bin/python -m pytest -q -n 2 --dist loadfile tests
 	# The minimal jax.lax reproduction of the jaxlib 0.10.2 crash, on the newest jaxlib (docs/known-crashes.md).
-	$(LATEST)/bin/python scripts/wrn_crash.py --net=lax --runs=5
+	$(LATEST)/bin/python scripts/wrn_crash.py --net=lax --runs=5 --timeout=120
 
 data:
 	bash scripts/ensure_data.sh

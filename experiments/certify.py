@@ -72,8 +72,8 @@ def _batches(n, size):
 
 
 def certify_smoothing(logits_fn, x, y, *, sigma, n0, n, alpha, key, batch=100, desc='certify'):
-  """CERTIFY over the images in batches; per-example keys fold_in(key, image index)."""
-  ek = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(len(x)))
+  """CERTIFY over the images in batches; each image's own key (`keys.example_keys`)."""
+  ek = keys.example_keys(key, len(x))
   parts = [
     smooth_certify(logits_fn, ek[a:b], x[a:b], sigma=sigma, n0=n0, n=n, alpha=alpha)
     for a, b in tqdm(_batches(len(x), batch), desc=desc, leave=False)
@@ -84,23 +84,22 @@ def certify_smoothing(logits_fn, x, y, *, sigma, n0, n, alpha, key, batch=100, d
 def smoothed_plurality_right(logits_fn, x, y, *, sigma, draws, key, batch=100) -> np.ndarray:
   """Per image: the plurality class of `draws` noisy copies is y (the smoothed classifier's
   answer without abstention)."""
-  ek = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(len(x)))
+  ek = keys.example_keys(key, len(x))
   counts = np.concatenate(
     [class_counts(logits_fn, ek[a:b], x[a:b], sigma=sigma, n=draws) for a, b in _batches(len(x), batch)]
   )
   return counts.argmax(1) == y
 
 
-def run_smoothing(model, variables, x, y, args, key) -> dict:
+def run_smoothing(model, variables, x, y, args, ck: keys.CertifyKeys) -> dict:
   f = clipped(make_logits_fn(model, variables))
   sigma = args.sigma
   t0 = time.time()
-  cert = certify_smoothing(f, x, y, sigma=sigma, n0=args.n0, n=args.n, alpha=args.alpha, key=key)
+  cert = certify_smoothing(f, x, y, sigma=sigma, n0=args.n0, n=args.n, alpha=args.alpha, key=ck.certify)
   t_cert = time.time() - t0
-  k_large = jax.random.fold_in(key, keys.TAG_EVAL_CERTIFY_LARGE)
   m = args.num_large
   large = certify_smoothing(
-    f, x[:m], y[:m], sigma=sigma, n0=args.n0, n=args.n_large, alpha=args.alpha, key=k_large
+    f, x[:m], y[:m], sigma=sigma, n0=args.n0, n=args.n_large, alpha=args.alpha, key=ck.large
   )
   small_on_m = certified_accuracy(type(cert)(*(a[:m] for a in cert)), y[:m], RADII)
   soft = smoothed_soft_logits(f, sigma=sigma, samples=args.attack_samples)
@@ -109,9 +108,6 @@ def run_smoothing(model, variables, x, y, args, key) -> dict:
       soft, k, xx, yy, epsilon=eps, norm='l2', num_steps=args.attack_steps, random_init=None
     )
   )
-  k_attack, k_pred = (
-    jax.random.fold_in(key, t) for t in (keys.TAG_EVAL_SMOOTH_ATTACK, keys.TAG_EVAL_SMOOTH_PREDICT)
-  )
   na = args.num_attack
   empirical = []
   for r in tqdm(RADII, desc='SmoothAdv', leave=False):
@@ -119,9 +115,12 @@ def run_smoothing(model, variables, x, y, args, key) -> dict:
       adv = x[:na]
     else:
       adv = np.concatenate(
-        [np.asarray(attack(jax.random.fold_in(k_attack, a), x[a:b], y[a:b], r)) for a, b in _batches(na, 50)]
+        [
+          np.asarray(attack(keys.batch_keys(ck.attack, a).attacks, x[a:b], y[a:b], r))
+          for a, b in _batches(na, 50)
+        ]
       )
-    right = smoothed_plurality_right(f, adv, y[:na], sigma=sigma, draws=args.predict_draws, key=k_pred)
+    right = smoothed_plurality_right(f, adv, y[:na], sigma=sigma, draws=args.predict_draws, key=ck.predict)
     empirical.append(float(right.mean()))
   cert_on_na = certified_accuracy(type(cert)(*(a[:na] for a in cert)), y[:na], RADII)
   return {
@@ -155,27 +154,28 @@ def run_smoothing(model, variables, x, y, args, key) -> dict:
   }
 
 
-def run_intervals(model, variables, x, y, args, key) -> dict:
+def run_intervals(model, variables, x, y, args, ck: keys.CertifyKeys) -> dict:
   f = make_logits_fn(model, variables)
   bound = jax.jit(lambda v, xx, yy, eps: verified(interval_bounds(model.apply, v, xx, eps), yy))
   attack = jax.jit(lambda k, xx, yy, eps: pgd(f, k, xx, yy, epsilon=eps, num_steps=20, step_size=eps / 4))
-  predict = jax.jit(lambda xx: jnp.argmax(f(xx, key), -1))
+  predict = jax.jit(lambda xx: jnp.argmax(f(xx, ck.predict), -1))
   ver, emp = [], []
   t0 = time.time()
   for eps in tqdm(EPSILONS, desc='intervals', leave=False):
     ok, right = [], []
     for a, b in _batches(len(x), 250):
       ok.append(np.asarray(bound(variables, x[a:b], y[a:b], eps)))
-      adv = x[a:b] if eps == 0 else attack(jax.random.fold_in(key, a), x[a:b], y[a:b], eps)
+      adv = x[a:b] if eps == 0 else attack(keys.batch_keys(ck.attack, a).attacks, x[a:b], y[a:b], eps)
       right.append(np.asarray(predict(adv)) == y[a:b])
     ver.append(float(np.concatenate(ok).mean()))
     emp.append(float(np.concatenate(right).mean()))
   t_iv = time.time() - t0
   eps_aa = args.autoattack_epsilon
-  k_aa = jax.random.fold_in(key, keys.TAG_EVAL_AUTOATTACK)
   aa_right = []
   for a, b in tqdm(_batches(len(x), 250), desc='AutoAttack', leave=False):
-    adv, _ = autoattack(f, jax.random.fold_in(k_aa, a), x[a:b], y[a:b], epsilon=eps_aa, version='standard')
+    adv, _ = autoattack(
+      f, keys.batch_keys(ck.autoattack, a).attacks, x[a:b], y[a:b], epsilon=eps_aa, version='standard'
+    )
     aa_right.append(np.asarray(predict(adv)) == y[a:b])
   i_aa = EPSILONS.index(eps_aa) if eps_aa in EPSILONS else None
   return {
@@ -270,11 +270,11 @@ def certify_run(args) -> dict:
     )
   n = min(args.num_test, len(ds.test_labels))
   x, y = np.asarray(as_unit_float(ds.test_images[:n])), np.asarray(ds.test_labels[:n])
-  key = jax.random.fold_in(jax.random.key(config.seed), keys.TAG_EVAL_CERTIFY)
+  ck = keys.certify_keys(keys.eval_keys(keys.evaluation_key(config.seed)).certify)
   if args.method == 'smoothing':
-    rec = run_smoothing(model, variables, x, y, args, key)
+    rec = run_smoothing(model, variables, x, y, args, ck)
   else:
-    rec = run_intervals(model, variables, x, y, args, key)
+    rec = run_intervals(model, variables, x, y, args, ck)
   rec.update(
     row=row,
     dataset=config.data.name,

@@ -37,7 +37,6 @@ import math
 import os
 import time
 
-import jax
 import numpy as np
 
 from jaxrobust.configs.defenses import DEFENSES
@@ -131,7 +130,7 @@ def run_row(
         make_logits_fn(model, variables),
         as_unit_float(ds.test_images[:c]),
         np.asarray(ds.test_labels[:c]),
-        jax.random.fold_in(key, keys.TAG_CONVERGENCE),
+        keys.eval_keys(key).study,
         epsilon=STANDARD_BUDGETS[dataset]['linf'],
         # The suite's own EOT budget is the fixed point of the draws curve, which runs up to twice it.
         draws=tuple(d for d in (1, 2, 4, 8, 16, 32) if d <= 2 * eot_samples),

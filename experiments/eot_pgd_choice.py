@@ -43,7 +43,7 @@ def variants(epsilon: float, *, num_steps: int, eot_samples: int) -> dict[str, d
 
 def measure(logits_fn, x, y, specs: dict, *, key, draws: int, batch: int = 100) -> dict:
   """Per variant: per-point correctness over `draws` fresh draws of each attacked point."""
-  k_attack, k_measure = (jax.random.fold_in(key, t) for t in (keys.TAG_EVAL_SELECT, keys.TAG_EVAL_MEASURE))
+  k_attack, k_measure = jax.random.split(key)
   predict = jax.jit(lambda xx, k: jnp.argmax(logits_fn(xx, k), -1))
   out = {}
   for name, spec in specs.items():
@@ -51,11 +51,11 @@ def measure(logits_fn, x, y, specs: dict, *, key, draws: int, batch: int = 100) 
     attack = jax.jit(lambda f, k, xx, yy, fn=fn: fn(f, k, xx, yy))
     preds = []
     for a in tqdm(range(0, len(x), batch), desc=name, leave=False):
-      xa = attack(logits_fn, jax.random.fold_in(k_attack, a), x[a : a + batch], y[a : a + batch])
+      xa = attack(logits_fn, keys.batch_keys(k_attack, a).attacks, x[a : a + batch], y[a : a + batch])
       preds.append(
         np.stack(
           [
-            np.asarray(predict(xa, jax.random.fold_in(jax.random.fold_in(k_measure, a), d)))
+            np.asarray(predict(xa, keys.draw_key(keys.batch_keys(k_measure, a).clean, d)))
             for d in range(draws)
           ]
         )
@@ -92,7 +92,7 @@ def main(argv):
   x, y = np.asarray(as_unit_float(ds.test_images[:n])), np.asarray(ds.test_labels[:n])
   eps = linf_budget('standard', config.data.name)
   specs = variants(eps, num_steps=FLAGS.steps, eot_samples=FLAGS.eot)
-  key = jax.random.fold_in(jax.random.key(config.seed), keys.TAG_EVAL_EOT_CHOICE)
+  key = keys.eval_keys(keys.evaluation_key(config.seed)).study
   preds = measure(make_logits_fn(model, variables), x, y, specs, key=key, draws=FLAGS.draws)
   row = os.path.basename(os.path.normpath(FLAGS.workdir))
   rec = dict(summarize(preds, y), row=row, num_test=n, epsilon=eps, draws=FLAGS.draws, specs=specs)

@@ -19,14 +19,12 @@ command resumes an interrupted evaluation.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from typing import NamedTuple
 
-import jax
 
-from jaxrobust.evaluation import EvalSpec, evaluate_model
+from jaxrobust.evaluation import EvalSpec, evaluate_test_set
 from jaxrobust.provenance import write_result_json
 from jaxrobust.train.restore import restore_run
 
@@ -80,16 +78,16 @@ def _evaluate_and_write(model, variables, ds, out_dir, o: EvalOptions, spec: Eva
   # The adaptive suite takes hours on a CPU: its finished pieces are kept, one directory per
   # setting of the command's knobs, and a rerun of the same command resumes.
   cache = f'adaptive_cache_n{n}_eot{o.eot_samples}_scale{o.steps_scale:g}_seed{o.seed}'
-  res = evaluate_model(
+  res = evaluate_test_set(
     model,
     variables,
-    ds.test_images[:n],
-    ds.test_labels[:n],
-    dataclasses.replace(spec, dataset=ds.name),
-    key=jax.random.key(o.seed),
+    ds,
+    spec,
+    seed=o.seed,
+    num_test=n,
     progress=o.progress,
     cache_dir=os.path.join(out_dir, cache) if o.suite == 'adaptive' else None,
-  ).to_record()
+  )
   res = {**res, 'source': source}
   write_result_json(os.path.join(out_dir, f'eval_{o.suite}.json'), res)
   return res

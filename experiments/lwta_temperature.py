@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 
-import jax
 
 from jaxrobust import keys
 from experiments import figures
@@ -44,7 +43,7 @@ def run(
   pgd = dict(name='pgd', epsilon=b['linf'], step_size=b['linf_step'], num_steps=20)
   attacks = {'PGD-20': pgd, f'EOT{eot_samples}-PGD-20': dict(pgd, eot_samples=eot_samples)}
   n = min(num_test, len(ds.test_images))
-  key = jax.random.fold_in(jax.random.key(config.seed), keys.TAG_FIGURES)
+  key = keys.eval_keys(keys.evaluation_key(config.seed)).study
   rows, conf, correct = [], {}, {}
   for label, m in settings(model).items():
     row = {'setting': label}

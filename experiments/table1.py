@@ -17,7 +17,6 @@ import os
 import tempfile
 import time
 
-import jax
 import numpy as np
 
 from experiments import figures
@@ -60,7 +59,8 @@ ROWS = tuple(r for r in DEFENSES if r != 'gaussian_025')
 
 def smoothed_certificate(model, variables, images, labels, sigma: float, *, key) -> dict:
   """The certified L2 accuracy at SMOOTHING['radius'] of the model smoothed with noise σ (the
-  base classifier sees its noisy input clipped to [0, 1], as in training)."""
+  base classifier sees its noisy input clipped to [0, 1], as in training); `key` is the
+  evaluation's `certify` key, as the certify command's."""
   from experiments.certify import certify_smoothing, clipped
 
   s = SMOOTHING
@@ -72,7 +72,7 @@ def smoothed_certificate(model, variables, images, labels, sigma: float, *, key)
     n0=s['n0'],
     n=s['n'],
     alpha=s['alpha'],
-    key=jax.random.fold_in(key, keys.TAG_EVAL_CERTIFY),
+    key=keys.certify_keys(key).certify,
   )
   return {
     'certified_l2': float(certified_accuracy(cert, np.asarray(labels), [s['radius']])[0]),
@@ -123,7 +123,9 @@ def run_row(
     result = evaluate_model(model, variables, images, labels, plan, key=key, progress=progress).to_record()
     if DEFENSES[row].noise_sigma:  # a smoothed classifier's row: its certified L2 accuracy
       result.update(
-        smoothed_certificate(model, variables, images, labels, DEFENSES[row].noise_sigma, key=key)
+        smoothed_certificate(
+          model, variables, images, labels, DEFENSES[row].noise_sigma, key=keys.eval_keys(key).certify
+        )
       )
     _draw_row_figures(row, dataset, out_dir, plan.transfer, t, images, labels, key)
     return {
@@ -170,7 +172,7 @@ def _draw_row_figures(row, dataset, out_dir, drawn: dict, t: TrainedRow, images,
   transfer attack's PGD run on the model itself."""
   n = len(images)
   ex = examples_and_confidence(
-    t.model, t.variables, images, labels, drawn, key=jax.random.fold_in(key, keys.TAG_FIGURES), n=min(n, 500)
+    t.model, t.variables, images, labels, drawn, key=keys.eval_keys(key).figures, n=min(n, 500)
   )
   fig_dir = os.path.join(out_dir, dataset, 'figures')
   title = f'{DEFENSES[row].title} — PGD-{drawn["num_steps"]} L∞ ε={drawn["epsilon"]:.3g}'

@@ -89,28 +89,17 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-  import dataclasses
-
-  from jaxrobust import keys
-  from jaxrobust.evaluation import EvalSpec, evaluate_model
+  from jaxrobust.evaluation import EvalSpec, evaluate_test_set
   from jaxrobust.provenance import write_result_json
   from jaxrobust.train.weights import load_model
 
   spec = EvalSpec(dataset='synthetic', suite=args.suite, steps_scale=args.steps_scale, eot_samples=args.eot)
   config, model, variables, ds = load_model(args.model)
-  n = args.num_test or len(ds.test_labels)
-  if n > len(ds.test_labels):
-    raise ValueError(f'--num_test={n}, but the {ds.name} test set has {len(ds.test_labels)} images')
-  result = evaluate_model(
-    model,
-    variables,
-    ds.test_images[:n],
-    ds.test_labels[:n],
-    dataclasses.replace(spec, dataset=ds.name),
-    key=keys.evaluation_key(args.seed),
-    progress=not args.quiet,
-  ).to_record()
-  record = {**result, 'source': {'model': os.path.abspath(args.model)}, 'num_test': n}
+  result = evaluate_test_set(
+    model, variables, ds, spec, seed=args.seed, num_test=args.num_test, progress=not args.quiet
+  )
+  n = result['num_test']
+  record = {**result, 'source': {'model': os.path.abspath(args.model)}}
   numbers = {k: v for k, v in record.items() if isinstance(v, float)}
   print(json.dumps({'model': args.model, 'suite': args.suite, 'num_test': n, **numbers}))
   if args.out:

@@ -54,25 +54,12 @@ TAG_SMOOTH_MODEL = 10**6  # the base classifier's own randomness, folded with th
 TAG_INIT_REDRAW = 10**6  # init='torch': the redraw of a kernel and bias (models/init.py)
 
 # ----------------------------------------------------------------------------- evaluation
-TAG_EVAL_CLEAN = 0  # robust_accuracy: the clean pass of a batch (attack j uses 2·j and 2·j + 1)
-TAG_CONVERGENCE = 1  # experiments/converged.py: the key of the EOT-PGD convergence study
-TAG_CONVERGENCE_PREDICT = 7  # eot_convergence: the draws that classify its adversarial points
-TAG_EVAL_PREDICT = 1  # the forward pass that classifies attacked inputs (ε grid, figures)
-TAG_EVAL_DRAWS = 1  # the repeated clean draws of a stochastic model
-TAG_EVAL_GRID = 2  # the accuracy-against-ε grid
-TAG_EVAL_AUTOATTACK = 4  # AutoAttack beside a suite (Table 1's column)
-TAG_FIGURES = 9  # the attack drawn for the example and confidence figures
-TAG_EVAL_CERTIFY = 11  # experiments/certify.py: folded into key(seed); its draws fold in:
-TAG_EVAL_CERTIFY_LARGE = 1  #   CERTIFY with n_large draws on the first images
-TAG_EVAL_SMOOTH_ATTACK = 2  #   SmoothAdv's keys (folded with the batch's first index)
-TAG_EVAL_SMOOTH_PREDICT = 3  #   the draws that classify attacked points
-TAG_EVAL_EOT_CHOICE = 12  # experiments/eot_pgd_choice.py: folded into key(seed), then the
-#   estimator's TAG_EVAL_SELECT (the attacks) and TAG_EVAL_MEASURE (the draws that classify)
-# The worst-case estimator of a stochastic model (evaluation/estimator.py): the draws that choose
-# each point's worst candidate, and the fresh draws that measure it, never the same keys. Beyond
-# the adaptive suite's per-attack tags (2·j and 2·j + 1 for attack j), so no attack shares them.
-TAG_EVAL_SELECT = 10**6 + 1
-TAG_EVAL_MEASURE = 10**6 + 2
+# An evaluation's keys are split from its root (`EvalKeys`); below a part's key, each batch's keys
+# come from `batch_keys` (folded with the batch's first index, then split), an attack's from
+# `attack_keys`, a draw's from `draw_key`: no tag shares a namespace with an index.
+# Its version: caches that store results under a key's digest store it too, since the same root
+# draws other numbers under another schedule (1: tags and index arithmetic; 2: splits).
+EVAL_SCHEDULE = 2
 
 
 class RunKeys(NamedTuple):
@@ -108,9 +95,99 @@ def step_keys(train_key: jax.Array, step) -> StepKeys:
 
 
 def evaluation_key(seed: int) -> jax.Array:
-  """The key of a run's evaluation (Table 1, the converged study): key(seed + 1), so that it never
-  equals the run's own key(seed), whose split gives the training keys."""
+  """The root key of every evaluation of a run (Table 1, the converged study, certification, the
+  command line): key(seed + 1), so that it never equals the run's own key(seed), whose split gives
+  the training keys. The one way to make an evaluation's root; `eval_keys` splits it."""
   return jax.random.key(seed + 1)
+
+
+class EvalKeys(NamedTuple):
+  """The keys of one evaluation, one per part, split from its root (`eval_keys`).
+
+  Attributes:
+    finite: the clean passes that check the model's logits are finite before anything else.
+    suite: the attack suite (per batch: `batch_keys`).
+    draws: the repeated clean draws of a stochastic model.
+    autoattack: AutoAttack, beside a suite or as the suite itself.
+    grid: the accuracy-against-ε grid.
+    figures: the attack drawn for the example and confidence figures.
+    certify: certification (randomized smoothing's draws, SmoothAdv).
+    study: a study's own use (the EOT-PGD convergence study, the EOT choice, the temperature sweep).
+  """
+
+  finite: jax.Array
+  suite: jax.Array
+  draws: jax.Array
+  autoattack: jax.Array
+  grid: jax.Array
+  figures: jax.Array
+  certify: jax.Array
+  study: jax.Array
+
+
+def eval_keys(root: jax.Array) -> EvalKeys:
+  """Every part's key of the evaluation whose root is `root` (`evaluation_key(seed)` for a run)."""
+  return EvalKeys(*jax.random.split(root, len(EvalKeys._fields)))
+
+
+class BatchKeys(NamedTuple):
+  """The keys of one batch of an evaluation part.
+
+  Attributes:
+    clean: the clean pass (and its repeated draws: `draw_key`).
+    attacks: the root of the batch's attacks (`attack_keys`).
+    estimator: the worst-case estimator's selection and measurement draws.
+  """
+
+  clean: jax.Array
+  attacks: jax.Array
+  estimator: jax.Array
+
+
+def batch_keys(part_key: jax.Array, first_index) -> BatchKeys:
+  """The keys of the batch whose first example is `first_index` (a host integer), under a part's key."""
+  return BatchKeys(*jax.random.split(jax.random.fold_in(part_key, int(first_index)), 3))
+
+
+def attack_keys(batch: BatchKeys, attack_index) -> tuple[jax.Array, jax.Array]:
+  """Attack j of a batch: (its own key, whose children are its per-example keys; the key of the
+  passes that classify its points)."""
+  k_attack, k_predict = jax.random.split(jax.random.fold_in(batch.attacks, int(attack_index)))
+  return k_attack, k_predict
+
+
+class CertifyKeys(NamedTuple):
+  """The keys of a certification run (experiments/certify.py), split from an evaluation's
+  `certify` key.
+
+  Attributes:
+    certify: CERTIFY's draws (each image's own key: `example_keys`).
+    large: CERTIFY with more draws on the first images.
+    attack: the attacks beside the certificate (SmoothAdv; PGD for intervals), by batch.
+    predict: the passes that classify the attacked points.
+    autoattack: AutoAttack beside interval bounds, by batch.
+  """
+
+  certify: jax.Array
+  large: jax.Array
+  attack: jax.Array
+  predict: jax.Array
+  autoattack: jax.Array
+
+
+def certify_keys(key: jax.Array) -> CertifyKeys:
+  """The parts of a certification run from `EvalKeys.certify`."""
+  return CertifyKeys(*jax.random.split(key, len(CertifyKeys._fields)))
+
+
+def example_keys(key: jax.Array, n: int) -> jax.Array:
+  """One key per example 0..n-1 under `key`: fold_in(key, i), as the attacks' own per-example keys."""
+  return jax.vmap(lambda i: jax.random.fold_in(key, i))(jax.numpy.arange(n))
+
+
+def draw_key(key: jax.Array, draw) -> jax.Array:
+  """Draw d of repeated forward passes on one key (a clean pass's or an attack's predictions)."""
+  return jax.random.fold_in(key, draw)
 
 
 # ----------------------------------------------------- keys by index: every caller asks by name
@@ -133,15 +210,6 @@ def pair_key(key: jax.Array, major, minor, *, stride: int) -> jax.Array:
   if minor < stride:
     return jax.random.fold_in(key, stride * major + minor)
   return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, TAG_PAIR_OVERFLOW), major), minor)
-
-
-def suite_attack_keys(batch_key: jax.Array, attack_index) -> tuple[jax.Array, jax.Array]:
-  """Attack j of a suite on one batch: (its own key, the key of the passes that classify its
-  points), fold_in(batch_key, 2j) and fold_in(batch_key, 2j + 1)."""
-  return (
-    jax.random.fold_in(batch_key, 2 * attack_index),
-    jax.random.fold_in(batch_key, 2 * attack_index + 1),
-  )
 
 
 def step_model_key(model_key: jax.Array, step) -> jax.Array:

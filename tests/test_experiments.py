@@ -181,10 +181,7 @@ def test_evaluate_keeps_the_adaptive_pieces_per_setting(table, monkeypatch):
   d, _, _ = table
   work = d / 'runs' / 'synthetic' / 'lwta'
   seen = []
-  from jaxrobust.evaluation import Grid
-
-  empty = Grid((), 0, [])  # any result with a record
-  monkeypatch.setattr(evaluate, 'evaluate_model', lambda *a, **kw: seen.append(kw['cache_dir']) or empty)
+  monkeypatch.setattr(evaluate, 'evaluate_test_set', lambda *a, **kw: seen.append(kw['cache_dir']) or {})
   evaluate.evaluate_checkpoint(str(work), suite='adaptive', num_test=8, eot_samples=3, steps_scale=0.5)
   evaluate.evaluate_checkpoint(str(work), suite='standard', num_test=8)
   assert seen == [str(work / 'adaptive_cache_n8_eot3_scale0.5_seed0'), None]

@@ -117,7 +117,7 @@ def clean_accuracy(logits_fn, images, labels, *, key, batch_size: int = 500) -> 
       logits_fn,
       as_unit_float(images[i : i + batch_size]),
       jnp.asarray(labels[i : i + batch_size]),
-      jax.random.fold_in(key, i),
+      keys.batch_keys(key, i).clean,
     )
     hits += int(ok.sum())
     bad += int((~finite).sum())
@@ -173,19 +173,19 @@ def robust_accuracy(
   def correct_all_draws(x, y, k):
     ok, fin = np.ones(y.shape, bool), np.ones(y.shape, bool)
     for d in range(eval_draws):
-      o, f = correct(logits_fn, x, y, jax.random.fold_in(k, d))
+      o, f = correct(logits_fn, x, y, keys.draw_key(k, d))
       ok, fin = ok & o, fin & f
     return ok, fin
 
   for i in tqdm(range(0, n, batch_size), disable=not progress, desc='evaluate'):
     x = as_unit_float(images[i : i + batch_size])
     y = jnp.asarray(labels[i : i + batch_size])
-    kb = jax.random.fold_in(key, i)
-    ok, fin = correct_all_draws(x, y, jax.random.fold_in(kb, keys.TAG_EVAL_CLEAN))
+    kb = keys.batch_keys(key, i)
+    ok, fin = correct_all_draws(x, y, kb.clean)
     per['clean'].append(ok)
     bad = ~fin
     for j, (name, attack) in enumerate(attacks.items(), start=1):
-      k_attack, k_predict = keys.suite_attack_keys(kb, j)
+      k_attack, k_predict = keys.attack_keys(kb, j)
       x_adv = attack(logits_fn, k_attack, x, y)
       ok, fin = correct_all_draws(x_adv, y, k_predict)
       per[name].append(ok)

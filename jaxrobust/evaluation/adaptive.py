@@ -188,6 +188,7 @@ def evaluate_adaptive(
     model=digest(variables),
     data=digest(np.asarray(images), np.asarray(labels)),
     key=digest(key),
+    key_schedule=keys.EVAL_SCHEDULE,
     dataset=spec.dataset,
     num_draws=num_draws,
     eot_samples=spec.eot_samples,
@@ -218,8 +219,8 @@ def evaluate_adaptive(
     """Attack `name` on the batch starting at image i, its adversarial points classified."""
     t = time.perf_counter()
     x, y = batches[i]
-    kb = jax.random.fold_in(key, i)
-    k_attack, k_predict = keys.suite_attack_keys(kb, j)
+    kb = keys.batch_keys(key, i)
+    k_attack, k_predict = keys.attack_keys(kb, j)
     x_adv = x if name == 'clean' else attacks[name](f, k_attack, x, y)
     if candidates_dir is not None:
       write_atomic(
@@ -232,7 +233,7 @@ def evaluate_adaptive(
     first = first[0]
     out = {k: np.asarray(v).tolist() for k, v in d.items()}
     # Every candidate of a batch is scored on the same selection and measurement draws.
-    scores = candidate_scores(f, x_adv, y, draw_keys(kb, selection_draws, num_draws))
+    scores = candidate_scores(f, x_adv, y, draw_keys(kb.estimator, selection_draws, num_draws))
     out['estimator'] = scores_as_lists(scores)
     out.update(single_draw=(first == np.asarray(y)).tolist(), seconds=time.perf_counter() - t)
     out['flags'] = dict(batch_flags)
@@ -380,25 +381,26 @@ def eot_convergence(
   settings = dict(model=model_id, data=digest(np.asarray(x), np.asarray(y)), key=digest(key), epsilon=epsilon)
   # Pieces hold per-point results (earlier ones held an accuracy), and the attack is the suite's
   # own EOT-PGD (earlier: the margin loss with cosine steps): older caches are refused by name.
-  settings.update(num_draws=num_draws, pieces='per_point', attack='eot_pgd_spec')
+  settings.update(
+    num_draws=num_draws, pieces='per_point', attack='eot_pgd_spec', key_schedule=keys.EVAL_SCHEDULE
+  )
   if microbatch is not None:
     settings['microbatch'] = microbatch
   cache = PieceCache(cache_dir, settings)
+  # The attacks (one key per budget), the draws that classify their points, the estimator's draws.
+  k_attacks, k_predict, k_scores = jax.random.split(key, 3)
 
   def point(s: int, t: int, scored: bool = False) -> dict:
     """Per point: robust (majority of the draws) to EOT-PGD with s draws and t steps; `scored`:
     also its points' `candidate_scores`."""
     spec = eot_pgd_spec(epsilon, num_steps=t, eot_samples=s, microbatch=microbatch)
     t0 = time.perf_counter()
-    x_adv = A.build_attack(spec)(logits_fn, keys.pair_key(key, s, t, stride=1000), x, y)
-    pred = prediction_over_draws(
-      logits_fn, x_adv, y, jax.random.fold_in(key, keys.TAG_CONVERGENCE_PREDICT), num_draws
-    )
+    x_adv = A.build_attack(spec)(logits_fn, keys.pair_key(k_attacks, s, t, stride=1000), x, y)
+    pred = prediction_over_draws(logits_fn, x_adv, y, k_predict, num_draws)
     out = {'robust': np.asarray(pred['majority']).tolist()}
     if scored:
-      # Scored for the estimator on draws of its own: disjoint from the attack's and the curve's
-      # keys (draw_keys folds in TAG_EVAL_SELECT and TAG_EVAL_MEASURE, beyond any 1000·s + t).
-      scores = candidate_scores(logits_fn, x_adv, y, draw_keys(key, selection_draws, num_draws))
+      # Scored for the estimator on draws of its own, disjoint from the attacks' and the curve's.
+      scores = candidate_scores(logits_fn, x_adv, y, draw_keys(k_scores, selection_draws, num_draws))
       out['estimator'] = scores_as_lists(scores)
     return dict(out, seconds=time.perf_counter() - t0)
 

@@ -36,7 +36,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrobust import attacks as A
-from jaxrobust import keys as K
 from jaxrobust.counts import is_count
 from jaxrobust.evaluation.accuracy import NonFiniteLogitsError, as_unit_float
 
@@ -86,16 +85,13 @@ class Draws(NamedTuple):
 
 
 def draw_keys(key, selection_draws: int, measurement_draws: int) -> Draws:
-  """Selection and measurement keys from one key, through two named tags: disjoint by
-  construction (different `fold_in` tags)."""
+  """Selection and measurement keys from one key (split in two: disjoint by construction)."""
   if selection_draws < 1 or measurement_draws < 1:
     raise ValueError(
       f'selection_draws and measurement_draws must be >= 1, got {selection_draws}, {measurement_draws}'
     )
-  return Draws(
-    jax.random.split(jax.random.fold_in(key, K.TAG_EVAL_SELECT), selection_draws),
-    jax.random.split(jax.random.fold_in(key, K.TAG_EVAL_MEASURE), measurement_draws),
-  )
+  k_select, k_measure = jax.random.split(key)
+  return Draws(jax.random.split(k_select, selection_draws), jax.random.split(k_measure, measurement_draws))
 
 
 @jax.jit

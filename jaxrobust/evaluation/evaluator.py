@@ -4,6 +4,7 @@ surrogate, accuracy against ε over a vmapped grid, and inference time per image
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from typing import Any, Callable
@@ -77,9 +78,9 @@ def pgd_accuracy_over_epsilons(
   for i in range(0, len(images), batch_size):
     x = as_unit_float(images[i : i + batch_size])
     y = jnp.asarray(labels[i : i + batch_size])
-    kb = jax.random.fold_in(key, i)
-    xs = A.over_epsilons(A.pgd, logits_fn, kb, x, y, eps, num_steps=num_steps)
-    logits = jax.vmap(lambda xa: logits_fn(xa, jax.random.fold_in(kb, keys.TAG_EVAL_PREDICT)))(xs)
+    k_attack, k_predict = keys.attack_keys(keys.batch_keys(key, i), 0)
+    xs = A.over_epsilons(A.pgd, logits_fn, k_attack, x, y, eps, num_steps=num_steps)
+    logits = jax.vmap(lambda xa: logits_fn(xa, k_predict))(xs)
     finite = jnp.all(jnp.isfinite(logits), -1)
     hits += np.asarray(jnp.sum((jnp.argmax(logits, -1) == y[None]) & finite, axis=1))
     bad += int((~finite).sum())
@@ -92,7 +93,7 @@ def check_finite_model(logits_fn, images, *, key, batch_size: int = 250) -> None
   """Raises NonFiniteLogitsError when the model's clean logits are not all finite."""
   for i in range(0, len(images), batch_size):
     x = as_unit_float(images[i : i + batch_size])
-    _, finite = correct(logits_fn, x, jnp.zeros((x.shape[0],), jnp.int32), jax.random.fold_in(key, i))
+    _, finite = correct(logits_fn, x, jnp.zeros((x.shape[0],), jnp.int32), keys.batch_keys(key, i).clean)
     if not finite.all():
       raise NonFiniteLogitsError(
         f'the model gives non-finite clean logits on {int((~finite).sum())} of '
@@ -122,7 +123,8 @@ def evaluate_model(
     images, labels: uint8 test images (N,H,W,C) and labels.
     spec: what to evaluate (`EvalSpec`), or the plan already resolved from it for this model
       (`build_evaluation`).
-    key: the evaluation's PRNG key (`keys.evaluation_key(seed)` for a run's).
+    key: the evaluation's root key (`keys.evaluation_key(seed)` for a run's); each part of the
+      evaluation takes its own key from it (`keys.eval_keys`).
     progress: progress bars.
     cache_dir: 'adaptive' suite only: each attack's result per batch is stored there and reused,
       so an interrupted evaluation resumes (`evaluation/adaptive.py`).
@@ -151,7 +153,8 @@ def evaluate_model(
   else:
     plan = build_evaluation(spec, traits)
   f = make_logits_fn(model, variables)
-  check_finite_model(f, images, key=key, batch_size=spec.batch_size)
+  ek = keys.eval_keys(key)
+  check_finite_model(f, images, key=ek.finite, batch_size=spec.batch_size)
   if spec.suite == 'adaptive':
     out = evaluate_adaptive(
       model,
@@ -159,7 +162,7 @@ def evaluate_model(
       images,
       labels,
       plan,
-      key=key,
+      key=ek.suite,
       progress=progress,
       cache_dir=cache_dir,
       candidates_dir=candidates_dir,
@@ -167,13 +170,50 @@ def evaluate_model(
     )
     out = out._replace(stochastic=plan.stochastic)
   elif spec.suite in AUTOATTACK_SUITES:
-    out = _autoattack_suite(plan, f, images, labels, key=key)
+    out = _autoattack_suite(plan, f, images, labels, ek=ek)
   else:
-    out = _listed_suite(plan, f, model, variables, images, labels, key=key, progress=progress)
+    out = _listed_suite(plan, f, model, variables, images, labels, ek=ek, progress=progress)
   return out._replace(ms_per_image=inference_ms_per_image(model, variables, images.shape[1:]))
 
 
-def _autoattack_suite(plan: EvalPlan, f, images, labels, *, key) -> AutoAttackResult:
+def evaluate_test_set(
+  model,
+  variables,
+  dataset,
+  spec: EvalSpec,
+  *,
+  seed: int,
+  num_test: int = 0,
+  progress: bool = False,
+  cache_dir: str | None = None,
+) -> dict:
+  """`evaluate_model` on the first `num_test` test images of `dataset` (0: all of them), from the
+  run's evaluation root `keys.evaluation_key(seed)`, as a results record (`.to_record()`) that
+  also names `num_test`. The one evaluation of a trained model that the commands share.
+
+  Raises:
+    ValueError: num_test negative, or larger than the test set.
+  """
+  size = len(dataset.test_labels)
+  if not is_count(num_test, 0) or num_test > size:
+    raise ValueError(
+      f'num_test must be an integer in [0, {size}] (the {dataset.name} test set; 0 = all), got {num_test!r}'
+    )
+  n = num_test or size
+  result = evaluate_model(
+    model,
+    variables,
+    dataset.test_images[:n],
+    dataset.test_labels[:n],
+    dataclasses.replace(spec, dataset=dataset.name),
+    key=keys.evaluation_key(seed),
+    progress=progress,
+    cache_dir=cache_dir,
+  )
+  return {**result.to_record(), 'num_test': n}
+
+
+def _autoattack_suite(plan: EvalPlan, f, images, labels, *, ek: keys.EvalKeys) -> AutoAttackResult:
   """The 'autoattack' and 'autoattack_rand' suites: AutoAttack alone, and the ε grid."""
   s = plan.spec
   run = evaluate_autoattack(
@@ -182,18 +222,20 @@ def _autoattack_suite(plan: EvalPlan, f, images, labels, *, key) -> AutoAttackRe
     labels,
     epsilon=plan.autoattack_epsilon,
     version=plan.autoattack_version,
-    key=key,
+    key=ek.autoattack,
     stochastic=plan.stochastic,
     num_steps=plan.autoattack_steps,
     num_queries=plan.autoattack_queries,
     batch_size=max(s.batch_size, 500),
   )
   return AutoAttackResult(
-    suite=s.suite, run=run, grid=_grid(plan, f, images, labels, key=key), ms_per_image=None
+    suite=s.suite, run=run, grid=_grid(plan, f, images, labels, key=ek.grid), ms_per_image=None
   )
 
 
-def _listed_suite(plan: EvalPlan, f, model, variables, images, labels, *, key, progress) -> SuiteResult:
+def _listed_suite(
+  plan: EvalPlan, f, model, variables, images, labels, *, ek: keys.EvalKeys, progress
+) -> SuiteResult:
   """The 'study' and 'standard' suites: each listed attack, the transfer attack and the clean
   draws of a stochastic model, AutoAttack if asked, the ε grid and the verified bound."""
   s = plan.spec
@@ -202,7 +244,7 @@ def _listed_suite(plan: EvalPlan, f, model, variables, images, labels, *, key, p
     sf = make_logits_fn(deterministic_surrogate(model), variables)
     transfer = A.build_attack(plan.transfer)
     attacks['transfer'] = lambda _f, k, x, y: transfer(sf, k, x, y)
-  res = robust_accuracy(f, images, labels, attacks, key=key, batch_size=s.batch_size, progress=progress)
+  res = robust_accuracy(f, images, labels, attacks, key=ek.suite, batch_size=s.batch_size, progress=progress)
   accuracy = {k: v for k, v in res.items() if k not in ('per_example', 'n', 'non_finite')}
   per_example = {k: v.tolist() for k, v in res['per_example'].items()}
   clean_all = None
@@ -212,7 +254,7 @@ def _listed_suite(plan: EvalPlan, f, model, variables, images, labels, *, key, p
       images,
       labels,
       {},
-      key=jax.random.fold_in(key, keys.TAG_EVAL_DRAWS),
+      key=ek.draws,
       batch_size=s.batch_size,
       eval_draws=s.eval_draws,
     )
@@ -225,7 +267,7 @@ def _listed_suite(plan: EvalPlan, f, model, variables, images, labels, *, key, p
       labels,
       epsilon=plan.autoattack_epsilon,
       version=plan.autoattack_version,
-      key=jax.random.fold_in(key, keys.TAG_EVAL_AUTOATTACK),
+      key=ek.autoattack,
       stochastic=plan.stochastic,
       num_steps=plan.autoattack_steps,
       num_queries=plan.autoattack_queries,
@@ -252,7 +294,7 @@ def _listed_suite(plan: EvalPlan, f, model, variables, images, labels, *, key, p
     clean_all_of_k_draws=clean_all,
     eval_draws=s.eval_draws if clean_all is not None else None,
     autoattack=aa,
-    grid=_grid(plan, f, images, labels, key=key),
+    grid=_grid(plan, f, images, labels, key=ek.grid),
     verified_linf=verified_linf,
     verified_note=note,
     ms_per_image=None,
@@ -280,7 +322,7 @@ def verified_linf_accuracy(
 
 
 def _grid(plan: EvalPlan, f, images, labels, *, key) -> Grid | None:
-  """PGD-L∞ accuracy over the plan's ε grid (None without a grid)."""
+  """PGD-L∞ accuracy over the plan's ε grid (None without a grid), on the grid's key."""
   s = plan.spec
   if s.epsilon_grid is None:
     return None
@@ -289,7 +331,7 @@ def _grid(plan: EvalPlan, f, images, labels, *, key) -> Grid | None:
     images,
     labels,
     s.epsilon_grid,
-    key=jax.random.fold_in(key, keys.TAG_EVAL_GRID),
+    key=key,
     num_steps=plan.grid_steps,
     batch_size=s.batch_size,
   )
@@ -359,10 +401,10 @@ def examples_and_confidence(
   for i in range(0, min(n, len(images)), batch_size):
     x = as_unit_float(images[i : min(i + batch_size, n)])
     y = jnp.asarray(labels[i : min(i + batch_size, n)])
-    kb = jax.random.fold_in(key, i)
-    xa = attack(f, kb, x, y)
+    k_attack, k_predict = keys.attack_keys(keys.batch_keys(key, i), 0)
+    xa = attack(f, k_attack, x, y)
     for suffix, inp in (('', x), ('_adv', xa)):
-      p = jax.nn.softmax(f(inp, jax.random.fold_in(kb, keys.TAG_EVAL_PREDICT)), -1)
+      p = jax.nn.softmax(f(inp, k_predict), -1)  # clean and attacked: the same draw
       out['pred' + suffix].append(np.asarray(jnp.argmax(p, -1)))
       out['conf' + suffix].append(np.asarray(jnp.max(p, -1)))
     out['x'].append(np.asarray(x))
