@@ -184,7 +184,7 @@ def main(argv):
   if F.check_reproduces:
     from experiments import reproduce
 
-    r = reproduce.check_reproduces(F.check_reproduces, tolerance=F.tolerance)
+    r = reproduce.check_reproduces(F.check_reproduces, tolerance=F.tolerance, rerun_out=F.rerun_out or None)
     print(reproduce.report(F.check_reproduces, r))
     if F.verdict_out:
       write_result_json(F.verdict_out, reproduce.verdict_record(F.check_reproduces, r, F.tolerance), indent=1)
@@ -286,6 +286,12 @@ if __name__ == '__main__':
   flags.DEFINE_float('tolerance', 0.02, 'with --check_reproduces: largest accuracy change (fraction) allowed')
   flags.DEFINE_string(
     'verdict_out', '', 'with --check_reproduces: also write the verdict (JSON, with the environment)'
+  )
+  flags.DEFINE_string(
+    'rerun_out',
+    '',
+    "with --check_reproduces: also keep the rerun's own row record in this folder (<row>.json; an "
+    'existing file there is refused)',
   )
   logging.set_verbosity(logging.WARNING)
   # The dashed spelling of the flag, as the docs write it.

@@ -23,6 +23,7 @@ import os
 import tempfile
 from typing import NamedTuple
 
+from jaxrobust.files import write_json_atomic
 from jaxrobust.provenance import compare_environments, environment
 
 BIT_FOR_BIT, TO_A_TOLERANCE, NOT_AT_ALL = 'bit for bit', 'to a tolerance', 'not at all'
@@ -143,16 +144,26 @@ def load_record(path: str) -> dict:
 
 
 def check_reproduces(
-  path: str, *, tolerance: float = DEFAULT_TOLERANCE, scratch: str | None = None, progress: bool = True
+  path: str,
+  *,
+  tolerance: float = DEFAULT_TOLERANCE,
+  scratch: str | None = None,
+  progress: bool = True,
+  rerun_out: str | None = None,
 ) -> Reproduction:
-  """Reruns the row recorded in `path` here, in a scratch directory, and compares.
+  """Reruns the row recorded in `path` here, in a scratch directory, and compares. With
+  `rerun_out`, the rerun's own row record is also kept there, as `<row>.json`.
 
   Raises:
     ValueError: for a bad file (named) or a tolerance outside [0, 1].
+    FileExistsError: `rerun_out` already holds the row's record (checked before the rerun).
   """
   if not 0 <= tolerance <= 1:
     raise ValueError(f'tolerance must be in [0, 1] (a fraction of the test images), got {tolerance}')
   record = load_record(path)
+  kept = os.path.join(rerun_out, f"{record['row']}.json") if rerun_out else None
+  if kept and os.path.exists(kept):
+    raise FileExistsError(f'{kept} exists: rerun_out keeps a new record, it never replaces one')
   from experiments.table1 import run_row
 
   with tempfile.TemporaryDirectory(dir=scratch) as tmp:
@@ -165,6 +176,8 @@ def check_reproduces(
       progress=progress,
       **record['invocation'],
     )
+    if kept:
+      write_json_atomic(kept, rerun, indent=1)
   return compare(record, rerun, tolerance=tolerance)
 
 
