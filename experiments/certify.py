@@ -28,23 +28,19 @@ deterministic models (docs/certification.md).
 from __future__ import annotations
 
 import os
-import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
 from experiments import certified_table
 from jaxrobust import keys
-from jaxrobust.attacks import autoattack, pgd
-from jaxrobust.certify import (
-  certified_accuracy,
-  class_counts,
-  smooth_certify,
-  smoothed_soft_logits,
-  verified,
-  interval_bounds,
+from jaxrobust.certify.bracket import (
+  EPSILONS,
+  RADII,
+  IntervalSettings,
+  SmoothingSettings,
+  check_settings,
+  interval_bracket,
+  smoothing_bracket,
 )
 from jaxrobust.evaluation.accuracy import as_unit_float
 from jaxrobust.files import write_atomic
@@ -54,143 +50,14 @@ from jaxrobust.train.restore import load_trained
 from jaxrobust.train.weights import load_weights
 
 OUT = os.path.join('results', 'certified')
-RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
-EPSILONS = (0.0, 0.02, 0.05, 0.1, 0.15)
+__all__ = ['EPSILONS', 'RADII', 'certify_run', 'plot_record']
 
 
-def clipped(logits_fn):
-  """The base classifier on its input clipped to [0, 1] (how Gaussian augmentation trained it)."""
-  return jax.tree_util.Partial(_clip_then, logits_fn)
-
-
-def _clip_then(logits_fn, x, key):
-  return logits_fn(jnp.clip(x, 0.0, 1.0), key)
-
-
-def _batches(n, size):
-  return [(i, min(i + size, n)) for i in range(0, n, size)]
-
-
-def certify_smoothing(logits_fn, x, y, *, sigma, n0, n, alpha, key, batch=100, desc='certify'):
-  """CERTIFY over the images in batches; each image's own key (`keys.example_keys`)."""
-  ek = keys.example_keys(key, len(x))
-  parts = [
-    smooth_certify(logits_fn, ek[a:b], x[a:b], sigma=sigma, n0=n0, n=n, alpha=alpha)
-    for a, b in tqdm(_batches(len(x), batch), desc=desc, leave=False)
-  ]
-  return type(parts[0])(*(np.concatenate(f) for f in zip(*parts)))
-
-
-def smoothed_plurality_right(logits_fn, x, y, *, sigma, draws, key, batch=100) -> np.ndarray:
-  """Per image: the plurality class of `draws` noisy copies is y (the smoothed classifier's
-  answer without abstention)."""
-  ek = keys.example_keys(key, len(x))
-  counts = np.concatenate(
-    [class_counts(logits_fn, ek[a:b], x[a:b], sigma=sigma, n=draws) for a, b in _batches(len(x), batch)]
-  )
-  return counts.argmax(1) == y
-
-
-def run_smoothing(model, variables, x, y, args, ck: keys.CertifyKeys) -> dict:
-  f = clipped(make_logits_fn(model, variables))
-  sigma = args.sigma
-  t0 = time.time()
-  cert = certify_smoothing(f, x, y, sigma=sigma, n0=args.n0, n=args.n, alpha=args.alpha, key=ck.certify)
-  t_cert = time.time() - t0
-  m = args.num_large
-  large = certify_smoothing(
-    f, x[:m], y[:m], sigma=sigma, n0=args.n0, n=args.n_large, alpha=args.alpha, key=ck.large
-  )
-  small_on_m = certified_accuracy(type(cert)(*(a[:m] for a in cert)), y[:m], RADII)
-  soft = smoothed_soft_logits(f, sigma=sigma, samples=args.attack_samples)
-  attack = jax.jit(
-    lambda k, xx, yy, eps: pgd(
-      soft, k, xx, yy, epsilon=eps, norm='l2', num_steps=args.attack_steps, random_init=None
-    )
-  )
-  na = args.num_attack
-  empirical = []
-  for r in tqdm(RADII, desc='SmoothAdv', leave=False):
-    if r == 0:
-      adv = x[:na]
-    else:
-      adv = np.concatenate(
-        [
-          np.asarray(attack(keys.batch_keys(ck.attack, a).attacks, x[a:b], y[a:b], r))
-          for a, b in _batches(na, 50)
-        ]
-      )
-    right = smoothed_plurality_right(f, adv, y[:na], sigma=sigma, draws=args.predict_draws, key=ck.predict)
-    empirical.append(float(right.mean()))
-  cert_on_na = certified_accuracy(type(cert)(*(a[:na] for a in cert)), y[:na], RADII)
-  return {
-    'method': 'smoothing',
-    'sigma': sigma,
-    'n0': args.n0,
-    'n': args.n,
-    'alpha': args.alpha,
-    'num_test': len(x),
-    'radii': list(RADII),
-    'certified': certified_accuracy(cert, y, RADII).tolist(),
-    'abstain_rate': float(np.mean(cert.prediction < 0)),
-    'certify_s': t_cert,
-    'large_n': {
-      'n': args.n_large,
-      'num_test': m,
-      'certified': certified_accuracy(large, y[:m], RADII).tolist(),
-      'certified_with_n': small_on_m.tolist(),
-      'mean_radius_right': float(np.mean(np.where(large.prediction == y[:m], large.radius, 0.0))),
-      'mean_radius_right_with_n': float(
-        np.mean(np.where(cert.prediction[:m] == y[:m], cert.radius[:m], 0.0))
-      ),
-    },
-    'empirical': {
-      'attack': f'SmoothAdv: PGD-L2, {args.attack_steps} steps, {args.attack_samples} noise draws per step, no random start',
-      'prediction': f'plurality of {args.predict_draws} fresh draws (no abstention)',
-      'num_test': na,
-      'accuracy': empirical,
-      'certified_on_same_images': cert_on_na.tolist(),
-    },
-  }
-
-
-def run_intervals(model, variables, x, y, args, ck: keys.CertifyKeys) -> dict:
-  f = make_logits_fn(model, variables)
-  bound = jax.jit(lambda v, xx, yy, eps: verified(interval_bounds(model.apply, v, xx, eps), yy))
-  attack = jax.jit(lambda k, xx, yy, eps: pgd(f, k, xx, yy, epsilon=eps, num_steps=20, step_size=eps / 4))
-  predict = jax.jit(lambda xx: jnp.argmax(f(xx, ck.predict), -1))
-  ver, emp = [], []
-  t0 = time.time()
-  for eps in tqdm(EPSILONS, desc='intervals', leave=False):
-    ok, right = [], []
-    for a, b in _batches(len(x), 250):
-      ok.append(np.asarray(bound(variables, x[a:b], y[a:b], eps)))
-      adv = x[a:b] if eps == 0 else attack(keys.batch_keys(ck.attack, a).attacks, x[a:b], y[a:b], eps)
-      right.append(np.asarray(predict(adv)) == y[a:b])
-    ver.append(float(np.concatenate(ok).mean()))
-    emp.append(float(np.concatenate(right).mean()))
-  t_iv = time.time() - t0
-  eps_aa = args.autoattack_epsilon
-  aa_right = []
-  for a, b in tqdm(_batches(len(x), 250), desc='AutoAttack', leave=False):
-    adv, _ = autoattack(
-      f, keys.batch_keys(ck.autoattack, a).attacks, x[a:b], y[a:b], epsilon=eps_aa, version='standard'
-    )
-    aa_right.append(np.asarray(predict(adv)) == y[a:b])
-  i_aa = EPSILONS.index(eps_aa) if eps_aa in EPSILONS else None
-  return {
-    'method': 'intervals',
-    'num_test': len(x),
-    'epsilons': list(EPSILONS),
-    'verified': ver,
-    'empirical': {'attack': 'PGD-20, step ε/4, uniform random start', 'accuracy': emp},
-    'autoattack': {
-      'epsilon': eps_aa,
-      'accuracy': float(np.concatenate(aa_right).mean()),
-      'verified_at_same_epsilon': None if i_aa is None else ver[i_aa],
-    },
-    'seconds': t_iv,
-  }
+def settings_of(args) -> SmoothingSettings | IntervalSettings:
+  """The bracket's settings from options named as the flags below."""
+  if args.method == 'smoothing':
+    return SmoothingSettings(**{k: getattr(args, k) for k in SmoothingSettings._fields})
+  return IntervalSettings(autoattack_epsilon=args.autoattack_epsilon)
 
 
 def plot_record(rec: dict, path: str) -> None:
@@ -248,6 +115,8 @@ def certify_run(args) -> dict:
     raise ValueError(f"--method must be 'smoothing' or 'intervals', got {args.method!r}")
   if args.method == 'smoothing' and not (args.sigma and args.sigma > 0):
     raise ValueError(f'--sigma must be > 0 for --method=smoothing, got {args.sigma!r}')
+  settings = settings_of(args)
+  check_settings(settings)
   if bool(args.workdir) == bool(args.weights):
     raise ValueError('give either --workdir (a trained run) or --weights (a published-weights folder)')
   row = args.row or os.path.basename(os.path.normpath(args.workdir or args.weights))
@@ -271,10 +140,11 @@ def certify_run(args) -> dict:
   n = min(args.num_test, len(ds.test_labels))
   x, y = np.asarray(as_unit_float(ds.test_images[:n])), np.asarray(ds.test_labels[:n])
   ck = keys.certify_keys(keys.eval_keys(keys.evaluation_key(config.seed)).certify)
+  f = make_logits_fn(model, variables)
   if args.method == 'smoothing':
-    rec = run_smoothing(model, variables, x, y, args, ck)
+    rec = smoothing_bracket(f, x, y, settings, ck)
   else:
-    rec = run_intervals(model, variables, x, y, args, ck)
+    rec = interval_bracket(model.apply, variables, f, x, y, settings, ck)
   rec.update(
     row=row,
     dataset=config.data.name,

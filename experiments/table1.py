@@ -61,7 +61,7 @@ def smoothed_certificate(model, variables, images, labels, sigma: float, *, key)
   """The certified L2 accuracy at SMOOTHING['radius'] of the model smoothed with noise σ (the
   base classifier sees its noisy input clipped to [0, 1], as in training); `key` is the
   evaluation's `certify` key, as the certify command's."""
-  from experiments.certify import certify_smoothing, clipped
+  from jaxrobust.certify.bracket import certify_smoothing, clipped
 
   s = SMOOTHING
   cert = certify_smoothing(

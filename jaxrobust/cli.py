@@ -3,14 +3,20 @@
   jaxrobust train --config=pgd_at:fashion_mnist --workdir=runs/pgd_at [--set train.num_epochs=2]
   jaxrobust train --config=my_config.py:arg --workdir=runs/mine
   jaxrobust evaluate --model=runs/pgd_at --suite=autoattack --num_test=1000 [--out=eval.json]
+  jaxrobust certify --model=runs/gaussian_025 --method=smoothing --sigma=0.25 [--out=cert.json]
+  jaxrobust certify --model=runs/interval --method=intervals --num_test=500
+  jaxrobust reproduce --record=eval.json [--tolerance=0.02] [--verdict_out=verdict.json]
   jaxrobust publish --workdir=runs/pgd_at --out=published/pgd_at [--force] [--allow_older]
 
 A config is named `defense:dataset[,variant...]` (`jaxrobust.configs.get`: every Table 1 defense on
 fashion_mnist, cifar10 or synthetic) or given as a file (`path.py[:arg]`, whose `get_config(arg)`
 returns an ml_collections config); `--set field=value` changes a field (strictly: an unknown field
-is refused by name). `evaluate` takes a run's work directory or a published-weights folder. Every
-command says `--help`. The study's own scripts (Table 1, the converged study, certification) run
-from a checkout of the repository (`python -m experiments.<study>`).
+is refused by name). `evaluate` and `certify` take a run's work directory or a published-weights
+folder; `evaluate --out` writes a record that says how it was made, which `reproduce` trains and
+evaluates again and compares (bit for bit, to a tolerance, or not at all). No command writes over
+an existing file unless told to (`--force`). Every command says `--help`. The study's own scripts
+(Table 1, the converged study) run from a checkout of the repository
+(`python -m experiments.<study>`).
 """
 
 from __future__ import annotations
@@ -95,16 +101,97 @@ def _evaluate(args) -> int:
 
   spec = EvalSpec(dataset='synthetic', suite=args.suite, steps_scale=args.steps_scale, eot_samples=args.eot)
   config, model, variables, ds = load_model(args.model)
+  from jaxrobust.reproduce import evaluation_invocation
+
+  _refuse_existing(args.out, args.force)
   result = evaluate_test_set(
     model, variables, ds, spec, seed=args.seed, num_test=args.num_test, progress=not args.quiet
   )
   n = result['num_test']
-  record = {**result, 'source': {'model': os.path.abspath(args.model)}}
+  invocation = evaluation_invocation(
+    args.model, suite=args.suite, num_test=n, steps_scale=args.steps_scale, eot=args.eot, seed=args.seed
+  )
+  record = {**result, 'source': {'model': os.path.abspath(args.model)}, 'invocation': invocation}
   numbers = {k: v for k, v in record.items() if isinstance(v, float)}
   print(json.dumps({'model': args.model, 'suite': args.suite, 'num_test': n, **numbers}))
   if args.out:
     write_result_json(args.out, record)
   return 0
+
+
+def _refuse_existing(path: str, force: bool) -> None:
+  """Raises FileExistsError for an existing output file without --force (checked before any work)."""
+  if path and os.path.exists(path) and not force:
+    raise FileExistsError(f'--out: {path} exists; pass --force to replace it')
+
+
+def _certify(args) -> int:
+  import numpy as np
+
+  from jaxrobust import keys
+  from jaxrobust.certify.bracket import (
+    IntervalSettings,
+    SmoothingSettings,
+    check_settings,
+    interval_bracket,
+    smoothing_bracket,
+  )
+  from jaxrobust.evaluation.accuracy import as_unit_float
+  from jaxrobust.models import make_logits_fn, model_traits
+  from jaxrobust.provenance import write_result_json
+  from jaxrobust.train.weights import load_model
+
+  if args.method == 'smoothing':
+    settings = SmoothingSettings(**{k: getattr(args, k) for k in SmoothingSettings._fields})
+  else:
+    settings = IntervalSettings(autoattack_epsilon=args.autoattack_epsilon)
+  check_settings(settings)
+  _refuse_existing(args.out, args.force)
+  config, model, variables, ds = load_model(args.model)
+  if model_traits(model).stochastic:
+    raise ValueError(
+      f'--model: {config.model.name} is stochastic (its traits say it draws noise in the forward '
+      'pass): a certificate needs a deterministic base classifier'
+    )
+  n = args.num_test or len(ds.test_labels)
+  if n > len(ds.test_labels):
+    raise ValueError(f'--num_test={n}, but the {ds.name} test set has {len(ds.test_labels)} images')
+  x, y = np.asarray(as_unit_float(ds.test_images[:n])), np.asarray(ds.test_labels[:n])
+  seed = config.seed if args.seed is None else args.seed
+  ck = keys.certify_keys(keys.eval_keys(keys.evaluation_key(seed)).certify)
+  f = make_logits_fn(model, variables)
+  if args.method == 'smoothing':
+    record = smoothing_bracket(f, x, y, settings, ck)
+  else:
+    record = interval_bracket(model.apply, variables, f, x, y, settings, ck)
+  record.update(source={'model': os.path.abspath(args.model)}, seed=seed, model=config.model.name)
+  summary = {k: record[k] for k in ('method', 'num_test') if k in record}
+  if args.method == 'smoothing':
+    summary.update(
+      radii=record['radii'], certified=record['certified'], smoothadv=record['empirical']['accuracy']
+    )
+  else:
+    summary.update(
+      epsilons=record['epsilons'], verified=record['verified'], pgd=record['empirical']['accuracy']
+    )
+  print(json.dumps(summary))
+  if args.out:
+    write_result_json(args.out, record, indent=1)
+  return 0
+
+
+def _reproduce(args) -> int:
+  from jaxrobust.provenance import write_result_json
+  from jaxrobust.reproduce import report, reproduce_evaluation, verdict_record
+
+  _refuse_existing(args.verdict_out, args.force)
+  r = reproduce_evaluation(
+    args.record, tolerance=args.tolerance, scratch=args.scratch or None, progress=not args.quiet
+  )
+  print(report(args.record, r))
+  if args.verdict_out:
+    write_result_json(args.verdict_out, verdict_record(args.record, r, args.tolerance), indent=1)
+  return 0 if r.verdict != 'not at all' else 1
 
 
 def _publish(args) -> int:
@@ -138,9 +225,45 @@ def parser() -> argparse.ArgumentParser:
   e.add_argument('--steps_scale', type=float, default=1.0, help="scale every attack's iterations")
   e.add_argument('--eot', type=int, default=8, help='EOT draws per gradient (stochastic models)')
   e.add_argument('--seed', type=int, default=0, help='the evaluation seed')
-  e.add_argument('--out', default='', help='also write the record (JSON, with its environment) here')
+  e.add_argument(
+    '--out', default='', help='also write the record (JSON, with its environment and how it was made) here'
+  )
+  e.add_argument('--force', action='store_true', help='replace an existing --out file')
   e.add_argument('--quiet', action='store_true', help='no progress bars')
   e.set_defaults(run=_evaluate)
+
+  c = sub.add_parser(
+    'certify', help='a certified lower bound beside an attack (smoothing or interval bounds)'
+  )
+  c.add_argument('--model', required=True, help="a run's work directory or a published-weights folder")
+  c.add_argument('--method', required=True, choices=('smoothing', 'intervals'))
+  c.add_argument('--num_test', type=int, default=500, help='the first test images (0: all)')
+  c.add_argument('--sigma', type=float, default=0.25, help='smoothing: σ of the noise')
+  c.add_argument('--n0', type=int, default=100, help="smoothing: CERTIFY's selection draws")
+  c.add_argument('--n', type=int, default=10_000, help="smoothing: CERTIFY's estimate draws")
+  c.add_argument('--alpha', type=float, default=0.001, help='smoothing: failure probability')
+  c.add_argument('--n_large', type=int, default=100_000, help='smoothing: estimate draws on the first images')
+  c.add_argument('--num_large', type=int, default=50, help='smoothing: images certified with n_large draws')
+  c.add_argument('--num_attack', type=int, default=200, help='smoothing: images SmoothAdv attacks')
+  c.add_argument('--attack_steps', type=int, default=20, help='smoothing: SmoothAdv PGD-L2 steps')
+  c.add_argument('--attack_samples', type=int, default=8, help='smoothing: noise draws per SmoothAdv step')
+  c.add_argument(
+    '--predict_draws', type=int, default=1000, help='smoothing: draws that classify an attacked point'
+  )
+  c.add_argument('--autoattack_epsilon', type=float, default=0.1, help='intervals: the ε of AutoAttack')
+  c.add_argument('--seed', type=int, default=None, help="the evaluation seed (default: the config's)")
+  c.add_argument('--out', default='', help='write the record (JSON, with its environment) here')
+  c.add_argument('--force', action='store_true', help='replace an existing --out file')
+  c.set_defaults(run=_certify)
+
+  r = sub.add_parser('reproduce', help='train and evaluate again from an evaluation record, and compare')
+  r.add_argument('--record', required=True, help='a record written by `jaxrobust evaluate --out`')
+  r.add_argument('--tolerance', type=float, default=0.02, help='largest accuracy change (fraction) allowed')
+  r.add_argument('--scratch', default='', help='where the rerun trains (default: a temporary folder)')
+  r.add_argument('--verdict_out', default='', help='also write the verdict (JSON, with the environment)')
+  r.add_argument('--force', action='store_true', help='replace an existing --verdict_out file')
+  r.add_argument('--quiet', action='store_true', help='no progress bars')
+  r.set_defaults(run=_reproduce)
 
   b = sub.add_parser('publish', help="write a run's weights as a checksummed folder")
   b.add_argument('--workdir', required=True, help='a trained run')

@@ -7,8 +7,8 @@ Each run is one `make test` in a clone of `--rev` made for it (its own `.venv`, 
 lock as CI does; pip's download cache is the machine's), with `JAXROBUST_TEST_CACHE` pointing at a
 folder of the clone: empty for 'cold', left by the cold run for 'warm'. Appends one JSON line per
 run to results/test_suite/durations.jsonl: the wall time of `make test`, pytest's own time, the
-ten slowest tests (set-up + call + teardown), the pass counts, the machine and versions, and the
-load on the machine's other core while it ran (the 1-minute load average before and after).
+ten slowest tests (set-up + call + teardown), the pass counts, the clone's versions and test XLA
+flags, the load average before and after, and the environment of this script's process.
 Wall times are of this machine only; compare runs of one file, made one after the other.
 """
 
@@ -26,7 +26,7 @@ import time
 
 sys.path.insert(0, os.getcwd())
 from jaxrobust.files import write_atomic  # noqa: E402
-from jaxrobust.provenance import cpu_model, git_commit  # noqa: E402
+from jaxrobust.provenance import cpu_model, with_environment  # noqa: E402
 
 OUT = os.path.join('results', 'test_suite', 'durations.jsonl')
 DURATION = re.compile(r'^\s*([\d.]+)s (setup|call|teardown)\s+(\S+)')
@@ -87,7 +87,7 @@ def main() -> None:
       ).stdout.strip()
       flags = [ln for ln in open(os.path.join(clone, 'Makefile')) if ln.startswith('TEST_XLA_FLAGS')]
       r['xla_flags'] = flags[0].split('=', 1)[1].strip() if flags else ''
-      r['recorded_by'] = git_commit()
+      r = with_environment(r)  # this process's: the script's commit and machine
       print(json.dumps(r), flush=True)
       lines.append(json.dumps(r))
   old = open(OUT).read() if os.path.exists(OUT) else ''

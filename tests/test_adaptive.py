@@ -164,7 +164,9 @@ def test_evaluate_adaptive_on_a_stochastic_lwta_network(tmp_path, monkeypatch):
       clean = np.asarray(as_unit_float(x[i : i + 6]))
       assert c.dtype == np.float32 and 0 <= c.min() and c.max() <= 1
       assert np.abs(c - clean).max() <= (0 if name == 'clean' else plan.linf + 1e-6)
-      again = candidate_scores(f, c, y[i : i + 6], draw_keys(keys.batch_keys(jax.random.key(4), i).estimator, 10, 3))
+      again = candidate_scores(
+        f, c, y[i : i + 6], draw_keys(keys.batch_keys(jax.random.key(4), i).estimator, 10, 3)
+      )
       assert tuple(again) == SCORE_FIELDS
       for k, v in again.items():
         np.testing.assert_array_equal(np.asarray(scores[name][k][i : i + 6]), v, err_msg=f'{name} {k}')

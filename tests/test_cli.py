@@ -59,3 +59,60 @@ def test_the_command_trains_evaluates_and_publishes_from_an_empty_folder(tmp_pat
   assert done.returncode == 2 and "no field 'train.num_epocs'" in done.stderr
   imported = subprocess.run([sys.executable, '-c', 'import experiments'], cwd=tmp_path, capture_output=True)
   assert imported.returncode != 0  # the wheel ships the library only
+
+
+def test_evaluate_writes_a_record_that_reproduce_reruns_and_judges(tmp_path, capsys):
+  """`evaluate --out` records how it was made; `reproduce` trains and evaluates again from it: the
+  same program on the same machine gives the same bits; a record whose number was changed does
+  not reproduce (exit 1); an existing file is never replaced without --force."""
+  run, out = str(tmp_path / 'run'), str(tmp_path / 'e.json')
+  assert (
+    cli.main(
+      ['train', '--config=regular:synthetic', f'--workdir={run}', '--set', 'train.num_steps=3', '--quiet']
+    )
+    == 0
+  )
+  evaluate = ['evaluate', f'--model={run}', '--num_test=8', '--steps_scale=0.05', '--suite=study', '--quiet']
+  assert cli.main([*evaluate, f'--out={out}']) == 0
+  record = json.loads(pathlib.Path(out).read_text())
+  assert (
+    record['invocation']['evaluate']['num_test'] == 8
+    and record['invocation']['config']['data']['name'] == 'synthetic'
+  )
+  assert cli.main([*evaluate, f'--out={out}']) == 2 and 'exists; pass --force' in capsys.readouterr().err
+  assert cli.main(['reproduce', f'--record={out}', '--quiet']) == 0
+  assert 'reproduces bit for bit' in capsys.readouterr().out
+  record['clean'] = record['clean'] + 0.5 if record['clean'] < 0.5 else record['clean'] - 0.5
+  pathlib.Path(out).write_text(json.dumps(record))
+  verdict = str(tmp_path / 'v.json')
+  assert cli.main(['reproduce', f'--record={out}', '--quiet', f'--verdict_out={verdict}']) == 1
+  assert json.loads(pathlib.Path(verdict).read_text())['verdict'] == 'not at all'
+  (tmp_path / 'bad.json').write_text('{"clean": 0.5}')
+  assert cli.main(['reproduce', f'--record={tmp_path / "bad.json"}']) == 2
+  assert 'says how it was made' in capsys.readouterr().err
+
+
+def test_certify_brackets_a_published_model_and_refuses_a_stochastic_one(tmp_path, capsys):
+  """Randomized smoothing's certificate on the published Gaussian σ = 0.25 weights: at every radius
+  the certified accuracy lies below SmoothAdv's on the same images (a lower bound under an upper
+  one), and both fall as the radius grows. The PNI weights are refused by name, writing nothing."""
+  published = ROOT / 'results' / 'published' / 'fashion_mnist'
+  small = ['--num_test=16', '--n0=10', '--n=200', '--n_large=400', '--num_large=4', '--num_attack=16']
+  small += ['--attack_steps=3', '--attack_samples=2', '--predict_draws=50', '--alpha=0.01']
+  out = tmp_path / 'c.json'
+  args = ['certify', f'--model={published / "gaussian_025"}', '--method=smoothing', '--sigma=0.25', *small]
+  assert cli.main([*args, f'--out={out}']) == 0
+  rec = json.loads(out.read_text())
+  lower, upper = rec['empirical']['certified_on_same_images'], rec['empirical']['accuracy']
+  assert all(lo <= up for lo, up in zip(lower, upper)), (lower, upper)
+  assert lower == sorted(lower, reverse=True) and rec['certified'][0] > 0.5
+  assert 'environment' in rec and rec['source']['model'].endswith('gaussian_025')
+  refused = tmp_path / 'pni.json'
+  assert (
+    cli.main(
+      ['certify', f'--model={published / "noise_injection"}', '--method=intervals', f'--out={refused}']
+    )
+    == 2
+  )
+  assert 'is stochastic' in capsys.readouterr().err and not refused.exists()
+  assert cli.main([*args, '--sigma=0']) == 2 and 'sigma must be > 0' in capsys.readouterr().err

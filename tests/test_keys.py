@@ -103,7 +103,11 @@ def _autoattack(key, n: int, batch: int = 500) -> list:
   for j in range(1, AA_ATTACKS + 1):
     kj = _attack_keys.fold_keys(ex, j)
     noise, _ = _attack_keys.split_attack_key(kj, n)
-    out += [_data(kj), _data(noise), _data(jax.vmap(lambda k: jax.random.fold_in(k, keys.TAG_EXAMPLE_MODEL))(kj))]
+    out += [
+      _data(kj),
+      _data(noise),
+      _data(jax.vmap(lambda k: jax.random.fold_in(k, keys.TAG_EXAMPLE_MODEL))(kj)),
+    ]
     out += [_data([keys.pair_key(key, j, s, stride=1000) for s in range(0, n, batch)])]
   return out
 

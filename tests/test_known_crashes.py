@@ -46,7 +46,14 @@ def test_wrn16_4_forward_and_gradient_at_batch_128_survive_fresh_processes():
   """The study's WideResNet, forward and input gradient at batch 128, twice in each of three
   fresh processes under this process's XLA_FLAGS (the crash depends on the process's heap)."""
   done = subprocess.run(
-    [sys.executable, str(ROOT / 'scripts' / 'wrn_crash.py'), '--net=wrn16_4', '--runs=3', '--calls=2', '--timeout=280'],
+    [
+      sys.executable,
+      str(ROOT / 'scripts' / 'wrn_crash.py'),
+      '--net=wrn16_4',
+      '--runs=3',
+      '--calls=2',
+      '--timeout=280',
+    ],
     capture_output=True,
     text=True,
     timeout=900,

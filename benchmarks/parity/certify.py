@@ -33,7 +33,7 @@ from scipy import stats
 
 from benchmarks.common import arg, check_args, emit
 from benchmarks.side_by_side import alternate
-from experiments.certify import clipped
+from jaxrobust.certify.bracket import clipped
 from jaxrobust.certify import interval_bounds, smooth_certify
 from jaxrobust.evaluation.accuracy import as_unit_float
 from jaxrobust.machine import cpu_model

@@ -1,0 +1,216 @@
+"""Does a result reproduce? Compare two records of the same run: bit for bit, to a tolerance, or
+not at all; and rerun a `jaxrobust evaluate` record from the config and settings it stores.
+
+- 'bit for bit': every number and every per-example outcome is the same (same program, same
+  machine kind, same versions);
+- 'to a tolerance': no accuracy moved by more than `tolerance` (another CPU, another convolution
+  path, another jaxlib: float reductions round differently and training drifts a little);
+- 'not at all': some accuracy moved by more, or the two records do not hold the same numbers.
+
+Beside the verdict stand the environment fields (versions, XLA flags, device, CPU) that differ
+between the record and this process, so a reader can tell a machine from a bug.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from typing import NamedTuple
+
+from jaxrobust.provenance import compare_environments, environment
+
+BIT_FOR_BIT, TO_A_TOLERANCE, NOT_AT_ALL = 'bit for bit', 'to a tolerance', 'not at all'
+# Two accuracy points: about twice the spread that `make reproducibility` measures for the demo's
+# rows across convolution paths and core counts (docs/reproducibility.md).
+DEFAULT_TOLERANCE = 0.02
+# Wall times and what only describes the record: never part of the comparison.
+NOT_COMPARED = frozenset(
+  {'ms_per_image', 'train_time_s', 'seconds', 'eval_s', 'environment', 'invocation', 'per_example'}
+)
+NOT_COMPARED_PREFIXES = ('ms_per_image', 'train_time', 'retime')
+
+
+class Reproduction(NamedTuple):
+  """The verdict, the largest change of any number, the numbers that changed
+  ({name: (recorded, now)}), the per-example outcomes that changed, the environment fields that
+  differ ('field: recorded → now'), and the numbers only one of the two records has (either
+  way, a row that lacks a number, or holds a string or a boolean in its place, does not
+  reproduce; `spread` compares the common ones only)."""
+
+  verdict: str
+  largest_difference: float
+  changed: dict
+  changed_outcomes: int
+  environment: list
+  unmatched: tuple = ()
+
+
+def counts(record, prefix: str = '') -> set[str]:
+  """The names (as `numbers` flattens them) of a record's integer values: counts of points
+  (broken, n, non_finite), never accuracies."""
+  out = set()
+  items = record.items() if isinstance(record, dict) else enumerate(record)
+  for k, v in items:
+    name = f'{prefix}[{k}]' if isinstance(k, int) else (f'{prefix}.{k}' if prefix else k)
+    if isinstance(v, int) and not isinstance(v, bool):
+      out.add(name)
+    elif isinstance(v, (dict, list)):
+      out |= counts(v, name)
+  return out
+
+
+def numbers(record: dict, prefix: str = '') -> dict[str, float]:
+  """Every number of a record, flattened to 'a.b[3]' names, timings and descriptions left out.
+
+  Raises:
+    ValueError: for a non-finite number (it is never compared as an accuracy).
+  """
+  out = {}
+  items = record.items() if isinstance(record, dict) else enumerate(record)
+  for k, v in items:
+    name = f'{prefix}[{k}]' if isinstance(k, int) else (f'{prefix}.{k}' if prefix else k)
+    if isinstance(k, str) and (k in NOT_COMPARED or k.startswith(NOT_COMPARED_PREFIXES)):
+      continue
+    if isinstance(v, bool) or v is None or isinstance(v, str):
+      continue
+    if isinstance(v, (int, float)):
+      if not math.isfinite(v):
+        raise ValueError(f'{name} is {v}: a non-finite number is not an accuracy')
+      out[name] = float(v)
+    elif isinstance(v, (dict, list)):
+      out.update(numbers(v, name))
+  return out
+
+
+def compare(
+  recorded: dict, rerun: dict, *, tolerance: float = DEFAULT_TOLERANCE, common_only: bool = False
+) -> Reproduction:
+  """Compares two records of one row (see the module docstring for the verdicts). A number that
+  only one of them has (removed, turned into a string or a boolean, or a column that newer code
+  adds: rerun the row to record it) is a failure to reproduce, listed as unmatched. With
+  `common_only`, numbers that either side lacks are listed and not compared (records of two
+  configurations, `spread`)."""
+  a, b = numbers(recorded), numbers(rerun)
+  env = compare_environments(recorded.get('environment'), rerun.get('environment') or environment())
+  common = a.keys() & b.keys()
+  unmatched = tuple(sorted(a.keys() ^ b.keys()))
+  if not common or (unmatched and not common_only):
+    return Reproduction(NOT_AT_ALL, math.inf, {k: (a.get(k), b.get(k)) for k in unmatched}, 0, env, unmatched)
+  changed = {k: (a[k], b[k]) for k in sorted(common) if a[k] != b[k]}
+  # The tolerance is in accuracy (a fraction of the images): a count that moved (AutoAttack's
+  # `broken`) is a change, but not one measured in points.
+  integral = counts(recorded)
+  largest = max((abs(x - y) for k, (x, y) in changed.items() if k not in integral), default=0.0)
+  pa = recorded.get('result', recorded).get('per_example', {})
+  pb = rerun.get('result', rerun).get('per_example', {})
+  outcomes = sum(
+    sum(x != y for x, y in zip(pa[k], pb[k])) + abs(len(pa[k]) - len(pb[k])) for k in pa.keys() & pb.keys()
+  )
+  if not changed and not outcomes:
+    verdict = BIT_FOR_BIT
+  elif largest <= tolerance + 1e-9:  # accuracies are k/n: 0.764 - 0.744 is 0.020000000000000018
+    verdict = TO_A_TOLERANCE
+  else:
+    verdict = NOT_AT_ALL
+  return Reproduction(verdict, largest, changed, outcomes, env, unmatched)
+
+
+def verdict_record(path: str, r: Reproduction, tolerance: float) -> dict:
+  """The verdict as a results record (the caller adds this process's environment)."""
+  return {
+    'record': path,
+    'verdict': r.verdict,
+    'tolerance': tolerance,
+    'largest_difference': r.largest_difference if math.isfinite(r.largest_difference) else None,
+    'changed': {k: list(v) for k, v in r.changed.items()},
+    'changed_outcomes': r.changed_outcomes,
+    'environment_differences': r.environment,
+    'unmatched': list(r.unmatched),
+  }
+
+
+def report(path: str, r: Reproduction) -> str:
+  """The verdict in words, for the command line."""
+  lines = [f'{path}: reproduces {r.verdict}']
+  if r.changed:
+    lines.append(f'  largest change of an accuracy {100 * r.largest_difference:.2f} points; changed numbers:')
+    lines += [f'    {k}: {x} → {y}' for k, (x, y) in sorted(r.changed.items())]
+  if r.changed_outcomes:
+    lines.append(f'  {r.changed_outcomes} per-example outcomes changed')
+  if r.unmatched:
+    lines.append(f'  numbers only one record has (missing, or not a number): {", ".join(r.unmatched)}')
+  lines.append(
+    '  environment differences: ' + ('; '.join(r.environment) if r.environment else 'none (same program)')
+  )
+  return '\n'.join(lines)
+
+
+def evaluation_invocation(
+  model_path: str, *, suite: str, num_test: int, steps_scale: float, eot: int, seed: int
+) -> dict:
+  """What `reproduce_evaluation` needs to rerun an evaluation of the model in `model_path` (a run's
+  work directory or a published-weights folder): the config that trained it and the options."""
+  path = os.path.join(model_path, 'config.json')
+  try:
+    with open(path) as f:
+      config = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise ValueError(f'{path}: not a readable config ({e})') from None
+  return {
+    'config': config,
+    'evaluate': dict(suite=suite, num_test=num_test, steps_scale=steps_scale, eot=eot, seed=seed),
+  }
+
+
+def load_evaluation_record(path: str) -> dict:
+  """An evaluation record written by `jaxrobust evaluate --out` (it holds its `invocation`).
+
+  Raises:
+    ValueError: naming the file, when it is not JSON or does not say how it was made.
+  """
+  try:
+    with open(path) as f:
+      record = json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ValueError(f'{path}: not a readable results file ({e})') from None
+  inv = record.get('invocation') if isinstance(record, dict) else None
+  if not (
+    isinstance(inv, dict) and isinstance(inv.get('config'), dict) and isinstance(inv.get('evaluate'), dict)
+  ):
+    raise ValueError(
+      f'{path}: not an evaluation record that says how it was made (no "invocation" with the '
+      "config and the evaluation's options); `jaxrobust evaluate --out=FILE` writes one"
+    )
+  return record
+
+
+def reproduce_evaluation(
+  path: str, *, tolerance: float = DEFAULT_TOLERANCE, scratch: str | None = None, progress: bool = True
+) -> Reproduction:
+  """Trains the model again from the config stored in the evaluation record `path`, in a scratch
+  directory, evaluates it with the recorded options, and compares the two records.
+
+  Raises:
+    ValueError: for a bad file (named) or a tolerance outside [0, 1].
+  """
+  if not 0 <= tolerance <= 1:
+    raise ValueError(f'tolerance must be in [0, 1] (a fraction of the test images), got {tolerance}')
+  record = load_evaluation_record(path)
+  from jaxrobust.evaluation import EvalSpec, evaluate_test_set
+  from jaxrobust.train import train_and_evaluate
+  from jaxrobust.train.config import with_defaults
+  from jaxrobust.train.weights import load_model
+
+  inv = record['invocation']
+  o = inv['evaluate']
+  spec = EvalSpec(dataset='synthetic', suite=o['suite'], steps_scale=o['steps_scale'], eot_samples=o['eot'])
+  with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+    workdir = os.path.join(tmp, 'run')
+    train_and_evaluate(with_defaults(inv['config']), workdir, progress=progress)
+    _, model, variables, ds = load_model(workdir)
+    rerun = evaluate_test_set(
+      model, variables, ds, spec, seed=o['seed'], num_test=o['num_test'], progress=progress
+    )
+  return compare(record, {**rerun, 'environment': environment()}, tolerance=tolerance)
