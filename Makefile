@@ -9,14 +9,14 @@ STAMP := $(VENV)/.installed-stamp
 LOCK := requirements.lock
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test test-long test-latest lock lint data bench parity reproducibility clean clean-test-cache
+.PHONY: demo test test-long test-latest lock lint docs package-check data bench parity reproducibility clean clean-test-cache
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) --require-hashes -r $(LOCK) 2>&1 | grep -v "is ignored" || true
 	$(PIP) --no-deps -e . 2>&1 | grep -v "is ignored\|Editable\|^ *!!\|^ *\*\*\|folders in your\|name as your\|^ *$$\|wheel_obj" || true
 	$(PY) scripts/check_lock.py $(LOCK)
-	$(PY) -c "import jax, flax, optax, orbax.checkpoint, chex, tensorflow_datasets, ml_collections, pytest, xdist, ruff, scipy"
+	$(PY) -c "import jax, flax, optax, orbax.checkpoint, chex, tensorflow_datasets, ml_collections, pytest, xdist, ruff, scipy, mypy, pdoc"
 	touch $(STAMP)
 
 # Regenerates requirements.lock: the newest versions that pyproject.toml's ranges admit, for every
@@ -44,9 +44,19 @@ data:
 demo: $(STAMP) data
 	$(PY) -m experiments.demo
 
+# ruff (lint, format) on everything; mypy on the library (pyproject.toml's [tool.mypy]).
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+# The API reference (docs/api.md): pdoc, one page per public subpackage; any warning fails it.
+docs: $(STAMP)
+	$(PY) scripts/build_docs.py --out=docs/api/html
+
+# The wheel in a fresh venv outside the repository, used from an empty folder (CI runs it).
+package-check: $(STAMP) data
+	PY=$(PY) bash scripts/package_check.sh
 
 # The suite is compile-bound (tiny models, many programs): XLA's older CPU emitters compile them
 # faster, and the tests check properties, not the emitter's code (docs/reproducibility.md). Set
@@ -56,9 +66,9 @@ PYTEST_ARGS ?=  # e.g. PYTEST_ARGS=--durations=10
 test: $(STAMP) data lint
 	XLA_FLAGS="$(TEST_XLA_FLAGS)" $(PY) -m pytest -q -n 2 --dist loadfile -m "not long" $(PYTEST_ARGS) tests
 
-# The long integration tests (the WideResNet crash regression in fresh processes, the wheel's
-# contents, the GPU/TPU code paths forced on the CPU, the accelerator benchmark at tiny sizes);
-# CI runs them after `make test`.
+# The long tests (marker `long`): the WideResNet crash regression in fresh processes, the wheel's
+# contents, the GPU/TPU code paths forced on the CPU, the studies and commands end to end, and
+# every test whose cold run took 6 s or more (docs/performance.md). CI runs them after `make test`.
 test-long: $(STAMP) data
 	XLA_FLAGS="$(TEST_XLA_FLAGS)" $(PY) -m pytest -q -n 2 --dist loadfile -m long $(PYTEST_ARGS) tests
 

@@ -118,7 +118,7 @@ def evaluate(model, variables, ds, n: int) -> dict:
   r = robust_accuracy(
     make_logits_fn(model, variables), ds.test_images[:n], ds.test_labels[:n], attacks, key=jax.random.key(0)
   )
-  return {k: round(100 * r[k], 2) for k in ('clean', 'fgsm', 'pgd20')}
+  return {k: round(100 * r.accuracy[k], 2) for k in ('clean', 'fgsm', 'pgd20')}
 
 
 def _mean_sd(v):

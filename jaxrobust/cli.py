@@ -43,6 +43,8 @@ def load_config(spec: str):
     if not os.path.exists(path):
       raise FileNotFoundError(f'--config: no such config file {path!r}')
     module_spec = importlib.util.spec_from_file_location('user_config', path)
+    if module_spec is None or module_spec.loader is None:
+      raise ValueError(f'--config: {path} cannot be loaded as a Python module')
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     if not hasattr(module, 'get_config'):
@@ -141,6 +143,7 @@ def _certify(args) -> int:
   from jaxrobust.provenance import write_result_json
   from jaxrobust.train.weights import load_model
 
+  settings: SmoothingSettings | IntervalSettings
   if args.method == 'smoothing':
     settings = SmoothingSettings(**{k: getattr(args, k) for k in SmoothingSettings._fields})
   else:
@@ -160,7 +163,7 @@ def _certify(args) -> int:
   seed = config.seed if args.seed is None else args.seed
   ck = keys.certify_keys(keys.eval_keys(keys.evaluation_key(seed)).certify)
   f = make_logits_fn(model, variables)
-  if args.method == 'smoothing':
+  if isinstance(settings, SmoothingSettings):
     record = smoothing_bracket(f, x, y, settings, ck)
   else:
     record = interval_bracket(model.apply, variables, f, x, y, settings, ck)

@@ -8,4 +8,4 @@ import numbers
 
 def is_count(v, low: int) -> bool:
   """True for an integer (numpy's included; bools excluded: True is not a count) that is >= low."""
-  return not isinstance(v, bool) and isinstance(v, numbers.Integral) and v >= low
+  return not isinstance(v, bool) and isinstance(v, numbers.Integral) and int(v) >= low

@@ -9,7 +9,7 @@ import platform
 def usable_cores() -> int:
   """The cores this process may run on (its affinity; a `taskset -c 0` job gets one): the thread
   count to give torch, whose default counts the machine's cores and oversubscribes a pinned job."""
-  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
 
 
 def cpu_model() -> str:

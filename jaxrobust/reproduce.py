@@ -61,7 +61,7 @@ def counts(record, prefix: str = '') -> set[str]:
   return out
 
 
-def numbers(record: dict, prefix: str = '') -> dict[str, float]:
+def numbers(record: dict | list, prefix: str = '') -> dict[str, float]:
   """Every number of a record, flattened to 'a.b[3]' names, timings and descriptions left out.
 
   Raises:

@@ -98,6 +98,7 @@ def data():
   return x, y
 
 
+@pytest.mark.long
 @pytest.mark.parametrize('name', sorted(BUILDERS))
 def test_each_library_is_attacked_and_compiled_once_for_new_parameters(name, data):
   x, y = data

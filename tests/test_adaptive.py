@@ -38,6 +38,7 @@ def _robust(f, x_adv, y, n_draws=15):
   return float(d['majority'].mean())
 
 
+@pytest.mark.long
 def test_eot_attacks_reach_the_exact_accuracy_and_single_draw_pgd_does_not(masked):
   f, W, b, x, y = masked
   exact = exact_linf_robust(W, b, x, y, EPS)
@@ -64,6 +65,7 @@ def test_eot_attacks_reach_the_exact_accuracy_and_single_draw_pgd_does_not(maske
   assert exact < 0.8  # the ε makes a difference at all
 
 
+@pytest.mark.long
 def test_square_needs_no_gradient_and_the_masking_flag_fires(masked):
   f, W, b, x, y = masked
   exact = exact_linf_robust(W, b, x, y, EPS)
@@ -97,6 +99,7 @@ def test_wilson_interval_covers_and_narrows():
   assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
 
 
+@pytest.mark.long
 def test_evaluate_adaptive_on_a_stochastic_lwta_network(tmp_path, monkeypatch):
   """The protocol runs on an LWTA network (its EOT attacks, both AutoAttacks, both transfers; the
   whole suite runs in test_experiments.py's converged-study test): both surrogates are attacked, every attack has
@@ -220,6 +223,7 @@ def test_evaluate_adaptive_on_a_stochastic_lwta_network(tmp_path, monkeypatch):
   assert res['flags']['randomized'] and 'gradient_masking' in res['flags']
 
 
+@pytest.mark.long
 def test_eot_convergence_on_the_masked_model(masked, tmp_path):
   """More draws bring EOT-PGD down to the exact accuracy; the doubling test then says converged,
   and the figure is written."""

@@ -94,6 +94,7 @@ ATTACKS_L2 = {
 
 
 # ----------------------------------------------------------------------------------- bounds
+@pytest.mark.long
 @pytest.mark.parametrize('name', sorted(ATTACKS_LINF) + sorted(ATTACKS_L2))
 def test_bounds_hold_and_zero_epsilon_is_identity(trained, name):
   f, x, y = trained
@@ -452,6 +453,7 @@ def _noisy_linear(x, key):
   return z + jax.random.normal(key, z.shape)
 
 
+@pytest.mark.long
 def test_mapped_chunks_equal_the_whole_batch_and_draw_as_the_straight_line_chunks(trained):
   f, x, y = trained
   x, y = x[:37], y[:37]  # 37 = 4 chunks of 10, the last one padded

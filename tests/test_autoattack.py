@@ -86,6 +86,7 @@ def accuracy(f, x, y):
   return float(np.mean(np.argmax(np.asarray(f(jnp.asarray(x), KEY)), -1) == y))
 
 
+@pytest.mark.long
 @pytest.mark.parametrize('attack', ['apgd_t', 'square'])
 def test_linf_robust_accuracy_reaches_the_exact_value(linear, attack):
   f, W, b, x, y = linear
@@ -143,6 +144,7 @@ def test_square_dropping_broken_points_changes_no_result(linear):
   assert 0 < int((np.asarray(q_eager) < 300).sum()) < 40  # some broken early, some not
 
 
+@pytest.mark.long
 @pytest.mark.parametrize('norm,eps', [('linf', 0.04), ('l2', 0.3)])
 def test_square_eot_in_chunks_equals_the_whole_batch_on_a_deterministic_model(linear, norm, eps):
   """EOT draws evaluated in chunks of 7 examples (padded last chunk, broken points dropped along
@@ -216,6 +218,7 @@ def test_square_l2_stays_in_the_ball_and_lowers_accuracy(linear):
   assert np.all(np.asarray(queries)[~broken] == 301)  # robust points spent the whole budget
 
 
+@pytest.mark.long
 @pytest.mark.parametrize('attack', ['apgd_t', 'fab_t', 'square'])
 def test_same_key_same_bits_and_alone_equals_inside_a_batch(linear, attack):
   f, _, _, x, y = linear
@@ -231,6 +234,7 @@ def test_same_key_same_bits_and_alone_equals_inside_a_batch(linear, attack):
   assert_attacks_agree(a[3:4], fn(keys[3:4], x[3:4], y[3:4]))  # another program
 
 
+@pytest.mark.long
 def test_autoattack_attacks_only_robust_points_and_its_report_adds_up(linear):
   f, W, b, x, y = linear
   calls = []
@@ -273,6 +277,7 @@ def test_autoattack_attacks_only_robust_points_and_its_report_adds_up(linear):
   assert float(jnp.max(jnp.abs(x_adv - x))) <= 0.04 + 1e-6
 
 
+@pytest.mark.long
 def test_autoattack_over_four_devices_equals_one_device(linear):
   """Each attack call split over the 4 simulated devices (37 points: padded to 40): every point,
   the adversarial batch and the report are those of the single-device run."""
@@ -301,6 +306,7 @@ def test_autoattack_over_four_devices_equals_one_device(linear):
   assert r1['clean'] > r1['robust_accuracy']['square']  # the attacks did break points
 
 
+@pytest.mark.long
 def test_autoattack_standard_on_a_linear_model_is_exact(linear):
   f, W, b, x, y = linear
   x_adv, rep = A.autoattack(

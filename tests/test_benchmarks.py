@@ -34,6 +34,7 @@ def test_attacks_benchmark_runs(monkeypatch, capsys):
   assert 'no ratio was measured' in summary['note']
 
 
+@pytest.mark.long
 def test_autoattack_benchmark_runs(monkeypatch, capsys, tmp_path):
   from benchmarks import autoattack
 
@@ -87,6 +88,7 @@ def test_the_references_attacks_are_timed_one_by_one(monkeypatch):
   assert split == {'fab_t': 2 * 0.75, 'square': 1.0}
 
 
+@pytest.mark.long
 def test_cpu_findings_benchmark_runs(monkeypatch, capsys, tmp_path):
   from benchmarks import cpu_findings
 
@@ -143,6 +145,7 @@ def test_train_vs_torch_benchmark_runs(monkeypatch, capsys):
   assert 'no ratio was measured' in note['note']
 
 
+@pytest.mark.long
 def test_eot_benchmark_runs(monkeypatch, capsys):
   from benchmarks import eot
 

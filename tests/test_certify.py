@@ -84,6 +84,7 @@ def _reached_points(f, x, eps, key):
   return jnp.stack([f(p) for p in pts])
 
 
+@pytest.mark.long
 @pytest.mark.parametrize('name', ['small_cnn', 'wrn_tiny', 'arithmetic'])
 def test_bounds_contain_every_reached_point(name):
   key = jax.random.key(3)
@@ -132,6 +133,7 @@ def test_verified_means_every_point_of_the_box_is_classified_y():
   assert verified(Interval(lower, upper), jnp.array([0, 0])).tolist() == [True, False]
 
 
+@pytest.mark.long
 def test_bounds_differentiate_and_vmap():
   model = create_model('small_cnn')
   x = jax.random.uniform(jax.random.key(0), (2, 28, 28, 1))
@@ -291,6 +293,7 @@ def test_smoothadv_moves_a_point_across_the_smoothed_boundary():
     assert (s < 0) == crossed, (eps, s)
 
 
+@pytest.mark.long
 def test_interval_training_reaches_a_verified_accuracy_that_clean_training_does_not():
   import tempfile
 
@@ -314,6 +317,7 @@ def test_interval_training_reaches_a_verified_accuracy_that_clean_training_does_
   assert verified_by['interval'] >= 0.3 and verified_by['regular'] <= 0.1, verified_by
 
 
+@pytest.mark.long
 def test_the_certify_command_brackets_a_trained_model(tmp_path):
   """experiments.certify on a tiny trained run: both methods write their record (with its
   environment), the figure and the bracket table, and every lower bound stays under its upper one."""

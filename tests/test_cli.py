@@ -61,6 +61,7 @@ def test_the_command_trains_evaluates_and_publishes_from_an_empty_folder(tmp_pat
   assert imported.returncode != 0  # the wheel ships the library only
 
 
+@pytest.mark.long
 def test_evaluate_writes_a_record_that_reproduce_reruns_and_judges(tmp_path, capsys):
   """`evaluate --out` records how it was made; `reproduce` trains and evaluates again from it: the
   same program on the same machine gives the same bits; a record whose number was changed does
@@ -92,6 +93,7 @@ def test_evaluate_writes_a_record_that_reproduce_reruns_and_judges(tmp_path, cap
   assert 'says how it was made' in capsys.readouterr().err
 
 
+@pytest.mark.long
 def test_certify_brackets_a_published_model_and_refuses_a_stochastic_one(tmp_path, capsys):
   """Randomized smoothing's certificate on the published Gaussian σ = 0.25 weights: at every radius
   the certified accuracy lies below SmoothAdv's on the same images (a lower bound under an upper

@@ -106,6 +106,7 @@ def test_conv_module_is_nn_conv_with_the_same_parameters_values_and_gradients(kw
     np.testing.assert_allclose(g, r, atol=1e-4)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize('name', ['small_cnn', 'wrn_tiny', 'small_cnn_pni', 'small_cnn_ibp'])
 def test_no_model_leaves_a_naive_convolution_in_an_attack_loop(name):
   """Every convolution of the models, plain, noisy (PNI) or gated (IBP), keeps its input
@@ -146,6 +147,7 @@ def _smooth_loss(name):
   return lambda z: jax.nn.logsumexp(forward(model.apply, variables, z, key)).sum(), x
 
 
+@pytest.mark.long
 @pytest.mark.parametrize(
   'name', FORWARD_MODE + [pytest.param(n, marks=pytest.mark.xfail(strict=True)) for n in LANE_CONV]
 )

@@ -852,6 +852,7 @@ WORKDIR_CASES = [
 ]
 
 
+@pytest.mark.long
 @pytest.mark.parametrize('thunk,exc,match', [c[1:] for c in WORKDIR_CASES], ids=[c[0] for c in WORKDIR_CASES])
 def test_workdir_layer_errors(thunk, exc, match, trained_workdir, tmp_path):
   before = tree_files(trained_workdir)

@@ -37,11 +37,11 @@ def test_robust_accuracy_worst_case_is_per_example(data):
     'pgd': functools.partial(A.pgd, epsilon=0.05, num_steps=5),
   }
   r = E.robust_accuracy(f, x, y, atk, key=KEY, batch_size=25)
-  assert r['n'] == len(x) and r['non_finite'] == 0
-  pe = r['per_example']
+  assert r.n == len(x) and r.non_finite == 0
+  pe, acc = r.per_example, r.accuracy
   np.testing.assert_array_equal(pe['worst_case'], pe['clean'] & pe['fgsm'] & pe['pgd'])
-  assert r['worst_case'] <= min(r['clean'], r['fgsm'], r['pgd'])
-  assert r['clean'] == pytest.approx(0.75)
+  assert acc['worst_case'] <= min(acc['clean'], acc['fgsm'], acc['pgd'])
+  assert acc['clean'] == pytest.approx(0.75)
 
 
 def test_non_finite_logits_are_never_correct(data):
@@ -58,8 +58,8 @@ def test_non_finite_logits_are_never_correct(data):
   r = E.robust_accuracy(
     broken, x, y, {'noise': functools.partial(A.uniform_noise, epsilon=0.01)}, key=KEY, batch_size=60
   )
-  assert r['clean'] == pytest.approx(0.5) and r['noise'] == pytest.approx(0.5)
-  assert r['non_finite'] == 30
+  assert r.accuracy['clean'] == pytest.approx(0.5) and r.accuracy['noise'] == pytest.approx(0.5)
+  assert r.non_finite == 30
   with pytest.raises(E.NonFiniteLogitsError, match='non-finite logits on 30 of 60'):
     E.clean_accuracy(broken, x, y, key=KEY, batch_size=60)
 
@@ -124,7 +124,7 @@ def test_verified_accuracy_is_a_lower_bound_beside_the_attacks():
   assert got == pytest.approx(np.mean(true_lo > others))
   f = jax.tree_util.Partial(lambda v, z, k: m.apply(v, z), v)
   pgd = E.robust_accuracy(f, x, y, {'pgd': functools.partial(A.pgd, epsilon=eps, num_steps=10)}, key=KEY)
-  assert got <= pgd['pgd'] + 1e-9
+  assert got <= pgd.accuracy['pgd'] + 1e-9
 
 
 def test_the_table_says_a_random_model_has_no_certificate():
@@ -173,6 +173,7 @@ def test_an_eval_spec_is_checked_once_and_resolved_into_one_plan():
   assert [E.scaled(n, s) for n, s in ((20, 0.01), (5, 0.5), (7, 0.5), (100, 1.0))] == [1, 2, 4, 100]
 
 
+@pytest.mark.long
 def test_evaluate_model_returns_a_typed_result_whose_record_is_the_results_files_layout():
   """The typed result's fields agree with each other (the worst case is the per-point AND, the
   record carries what reports read); a randomised model's result says it has no certificate."""

@@ -38,6 +38,7 @@ def table(tmp_path_factory):
   return d, records, md
 
 
+@pytest.mark.long
 def test_table1_smoke_writes_table_rows_and_json(table):
   d, records, md = table
   text = open(md).read()
@@ -217,6 +218,7 @@ def test_evaluate_checkpoint_with_autoattack(table):
   assert not rep['flags']['randomized']
 
 
+@pytest.mark.long
 def test_autoattack_rand_on_the_stochastic_row(table):
   from jaxrobust.evaluation import evaluate_autoattack
   from jaxrobust.models import make_logits_fn
@@ -319,6 +321,7 @@ def test_fast_at_takes_epochs_per_row():
       fast_at.parse_epochs(bad, rows)
 
 
+@pytest.mark.long
 def test_lwta_temperature_study_on_the_synthetic_lwta_row(table, tmp_path):
   """Every setting is measured, accuracies are fractions, the table has a row per setting and
   the figure is a PNG."""
@@ -333,6 +336,7 @@ def test_lwta_temperature_study_on_the_synthetic_lwta_row(table, tmp_path):
   assert fig.read_bytes().startswith(PNG) and md.count('\n') == 2 + len(rows)
 
 
+@pytest.mark.long
 def test_converged_study_reuses_the_trained_rows_and_reports_the_protocol(table, tmp_path):
   """experiments.converged on the synthetic rows the Table 1 fixture trained (same configs, so
   nothing is retrained): the stochastic row gets the adaptive suite and the convergence test,
@@ -619,6 +623,7 @@ def test_verdicts_follow_the_largest_change(table):
     reproduce.compare(rec, nan)
 
 
+@pytest.mark.long
 def test_check_reproduces_reruns_a_row_bit_for_bit_on_the_same_machine(table, tmp_path):
   d, _, _ = table
   path = str(d / 'results' / 'synthetic' / 'rows' / 'regular.json')
@@ -697,6 +702,7 @@ def test_spread_reports_how_far_each_column_moved_between_configurations(table, 
     spread.spread([str(a), str(b)], 'synthetic', out_dir=str(tmp_path / 'out'))
 
 
+@pytest.mark.long
 def test_eot_pgd_choice_compares_equal_work_and_names_the_stronger(table):
   """The two EOT-PGD candidates differ only in loss and schedule; each attacked point is classified
   on fresh draws; the paired counts agree with the two majority accuracies."""

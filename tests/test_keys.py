@@ -168,6 +168,7 @@ def test_no_two_keys_of_a_small_evaluation_are_equal_and_batches_of_one_are_cove
     assert len(np.unique(drawn, axis=0)) == len(drawn)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize('suite', ['study', 'autoattack'])
 def test_the_evaluator_draws_only_keys_of_the_schedule(monkeypatch, suite):
   """A real evaluation records every key it asks keys.py for; each is one of the schedule's (so

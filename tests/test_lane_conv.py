@@ -16,6 +16,7 @@ def _loss(conv):
   return lambda x, w: jnp.sum(jnp.sin(conv(x, w)))
 
 
+@pytest.mark.long
 @pytest.mark.parametrize(
   'strides,padding', [((1, 1), 'SAME'), ((2, 2), 'SAME'), ((2, 2), 'VALID'), ((1, 1), ((1, 0), (2, 1)))]
 )

@@ -13,6 +13,7 @@ def _imported_after(module: str) -> set[str]:
   return set(out.split())
 
 
+@pytest.mark.long
 @pytest.mark.parametrize('leaf', ['jaxrobust.attacks', 'jaxrobust.certify'])
 def test_attack_and_certify_libraries_import_no_model_or_training(leaf):
   loaded = _imported_after(leaf)
@@ -20,6 +21,7 @@ def test_attack_and_certify_libraries_import_no_model_or_training(leaf):
   assert not bad, f'{leaf} imports {bad}'
 
 
+@pytest.mark.long
 @pytest.mark.parametrize('package', ['jaxrobust.train', 'jaxrobust.evaluation', 'jaxrobust.models'])
 def test_the_library_does_not_import_matplotlib_or_the_study(package):
   loaded = _imported_after(package)

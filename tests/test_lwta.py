@@ -191,6 +191,7 @@ def test_ibp_gate_is_shared_by_the_units_of_a_block():
   np.testing.assert_allclose(y_test, jnp.repeat(q * (q > 0.01), 3, -1), rtol=1e-6)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize(
   'name,mode',
   [('small_cnn_lwta', m) for m in ('auto', 'hard', 'argmax')]
@@ -249,6 +250,7 @@ def test_lwta_model_shapes_and_parameter_counts():
   ).shape == (3, 10)
 
 
+@pytest.mark.long
 def test_monte_carlo_prediction():
   m = M.create_model('small_cnn_lwta', num_classes=10)
   x = jax.random.uniform(K0, (4, 28, 28, 1))

@@ -88,6 +88,7 @@ def test_registry_names_every_variant_explicitly():
   assert models.create_model('wrn_tiny_ibp').dense is not models.LWTADense
 
 
+@pytest.mark.long
 @pytest.mark.parametrize(
   'name', ['small_cnn_lwta', 'small_cnn_pni', 'small_cnn_ibp', 'wrn_tiny_lwta', 'wrn_tiny_pni']
 )

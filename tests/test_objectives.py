@@ -28,6 +28,7 @@ def test_mixed_policy_frequencies_and_determinism():
   )
 
 
+@pytest.mark.long
 def test_pni_noise_scale_gets_gradient_and_no_weight_decay():
   m = M.create_model('small_cnn_pni', num_classes=10)
   x = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
@@ -82,6 +83,7 @@ MIXED = {
     ('label_smoothing', 'small_cnn', {'label_smoothing': 0.1}),
   ],
 )
+@pytest.mark.long
 def test_every_defense_trains(synthetic_config, tmp_path, objective, model, extra):
   c = synthetic_config
   c.model.name = model
@@ -104,6 +106,7 @@ def test_unknown_objective_is_named(synthetic_config, tmp_path):
   assert not (tmp_path / 'a').exists()
 
 
+@pytest.mark.long
 @pytest.mark.parametrize('host_mode', ['none', 'shard_map'])
 def test_mixed_training_host_dispatch_equals_switch(synthetic_config, tmp_path, host_mode):
   # The host draws each step's branch from the same key that lax.switch uses in the program, so

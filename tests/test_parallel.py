@@ -25,6 +25,7 @@ def single_device_run(tmp_path_factory):
   return train.train_and_evaluate(c, str(tmp_path_factory.mktemp('single')), progress=False)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize('mode', ['shard_map', 'pmap'])
 def test_data_parallel_step_equals_single_device(single_device_run, tmp_path, mode):
   assert jax.device_count() == 4
@@ -43,6 +44,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.long
 def test_two_processes_train_in_lockstep_like_one(single_device_run, tmp_path):
   port = _free_port()
   # The workers set their own device count; of the parent's XLA flags they keep only the

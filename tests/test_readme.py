@@ -17,6 +17,7 @@ def _blocks(page):
   return re.findall(r'```python\n(.*?)```', open(os.path.join(ROOT, page)).read(), flags=re.S)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize('page', [p for p in PAGES if _blocks(p)])
 def test_examples_run(page):
   ns = {}

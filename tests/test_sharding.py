@@ -43,6 +43,7 @@ ATTACKS = {
 }
 
 
+@pytest.mark.long
 @pytest.mark.parametrize('name', sorted(ATTACKS))
 def test_each_attack_keeps_the_inputs_sharding(name, sharded):
   f, x, y, data = sharded
@@ -79,7 +80,7 @@ def test_evaluation_entry_points_take_a_sharded_batch_where_it_is(sharded):
   spec = {'pgd': ATTACKS['pgd']}
   on_devices = robust_accuracy(f, x, y, spec, key=key, batch_size=4)
   on_host = robust_accuracy(f, host_x, host_y, spec, key=key, batch_size=4)
-  assert on_devices['pgd'] == on_host['pgd']
+  assert on_devices.accuracy['pgd'] == on_host.accuracy['pgd']
   est = select_and_measure(f, {'clean': x}, host_y, key=key, selection_draws=1, measurement_draws=1)
   assert est.per_point.tolist() == [1.0] * 8  # y is the model's own prediction
   with pytest.raises(ValueError, match=r'images are floats in \[.*\]: give floats in \[0,1\]'):

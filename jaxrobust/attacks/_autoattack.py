@@ -104,7 +104,7 @@ def sanity_checks(logits_fn, x, y, key, *, version: str, batch_size: int = 256) 
   xb, yb = x[:batch_size], y[:batch_size]
   a = np.asarray(logits_fn(xb, jax.random.fold_in(key, keys.TAG_AA_CHECK_FIRST)))
   b = np.asarray(logits_fn(xb, jax.random.fold_in(key, keys.TAG_AA_CHECK_SECOND)))
-  flags = {'randomized': not np.allclose(a, b, atol=1e-7)}
+  flags: dict[str, Any] = {'randomized': not np.allclose(a, b, atol=1e-7)}
   messages = []
   if flags['randomized'] and version == 'standard':
     messages.append("the model is randomized (two calls on the same input differ): use version='rand'")
@@ -214,6 +214,7 @@ def autoattack(
       f'autoattack: the standard version needs at least 4 classes (APGD-T), the model has '
       f"{num_classes}; use version='custom' with attacks=['apgd_ce', 'square'] or similar"
     )
+  suite: dict[str, Any]
   if version == 'standard':
     suite = standard_attacks(
       norm, epsilon, num_classes, num_steps=num_steps, num_queries=num_queries, microbatch=microbatch
@@ -221,6 +222,7 @@ def autoattack(
   elif version == 'rand':
     suite = rand_attacks(norm, epsilon, eot_samples=eot_samples, num_steps=num_steps, microbatch=microbatch)
   else:
+    assert attacks is not None  # checked above: 'custom' comes with its attacks
     items = (
       attacks.items()
       if isinstance(attacks, Mapping)
@@ -231,11 +233,10 @@ def autoattack(
       if callable(a):
         suite[name] = a
         continue
-      spec = dict({'name': a} if isinstance(a, str) else a)
+      spec: dict[str, Any] = dict({'name': a} if isinstance(a, str) else a)
       takes = settable(spec['name'])
-      for arg, v in (('epsilon', epsilon), ('norm', norm)):
-        if arg in takes:
-          spec.setdefault(arg, v)
+      defaults: dict[str, Any] = {'epsilon': epsilon, 'norm': norm}
+      spec.update({k: v for k, v in defaults.items() if k in takes and k not in spec})
       suite[name] = build_attack(spec)
   key = _attack_keys.as_typed(key)
   flags, warnings_ = sanity_checks(

@@ -205,6 +205,7 @@ def check_inputs(
   if has_nan or has_inf:
     raise ValueError(f'{name}: x contains {"NaN" if has_nan else "inf"}')
   if with_bounds and (below or above):
+    assert lo is not None and hi is not None
     raise ValueError(
       f'{name}: x has values outside its bounds [{np.min(lo)}, {np.max(hi)}]: min {xmin:.4g}, '
       f'max {xmax:.4g}. Attacks work in pixel space; normalise inside the model.'

@@ -290,9 +290,17 @@ def smooth_certify(
     ValueError: a declared-stochastic `logits_fn` without `stochastic_base=True`, or bad counts.
   """
   _check(sigma, alpha, n0=n0, n=n)
-  common = dict(sigma=sigma, draws_per_pass=draws_per_pass, stochastic_base=stochastic_base)
-  select = class_counts(logits_fn, key, x, n=n0, tag=keys.TAG_SMOOTH_SELECT, **common)
-  counts = class_counts(logits_fn, key, x, n=n, tag=keys.TAG_SMOOTH_ESTIMATE, **common)
+  counts_of = functools.partial(
+    class_counts,
+    logits_fn,
+    key,
+    x,
+    sigma=sigma,
+    draws_per_pass=draws_per_pass,
+    stochastic_base=stochastic_base,
+  )
+  select = counts_of(n=n0, tag=keys.TAG_SMOOTH_SELECT)
+  counts = counts_of(n=n, tag=keys.TAG_SMOOTH_ESTIMATE)
   top = np.argmax(select, axis=1)
   p_lower = clopper_pearson_lower(counts[np.arange(len(top)), top], n, alpha)
   ok = p_lower >= 0.5

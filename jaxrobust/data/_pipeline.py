@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import collections
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -57,7 +57,7 @@ def prefetch(items: Iterable[T], put: Callable[[T], U], size: int = 2) -> Iterat
   """
   if not is_count(size, 0):
     raise ValueError(f'prefetch: size must be an integer >= 0, got {size!r}')
-  source, ahead = iter(items), collections.deque()
+  source, ahead = iter(items), collections.deque[Any]()
   while True:
     while len(ahead) <= size:
       try:

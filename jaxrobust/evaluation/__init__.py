@@ -3,7 +3,13 @@ evaluator: an `EvalSpec` resolved for a model's declared traits into an `EvalPla
 (`build_evaluation`), run by `evaluate_model` into a typed result. The study's tables and figures
 are in experiments/."""
 
-from jaxrobust.evaluation.accuracy import NonFiniteLogitsError, clean_accuracy, correct, robust_accuracy
+from jaxrobust.evaluation.accuracy import (
+  NonFiniteLogitsError,
+  RobustAccuracy,
+  clean_accuracy,
+  correct,
+  robust_accuracy,
+)
 from jaxrobust.evaluation.evaluator import (
   deterministic_surrogate,
   evaluate_autoattack,
@@ -15,7 +21,16 @@ from jaxrobust.evaluation.evaluator import (
 )
 from jaxrobust.evaluation.estimator import WorstCase, select_and_measure
 from jaxrobust.evaluation.results import AdaptiveResult, AutoAttackResult, AutoAttackRun, Grid, SuiteResult
-from jaxrobust.evaluation.spec import EvalPlan, EvalSpec, build_evaluation
+from jaxrobust.evaluation.spec import (
+  AdaptivePlan,
+  AutoAttackPlan,
+  AutoAttackSettings,
+  EvalPlan,
+  EvalSpec,
+  GridSettings,
+  ListedPlan,
+  build_evaluation,
+)
 from jaxrobust.evaluation.suites import (
   SUITES,
   STANDARD_BUDGETS,
@@ -32,6 +47,11 @@ __all__ = [
   'Grid',
   'SuiteResult',
   'EvalPlan',
+  'ListedPlan',
+  'AutoAttackPlan',
+  'AdaptivePlan',
+  'AutoAttackSettings',
+  'GridSettings',
   'EvalSpec',
   'evaluate_test_set',
   'build_evaluation',
@@ -52,5 +72,6 @@ __all__ = [
   'linf_budget',
   'pgd_accuracy_over_epsilons',
   'robust_accuracy',
+  'RobustAccuracy',
   'transfer_attack',
 ]

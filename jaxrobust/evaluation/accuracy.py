@@ -7,7 +7,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -128,6 +128,23 @@ def clean_accuracy(logits_fn, images, labels, *, key, batch_size: int = 500) -> 
   return hits / len(images)
 
 
+class RobustAccuracy(NamedTuple):
+  """What `robust_accuracy` measured.
+
+  Attributes:
+    accuracy: {'clean': acc, <attack name>: acc, ..., 'worst_case': acc}; worst case = correct
+      clean and under every attack, per point.
+    per_example: the same names -> bool array (N,), True where the point is classified right.
+    n: the number of points.
+    non_finite: the points with non-finite logits anywhere (never counted as correct).
+  """
+
+  accuracy: dict[str, float]
+  per_example: dict[str, np.ndarray]
+  n: int
+  non_finite: int
+
+
 def robust_accuracy(
   logits_fn,
   images,
@@ -138,7 +155,7 @@ def robust_accuracy(
   batch_size: int = 256,
   eval_draws: int = 1,
   progress: bool = False,
-) -> dict:
+) -> RobustAccuracy:
   """Accuracy under each attack and the per-example worst case, batch by batch over a dataset.
 
   Args:
@@ -153,9 +170,8 @@ def robust_accuracy(
     progress: show a tqdm bar.
 
   Returns:
-    {'clean': acc, <attack name>: acc, ..., 'worst_case': acc, 'n': N, 'non_finite': count of
-    points with non-finite logits anywhere, 'per_example': {name: bool array (N,)}}. Worst case:
-    correct clean and under every attack. Non-finite logits never count as correct.
+    a `RobustAccuracy`: accuracy and per-point outcome under every attack and in the worst case,
+    and the count of points with non-finite logits (which never count as correct).
 
   Raises:
     ValueError: for no images, labels whose count differs from the images', batch_size < 1,
@@ -167,7 +183,7 @@ def robust_accuracy(
   logits_fn = as_pytree_fn(logits_fn)
   n = len(images)
   names = ['clean'] + list(attacks)
-  per = {k: [] for k in names}
+  parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
   non_finite = []
 
   def correct_all_draws(x, y, k):
@@ -182,20 +198,20 @@ def robust_accuracy(
     y = jnp.asarray(labels[i : i + batch_size])
     kb = keys.batch_keys(key, i)
     ok, fin = correct_all_draws(x, y, kb.clean)
-    per['clean'].append(ok)
+    parts['clean'].append(ok)
     bad = ~fin
     for j, (name, attack) in enumerate(attacks.items(), start=1):
       k_attack, k_predict = keys.attack_keys(kb, j)
       x_adv = attack(logits_fn, k_attack, x, y)
       ok, fin = correct_all_draws(x_adv, y, k_predict)
-      per[name].append(ok)
+      parts[name].append(ok)
       bad = bad | ~fin
     non_finite.append(bad)
-  per = {k: np.concatenate(v) for k, v in per.items()}
-  worst = np.logical_and.reduce([per[k] for k in names])
-  out = {k: float(v.mean()) for k, v in per.items()}
-  out['worst_case'] = float(worst.mean())
-  out['n'] = n
-  out['non_finite'] = int(np.concatenate(non_finite).sum())
-  out['per_example'] = dict(per, worst_case=worst)
-  return out
+  per = {k: np.concatenate(v) for k, v in parts.items()}
+  per['worst_case'] = np.logical_and.reduce([per[k] for k in names])
+  return RobustAccuracy(
+    accuracy={k: float(v.mean()) for k, v in per.items()},
+    per_example=per,
+    n=n,
+    non_finite=int(np.concatenate(non_finite).sum()),
+  )

@@ -42,7 +42,7 @@ from jaxrobust.evaluation.estimator import (
   worst_case,
 )
 from jaxrobust.evaluation.results import AdaptiveResult
-from jaxrobust.evaluation.spec import EvalPlan
+from jaxrobust.evaluation.spec import AdaptivePlan
 from jaxrobust.evaluation.suites import eot_pgd_spec
 from jaxrobust.models import make_logits_fn, model_traits, with_lwta_mode
 from jaxrobust import keys
@@ -98,7 +98,7 @@ def evaluate_adaptive(
   variables,
   images,
   labels,
-  plan: EvalPlan,
+  plan: AdaptivePlan,
   *,
   key,
   progress: bool = False,
@@ -146,7 +146,7 @@ def evaluate_adaptive(
     subset of the scores recomputes the choice over those candidates).
   """
   spec = plan.spec
-  if spec.suite != 'adaptive':
+  if not isinstance(plan, AdaptivePlan):
     raise ValueError(f"evaluate_adaptive: the plan is for the {spec.suite!r} suite, not 'adaptive'")
   num_draws, selection_draws, batch_size = spec.measurement_draws, spec.selection_draws, spec.batch_size
   f = make_logits_fn(model, variables)
@@ -165,8 +165,8 @@ def evaluate_adaptive(
         epsilon=plan.linf,
         version=version,
         eot_samples=spec.eot_samples,
-        num_steps=plan.autoattack_steps,
-        num_queries=plan.autoattack_queries,
+        num_steps=plan.autoattack.steps,
+        num_queries=plan.autoattack.queries,
         batch_size=x.shape[0],
         microbatch=spec.eot_microbatch if version == 'rand' else None,
       )
@@ -204,8 +204,10 @@ def evaluate_adaptive(
   # Pieces carry the estimator's scores: a cache written before them holds other settings.
   settings['estimator'] = dict(selection_draws=selection_draws, measurement_draws=num_draws)
   cache = PieceCache(cache_dir, settings)
-  per = {n: {'single_draw': [], 'mean': [], 'majority': [], 'all': []} for n in names}
-  scores = {n: [] for n in names}
+  parts: dict[str, dict[str, list]] = {
+    n: {'single_draw': [], 'mean': [], 'majority': [], 'all': []} for n in names
+  }
+  scores: dict[str, list[dict]] = {n: [] for n in names}
   seconds = dict.fromkeys(names, 0.0)
   flag_values: dict[str, list] = {}
 
@@ -250,13 +252,13 @@ def evaluate_adaptive(
   for i in starts:
     for name in names:
       r = pieces[f'batch{i:07d}_{name}']
-      for k in per[name]:
-        per[name][k].append(np.asarray(r[k]))
+      for k in parts[name]:
+        parts[name][k].append(np.asarray(r[k]))
       scores[name].append(r['estimator'])
       seconds[name] += r['seconds']
       for flag, v in r['flags'].items():
         flag_values.setdefault(flag, []).append(v)
-  per = {n: {k: np.concatenate(v) for k, v in d.items()} for n, d in per.items()}
+  per = {n: {k: np.concatenate(v) for k, v in d.items()} for n, d in parts.items()}
   n = len(images)
   all_scores = {k: {f: np.concatenate([p[f] for p in v]) for f in v[0]} for k, v in scores.items()}
   est = worst_case(all_scores)
@@ -372,10 +374,10 @@ def eot_convergence(
     raise ValueError('eot_convergence: cache_dir needs model_id, the identity of the model it caches')
   for name, fields in (worst_case_scores or {}).items():
     for field in SCORE_FIELDS:
-      if np.shape(fields.get(field)) != (len(x),):
+      if field not in fields or np.shape(fields[field]) != (len(x),):
         raise ValueError(
           f'eot_convergence: worst_case_scores[{name!r}][{field!r}] has shape '
-          f'{np.shape(fields.get(field))}; it needs one value per point of x, ({len(x)},)'
+          f'{np.shape(fields[field]) if field in fields else None}; it needs one value per point of x, ({len(x)},)'
         )
   x, y = as_unit_float(x), jnp.asarray(y)
   settings = dict(model=model_id, data=digest(np.asarray(x), np.asarray(y)), key=digest(key), epsilon=epsilon)

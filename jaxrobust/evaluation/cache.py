@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -195,7 +195,7 @@ class PieceCache:
     return self._get(name, compute, wait=True)
 
   def get_all(
-    self, computes: dict[str, Callable[[], Any]], while_waiting: Callable[[], Any] | None = None
+    self, computes: Mapping[str, Callable[[], Any]], while_waiting: Callable[[], Any] | None = None
   ) -> dict[str, Any]:
     """{name: piece} for every name of `computes`: first the pieces that are stored or that no
     other process is computing, then, waiting for it, each piece another process held.

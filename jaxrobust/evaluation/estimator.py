@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -285,7 +285,7 @@ def select_and_measure(
     raise ValueError(f'select_and_measure: batch_size must be an integer >= 1, got {batch_size!r}')
   if len(labels) == 0:  # an accuracy over no point is undefined, never 0 or NaN
     raise ValueError('select_and_measure: labels is empty (no points to measure)')
-  arrays = {}
+  arrays: dict[str, Any] = {}
   for n, a in candidates.items():
     try:
       arrays[n] = as_unit_float(a)  # a batch on its devices stays there
@@ -300,7 +300,7 @@ def select_and_measure(
         f'shape {first.shape} with one point per label ({len(y)})'
       )
   draws = draw_keys(key, selection_draws, measurement_draws)
-  parts = {n: [] for n in arrays}
+  parts: dict[str, list[dict[str, np.ndarray]]] = {n: [] for n in arrays}
   for i in range(0, len(y), batch_size):
     for n, a in arrays.items():
       parts[n].append(candidate_scores(logits_fn, a[i : i + batch_size], y[i : i + batch_size], draws))

@@ -26,8 +26,16 @@ from jaxrobust.evaluation.accuracy import (
 )
 from jaxrobust.evaluation.adaptive import evaluate_adaptive
 from jaxrobust.evaluation.results import AutoAttackResult, AutoAttackRun, EvalResult, Grid, SuiteResult
-from jaxrobust.evaluation.spec import EvalPlan, EvalSpec, build_evaluation
-from jaxrobust.evaluation.suites import AUTOATTACK_SUITES
+from jaxrobust.evaluation.spec import (
+  PLAN_TYPES,
+  AdaptivePlan,
+  AutoAttackPlan,
+  EvalPlan,
+  EvalSpec,
+  GridSettings,
+  ListedPlan,
+  build_evaluation,
+)
 from jaxrobust.models import forward, make_logits_fn, model_traits
 
 
@@ -139,14 +147,14 @@ def evaluate_model(
   Raises:
     NonFiniteLogitsError: when the model's clean logits are not finite.
   """
-  given = spec.spec if isinstance(spec, EvalPlan) else spec
+  given = spec.spec if isinstance(spec, PLAN_TYPES) else spec
   for name, value in (('cache_dir', cache_dir), ('candidates_dir', candidates_dir)):
     if value is not None and given.suite != 'adaptive':
       raise ValueError(f"{name} is for the 'adaptive' suite, not {given.suite!r}")
   if while_waiting is not None and cache_dir is None:
     raise ValueError("while_waiting needs a cache_dir (of the 'adaptive' suite) to wait on")
   traits = model_traits(model)
-  if isinstance(spec, EvalPlan):
+  if isinstance(spec, PLAN_TYPES):
     plan, spec = spec, given
     if plan.stochastic != traits.stochastic:
       raise ValueError(f'evaluate_model: the plan was built for a model with stochastic={plan.stochastic}')
@@ -155,7 +163,8 @@ def evaluate_model(
   f = make_logits_fn(model, variables)
   ek = keys.eval_keys(key)
   check_finite_model(f, images, key=ek.finite, batch_size=spec.batch_size)
-  if spec.suite == 'adaptive':
+  ms = inference_ms_per_image(model, variables, images.shape[1:])
+  if isinstance(plan, AdaptivePlan):
     out = evaluate_adaptive(
       model,
       variables,
@@ -168,12 +177,10 @@ def evaluate_model(
       candidates_dir=candidates_dir,
       while_waiting=while_waiting,
     )
-    out = out._replace(stochastic=plan.stochastic)
-  elif spec.suite in AUTOATTACK_SUITES:
-    out = _autoattack_suite(plan, f, images, labels, ek=ek)
-  else:
-    out = _listed_suite(plan, f, model, variables, images, labels, ek=ek, progress=progress)
-  return out._replace(ms_per_image=inference_ms_per_image(model, variables, images.shape[1:]))
+    return out._replace(stochastic=plan.stochastic, ms_per_image=ms)
+  if isinstance(plan, AutoAttackPlan):
+    return _autoattack_suite(plan, f, images, labels, ek=ek, ms_per_image=ms)
+  return _listed_suite(plan, f, model, variables, images, labels, ek=ek, progress=progress, ms_per_image=ms)
 
 
 def evaluate_test_set(
@@ -213,28 +220,29 @@ def evaluate_test_set(
   return {**result.to_record(), 'num_test': n}
 
 
-def _autoattack_suite(plan: EvalPlan, f, images, labels, *, ek: keys.EvalKeys) -> AutoAttackResult:
+def _autoattack_suite(
+  plan: AutoAttackPlan, f, images, labels, *, ek: keys.EvalKeys, ms_per_image: float
+) -> AutoAttackResult:
   """The 'autoattack' and 'autoattack_rand' suites: AutoAttack alone, and the ε grid."""
   s = plan.spec
   run = evaluate_autoattack(
     f,
     images,
     labels,
-    epsilon=plan.autoattack_epsilon,
-    version=plan.autoattack_version,
+    epsilon=plan.autoattack.epsilon,
+    version=plan.autoattack.version,
     key=ek.autoattack,
     stochastic=plan.stochastic,
-    num_steps=plan.autoattack_steps,
-    num_queries=plan.autoattack_queries,
+    num_steps=plan.autoattack.steps,
+    num_queries=plan.autoattack.queries,
     batch_size=max(s.batch_size, 500),
   )
-  return AutoAttackResult(
-    suite=s.suite, run=run, grid=_grid(plan, f, images, labels, key=ek.grid), ms_per_image=None
-  )
+  grid = _grid(plan.grid, f, images, labels, key=ek.grid, batch_size=s.batch_size)
+  return AutoAttackResult(suite=s.suite, run=run, grid=grid, ms_per_image=ms_per_image)
 
 
 def _listed_suite(
-  plan: EvalPlan, f, model, variables, images, labels, *, ek: keys.EvalKeys, progress
+  plan: ListedPlan, f, model, variables, images, labels, *, ek: keys.EvalKeys, progress, ms_per_image: float
 ) -> SuiteResult:
   """The 'study' and 'standard' suites: each listed attack, the transfer attack and the clean
   draws of a stochastic model, AutoAttack if asked, the ε grid and the verified bound."""
@@ -245,8 +253,8 @@ def _listed_suite(
     transfer = A.build_attack(plan.transfer)
     attacks['transfer'] = lambda _f, k, x, y: transfer(sf, k, x, y)
   res = robust_accuracy(f, images, labels, attacks, key=ek.suite, batch_size=s.batch_size, progress=progress)
-  accuracy = {k: v for k, v in res.items() if k not in ('per_example', 'n', 'non_finite')}
-  per_example = {k: v.tolist() for k, v in res['per_example'].items()}
+  accuracy = dict(res.accuracy)
+  per_example = {k: v.tolist() for k, v in res.per_example.items()}
   clean_all = None
   if plan.stochastic and s.eval_draws > 1:
     multi = robust_accuracy(
@@ -258,19 +266,19 @@ def _listed_suite(
       batch_size=s.batch_size,
       eval_draws=s.eval_draws,
     )
-    clean_all = multi['clean']
+    clean_all = multi.accuracy['clean']
   aa = None
-  if s.with_autoattack:
+  if plan.autoattack is not None:
     aa = evaluate_autoattack(
       f,
       images,
       labels,
-      epsilon=plan.autoattack_epsilon,
-      version=plan.autoattack_version,
+      epsilon=plan.autoattack.epsilon,
+      version=plan.autoattack.version,
       key=ek.autoattack,
       stochastic=plan.stochastic,
-      num_steps=plan.autoattack_steps,
-      num_queries=plan.autoattack_queries,
+      num_steps=plan.autoattack.steps,
+      num_queries=plan.autoattack.queries,
       batch_size=max(s.batch_size, 500),
     )
     worst = np.asarray(per_example['worst_case'], bool) & aa.robust
@@ -286,18 +294,18 @@ def _listed_suite(
   return SuiteResult(
     suite=s.suite,
     stochastic=plan.stochastic,
-    n=res['n'],
-    non_finite=res['non_finite'],
+    n=res.n,
+    non_finite=res.non_finite,
     accuracy=accuracy,
     per_example=per_example,
     attacks=plan.attacks,
     clean_all_of_k_draws=clean_all,
     eval_draws=s.eval_draws if clean_all is not None else None,
     autoattack=aa,
-    grid=_grid(plan, f, images, labels, key=ek.grid),
+    grid=_grid(plan.grid, f, images, labels, key=ek.grid, batch_size=s.batch_size),
     verified_linf=verified_linf,
     verified_note=note,
-    ms_per_image=None,
+    ms_per_image=ms_per_image,
   )
 
 
@@ -321,21 +329,14 @@ def verified_linf_accuracy(
   return float(np.concatenate(parts).mean())
 
 
-def _grid(plan: EvalPlan, f, images, labels, *, key) -> Grid | None:
+def _grid(grid: GridSettings | None, f, images, labels, *, key, batch_size: int) -> Grid | None:
   """PGD-L∞ accuracy over the plan's ε grid (None without a grid), on the grid's key."""
-  s = plan.spec
-  if s.epsilon_grid is None:
+  if grid is None:
     return None
   acc = pgd_accuracy_over_epsilons(
-    f,
-    images,
-    labels,
-    s.epsilon_grid,
-    key=key,
-    num_steps=plan.grid_steps,
-    batch_size=s.batch_size,
+    f, images, labels, grid.epsilons, key=key, num_steps=grid.steps, batch_size=batch_size
   )
-  return Grid(epsilons=s.epsilon_grid, steps=plan.grid_steps, accuracy=acc)
+  return Grid(epsilons=grid.epsilons, steps=grid.steps, accuracy=acc)
 
 
 def evaluate_autoattack(
@@ -352,7 +353,7 @@ def evaluate_autoattack(
   batch_size: int = 500,
   eot_samples: int = 20,
 ) -> AutoAttackRun:
-  """AutoAttack at L∞ radius `epsilon` (the dataset's standard ε: `EvalPlan.autoattack_epsilon`)
+  """AutoAttack at L∞ radius `epsilon` (the dataset's standard ε: `AutoAttackSettings.epsilon`)
   over a test set.
 
   Args:
@@ -397,7 +398,7 @@ def examples_and_confidence(
   """Clean and attacked inputs with predictions and max-softmax confidences (for the figures)."""
   f = make_logits_fn(model, variables)
   attack = A.build_attack(attack_spec)
-  out = {k: [] for k in ('x', 'x_adv', 'pred', 'pred_adv', 'conf', 'conf_adv')}
+  parts: dict[str, list[np.ndarray]] = {k: [] for k in ('x', 'x_adv', 'pred', 'pred_adv', 'conf', 'conf_adv')}
   for i in range(0, min(n, len(images)), batch_size):
     x = as_unit_float(images[i : min(i + batch_size, n)])
     y = jnp.asarray(labels[i : min(i + batch_size, n)])
@@ -405,10 +406,10 @@ def examples_and_confidence(
     xa = attack(f, k_attack, x, y)
     for suffix, inp in (('', x), ('_adv', xa)):
       p = jax.nn.softmax(f(inp, k_predict), -1)  # clean and attacked: the same draw
-      out['pred' + suffix].append(np.asarray(jnp.argmax(p, -1)))
-      out['conf' + suffix].append(np.asarray(jnp.max(p, -1)))
-    out['x'].append(np.asarray(x))
-    out['x_adv'].append(np.asarray(xa))
-  out = {k: np.concatenate(v) for k, v in out.items()}
+      parts['pred' + suffix].append(np.asarray(jnp.argmax(p, -1)))
+      parts['conf' + suffix].append(np.asarray(jnp.max(p, -1)))
+    parts['x'].append(np.asarray(x))
+    parts['x_adv'].append(np.asarray(xa))
+  out = {k: np.concatenate(v) for k, v in parts.items()}
   out['labels'] = np.asarray(labels[: len(out['pred'])])
   return out

@@ -110,46 +110,101 @@ class EvalSpec:
       object.__setattr__(self, 'epsilon_grid', tuple(float(e) for e in grid))
 
 
-class EvalPlan(NamedTuple):
-  """An `EvalSpec` resolved for one model.
+class AutoAttackSettings(NamedTuple):
+  """AutoAttack as a plan runs it: its version, L∞ radius (the dataset's standard ε, whatever the
+  suite), iterations and Square's queries (scaled by `autoattack_scale` for the column beside a
+  listed suite, by `steps_scale` otherwise)."""
+
+  version: str
+  epsilon: float
+  steps: int
+  queries: int
+
+
+class GridSettings(NamedTuple):
+  """The accuracy-against-ε grid: its radii and its PGD steps."""
+
+  epsilons: tuple[float, ...]
+  steps: int
+
+
+class ListedPlan(NamedTuple):
+  """The 'study' and 'standard' suites resolved for one model.
 
   Attributes:
     spec: the spec it was built from.
     stochastic: the model's declared trait.
-    attacks: the suite's attack specs by column ('study' and 'standard', with EOT-PGD and
-      EOT-APGD for a stochastic model; 'adaptive', `adaptive_attacks`); empty for the AutoAttack
-      suites.
+    attacks: the suite's attack specs by column (with EOT-PGD and EOT-APGD for a stochastic model).
     transfer: the PGD-L∞ spec run on a stochastic model's deterministic surrogate (and drawn in
       the example figures).
-    autoattack_version: the AutoAttack version of the AutoAttack suites or column, or None.
-    autoattack_epsilon: AutoAttack's L∞ radius: the dataset's standard ε, whatever the suite.
-    autoattack_steps, autoattack_queries: AutoAttack's iterations and Square's queries, scaled
-      (by `autoattack_scale` for the column beside a listed suite, by `steps_scale` otherwise).
-    grid_steps: PGD steps of the ε grid (None without a grid).
     linf: the suite's L∞ ε (the verified bound is taken there).
+    autoattack: the AutoAttack column, when the spec asks for it.
+    grid: the ε grid, when the spec asks for it.
   """
 
   spec: EvalSpec
   stochastic: bool
   attacks: dict
   transfer: dict
-  autoattack_version: str | None
-  autoattack_epsilon: float | None
-  autoattack_steps: int
-  autoattack_queries: int
-  grid_steps: int | None
   linf: float
+  autoattack: AutoAttackSettings | None
+  grid: GridSettings | None
+
+
+class AutoAttackPlan(NamedTuple):
+  """The 'autoattack' and 'autoattack_rand' suites resolved for one model: AutoAttack alone (the
+  'rand' version for a stochastic model), and the ε grid when the spec asks for it. `transfer`
+  is the attack drawn in the example figures."""
+
+  spec: EvalSpec
+  stochastic: bool
+  autoattack: AutoAttackSettings
+  transfer: dict
+  grid: GridSettings | None
+
+
+class AdaptivePlan(NamedTuple):
+  """The 'adaptive' suite resolved for one model: `adaptive_attacks`, the transfer attack run on
+  each surrogate, and AutoAttack (both versions run, at `linf`, with these steps and queries)."""
+
+  spec: EvalSpec
+  stochastic: bool
+  attacks: dict
+  transfer: dict
+  linf: float
+  autoattack: AutoAttackSettings
+
+
+EvalPlan = ListedPlan | AutoAttackPlan | AdaptivePlan
+PLAN_TYPES = (ListedPlan, AutoAttackPlan, AdaptivePlan)
 
 
 def build_evaluation(spec: EvalSpec, traits: ModelTraits) -> EvalPlan:
-  """Resolves `spec` for a model with `traits` (see `EvalPlan`)."""
+  """Resolves `spec` for a model with `traits`: a `ListedPlan`, `AutoAttackPlan` or `AdaptivePlan`."""
   s, stochastic = spec, traits.stochastic
   listed = s.suite in ('study', 'standard')
+  # The column beside a listed suite has its own scale; elsewhere AutoAttack is the suite.
+  aa_scale = s.autoattack_scale if listed else s.steps_scale
+  suite_of_budgets = s.suite if listed else 'standard'
+  transfer = transfer_attack(suite_of_budgets, s.dataset, steps_scale=s.steps_scale)
+  linf = linf_budget(suite_of_budgets, s.dataset)
+  grid = None if s.epsilon_grid is None else GridSettings(s.epsilon_grid, scaled(10, s.steps_scale))
+
+  def autoattack(version: str) -> AutoAttackSettings:
+    return AutoAttackSettings(
+      version=version,
+      epsilon=linf_budget('standard', s.dataset),
+      steps=scaled(100, aa_scale),
+      queries=scaled(5000, aa_scale),
+    )
+
   if listed:
     attacks = attack_suite(
       s.suite, s.dataset, stochastic=stochastic, eot_samples=s.eot_samples, steps_scale=s.steps_scale
     )
-  elif s.suite == 'adaptive':
+    column = autoattack('rand' if stochastic else 'standard') if s.with_autoattack else None
+    return ListedPlan(s, stochastic, attacks, transfer, linf, column, grid)
+  if s.suite == 'adaptive':
     attacks = adaptive_attacks(
       s.dataset,
       eot_samples=s.eot_samples,
@@ -157,26 +212,8 @@ def build_evaluation(spec: EvalSpec, traits: ModelTraits) -> EvalPlan:
       queries=s.square_queries,
       eot_microbatch=s.eot_microbatch,
     )
-  else:
-    attacks = {}
-  if s.suite in AUTOATTACK_SUITES:
-    version = 'rand' if stochastic and s.suite == 'autoattack' else AUTOATTACK_SUITES[s.suite]
-  elif s.with_autoattack:
-    version = 'rand' if stochastic else 'standard'
-  else:
-    version = None
-  # The column beside a listed suite has its own scale; elsewhere AutoAttack is the suite.
-  aa_scale = s.autoattack_scale if listed else s.steps_scale
-  suite_of_budgets = s.suite if listed else 'standard'
-  return EvalPlan(
-    spec=s,
-    stochastic=stochastic,
-    attacks=attacks,
-    transfer=transfer_attack(suite_of_budgets, s.dataset, steps_scale=s.steps_scale),
-    autoattack_version=version,
-    autoattack_epsilon=linf_budget('standard', s.dataset) if s.dataset in STANDARD_BUDGETS else None,
-    autoattack_steps=scaled(100, aa_scale),
-    autoattack_queries=scaled(5000, aa_scale),
-    grid_steps=None if s.epsilon_grid is None else scaled(10, s.steps_scale),
-    linf=linf_budget(suite_of_budgets, s.dataset),
-  )
+    return AdaptivePlan(
+      s, stochastic, attacks, transfer, linf, autoattack('rand' if stochastic else 'standard')
+    )
+  version = 'rand' if stochastic and s.suite == 'autoattack' else AUTOATTACK_SUITES[s.suite]
+  return AutoAttackPlan(s, stochastic, autoattack(version), transfer, grid)

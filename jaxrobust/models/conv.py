@@ -39,7 +39,7 @@ def plain_conv(x, w, strides, padding):
 def explicit_padding(padding, spatial, window, strides) -> tuple[tuple[int, int], ...]:
   """((top, bottom), (left, right)) from 'SAME', 'VALID' or explicit pairs."""
   if isinstance(padding, str):
-    return tuple(tuple(p) for p in lax.padtype_to_pads(spatial, window, strides, padding))
+    return tuple((int(lo), int(hi)) for lo, hi in lax.padtype_to_pads(spatial, window, strides, padding))
   return tuple((int(lo), int(hi)) for lo, hi in padding)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -85,12 +86,12 @@ class LWTA(nn.Module):
     for name in ('temperature', 'eval_temperature'):
       t = getattr(self, name)
       # T <= 0 would flip or blow up the Gumbel-softmax (z / T) without any error.
-      if isinstance(t, bool) or not (isinstance(t, numbers.Real) and math.isfinite(t) and t > 0):
+      if isinstance(t, bool) or not (isinstance(t, numbers.Real) and math.isfinite(t) and float(t) > 0):
         raise ValueError(f'LWTA: {name} must be a finite number > 0, got {t!r}')
     c = x.shape[-1]
     if c % self.U:
       raise ValueError(f'LWTA: {c} channels are not divisible into blocks of U={self.U}')
-    t_train = self.temperature
+    t_train: Any = self.temperature  # a learned one is an array
     if self.learn_temperature:
       t_train = nn.softplus(self.param('temperature', nn.initializers.constant(-0.01), ()))
     mode = ('relaxed' if train else 'eval') if self.mode == 'auto' else self.mode

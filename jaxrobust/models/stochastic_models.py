@@ -14,6 +14,7 @@ References:
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -58,7 +59,7 @@ def lwta_network(
     eval_temperature=eval_temperature,
     mode=lwta_mode,
   )
-  layers = {}
+  layers: dict[str, Any] = {}
   if ibp:
     layers['conv'] = functools.partial(LWTAConv, U=U, bayesian=bayesian)
   if ibp_dense:

@@ -55,7 +55,7 @@ def declare(model: nn.Module, traits: ModelTraits) -> nn.Module:
   """
   if not isinstance(traits, ModelTraits):
     raise TypeError(f'declare: traits must be a ModelTraits, got {type(traits).__name__}')
-  cls = getattr(type(model), '_undeclared', type(model))
+  cls: type = getattr(type(model), '_undeclared', type(model))
   fields = {
     f.name: getattr(model, f.name)
     for f in dataclasses.fields(model)

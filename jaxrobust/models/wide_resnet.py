@@ -129,7 +129,7 @@ class WideResNet(nn.Module):
     b = self.base_width
     widths = [b, b * self.widen, 2 * b * self.widen, 4 * b * self.widen]
     dt = compute_dtype(self.dtype)
-    mixed = {} if dt is None else {'dtype': dt}
+    mixed: dict[str, Any] = {} if dt is None else {'dtype': dt}
     conv = functools.partial(self.conv, kernel_init=conv_kernel_init(), **mixed)
     norm = functools.partial(
       nn.BatchNorm,

@@ -32,7 +32,11 @@ class OverfitGuard:
   """Tracks the best epoch's robust accuracy on the held-out examples, and its state."""
 
   def __init__(self, exp: Experiment, workdir: str, template: dict):
+    if exp.guard is None:
+      raise ValueError('OverfitGuard: the experiment has no guard (config.train.guard is off)')
     self._exp = exp
+    self.settings = exp.guard  # the held-out examples, the attack and the allowed drop
+    self.drop = exp.guard.drop
     self._ckpt = Checkpointer(os.path.join(workdir, GUARD_DIR), 1)
     self.best_accuracy, self.best_epoch, self.best_tree, self.stopped_at = -1.0, None, None, None
     try:
@@ -44,7 +48,7 @@ class OverfitGuard:
 
   def accuracy(self, epoch: int, variables) -> float:
     """Robust accuracy of `variables` under the guard's attack on the held-out examples."""
-    g = self._exp.guard
+    g = self.settings
     res = robust_accuracy(
       make_logits_fn(self._exp.model, variables),
       g.images,
@@ -53,7 +57,7 @@ class OverfitGuard:
       key=jax.random.fold_in(jax.random.fold_in(self._exp.keys.train, keys.TAG_GUARD), epoch),
       batch_size=self._exp.loop.eval_batch_size,
     )
-    return float(res['guard'])
+    return res.accuracy['guard']
 
   def check(self, epoch: int, step: int, tree: dict, variables) -> tuple[float, bool]:
     """(accuracy, stop): records a new best (and saves it), or says to stop after a collapse."""
@@ -62,7 +66,7 @@ class OverfitGuard:
       self.best_accuracy, self.best_epoch, self.best_tree = acc, epoch, tree
       self._save(step)
       return acc, False
-    if acc < self.best_accuracy - self._exp.guard.drop:
+    if acc < self.best_accuracy - self.drop:
       self.stopped_at = step
       self._save(step)
       return acc, True

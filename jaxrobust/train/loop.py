@@ -75,7 +75,9 @@ def make_step_runner(
   if objective.num_branches == 1 or dispatch == 'switch':
     run = lambda placed, batch, key, step: pstep.step(placed, batch, key)
   else:
-    choose = jax.jit(lambda key, step: objective.choose_branch(keys.step_keys(key, step).objective))
+    choose_branch = objective.choose_branch
+    assert choose_branch is not None, 'an objective with branches chooses one'
+    choose = jax.jit(lambda key, step: choose_branch(keys.step_keys(key, step).objective))
     per_branch = {}
 
     def run(placed, batch, key, step):
@@ -265,7 +267,7 @@ def _run(exp: Experiment, workdir: str, *, progress: bool, require_checksums: bo
       )
       if stop:
         bar.write(
-          f'guard: robust accuracy {acc:.3f} fell more than {exp.guard.drop} below the best '
+          f'guard: robust accuracy {acc:.3f} fell more than {guard.drop} below the best '
           f'({guard.best_accuracy:.3f}, epoch {guard.best_epoch}); stopping at step {step}'
         )
         break

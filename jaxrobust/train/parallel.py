@@ -93,13 +93,13 @@ def make_parallel_step(
   n_local = jax.local_device_count()
   step = jax.pmap(build_step(AXIS), axis_name=AXIS, in_axes=(0, 0, None), donate_argnums=donate_argnums)
 
-  def put_batch(batch):
+  def put_local_batch(batch):
     return jax.tree.map(lambda a: a.reshape((n_local, a.shape[0] // n_local) + a.shape[1:]), batch)
 
-  def put_state(state):
+  def put_replicas(state):
     return jax.tree.map(lambda a: jax.numpy.broadcast_to(a, (n_local,) + jax.numpy.shape(a)), state)
 
-  def get_state(state):
+  def first_replica(state):
     return jax.tree.map(lambda a: np.asarray(a[0]) if isinstance(a, jax.Array) else a, state)
 
-  return ParallelStep(mode, step, put_state, put_batch, get_state, jax.device_count())
+  return ParallelStep(mode, step, put_replicas, put_local_batch, first_replica, jax.device_count())

@@ -7,6 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax.training import train_state
+from jax.typing import ArrayLike
 
 from jaxrobust.models.common import STOCHASTIC
 from jaxrobust.models.init import INITS, torch_default_init
@@ -39,7 +40,7 @@ class TrainState(train_state.TrainState):
     )
 
 
-def create_train_state(model, key: jax.Array, sample_input: jax.Array, tx, init: str = 'flax') -> TrainState:
+def create_train_state(model, key: jax.Array, sample_input: ArrayLike, tx, init: str = 'flax') -> TrainState:
   """Initialises the model on `sample_input` and the optimiser on its parameters.
 
   Args:

@@ -97,6 +97,8 @@ def _replay_step(objective: Objective, state, x, y, key, example_keys, axis_name
   The replays are unrolled (a few of them; inside a rolled loop the CPU backend runs the input
   gradients of a plain `nn.Conv` slowly, docs/performance.md item 1). Metrics are those of the
   last replay."""
+  update_delta = objective.update_delta
+  assert update_delta is not None, 'free adversarial training needs an objective that moves delta'
   delta = jnp.zeros_like(x)
   for r in range(objective.replays):
     k = jax.random.fold_in(jax.random.fold_in(key, keys.TAG_FREE_REPLAY), r)
@@ -110,5 +112,5 @@ def _replay_step(objective: Objective, state, x, y, key, example_keys, axis_name
       loss_fn, argnums=(0, 1), has_aux=True
     )(state.params, delta)
     state, metrics = _apply(state, grads, batch_stats, dict(metrics, loss=loss), axis_name)
-    delta = objective.update_delta(delta, g_delta)  # per example: this device's shard only
+    delta = update_delta(delta, g_delta)  # per example: this device's shard only
   return state, metrics

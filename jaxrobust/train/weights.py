@@ -22,6 +22,7 @@ import io
 import json
 import os
 import zipfile
+from typing import Any
 
 import jax
 import numpy as np
@@ -99,7 +100,8 @@ def publish(
     final = next((r for r in tests if r.get('step') == run.step), None)
   os.makedirs(out_dir, exist_ok=True)
   buf = io.BytesIO()
-  np.savez(buf, **_flat(run.variables))
+  arrays: dict[str, Any] = _flat(run.variables)
+  np.savez(buf, **arrays)
   write_atomic(os.path.join(out_dir, 'weights.npz'), buf.getvalue())
   write_json_atomic(os.path.join(out_dir, 'config.json'), run.config.to_dict(), indent=1, sort_keys=True)
   # The step published and its test row, with the environment that publishes; covered by the

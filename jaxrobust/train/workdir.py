@@ -35,7 +35,7 @@ class WorkdirLock:
 
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, '.lock')
-    self._fd = None
+    self._fd: int | None = None
 
   def acquire(self) -> 'WorkdirLock':
     os.makedirs(os.path.dirname(self.path), exist_ok=True)

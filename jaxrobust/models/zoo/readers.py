@@ -60,7 +60,8 @@ class _Immutable:
   def __setattr__(self, name, value):
     raise UnsafeCheckpointError(f'refusing to change {self!r}: a checkpoint may not modify the reader')
 
-  __delattr__ = __setattr__
+  def __delattr__(self, name):
+    raise UnsafeCheckpointError(f'refusing to change {self!r}: a checkpoint may not modify the reader')
 
   def __setstate__(self, state):
     raise UnsafeCheckpointError(
@@ -166,7 +167,8 @@ class SafeUnpickler(pickle.Unpickler):
 
   def __init__(self, file, load_storage: Callable | None, source: str):
     super().__init__(file)
-    self._load_storage, self._source, self._storages = load_storage, source, {}
+    self._load_storage, self._source = load_storage, source
+    self._storages: dict[str, Any] = {}
 
   def load(self):
     try:
