@@ -1,6 +1,7 @@
 """Evaluation: accuracy over datasets (clean, robust, worst case), non-finite logits, the
 deterministic surrogate and the ε grid."""
 
+import dataclasses
 import functools
 import json
 
@@ -163,13 +164,22 @@ def test_an_eval_spec_is_checked_once_and_resolved_into_one_plan():
   det, sto = E.build_evaluation(spec, DETERMINISTIC), E.build_evaluation(spec, LWTA_NETWORK)
   assert 'eot_pgd' not in det.attacks and {'eot_pgd', 'eot_apgd'} <= set(sto.attacks)
   assert det.transfer == E.transfer_attack('standard', 'fashion_mnist', steps_scale=0.5)
-  assert (det.autoattack_version, sto.autoattack_version) == ('standard', 'rand')
-  assert (det.autoattack_steps, det.autoattack_queries, det.grid_steps) == (10, 500, 5)
+  assert isinstance(det, E.ListedPlan) and det.autoattack is not None and sto.autoattack is not None
+  assert (det.autoattack.version, sto.autoattack.version) == ('standard', 'rand')
+  assert (det.autoattack.steps, det.autoattack.queries, det.grid) == (10, 500, E.GridSettings((0.0, 0.1), 5))
+  assert det.autoattack.epsilon == 0.1 and det.linf == E.linf_budget('standard', 'fashion_mnist')
+  without = E.build_evaluation(
+    dataclasses.replace(spec, with_autoattack=False, epsilon_grid=None), DETERMINISTIC
+  )
+  assert without.autoattack is None and without.grid is None  # asked for, or absent: never another suite's
   assert det.attacks['apgd_ce']['num_steps'] == E.scaled(100, 0.5) == 50
   adaptive = E.build_evaluation(
     E.EvalSpec(dataset='fashion_mnist', suite='adaptive', steps_scale=0.5), LWTA_NETWORK
   )
-  assert adaptive.autoattack_steps == 50 and adaptive.attacks['eot_square']['num_queries'] == 500
+  assert isinstance(adaptive, E.AdaptivePlan) and adaptive.autoattack.version == 'rand'
+  assert adaptive.autoattack.steps == 50 and adaptive.attacks['eot_square']['num_queries'] == 500
+  aa = E.build_evaluation(E.EvalSpec(dataset='fashion_mnist', suite='autoattack_rand'), DETERMINISTIC)
+  assert isinstance(aa, E.AutoAttackPlan) and aa.autoattack == E.AutoAttackSettings('rand', 0.1, 100, 5000)
   assert [E.scaled(n, s) for n, s in ((20, 0.01), (5, 0.5), (7, 0.5), (100, 1.0))] == [1, 2, 4, 100]
 
 
