@@ -17,7 +17,7 @@ python3 -m venv "$TMP/venv"
 # The lock pins versions (constraints, without its hashes: pip takes no hashes in a constraints
 # file); only what the wheel declares is installed.
 grep -v '^ *--hash\|^ *#' "$ROOT/requirements.lock" | sed 's/ *\\$//' > "$TMP/constraints.txt"
-"$TMP/venv/bin/python" -m pip install -q --disable-pip-version-check -c "$TMP/constraints.txt" "$WHEEL" 2>&1 \
+"$TMP/venv/bin/python" -m pip install -q --disable-pip-version-check --no-compile -c "$TMP/constraints.txt" "$WHEEL" 2>&1 \
   | grep -v "is ignored" || true
 
 mkdir "$TMP/empty" && cd "$TMP/empty"
@@ -34,7 +34,15 @@ if "$V/python" -c 'import experiments' 2>/dev/null; then
   exit 1
 fi
 "$V/jaxrobust" --help > /dev/null
+# The two commands side by side (each compiles on one core most of the time).
+"$V/jaxrobust" train --config=regular:synthetic --workdir=run --set train.num_steps=3 --quiet > train.log 2>&1 &
+trained=$!
 "$V/jaxrobust" evaluate --model="$ROOT/results/published/fashion_mnist/pgd_at" --num_test=8 \
   --steps_scale=0.05 --suite=study --quiet
-"$V/jaxrobust" train --config=regular:synthetic --workdir=run --set train.num_steps=3 --quiet
+if ! wait "$trained"; then
+  cat train.log >&2
+  echo 'package-check: jaxrobust train failed' >&2
+  exit 1
+fi
+tail -1 train.log
 echo "package-check: passed in $(( $(date +%s) - start )) s"
