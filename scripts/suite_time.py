@@ -2,6 +2,7 @@
 cache, and records the ten slowest tests of each run (docs/performance.md).
 
   python scripts/suite_time.py --label=after [--rev=HEAD] [--runs=cold,warm]
+  python scripts/suite_time.py --report    # the results file as the table in docs/performance.md
 
 Each run is one `make test` in a clone of `--rev` made for it (its own `.venv`, installed from the
 lock as CI does; pip's download cache is the machine's), with `JAXROBUST_TEST_CACHE` pointing at a
@@ -64,12 +65,37 @@ def run_make_test(clone: str, cache: str) -> dict:
   }
 
 
+def report(path: str = OUT) -> str:
+  """The results file as Markdown: each run's times, then its ten slowest tests side by side."""
+  runs = [json.loads(line) for line in open(path) if line.strip()]
+  head = ' | '.join(f'{r["label"]}, {r["run"]} ({r["commit"][:7]})' for r in runs)
+  lines = [
+    f'| | {head} |',
+    '|---' * (len(runs) + 1) + '|',
+    '| `make test`, set-up included | ' + ' | '.join(f'{r["make_test_s"]:.0f} s' for r in runs) + ' |',
+    '| pytest | ' + ' | '.join(f'{r["pytest_s"]:.0f} s, {r["passed"]} tests' for r in runs) + ' |',
+  ]
+  for i in range(10):
+    cells = []
+    for r in runs:
+      t = r['slowest'][i] if i < len(r['slowest']) else None
+      cells.append(f'`{t["test"].split("::")[-1][:60]}` {t["seconds"]:.1f} s' if t else '')
+    lines.append(f'| slowest {i + 1} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--label', required=True, help="what this measures, e.g. 'before' or 'after'")
+  parser.add_argument('--report', action='store_true', help='print the results file as Markdown and stop')
+  parser.add_argument('--label', help="what this measures, e.g. 'before' or 'after'")
   parser.add_argument('--rev', default='HEAD', help='the commit to clone')
   parser.add_argument('--runs', default='cold,warm', help="'cold', 'warm' or both, in order")
   args = parser.parse_args()
+  if args.report:
+    print(report())
+    return
+  if not args.label:
+    parser.error('--label is required to measure')
   rev = subprocess.run(
     ['git', 'rev-parse', args.rev], capture_output=True, text=True, check=True
   ).stdout.strip()
