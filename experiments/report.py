@@ -29,10 +29,23 @@ def _pct(v):
   return '–' if v is None else f'{100 * v:.1f}'
 
 
+# A stochastic row's worst case, marked in the table and explained under it.
+AND_OF_DRAWS = '†'
+AND_OF_DRAWS_NOTE = (
+  f'{AND_OF_DRAWS} On a stochastic row the worst case ANDs attacks each judged on its own single '
+  'draw of the model: prediction noise counts as breaks, so it is biased low and is not comparable '
+  "with a deterministic row's worst case. The comparable figure for a stochastic model is the "
+  'select-then-measure worst case of the converged study (docs/results.md, "Is stochastic LWTA '
+  'robust?"); compare stochastic and deterministic rows here on AutoAttack (AA-rand on a stochastic row).'
+)
+
+
 def _cell(res: dict, key: str) -> str:
   # A randomized model gets no interval certificate: say so rather than leave the cell empty.
   if key == 'verified_linf' and res.get(key) is None and res.get('stochastic'):
     return 'none (random)'
+  if key == 'worst_case' and res.get('stochastic') and res.get(key) is not None:
+    return f'{_pct(res[key])} {AND_OF_DRAWS}'
   return _pct(res.get(key))
 
 
@@ -65,6 +78,8 @@ def table_markdown(rows: list[dict], *, caption: str = '') -> str:
       + ' | '.join(_cell(res, k) for k, _ in cols)
       + f' | {_ms(res.get("ms_per_image"))} | {"–" if seconds is None else f"{seconds:.0f}"} |'
     )
+  if any(r['result'].get('stochastic') and 'worst_case' in r['result'] for r in rows):
+    lines += ['', AND_OF_DRAWS_NOTE]
   return '\n'.join(lines) + '\n'
 
 

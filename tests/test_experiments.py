@@ -880,3 +880,21 @@ def test_a_verdict_record_is_json_with_its_numbers(table):
   for other, verdict in ((copy.deepcopy(rec), reproduce.BIT_FOR_BIT), (gone, reproduce.NOT_AT_ALL)):
     out = reproduce.verdict_record('x.json', reproduce.compare(rec, other), 0.02)
     assert json.loads(json.dumps(out, allow_nan=False))['verdict'] == verdict
+
+
+def test_a_stochastic_rows_worst_case_is_marked_and_not_compared():
+  """A stochastic row's worst case (an AND of single draws, biased low) carries the mark and the
+  table says why; a deterministic row's does not, and without a stochastic row there is no note."""
+  from experiments.report import AND_OF_DRAWS, AND_OF_DRAWS_NOTE
+
+  det = {'title': 'PGD-AT', 'result': {'clean': 0.8, 'worst_case': 0.5, 'stochastic': False}}
+  sto = {'title': 'LWTA', 'result': {'clean': 0.8, 'worst_case': 0.558, 'stochastic': True}}
+  text = table_markdown([det, sto])
+  lines = {line.split('|')[1].strip(): line for line in text.splitlines() if line.startswith('| ')}
+  assert f'| 55.8 {AND_OF_DRAWS} |' in lines['LWTA (stochastic)'] and AND_OF_DRAWS not in lines['PGD-AT']
+  assert AND_OF_DRAWS_NOTE in text and 'not comparable' in AND_OF_DRAWS_NOTE
+  assert AND_OF_DRAWS_NOTE not in table_markdown([det])
+  committed = open(
+    os.path.join(os.path.dirname(__file__), '..', 'results', 'fashion_mnist', 'table1.md')
+  ).read()
+  assert AND_OF_DRAWS_NOTE in committed  # the committed table was written with the mark
