@@ -898,3 +898,25 @@ def test_a_stochastic_rows_worst_case_is_marked_and_not_compared():
     os.path.join(os.path.dirname(__file__), '..', 'results', 'fashion_mnist', 'table1.md')
   ).read()
   assert AND_OF_DRAWS_NOTE in committed  # the committed table was written with the mark
+
+
+def test_paired_comparison_closed_forms(tmp_path):
+  """McNemar's exact p on 10 discordant points all one way is 2 / 2**10; the paired interval is
+  the mean difference ± 1.96 of its standard error; pieces of unequal batches are refused."""
+  from experiments import paired
+
+  a = np.array([True] * 10 + [False] * 5 + [True] * 85)
+  b = np.array([False] * 10 + [False] * 5 + [True] * 85)
+  t = paired.mcnemar(b, a)
+  assert (t['only_row'], t['only_reference']) == (0, 10) and t['p_value'] == pytest.approx(2 / 2**10)
+  assert paired.mcnemar(a, a)['p_value'] == 1.0
+  d = paired.paired(b, a)
+  se = np.std(b.astype(float) - a, ddof=1) / np.sqrt(100)
+  assert d['difference'] == pytest.approx(-0.1) and d['interval'] == pytest.approx(
+    [-0.1 - 1.96 * se, -0.1 + 1.96 * se]
+  )
+  piece = {'value': {'estimator': {f: [0.5] for f in paired.SCORE_FIELDS}}}
+  for name in ('batch0000000_clean.json', 'batch0000000_pgd.json', 'batch0000001_pgd.json'):
+    (tmp_path / name).write_text(json.dumps(piece))
+  with pytest.raises(ValueError, match='other batches'):
+    paired.row_worst_case(str(tmp_path))

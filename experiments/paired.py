@@ -1,0 +1,161 @@
+"""Is a stochastic row more or less robust than PGD-AT? The paired comparison on the same images.
+
+  python -m experiments.paired --measure_reference   # PGD-AT's per-point AutoAttack (minutes)
+  python -m experiments.paired                       # the paired table from the committed records
+
+The converged study evaluates each row on the same first 1000 Fashion-MNIST test images. Two
+accuracies measured on the same points are not independent, so "the two 95 % intervals overlap"
+says little: what decides is the per-point difference. For each stochastic row, its per-point
+worst case (each point's worst candidate chosen on the selection draws and measured on fresh
+ones, recomputed from the committed pieces, `estimator.worst_case`) is paired with PGD-AT's
+per-point AutoAttack outcome (standard version, committed by `--measure_reference`):
+
+- expected: d_i = (fraction of measurement draws right at point i) − (PGD-AT robust at i); the
+  mean of d with a 95 % interval from the d_i's own spread (paired, normal approximation);
+- majority: d_i = (the chosen candidate wins the vote at i) − (PGD-AT robust at i); the same
+  interval, and McNemar's exact test on the discordant points (the row robust where PGD-AT is
+  not, and the reverse).
+
+Writes results/converged/<dataset>/paired.json and paired.md.
+
+References:
+  McNemar. Note on the sampling error of the difference between correlated proportions or
+  percentages. Psychometrika 12, 1947.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import re
+
+import numpy as np
+
+from jaxrobust.evaluation import EvalSpec, evaluate_test_set
+from jaxrobust.evaluation.estimator import SCORE_FIELDS, worst_case
+from jaxrobust.files import write_atomic
+from jaxrobust.provenance import write_result_json
+
+ROOT = os.path.join('results', 'converged')
+REFERENCE = 'pgd_at'
+STOCHASTIC_ROWS = ('lwta', 'noise_injection', 'smoothing_pgd_fgsm_cw_pni')
+PIECE = re.compile(r'batch(\d{7})_(.+)\.json$')
+
+
+def row_worst_case(pieces_dir: str):
+  """The row's `estimator.worst_case` over every candidate, from its committed adaptive pieces
+  (their values only: no model is run)."""
+  parts: dict[str, dict[int, dict]] = {}
+  for path in glob.glob(os.path.join(pieces_dir, 'batch*.json')):
+    m = PIECE.search(os.path.basename(path))
+    if not m:
+      continue
+    with open(path) as f:
+      parts.setdefault(m.group(2), {})[int(m.group(1))] = json.load(f)['value']['estimator']
+  if not parts:
+    raise FileNotFoundError(f'{pieces_dir}: no adaptive pieces')
+  starts = sorted(next(iter(parts.values())))
+  for name, by_start in parts.items():
+    if sorted(by_start) != starts:
+      raise ValueError(f'{pieces_dir}: candidate {name!r} has pieces for other batches than the rest')
+  scores = {
+    name: {f: np.concatenate([np.asarray(by_start[s][f]) for s in starts]) for f in SCORE_FIELDS}
+    for name, by_start in parts.items()
+  }
+  return worst_case(scores)
+
+
+def paired(a: np.ndarray, b: np.ndarray) -> dict:
+  """Mean of a − b with its paired 95 % interval; a and b per point, on the same points."""
+  d = np.asarray(a, float) - np.asarray(b, float)
+  se = float(d.std(ddof=1) / math.sqrt(len(d)))
+  mean = float(d.mean())
+  return {'difference': mean, 'interval': [mean - 1.96 * se, mean + 1.96 * se], 'n': len(d)}
+
+
+def mcnemar(a: np.ndarray, b: np.ndarray) -> dict:
+  """McNemar's exact two-sided test on paired booleans: the discordant counts and the p-value."""
+  a, b = np.asarray(a, bool), np.asarray(b, bool)
+  only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+  k, n = min(only_a, only_b), only_a + only_b
+  p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+  return {'only_row': only_a, 'only_reference': only_b, 'p_value': p}
+
+
+def measure_reference(dataset: str, num_test: int) -> str:
+  """PGD-AT's published weights under AutoAttack (standard) on the study's images, per point."""
+  from jaxrobust.train.weights import load_weights
+
+  config, model, variables, ds = load_weights(os.path.join('results', 'published', dataset, REFERENCE))
+  spec = EvalSpec(dataset=dataset, suite='autoattack')
+  record = evaluate_test_set(model, variables, ds, spec, seed=config.seed, num_test=num_test, progress=True)
+  record['source'] = {'weights': os.path.join('results', 'published', dataset, REFERENCE)}
+  return write_result_json(os.path.join(ROOT, dataset, 'paired', f'{REFERENCE}_autoattack.json'), record)
+
+
+def compare(dataset: str) -> dict:
+  """The paired comparison of every stochastic row with the reference; writes paired.json/md."""
+  with open(os.path.join(ROOT, dataset, 'paired', f'{REFERENCE}_autoattack.json')) as f:
+    reference = json.load(f)
+  ref = np.asarray(reference['per_example']['autoattack'], bool)
+  out: dict = {'reference': f'{REFERENCE}: AutoAttack standard, {reference["autoattack"]:.3f}', 'rows': {}}
+  for row in STOCHASTIC_ROWS:
+    wc = row_worst_case(os.path.join(ROOT, dataset, 'pieces', row, 'adaptive'))
+    if len(wc.won) != len(ref):
+      raise ValueError(f'{row}: {len(wc.won)} points, but the reference has {len(ref)}')
+    out['rows'][row] = {
+      'worst_case_expected': wc.expected,
+      'worst_case_majority': wc.majority,
+      'reference_autoattack': float(ref.mean()),
+      'expected_minus_reference': paired(wc.per_point, ref),
+      'majority_minus_reference': paired(wc.won, ref),
+      'mcnemar_majority': mcnemar(wc.won, ref),
+    }
+  write_result_json(os.path.join(ROOT, dataset, 'paired.json'), out, indent=1)
+  write_atomic(os.path.join(ROOT, dataset, 'paired.md'), markdown(out))
+  return out
+
+
+def markdown(out: dict) -> str:
+  """The paired table."""
+  pts = lambda v: f'{100 * v:+.1f}'  # noqa: E731
+  lines = [
+    f"Each stochastic row against {out['reference']}, on the same images: the row's selected-and-"
+    "measured worst case minus PGD-AT's per-point AutoAttack outcome, in points, with the paired "
+    "95 % interval; McNemar's exact test on the points where exactly one of the two is robust.",
+    '',
+    '| row | worst case expected / majority | PGD-AT AutoAttack | expected − PGD-AT | majority − PGD-AT '
+    '| robust only in the row / only in PGD-AT | McNemar p |',
+    '|---|---|---|---|---|---|---|',
+  ]
+  for row, r in out['rows'].items():
+    e, m, t = r['expected_minus_reference'], r['majority_minus_reference'], r['mcnemar_majority']
+    lines.append(
+      f'| {row} | {100 * r["worst_case_expected"]:.1f} / {100 * r["worst_case_majority"]:.1f} '
+      f'| {100 * r["reference_autoattack"]:.1f} '
+      f'| {pts(e["difference"])} [{pts(e["interval"][0])}, {pts(e["interval"][1])}] '
+      f'| {pts(m["difference"])} [{pts(m["interval"][0])}, {pts(m["interval"][1])}] '
+      f'| {t["only_row"]} / {t["only_reference"]} | {t["p_value"]:.2g} |'
+    )
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv):
+  del argv
+  from absl import flags
+
+  F = flags.FLAGS
+  if F.measure_reference:
+    print('wrote', measure_reference(F.dataset, F.num_test))
+  print(markdown(compare(F.dataset)))
+
+
+if __name__ == '__main__':
+  from absl import app, flags
+
+  flags.DEFINE_string('dataset', 'fashion_mnist', "the converged study's dataset")
+  flags.DEFINE_bool('measure_reference', False, "first run PGD-AT's AutoAttack per point (minutes)")
+  flags.DEFINE_integer('num_test', 1000, "the first test images (the converged study's)", lower_bound=1)
+  app.run(main)
