@@ -160,24 +160,11 @@ def certify_run(args) -> dict:
   return rec
 
 
+# The flags the record's invocation names: the run, the method, every setting of both brackets.
 _FLAG_NAMES = (
-  'workdir',
-  'weights',
-  'method',
-  'sigma',
-  'num_test',
-  'n0',
-  'n',
-  'alpha',
-  'n_large',
-  'num_large',
-  'num_attack',
-  'attack_steps',
-  'attack_samples',
-  'predict_draws',
-  'autoattack_epsilon',
-  'row',
-  'out',
+  ('workdir', 'weights', 'method', 'num_test')
+  + SmoothingSettings._fields
+  + ('autoattack_epsilon', 'row', 'out')
 )
 
 if __name__ == '__main__':

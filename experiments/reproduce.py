@@ -17,7 +17,6 @@ between the record and this process, so a reader can tell a machine from a bug.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 
@@ -32,6 +31,7 @@ from jaxrobust.reproduce import (  # noqa: F401  (the comparison is the library'
   compare,
   counts,
   numbers,
+  read_results_file,
   report,
   verdict_record,
 )
@@ -43,11 +43,7 @@ def load_record(path: str) -> dict:
   Raises:
     ValueError: naming the file, when it is not JSON or not a row record with an invocation.
   """
-  try:
-    with open(path) as f:
-      record = json.load(f)
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise ValueError(f'{path}: not a readable results file ({e})') from None
+  record = read_results_file(path)
   if not isinstance(record, dict) or not {'row', 'dataset', 'result'} <= record.keys():
     raise ValueError(f'{path}: not a Table 1 row record (results/<dataset>/rows/<row>.json)')
   if not isinstance(record.get('invocation'), dict):

@@ -164,17 +164,26 @@ def evaluation_invocation(
   }
 
 
+def read_results_file(path: str):
+  """The JSON value of a results file.
+
+  Raises:
+    ValueError: naming the file, when it cannot be read or is not JSON.
+  """
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ValueError(f'{path}: not a readable results file ({e})') from None
+
+
 def load_evaluation_record(path: str) -> dict:
   """An evaluation record written by `jaxrobust evaluate --out` (it holds its `invocation`).
 
   Raises:
     ValueError: naming the file, when it is not JSON or does not say how it was made.
   """
-  try:
-    with open(path) as f:
-      record = json.load(f)
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise ValueError(f'{path}: not a readable results file ({e})') from None
+  record = read_results_file(path)
   inv = record.get('invocation') if isinstance(record, dict) else None
   if not (
     isinstance(inv, dict) and isinstance(inv.get('config'), dict) and isinstance(inv.get('evaluate'), dict)

@@ -76,16 +76,7 @@ def check_settings(settings: SmoothingSettings | IntervalSettings) -> None:
       raise ValueError(f'sigma must be > 0, got {settings.sigma!r}')
     if not 0 < settings.alpha < 1:
       raise ValueError(f'alpha must be in (0, 1), got {settings.alpha!r}')
-    for name in (
-      'n0',
-      'n',
-      'n_large',
-      'num_large',
-      'num_attack',
-      'attack_steps',
-      'attack_samples',
-      'predict_draws',
-    ):
+    for name in (f for f in SmoothingSettings._fields if f not in ('sigma', 'alpha')):  # the counts
       v = getattr(settings, name)
       if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise ValueError(f'{name} must be an integer >= 1, got {v!r}')
