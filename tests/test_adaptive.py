@@ -572,8 +572,16 @@ def test_legacy_pieces_are_sealed_only_when_their_contents_are_vouched_for(tmp_p
   cache, unless sealed; sealing files that git does not hold unchanged needs --trust."""
   import json
 
-  from experiments.seal_pieces import seal_directory
+  import importlib.util
+  import pathlib
+
   from jaxrobust.evaluation.cache import PieceCache
+
+  path = pathlib.Path(__file__).resolve().parents[1] / 'scripts' / 'seal_pieces.py'
+  spec = importlib.util.spec_from_file_location('seal_pieces', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  seal_directory = module.seal_directory
 
   (tmp_path / 'settings.json').write_text(json.dumps({'model': 'm'}))
   (tmp_path / 'p.json').write_text(json.dumps([1, 2]))

@@ -1,6 +1,6 @@
 """Seals piece caches written before pieces carried checksums, so that their results are reused.
 
-  python -m experiments.seal_pieces results/converged/fashion_mnist/pieces/lwta/adaptive ...
+  python scripts/seal_pieces.py results/converged/fashion_mnist/pieces/lwta/adaptive ...
 
 A piece cache stores every piece with the digest of its settings and a checksum
 (`jaxrobust.evaluation.cache.seal`), and sets aside any piece without them. Older directories
@@ -17,8 +17,9 @@ import os
 import subprocess
 import sys
 
-from jaxrobust.evaluation.cache import FORMAT, SETTINGS, _read, seal, settings_digest, unseal
-from jaxrobust.files import write_json_atomic
+sys.path.insert(0, os.getcwd())  # run from the repository root, as the other scripts
+from jaxrobust.evaluation.cache import FORMAT, SETTINGS, _read, seal, settings_digest, unseal  # noqa: E402
+from jaxrobust.files import write_json_atomic  # noqa: E402
 
 
 def _unchanged_in_git(paths: list[str]) -> list[str]:
@@ -77,7 +78,7 @@ def main(argv: list[str]) -> int:
   trust = '--trust' in argv
   dirs = [a for a in argv if a != '--trust']
   if not dirs:
-    print('usage: python -m experiments.seal_pieces [--trust] DIR [DIR ...]', file=sys.stderr)
+    print('usage: python scripts/seal_pieces.py [--trust] DIR [DIR ...]', file=sys.stderr)
     return 2
   for d in dirs:
     print(f'{d}: {seal_directory(d, trust=trust)} pieces sealed')
