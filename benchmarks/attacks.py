@@ -38,7 +38,7 @@ def models(name: str, with_torch: bool):
   if name == 'wrn16_4' and with_torch:
     import torch
 
-    from benchmarks.zoo_twins import RobustBenchWRN
+    from tests.fixtures.zoo_twins import RobustBenchWRN
     from jaxrobust.models.zoo import convert
 
     torch.manual_seed(0)
@@ -51,7 +51,7 @@ def models(name: str, with_torch: bool):
   variables = jax.jit(model.init)(jax.random.key(2), jnp.zeros((2,) + shape))
   twin = None
   if with_torch:
-    from benchmarks.torch_twins import small_cnn_from_flax
+    from tests.fixtures.torch_twins import small_cnn_from_flax
 
     twin = small_cnn_from_flax(model, variables).eval()
   return model, variables, twin

@@ -46,7 +46,7 @@ def small_cnn(workdir: str, n: int, with_torch: bool):
   x = np.asarray(ds.test_images[:n], np.float32) / 255.0
   twin = None
   if with_torch:
-    from benchmarks.torch_twins import small_cnn_from_flax
+    from tests.fixtures.torch_twins import small_cnn_from_flax
 
     twin = small_cnn_from_flax(model, variables).eval()
   return make_logits_fn(model, variables), twin, x, np.asarray(ds.test_labels[:n])
@@ -66,7 +66,7 @@ def wrn16_4(n: int, with_torch: bool):
     return (f, None, *_random_images_own_labels(f, n, (32, 32, 3)))
   import torch
 
-  from benchmarks.zoo_twins import RobustBenchWRN, randomize_batchnorm
+  from tests.fixtures.zoo_twins import RobustBenchWRN, randomize_batchnorm
   from jaxrobust.models.zoo import convert
 
   torch.manual_seed(0)

@@ -66,7 +66,7 @@ def train_torch(ds, seed: int, epochs: float, batch: int = BATCH):
   import torch
   import torchattacks
 
-  from benchmarks.torch_twins import SmallCNN
+  from tests.fixtures.torch_twins import SmallCNN
 
   torch.manual_seed(seed)
   mean, std = ds.channel_stats()

@@ -314,7 +314,7 @@ def main():
   check_args(OPTIONS)
   import torch
 
-  from benchmarks.torch_twins import small_cnn_from_flax
+  from tests.fixtures.torch_twins import small_cnn_from_flax
   from jaxrobust.evaluation.cache import PieceCache, digest
   from jaxrobust.models import make_logits_fn
   from jaxrobust.train.restore import load_trained

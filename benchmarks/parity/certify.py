@@ -5,7 +5,7 @@
 Run it pinned to one core (taskset), so that XLA and torch have the same single core.
 
 Needs the `parity` extra (torch). On the small CNN of `workdir` and its torch twin
-(`benchmarks/torch_twins.py`), one run prints JSON lines (the first is the environment):
+(`tests/fixtures/torch_twins.py`), one run prints JSON lines (the first is the environment):
 
 - interval bounds: ours against a plain interval transcription in torch (the affine layers' centre
   through W and radius through |W|, ReLU and max pooling at both ends), bound for bound, and
@@ -149,7 +149,7 @@ def main():
   parts = set(arg('parts', 'intervals,smoothing,speed,cost').split(','))
   import torch
 
-  from benchmarks.torch_twins import small_cnn_from_flax
+  from tests.fixtures.torch_twins import small_cnn_from_flax
 
   torch.set_num_threads(1)
   workdir = arg('workdir', 'runs/certified/fashion_mnist/gaussian_025')
