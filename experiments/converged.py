@@ -74,7 +74,7 @@ def _draw_convergence(conv: dict, out_dir: str, dataset: str, row: str):
   )
 
 
-def run_row(
+def converged_row(
   row: str,
   dataset: str = 'fashion_mnist',
   *,
@@ -190,7 +190,7 @@ def run_row(
       _draw_convergence(conv, out_dir, dataset, row)
     return record
 
-  return study_rows.run_row(
+  return study_rows.study_row(
     row,
     dataset,
     out_dir=out_dir,
@@ -399,7 +399,7 @@ def run(rows=ROWS, dataset: str = 'fashion_mnist', *, out_dir: str = OUT, **kw) 
   unknown = [r for r in rows if r not in DEFENSES]
   if unknown:
     raise ValueError(f'unknown rows {unknown}; known: {", ".join(DEFENSES)}')
-  records = [run_row(r, dataset, out_dir=out_dir, **kw) for r in rows]
+  records = [converged_row(r, dataset, out_dir=out_dir, **kw) for r in rows]
   md = table(records + earlier_rows(rows, dataset, out_dir))
   write_atomic(os.path.join(out_dir, dataset, 'converged.md'), md)
   return records, md

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from experiments.table1 import run_row
+from experiments.table1 import table1_row
 from experiments import figures
 from jaxrobust.files import write_atomic
 from jaxrobust.provenance import write_result_json
@@ -54,7 +54,7 @@ def run(
 ):
   per_row = parse_epochs(str(epochs), rows)
   records = [
-    run_row(
+    table1_row(
       r,
       dataset,
       epochs=per_row[r],

@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from experiments.table1 import run_row
+from experiments.table1 import table1_row
 from jaxrobust.files import write_atomic
 from jaxrobust.provenance import write_result_json
 
@@ -72,7 +72,7 @@ def run(
   for seed in seeds:
     for name, variant in VARIANTS.items():
       runs = os.path.join(runs_dir, name, f'seed{seed}')
-      r = run_row(
+      r = table1_row(
         'lwta',
         dataset,
         epochs=epochs,

@@ -75,10 +75,10 @@ def check_reproduces(
   kept = os.path.join(rerun_out, f'{record["row"]}.json') if rerun_out else None
   if kept and os.path.exists(kept):
     raise FileExistsError(f'{kept} exists: rerun_out keeps a new record, it never replaces one')
-  from experiments.table1 import run_row
+  from experiments.table1 import table1_row
 
   with tempfile.TemporaryDirectory(dir=scratch) as tmp:
-    rerun = run_row(
+    rerun = table1_row(
       record['row'],
       record['dataset'],
       runs_dir=os.path.join(tmp, 'runs'),

@@ -1,6 +1,6 @@
 """One row of a study: its defense trained (or resumed) from its config, evaluated, and its record
 cached. Table 1 and the converged study differ only in the config's variant and in what they
-evaluate; both go through `run_row`.
+evaluate; both go through `study_row`.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def _from_published(row: str, config, folder: str) -> TrainedRow:
   )
 
 
-def run_row(
+def study_row(
   row: str,
   dataset: str,
   *,

@@ -80,7 +80,7 @@ def smoothed_certificate(model, variables, images, labels, sigma: float, *, key)
   }
 
 
-def run_row(
+def table1_row(
   row: str,
   dataset: str,
   *,
@@ -129,7 +129,7 @@ def run_row(
       )
     _draw_row_figures(row, dataset, out_dir, plan.transfer, t, images, labels, key)
     return {
-      # run_row's arguments that decide the numbers: `experiments.reproduce` reruns the row from them.
+      # table1_row's arguments that decide the numbers: `experiments.reproduce` reruns the row from them.
       'invocation': dict(
         epochs=epochs,
         num_test=num_test,
@@ -153,7 +153,7 @@ def run_row(
       'result': result,
     }
 
-  return study_rows.run_row(
+  return study_rows.study_row(
     row,
     dataset,
     out_dir=out_dir,
@@ -274,7 +274,7 @@ def run_table(
     raise ValueError(f'unknown Table 1 rows {unknown}; known: {", ".join(DEFENSES)}')
   if dataset not in STANDARD_BUDGETS:
     raise ValueError(f'unknown dataset {dataset!r}; use fashion_mnist, cifar10 or synthetic')
-  records = [run_row(r, dataset, out_dir=out_dir, **kw) for r in rows]
+  records = [table1_row(r, dataset, out_dir=out_dir, **kw) for r in rows]
   if retime_rows or retime_training:
     retime(records, dataset, runs_dir=kw.get('runs_dir', 'runs'), out_dir=out_dir, training=retime_training)
   return records, write_report(records, dataset, out_dir)

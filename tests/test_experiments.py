@@ -432,7 +432,7 @@ def test_lwta_kl_pairs_the_variants_seed_by_seed(tmp_path, monkeypatch):
     result = {c: acc for c in lwta_kl.COLUMNS}
     return {'result': result, 'train_time_s': 1.0, 'n_eval': 16}
 
-  monkeypatch.setattr(lwta_kl, 'run_row', fake_row)
+  monkeypatch.setattr(lwta_kl, 'table1_row', fake_row)
   summary, table = lwta_kl.run([0, 1], out_dir=str(tmp_path / 'out'), runs_dir=str(tmp_path / 'runs'))
   assert [(c[1], c[2]) for c in calls] == [(0, ''), (0, 'authors'), (1, ''), (1, 'authors')]
   assert len({c[3] for c in calls}) == len({c[4] for c in calls}) == 4
@@ -642,10 +642,10 @@ def test_check_reproduces_reruns_a_row_bit_for_bit_on_the_same_machine(table, tm
   assert r.verdict == reproduce.NOT_AT_ALL and 'result.clean' in text and 'jax: 0.0.0 →' in text
 
 
-def test_run_row_records_the_arguments_it_was_given():
+def test_table1_row_records_the_arguments_it_was_given():
   import inspect
 
-  params = set(inspect.signature(table1.run_row).parameters)
+  params = set(inspect.signature(table1.table1_row).parameters)
   # Everything that decides the numbers is recorded; where files go, and progress bars, are not.
   assert params - {'row', 'dataset', 'runs_dir', 'out_dir', 'force', 'progress'} == {
     'epochs',
@@ -660,11 +660,11 @@ def test_run_row_records_the_arguments_it_was_given():
   }
 
 
-def test_run_row_records_every_argument_that_decides_its_numbers(table):
+def test_table1_row_records_every_argument_that_decides_its_numbers(table):
   import inspect
 
   _, records, _ = table
-  params = set(inspect.signature(table1.run_row).parameters)
+  params = set(inspect.signature(table1.table1_row).parameters)
   # Where files go and whether a progress bar shows are not recorded; every other argument is.
   assert set(records[0]['invocation']) == params - {
     'row',

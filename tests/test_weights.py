@@ -129,7 +129,7 @@ def test_a_study_row_with_published_weights_is_evaluated_from_them_without_train
     seen['t'] = t
     return {}
 
-  rows.run_row(
+  rows.study_row(
     'regular',
     'synthetic',
     out_dir=str(tmp_path / 'out'),
@@ -156,7 +156,7 @@ def test_published_weights_of_another_config_are_refused_for_a_row(
 
   root, _ = published_row
   with pytest.raises(ValueError, match=match):
-    rows.run_row(
+    rows.study_row(
       row,
       'synthetic',
       out_dir=str(tmp_path / 'out'),
