@@ -157,7 +157,7 @@ def attack_keys(batch: BatchKeys, attack_index) -> tuple[jax.Array, jax.Array]:
 
 
 class CertifyKeys(NamedTuple):
-  """The keys of a certification run (experiments/certify.py), split from an evaluation's
+  """The keys of a certification run (experiments/certify/), split from an evaluation's
   `certify` key.
 
   Attributes:

@@ -193,7 +193,9 @@ def test_every_defense_has_a_config_and_bad_names_are_named():
     for ds in ('fashion_mnist', 'cifar10'):
       c = defense_config(name, ds)
       assert c.train.objective and c.model.name
-    assert os.path.exists(os.path.join(os.path.dirname(table1.__file__), 'configs', f'{name}.py'))
+    assert os.path.exists(
+      os.path.join(os.path.dirname(os.path.dirname(table1.__file__)), 'configs', f'{name}.py')
+    )
   assert defense_config('lwta', 'cifar10').model.name == 'wrn34_1_lwta'
   with pytest.raises(ValueError, match="unknown defense 'madry'"):
     defense_config('madry')
@@ -467,7 +469,11 @@ def _flags_read_and_defined(path):
 
 def test_every_flag_a_script_reads_is_defined():
   """A flag read but never defined fails only at the end of a long run's set-up (it happened)."""
-  scripts = [os.path.join('experiments', f) for f in sorted(os.listdir('experiments')) if f.endswith('.py')]
+  import glob
+
+  scripts = sorted(
+    glob.glob(os.path.join('experiments', '*.py')) + glob.glob(os.path.join('experiments', '*', '*.py'))
+  )
   checked = 0
   for path in scripts:
     read, defined = _flags_read_and_defined(path)

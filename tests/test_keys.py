@@ -113,7 +113,7 @@ def _autoattack(key, n: int, batch: int = 500) -> list:
 
 
 def _certify(key, n: int, method: str, large: int = 500) -> list:
-  """Certification (experiments/certify.py): smoothing's CERTIFY and SmoothAdv in batches of 50,
+  """Certification (experiments/certify/): smoothing's CERTIFY and SmoothAdv in batches of 50,
   or intervals' PGD and AutoAttack in batches of 250."""
   ck = keys.certify_keys(key)
   out = [_data(list(ck)), _data(keys.example_keys(ck.predict, n))]

@@ -38,7 +38,8 @@ def main(out: str = 'results/demo', runs: str = 'runs/demo'):
   print(f'Table and figures in {os.path.join(out, "fashion_mnist")}/ ({seconds:.0f} s in all).')
 
 
-if __name__ == '__main__':
+def command_line() -> None:
+  """`python -m experiments.demo`: the flags below, then the run (experiments/demo/__main__.py)."""
   import sys
 
   import absl.logging

@@ -96,7 +96,8 @@ def main(argv):
   print(table)
 
 
-if __name__ == '__main__':
+def command_line() -> None:
+  """`python -m experiments.lwta_temperature`: the flags below, then the run (experiments/lwta_temperature/__main__.py)."""
   from absl import app, flags
 
   flags.DEFINE_string('workdir', None, 'work directory of a trained LWTA model', required=True)

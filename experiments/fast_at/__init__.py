@@ -116,7 +116,8 @@ def main(argv):
   print(table)
 
 
-if __name__ == '__main__':
+def command_line() -> None:
+  """`python -m experiments.fast_at`: the flags below, then the run (experiments/fast_at/__main__.py)."""
   from absl import app, flags
 
   flags.DEFINE_string('rows', 'pgd_at,fgsm_rs,free_at', 'rows to train and compare')

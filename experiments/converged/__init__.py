@@ -438,7 +438,8 @@ def main(argv):
   print(md)
 
 
-if __name__ == '__main__':
+def command_line() -> None:
+  """`python -m experiments.converged`: the flags below, then the run (experiments/converged/__main__.py)."""
   from absl import app, flags
 
   flags.DEFINE_string('rows', ','.join(ROWS), 'rows to train and evaluate')

@@ -104,7 +104,8 @@ def markdown(summary: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
-if __name__ == '__main__':
+def command_line() -> None:
+  """`python -m experiments.spread`: the flags below, then the run (experiments/spread/__main__.py)."""
   if len(sys.argv) < 3:
     sys.exit('usage: python -m experiments.spread DIR DIR [DIR ...] (Table 1 output directories)')
   s = spread(sys.argv[1:])

@@ -88,7 +88,8 @@ def main(
   return costs
 
 
-if __name__ == '__main__':
+def command_line() -> None:
+  """`python -m experiments.suite_cost`: the flags below, then the run (experiments/suite_cost/__main__.py)."""
   args = dict(a[2:].split('=', 1) for a in sys.argv[1:] if a.startswith(('--folder=', '--out=')))
   bad = [a for a in sys.argv[1:] if not a.startswith(('--folder=', '--out='))]
   if bad:

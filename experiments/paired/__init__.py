@@ -152,7 +152,8 @@ def main(argv):
   print(markdown(compare(F.dataset)))
 
 
-if __name__ == '__main__':
+def command_line() -> None:
+  """`python -m experiments.paired`: the flags below, then the run (experiments/paired/__main__.py)."""
   from absl import app, flags
 
   flags.DEFINE_string('dataset', 'fashion_mnist', "the converged study's dataset")

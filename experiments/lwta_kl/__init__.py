@@ -134,7 +134,8 @@ def main(argv):
   print(table)
 
 
-if __name__ == '__main__':
+def command_line() -> None:
+  """`python -m experiments.lwta_kl`: the flags below, then the run (experiments/lwta_kl/__main__.py)."""
   from absl import app, flags
 
   flags.DEFINE_string('seeds', '0,1,2', 'comma-separated seeds, each variant trained with each')

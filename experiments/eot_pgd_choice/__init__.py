@@ -100,7 +100,9 @@ def main(argv):
   print(path, {k: rec[k]['majority'] for k in specs}, 'stronger:', rec['stronger'])
 
 
-if __name__ == '__main__':
+def command_line() -> None:
+  """`python -m experiments.eot_pgd_choice`: the flags below, then the run (experiments/eot_pgd_choice/__main__.py)."""
+  global FLAGS
   from absl import app, flags
 
   flags.DEFINE_string('workdir', None, 'a trained stochastic run, or its published weights', required=True)

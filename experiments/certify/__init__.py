@@ -167,7 +167,10 @@ _FLAG_NAMES = (
   + ('autoattack_epsilon', 'row', 'out')
 )
 
-if __name__ == '__main__':
+
+def command_line() -> None:
+  """`python -m experiments.certify`: the flags below, then the run (experiments/certify/__main__.py)."""
+  global FLAGS
   from absl import app, flags
 
   flags.DEFINE_string('workdir', '', 'a trained run (config.json + checkpoints)')

@@ -348,7 +348,8 @@ def main(argv):
   print(f'wrote {md} ({time.time() - t0:.0f} s)')
 
 
-if __name__ == '__main__':
+def command_line() -> None:
+  """`python -m experiments.table1`: the flags below, then the run (experiments/table1/__main__.py)."""
   from absl import app, flags, logging
 
   flags.DEFINE_string('dataset', 'fashion_mnist', 'fashion_mnist, cifar10 or synthetic')

@@ -113,7 +113,9 @@ def main(argv):
   print(path, {k: record[k] for k in ('difference', 'half_width_of_full', 'eot_square_speedup')})
 
 
-if __name__ == '__main__':
+def command_line() -> None:
+  """`python -m experiments.suite_budget`: the flags below, then the run (experiments/suite_budget/__main__.py)."""
+  global FLAGS
   from absl import app, flags
 
   flags.DEFINE_string('model', None, 'published weights or a run of a stochastic model', required=True)

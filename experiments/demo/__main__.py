@@ -1,0 +1,5 @@
+"""`python -m experiments.demo`: see experiments/demo/README.md."""
+
+from experiments.demo import command_line
+
+command_line()

@@ -1,0 +1,5 @@
+"""`python -m experiments.spread`: see experiments/spread/README.md."""
+
+from experiments.spread import command_line
+
+command_line()
