@@ -54,7 +54,8 @@ def test_null_attacks_leave_the_clean_estimate_and_the_old_and_falls(noisy_linea
   truth = float(_per_point_accuracy(w, b, x).mean())  # the clean expected accuracy, exactly
   sd = float(np.sqrt(np.var(est.per_point, ddof=1) / N))
   # The old statistic: each attack's majority vote on its own independent draws, ANDed.
-  votes = [prediction_over_draws(f, x, y, jax.random.fold_in(KEY, 100 + j), 10)['majority'] for j in range(9)]
+  vote_keys = jax.random.split(jax.random.key(1), 9)  # independent of KEY, one per attack's vote
+  votes = [prediction_over_draws(f, x, y, k, 10)['majority'] for k in vote_keys]
   old = float(np.logical_and.reduce(votes).mean())
   clean_majority = float(votes[0].mean())
   msg = f'new expected {est.expected:.3f} (±{sd:.3f}), exact clean {truth:.3f}; old AND {old:.3f}, one vote {clean_majority:.3f}'

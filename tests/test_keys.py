@@ -30,6 +30,20 @@ def test_no_literal_fold_in_tag_outside_keys_py():
   assert not ARITHMETIC_TAG.search('jax.random.fold_in(key, keys.TAG_AA_SANITY)')
 
 
+def test_no_arithmetic_fold_in_tag_anywhere():
+  """Tests, benchmarks and scripts draw keys by split or by name too: an index-derived tag
+  (`100 + j`) collides with another use of the same key as soon as the ranges meet."""
+  found = [
+    f'{p.relative_to(ROOT)}:{i}: {line.strip()}'
+    for folder in ('tests', 'benchmarks', 'scripts')
+    for p in sorted((ROOT / folder).rglob('*.py'))
+    if p != pathlib.Path(__file__).resolve()  # this file holds the pattern's own examples
+    for i, line in enumerate(p.read_text().splitlines(), 1)
+    if ARITHMETIC_TAG.search(line)
+  ]
+  assert not found, 'split the key or name the tag in jaxrobust/keys.py:\n' + '\n'.join(found)
+
+
 def test_pair_keys_keep_the_historical_schedule_and_never_collide():
   """Below the stride a pair's key is the one committed results were drawn with; beyond it (the
   AutoAttack chunk start that once reached 1000: 1000·1 + 1000 = 1000·2 + 0) every pair differs."""
