@@ -128,45 +128,18 @@ def _refuse_existing(path: str, force: bool) -> None:
 
 
 def _certify(args) -> int:
-  import numpy as np
-
-  from jaxrobust import keys
-  from jaxrobust.certify.bracket import (
-    IntervalSettings,
-    SmoothingSettings,
-    check_settings,
-    interval_bracket,
-    smoothing_bracket,
-  )
-  from jaxrobust.evaluation.accuracy import as_unit_float
-  from jaxrobust.models import make_logits_fn, model_traits
+  from jaxrobust.certify.bracket import settings_from
+  from jaxrobust.evaluation.certified import certify_test_set
   from jaxrobust.provenance import write_result_json
   from jaxrobust.train.weights import load_model
 
-  settings: SmoothingSettings | IntervalSettings
-  if args.method == 'smoothing':
-    settings = SmoothingSettings(**{k: getattr(args, k) for k in SmoothingSettings._fields})
-  else:
-    settings = IntervalSettings(autoattack_epsilon=args.autoattack_epsilon)
-  check_settings(settings)
+  settings = settings_from(args)
   _refuse_existing(args.out, args.force)
   config, model, variables, ds = load_model(args.model)
-  if model_traits(model).stochastic:
-    raise ValueError(
-      f'--model: {config.model.name} is stochastic (its traits say it draws noise in the forward '
-      'pass): a certificate needs a deterministic base classifier'
-    )
-  n = args.num_test or len(ds.test_labels)
-  if n > len(ds.test_labels):
-    raise ValueError(f'--num_test={n}, but the {ds.name} test set has {len(ds.test_labels)} images')
-  x, y = np.asarray(as_unit_float(ds.test_images[:n])), np.asarray(ds.test_labels[:n])
   seed = config.seed if args.seed is None else args.seed
-  ck = keys.certify_keys(keys.eval_keys(keys.evaluation_key(seed)).certify)
-  f = make_logits_fn(model, variables)
-  if isinstance(settings, SmoothingSettings):
-    record = smoothing_bracket(f, x, y, settings, ck)
-  else:
-    record = interval_bracket(model.apply, variables, f, x, y, settings, ck)
+  record = certify_test_set(
+    model, variables, ds, settings, seed=seed, num_test=args.num_test, source=f'--model={args.model}'
+  )
   record.update(source={'model': os.path.abspath(args.model)}, seed=seed, model=config.model.name)
   summary = {k: record[k] for k in ('method', 'num_test') if k in record}
   if args.method == 'smoothing':

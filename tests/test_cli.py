@@ -118,3 +118,7 @@ def test_certify_brackets_a_published_model_and_refuses_a_stochastic_one(tmp_pat
   )
   assert 'is stochastic' in capsys.readouterr().err and not refused.exists()
   assert cli.main([*args, '--sigma=0']) == 2 and 'sigma must be > 0' in capsys.readouterr().err
+  assert (
+    cli.main([*args, '--num_test=100000']) == 2
+    and 'num_test must be an integer in [0, 10000]' in capsys.readouterr().err
+  )

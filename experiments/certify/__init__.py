@@ -29,35 +29,16 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
 from experiments import certified_table
-from jaxrobust import keys
-from jaxrobust.certify.bracket import (
-  EPSILONS,
-  RADII,
-  IntervalSettings,
-  SmoothingSettings,
-  check_settings,
-  interval_bracket,
-  smoothing_bracket,
-)
-from jaxrobust.evaluation.accuracy import as_unit_float
+from jaxrobust.certify.bracket import EPSILONS, RADII, SmoothingSettings, settings_from
+from jaxrobust.evaluation.certified import certify_test_set, refuse_stochastic
 from jaxrobust.files import write_atomic
-from jaxrobust.models import make_logits_fn, model_traits
 from jaxrobust.provenance import write_result_json
 from jaxrobust.train.restore import load_trained
 from jaxrobust.train.weights import load_weights
 
 OUT = os.path.join('results', 'certified')
 __all__ = ['EPSILONS', 'RADII', 'certify_run', 'plot_record']
-
-
-def settings_of(args) -> SmoothingSettings | IntervalSettings:
-  """The bracket's settings from options named as the flags below."""
-  if args.method == 'smoothing':
-    return SmoothingSettings(**{k: getattr(args, k) for k in SmoothingSettings._fields})
-  return IntervalSettings(autoattack_epsilon=args.autoattack_epsilon)
 
 
 def plot_record(rec: dict, path: str) -> None:
@@ -111,12 +92,7 @@ def main(argv):
 def certify_run(args) -> dict:
   """One certification from options named as the flags below (an absl FLAGS object or any
   namespace); returns the record it wrote."""
-  if args.method not in ('smoothing', 'intervals'):
-    raise ValueError(f"--method must be 'smoothing' or 'intervals', got {args.method!r}")
-  if args.method == 'smoothing' and not (args.sigma and args.sigma > 0):
-    raise ValueError(f'--sigma must be > 0 for --method=smoothing, got {args.sigma!r}')
-  settings = settings_of(args)
-  check_settings(settings)
+  settings = settings_from(args)
   if bool(args.workdir) == bool(args.weights):
     raise ValueError('give either --workdir (a trained run) or --weights (a published-weights folder)')
   row = args.row or os.path.basename(os.path.normpath(args.workdir or args.weights))
@@ -125,11 +101,7 @@ def certify_run(args) -> dict:
     config, model, variables, ds = load_weights(args.weights)
   else:
     config, model, variables, ds = load_trained(args.workdir)
-  if model_traits(model).stochastic:
-    raise ValueError(
-      f'{args.workdir or args.weights}: model {config.model.name} is stochastic (its traits say it '
-      f'draws noise in the forward pass); the certify command certifies deterministic models only.'
-    )
+  refuse_stochastic(model, args.workdir or args.weights)  # before anything is written
   out = os.path.join(args.out, config.data.name)
   record = os.path.join(out, f'{name}.json')
   if os.path.exists(record) and args.out == OUT and not getattr(args, 'force', False):
@@ -137,14 +109,8 @@ def certify_run(args) -> dict:
       f'{record} is a committed result: certifying again would replace it. Pass --force to replace '
       f'it, or --out=DIR to write elsewhere.'
     )
-  n = min(args.num_test, len(ds.test_labels))
-  x, y = np.asarray(as_unit_float(ds.test_images[:n])), np.asarray(ds.test_labels[:n])
-  ck = keys.certify_keys(keys.eval_keys(keys.evaluation_key(config.seed)).certify)
-  f = make_logits_fn(model, variables)
-  if args.method == 'smoothing':
-    rec = smoothing_bracket(f, x, y, settings, ck)
-  else:
-    rec = interval_bracket(model.apply, variables, f, x, y, settings, ck)
+  num_test = min(args.num_test, len(ds.test_labels))
+  rec = certify_test_set(model, variables, ds, settings, seed=config.seed, num_test=num_test)
   rec.update(
     row=row,
     dataset=config.data.name,

@@ -69,6 +69,25 @@ class IntervalSettings(NamedTuple):
   autoattack_epsilon: float = 0.1
 
 
+def settings_from(options) -> SmoothingSettings | IntervalSettings:
+  """The settings named by `options` (any object with `method` and the settings' fields as
+  attributes: a command line's flags): `SmoothingSettings` for 'smoothing', else `IntervalSettings`,
+  checked (`check_settings`) before anything is loaded or run.
+
+  Raises:
+    ValueError: an unknown method, or a setting that cannot work (named).
+  """
+  settings: SmoothingSettings | IntervalSettings
+  if options.method == 'smoothing':
+    settings = SmoothingSettings(**{k: getattr(options, k) for k in SmoothingSettings._fields})
+  elif options.method == 'intervals':
+    settings = IntervalSettings(autoattack_epsilon=options.autoattack_epsilon)
+  else:
+    raise ValueError(f"method must be 'smoothing' or 'intervals', got {options.method!r}")
+  check_settings(settings)
+  return settings
+
+
 def check_settings(settings: SmoothingSettings | IntervalSettings) -> None:
   """Raises ValueError naming a setting that cannot work (σ ≤ 0, a count < 1, α outside (0, 1))."""
   if isinstance(settings, SmoothingSettings):

@@ -19,6 +19,7 @@ from jaxrobust.evaluation.evaluator import (
   inference_ms_per_image,
   pgd_accuracy_over_epsilons,
 )
+from jaxrobust.evaluation.certified import certify_test_set, refuse_stochastic
 from jaxrobust.evaluation.estimator import WorstCase, select_and_measure
 from jaxrobust.evaluation.results import AdaptiveResult, AutoAttackResult, AutoAttackRun, Grid, SuiteResult
 from jaxrobust.evaluation.spec import (
@@ -54,6 +55,8 @@ __all__ = [
   'GridSettings',
   'EvalSpec',
   'evaluate_test_set',
+  'certify_test_set',
+  'refuse_stochastic',
   'build_evaluation',
   'scaled',
   'WorstCase',
