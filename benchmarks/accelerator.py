@@ -30,13 +30,29 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from benchmarks.common import arg, check_args, emit
+from absl import flags
+
+from benchmarks.common import emit, parse_flags
 from jaxrobust import attacks as A
 from jaxrobust.models import create_model, make_logits_fn
 
 EPS = 8 / 255
 STUDY_LWTA_MS_PER_IMAGE = 166.0  # the study's reported LWTA WRN-34 inference time per image
-OPTIONS = ('dtypes', 'batch', 'aa_batch', 'tiny', 'repeats', 'train_steps')
+FLAGS = flags.FlagValues()
+flags.DEFINE_string('dtypes', 'float32,bfloat16', 'compute dtypes, comma-separated', flag_values=FLAGS)
+flags.DEFINE_bool('tiny', False, 'tiny models and sizes (the tests run it so)', flag_values=FLAGS)
+flags.DEFINE_integer(
+  'batch', None, 'images per batch (default 8 tiny, 128)', lower_bound=1, flag_values=FLAGS
+)
+flags.DEFINE_integer(
+  'aa_batch', None, "AutoAttack's batch (default 4 tiny, 64)", lower_bound=1, flag_values=FLAGS
+)
+flags.DEFINE_integer(
+  'repeats', None, 'timed calls per side (default 1 tiny, 3)', lower_bound=1, flag_values=FLAGS
+)
+flags.DEFINE_integer(
+  'train_steps', None, 'training steps timed (default 4 tiny, 20)', lower_bound=1, flag_values=FLAGS
+)
 
 
 def _devices_row() -> dict:
@@ -139,16 +155,15 @@ def lwta(dtype: str, tiny: bool, batch: int, repeats: int, train_steps: int) -> 
 
 
 def main() -> None:
-  check_args(OPTIONS)
-  tiny = bool(arg('tiny', 0))
-  batch = arg('batch', 8 if tiny else 128)
-  for dtype in arg('dtypes', 'float32,bfloat16').split(','):
+  F = parse_flags(FLAGS)
+  tiny = F.tiny
+  batch = F.batch or (8 if tiny else 128)
+  repeats = F.repeats or (1 if tiny else 3)
+  for dtype in F.dtypes.split(','):
     if dtype not in ('float32', 'bfloat16', 'float16'):
       raise SystemExit(f'--dtypes: float32, bfloat16 or float16, got {dtype!r}')
-    attacks(
-      dtype, tiny, batch, min(arg('aa_batch', 4 if tiny else 64), batch), arg('repeats', 1 if tiny else 3)
-    )
-    lwta(dtype, tiny, batch, arg('repeats', 1 if tiny else 3), arg('train_steps', 4 if tiny else 20))
+    attacks(dtype, tiny, batch, min(F.aa_batch or (4 if tiny else 64), batch), repeats)
+    lwta(dtype, tiny, batch, repeats, F.train_steps or (4 if tiny else 20))
 
 
 if __name__ == '__main__':

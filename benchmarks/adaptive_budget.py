@@ -26,7 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import side_by_side
-from benchmarks.common import arg, check_args, emit
+from absl import flags
+
+from benchmarks.common import emit, parse_flags
 from jaxrobust import attacks as A
 from jaxrobust.evaluation.adaptive import surrogates
 from jaxrobust.machine import cpu_model
@@ -46,36 +48,28 @@ def per_point_seconds(forward_s: float, gradient_s: float, draws: int) -> dict[s
   return out
 
 
-OPTIONS = (
-  'workdir',
-  'batch',
-  'eot',
-  'microbatch',
-  'square_microbatch',
-  'square_queries',
-  'repeats',
-)  # the command-line options main() reads
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+  'workdir', 'runs/converged/fashion_mnist/lwta', 'a trained stochastic model', flag_values=FLAGS
+)
+flags.DEFINE_integer('batch', 250, 'test images', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer('eot', 20, 'EOT draws', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer(
+  'microbatch', 6, "EOT gradient's draws per chunk (0: all at once)", lower_bound=0, flag_values=FLAGS
+)
+flags.DEFINE_integer('square_microbatch', 5, "EOT Square's draws per chunk", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer(
+  'square_queries', 10, 'Square queries timed (< 50)', lower_bound=1, upper_bound=49, flag_values=FLAGS
+)
+flags.DEFINE_integer('repeats', 3, 'timed calls per side', lower_bound=1, flag_values=FLAGS)
 
 
 def main():
-  check_args(OPTIONS)
+  F = parse_flags(FLAGS)
   from jaxrobust.train.restore import load_trained
 
-  workdir = arg('workdir', 'runs/converged/fashion_mnist/lwta')
-  batch, draws, repeats = arg('batch', 250), arg('eot', 20), arg('repeats', 3)
-  microbatch, square_chunk, queries = (
-    arg('microbatch', 6),
-    arg('square_microbatch', 5),
-    arg('square_queries', 10),
-  )
-  if square_chunk < 1 or not 1 <= queries < 50:
-    raise SystemExit(
-      f'--square_microbatch must be ≥ 1 and --square_queries in [1, 50), got {square_chunk}, {queries}'
-    )
-  if batch < 1 or draws < 1 or repeats < 1 or microbatch < 0:
-    raise SystemExit(
-      f'--batch, --eot and --repeats must be ≥ 1 and --microbatch ≥ 0, got {batch}, {draws}, {repeats}, {microbatch}'
-    )
+  workdir, batch, draws, repeats = F.workdir, F.batch, F.eot, F.repeats
+  microbatch, square_chunk, queries = F.microbatch, F.square_microbatch, F.square_queries
   _, model, variables, ds = load_trained(workdir)
   x = jnp.asarray(np.asarray(ds.test_images[:batch], np.float32) / 255.0)
   y = jnp.asarray(np.asarray(ds.test_labels[:batch]))

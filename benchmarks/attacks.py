@@ -23,7 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import side_by_side
-from benchmarks.common import arg, check_args, emit
+from absl import flags
+
+from benchmarks.common import emit, parse_flags
 from jaxrobust import attacks as A
 from jaxrobust.models import create_model, make_logits_fn
 from jaxrobust.machine import cpu_model, usable_cores
@@ -138,18 +140,22 @@ def bench(name: str, batch: int, repeats: int, with_torch: bool):
   emit(**summary)
 
 
-OPTIONS = ('models', 'batch', 'repeats', 'torch')  # the command-line options main() reads
+FLAGS = flags.FlagValues()
+flags.DEFINE_string('models', 'small_cnn,wrn16_4', 'models, comma-separated', flag_values=FLAGS)
+flags.DEFINE_integer('batch', 128, 'images per batch', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer('repeats', 3, 'timed calls per side', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_bool('torch', True, 'time the torch side too, when torch is installed', flag_values=FLAGS)
 
 
 def main():
-  check_args(OPTIONS)
-  with_torch = side_by_side.torch_available() and arg('torch', 1) == 1
+  F = parse_flags(FLAGS)
+  with_torch = side_by_side.torch_available() and F.torch
   if with_torch:
     import torch
 
     torch.set_num_threads(usable_cores())
-  for name in arg('models', 'small_cnn,wrn16_4').split(','):
-    bench(name, arg('batch', 128), arg('repeats', 3), with_torch)
+  for name in F.models.split(','):
+    bench(name, F.batch, F.repeats, with_torch)
 
 
 if __name__ == '__main__':

@@ -32,7 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import side_by_side
-from benchmarks.common import arg, check_args, emit
+from absl import flags
+
+from benchmarks.common import emit, parse_flags
 from benchmarks.parity.autoattack import run_ours, run_reference, run_torchattacks
 from jaxrobust import attacks as A
 from jaxrobust.models import make_logits_fn
@@ -151,37 +153,45 @@ def bench(name, f, twin, x, y, eps, repeats, budget, libraries=LIBRARIES):
   emit(**row)
 
 
-OPTIONS = (
-  'workdir',
-  'n_cnn',
-  'n_wrn',
-  'eps_wrn',
-  'repeats',
-  'torch',
-  'num_steps',
-  'num_queries',
-  'libraries',
-)  # the command-line options main() reads
+FLAGS = flags.FlagValues()
+flags.DEFINE_string('workdir', 'runs/demo/fashion_mnist/pgd_at', 'the trained small CNN', flag_values=FLAGS)
+flags.DEFINE_integer(
+  'n_cnn', 200, 'test images for the small CNN (0: skip it)', lower_bound=0, flag_values=FLAGS
+)
+flags.DEFINE_integer('n_wrn', 8, 'images for WRN-16-4 (0: skip it)', lower_bound=0, flag_values=FLAGS)
+flags.DEFINE_float(
+  'eps_wrn', 0.002, "WRN-16-4's ε (random weights: a small ε leaves points to attack)", flag_values=FLAGS
+)
+flags.DEFINE_integer('repeats', 1, 'timed calls per side', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_bool('torch', True, 'time the torch side too, when torch is installed', flag_values=FLAGS)
+flags.DEFINE_integer(
+  'num_steps', 0, 'APGD steps on both sides (0: the standard budget)', lower_bound=0, flag_values=FLAGS
+)
+flags.DEFINE_integer(
+  'num_queries', 0, 'Square queries on both sides (0: the standard budget)', lower_bound=0, flag_values=FLAGS
+)
+flags.DEFINE_string(
+  'libraries', ','.join(LIBRARIES), 'jaxrobust and the others timed, comma-separated', flag_values=FLAGS
+)
 
 
 def main():
-  check_args(OPTIONS)
-  with_torch = side_by_side.torch_available() and arg('torch', 1) == 1
+  F = parse_flags(FLAGS)
+  with_torch = side_by_side.torch_available() and F.torch
   if with_torch:
     import torch
 
     torch.set_num_threads(usable_cores())
-  repeats = arg('repeats', 1)
-  budget = {k: v for k in ('num_steps', 'num_queries') if (v := arg(k, 0))}
-  workdir = arg('workdir', 'runs/demo/fashion_mnist/pgd_at')
-  libraries = tuple(arg('libraries', ','.join(LIBRARIES)).split(','))
+  repeats = F.repeats
+  budget = {k: v for k in ('num_steps', 'num_queries') if (v := F[k].value)}
+  workdir = F.workdir
+  libraries = tuple(F.libraries.split(','))
   if 'jaxrobust' not in libraries or not set(libraries) <= set(LIBRARIES):
     raise SystemExit(f'--libraries: jaxrobust and any of {LIBRARIES[1:]}, comma-separated; got {libraries}')
-  if arg('n_cnn', 200) > 0:
-    bench('small_cnn', *small_cnn(workdir, arg('n_cnn', 200), with_torch), 0.1, repeats, budget, libraries)
-  if arg('n_wrn', 8) > 0:
-    wrn = wrn16_4(arg('n_wrn', 8), with_torch)
-    bench('wrn16_4', *wrn, arg('eps_wrn', 0.002), repeats, budget, libraries)
+  if F.n_cnn > 0:
+    bench('small_cnn', *small_cnn(workdir, F.n_cnn, with_torch), 0.1, repeats, budget, libraries)
+  if F.n_wrn > 0:
+    bench('wrn16_4', *wrn16_4(F.n_wrn, with_torch), F.eps_wrn, repeats, budget, libraries)
 
 
 if __name__ == '__main__':

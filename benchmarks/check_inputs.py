@@ -14,7 +14,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from benchmarks.common import arg, check_args, emit
+from absl import flags
+
+from benchmarks.common import emit, parse_flags
 from benchmarks.side_by_side import alternate
 from jaxrobust import attacks as A
 from jaxrobust.attacks._checks import check_inputs
@@ -22,9 +24,14 @@ from jaxrobust.machine import cpu_model
 from jaxrobust.models import create_model, make_logits_fn
 
 
+FLAGS = flags.FlagValues()
+flags.DEFINE_integer('batch', 128, 'images per batch', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer('repeats', 20, 'timed calls per side', lower_bound=1, flag_values=FLAGS)
+
+
 def main():
-  check_args({'batch', 'repeats'})
-  b, repeats = arg('batch', 128), arg('repeats', 20)
+  F = parse_flags(FLAGS)
+  b, repeats = F.batch, F.repeats
   model = create_model('small_cnn')
   x = jax.random.uniform(jax.random.key(0), (b, 28, 28, 1))
   y = jnp.zeros(b, jnp.int32)

@@ -1,11 +1,13 @@
-"""Shared benchmark helpers: JSON lines on stdout and the command line. Timing has one home,
+"""Shared benchmark helpers: JSON lines on stdout and the command line (absl flags). Timing has one home,
 `benchmarks/side_by_side.py` (alternating calls, medians)."""
 
 import json
 import os
 import sys
+from collections.abc import Sequence
 
 import jax
+from absl import flags
 
 from jaxrobust.provenance import environment
 
@@ -24,33 +26,25 @@ def emit(**row):
   print(json.dumps(row), flush=True)
 
 
-def arg(name, default):
-  """--name=value from argv (benchmarks take few options), converted to the default's type.
+def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str] | None = None) -> flags.FlagValues:
+  """Parses a benchmark's absl flags from `argv` (default `sys.argv`), from their defaults each
+  time. Each benchmark keeps its flags on a `FlagValues` of its own, so that several benchmarks
+  share one process (the tests) without their names colliding; `--help` lists them.
 
   Raises:
-    SystemExit: naming the option, when its value does not convert.
+    SystemExit: naming a mistyped flag (`--num_tests=100`), a value of the wrong type or a stray
+      word, so that the run stops at once instead of ignoring it for hours.
   """
-  for a in sys.argv[1:]:
-    if a.startswith(f'--{name}='):
-      value = a.split('=', 1)[1]
-      try:
-        return type(default)(value)
-      except ValueError:
-        raise SystemExit(f'--{name}={value}: expected {type(default).__name__}') from None
-  return default
-
-
-def check_args(options) -> None:
-  """Refuses any command-line word that is not `--name=value` for a name in `options`, so that a
-  mistyped option (`--num_tests=100`) stops the run instead of being ignored for hours.
-
-  Raises:
-    SystemExit: naming the words that were not understood and the options the script takes.
-  """
-  bad = [
-    a for a in sys.argv[1:] if not (a.startswith('--') and '=' in a and a[2:].split('=', 1)[0] in options)
-  ]
-  if bad:
-    raise SystemExit(
-      f'not understood: {" ".join(bad)}; options: {", ".join(f"--{o}=" for o in sorted(options))}'
-    )
+  argv = list(sys.argv if argv is None else argv)
+  if any(a in ('-h', '--help', '--helpshort', '--helpfull') for a in argv[1:]):
+    print(flag_values.main_module_help() or flag_values.get_help())
+    raise SystemExit(0)
+  flag_values.unparse_flags()
+  options = ', '.join(f'--{name}=' for name in sorted(flag_values))
+  try:
+    rest = flag_values(argv)
+  except flags.Error as e:
+    raise SystemExit(f'{e}; options: {options}') from None
+  if len(rest) > 1:
+    raise SystemExit(f'not understood: {" ".join(rest[1:])}; options: {options}')
+  return flag_values

@@ -16,7 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import arg, check_args, emit
+from absl import flags
+
+from benchmarks.common import emit, parse_flags
 from benchmarks.side_by_side import alternate
 from jaxrobust import attacks as A
 from jaxrobust.machine import cpu_model
@@ -48,9 +50,14 @@ VARIANTS = {
 }
 
 
+FLAGS = flags.FlagValues()
+flags.DEFINE_integer('batch', 128, 'images per batch', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer('repeats', 7, 'timed calls per side', lower_bound=1, flag_values=FLAGS)
+
+
 def main():
-  check_args({'batch', 'repeats'})
-  b, repeats = arg('batch', 128), arg('repeats', 7)
+  F = parse_flags(FLAGS)
+  b, repeats = F.batch, F.repeats
   x = jax.random.uniform(jax.random.key(0), (b, 28, 28, 1))
   y = jnp.zeros(b, jnp.int32)
   calls, outs = {}, {}

@@ -31,7 +31,9 @@ import flax.linen as nn
 import jax
 
 from benchmarks import side_by_side
-from benchmarks.common import arg, check_args, emit
+from absl import flags
+
+from benchmarks.common import emit, parse_flags
 from jaxrobust import attacks as A
 from jaxrobust.attacks import _loop
 from jaxrobust.models import create_model, make_logits_fn
@@ -67,32 +69,43 @@ class _PoolCNN(nn.Module):
     return nn.Dense(10)(x.reshape(x.shape[0], -1))
 
 
-OPTIONS = (
-  'batch',
-  'side',
-  'repeats',
-  'eigen',
-  'aa_workdir',
-  'aa_n',
-  'aa_steps',
-  'microbatch_workdir',
-  'microbatch_n',
-  'eot_workdir',
-  'eot_n',
-  'child_wrn',
-)  # the command-line options main() reads
+FLAGS = flags.FlagValues()
+flags.DEFINE_integer('batch', 128, 'images per batch', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer('side', 28, 'image side', lower_bound=8, flag_values=FLAGS)
+flags.DEFINE_integer('repeats', 5, 'timed calls per side', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_bool('eigen', True, 'the WRN-16-4 thread-pool finding (fresh processes)', flag_values=FLAGS)
+flags.DEFINE_string(
+  'aa_workdir', '', "a trained model: time AutoAttack's components on it", flag_values=FLAGS
+)
+flags.DEFINE_integer('aa_n', 200, 'test images for --aa_workdir', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer('aa_steps', 100, 'APGD steps for --aa_workdir', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_string(
+  'microbatch_workdir', '', 'a trained model: time automatic microbatching (only that)', flag_values=FLAGS
+)
+flags.DEFINE_integer(
+  'microbatch_n', 500, 'test images for --microbatch_workdir', lower_bound=1, flag_values=FLAGS
+)
+flags.DEFINE_string(
+  'eot_workdir', '', 'a trained stochastic model: time EOT in a straight line (only that)', flag_values=FLAGS
+)
+flags.DEFINE_integer('eot_n', 100, 'test images for --eot_workdir', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_bool(
+  'child_wrn', False, 'internal: one fresh process timing a WRN-16-4 gradient', flag_values=FLAGS
+)
 
 
 def main():
-  check_args(OPTIONS)
-  batch, repeats = arg('batch', 128), arg('repeats', 5)
+  F = parse_flags(FLAGS)
+  if F.child_wrn:
+    return child_wrn()
+  batch, repeats = F.batch, F.repeats
   emit(cpu=cpu_model(), jax=jax.__version__, backend=jax.default_backend())
-  if arg('microbatch_workdir', ''):
-    return auto_microbatch(arg('microbatch_workdir', ''), arg('microbatch_n', 500), repeats)
-  if arg('eot_workdir', ''):
-    return eot_straight_line(arg('eot_workdir', ''), arg('eot_n', 100), repeats)
+  if F.microbatch_workdir:
+    return auto_microbatch(F.microbatch_workdir, F.microbatch_n, repeats)
+  if F.eot_workdir:
+    return eot_straight_line(F.eot_workdir, F.eot_n, repeats)
   model = create_model('small_cnn', num_classes=10)
-  side = arg('side', 28)
+  side = F.side
   x = jax.random.uniform(jax.random.key(0), (batch, side, side, 1))
   y = jax.random.randint(jax.random.key(1), (batch,), 0, 10)
   v = jax.jit(model.init)(jax.random.key(2), x[:2])
@@ -136,10 +149,10 @@ def main():
   t = alternate({'argument': lambda: as_arg(f, x, y), 'constant': lambda: as_const(x, y)}, repeats)
   report('parameters_as_constants', t, 'argument', 'constant', model='small_cnn', batch=batch)
 
-  if arg('aa_workdir', ''):
-    autoattack_components(arg('aa_workdir', ''), arg('aa_n', 200), arg('aa_steps', 100))
+  if F.aa_workdir:
+    autoattack_components(F.aa_workdir, F.aa_n, F.aa_steps)
 
-  if arg('eigen', 1):
+  if F.eigen:
     flag = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
     t = {'default': [], 'eigen': []}
     for _ in range(3):
@@ -268,7 +281,4 @@ def child_wrn():
 
 
 if __name__ == '__main__':
-  if arg('child_wrn', 0):
-    child_wrn()
-  else:
-    main()
+  main()

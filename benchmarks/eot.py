@@ -14,7 +14,9 @@ so both see the same machine state; medians are printed with the CPU model.
 import jax
 
 from benchmarks import side_by_side
-from benchmarks.common import arg, check_args, emit
+from absl import flags
+
+from benchmarks.common import emit, parse_flags
 from jaxrobust import attacks as A
 from jaxrobust.models import STOCHASTIC, create_model, make_logits_fn
 from jaxrobust.machine import cpu_model
@@ -74,44 +76,39 @@ def chunks(name: str, sizes: list[int], batch: int, samples: int, steps: int, re
   )
 
 
-OPTIONS = (
-  'models',
-  'batch',
-  'samples',
-  'steps',
-  'chunks',
-  'microbatch',
-  'side',
-  'repeats',
-)  # the command-line options main() reads
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+  'models', 'small_cnn_lwta,small_cnn_pni', 'stochastic models, comma-separated', flag_values=FLAGS
+)
+flags.DEFINE_integer(
+  'batch', None, 'images per batch (default 48 with --chunks, else 128)', lower_bound=1, flag_values=FLAGS
+)
+flags.DEFINE_integer('samples', 20, 'EOT draws', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer(
+  'steps', None, 'PGD steps (default 25 with --chunks, else 5)', lower_bound=1, flag_values=FLAGS
+)
+flags.DEFINE_string(
+  'chunks', '', 'draws per chunk, comma-separated: time these chunkings instead', flag_values=FLAGS
+)
+flags.DEFINE_integer(
+  'microbatch', 0, 'draws per chunk of the plain run (0: all at once)', lower_bound=0, flag_values=FLAGS
+)
+flags.DEFINE_integer('side', 28, 'image side', lower_bound=8, flag_values=FLAGS)
+flags.DEFINE_integer(
+  'repeats', None, 'timed calls per side (default 2 with --chunks, else 5)', lower_bound=1, flag_values=FLAGS
+)
 
 
 def main():
-  check_args(OPTIONS)
-  models = arg('models', 'small_cnn_lwta,small_cnn_pni').split(',')
-  if arg('chunks', ''):
-    sizes = [int(k) for k in arg('chunks', '').split(',')]
+  F = parse_flags(FLAGS)
+  models = F.models.split(',')
+  if F.chunks:
+    sizes = [int(k) for k in F.chunks.split(',')]
     for name in models:
-      chunks(
-        name,
-        sizes,
-        arg('batch', 48),
-        arg('samples', 20),
-        arg('steps', 25),
-        arg('repeats', 2),
-        arg('side', 28),
-      )
+      chunks(name, sizes, F.batch or 48, F.samples, F.steps or 25, F.repeats or 2, F.side)
     return
   for name in models:
-    bench(
-      name,
-      arg('batch', 128),
-      arg('samples', 20),
-      arg('steps', 5),
-      arg('repeats', 5),
-      arg('side', 28),
-      arg('microbatch', 0),
-    )
+    bench(name, F.batch or 128, F.samples, F.steps or 5, F.repeats or 5, F.side, F.microbatch)
 
 
 if __name__ == '__main__':

@@ -27,13 +27,26 @@ import sys
 import jax
 import jax.numpy as jnp
 
-from benchmarks.common import arg, check_args, emit
+from absl import flags
+
+from benchmarks.common import emit, parse_flags
 from benchmarks.side_by_side import alternate
 from jaxrobust import attacks as A
 from jaxrobust.machine import cpu_model
 from jaxrobust.models import create_model, make_logits_fn
 
-OPTIONS = ('batch', 'repeats', 'workdir', 'load')
+FLAGS = flags.FlagValues()
+flags.DEFINE_integer('batch', 128, 'images per batch', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer('repeats', 10, 'timed calls per side', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_string(
+  'workdir',
+  '',
+  "a run's work directory or published weights (default: an initialised small CNN)",
+  flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+  'load', 0, 'busy-looping processes started beside the measurement', lower_bound=0, flag_values=FLAGS
+)
 EPSILON, STEP, STEPS = 0.1, 0.01, 10
 
 
@@ -54,21 +67,20 @@ def _model(workdir: str, batch: int):
 
 
 def main():
-  check_args(OPTIONS)
-  load = arg('load', 0)
+  F = parse_flags(FLAGS)
+  load = F.load
   # The load: fresh interpreters in a busy loop (started by exec, never forked from this JAX
   # process), ended when the measurement is.
   spinners = [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for _ in range(load)]
   try:
-    measure(load)
+    measure(load, F.batch, F.repeats, F.workdir)
   finally:
     for p in spinners:
       p.kill()
       p.wait()
 
 
-def measure(load: int) -> None:
-  batch, repeats, workdir = arg('batch', 128), arg('repeats', 10), arg('workdir', '')
+def measure(load: int, batch: int, repeats: int, workdir: str) -> None:
   f, x, y = _model(workdir, batch)
   key = jax.random.key(3)
   ours = functools.partial(A.pgd, epsilon=EPSILON, step_size=STEP, random_init='uniform')

@@ -20,7 +20,9 @@ import os
 import statistics
 import subprocess
 
-from benchmarks.common import arg, check_args, emit
+from absl import flags
+
+from benchmarks.common import emit, parse_flags
 
 MODELS = {'wrn16_4': (32, 32, 3), 'small_cnn': (28, 28, 1)}
 
@@ -58,18 +60,25 @@ def child(repeats: int) -> None:
   )
 
 
+FLAGS = flags.FlagValues()
+flags.DEFINE_string('settings', '', "two or more 'python|XLA_FLAGS', separated by ';'", flag_values=FLAGS)
+flags.DEFINE_integer('rounds', 3, 'rounds over the settings (alternating)', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer('repeats', 3, 'timed calls per model in each process', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_bool('child', False, 'internal: one fresh process timing the models', flag_values=FLAGS)
+
+
 def main() -> None:
-  check_args({'settings', 'rounds', 'repeats', 'child'})
-  repeats = arg('repeats', 3)
-  if arg('child', 0):
+  F = parse_flags(FLAGS)
+  repeats = F.repeats
+  if F.child:
     child(repeats)
     return
-  settings = [tuple(s.split('|', 1)) for s in arg('settings', '').split(';') if s]
+  settings = [tuple(s.split('|', 1)) for s in F.settings.split(';') if s]
   if len(settings) < 2 or any(len(s) != 2 or not s[0] for s in settings):
     raise SystemExit("give two or more --settings='python|XLA_FLAGS;python|XLA_FLAGS'")
   times: dict[int, dict[str, list[float]]] = {i: {m: [] for m in MODELS} for i in range(len(settings))}
   labels = {}
-  for r in range(arg('rounds', 3)):
+  for r in range(F.rounds):
     for i, (python, xla_flags) in enumerate(settings):
       env = {**os.environ, 'XLA_FLAGS': xla_flags}
       out = subprocess.run(

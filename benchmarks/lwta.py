@@ -14,20 +14,30 @@ The study reports 166 ms per image; the target here is ≤ 2.5 ms.
 
 import jax
 
-from benchmarks.common import arg, check_args, emit
+from absl import flags
+
+from benchmarks.common import emit, parse_flags
 from benchmarks.side_by_side import alternate
 from jaxrobust.models import create_model, predict_mc, predict_single
 from jaxrobust.models import STOCHASTIC
 
 
-OPTIONS = ('model', 'batch', 'samples', 'prng_impl')  # the command-line options main() reads
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+  'model', 'wrn34_1_lwta', 'an LWTA model name (its ReLU twin is the name without _lwta)', flag_values=FLAGS
+)
+flags.DEFINE_integer('batch', 256, 'images per batch', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer(
+  'samples', 8, 'Monte Carlo draws of the averaged prediction', lower_bound=1, flag_values=FLAGS
+)
+flags.DEFINE_string('prng_impl', 'threefry2x32', "jax's PRNG implementation", flag_values=FLAGS)
 
 
 def main():
-  check_args(OPTIONS)
-  impl = arg('prng_impl', 'threefry2x32')
+  F = parse_flags(FLAGS)
+  impl = F.prng_impl
   jax.config.update('jax_default_prng_impl', impl)
-  name, batch, s = arg('model', 'wrn34_1_lwta'), arg('batch', 256), arg('samples', 8)
+  name, batch, s = F.model, F.batch, F.samples
   model = create_model(name, num_classes=10)
   x = jax.random.uniform(jax.random.key(0), (batch, 32, 32, 3))
   v = jax.jit(lambda x: model.init({'params': jax.random.key(1), STOCHASTIC: jax.random.key(2)}, x))(x[:2])

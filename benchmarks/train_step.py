@@ -8,7 +8,9 @@ import jax
 import numpy as np
 import optax
 
-from benchmarks.common import arg, check_args, emit
+from absl import flags
+
+from benchmarks.common import emit, parse_flags
 from benchmarks.side_by_side import alternate
 from jaxrobust import attacks as A
 from jaxrobust.models import create_model, make_logits_fn
@@ -54,13 +56,16 @@ def bench(name, batch, repeats):
   )
 
 
-OPTIONS = ('models', 'batch', 'repeats')  # the command-line options main() reads
+FLAGS = flags.FlagValues()
+flags.DEFINE_string('models', 'small_cnn,wrn16_4', 'models, comma-separated', flag_values=FLAGS)
+flags.DEFINE_integer('batch', 128, 'images per batch', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer('repeats', 3, 'timed calls per side', lower_bound=1, flag_values=FLAGS)
 
 
 def main():
-  check_args(OPTIONS)
-  for name in arg('models', 'small_cnn,wrn16_4').split(','):
-    bench(name, arg('batch', 128), arg('repeats', 3))
+  F = parse_flags(FLAGS)
+  for name in F.models.split(','):
+    bench(name, F.batch, F.repeats)
 
 
 if __name__ == '__main__':

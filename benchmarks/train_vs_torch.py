@@ -27,7 +27,9 @@ import jax
 import numpy as np
 
 from benchmarks import side_by_side
-from benchmarks.common import arg, check_args, emit
+from absl import flags
+
+from benchmarks.common import emit, parse_flags
 from jaxrobust import attacks as A
 from jaxrobust.data import load_fashion_mnist
 from jaxrobust.evaluation.accuracy import robust_accuracy
@@ -125,23 +127,24 @@ def _mean_sd(v):
   return f'{statistics.mean(v):.1f} ± {statistics.stdev(v) if len(v) > 1 else 0.0:.1f}'
 
 
-OPTIONS = (
-  'epochs',
-  'seeds',
-  'batch',
-  'num_eval',
-  'variants',
-  'torch',
-)  # the command-line options main() reads
+FLAGS = flags.FlagValues()
+flags.DEFINE_float('epochs', 2.0, 'training epochs of each side', lower_bound=0.0, flag_values=FLAGS)
+flags.DEFINE_string('seeds', '0,1,2', 'seeds, comma-separated', flag_values=FLAGS)
+flags.DEFINE_integer('batch', BATCH, 'training batch', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer('num_eval', 2000, 'test images evaluated', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_string(
+  'variants', 'flax_init,torch_init', "jaxrobust's initialisations, comma-separated", flag_values=FLAGS
+)
+flags.DEFINE_bool('torch', True, 'train the torch side too, when torch is installed', flag_values=FLAGS)
 
 
 def main():
-  check_args(OPTIONS)
-  seeds = [int(s) for s in arg('seeds', '0,1,2').split(',')]
-  epochs, n_eval, batch = arg('epochs', 2.0), arg('num_eval', 2000), arg('batch', BATCH)
-  variants = arg('variants', 'flax_init,torch_init').split(',')
+  F = parse_flags(FLAGS)
+  seeds = [int(s) for s in F.seeds.split(',')]
+  epochs, n_eval, batch = F.epochs, F.num_eval, F.batch
+  variants = F.variants.split(',')
   ds = load_fashion_mnist()
-  with_torch = side_by_side.torch_available() and arg('torch', 1) == 1
+  with_torch = side_by_side.torch_available() and F.torch
   if with_torch:
     import torch
 

@@ -14,9 +14,7 @@ from tests.configs import synthetic_training_config
 
 
 def _run(monkeypatch, capsys, module, *args):
-  monkeypatch.setattr(
-    sys, 'argv', ['benchmark', *(['--torch=0'] if 'torch' in module.OPTIONS else []), *args]
-  )
+  monkeypatch.setattr(sys, 'argv', ['benchmark', *(['--torch=0'] if 'torch' in module.FLAGS else []), *args])
   module.main()
   lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{')]
   # The environment line leads the first row a process prints, whichever test that is.
@@ -358,19 +356,29 @@ def test_adaptive_budget_per_point_costs_and_run(monkeypatch, capsys, tmp_path):
   }
 
 
-def test_benchmarks_refuse_an_option_they_do_not_take(monkeypatch):
-  """A mistyped option stops the run at once, named, instead of being ignored for hours; so does
-  a value of the wrong type."""
+def test_benchmarks_refuse_an_option_they_do_not_take(monkeypatch, capsys):
+  """A mistyped option stops the run at once, named, instead of being ignored for hours; so do a
+  stray word and a value of the wrong type. Each parse starts from the defaults, and --help lists
+  the options."""
+  from benchmarks import train_step
+  from benchmarks.common import parse_flags
   from benchmarks.parity import autoattack as parity_torch
-  from benchmarks.common import arg, check_args
 
-  monkeypatch.setattr(sys, 'argv', ['benchmark', '--num_tests=100', 'stray'])
-  with pytest.raises(SystemExit, match=r'not understood: --num_tests=100 stray; options: .*--num_test='):
+  monkeypatch.setattr(sys, 'argv', ['benchmark', '--num_tests=100'])
+  with pytest.raises(SystemExit, match=r"Unknown command line flag 'num_tests'.*options: .*--num_test="):
     parity_torch.main()
-  monkeypatch.setattr(sys, 'argv', ['benchmark', '--num_test=ten'])
-  check_args(parity_torch.OPTIONS)
-  with pytest.raises(SystemExit, match='--num_test=ten: expected int'):
-    arg('num_test', 1000)
+  monkeypatch.setattr(sys, 'argv', ['benchmark', '--num_test=100', 'stray'])
+  with pytest.raises(SystemExit, match=r'not understood: stray; options: .*--num_test='):
+    parity_torch.main()
+  with pytest.raises(SystemExit, match='--num_test=ten'):
+    parse_flags(parity_torch.FLAGS, ['benchmark', '--num_test=ten'])
+  with pytest.raises(SystemExit, match='--chunk=0'):
+    parse_flags(parity_torch.FLAGS, ['benchmark', '--chunk=0'])
+  assert parse_flags(train_step.FLAGS, ['benchmark', '--batch=7']).batch == 7
+  assert parse_flags(train_step.FLAGS, ['benchmark']).batch == 128
+  with pytest.raises(SystemExit) as stop:
+    parse_flags(train_step.FLAGS, ['benchmark', '--help'])
+  assert stop.value.code == 0 and '--repeats' in capsys.readouterr().out
 
 
 def test_foolbox_benchmark_splits_jaxrobusts_call_into_parts_that_add_up(monkeypatch, capsys):

@@ -32,7 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import arg, check_args, emit
+from absl import flags
+
+from benchmarks.common import emit, parse_flags
 from jaxrobust import attacks as A
 from jaxrobust.machine import cpu_model, usable_cores
 
@@ -307,11 +309,21 @@ def parity_table(pieces: dict[str, dict]) -> str:
   return '\n'.join(lines) + '\n'
 
 
-OPTIONS = ('workdir', 'num_test', 'eps', 'attacks', 'out', 'chunk')  # the command-line options main() reads
+FLAGS = flags.FlagValues()
+flags.DEFINE_string('workdir', '', "the trained small CNN (a run's work directory)", flag_values=FLAGS)
+flags.DEFINE_integer('num_test', 1000, 'test images', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_float('eps', 0.1, 'L∞ radius', lower_bound=0.0, flag_values=FLAGS)
+flags.DEFINE_string(
+  'attacks', ','.join(DEFAULT_ATTACKS), 'attacks compared, comma-separated', flag_values=FLAGS
+)
+flags.DEFINE_string(
+  'out', '', 'results directory (default results/parity/<workdir>_n<num_test>)', flag_values=FLAGS
+)
+flags.DEFINE_integer('chunk', 250, 'images per piece', lower_bound=1, flag_values=FLAGS)
 
 
 def main():
-  check_args(OPTIONS)
+  F = parse_flags(FLAGS)
   import torch
 
   from tests.fixtures.torch_twins import small_cnn_from_flax
@@ -319,19 +331,17 @@ def main():
   from jaxrobust.models import make_logits_fn
   from jaxrobust.train.restore import load_trained
 
-  workdir, n, eps = arg('workdir', ''), arg('num_test', 1000), arg('eps', 0.1)
-  attacks = arg('attacks', ','.join(DEFAULT_ATTACKS)).split(',')
+  workdir, n, eps = F.workdir, F.num_test, F.eps
+  attacks = F.attacks.split(',')
   unknown = sorted(set(attacks) - set(ATTACKS))
   if unknown:
     raise SystemExit(f'--attacks: unknown {unknown}; known: {",".join(ATTACKS)}')
   torch.set_num_threads(usable_cores())
-  chunk = arg('chunk', 250)
-  if chunk < 1:
-    raise SystemExit(f'--chunk must be ≥ 1, got {chunk}')
+  chunk = F.chunk
   _, model, variables, ds = load_trained(workdir)
   x = np.asarray(ds.test_images[:n], np.float32) / 255.0
   y = np.asarray(ds.test_labels[:n])
-  out = arg('out', os.path.join('results', 'parity', f'{os.path.basename(os.path.normpath(workdir))}_n{n}'))
+  out = F.out or os.path.join('results', 'parity', f'{os.path.basename(os.path.normpath(workdir))}_n{n}')
   # Hours of reference runs: every measurement is kept as it finishes, and a rerun goes on from
   # there; a directory of another model, image set or ε is refused.
   cache = PieceCache(out, dict(model=digest(variables), images=digest(x, y), eps=eps))

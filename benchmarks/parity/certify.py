@@ -31,7 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from benchmarks.common import arg, check_args, emit
+from absl import flags
+
+from benchmarks.common import emit, parse_flags
 from benchmarks.side_by_side import alternate
 from jaxrobust.certify.bracket import clipped
 from jaxrobust.certify import interval_bounds, smooth_certify
@@ -144,18 +146,38 @@ def certified(pred, radius, y, radii=RADII):
   return [float(np.mean((pred == y) & (radius >= r))) for r in radii]
 
 
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+  'workdir',
+  'runs/certified/fashion_mnist/gaussian_025',
+  'a model trained under Gaussian noise',
+  flag_values=FLAGS,
+)
+flags.DEFINE_float('sigma', 0.25, 'the smoothing σ', lower_bound=0.0, flag_values=FLAGS)
+flags.DEFINE_integer('num_test', 200, 'test images certified', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer('num_speed', 20, 'test images timed', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer('n0', 100, 'selection draws', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer('n', 10_000, 'estimation draws', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_float('alpha', 0.001, 'failure probability', lower_bound=0.0, upper_bound=1.0, flag_values=FLAGS)
+flags.DEFINE_integer('batch', 1000, 'noise draws per forward pass', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer('seed', 0, "torch's seed", flag_values=FLAGS)
+flags.DEFINE_string(
+  'parts', 'intervals,smoothing,speed,cost', 'parts to run, comma-separated', flag_values=FLAGS
+)
+
+
 def main():
-  check_args({'workdir', 'sigma', 'num_test', 'num_speed', 'n0', 'n', 'alpha', 'batch', 'seed', 'parts'})
-  parts = set(arg('parts', 'intervals,smoothing,speed,cost').split(','))
+  F = parse_flags(FLAGS)
+  parts = set(F.parts.split(','))
   import torch
 
   from tests.fixtures.torch_twins import small_cnn_from_flax
 
   torch.set_num_threads(1)
-  workdir = arg('workdir', 'runs/certified/fashion_mnist/gaussian_025')
-  sigma, n0, n, alpha = arg('sigma', 0.25), arg('n0', 100), arg('n', 10_000), arg('alpha', 0.001)
-  num, num_speed, batch = arg('num_test', 200), arg('num_speed', 20), arg('batch', 1000)
-  torch.manual_seed(arg('seed', 0))
+  workdir = F.workdir
+  sigma, n0, n, alpha = F.sigma, F.n0, F.n, F.alpha
+  num, num_speed, batch = F.num_test, F.num_speed, F.batch
+  torch.manual_seed(F.seed)
   config, model, variables, ds = load_trained(workdir)
   x = np.asarray(as_unit_float(ds.test_images[:num]))
   y = np.asarray(ds.test_labels[:num])
