@@ -113,6 +113,9 @@ class EvalKeys(NamedTuple):
     figures: the attack drawn for the example and confidence figures.
     certify: certification (randomized smoothing's draws, SmoothAdv).
     study: a study's own use (the EOT-PGD convergence study, the EOT choice, the temperature sweep).
+    added: candidates added to a finished suite's (per batch: `batch_keys`), whose worst case is
+      chosen again over both (experiments/added_attacks). Split last: with jax's partitionable
+      threefry `split(root, n)[i]` does not depend on n, so the parts before it keep their keys.
   """
 
   finite: jax.Array
@@ -123,6 +126,7 @@ class EvalKeys(NamedTuple):
   figures: jax.Array
   certify: jax.Array
   study: jax.Array
+  added: jax.Array
 
 
 def eval_keys(root: jax.Array) -> EvalKeys:

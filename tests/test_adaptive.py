@@ -208,7 +208,17 @@ def test_evaluate_adaptive_on_a_stochastic_lwta_network(tmp_path, monkeypatch):
   plan = plan._replace(attacks=dict(plan.attacks, eot_square=dict(plan.attacks['eot_square'], far_draws=2)))
   with pytest.raises(ValueError, match=f'{tmp_path}.*specs'):
     run()
+  # Another temperature of an attack on the sampling is another setting too.
+  low = plan.sampling['transfer_low_temperature']
+  plan = plan._replace(
+    sampling=dict(plan.sampling, transfer_low_temperature=low._replace(eval_temperature=0.5))
+  )
+  with pytest.raises(ValueError, match=f'{tmp_path}.*sampling'):
+    run()
   assert {'transfer_argmax', 'transfer_mean_field', 'aa_standard', 'aa_rand', 'eot_pgd', 'eot_square'} <= set(
+    res['attacks']
+  )
+  assert {'eot_expected_probability', 'eot_straight_through', 'transfer_low_temperature'} <= set(
     res['attacks']
   )
   for a in list(res['attacks'].values()) + [res['clean']]:

@@ -738,6 +738,44 @@ def test_eot_pgd_choice_compares_equal_work_and_names_the_stronger(table):
   assert res['stronger'] in specs
 
 
+@pytest.mark.long
+def test_sampling_attacks_choice_compares_equal_work_against_eot_pgd(table, tmp_path):
+  """Every candidate runs EOT-PGD's steps, restarts and draws per step; each one's counts of points
+  only it and only EOT-PGD broke agree with the two majority accuracies; the strongest of each
+  kind has the lowest majority accuracy of its kind."""
+  from experiments import sampling_attacks as choice
+
+  d = table[0]
+  path, rec = choice.run(
+    str(d / 'runs' / 'synthetic' / 'lwta'),
+    first=0,
+    num_test=8,
+    steps=2,
+    eot=2,
+    draws=3,
+    low=[0.1, 0.3],
+    straight=[None],
+    out_dir=str(tmp_path),
+  )
+  assert json.loads(open(path).read())['strongest'] == rec['strongest']
+  cands = rec['candidates']
+  assert set(cands) == {
+    'eot_pgd',
+    'expected_probability',
+    'straight_through_train',
+    'low_temperature_0.1',
+    'low_temperature_0.3',
+  }
+  for name, c in cands.items():
+    a = c['attack']
+    assert a['num_steps'] == 2 and a['restarts'] == 2 and a['eot_samples'] * (c['mean_probability'] or 1) == 2
+    diff = rec[name]['majority'] - rec['eot_pgd']['majority']
+    assert diff * 8 == pytest.approx(rec[name]['broken_only_by_eot_pgd'] - rec[name]['broken_only_by_it'])
+  low = rec['strongest']['low_temperature']
+  assert rec[low['variant']]['majority'] == min(rec[f'low_temperature_{t}']['majority'] for t in (0.1, 0.3))
+  assert rec['strongest']['straight_through'] == {'variant': 'straight_through_train', 'temperature': None}
+
+
 def test_smoothed_rows_get_a_certified_l2_column(table, monkeypatch):
   """A row trained with Gaussian noise gets its smoothed classifier's certified L2 accuracy (here
   with few draws); the table shows the column, '–' for the other rows."""
@@ -926,3 +964,79 @@ def test_paired_comparison_closed_forms(tmp_path):
     (tmp_path / name).write_text(json.dumps(piece))
   with pytest.raises(ValueError, match='other batches'):
     paired.row_worst_case(str(tmp_path))
+
+
+def test_added_attacks_compare_chooses_again_over_both_and_pairs_the_verdicts():
+  """Closed form: six points, the previous suite leaves points 0-3 robust; an added attack breaks
+  points 1 and 2 on its selection and measurement draws: the worst case after has two robust
+  points fewer, both robust only before, and the added attack alone broke exactly those two."""
+  from experiments.added_attacks import compare
+
+  def cand(robust):
+    r = np.asarray(robust, float)
+    return {
+      'select_accuracy': r,
+      'select_margin': r - 0.5,
+      'measure_mean': r,
+      'measure_majority': r.astype(bool),
+    }
+
+  previous = {'clean': cand([1, 1, 1, 1, 1, 0]), 'pgd': cand([1, 1, 1, 1, 0, 0])}
+  out = compare(previous, {'added': cand([1, 0, 0, 1, 1, 1])})
+  assert out['before']['majority'] == pytest.approx(4 / 6) and out['after']['majority'] == pytest.approx(
+    2 / 6
+  )
+  assert out['majority_after_minus_before']['difference'] == pytest.approx(-2 / 6)
+  assert (
+    out['mcnemar_majority']['robust_only_before'] == 2 and out['mcnemar_majority']['robust_only_after'] == 0
+  )
+  assert out['added_alone']['added']['broken_only_by_it'] == 2
+  assert out['chosen_after']['added'] == 2 and sum(out['chosen_after'].values()) == 6
+
+
+@pytest.mark.long
+def test_added_attacks_score_every_batch_and_read_their_pieces_back(tmp_path, monkeypatch):
+  """The suite's attacks on the sampling of a (tiny) LWTA network, scored per batch; a second run
+  reads every piece back without calling the model; a deterministic model is refused."""
+  import jax.numpy as jnp
+
+  from experiments import added_attacks
+  from jaxrobust.evaluation import EvalSpec
+  from jaxrobust.models import create_model
+
+  model = create_model('small_cnn_lwta', num_classes=4, width=1)
+  variables = model.init(
+    {'params': jax.random.key(0), 'stochastic': jax.random.key(1)}, jnp.zeros((1, 8, 8, 1))
+  )
+  x = np.asarray(jax.random.randint(jax.random.key(2), (6, 8, 8, 1), 0, 256), np.uint8)
+  y = np.arange(6) % 4
+  spec = EvalSpec(
+    dataset='synthetic', suite='adaptive', eot_samples=2, steps_scale=0.02, batch_size=4, measurement_draws=3
+  )
+  run = lambda: added_attacks.added_scores(  # noqa: E731
+    model, variables, x, y, spec, key=jax.random.key(3), cache_dir=str(tmp_path), progress=False
+  )
+  scores, seconds = run()
+  assert (
+    set(scores)
+    == {'eot_expected_probability', 'eot_straight_through', 'transfer_low_temperature'}
+    == set(seconds)
+  )
+  for s in scores.values():
+    assert {k: np.shape(v) for k, v in s.items()} == dict.fromkeys(
+      ('select_accuracy', 'select_margin', 'measure_mean', 'measure_majority'), (6,)
+    )
+
+  def no_model(*_):
+    raise AssertionError('a piece was computed again')
+
+  monkeypatch.setattr(added_attacks, 'candidate_scores', no_model)
+  again, _ = run()
+  assert {k: {f: list(v) for f, v in s.items()} for k, s in again.items()} == {
+    k: {f: list(v) for f, v in s.items()} for k, s in scores.items()
+  }
+  monkeypatch.undo()
+  with pytest.raises(ValueError, match='not declared stochastic'):
+    added_attacks.added_scores(
+      create_model('small_cnn', num_classes=4), variables, x, y, spec, key=jax.random.key(3), cache_dir=None
+    )

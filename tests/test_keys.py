@@ -145,11 +145,12 @@ def _certify(key, n: int, method: str, large: int = 500) -> list:
 def evaluation_keys_drawn(seed: int, n: int, batch: int, certify: str = 'smoothing') -> np.ndarray:
   """Every key of a full evaluation of n images: every part of `EvalKeys` (the suite, whatever
   its kind: listed attacks, the adaptive suite's candidates and estimator; the draws; AutoAttack
-  beside it; the grid; the figures; certification; the study's EOT curves)."""
+  beside it; the grid; the figures; certification; the study's EOT curves; candidates added to
+  a finished suite)."""
   root = keys.evaluation_key(seed)
   ek = keys.eval_keys(root)
   out = [_data(root), _data(list(ek))]
-  for part in (ek.finite, ek.suite, ek.draws, ek.grid, ek.figures):
+  for part in (ek.finite, ek.suite, ek.draws, ek.grid, ek.figures, ek.added):
     out += _part(part, n, batch)
   out += _autoattack(ek.autoattack, n) + _certify(ek.certify, n, certify)
   k_attacks, k_predict, k_scores = jax.random.split(ek.study, 3)  # adaptive.eot_convergence
@@ -212,3 +213,13 @@ def test_the_evaluator_draws_only_keys_of_the_schedule(monkeypatch, suite):
   schedule = _as_rows(evaluation_keys_drawn(5, 6, 4))
   missing = [k for k in _as_rows(_data(concrete)) if k not in schedule]
   assert not missing, f'{len(missing)} keys drawn outside the schedule'
+
+
+def test_a_part_added_last_leaves_the_other_parts_keys_as_they_were():
+  """`EvalKeys.added` was split last: the eight parts before it have the keys a split into eight
+  gave them, so pieces cached before it stay valid."""
+  root = keys.evaluation_key(7)
+  before = jax.random.split(root, 8)
+  now = keys.eval_keys(root)
+  assert now._fields[-1] == 'added' and len(now) == 9
+  np.testing.assert_array_equal(_data(list(now)[:8]), _data(before))

@@ -333,6 +333,9 @@ ATTACK_TITLES = {
   'transfer_argmax': 'transfer from the argmax-winner surrogate',
   'transfer_mean_field': 'transfer from the mean-field surrogate',
   'transfer_noise_free': 'transfer from the noise-free network',
+  'eot_expected_probability': 'PGD on the expected probability (20 draws, 100 steps, 2 restarts)',
+  'eot_straight_through': 'EOT-PGD through straight-through winners',
+  'transfer_low_temperature': 'transfer from EOT-PGD on low-temperature relaxed winners',
 }
 
 

@@ -42,12 +42,16 @@ def variants(epsilon: float, *, num_steps: int, eot_samples: int) -> dict[str, d
 
 
 def measure(logits_fn, x, y, specs: dict, *, key, draws: int, batch: int = 100) -> dict:
-  """Per variant: per-point correctness over `draws` fresh draws of each attacked point."""
+  """Per variant: each attacked point's prediction on `draws` fresh draws, (draws, N).
+
+  Args:
+    specs: {variant: an attack spec (`attacks.build_attack`) or an `attack(logits_fn, key, x, y)`}.
+  """
   k_attack, k_measure = jax.random.split(key)
   predict = jax.jit(lambda xx, k: jnp.argmax(logits_fn(xx, k), -1))
   out = {}
   for name, spec in specs.items():
-    fn = A.build_attack(spec)
+    fn = spec if callable(spec) else A.build_attack(spec)
     attack = jax.jit(lambda f, k, xx, yy, fn=fn: fn(f, k, xx, yy))
     preds = []
     for a in tqdm(range(0, len(x), batch), desc=name, leave=False):
@@ -64,18 +68,22 @@ def measure(logits_fn, x, y, specs: dict, *, key, draws: int, batch: int = 100) 
   return out
 
 
+def accuracies(p: np.ndarray, y: np.ndarray) -> dict:
+  """The expected (mean over draws) and majority-of-draws accuracy of predictions p (draws, N),
+  with their 95 % intervals."""
+  per_point = (p == y[None]).mean(0)
+  k = int(plurality(p, y).sum())
+  return {
+    'expected': float(per_point.mean()),
+    'expected_interval': mean_interval(per_point),
+    'majority': k / len(y),
+    'majority_interval': wilson_interval(k, len(y)),
+  }
+
+
 def summarize(preds: dict, y: np.ndarray) -> dict:
-  res, majority = {}, {}
-  for name, p in preds.items():
-    per_point = (p == y[None]).mean(0)
-    majority[name] = plurality(p, y)
-    k = int(majority[name].sum())
-    res[name] = {
-      'expected': float(per_point.mean()),
-      'expected_interval': mean_interval(per_point),
-      'majority': k / len(y),
-      'majority_interval': wilson_interval(k, len(y)),
-    }
+  res = {name: accuracies(p, y) for name, p in preds.items()}
+  majority = {name: plurality(p, y) for name, p in preds.items()}
   a, b = list(preds)
   res['paired'] = {
     f'broken_only_by_{a}': int((~majority[a] & majority[b]).sum()),

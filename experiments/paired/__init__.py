@@ -47,6 +47,12 @@ PIECE = re.compile(r'batch(\d{7})_(.+)\.json$')
 def row_worst_case(pieces_dir: str):
   """The row's `estimator.worst_case` over every candidate, from its committed adaptive pieces
   (their values only: no model is run)."""
+  return worst_case(row_scores(pieces_dir))
+
+
+def row_scores(pieces_dir: str) -> dict[str, dict[str, np.ndarray]]:
+  """{candidate: `estimator.candidate_scores` over the row's points} from its committed adaptive
+  pieces, batches in order."""
   parts: dict[str, dict[int, dict]] = {}
   for path in glob.glob(os.path.join(pieces_dir, 'batch*.json')):
     m = PIECE.search(os.path.basename(path))
@@ -60,11 +66,10 @@ def row_worst_case(pieces_dir: str):
   for name, by_start in parts.items():
     if sorted(by_start) != starts:
       raise ValueError(f'{pieces_dir}: candidate {name!r} has pieces for other batches than the rest')
-  scores = {
+  return {
     name: {f: np.concatenate([np.asarray(by_start[s][f]) for s in starts]) for f in SCORE_FIELDS}
     for name, by_start in parts.items()
   }
-  return worst_case(scores)
 
 
 def paired(a: np.ndarray, b: np.ndarray) -> dict:

@@ -17,6 +17,7 @@ Components:
   autoattack         the standard / rand / custom ensemble with sanity checks
   uniform_noise, gaussian_noise   random baselines
   eot                gradient averaged over keys around any gradient attack
+  mean_probability   a stochastic model's expected prediction, log E_k[softmax f(x, k)], as logits
   over_epsilons      one attack over an ε grid in one vmapped call
   build_attack       an attack from a dict (configs, suites)
 
@@ -39,7 +40,7 @@ Example:
 
 from jaxrobust.attacks._apgd import apgd, apgd_targeted, checkpoint_schedule
 from jaxrobust.attacks._autoattack import autoattack, sanity_checks
-from jaxrobust.attacks._compose import eot, over_epsilons
+from jaxrobust.attacks._compose import eot, mean_probability, over_epsilons
 from jaxrobust.attacks._checks import Attack, LogitsFn
 from jaxrobust.attacks._geometry import per_example_norm, project, project_and_clip
 from jaxrobust.attacks._loop import as_pytree_fn, default_unroll, loss_and_grad, set_default_unroll
@@ -74,6 +75,7 @@ __all__ = [
   'get_loss',
   'loss_and_grad',
   'margin',
+  'mean_probability',
   'over_epsilons',
   'pgd',
   'per_example_norm',

@@ -1,11 +1,15 @@
-"""Composition: EOT around any gradient attack, and one attack over an ε grid in one call.
+"""Composition: EOT around any gradient attack, the expected-probability model of a stochastic
+one, and one attack over an ε grid in one call.
 
 References:
   Athalye et al. 2018, "Obfuscated Gradients Give a False Sense of Security", arXiv:1802.00420
+  Tramèr, Carlini, Brendel & Madry 2020, "On Adaptive Attacks to Adversarial Example Defenses",
+  NeurIPS (attack the expected prediction, not the average of per-draw losses)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Callable
 
@@ -14,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrobust.attacks import _checks
+from jaxrobust.attacks._loop import as_pytree_fn
 
 
 def eot(attack: Callable, eot_samples: int) -> Callable:
@@ -24,6 +29,35 @@ def eot(attack: Callable, eot_samples: int) -> Callable:
   """
   _checks.check_count('eot', 'eot_samples', eot_samples)
   return functools.partial(attack, eot_samples=eot_samples)
+
+
+@dataclasses.dataclass(frozen=True)
+class _MeanProbability:
+  """log E_k[softmax f(x, k)] over `samples` keys split from the call's key (hashable by value,
+  so that two wrappers of the same size share one compiled attack)."""
+
+  samples: int
+
+  def __call__(self, logits_fn, x, key):
+    logp = jax.vmap(lambda k: jax.nn.log_softmax(logits_fn(x, k), -1))(jax.random.split(key, self.samples))
+    return jax.nn.logsumexp(logp, 0) - jnp.log(self.samples)
+
+
+def mean_probability(logits_fn, samples: int) -> jax.tree_util.Partial:
+  """A `logits_fn` whose logits are log E_k[softmax f(x, k)], the log of the class probabilities
+  averaged over `samples` draws of a stochastic model (each call splits its key into the draws).
+
+  Any attack run on it attacks the model's expected prediction: cross-entropy on these logits is
+  −log E_k[p_y(x, k)], the expected-probability loss, with gradient −E_k[∇p_y] / E_k[p_y]. EOT
+  (`eot_samples`) averages the per-draw losses instead, with gradient −E_k[∇p_y / p_y], in which
+  the draws that already miss y (small p_y) dominate; a majority vote is decided by the draws that
+  still hit it. The logits are log-probabilities (they sum to 1 after exp).
+
+  Raises:
+    ValueError: for samples not an integer >= 1.
+  """
+  _checks.check_count('mean_probability', 'samples', samples)
+  return jax.tree_util.Partial(_MeanProbability(int(samples)), as_pytree_fn(logits_fn))
 
 
 def over_epsilons(attack: Callable, logits_fn, key, x, y, epsilons, **hyper) -> jax.Array:

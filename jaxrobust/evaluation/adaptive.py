@@ -2,7 +2,9 @@
 number randomised defenses report, an upper bound: PGD, APGD-CE, APGD-DLR and AutoAttack's
 standard version), EOT attacks (AA-rand, EOT-PGD), a
 gradient-free EOT attack (Square on the margin averaged over draws), transfer from deterministic
-surrogates of the same weights, and every adversarial point classified with N fresh draws (mean,
+surrogates of the same weights, attacks on what the model samples (`suites.sampling_attacks`: the
+expected-probability loss; for LWTA straight-through winners and a low-temperature relaxation),
+and every adversarial point classified with N fresh draws (mean,
 majority-vote and all-N accuracy). The headline is the per-point worst case over all attacks,
 with its 95 % interval.
 
@@ -43,7 +45,7 @@ from jaxrobust.evaluation.estimator import (
 )
 from jaxrobust.evaluation.results import AdaptiveResult
 from jaxrobust.evaluation.spec import AdaptivePlan
-from jaxrobust.evaluation.suites import eot_pgd_spec
+from jaxrobust.evaluation.suites import SamplingAttack, eot_pgd_spec
 from jaxrobust.models import make_logits_fn, model_traits, with_lwta_mode
 from jaxrobust import keys
 
@@ -91,6 +93,22 @@ def surrogates(model) -> dict[str, object]:
   if traits.lwta:
     out['mean_field'] = with_lwta_mode(model, 'mean')
   return out
+
+
+def sampling_attack(model, variables, sampling: SamplingAttack) -> Callable:
+  """`attack(logits_fn, key, x, y)` of a `SamplingAttack`: its spec run on the version of `model`
+  it names (same variables), ignoring the `logits_fn` it is given; the suite classifies the
+  points with the model itself."""
+  version = model
+  if sampling.lwta_mode is not None:
+    version = with_lwta_mode(
+      model, sampling.lwta_mode, temperature=sampling.temperature, eval_temperature=sampling.eval_temperature
+    )
+  g = make_logits_fn(version, variables)
+  if sampling.mean_probability is not None:
+    g = A.mean_probability(g, sampling.mean_probability)
+  attack = A.build_attack(sampling.attack)
+  return lambda _f, k, x, y: attack(g, k, x, y)
 
 
 def evaluate_adaptive(
@@ -182,6 +200,8 @@ def evaluate_adaptive(
   for name, sur in surrogates(model).items():
     sf = make_logits_fn(sur, variables)
     attacks[f'transfer_{name}'] = lambda _g, k, x, y, sf=sf: transfer(sf, k, x, y)
+  for name, sampling in plan.sampling.items():
+    attacks[name] = sampling_attack(model, variables, sampling)
   attacks.update(extra_attacks or {})
   names = ['clean'] + list(attacks)
   settings = dict(
@@ -199,6 +219,8 @@ def evaluate_adaptive(
     # Every hyperparameter of every attack: a spec that changes is another setting.
     specs=json.loads(json.dumps(dict(plan.attacks, transfer=plan.transfer), default=str)),
   )
+  if plan.sampling:  # absent without them, so the settings of a deterministic model stay as they were
+    settings['sampling'] = json.loads(json.dumps({k: v._asdict() for k, v in plan.sampling.items()}))
   if spec.eot_microbatch is not None:  # absent by default, so caches written before it stay valid
     settings['eot_microbatch'] = spec.eot_microbatch
   # Pieces carry the estimator's scores: a cache written before them holds other settings.

@@ -17,9 +17,11 @@ from jaxrobust.evaluation.suites import (
   AUTOATTACK_SUITES,
   STANDARD_BUDGETS,
   SUITES,
+  SamplingAttack,
   adaptive_attacks,
   attack_suite,
   linf_budget,
+  sampling_attacks,
   scaled,
   transfer_attack,
 )
@@ -165,7 +167,8 @@ class AutoAttackPlan(NamedTuple):
 
 class AdaptivePlan(NamedTuple):
   """The 'adaptive' suite resolved for one model: `adaptive_attacks`, the transfer attack run on
-  each surrogate, and AutoAttack (both versions run, at `linf`, with these steps and queries)."""
+  each surrogate, AutoAttack (both versions run, at `linf`, with these steps and queries), and
+  for a stochastic model the attacks on its sampling (`sampling_attacks`, by its traits)."""
 
   spec: EvalSpec
   stochastic: bool
@@ -173,6 +176,7 @@ class AdaptivePlan(NamedTuple):
   transfer: dict
   linf: float
   autoattack: AutoAttackSettings
+  sampling: dict[str, SamplingAttack]
 
 
 EvalPlan = ListedPlan | AutoAttackPlan | AdaptivePlan
@@ -212,8 +216,19 @@ def build_evaluation(spec: EvalSpec, traits: ModelTraits) -> EvalPlan:
       queries=s.square_queries,
       eot_microbatch=s.eot_microbatch,
     )
+    sampling = (
+      sampling_attacks(
+        s.dataset,
+        lwta=traits.lwta,
+        eot_samples=s.eot_samples,
+        steps_scale=s.steps_scale,
+        eot_microbatch=s.eot_microbatch,
+      )
+      if stochastic
+      else {}
+    )
     return AdaptivePlan(
-      s, stochastic, attacks, transfer, linf, autoattack('rand' if stochastic else 'standard')
+      s, stochastic, attacks, transfer, linf, autoattack('rand' if stochastic else 'standard'), sampling
     )
   version = 'rand' if stochastic and s.suite == 'autoattack' else AUTOATTACK_SUITES[s.suite]
   return AutoAttackPlan(s, stochastic, autoattack(version), transfer, grid)

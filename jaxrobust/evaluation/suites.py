@@ -7,9 +7,15 @@ surrogate (added by the evaluator, which owns the surrogate).
 References:
   Croce & Hein 2020 (APGD-CE/DLR; AutoAttack 'rand' uses EOT-20), arXiv:2003.01690
   Athalye et al. 2018 (EOT, BPDA), arXiv:1802.00420
+  Tramèr, Carlini, Brendel & Madry 2020, "On Adaptive Attacks to Adversarial Example Defenses",
+  NeurIPS (expected-probability loss, surrogates of stochastic layers)
+  Bengio, Léonard & Courville 2013, "Estimating or Propagating Gradients Through Stochastic
+  Neurons", arXiv:1308.3432 (straight-through estimator)
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 SUITES = ('study', 'standard', 'autoattack', 'autoattack_rand', 'adaptive')
 # Suites that run AutoAttack's ensemble instead of a list of independent attacks.
@@ -159,3 +165,71 @@ def adaptive_attacks(
       far_draws=max(1, eot_samples // 4),
     ),
   }
+
+
+class SamplingAttack(NamedTuple):
+  """An attack on what a stochastic model samples: `attack` run on a version of the model built
+  from the same variables (`evaluate_adaptive` builds it), its points then classified by the
+  model itself.
+
+  Attributes:
+    attack: the attack's spec (`attacks.build_attack`).
+    lwta_mode: None (the model as it is) or the LWTA mode of the version attacked
+      (`models.with_lwta_mode`): 'hard' (straight-through: one-hot winners forward, the relaxed
+      gradient at `temperature` backward) or 'eval' (winners sampled at `eval_temperature`).
+    temperature: the relaxed temperature of 'hard' (None: the model's own training temperature).
+    eval_temperature: the sampling temperature of 'eval'.
+    mean_probability: the attack runs on `attacks.mean_probability` of the version over this many
+      draws per step (the expected-probability loss), None: on its logits.
+  """
+
+  attack: dict
+  lwta_mode: str | None = None
+  temperature: float | None = None
+  eval_temperature: float | None = None
+  mean_probability: int | None = None
+
+
+# Chosen by measurement on the published LWTA model (experiments/sampling_attacks, its results
+# under results/sampling_attacks/): the strongest temperature of each kind.
+LOW_TEMPERATURE = 0.3
+STRAIGHT_THROUGH_TEMPERATURE: float | None = None
+
+
+def sampling_attacks(
+  dataset: str,
+  *,
+  lwta: bool,
+  eot_samples: int = 20,
+  steps_scale: float = 1.0,
+  eot_microbatch: int | None = None,
+  low_temperature: float = LOW_TEMPERATURE,
+  straight_through_temperature: float | None = STRAIGHT_THROUGH_TEMPERATURE,
+) -> dict[str, SamplingAttack]:
+  """The adaptive suite's attacks on a stochastic model's sampling, each with the work of its
+  EOT-PGD (`eot_pgd_spec`: 100 steps, 2 restarts, `eot_samples` draws per gradient):
+
+  - 'eot_expected_probability' (every stochastic model): PGD on the expected-probability loss
+    −log E_k[p_y] (`attacks.mean_probability` over `eot_samples` draws per step), which a majority
+    vote answers to, instead of EOT's average of per-draw losses;
+  - 'eot_straight_through' (LWTA): EOT-PGD through straight-through winners, exactly one-hot in
+    the forward pass, the relaxed (Gumbel-softmax) gradient at `straight_through_temperature`
+    backward;
+  - 'transfer_low_temperature' (LWTA): EOT-PGD on the winners relaxed at `low_temperature`
+    (between the nearly one-hot test temperature and training's), its points transferred.
+  """
+  eps = linf_budget('standard', dataset)
+  steps = scaled(100, steps_scale)
+  eot = eot_pgd_spec(eps, num_steps=steps, eot_samples=eot_samples, microbatch=eot_microbatch)
+  out = {
+    'eot_expected_probability': SamplingAttack(
+      eot_pgd_spec(eps, num_steps=steps, eot_samples=1, microbatch=eot_microbatch),
+      mean_probability=eot_samples,
+    )
+  }
+  if lwta:
+    out['eot_straight_through'] = SamplingAttack(
+      eot, lwta_mode='hard', temperature=straight_through_temperature
+    )
+    out['transfer_low_temperature'] = SamplingAttack(eot, lwta_mode='eval', eval_temperature=low_temperature)
+  return out

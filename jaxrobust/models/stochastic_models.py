@@ -82,18 +82,30 @@ def pni_network(base, *, noisy_head: bool, channelwise: bool = False, **kwargs) 
 
 
 def with_lwta_mode(
-  model: nn.Module, mode: str = 'auto', *, eval_temperature: float | None = None
+  model: nn.Module,
+  mode: str = 'auto',
+  *,
+  eval_temperature: float | None = None,
+  temperature: float | None = None,
 ) -> nn.Module:
   """The same model (same parameters) with every LWTA layer in `mode` (e.g. 'hard', the
   straight-through sampler; 'mean', the mean field) and, if given, another temperature at test
-  time. For the noise-free surrogate use `model.clone(deterministic=True)`."""
+  time (`eval_temperature`) or for the relaxed and straight-through modes (`temperature`, which
+  replaces a learned one). For the noise-free surrogate use `model.clone(deterministic=True)`.
+
+  Raises:
+    ValueError: for a model not declared an LWTA network, or a temperature that is not > 0.
+  """
   if not model_traits(model).lwta:
     raise ValueError(f'with_lwta_mode: {type(model).__name__} is not declared an LWTA network')
   fields = {**model.act.keywords, 'mode': mode}
-  if eval_temperature is not None:
-    if not eval_temperature > 0:
-      raise ValueError(f'with_lwta_mode: eval_temperature must be > 0, got {eval_temperature}')
-    fields['eval_temperature'] = float(eval_temperature)
+  for name, t in (('eval_temperature', eval_temperature), ('temperature', temperature)):
+    if t is not None:
+      if not t > 0:
+        raise ValueError(f'with_lwta_mode: {name} must be > 0, got {t}')
+      fields[name] = float(t)
+  if temperature is not None:
+    fields['learn_temperature'] = False
   return model.clone(act=functools.partial(LWTA, **fields))
 
 

@@ -1,0 +1,230 @@
+"""A converged stochastic row with the adaptive suite's attacks on its sampling added: the
+previous suite's committed candidates and the added attacks' candidates, the worst case chosen
+and measured again over both, paired with the previous worst case point by point.
+
+  python -m experiments.added_attacks --row=lwta
+
+The added attacks are the suite's own (`suites.sampling_attacks` for the row's traits, at the
+converged study's budget), run on the row's published weights (whose digest must be the row's)
+on the row's test images, each batch's candidates scored on the estimator's selection and
+measurement draws (`keys.eval_keys(...).added`). Their pieces are kept under
+results/converged/<dataset>/pieces/<row>/added/ (hours on a CPU: an interrupted run resumes, and
+two processes share the work). Writes results/converged/<dataset>/added/<row>.json and .md: the
+worst case before and after (expected and majority of the measurement draws), the paired
+difference with its 95 % interval, McNemar's exact test on the points whose verdict changed, and
+each added attack alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from experiments.converged import EOT_MICROBATCH
+from experiments.paired import mcnemar, paired, row_scores
+from jaxrobust import keys
+from jaxrobust.evaluation import EvalSpec, build_evaluation
+from jaxrobust.evaluation.accuracy import as_unit_float
+from jaxrobust.evaluation.adaptive import sampling_attack
+from jaxrobust.evaluation.cache import PieceCache, digest
+from jaxrobust.evaluation.estimator import (
+  SCORE_FIELDS,
+  candidate_scores,
+  draw_keys,
+  scores_as_lists,
+  worst_case,
+)
+from jaxrobust.files import write_atomic
+from jaxrobust.models import make_logits_fn, model_traits
+from jaxrobust.provenance import write_result_json
+from jaxrobust.train.weights import load_model
+
+ROOT = os.path.join('results', 'converged')
+
+
+def added_scores(
+  model, variables, images, labels, spec: EvalSpec, *, key, cache_dir: str | None, progress: bool = True
+):
+  """{attack: `candidate_scores` over the points} of each attack of `build_evaluation(spec,
+  traits).sampling`, batch by batch (`spec.batch_size`), with `key` the evaluation's `added` part;
+  and {attack: seconds} summed over batches."""
+  plan = build_evaluation(spec, model_traits(model))
+  if not plan.sampling:
+    raise ValueError(f'{type(model).__name__} is not declared stochastic: no attack on its sampling to add')
+  f = make_logits_fn(model, variables)
+  names = list(plan.sampling)
+  attacks = {name: sampling_attack(model, variables, plan.sampling[name]) for name in names}
+  settings = dict(
+    model=digest(variables),
+    data=digest(np.asarray(images), np.asarray(labels)),
+    key=digest(key),
+    key_schedule=keys.EVAL_SCHEDULE,
+    batch_size=spec.batch_size,
+    sampling=json.loads(json.dumps({k: v._asdict() for k, v in plan.sampling.items()})),
+    estimator=dict(selection_draws=spec.selection_draws, measurement_draws=spec.measurement_draws),
+  )
+  cache = PieceCache(cache_dir, settings)
+  starts = range(0, len(images), spec.batch_size)
+  bar = tqdm(total=len(starts) * len(names), disable=not progress, desc='added attacks')
+
+  def piece(i: int, j: int, name: str) -> dict:
+    t = time.perf_counter()
+    x = as_unit_float(images[i : i + spec.batch_size])
+    y = jnp.asarray(labels[i : i + spec.batch_size])
+    kb = keys.batch_keys(key, i)
+    x_adv = attacks[name](f, keys.attack_keys(kb, j)[0], x, y)
+    scores = candidate_scores(
+      f, x_adv, y, draw_keys(kb.estimator, spec.selection_draws, spec.measurement_draws)
+    )
+    bar.update()
+    return {'estimator': scores_as_lists(scores), 'seconds': time.perf_counter() - t}
+
+  computes = {
+    f'batch{i:07d}_{name}': functools.partial(piece, i, j, name)
+    for i in starts
+    for j, name in enumerate(names)
+  }
+  pieces = cache.get_all(computes)
+  scores = {
+    name: {
+      f: np.concatenate([np.asarray(pieces[f'batch{i:07d}_{name}']['estimator'][f]) for i in starts])
+      for f in SCORE_FIELDS
+    }
+    for name in names
+  }
+  seconds = {name: sum(pieces[f'batch{i:07d}_{name}']['seconds'] for i in starts) for name in names}
+  return scores, seconds
+
+
+def compare(previous: dict, added: dict) -> dict:
+  """The worst case over the previous candidates, over both, and the paired difference."""
+  before, after = worst_case(previous), worst_case({**previous, **added})
+  t = mcnemar(before.won, after.won)
+  alone = {}
+  for name, s in added.items():
+    robust = np.asarray(s['measure_majority'], bool)
+    alone[name] = {
+      'expected': float(np.mean(s['measure_mean'])),
+      'majority': float(robust.mean()),
+      'broken_only_by_it': int((before.won & ~robust).sum()),
+    }
+  return {
+    'before': {
+      'expected': before.expected,
+      'expected_interval': list(before.expected_interval),
+      'majority': before.majority,
+      'majority_interval': list(before.majority_interval),
+    },
+    'after': {
+      'expected': after.expected,
+      'expected_interval': list(after.expected_interval),
+      'majority': after.majority,
+      'majority_interval': list(after.majority_interval),
+    },
+    'expected_after_minus_before': paired(after.per_point, before.per_point),
+    'majority_after_minus_before': paired(after.won, before.won),
+    'mcnemar_majority': {
+      'robust_only_before': t['only_row'],
+      'robust_only_after': t['only_reference'],
+      'p_value': t['p_value'],
+    },
+    'chosen_after': {k: int((after.chosen == i).sum()) for i, k in enumerate(after.names)},
+    'added_alone': alone,
+    'n': len(before.won),
+  }
+
+
+def markdown(row: str, out: dict) -> str:
+  pct = lambda v: f'{100 * v:.1f}'  # noqa: E731
+  pts = lambda v: f'{100 * v:+.1f}'  # noqa: E731
+  b, a = out['before'], out['after']
+  e, m, t = out['expected_after_minus_before'], out['majority_after_minus_before'], out['mcnemar_majority']
+  lines = [
+    f"{row}: the worst case over the previous suite's candidates, and over them and the attacks on the "
+    f'sampling added to the suite, on the same {out["n"]} images (selected on the selection draws, '
+    "measured on fresh ones). Differences in points with the paired 95 % interval; McNemar's exact "
+    'test on the points whose majority verdict changed.',
+    '',
+    '| worst case | expected | majority of draws |',
+    '|---|---|---|',
+    f'| previous suite | {pct(b["expected"])} [{pct(b["expected_interval"][0])}, {pct(b["expected_interval"][1])}] '
+    f'| {pct(b["majority"])} [{pct(b["majority_interval"][0])}, {pct(b["majority_interval"][1])}] |',
+    f'| with the added attacks | {pct(a["expected"])} [{pct(a["expected_interval"][0])}, {pct(a["expected_interval"][1])}] '
+    f'| {pct(a["majority"])} [{pct(a["majority_interval"][0])}, {pct(a["majority_interval"][1])}] |',
+    f'| difference | {pts(e["difference"])} [{pts(e["interval"][0])}, {pts(e["interval"][1])}] '
+    f'| {pts(m["difference"])} [{pts(m["interval"][0])}, {pts(m["interval"][1])}] |',
+    '',
+    f'Robust only before / only after (majority): {t["robust_only_before"]} / {t["robust_only_after"]}, '
+    f'McNemar p = {t["p_value"]:.2g}.',
+    '',
+    '| added attack | expected | majority | points it broke that the previous worst case left standing |',
+    '|---|---|---|---|',
+  ]
+  for name, r in out['added_alone'].items():
+    lines.append(f'| {name} | {pct(r["expected"])} | {pct(r["majority"])} | {r["broken_only_by_it"]} |')
+  return '\n'.join(lines) + '\n'
+
+
+def run(row: str, *, dataset: str, weights: str, out_dir: str = ROOT, progress: bool = True) -> dict:
+  with open(os.path.join(out_dir, dataset, 'rows', f'{row}.json')) as fh:
+    record = json.load(fh)
+  config, model, variables, ds = load_model(weights)
+  if digest(variables) != record['model_digest']:
+    raise ValueError(
+      f'{weights}: its variables are not the model of {row} (digest {digest(variables)[:12]} vs {record["model_digest"][:12]})'
+    )
+  n = record['n_eval']
+  spec = EvalSpec(
+    dataset=dataset,
+    suite='adaptive',
+    eot_samples=record['result']['eot_samples'],
+    eot_microbatch=EOT_MICROBATCH.get(row),
+  )
+  key = keys.eval_keys(keys.evaluation_key(config.seed)).added
+  t0 = time.time()
+  added, seconds = added_scores(
+    model,
+    variables,
+    ds.test_images[:n],
+    np.asarray(ds.test_labels[:n]),
+    spec,
+    key=key,
+    cache_dir=os.path.join(out_dir, dataset, 'pieces', row, 'added'),
+    progress=progress,
+  )
+  out = compare(row_scores(os.path.join(out_dir, dataset, 'pieces', row, 'adaptive')), added)
+  out.update(row=row, weights=weights, seconds=seconds, wall_s=time.time() - t0)
+  write_result_json(os.path.join(out_dir, dataset, 'added', f'{row}.json'), out, indent=1)
+  write_atomic(os.path.join(out_dir, dataset, 'added', f'{row}.md'), markdown(row, out))
+  return out
+
+
+def main(argv):
+  del argv
+  from absl import flags
+
+  F = flags.FLAGS
+  out = run(
+    F.row,
+    dataset=F.dataset,
+    weights=F.weights or os.path.join('results', 'published', F.dataset, F.row),
+    out_dir=F.out,
+  )
+  print(markdown(F.row, out))
+
+
+def command_line() -> None:
+  """`python -m experiments.added_attacks`: the flags below, then the run (experiments/added_attacks/__main__.py)."""
+  from absl import app, flags
+
+  flags.DEFINE_string('row', 'lwta', 'a stochastic row of the converged study')
+  flags.DEFINE_string('dataset', 'fashion_mnist', "the converged study's dataset")
+  flags.DEFINE_string('weights', '', 'its published weights (default results/published/<dataset>/<row>)')
+  flags.DEFINE_string('out', ROOT, "the converged study's results directory")
+  app.run(main)
