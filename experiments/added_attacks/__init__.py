@@ -32,7 +32,7 @@ from jaxrobust import keys
 from jaxrobust.evaluation import EvalSpec, build_evaluation
 from jaxrobust.evaluation.accuracy import as_unit_float
 from jaxrobust.evaluation.adaptive import sampling_attack
-from jaxrobust.evaluation.cache import PieceCache, digest
+from jaxrobust.evaluation.cache import PieceCache, digest, run_identity
 from jaxrobust.evaluation.estimator import (
   SCORE_FIELDS,
   candidate_scores,
@@ -61,10 +61,7 @@ def added_scores(
   names = list(plan.sampling)
   attacks = {name: sampling_attack(model, variables, plan.sampling[name]) for name in names}
   settings = dict(
-    model=digest(variables),
-    data=digest(np.asarray(images), np.asarray(labels)),
-    key=digest(key),
-    key_schedule=keys.EVAL_SCHEDULE,
+    run_identity(variables, images, labels, key),
     batch_size=spec.batch_size,
     sampling=json.loads(json.dumps({k: v._asdict() for k, v in plan.sampling.items()})),
     estimator=dict(selection_draws=spec.selection_draws, measurement_draws=spec.measurement_draws),

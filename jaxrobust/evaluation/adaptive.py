@@ -32,7 +32,7 @@ from tqdm import tqdm
 from jaxrobust import attacks as A
 from jaxrobust.counts import is_count
 from jaxrobust.evaluation.accuracy import as_unit_float
-from jaxrobust.evaluation.cache import PieceCache, digest
+from jaxrobust.evaluation.cache import PieceCache, digest, run_identity
 from jaxrobust.files import write_atomic
 from jaxrobust.evaluation.estimator import (
   SCORE_FIELDS,
@@ -205,10 +205,7 @@ def evaluate_adaptive(
   attacks.update(extra_attacks or {})
   names = ['clean'] + list(attacks)
   settings = dict(
-    model=digest(variables),
-    data=digest(np.asarray(images), np.asarray(labels)),
-    key=digest(key),
-    key_schedule=keys.EVAL_SCHEDULE,
+    run_identity(variables, images, labels, key),
     dataset=spec.dataset,
     num_draws=num_draws,
     eot_samples=spec.eot_samples,

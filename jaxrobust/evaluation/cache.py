@@ -30,6 +30,7 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 
+from jaxrobust import keys
 from jaxrobust.files import write_json_atomic
 
 SETTINGS = 'settings.json'
@@ -47,6 +48,17 @@ def digest(*trees) -> str:
       h.update(f'{a.dtype}{a.shape}'.encode())
       h.update(np.ascontiguousarray(a).tobytes())
   return h.hexdigest()
+
+
+def run_identity(variables, images, labels, key) -> dict[str, Any]:
+  """The settings every cache of an attacked test set starts from: the model's variables, the
+  images and labels, the root key and the key schedule that derives every other key from it."""
+  return dict(
+    model=digest(variables),
+    data=digest(np.asarray(images), np.asarray(labels)),
+    key=digest(key),
+    key_schedule=keys.EVAL_SCHEDULE,
+  )
 
 
 FORMAT = 'jaxrobust-piece-1'
