@@ -1035,7 +1035,24 @@ def test_added_attacks_score_every_batch_and_read_their_pieces_back(tmp_path, mo
   assert {k: {f: list(v) for f, v in s.items()} for k, s in again.items()} == {
     k: {f: list(v) for f, v in s.items()} for k, s in scores.items()
   }
+  # One attack alone reads its own pieces back (each attack has a cache of its own).
+  alone, _ = added_attacks.added_scores(
+    model,
+    variables,
+    x,
+    y,
+    spec,
+    key=jax.random.key(3),
+    cache_dir=str(tmp_path),
+    only=['eot_straight_through'],
+    progress=False,
+  )
+  assert list(alone) == ['eot_straight_through']
   monkeypatch.undo()
+  with pytest.raises(ValueError, match=r"\['eot_pgd'\] are not attacks of this model"):
+    added_attacks.added_scores(
+      model, variables, x, y, spec, key=jax.random.key(3), cache_dir=None, only=['eot_pgd']
+    )
   with pytest.raises(ValueError, match='not declared stochastic'):
     added_attacks.added_scores(
       create_model('small_cnn', num_classes=4), variables, x, y, spec, key=jax.random.key(3), cache_dir=None

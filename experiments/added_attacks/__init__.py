@@ -21,6 +21,7 @@ import functools
 import json
 import os
 import time
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -49,53 +50,66 @@ ROOT = os.path.join('results', 'converged')
 
 
 def added_scores(
-  model, variables, images, labels, spec: EvalSpec, *, key, cache_dir: str | None, progress: bool = True
+  model,
+  variables,
+  images,
+  labels,
+  spec: EvalSpec,
+  *,
+  key,
+  cache_dir: str | None,
+  only: Sequence[str] | None = None,
+  progress: bool = True,
 ):
   """{attack: `candidate_scores` over the points} of each attack of `build_evaluation(spec,
-  traits).sampling`, batch by batch (`spec.batch_size`), with `key` the evaluation's `added` part;
-  and {attack: seconds} summed over batches."""
+  traits).sampling` (or of those named in `only`), batch by batch (`spec.batch_size`), with `key`
+  the evaluation's `added` part; and {attack: seconds} summed over batches. Each attack keeps its
+  pieces in a cache of its own (`cache_dir/<attack>`), so that another temperature of one attack
+  leaves the others' pieces valid.
+
+  Raises:
+    ValueError: for a model not declared stochastic, or a name in `only` that is not one of the
+      model's attacks on its sampling.
+  """
   plan = build_evaluation(spec, model_traits(model))
   if not plan.sampling:
     raise ValueError(f'{type(model).__name__} is not declared stochastic: no attack on its sampling to add')
+  unknown = sorted(set(only or ()) - set(plan.sampling))
+  if unknown:
+    raise ValueError(f'added_scores: {unknown} are not attacks of this model; it has {list(plan.sampling)}')
   f = make_logits_fn(model, variables)
-  names = list(plan.sampling)
-  attacks = {name: sampling_attack(model, variables, plan.sampling[name]) for name in names}
-  settings = dict(
+  index = {name: j for j, name in enumerate(plan.sampling)}  # each attack's key, whatever `only` holds
+  names = [n for n in plan.sampling if only is None or n in only]
+  identity = dict(
     run_identity(variables, images, labels, key),
     batch_size=spec.batch_size,
-    sampling=json.loads(json.dumps({k: v._asdict() for k, v in plan.sampling.items()})),
     estimator=dict(selection_draws=spec.selection_draws, measurement_draws=spec.measurement_draws),
   )
-  cache = PieceCache(cache_dir, settings)
   starts = range(0, len(images), spec.batch_size)
   bar = tqdm(total=len(starts) * len(names), disable=not progress, desc='added attacks')
 
-  def piece(i: int, j: int, name: str) -> dict:
+  def piece(i: int, name: str, attack) -> dict:
     t = time.perf_counter()
     x = as_unit_float(images[i : i + spec.batch_size])
     y = jnp.asarray(labels[i : i + spec.batch_size])
     kb = keys.batch_keys(key, i)
-    x_adv = attacks[name](f, keys.attack_keys(kb, j)[0], x, y)
+    x_adv = attack(f, keys.attack_keys(kb, index[name])[0], x, y)
     scores = candidate_scores(
       f, x_adv, y, draw_keys(kb.estimator, spec.selection_draws, spec.measurement_draws)
     )
     bar.update()
     return {'estimator': scores_as_lists(scores), 'seconds': time.perf_counter() - t}
 
-  computes = {
-    f'batch{i:07d}_{name}': functools.partial(piece, i, j, name)
-    for i in starts
-    for j, name in enumerate(names)
-  }
-  pieces = cache.get_all(computes)
-  scores = {
-    name: {
-      f: np.concatenate([np.asarray(pieces[f'batch{i:07d}_{name}']['estimator'][f]) for i in starts])
-      for f in SCORE_FIELDS
-    }
-    for name in names
-  }
-  seconds = {name: sum(pieces[f'batch{i:07d}_{name}']['seconds'] for i in starts) for name in names}
+  scores, seconds = {}, {}
+  for name in names:
+    sampling = plan.sampling[name]
+    settings = dict(identity, attack=name, sampling=json.loads(json.dumps(sampling._asdict())))
+    cache = PieceCache(None if cache_dir is None else os.path.join(cache_dir, name), settings)
+    attack = sampling_attack(model, variables, sampling)
+    computes = {f'batch{i:07d}': functools.partial(piece, i, name, attack) for i in starts}
+    pieces = [cache.get_all(computes)[f'batch{i:07d}'] for i in starts]
+    scores[name] = {f: np.concatenate([np.asarray(p['estimator'][f]) for p in pieces]) for f in SCORE_FIELDS}
+    seconds[name] = sum(p['seconds'] for p in pieces)
   return scores, seconds
 
 
@@ -168,7 +182,17 @@ def markdown(row: str, out: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def run(row: str, *, dataset: str, weights: str, out_dir: str = ROOT, progress: bool = True) -> dict:
+def run(
+  row: str,
+  *,
+  dataset: str,
+  weights: str,
+  out_dir: str = ROOT,
+  only: Sequence[str] | None = None,
+  progress: bool = True,
+) -> dict | None:
+  """The row's added attacks (pieces stored as each finishes) and, unless `only` names some of
+  them, the comparison, written as JSON and markdown; returns it (None with `only`)."""
   with open(os.path.join(out_dir, dataset, 'rows', f'{row}.json')) as fh:
     record = json.load(fh)
   config, model, variables, ds = load_model(weights)
@@ -193,8 +217,11 @@ def run(row: str, *, dataset: str, weights: str, out_dir: str = ROOT, progress: 
     spec,
     key=key,
     cache_dir=os.path.join(out_dir, dataset, 'pieces', row, 'added'),
+    only=only,
     progress=progress,
   )
+  if only is not None:  # some of the attacks only: their pieces are stored, nothing is compared
+    return None
   out = compare(row_scores(os.path.join(out_dir, dataset, 'pieces', row, 'adaptive')), added)
   out.update(row=row, weights=weights, seconds=seconds, wall_s=time.time() - t0)
   write_result_json(os.path.join(out_dir, dataset, 'added', f'{row}.json'), out, indent=1)
@@ -207,13 +234,10 @@ def main(argv):
   from absl import flags
 
   F = flags.FLAGS
-  out = run(
-    F.row,
-    dataset=F.dataset,
-    weights=F.weights or os.path.join('results', 'published', F.dataset, F.row),
-    out_dir=F.out,
-  )
-  print(markdown(F.row, out))
+  weights = F.weights or os.path.join('results', 'published', F.dataset, F.row)
+  only = F.attacks.split(',') if F.attacks else None
+  out = run(F.row, dataset=F.dataset, weights=weights, out_dir=F.out, only=only)
+  print('pieces stored; run without --attacks to compare' if out is None else markdown(F.row, out))
 
 
 def command_line() -> None:
@@ -224,4 +248,7 @@ def command_line() -> None:
   flags.DEFINE_string('dataset', 'fashion_mnist', "the converged study's dataset")
   flags.DEFINE_string('weights', '', 'its published weights (default results/published/<dataset>/<row>)')
   flags.DEFINE_string('out', ROOT, "the converged study's results directory")
+  flags.DEFINE_string(
+    'attacks', '', 'only these added attacks, comma-separated (another process can take the rest)'
+  )
   app.run(main)
