@@ -192,7 +192,7 @@ class SamplingAttack(NamedTuple):
 
 # Chosen by measurement on the published LWTA model (experiments/sampling_attacks, its results
 # under results/sampling_attacks/): the strongest temperature of each kind.
-LOW_TEMPERATURE = 0.3
+LOW_TEMPERATURE = 0.5
 STRAIGHT_THROUGH_TEMPERATURE: float | None = None
 
 
