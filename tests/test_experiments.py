@@ -758,6 +758,7 @@ def test_sampling_attacks_choice_compares_equal_work_against_eot_pgd(table, tmp_
     out_dir=str(tmp_path),
   )
   assert json.loads(open(path).read())['strongest'] == rec['strongest']
+  assert all(f'| {name} |' in open(path.removesuffix('.json') + '.md').read() for name in rec['candidates'])
   cands = rec['candidates']
   assert set(cands) == {
     'eot_pgd',

@@ -32,6 +32,7 @@ from jaxrobust.evaluation.adaptive import sampling_attack
 from jaxrobust.evaluation.estimator import plurality
 from jaxrobust.evaluation.suites import SamplingAttack, eot_pgd_spec, linf_budget
 from jaxrobust.models import make_logits_fn, model_traits
+from jaxrobust.files import write_atomic
 from jaxrobust.provenance import write_result_json
 from jaxrobust.train.weights import load_model
 
@@ -85,6 +86,34 @@ def summarize(preds: dict, y: np.ndarray, candidates: dict[str, SamplingAttack])
   return res
 
 
+def markdown(rec: dict) -> str:
+  """The comparison as a table: each variant's majority and expected accuracy with 95 % intervals
+  and its points broken only by it / only by EOT-PGD."""
+  pct = lambda v: f'{100 * v:.1f}'  # noqa: E731
+  lines = [
+    f'{rec["row"]}, test images {rec["first"]}–{rec["first"] + rec["num_test"] - 1}, ε = {rec["epsilon"]}, '
+    f'{rec["work"]}; each attacked point classified on {rec["draws"]} fresh draws.',
+    '',
+    '| variant | majority [95 %] | expected [95 %] | broken only by it / only by EOT-PGD | seconds |',
+    '|---|---|---|---|---|',
+  ]
+  for name in rec['candidates']:
+    r = rec[name]
+    lines.append(
+      f'| {name} | {pct(r["majority"])} [{pct(r["majority_interval"][0])}, {pct(r["majority_interval"][1])}] '
+      f'| {pct(r["expected"])} [{pct(r["expected_interval"][0])}, {pct(r["expected_interval"][1])}] '
+      f'| {r["broken_only_by_it"]} / {r["broken_only_by_eot_pgd"]} | {r["seconds"]:.0f} |'
+    )
+  return '\n'.join(lines) + '\n'
+
+
+def write(rec: dict, out_dir: str, dataset: str) -> str:
+  """The record as JSON and its table as markdown beside it; returns the JSON's path."""
+  path = write_result_json(os.path.join(out_dir, dataset, f'{rec["row"]}.json'), rec, indent=1)
+  write_atomic(path.removesuffix('.json') + '.md', markdown(rec))
+  return path
+
+
 def run(
   workdir: str, *, first: int, num_test: int, steps: int, eot: int, draws: int, low, straight, out_dir: str
 ):
@@ -121,7 +150,7 @@ def run(
     work=f'every variant: {steps} steps, 2 restarts, {eot} forward and backward passes per step and image',
     candidates={k: v._asdict() for k, v in candidates.items()},
   )
-  return write_result_json(os.path.join(out_dir, config.data.name, f'{row}.json'), rec, indent=1), rec
+  return write(rec, out_dir, config.data.name), rec
 
 
 def main(argv):
