@@ -3,6 +3,8 @@ model plus a zero-mean random term s_j·c·sin(k·(v_j·x)) per class, a random 
 expected logits are linear, so its exact L∞ robust accuracy is known in closed form; a single
 draw's gradient is mostly the random term (c·k ≫ the linear weights)."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -205,15 +207,22 @@ def test_evaluate_adaptive_on_a_stochastic_lwta_network(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match=f'{tmp_path}.*key'):
     run(jax.random.key(5))
   # One attack's hyperparameter changed (EOT-Square's draws for far points) is another setting.
+  stored_attacks = plan.attacks
   plan = plan._replace(attacks=dict(plan.attacks, eot_square=dict(plan.attacks['eot_square'], far_draws=2)))
   with pytest.raises(ValueError, match=f'{tmp_path}.*specs'):
     run()
-  # Another temperature of an attack on the sampling is another setting too.
+  # Another temperature of an attack on the sampling is another setting too (the specs put back,
+  # so that the sampling alone differs).
+  plan = plan._replace(attacks=stored_attacks)
   low = plan.sampling['transfer_low_temperature']
   plan = plan._replace(
-    sampling=dict(plan.sampling, transfer_low_temperature=low._replace(eval_temperature=0.5))
+    sampling=dict(
+      plan.sampling, transfer_low_temperature=low._replace(eval_temperature=low.eval_temperature / 2)
+    )
   )
-  with pytest.raises(ValueError, match=f'{tmp_path}.*sampling'):
+  with pytest.raises(
+    ValueError, match=re.escape(f"{tmp_path} holds results of other settings (differing: ['sampling'])")
+  ):
     run()
   assert {'transfer_argmax', 'transfer_mean_field', 'aa_standard', 'aa_rand', 'eot_pgd', 'eot_square'} <= set(
     res['attacks']
