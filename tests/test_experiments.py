@@ -993,6 +993,17 @@ def test_added_attacks_compare_chooses_again_over_both_and_pairs_the_verdicts():
   )
   assert out['added_alone']['added']['broken_only_by_it'] == 2
   assert out['chosen_after']['added'] == 2 and sum(out['chosen_after'].values()) == 6
+  assert 'reference' not in out
+  # Paired with a reference robust on points 0, 1 and 4: before, the row is robust alone on 2 and 3
+  # and the reference alone on 4; after, the row alone on 3, the reference alone on 1 and 4.
+  ref = np.array([1, 1, 0, 0, 1, 0], bool)
+  against = compare(previous, {'added': cand([1, 0, 0, 1, 1, 1])}, ('pgd_at', ref))['reference']
+  assert against['label'] == 'pgd_at'
+  assert against['before']['mcnemar_majority'] == {'only_row': 2, 'only_reference': 1, 'p_value': 1.0}
+  assert against['after']['mcnemar_majority']['only_row'] == 1
+  assert against['after']['mcnemar_majority']['only_reference'] == 2
+  assert against['after']['majority_minus_reference']['difference'] == pytest.approx(-1 / 6)
+  assert against['before']['majority_minus_reference']['difference'] == pytest.approx(1 / 6)
 
 
 @pytest.mark.long

@@ -28,7 +28,14 @@ import numpy as np
 from tqdm import tqdm
 
 from experiments.converged import EOT_MICROBATCH
-from experiments.paired import mcnemar, paired, row_scores
+from experiments.paired import (
+  against_reference,
+  mcnemar,
+  paired,
+  reference_outcomes,
+  reference_path,
+  row_scores,
+)
 from jaxrobust import keys
 from jaxrobust.evaluation import EvalSpec, build_evaluation
 from jaxrobust.evaluation.accuracy import as_unit_float
@@ -113,8 +120,10 @@ def added_scores(
   return scores, seconds
 
 
-def compare(previous: dict, added: dict) -> dict:
-  """The worst case over the previous candidates, over both, and the paired difference."""
+def compare(previous: dict, added: dict, reference: tuple[str, np.ndarray] | None = None) -> dict:
+  """The worst case over the previous candidates, over both, and the paired difference; with a
+  `reference` (label, per-point robust booleans on the same points), both worst cases paired with
+  it too (`paired.against_reference`)."""
   before, after = worst_case(previous), worst_case({**previous, **added})
   t = mcnemar(before.won, after.won)
   alone = {}
@@ -125,7 +134,7 @@ def compare(previous: dict, added: dict) -> dict:
       'majority': float(robust.mean()),
       'broken_only_by_it': int((before.won & ~robust).sum()),
     }
-  return {
+  out = {
     'before': {
       'expected': before.expected,
       'expected_interval': list(before.expected_interval),
@@ -149,6 +158,14 @@ def compare(previous: dict, added: dict) -> dict:
     'added_alone': alone,
     'n': len(before.won),
   }
+  if reference is not None:
+    label, ref = reference
+    out['reference'] = {
+      'label': label,
+      'before': against_reference(before, ref, 'before'),
+      'after': against_reference(after, ref, 'after'),
+    }
+  return out
 
 
 def markdown(row: str, out: dict) -> str:
@@ -179,6 +196,23 @@ def markdown(row: str, out: dict) -> str:
   ]
   for name, r in out['added_alone'].items():
     lines.append(f'| {name} | {pct(r["expected"])} | {pct(r["majority"])} | {r["broken_only_by_it"]} |')
+  if 'reference' in out:
+    ref = out['reference']
+    lines += [
+      '',
+      f"Against {ref['label']}, on the same images (the worst case minus the reference's per-point "
+      'outcome, in points, paired 95 % interval; McNemar on the points where exactly one is robust):',
+      '',
+      '| worst case | expected − reference | majority − reference | robust only in the row / only in the reference | McNemar p |',
+      '|---|---|---|---|---|',
+    ]
+    for label, r in (('previous suite', ref['before']), ('with the added attacks', ref['after'])):
+      e, m, t = r['expected_minus_reference'], r['majority_minus_reference'], r['mcnemar_majority']
+      lines.append(
+        f'| {label} | {pts(e["difference"])} [{pts(e["interval"][0])}, {pts(e["interval"][1])}] '
+        f'| {pts(m["difference"])} [{pts(m["interval"][0])}, {pts(m["interval"][1])}] '
+        f'| {t["only_row"]} / {t["only_reference"]} | {t["p_value"]:.2g} |'
+      )
   return '\n'.join(lines) + '\n'
 
 
@@ -222,7 +256,9 @@ def run(
   )
   if only is not None:  # some of the attacks only: their pieces are stored, nothing is compared
     return None
-  out = compare(row_scores(os.path.join(out_dir, dataset, 'pieces', row, 'adaptive')), added)
+  has_reference = os.path.exists(reference_path(dataset, out_dir))
+  reference = reference_outcomes(dataset, out_dir) if has_reference else None
+  out = compare(row_scores(os.path.join(out_dir, dataset, 'pieces', row, 'adaptive')), added, reference)
   out.update(row=row, weights=weights, seconds=seconds, wall_s=time.time() - t0)
   write_result_json(os.path.join(out_dir, dataset, 'added', f'{row}.json'), out, indent=1)
   write_atomic(os.path.join(out_dir, dataset, 'added', f'{row}.md'), markdown(row, out))

@@ -97,27 +97,45 @@ def measure_reference(dataset: str, num_test: int) -> str:
   spec = EvalSpec(dataset=dataset, suite='autoattack')
   record = evaluate_test_set(model, variables, ds, spec, seed=config.seed, num_test=num_test, progress=True)
   record['source'] = {'weights': os.path.join('results', 'published', dataset, REFERENCE)}
-  return write_result_json(os.path.join(ROOT, dataset, 'paired', f'{REFERENCE}_autoattack.json'), record)
+  return write_result_json(reference_path(dataset), record)
+
+
+def reference_path(dataset: str, root: str = ROOT) -> str:
+  """Where `measure_reference` writes PGD-AT's per-point AutoAttack outcomes."""
+  return os.path.join(root, dataset, 'paired', f'{REFERENCE}_autoattack.json')
+
+
+def reference_outcomes(dataset: str, root: str = ROOT) -> tuple[str, np.ndarray]:
+  """PGD-AT's committed per-point AutoAttack outcomes (robust or not) and their label."""
+  with open(reference_path(dataset, root)) as f:
+    reference = json.load(f)
+  return (
+    f'{REFERENCE}: AutoAttack standard, {reference["autoattack"]:.3f}',
+    np.asarray(reference['per_example']['autoattack'], bool),
+  )
+
+
+def against_reference(wc, ref: np.ndarray, row: str) -> dict:
+  """A row's `estimator.worst_case` paired with the reference's per-point outcomes."""
+  if len(wc.won) != len(ref):
+    raise ValueError(f'{row}: {len(wc.won)} points, but the reference has {len(ref)}')
+  return {
+    'worst_case_expected': wc.expected,
+    'worst_case_majority': wc.majority,
+    'reference_autoattack': float(ref.mean()),
+    'expected_minus_reference': paired(wc.per_point, ref),
+    'majority_minus_reference': paired(wc.won, ref),
+    'mcnemar_majority': mcnemar(wc.won, ref),
+  }
 
 
 def compare(dataset: str) -> dict:
   """The paired comparison of every stochastic row with the reference; writes paired.json/md."""
-  with open(os.path.join(ROOT, dataset, 'paired', f'{REFERENCE}_autoattack.json')) as f:
-    reference = json.load(f)
-  ref = np.asarray(reference['per_example']['autoattack'], bool)
-  out: dict = {'reference': f'{REFERENCE}: AutoAttack standard, {reference["autoattack"]:.3f}', 'rows': {}}
+  label, ref = reference_outcomes(dataset)
+  out: dict = {'reference': label, 'rows': {}}
   for row in STOCHASTIC_ROWS:
     wc = row_worst_case(os.path.join(ROOT, dataset, 'pieces', row, 'adaptive'))
-    if len(wc.won) != len(ref):
-      raise ValueError(f'{row}: {len(wc.won)} points, but the reference has {len(ref)}')
-    out['rows'][row] = {
-      'worst_case_expected': wc.expected,
-      'worst_case_majority': wc.majority,
-      'reference_autoattack': float(ref.mean()),
-      'expected_minus_reference': paired(wc.per_point, ref),
-      'majority_minus_reference': paired(wc.won, ref),
-      'mcnemar_majority': mcnemar(wc.won, ref),
-    }
+    out['rows'][row] = against_reference(wc, ref, row)
   write_result_json(os.path.join(ROOT, dataset, 'paired.json'), out, indent=1)
   write_atomic(os.path.join(ROOT, dataset, 'paired.md'), markdown(out))
   return out
