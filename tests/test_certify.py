@@ -413,7 +413,7 @@ def test_a_stochastic_base_classifier_is_refused_unless_each_draw_gets_its_own_k
   common = dict(sigma=0.25, n0=100, n=1000, alpha=0.001)
   with pytest.raises(ValueError, match='declared stochastic.*stochastic_base=True'):
     smooth_certify(f, jax.random.key(3), x, **common)
-  with pytest.raises(TypeError, match='stochastic_base must be True or False'):
+  with pytest.raises(TypeError, match='stochastic_base must be None, True or False'):
     smooth_certify(f, jax.random.key(3), x, stochastic_base=1, **common)
   cert = smooth_certify(f, jax.random.key(3), x, stochastic_base=True, **common)
   assert (cert.prediction == ABSTAIN).all() and (cert.radius == 0).all(), cert
@@ -423,9 +423,29 @@ def test_a_stochastic_base_classifier_is_refused_unless_each_draw_gets_its_own_k
   assert (cert.counts.sum(1) == 1000).all()
 
 
+def test_an_undeclared_coin_flip_gets_a_key_per_draw_and_is_not_certified():
+  """A plain function (no declared traits) that flips one fair coin per call: before, the draws of
+  a pass shared one call and its coin, and CERTIFY certified class 0 at radius 0.032 (counts
+  600/400 at α = 0.001). Undeclared, every draw is its own call with its own key: it abstains,
+  and each example's votes are Binomial(1000, ½) within 4 sd. Only a caller who vouches that the
+  function ignores its key (stochastic_base=False) gets the shared calls, and then the coins of a
+  pass agree: votes come in blocks of the pass's size."""
+
+  def coin(x, key):
+    heads = jax.random.bernoulli(key, 0.5)
+    return jnp.broadcast_to(jnp.where(heads, jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0])), (x.shape[0], 2))
+
+  x = jnp.full((3, 4), 0.5)
+  cert = smooth_certify(coin, jax.random.key(0), x, sigma=0.25, n0=100, n=1000, alpha=0.001)
+  assert (cert.prediction == ABSTAIN).all() and (cert.radius == 0).all(), cert
+  assert (np.abs(cert.counts[:, 0] - 500) <= 4 * np.sqrt(250)).all(), cert.counts
+  vouched = class_counts(coin, jax.random.key(0), x, sigma=0.25, n=1000, stochastic_base=False)
+  assert (vouched % 100 == 0).all(), vouched
+
+
 def test_a_deterministic_base_gives_the_same_votes_with_a_key_per_draw():
   f, x = _linear(W, 0.05), _points(np.linspace(-0.2, 0.2, 5), W, 0.05)
-  shared = class_counts(f, jax.random.key(6), x, sigma=SIGMA, n=400)
+  shared = class_counts(f, jax.random.key(6), x, sigma=SIGMA, n=400, stochastic_base=False)
   per_draw = class_counts(f, jax.random.key(6), x, sigma=SIGMA, n=400, stochastic_base=True)
   # The same noise; only the program differs, so a vote may flip on a near-tie at most.
   assert np.abs(shared - per_draw).max() <= 2, (shared, per_draw)

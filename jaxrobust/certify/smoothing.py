@@ -16,12 +16,15 @@ draws.
 A stochastic base classifier. The guarantee rests on independent votes. A deterministic base
 classifier ignores its key, so one call per pass serves all its draws. A stochastic one (PNI's
 weight noise, LWTA's winners) may draw its randomness once per call, and then all the draws of a
-pass would share one draw of it: correlated votes, and a certificate for a coin flip. With
-`stochastic_base=True` every noise draw is its own call with its own model key (vmapped, slower),
-so the votes are independent and the certificate is that of the smoothed classifier
-P(f_ω(x + ε) = c) over both the noise ε and the model's own randomness ω. A `logits_fn` that
-declares itself stochastic (`make_logits_fn` of a model whose traits say so) is refused unless
-`stochastic_base=True` is passed.
+pass would share one draw of it: correlated votes, and a certificate for a coin flip. So every
+noise draw is its own call with its own model key (vmapped, slower), the votes are independent
+and the certificate is that of the smoothed classifier P(f_ω(x + ε) = c) over both the noise ε
+and the model's own randomness ω, unless the base classifier is known to be deterministic:
+`stochastic_base` says how. None (the default) shares one call per pass only for a `logits_fn`
+declared deterministic (`make_logits_fn` of a model whose traits say so) and gives a plain,
+undeclared function a key per draw; True gives every draw its own key; False shares one call per
+pass (the caller vouches that the function ignores its key). A `logits_fn` declared stochastic is
+refused unless `stochastic_base=True` says that its randomness is drawn per draw.
 
 References:
   Cohen, Rosenfeld & Kolter 2019, Certified Adversarial Robustness via Randomized Smoothing,
@@ -107,10 +110,12 @@ def declared_stochastic(logits_fn) -> bool | None:
   return declared if isinstance(declared, bool) else None
 
 
-def _check_base(logits_fn, stochastic_base) -> bool:
-  if not isinstance(stochastic_base, bool):
-    raise TypeError(f'stochastic_base must be True or False, got {stochastic_base!r}')
-  if declared_stochastic(logits_fn) and not stochastic_base:
+def _check_base(logits_fn, stochastic_base: bool | None) -> bool:
+  """Whether every draw gets its own call and model key (module docstring, "A stochastic base")."""
+  if stochastic_base is not None and not isinstance(stochastic_base, bool):
+    raise TypeError(f'stochastic_base must be None, True or False, got {stochastic_base!r}')
+  declared = declared_stochastic(logits_fn)
+  if declared and stochastic_base is not True:
     raise ValueError(
       'logits_fn is declared stochastic (its model draws noise in the forward pass): votes that '
       'share one model key are not independent and would certify a coin flip. Pass '
@@ -118,6 +123,8 @@ def _check_base(logits_fn, stochastic_base) -> bool:
       "the smoothed classifier's over the noise and the model's own randomness), or certify the "
       'deterministic model.'
     )
+  if stochastic_base is None:
+    return declared is not False  # shared calls only for a function declared deterministic
   return stochastic_base
 
 
@@ -164,7 +171,7 @@ def class_counts(
   n: int,
   tag: int = keys.TAG_SMOOTH_ESTIMATE,
   draws_per_pass: int = 100,
-  stochastic_base: bool = False,
+  stochastic_base: bool | None = None,
 ):
   """Votes of the base classifier over n Gaussian draws per example: (B, num_classes) int32.
 
@@ -176,8 +183,9 @@ def class_counts(
     n: draws per example.
     tag: the named tag (keys.py) folded into each example's key for these draws.
     draws_per_pass: draws per example per forward pass (memory: B·draws_per_pass images).
-    stochastic_base: the base classifier draws randomness from its key: every draw is its own
-      call with its own key (module docstring). Required for a `logits_fn` declared stochastic.
+    stochastic_base: True: every draw is its own call with its own model key (required for a
+      `logits_fn` declared stochastic); False: one call per pass (the function ignores its key);
+      None: False only for a `logits_fn` declared deterministic (module docstring).
 
   Raises:
     FloatingPointError: a logit of some draw is not finite.
@@ -229,7 +237,7 @@ def smooth_predict(
   n: int,
   alpha: float,
   draws_per_pass: int = 100,
-  stochastic_base: bool = False,
+  stochastic_base: bool | None = None,
 ) -> np.ndarray:
   """PREDICT: the smoothed class, or ABSTAIN when a two-sided binomial test cannot tell the top
   two classes apart at level α (then the probability of returning a wrong class is at most α).
@@ -268,7 +276,7 @@ def smooth_certify(
   n: int,
   alpha: float,
   draws_per_pass: int = 100,
-  stochastic_base: bool = False,
+  stochastic_base: bool | None = None,
 ) -> Certificate:
   """CERTIFY: choose the top class on n0 draws, bound its probability from below on n fresh draws,
   and certify the L2 radius σ·Φ⁻¹(p_A); abstain when p_A < ½.
