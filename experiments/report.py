@@ -40,13 +40,60 @@ AND_OF_DRAWS_NOTE = (
 )
 
 
+# A stochastic row's worst case selected and measured (records that have it).
+SELECTED = '‡'
+SELECTED_NOTE = (
+  f"{SELECTED} A stochastic row's worst case selected and measured: each point's worst candidate "
+  "(the clean point, every attack's, AutoAttack's) chosen on {selection} draws of the model and "
+  'classified by the majority of {measurement} fresh ones (the expected accuracy over those draws '
+  'in parentheses). Unbiased for the chosen candidates, it is comparable with a deterministic '
+  "row's worst case, and is paired with the reference row below."
+)
+REFERENCE_ROW = 'pgd_at'
+
+
 def _cell(res: dict, key: str) -> str:
   # A randomized model gets no interval certificate: say so rather than leave the cell empty.
   if key == 'verified_linf' and res.get(key) is None and res.get('stochastic'):
     return 'none (random)'
+  if key == 'worst_case' and res.get('stochastic') and res.get('worst_case_selected') is not None:
+    return f'{_pct(res["worst_case_selected"])} {SELECTED} ({_pct(res["worst_case_selected_expected"])})'
   if key == 'worst_case' and res.get('stochastic') and res.get(key) is not None:
     return f'{_pct(res[key])} {AND_OF_DRAWS}'
   return _pct(res.get(key))
+
+
+def paired_lines(rows: list[dict]) -> list[str]:
+  """Each stochastic row with a selected worst case, paired point by point with the reference
+  row's worst case on the same images (`experiments.paired`): difference in points with its 95 %
+  interval, the discordant points and McNemar's exact p."""
+  from experiments.paired import mcnemar, paired
+
+  ref = next((r for r in rows if r.get('row') == REFERENCE_ROW), None)
+  if ref is None:
+    return []
+  ref_won = ref['result']['per_example']['worst_case']
+  lines = []
+  for r in rows:
+    per = r['result'].get('per_example', {})
+    if not r['result'].get('stochastic') or 'worst_case_selected' not in per:
+      continue
+    if len(per['worst_case_selected']) != len(ref_won):
+      raise ValueError(
+        f'{r["row"]}: {len(per["worst_case_selected"])} points, {REFERENCE_ROW} has {len(ref_won)}'
+      )
+    d = paired(per['worst_case_selected'], ref_won)
+    t = mcnemar(per['worst_case_selected'], ref_won)
+    lines.append(
+      f'- {r["title"]} − {ref["title"]}: {100 * d["difference"]:+.1f} points '
+      f'[{100 * d["interval"][0]:+.1f}, {100 * d["interval"][1]:+.1f}] by majority; robust only in the '
+      f'row / only in the reference: {t["only_row"]} / {t["only_reference"]}, McNemar p = {t["p_value"]:.2g}.'
+    )
+  return (
+    ['', f'Paired with {ref["title"]} on the same images (worst cases, per point):', ''] + lines
+    if lines
+    else []
+  )
 
 
 def _ms(v) -> str:
@@ -78,8 +125,18 @@ def table_markdown(rows: list[dict], *, caption: str = '') -> str:
       + ' | '.join(_cell(res, k) for k, _ in cols)
       + f' | {_ms(res.get("ms_per_image"))} | {"–" if seconds is None else f"{seconds:.0f}"} |'
     )
-  if any(r['result'].get('stochastic') and 'worst_case' in r['result'] for r in rows):
+  stochastic = [r['result'] for r in rows if r['result'].get('stochastic') and 'worst_case' in r['result']]
+  selected = [res for res in stochastic if res.get('worst_case_selected') is not None]
+  if selected:
+    lines += [
+      '',
+      SELECTED_NOTE.format(
+        selection=selected[0]['selection_draws'], measurement=selected[0]['measurement_draws']
+      ),
+    ]
+  if len(selected) < len(stochastic):
     lines += ['', AND_OF_DRAWS_NOTE]
+  lines += paired_lines(rows)
   return '\n'.join(lines) + '\n'
 
 

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
 from experiments.report import table_markdown
 from jaxrobust import attacks as A
@@ -223,3 +224,80 @@ def test_accuracy_refuses_labels_no_logit_can_match_and_floats_outside_the_domai
     E.clean_accuracy(f, x, np.zeros(4, np.float32), key=KEY)
   with pytest.raises(ValueError, match=r'images are floats in \[200.0, 200.0\]'):
     E.clean_accuracy(f, np.full((4, 2, 2, 1), 200.0, np.float32), np.zeros(4, np.int32), key=KEY)
+
+
+class _NoisyGuess(nn.Module):
+  """Ignores its input: answers class 0 with probability q and class 1 otherwise, a fresh draw
+  per point and per call (a stochastic model whose robust accuracy is exactly q, since no input
+  changes its answer)."""
+
+  q: float = 0.8
+  deterministic: bool | None = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, deterministic: bool | None = None):
+    w = self.param('w', nn.initializers.zeros, (x[0].size, 3))
+    if self.deterministic or deterministic:
+      right = jnp.ones((x.shape[0],), bool)
+    else:
+      right = jax.random.uniform(self.make_rng('stochastic'), (x.shape[0],)) < self.q
+    return jax.nn.one_hot(jnp.where(right, 0, 1), 3) * 5.0 + x.reshape(x.shape[0], -1) @ w
+
+
+@pytest.mark.long
+def test_a_stochastic_models_listed_suite_selects_and_measures_its_worst_case():
+  """A model that is right with probability q = 0.8 on every call, whatever its input: its robust
+  accuracy is 0.8. The AND of the suite's single-draw columns counts prediction noise as breaks
+  (about 0.8^k over k candidates); the selected-and-measured worst case, measured on fresh draws,
+  is right in expectation: 0.8 within 4 standard errors, every candidate among those it chose
+  from, AutoAttack's points included."""
+  from jaxrobust.models import declare
+  from jaxrobust.models.traits import NOISY
+
+  model = declare(_NoisyGuess(), NOISY)
+  n = 200
+  x = np.asarray(jax.random.uniform(KEY, (n, 4, 4, 1)), np.float32)
+  y = np.zeros(n, np.int32)
+  v = model.init({'params': KEY, 'stochastic': KEY}, x[:1])
+  spec = E.EvalSpec(dataset='synthetic', steps_scale=0.05, with_autoattack=True, autoattack_scale=0.05)
+  res = E.evaluate_model(model, v, x, y, spec, key=KEY)
+  assert res.stochastic and res.selected is not None
+  w = res.selected
+  assert set(w.names) == {'clean', 'autoattack'} | set(res.attacks) | {'transfer'}
+  se = np.sqrt(0.8 * 0.2 / (n * spec.measurement_draws))
+  assert abs(w.expected - 0.8) <= 4 * se, w.expected
+  assert res.accuracy['worst_case'] < 0.8**3  # the AND of single draws: biased far below
+  record = res.to_record()
+  assert record['worst_case_selected_expected'] == w.expected and record['worst_case_selected'] == w.majority
+  assert sum(record['worst_case_selected_chosen'].values()) == n
+  assert len(record['per_example']['worst_case_selected']) == n
+  json.dumps(record)
+
+
+def test_the_table_shows_a_selected_worst_case_and_pairs_it_with_the_reference():
+  """A stochastic row with a selected worst case shows it (‡, expected in parentheses) instead of
+  the AND of single draws, and is paired with PGD-AT point by point: closed form on four points,
+  the row robust on 0 and 2, PGD-AT on 0, 1 and 3."""
+  ref = {
+    'row': 'pgd_at',
+    'title': 'PGD-AT',
+    'result': {'clean': 1.0, 'worst_case': 0.75, 'per_example': {'worst_case': [True, True, False, True]}},
+  }
+  row = {
+    'row': 'lwta',
+    'title': 'LWTA',
+    'result': {
+      'stochastic': True,
+      'clean': 1.0,
+      'worst_case': 0.25,
+      'worst_case_selected': 0.5,
+      'worst_case_selected_expected': 0.45,
+      'selection_draws': 10,
+      'measurement_draws': 10,
+      'per_example': {'worst_case_selected': [True, False, True, False]},
+    },
+  }
+  md = table_markdown([ref, row])
+  assert '| LWTA (stochastic) | 100.0 | 50.0 ‡ (45.0) |' in md
+  assert '†' not in md and 'chosen on 10 draws' in md
+  assert 'LWTA − PGD-AT: -25.0 points' in md and 'only in the reference: 1 / 2, McNemar p = 1' in md

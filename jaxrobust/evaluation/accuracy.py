@@ -137,12 +137,15 @@ class RobustAccuracy(NamedTuple):
     per_example: the same names -> bool array (N,), True where the point is classified right.
     n: the number of points.
     non_finite: the points with non-finite logits anywhere (never counted as correct).
+    scores: with `score_candidate`, {'clean' and each attack: its per-point scores over all the
+      points (e.g. `estimator.candidate_scores`, for `estimator.worst_case`)}; None otherwise.
   """
 
   accuracy: dict[str, float]
   per_example: dict[str, np.ndarray]
   n: int
   non_finite: int
+  scores: dict[str, dict[str, np.ndarray]] | None = None
 
 
 def robust_accuracy(
@@ -154,6 +157,7 @@ def robust_accuracy(
   key,
   batch_size: int = 256,
   eval_draws: int = 1,
+  score_candidate: Callable | None = None,
   progress: bool = False,
 ) -> RobustAccuracy:
   """Accuracy under each attack and the per-example worst case, batch by batch over a dataset.
@@ -167,6 +171,10 @@ def robust_accuracy(
     batch_size: examples per batch (>= 1).
     eval_draws: for stochastic models, an example counts as correct only if it is classified
       correctly in all of this many fresh forward passes (1 = a single draw, as usually published).
+    score_candidate: `score_candidate(x, y, start) -> {field: per-point array}`, called on every
+      candidate of every batch (the clean points and each attack's), `start` the batch's first
+      point; e.g. `estimator.scorer`, so that a stochastic model's worst case can be selected
+      over the candidates and measured on fresh draws.
     progress: show a tqdm bar.
 
   Returns:
@@ -193,6 +201,7 @@ def robust_accuracy(
       ok, fin = ok & o, fin & f
     return ok, fin
 
+  scored: dict[str, list[dict[str, np.ndarray]]] = {k: [] for k in names}
   for i in tqdm(range(0, n, batch_size), disable=not progress, desc='evaluate'):
     x = as_unit_float(images[i : i + batch_size])
     y = jnp.asarray(labels[i : i + batch_size])
@@ -200,12 +209,16 @@ def robust_accuracy(
     ok, fin = correct_all_draws(x, y, kb.clean)
     parts['clean'].append(ok)
     bad = ~fin
+    if score_candidate is not None:
+      scored['clean'].append(score_candidate(x, y, i))
     for j, (name, attack) in enumerate(attacks.items(), start=1):
       k_attack, k_predict = keys.attack_keys(kb, j)
       x_adv = attack(logits_fn, k_attack, x, y)
       ok, fin = correct_all_draws(x_adv, y, k_predict)
       parts[name].append(ok)
       bad = bad | ~fin
+      if score_candidate is not None:
+        scored[name].append(score_candidate(x_adv, y, i))
     non_finite.append(bad)
   per = {k: np.concatenate(v) for k, v in parts.items()}
   per['worst_case'] = np.logical_and.reduce([per[k] for k in names])
@@ -214,4 +227,7 @@ def robust_accuracy(
     per_example=per,
     n=n,
     non_finite=int(np.concatenate(non_finite).sum()),
+    scores=None
+    if score_candidate is None
+    else {k: {f: np.concatenate([np.asarray(p[f]) for p in v]) for f in v[0]} for k, v in scored.items()},
   )

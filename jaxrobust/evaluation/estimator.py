@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrobust import attacks as A
+from jaxrobust import keys
 from jaxrobust.counts import is_count
 from jaxrobust.evaluation.accuracy import NonFiniteLogitsError, as_unit_float
 
@@ -204,6 +205,18 @@ def candidate_scores(logits_fn, x, y, draws: Draws) -> dict[str, np.ndarray]:
     'measure_mean': (pred_m == yn[None]).mean(0),
     'measure_majority': plurality(pred_m, yn),
   }
+
+
+def scorer(logits_fn, key, selection_draws: int, measurement_draws: int):
+  """`score(x, y, start)`: `candidate_scores` of a batch's candidates on that batch's estimator
+  draws (`keys.batch_keys(key, start).estimator`), the same draws for every candidate of a batch
+  (`robust_accuracy`'s `score_candidate`; the adaptive suite draws its batches' alike)."""
+
+  def score(x, y, start: int) -> dict[str, np.ndarray]:
+    draws = draw_keys(keys.batch_keys(key, start).estimator, selection_draws, measurement_draws)
+    return candidate_scores(logits_fn, x, y, draws)
+
+  return score
 
 
 def worst_case(scores: Mapping[str, Mapping[str, np.ndarray]]) -> WorstCase:

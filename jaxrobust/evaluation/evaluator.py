@@ -25,6 +25,7 @@ from jaxrobust.evaluation.accuracy import (
   robust_accuracy,
 )
 from jaxrobust.evaluation.adaptive import evaluate_adaptive
+from jaxrobust.evaluation.estimator import scorer, worst_case
 from jaxrobust.evaluation.results import AutoAttackResult, AutoAttackRun, EvalResult, Grid, SuiteResult
 from jaxrobust.evaluation.spec import (
   PLAN_TYPES,
@@ -252,7 +253,19 @@ def _listed_suite(
     sf = make_logits_fn(deterministic_surrogate(model), variables)
     transfer = A.build_attack(plan.transfer)
     attacks['transfer'] = lambda _f, k, x, y: transfer(sf, k, x, y)
-  res = robust_accuracy(f, images, labels, attacks, key=ek.suite, batch_size=s.batch_size, progress=progress)
+  # A stochastic model's candidates are also scored on each batch's estimator draws, so that its
+  # worst case is selected and measured (the AND of single draws counts prediction noise).
+  score = scorer(f, ek.suite, s.selection_draws, s.measurement_draws) if plan.stochastic else None
+  res = robust_accuracy(
+    f,
+    images,
+    labels,
+    attacks,
+    key=ek.suite,
+    batch_size=s.batch_size,
+    score_candidate=score,
+    progress=progress,
+  )
   accuracy = dict(res.accuracy)
   per_example = {k: v.tolist() for k, v in res.per_example.items()}
   clean_all = None
@@ -280,10 +293,22 @@ def _listed_suite(
       num_steps=plan.autoattack.steps,
       num_queries=plan.autoattack.queries,
       batch_size=max(s.batch_size, 500),
+      keep_points=score is not None,
     )
     worst = np.asarray(per_example['worst_case'], bool) & aa.robust
     accuracy['worst_case'] = float(worst.mean())
     per_example.update(autoattack=aa.robust.tolist(), worst_case=worst.tolist())
+  selected = None
+  if score is not None and res.scores is not None:
+    candidates = dict(res.scores)
+    if aa is not None and aa.points is not None:  # scored batch by batch, as the other candidates
+      y = np.asarray(labels)
+      parts = [
+        score(jnp.asarray(aa.points[i : i + s.batch_size]), jnp.asarray(y[i : i + s.batch_size]), i)
+        for i in range(0, len(y), s.batch_size)
+      ]
+      candidates['autoattack'] = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+    selected = worst_case(candidates)
   if plan.stochastic:
     verified_linf, note = None, 'no certificate: the model is randomized'
   else:
@@ -306,6 +331,8 @@ def _listed_suite(
     verified_linf=verified_linf,
     verified_note=note,
     ms_per_image=ms_per_image,
+    selected=selected,
+    estimator_draws=None if selected is None else (s.selection_draws, s.measurement_draws),
   )
 
 
@@ -352,6 +379,7 @@ def evaluate_autoattack(
   num_queries: int = 5000,
   batch_size: int = 500,
   eot_samples: int = 20,
+  keep_points: bool = False,
 ) -> AutoAttackRun:
   """AutoAttack at L∞ radius `epsilon` (the dataset's standard ε: `AutoAttackSettings.epsilon`)
   over a test set.
@@ -362,13 +390,14 @@ def evaluate_autoattack(
     num_steps, num_queries: the APGD iterations and Square's queries (the reference's 100 and
       5000; fewer only for quick looks).
     eot_samples: EOT draws of the 'rand' version (20, the reference's).
+    keep_points: keep its adversarial points (`AutoAttackRun.points`, on the host).
 
   Returns:
     an `AutoAttackRun`: clean and final robust accuracy, the version, the report (accuracy
     after each attack, points broken, seconds, checks) and which images stayed robust.
   """
   x = as_unit_float(images)
-  _, rep = A.autoattack(
+  x_adv, rep = A.autoattack(
     logits_fn,
     key,
     x,
@@ -389,6 +418,7 @@ def evaluate_autoattack(
     report=rep,
     robust=np.asarray(robust, bool),
     stochastic=stochastic,
+    points=np.asarray(x_adv) if keep_points else None,
   )
 
 

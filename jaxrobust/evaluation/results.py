@@ -8,6 +8,8 @@ from typing import NamedTuple, Union
 
 import numpy as np
 
+from jaxrobust.evaluation.estimator import WorstCase
+
 
 class Grid(NamedTuple):
   """PGD-L∞ accuracy at each ε of a grid."""
@@ -34,6 +36,7 @@ class AutoAttackRun(NamedTuple):
     report: accuracy after each attack, points broken, seconds, sanity checks.
     robust: per image, not broken by any of its attacks.
     stochastic: whether the model is randomised.
+    points: its adversarial points (host array), when asked to keep them; never in a record.
   """
 
   clean: float
@@ -42,6 +45,7 @@ class AutoAttackRun(NamedTuple):
   report: dict
   robust: np.ndarray
   stochastic: bool
+  points: np.ndarray | None = None
 
   def column(self) -> dict:
     """The AutoAttack column's fields of a record."""
@@ -68,6 +72,10 @@ class SuiteResult(NamedTuple):
     verified_linf: the share of images that interval bounds verify at the suite's L∞ ε (None for
       a randomised model), and `verified_note` says which.
     ms_per_image: one forward pass, per image.
+    selected: a stochastic model's worst case selected and measured (`estimator.worst_case` over
+      the clean points, every attack's and AutoAttack's, each scored on the batch's estimator
+      draws); None for a deterministic model, whose `worst_case` is already exact.
+    estimator_draws: (selection, measurement) draws of `selected` (None without it).
   """
 
   suite: str
@@ -84,9 +92,27 @@ class SuiteResult(NamedTuple):
   verified_linf: float | None
   verified_note: str
   ms_per_image: float
+  selected: WorstCase | None = None
+  estimator_draws: tuple[int, int] | None = None
 
   def to_record(self) -> dict:
     r = dict(self.accuracy, n=self.n, non_finite=self.non_finite, per_example=self.per_example)
+    if self.selected is not None and self.estimator_draws is not None:
+      w = self.selected
+      r.update(
+        selection_draws=self.estimator_draws[0],
+        measurement_draws=self.estimator_draws[1],
+        worst_case_selected=w.majority,
+        worst_case_selected_interval=list(w.majority_interval),
+        worst_case_selected_expected=w.expected,
+        worst_case_selected_expected_interval=list(w.expected_interval),
+        worst_case_selected_chosen={k: int((w.chosen == i).sum()) for i, k in enumerate(w.names)},
+      )
+      r['per_example'] = dict(
+        self.per_example,
+        worst_case_selected=w.won.tolist(),
+        worst_case_selected_expected=w.per_point.tolist(),
+      )
     r.update(stochastic=self.stochastic, suite=self.suite, attacks=self.attacks)
     if self.eval_draws is not None:
       r.update(clean_all_of_k_draws=self.clean_all_of_k_draws, eval_draws=self.eval_draws)

@@ -61,8 +61,10 @@ class EvalSpec:
     autoattack_scale: scales AutoAttack's iterations and queries apart from `steps_scale` (1: the
       reference's budget).
     eot_microbatch: 'adaptive' only: the gradient chunk of its EOT attacks (None: the default).
-    measurement_draws: 'adaptive' only: N, the fresh draws that classify each adversarial point.
-    selection_draws: 'adaptive' only: S, the draws that choose each point's worst candidate.
+    measurement_draws: stochastic models ('adaptive', and 'study' and 'standard' for their
+      selected worst case): N, the fresh draws that classify each point's chosen candidate.
+    selection_draws: stochastic models, likewise: S, the draws that choose each point's worst
+      candidate.
     square_queries: 'adaptive' only: EOT-Square's query budget (before `steps_scale`).
   """
 
