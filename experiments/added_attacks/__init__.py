@@ -38,11 +38,10 @@ from experiments.paired import (
 )
 from jaxrobust import keys
 from jaxrobust.evaluation import EvalSpec, build_evaluation
-from jaxrobust.evaluation.accuracy import as_unit_float
+from jaxrobust.evaluation.accuracy import as_unit_float, join_batches
 from jaxrobust.evaluation.adaptive import sampling_attack
 from jaxrobust.evaluation.cache import PieceCache, digest, run_identity
 from jaxrobust.evaluation.estimator import (
-  SCORE_FIELDS,
   candidate_scores,
   draw_keys,
   scores_as_lists,
@@ -115,7 +114,7 @@ def added_scores(
     attack = sampling_attack(model, variables, sampling)
     computes = {f'batch{i:07d}': functools.partial(piece, i, name, attack) for i in starts}
     pieces = [cache.get_all(computes)[f'batch{i:07d}'] for i in starts]
-    scores[name] = {f: np.concatenate([np.asarray(p['estimator'][f]) for p in pieces]) for f in SCORE_FIELDS}
+    scores[name] = join_batches([p['estimator'] for p in pieces])
     seconds[name] = sum(p['seconds'] for p in pieces)
   return scores, seconds
 

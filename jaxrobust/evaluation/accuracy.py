@@ -227,7 +227,10 @@ def robust_accuracy(
     per_example=per,
     n=n,
     non_finite=int(np.concatenate(non_finite).sum()),
-    scores=None
-    if score_candidate is None
-    else {k: {f: np.concatenate([np.asarray(p[f]) for p in v]) for f in v[0]} for k, v in scored.items()},
+    scores=None if score_candidate is None else {k: join_batches(v) for k, v in scored.items()},
   )
+
+
+def join_batches(parts) -> dict[str, np.ndarray]:
+  """Per-point fields of consecutive batches ({field: array} each) as one {field: array}."""
+  return {f: np.concatenate([np.asarray(p[f]) for p in parts]) for f in parts[0]}

@@ -22,6 +22,7 @@ from jaxrobust.evaluation.accuracy import (
   as_unit_float,
   check_dataset,
   correct,
+  join_batches,
   robust_accuracy,
 )
 from jaxrobust.evaluation.adaptive import evaluate_adaptive
@@ -307,7 +308,7 @@ def _listed_suite(
         score(jnp.asarray(aa.points[i : i + s.batch_size]), jnp.asarray(y[i : i + s.batch_size]), i)
         for i in range(0, len(y), s.batch_size)
       ]
-      candidates['autoattack'] = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+      candidates['autoattack'] = join_batches(parts)
     selected = worst_case(candidates)
   if plan.stochastic:
     verified_linf, note = None, 'no certificate: the model is randomized'
