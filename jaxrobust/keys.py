@@ -38,6 +38,7 @@ TAG_SQUARE_RECHECK = 10**6 + 1  # Square with far_draws: the draws that re-measu
 # AutoAttack (attacks/_autoattack.py): folded into its key.
 TAG_AA_EXAMPLES = 0  # the per-example keys of its attacks
 TAG_AA_CLEAN = 1  # the clean pass that decides which points are attacked
+TAG_AA_OUTCOMES = 2  # the passes that decide which points attack j fooled (then pair_key(·, j, chunk start))
 TAG_AA_SANITY = 10**6  # its sanity checks, which fold in:
 TAG_AA_CHECK_FIRST = 0  #   the first of two calls on the same input (randomness check)
 TAG_AA_CHECK_SECOND = 1  #   the second
@@ -195,25 +196,13 @@ def draw_key(key: jax.Array, draw) -> jax.Array:
 
 
 # ----------------------------------------------------- keys by index: every caller asks by name
-# Beyond any index pair below (fold_in's data is 32-bit): the root of the pairs that the
-# historical `stride·major + minor` schedule cannot hold without colliding.
-TAG_PAIR_OVERFLOW = 2**31 - 1
-
-
-def pair_key(key: jax.Array, major, minor, *, stride: int) -> jax.Array:
-  """The key of the pair (major, minor) of non-negative host indices, distinct for every pair.
-
-  For 0 ≤ minor < stride it is fold_in(key, stride·major + minor), the schedule every committed
-  result was drawn with (kept, so they reproduce); a larger minor (which that schedule would send
-  onto another pair's key: stride·1 + stride = stride·2 + 0) gets a key of its own below
-  TAG_PAIR_OVERFLOW.
-  """
+def pair_key(key: jax.Array, major, minor) -> jax.Array:
+  """The key of the pair (major, minor) of non-negative host indices: fold_in(fold_in(key, major),
+  minor), one level per index, so no two pairs meet however large either index grows."""
   major, minor = int(major), int(minor)
   if major < 0 or minor < 0:
     raise ValueError(f'pair_key: indices must be >= 0, got ({major}, {minor})')
-  if minor < stride:
-    return jax.random.fold_in(key, stride * major + minor)
-  return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, TAG_PAIR_OVERFLOW), major), minor)
+  return jax.random.fold_in(jax.random.fold_in(key, major), minor)
 
 
 def step_model_key(model_key: jax.Array, step) -> jax.Array:
@@ -222,12 +211,13 @@ def step_model_key(model_key: jax.Array, step) -> jax.Array:
 
 
 def step_model_keys(model_key: jax.Array, step) -> tuple[jax.Array, jax.Array]:
-  """Two model draws per step (FAB: the gradient, then the check of the new point):
-  fold_in(model_key, 2·step) and fold_in(model_key, 2·step + 1)."""
-  return jax.random.fold_in(model_key, 2 * step), jax.random.fold_in(model_key, 2 * step + 1)
+  """Two model draws per step (FAB: the gradient, then the check of the new point): the split of
+  fold_in(model_key, step)."""
+  first, second = jax.random.split(jax.random.fold_in(model_key, step))
+  return first, second
 
 
-def search_step_model_key(model_key: jax.Array, search, step, steps_per_search: int) -> jax.Array:
-  """CW-L2's model draw at optimisation step `step` (< steps_per_search) of binary-search round
-  `search`: fold_in(model_key, search·steps_per_search + step), one key per (round, step)."""
-  return jax.random.fold_in(model_key, search * steps_per_search + step)
+def search_step_model_key(model_key: jax.Array, search, step) -> jax.Array:
+  """CW-L2's model draw at optimisation step `step` of binary-search round `search` (either traced):
+  fold_in(fold_in(model_key, search), step), one key per (round, step)."""
+  return jax.random.fold_in(jax.random.fold_in(model_key, search), step)

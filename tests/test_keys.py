@@ -12,7 +12,7 @@ from jaxrobust import keys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LITERAL_TAG = re.compile(r'fold_in\([^,()]+,\s*-?\d[\d_*]*\s*\)')
 # A tag computed from indices (`1000 * j + s`, `2 * i + 1`): named helpers in keys.py instead.
-ARITHMETIC_TAG = re.compile(r'fold_in\([^,()]+,[^()]*[*+][^()]*\)')
+ARITHMETIC_TAG = re.compile(r'fold_(?:in|keys)\([^,()]+,[^()]*[*+][^()]*\)')
 
 
 def test_no_literal_fold_in_tag_outside_keys_py():
@@ -44,19 +44,25 @@ def test_no_arithmetic_fold_in_tag_anywhere():
   assert not found, 'split the key or name the tag in jaxrobust/keys.py:\n' + '\n'.join(found)
 
 
-def test_pair_keys_keep_the_historical_schedule_and_never_collide():
-  """Below the stride a pair's key is the one committed results were drawn with; beyond it (the
-  AutoAttack chunk start that once reached 1000: 1000·1 + 1000 = 1000·2 + 0) every pair differs."""
-  from jaxrobust import keys
-
+def test_keys_by_index_fold_one_index_at_a_time_and_never_collide():
+  """A pair's key is its indices folded one level each (no `stride·major + minor`, under which the
+  AutoAttack chunk start that once reached 1000 met another pair: 1000·1 + 1000 = 1000·2 + 0);
+  FAB's two draws per step and CW's (round, step) draws are distinct for any index sizes."""
   root = jax.random.key(0)
   bits = lambda k: tuple(np.asarray(jax.random.key_data(k)).tolist())  # noqa: E731
-  assert bits(keys.pair_key(root, 2, 7, stride=1000)) == bits(jax.random.fold_in(root, 2007))
-  # A full evaluation's worth: 10 000 points in chunks of 500, attacks 1..6.
-  drawn = [bits(keys.pair_key(root, j, s, stride=1000)) for j in range(1, 7) for s in range(0, 10_000, 500)]
+  folded = jax.random.fold_in(jax.random.fold_in(root, 2), 7)
+  assert bits(keys.pair_key(root, 2, 7)) == bits(folded)
+  # A full evaluation's worth: 10 000 points in chunks of 500 (and of 1000), attacks 1..6.
+  drawn = [bits(keys.pair_key(root, j, s)) for j in range(1, 7) for s in range(0, 10_000, 500)]
+  drawn += [bits(keys.pair_key(root, j, s)) for j in range(1, 7) for s in range(10_000, 20_000, 1000)]
   assert len(set(drawn)) == len(drawn)
   with pytest.raises(ValueError, match='indices must be >= 0'):
-    keys.pair_key(root, -1, 0, stride=1000)
+    keys.pair_key(root, -1, 0)
+  fab = [bits(k) for step in range(300) for k in keys.step_model_keys(root, step)]
+  cw = [bits(keys.search_step_model_key(root, s, i)) for s in range(9) for i in range(1000)]
+  assert len(set(fab)) == len(fab) and len(set(cw)) == len(cw)
+  # The rounds of CW once shared one index line: (round 1, step 0) was (round 0, step `steps`).
+  assert bits(keys.search_step_model_key(root, 1, 0)) != bits(keys.search_step_model_key(root, 0, 1000))
 
 
 # ------------------------------------------------------------------ every key of an evaluation
@@ -122,7 +128,8 @@ def _autoattack(key, n: int, batch: int = 500) -> list:
       _data(noise),
       _data(jax.vmap(lambda k: jax.random.fold_in(k, keys.TAG_EXAMPLE_MODEL))(kj)),
     ]
-    out += [_data([keys.pair_key(key, j, s, stride=1000) for s in range(0, n, batch)])]
+    outcomes = jax.random.fold_in(key, keys.TAG_AA_OUTCOMES)
+    out += [_data([keys.pair_key(outcomes, j, s) for s in range(0, n, batch)])]
   return out
 
 
@@ -157,7 +164,7 @@ def evaluation_keys_drawn(seed: int, n: int, batch: int, certify: str = 'smoothi
   out += [_data([k_attacks, k_predict, k_scores])] + _draws(k_predict)
   for s in (1, 2, 4, 8, 16, 32):
     for t in (5, 10, 20, 50, 100, 200):
-      out += _under_attack(keys.pair_key(k_attacks, s, t, stride=1000), n)
+      out += _under_attack(keys.pair_key(k_attacks, s, t), n)
   return np.concatenate(out)
 
 

@@ -248,6 +248,7 @@ def autoattack(
     devices = jax.devices()[:1] if flags['randomized'] else jax.devices()
   ex_keys = _attack_keys.per_example_keys(jax.random.fold_in(key, keys.TAG_AA_EXAMPLES), n)
   pred = _predict(f, x, jax.random.fold_in(key, keys.TAG_AA_CLEAN), batch_size)
+  k_outcomes = jax.random.fold_in(key, keys.TAG_AA_OUTCOMES)
   finite = np.all(np.isfinite(pred), -1)
   if not finite.all():
     # A broken model is not a robust one, nor one with 0 % clean accuracy to report.
@@ -278,7 +279,7 @@ def autoattack(
       chunk = idx[s : s + batch_size]
       keys_j = _attack_keys.fold_keys(ex_keys[chunk], j)
       adv = _devices.attack_over_devices(attack, f, keys_j, x[chunk], y[chunk], devices)
-      fooled = _fooled(f, adv, y[chunk], keys.pair_key(key, j, s, stride=1000))
+      fooled = _fooled(f, adv, y[chunk], keys.pair_key(k_outcomes, j, s))
       hit = np.flatnonzero(fooled)
       x_adv = x_adv.at[jnp.asarray(chunk[hit])].set(adv[jnp.asarray(hit)])
       robust[chunk[fooled]] = False

@@ -87,7 +87,7 @@ def _cw_impl(
 
     def step(i, carry):
       w, opt_state, step_l2, step_ok, best_l2, best_x, prev, bad, active = carry
-      k = keys.search_step_model_key(model_key, s, i, max_iterations)
+      k = keys.search_step_model_key(model_key, s, i)
       (_, (per, l2, logits, xa)), g = grad_fn(w, c, k)
       bad = bad | _checks.nonfinite(logits)
       ok = _succeeded(logits, y, kappa, targeted)

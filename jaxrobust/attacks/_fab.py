@@ -226,7 +226,7 @@ def fab_targeted(
   for k in range(num_targets):
     target = order[:, -(k + 2)]
     for r in range(restarts):
-      keys_kr = _attack_keys.fold_keys(example_keys, k * restarts + r)
+      keys_kr = _attack_keys.fold_keys(_attack_keys.fold_keys(example_keys, k), r)
       done = misclassified | (best <= _geometry.bcast(eps, best)) if not minimum_norm else misclassified
       run = lambda idx: _fab_impl(
         f,

@@ -416,7 +416,7 @@ def eot_convergence(
     also its points' `candidate_scores`."""
     spec = eot_pgd_spec(epsilon, num_steps=t, eot_samples=s, microbatch=microbatch)
     t0 = time.perf_counter()
-    x_adv = A.build_attack(spec)(logits_fn, keys.pair_key(k_attacks, s, t, stride=1000), x, y)
+    x_adv = A.build_attack(spec)(logits_fn, keys.pair_key(k_attacks, s, t), x, y)
     pred = prediction_over_draws(logits_fn, x_adv, y, k_predict, num_draws)
     out = {'robust': np.asarray(pred['majority']).tolist()}
     if scored:
