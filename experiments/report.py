@@ -17,6 +17,8 @@ COLUMNS = [
   ('apgd_dlr', 'APGD-DLR'),
   ('eot_pgd', 'EOT-PGD'),
   ('eot_apgd', 'EOT-APGD'),
+  ('eot_pgd_l2', 'EOT-PGD-L2'),
+  ('eot_apgd_l2', 'EOT-APGD-L2'),
   ('transfer', 'Transfer'),
   ('autoattack', 'AutoAttack'),
   ('worst_case', 'Worst case'),
@@ -46,11 +48,21 @@ SELECTED_NOTE = (
   f"{SELECTED} A stochastic row's worst case selected and measured: each point's worst candidate "
   "(the clean point, every attack's, AutoAttack's) chosen on {selection} draws of the model and "
   'classified by the majority of {measurement} fresh ones (the expected accuracy over those draws '
-  'in parentheses). Unbiased for the chosen candidates, but not yet comparable with a '
-  "deterministic row's: the suite's L2 attacks (PGD-L2, CW-L2) take one draw of a stochastic model "
-  'per step, no EOT, so its L2 candidates are weak; compare stochastic and deterministic rows on '
-  'AutoAttack (AA-rand on a stochastic row).'
+  'in parentheses). Unbiased for the chosen candidates (the per-point minimum over candidates can '
+  'only be lower).'
 )
+# What makes it comparable with a deterministic row's worst case: both threats attacked with EOT.
+EOT_L2 = 'eot_pgd_l2'
+COMPARABLE_NOTE = (
+  ' Both threats are attacked with EOT (EOT-PGD and EOT-APGD at the L∞ and at the L2 ε; CW-L2 stays '
+  "single-draw), so it is compared with the reference row's worst case point by point below."
+)
+NOT_COMPARABLE_NOTE = (
+  " Not comparable with a deterministic row's for {rows}: the record's L2 attacks (PGD-L2, CW-L2) "
+  'took one draw of the model per step, no EOT, so its L2 candidates are weak; compare such a row '
+  'with a deterministic one on AutoAttack (AA-rand on a stochastic row).'
+)
+REFERENCE_ROW = 'pgd_at'
 
 
 def _cell(res: dict, key: str) -> str:
@@ -62,6 +74,44 @@ def _cell(res: dict, key: str) -> str:
   if key == 'worst_case' and res.get('stochastic') and res.get(key) is not None:
     return f'{_pct(res[key])} {AND_OF_DRAWS}'
   return _pct(res.get(key))
+
+
+def comparable(res: dict) -> bool:
+  """A stochastic row's selected worst case compares with a deterministic row's: its suite ran
+  the EOT attacks of both threats."""
+  return res.get('worst_case_selected') is not None and EOT_L2 in res.get('attacks', {})
+
+
+def paired_lines(rows: list[dict]) -> list[str]:
+  """Each stochastic row with a comparable selected worst case, paired point by point with the
+  reference row's worst case on the same images (`experiments.paired`): the difference in points
+  with its 95 % interval, the discordant points and McNemar's exact p.
+
+  Raises:
+    ValueError: when a row and the reference hold different numbers of points.
+  """
+  from experiments.paired import mcnemar, paired
+
+  ref = next((r for r in rows if r.get('row') == REFERENCE_ROW), None)
+  if ref is None:
+    return []
+  ref_won = ref['result']['per_example']['worst_case']
+  lines = []
+  for r in rows:
+    if not (r['result'].get('stochastic') and comparable(r['result'])):
+      continue
+    won = r['result']['per_example']['worst_case_selected']
+    if len(won) != len(ref_won):
+      raise ValueError(f'{r["row"]}: {len(won)} points, {REFERENCE_ROW} has {len(ref_won)}')
+    d, t = paired(won, ref_won), mcnemar(won, ref_won)
+    lines.append(
+      f'- {r["title"]} − {ref["title"]}: {100 * d["difference"]:+.1f} points '
+      f'[{100 * d["interval"][0]:+.1f}, {100 * d["interval"][1]:+.1f}] by majority; robust only in the '
+      f'row / only in the reference: {t["only_row"]} / {t["only_reference"]}, McNemar p = {t["p_value"]:.2g}.'
+    )
+  if not lines:
+    return []
+  return ['', f'Paired with {ref["title"]} on the same images (worst cases, per point):', ''] + lines
 
 
 def _ms(v) -> str:
@@ -96,14 +146,15 @@ def table_markdown(rows: list[dict], *, caption: str = '') -> str:
   stochastic = [r['result'] for r in rows if r['result'].get('stochastic') and 'worst_case' in r['result']]
   selected = [res for res in stochastic if res.get('worst_case_selected') is not None]
   if selected:
-    lines += [
-      '',
-      SELECTED_NOTE.format(
-        selection=selected[0]['selection_draws'], measurement=selected[0]['measurement_draws']
-      ),
-    ]
+    note = SELECTED_NOTE.format(
+      selection=selected[0]['selection_draws'], measurement=selected[0]['measurement_draws']
+    )
+    weak = [r['title'] for r in rows if r['result'] in selected and not comparable(r['result'])]
+    note += NOT_COMPARABLE_NOTE.format(rows=', '.join(weak)) if weak else COMPARABLE_NOTE
+    lines += ['', note]
   if len(selected) < len(stochastic):
     lines += ['', AND_OF_DRAWS_NOTE]
+  lines += paired_lines(rows)
   return '\n'.join(lines) + '\n'
 
 

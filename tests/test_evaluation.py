@@ -164,6 +164,11 @@ def test_an_eval_spec_is_checked_once_and_resolved_into_one_plan():
   assert spec.epsilon_grid == (0.0, 0.1)  # frozen and hashable
   det, sto = E.build_evaluation(spec, DETERMINISTIC), E.build_evaluation(spec, LWTA_NETWORK)
   assert 'eot_pgd' not in det.attacks and {'eot_pgd', 'eot_apgd'} <= set(sto.attacks)
+  # Both threats of a stochastic model get EOT: the L2 ones at the suite's PGD-L2 ε, same steps.
+  assert not {'eot_pgd_l2', 'eot_apgd_l2'} & set(det.attacks)
+  assert sto.attacks['eot_pgd_l2'] == dict(sto.attacks['pgd_l2'], eot_samples=spec.eot_samples)
+  assert sto.attacks['eot_apgd_l2']['norm'] == 'l2'
+  assert sto.attacks['eot_apgd_l2']['epsilon'] == sto.attacks['pgd_l2']['epsilon'] == 1.5
   assert det.transfer == E.transfer_attack('standard', 'fashion_mnist', steps_scale=0.5)
   assert isinstance(det, E.ListedPlan) and det.autoattack is not None and sto.autoattack is not None
   assert (det.autoattack.version, sto.autoattack.version) == ('standard', 'rand')
@@ -274,23 +279,35 @@ def test_a_stochastic_models_listed_suite_selects_and_measures_its_worst_case():
   json.dumps(record)
 
 
-def test_the_table_shows_a_selected_worst_case_instead_of_the_and_of_draws():
+def test_the_table_shows_a_selected_worst_case_and_pairs_it_only_when_both_threats_had_eot():
   """A stochastic row with a selected worst case shows it (‡, expected in parentheses) instead of
-  the AND of single draws, and the note under the table says what it is not yet comparable with."""
-  ref = {'row': 'pgd_at', 'title': 'PGD-AT', 'result': {'clean': 1.0, 'worst_case': 0.75}}
-  row = {
-    'row': 'lwta',
-    'title': 'LWTA',
-    'result': {
-      'stochastic': True,
-      'clean': 1.0,
-      'worst_case': 0.25,
-      'worst_case_selected': 0.5,
-      'worst_case_selected_expected': 0.45,
-      'selection_draws': 10,
-      'measurement_draws': 10,
-    },
+  the AND of single draws. Paired with PGD-AT point by point only when its suite ran EOT attacks
+  at the L2 ε too: closed form on four points, the row robust on 0 and 2, PGD-AT on 0, 1 and 3."""
+  ref = {
+    'row': 'pgd_at',
+    'title': 'PGD-AT',
+    'result': {'clean': 1.0, 'worst_case': 0.75, 'per_example': {'worst_case': [True, True, False, True]}},
   }
-  md = table_markdown([ref, row])
-  assert '| LWTA (stochastic) | 100.0 | 50.0 ‡ (45.0) |' in md
-  assert '†' not in md and 'chosen on 10 draws' in md and 'no EOT' in md
+  result = {
+    'stochastic': True,
+    'clean': 1.0,
+    'worst_case': 0.25,
+    'worst_case_selected': 0.5,
+    'worst_case_selected_expected': 0.45,
+    'selection_draws': 10,
+    'measurement_draws': 10,
+    'attacks': {'pgd_l2': {}, 'eot_pgd': {}},
+    'per_example': {'worst_case_selected': [True, False, True, False]},
+  }
+  single_draw_l2 = table_markdown([ref, {'row': 'lwta', 'title': 'LWTA', 'result': result}])
+  assert '| LWTA (stochastic) | 100.0 | 50.0 ‡ (45.0) |' in single_draw_l2
+  assert '†' not in single_draw_l2 and 'chosen on 10 draws' in single_draw_l2
+  assert (
+    'Not comparable' in single_draw_l2 and 'for LWTA' in single_draw_l2 and 'Paired' not in single_draw_l2
+  )
+  result['attacks'] = dict(result['attacks'], eot_pgd_l2={}, eot_apgd_l2={})
+  with_eot = table_markdown([ref, {'row': 'lwta', 'title': 'LWTA', 'result': result}])
+  assert 'Not comparable' not in with_eot and 'Both threats are attacked with EOT' in with_eot
+  assert (
+    'LWTA − PGD-AT: -25.0 points' in with_eot and 'only in the reference: 1 / 2, McNemar p = 1' in with_eot
+  )

@@ -47,7 +47,8 @@ def attack_suite(
       compared like for like) or 'standard' (FGSM, PGD-20 with a random start, PGD-L2, APGD-CE,
       APGD-DLR, CW-L2 at the field's ε for the dataset).
     dataset: dataset name (picks the ε of 'standard').
-    stochastic: add EOT-PGD and EOT-APGD with `eot_samples` gradient samples.
+    stochastic: add EOT-PGD and EOT-APGD with `eot_samples` gradient samples, at the L∞ ε and at
+      the L2 ε of the suite's PGD-L2 (CW-L2 has no EOT version and stays single-draw).
     steps_scale: multiply iteration counts (< 1 for quick runs; at least 1 step each).
 
   Raises:
@@ -98,6 +99,12 @@ def attack_suite(
       eot_samples=eot_samples,
     )
     suite['eot_apgd'] = dict(name='apgd_ce', epsilon=b['linf'], num_steps=s(50), eot_samples=eot_samples)
+    # The L2 threat gets the same two EOT attacks: PGD-L2 with single draws is a weak attack on a
+    # stochastic model (noisy gradients), which a worst case over both threats would credit.
+    suite['eot_pgd_l2'] = dict(suite['pgd_l2'], eot_samples=eot_samples)
+    suite['eot_apgd_l2'] = dict(
+      name='apgd_ce', norm='l2', epsilon=suite['pgd_l2']['epsilon'], num_steps=s(50), eot_samples=eot_samples
+    )
   return suite
 
 
