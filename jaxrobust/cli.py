@@ -6,6 +6,7 @@
   jaxrobust certify --model=runs/gaussian_025 --method=smoothing --sigma=0.25 [--out=cert.json]
   jaxrobust certify --model=runs/interval --method=intervals --num_test=500
   jaxrobust reproduce --record=eval.json [--tolerance=0.02] [--verdict_out=verdict.json]
+  jaxrobust reproduce --record=old.json --against=rerun.json   # a rerun made elsewhere: compare only
   jaxrobust publish --workdir=runs/pgd_at --out=published/pgd_at [--force] [--allow_older]
 
 A config is named `defense:dataset[,variant...]` (`jaxrobust.configs.get`: every Table 1 defense on
@@ -158,15 +159,19 @@ def _certify(args) -> int:
 
 def _reproduce(args) -> int:
   from jaxrobust.provenance import write_result_json
-  from jaxrobust.reproduce import report, reproduce_evaluation, verdict_record
+  from jaxrobust.reproduce import compare, read_results_file, report, reproduce_evaluation, verdict_record
 
   _refuse_existing(args.verdict_out, args.force)
-  r = reproduce_evaluation(
-    args.record, tolerance=args.tolerance, scratch=args.scratch or None, progress=not args.quiet
-  )
+  if args.against:  # a rerun made elsewhere (any results file): compare, run nothing
+    r = compare(read_results_file(args.record), read_results_file(args.against), tolerance=args.tolerance)
+  else:
+    r = reproduce_evaluation(
+      args.record, tolerance=args.tolerance, scratch=args.scratch or None, progress=not args.quiet
+    )
   print(report(args.record, r))
   if args.verdict_out:
-    write_result_json(args.verdict_out, verdict_record(args.record, r, args.tolerance), indent=1)
+    verdict = verdict_record(args.record, r, args.tolerance, against=args.against or None)
+    write_result_json(args.verdict_out, verdict, indent=1)
   return 0 if r.verdict != 'not at all' else 1
 
 
@@ -232,8 +237,15 @@ def parser() -> argparse.ArgumentParser:
   c.add_argument('--force', action='store_true', help='replace an existing --out file')
   c.set_defaults(run=_certify)
 
-  r = sub.add_parser('reproduce', help='train and evaluate again from an evaluation record, and compare')
+  r = sub.add_parser(
+    'reproduce', help='train and evaluate again from an evaluation record (or take another), and compare'
+  )
   r.add_argument('--record', required=True, help='a record written by `jaxrobust evaluate --out`')
+  r.add_argument(
+    '--against',
+    default='',
+    help='compare --record with this results file (a rerun made elsewhere) instead of rerunning it',
+  )
   r.add_argument('--tolerance', type=float, default=0.02, help='largest accuracy change (fraction) allowed')
   r.add_argument('--scratch', default='', help='where the rerun trains (default: a temporary folder)')
   r.add_argument('--verdict_out', default='', help='also write the verdict (JSON, with the environment)')

@@ -27,7 +27,16 @@ BIT_FOR_BIT, TO_A_TOLERANCE, NOT_AT_ALL = 'bit for bit', 'to a tolerance', 'not 
 DEFAULT_TOLERANCE = 0.02
 # Wall times and what only describes the record: never part of the comparison.
 NOT_COMPARED = frozenset(
-  {'ms_per_image', 'train_time_s', 'seconds', 'eval_s', 'environment', 'invocation', 'per_example'}
+  {
+    'ms_per_image',
+    'train_time_s',
+    'seconds',
+    'eval_s',
+    'certify_s',
+    'environment',
+    'invocation',
+    'per_example',
+  }
 )
 NOT_COMPARED_PREFIXES = ('ms_per_image', 'train_time', 'retime')
 
@@ -117,10 +126,12 @@ def compare(
   return Reproduction(verdict, largest, changed, outcomes, env, unmatched)
 
 
-def verdict_record(path: str, r: Reproduction, tolerance: float) -> dict:
-  """The verdict as a results record (the caller adds this process's environment)."""
+def verdict_record(path: str, r: Reproduction, tolerance: float, *, against: str | None = None) -> dict:
+  """The verdict as a results record (the caller adds this process's environment); `against`
+  names the rerun's file when it was not made by this process."""
   return {
     'record': path,
+    **({'against': against} if against else {}),
     'verdict': r.verdict,
     'tolerance': tolerance,
     'largest_difference': r.largest_difference if math.isfinite(r.largest_difference) else None,

@@ -93,6 +93,29 @@ def test_evaluate_writes_a_record_that_reproduce_reruns_and_judges(tmp_path, cap
   assert 'says how it was made' in capsys.readouterr().err
 
 
+def test_reproduce_against_compares_two_records_and_runs_nothing(tmp_path, capsys):
+  """`reproduce --against` judges a rerun made elsewhere: wall times are not compared, a moved
+  accuracy within the tolerance is 'to a tolerance', beyond it 'not at all' (exit 1), and the
+  verdict names both files."""
+  rec = {'verified': [0.8, 0.72], 'autoattack': 0.736, 'num_test': 500, 'seconds': 22.9, 'certify_s': 3.0}
+  a, b, verdict = tmp_path / 'a.json', tmp_path / 'b.json', tmp_path / 'v.json'
+  a.write_text(json.dumps(rec))
+  b.write_text(json.dumps(dict(rec, seconds=99.0, certify_s=50.0)))
+  assert cli.main(['reproduce', f'--record={a}', f'--against={b}']) == 0
+  assert 'reproduces bit for bit' in capsys.readouterr().out
+  b.write_text(json.dumps(dict(rec, verified=[0.8, 0.71])))
+  assert cli.main(['reproduce', f'--record={a}', f'--against={b}', f'--verdict_out={verdict}']) == 0
+  v = json.loads(verdict.read_text())
+  assert (
+    v['verdict'] == 'to a tolerance'
+    and v['against'] == str(b)
+    and v['changed'] == {'verified[1]': [0.72, 0.71]}
+  )
+  b.write_text(json.dumps(dict(rec, autoattack=0.70)))
+  assert cli.main(['reproduce', f'--record={a}', f'--against={b}']) == 1
+  assert 'reproduces not at all' in capsys.readouterr().out
+
+
 @pytest.mark.long
 def test_certify_brackets_a_published_model_and_refuses_a_stochastic_one(tmp_path, capsys):
   """Randomized smoothing's certificate on the published Gaussian σ = 0.25 weights: at every radius
