@@ -55,7 +55,10 @@ SELECTED_NOTE = (
 EOT_L2 = 'eot_pgd_l2'
 COMPARABLE_NOTE = (
   ' Both threats are attacked with EOT (EOT-PGD and EOT-APGD at the L∞ and at the L2 ε; CW-L2 stays '
-  "single-draw), so it is compared with the reference row's worst case point by point below."
+  "single-draw), so it is compared with the reference row's worst case point by point below. The "
+  "listed suite does not run the adaptive protocol's attacks on a model's sampling (the expected "
+  'probability; for LWTA, straight-through winners and low-temperature transfer), which can only '
+  'lower a stochastic row: its difference from the reference is an upper bound.'
 )
 NOT_COMPARABLE_NOTE = (
   " Not comparable with a deterministic row's for {rows}: the record's L2 attacks (PGD-L2, CW-L2) "
