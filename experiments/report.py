@@ -19,6 +19,9 @@ COLUMNS = [
   ('eot_apgd', 'EOT-APGD'),
   ('eot_pgd_l2', 'EOT-PGD-L2'),
   ('eot_apgd_l2', 'EOT-APGD-L2'),
+  ('eot_expected_probability', 'EOT expected probability'),
+  ('eot_straight_through', 'EOT straight-through'),
+  ('transfer_low_temperature', 'Transfer, low temperature'),
   ('transfer', 'Transfer'),
   ('autoattack', 'AutoAttack'),
   ('worst_case', 'Worst case'),
@@ -51,19 +54,19 @@ SELECTED_NOTE = (
   'in parentheses). Unbiased for the chosen candidates (the per-point minimum over candidates can '
   'only be lower).'
 )
-# What makes it comparable with a deterministic row's worst case: both threats attacked with EOT.
-EOT_L2 = 'eot_pgd_l2'
+# What makes it comparable with a deterministic row's worst case: both threats attacked with EOT
+# and the sampling attacked as the adaptive protocol does (records written before lack them).
+COMPARABLE_ATTACKS = ('eot_pgd_l2', 'eot_expected_probability')
 COMPARABLE_NOTE = (
   ' Both threats are attacked with EOT (EOT-PGD and EOT-APGD at the L∞ and at the L2 ε; CW-L2 stays '
-  "single-draw), so it is compared with the reference row's worst case point by point below. The "
-  "listed suite does not run the adaptive protocol's attacks on a model's sampling (the expected "
-  'probability; for LWTA, straight-through winners and low-temperature transfer), which can only '
-  'lower a stochastic row: its difference from the reference is an upper bound.'
+  "single-draw) and the model's sampling as in the adaptive protocol (PGD on the expected "
+  'probability; for LWTA also straight-through winners and transfer from a low temperature), so it '
+  "is compared with the reference row's worst case point by point below."
 )
 NOT_COMPARABLE_NOTE = (
-  " Not comparable with a deterministic row's for {rows}: the record's L2 attacks (PGD-L2, CW-L2) "
-  'took one draw of the model per step, no EOT, so its L2 candidates are weak; compare such a row '
-  'with a deterministic one on AutoAttack (AA-rand on a stochastic row).'
+  " Not comparable with a deterministic row's for {rows}: the record predates the suite's EOT "
+  'attacks at the L2 ε or its attacks on the sampling, so its candidates are weak; compare such a '
+  'row with a deterministic one on AutoAttack (AA-rand on a stochastic row).'
 )
 REFERENCE_ROW = 'pgd_at'
 
@@ -81,8 +84,9 @@ def _cell(res: dict, key: str) -> str:
 
 def comparable(res: dict) -> bool:
   """A stochastic row's selected worst case compares with a deterministic row's: its suite ran
-  the EOT attacks of both threats."""
-  return res.get('worst_case_selected') is not None and EOT_L2 in res.get('attacks', {})
+  the EOT attacks of both threats and the attacks on the sampling."""
+  attacks = res.get('attacks', {})
+  return res.get('worst_case_selected') is not None and all(a in attacks for a in COMPARABLE_ATTACKS)
 
 
 def paired_lines(rows: list[dict]) -> list[str]:

@@ -169,6 +169,18 @@ def test_an_eval_spec_is_checked_once_and_resolved_into_one_plan():
   assert sto.attacks['eot_pgd_l2'] == dict(sto.attacks['pgd_l2'], eot_samples=spec.eot_samples)
   assert sto.attacks['eot_apgd_l2']['norm'] == 'l2'
   assert sto.attacks['eot_apgd_l2']['epsilon'] == sto.attacks['pgd_l2']['epsilon'] == 1.5
+  # ... and its sampling, each attack with the work of the suite's EOT-PGD (LWTA: three of them).
+  assert det.sampling == {} and set(sto.sampling) == {
+    'eot_expected_probability',
+    'eot_straight_through',
+    'transfer_low_temperature',
+  }
+  assert sto.sampling['eot_straight_through'].attack == sto.attacks['eot_pgd']
+  expected = sto.sampling['eot_expected_probability']
+  assert (
+    expected.attack == dict(sto.attacks['eot_pgd'], eot_samples=1)
+    and expected.mean_probability == spec.eot_samples
+  )
   assert det.transfer == E.transfer_attack('standard', 'fashion_mnist', steps_scale=0.5)
   assert isinstance(det, E.ListedPlan) and det.autoattack is not None and sto.autoattack is not None
   assert (det.autoattack.version, sto.autoattack.version) == ('standard', 'rand')
@@ -282,7 +294,7 @@ def test_a_stochastic_models_listed_suite_selects_and_measures_its_worst_case():
 def test_the_table_shows_a_selected_worst_case_and_pairs_it_only_when_both_threats_had_eot():
   """A stochastic row with a selected worst case shows it (‡, expected in parentheses) instead of
   the AND of single draws. Paired with PGD-AT point by point only when its suite ran EOT attacks
-  at the L2 ε too: closed form on four points, the row robust on 0 and 2, PGD-AT on 0, 1 and 3."""
+  at the L2 ε and attacked the sampling: closed form on four points, the row robust on 0 and 2, PGD-AT on 0, 1 and 3."""
   ref = {
     'row': 'pgd_at',
     'title': 'PGD-AT',
@@ -306,6 +318,9 @@ def test_the_table_shows_a_selected_worst_case_and_pairs_it_only_when_both_threa
     'Not comparable' in single_draw_l2 and 'for LWTA' in single_draw_l2 and 'Paired' not in single_draw_l2
   )
   result['attacks'] = dict(result['attacks'], eot_pgd_l2={}, eot_apgd_l2={})
+  still = table_markdown([ref, {'row': 'lwta', 'title': 'LWTA', 'result': result}])
+  assert 'Not comparable' in still  # without the attacks on the sampling
+  result['attacks'] = dict(result['attacks'], eot_expected_probability={})
   with_eot = table_markdown([ref, {'row': 'lwta', 'title': 'LWTA', 'result': result}])
   assert 'Not comparable' not in with_eot and 'Both threats are attacked with EOT' in with_eot
   assert (

@@ -25,7 +25,7 @@ from jaxrobust.evaluation.accuracy import (
   join_batches,
   robust_accuracy,
 )
-from jaxrobust.evaluation.adaptive import evaluate_adaptive
+from jaxrobust.evaluation.adaptive import evaluate_adaptive, sampling_attack
 from jaxrobust.evaluation.estimator import scorer, worst_case
 from jaxrobust.evaluation.results import AutoAttackResult, AutoAttackRun, EvalResult, Grid, SuiteResult
 from jaxrobust.evaluation.spec import (
@@ -246,14 +246,17 @@ def _autoattack_suite(
 def _listed_suite(
   plan: ListedPlan, f, model, variables, images, labels, *, ek: keys.EvalKeys, progress, ms_per_image: float
 ) -> SuiteResult:
-  """The 'study' and 'standard' suites: each listed attack, the transfer attack and the clean
-  draws of a stochastic model, AutoAttack if asked, the ε grid and the verified bound."""
+  """The 'study' and 'standard' suites: each listed attack, the transfer attack, the attacks on
+  the sampling and the clean draws of a stochastic model, AutoAttack if asked, the ε grid and the
+  verified bound."""
   s = plan.spec
   attacks = {k: A.build_attack(v) for k, v in plan.attacks.items()}
   if plan.stochastic:
     sf = make_logits_fn(deterministic_surrogate(model), variables)
     transfer = A.build_attack(plan.transfer)
     attacks['transfer'] = lambda _f, k, x, y: transfer(sf, k, x, y)
+  for name, sampling in plan.sampling.items():
+    attacks[name] = sampling_attack(model, variables, sampling)
   # A stochastic model's candidates are also scored on each batch's estimator draws, so that its
   # worst case is selected and measured (the AND of single draws counts prediction noise).
   score = scorer(f, ek.suite, s.selection_draws, s.measurement_draws) if plan.stochastic else None
@@ -324,7 +327,7 @@ def _listed_suite(
     non_finite=res.non_finite,
     accuracy=accuracy,
     per_example=per_example,
-    attacks=plan.attacks,
+    attacks=dict(plan.attacks, **{k: v._asdict() for k, v in plan.sampling.items()}),
     clean_all_of_k_draws=clean_all,
     eval_draws=s.eval_draws if clean_all is not None else None,
     autoattack=aa,

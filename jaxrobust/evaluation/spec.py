@@ -144,6 +144,8 @@ class ListedPlan(NamedTuple):
     linf: the suite's L∞ ε (the verified bound is taken there).
     autoattack: the AutoAttack column, when the spec asks for it.
     grid: the ε grid, when the spec asks for it.
+    sampling: a stochastic model's attacks on its sampling (`sampling_attacks`, by its traits),
+      each with the work of the suite's EOT-PGD; empty for a deterministic model.
   """
 
   spec: EvalSpec
@@ -153,6 +155,7 @@ class ListedPlan(NamedTuple):
   linf: float
   autoattack: AutoAttackSettings | None
   grid: GridSettings | None
+  sampling: dict[str, SamplingAttack]
 
 
 class AutoAttackPlan(NamedTuple):
@@ -209,7 +212,8 @@ def build_evaluation(spec: EvalSpec, traits: ModelTraits) -> EvalPlan:
       s.suite, s.dataset, stochastic=stochastic, eot_samples=s.eot_samples, steps_scale=s.steps_scale
     )
     column = autoattack('rand' if stochastic else 'standard') if s.with_autoattack else None
-    return ListedPlan(s, stochastic, attacks, transfer, linf, column, grid)
+    sampling = sampling_attacks(s.dataset, lwta=traits.lwta, attack=attacks['eot_pgd']) if stochastic else {}
+    return ListedPlan(s, stochastic, attacks, transfer, linf, column, grid, sampling)
   if s.suite == 'adaptive':
     attacks = adaptive_attacks(
       s.dataset,

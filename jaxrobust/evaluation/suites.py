@@ -212,12 +212,14 @@ def sampling_attacks(
   eot_microbatch: int | None = None,
   low_temperature: float = LOW_TEMPERATURE,
   straight_through_temperature: float | None = STRAIGHT_THROUGH_TEMPERATURE,
+  attack: dict | None = None,
 ) -> dict[str, SamplingAttack]:
-  """The adaptive suite's attacks on a stochastic model's sampling, each with the work of its
-  EOT-PGD (`eot_pgd_spec`: 100 steps, 2 restarts, `eot_samples` draws per gradient):
+  """The attacks on a stochastic model's sampling, each with the work of one EOT-PGD: `attack`
+  (a listed suite passes its own 'eot_pgd'), by default the adaptive suite's (`eot_pgd_spec` at
+  the standard L∞ ε: 100 steps scaled, 2 restarts, `eot_samples` draws per gradient):
 
   - 'eot_expected_probability' (every stochastic model): PGD on the expected-probability loss
-    −log E_k[p_y] (`attacks.mean_probability` over `eot_samples` draws per step), which a majority
+    −log E_k[p_y] (`attacks.mean_probability` over the attack's draws per step), which a majority
     vote answers to, instead of EOT's average of per-draw losses;
   - 'eot_straight_through' (LWTA): EOT-PGD through straight-through winners, exactly one-hot in
     the forward pass, the relaxed (Gumbel-softmax) gradient at `straight_through_temperature`
@@ -225,18 +227,20 @@ def sampling_attacks(
   - 'transfer_low_temperature' (LWTA): EOT-PGD on the winners relaxed at `low_temperature`
     (between the nearly one-hot test temperature and training's), its points transferred.
   """
-  eps = linf_budget('standard', dataset)
-  steps = scaled(100, steps_scale)
-  eot = eot_pgd_spec(eps, num_steps=steps, eot_samples=eot_samples, microbatch=eot_microbatch)
+  if attack is None:
+    eps = linf_budget('standard', dataset)
+    steps = scaled(100, steps_scale)
+    attack = eot_pgd_spec(eps, num_steps=steps, eot_samples=eot_samples, microbatch=eot_microbatch)
   out = {
     'eot_expected_probability': SamplingAttack(
-      eot_pgd_spec(eps, num_steps=steps, eot_samples=1, microbatch=eot_microbatch),
-      mean_probability=eot_samples,
+      dict(attack, eot_samples=1), mean_probability=attack.get('eot_samples', 1)
     )
   }
   if lwta:
     out['eot_straight_through'] = SamplingAttack(
-      eot, lwta_mode='hard', temperature=straight_through_temperature
+      attack, lwta_mode='hard', temperature=straight_through_temperature
     )
-    out['transfer_low_temperature'] = SamplingAttack(eot, lwta_mode='eval', eval_temperature=low_temperature)
+    out['transfer_low_temperature'] = SamplingAttack(
+      attack, lwta_mode='eval', eval_temperature=low_temperature
+    )
   return out
