@@ -40,12 +40,15 @@ COPIED_FROM = {
 
 
 def records_environment(path: str) -> bool:
-  """True when the file carries its own environment record."""
+  """True when the file carries its own environment record (a list of records, as table1.json:
+  each of them)."""
   with open(path) as f:
     if path.endswith('.jsonl'):
       first = f.readline()
       return bool(first.strip()) and 'environment' in json.loads(first)
     d = json.load(f)
+  if isinstance(d, list):
+    return bool(d) and all(isinstance(r, dict) and 'environment' in r for r in d)
   return isinstance(d, dict) and 'environment' in d
 
 
