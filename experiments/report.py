@@ -156,7 +156,11 @@ def table_markdown(rows: list[dict], *, caption: str = '') -> str:
     note = SELECTED_NOTE.format(
       selection=selected[0]['selection_draws'], measurement=selected[0]['measurement_draws']
     )
-    weak = [r['title'] for r in rows if r['result'] in selected and not comparable(r['result'])]
+    weak = [
+      r['title']
+      for r in rows
+      if r['result'].get('worst_case_selected') is not None and not comparable(r['result'])
+    ]
     note += NOT_COMPARABLE_NOTE.format(rows=', '.join(weak)) if weak else COMPARABLE_NOTE
     lines += ['', note]
   if len(selected) < len(stochastic):
