@@ -1009,6 +1009,44 @@ def test_added_attacks_compare_chooses_again_over_both_and_pairs_the_verdicts():
   assert against['before']['majority_minus_reference']['difference'] == pytest.approx(1 / 6)
 
 
+def test_added_attacks_rerun_reads_the_study_and_writes_elsewhere(tmp_path, monkeypatch):
+  """With `previous_dir`, the row's record and the previous suite's pieces are read from the
+  committed study and the comparison is written under `out_dir` alone: the study is left as it was."""
+  import types
+
+  from experiments import added_attacks, paired
+
+  study, out = tmp_path / 'study', tmp_path / 'rerun'
+  rows, pieces = study / 'synthetic' / 'rows', study / 'synthetic' / 'pieces' / 'lwta' / 'adaptive'
+  rows.mkdir(parents=True)
+  pieces.mkdir(parents=True)
+  (rows / 'lwta.json').write_text(
+    json.dumps({'model_digest': 'abc', 'n_eval': 4, 'result': {'eot_samples': 2}})
+  )
+  robust = {'clean': [1, 1, 1, 0], 'pgd': [1, 1, 0, 0]}
+  for name, r in robust.items():
+    value = dict.fromkeys(paired.SCORE_FIELDS, r)
+    (pieces / f'batch0000000_{name}.json').write_text(json.dumps({'value': {'estimator': value}}))
+  before = sorted(p.name for p in study.rglob('*'))
+  data = types.SimpleNamespace(test_images=np.zeros((4, 2, 2, 1), np.uint8), test_labels=np.zeros(4, int))
+  monkeypatch.setattr(added_attacks, 'load_model', lambda w: (types.SimpleNamespace(seed=0), None, {}, data))
+  monkeypatch.setattr(added_attacks, 'digest', lambda v: 'abc')
+  added = {'added': {f: np.asarray([1, 0, 0, 0], float) for f in paired.SCORE_FIELDS}}
+  monkeypatch.setattr(added_attacks, 'added_scores', lambda *a, **k: (added, {'added': 1.0}))
+  result = added_attacks.run(
+    'lwta', dataset='synthetic', weights='w', out_dir=str(out), previous_dir=str(study), progress=False
+  )
+  assert result['before']['majority'] == pytest.approx(2 / 4) and result['after'][
+    'majority'
+  ] == pytest.approx(1 / 4)
+  assert result['previous'] == str(study)
+  assert json.loads((out / 'synthetic' / 'added' / 'lwta.json').read_text())['after'][
+    'majority'
+  ] == pytest.approx(1 / 4)
+  assert (out / 'synthetic' / 'added' / 'lwta.md').exists()
+  assert sorted(p.name for p in study.rglob('*')) == before
+
+
 @pytest.mark.long
 def test_added_attacks_score_every_batch_and_read_their_pieces_back(tmp_path, monkeypatch):
   """The suite's attacks on the sampling of a (tiny) LWTA network, scored per batch; a second run

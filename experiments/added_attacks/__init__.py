@@ -221,12 +221,19 @@ def run(
   dataset: str,
   weights: str,
   out_dir: str = ROOT,
+  previous_dir: str | None = None,
   only: Sequence[str] | None = None,
   progress: bool = True,
 ) -> dict | None:
   """The row's added attacks (pieces stored as each finishes) and, unless `only` names some of
-  them, the comparison, written as JSON and markdown; returns it (None with `only`)."""
-  with open(os.path.join(out_dir, dataset, 'rows', f'{row}.json')) as fh:
+  them, the comparison, written as JSON and markdown; returns it (None with `only`).
+
+  The row's record, the previous suite's pieces and PGD-AT's per-point reference are read from
+  `previous_dir` (default `out_dir`: the study's own folder); the added pieces and the comparison
+  go to `out_dir`, so a rerun can leave the committed study untouched.
+  """
+  previous_dir = previous_dir or out_dir
+  with open(os.path.join(previous_dir, dataset, 'rows', f'{row}.json')) as fh:
     record = json.load(fh)
   config, model, variables, ds = load_model(weights)
   if digest(variables) != record['model_digest']:
@@ -255,10 +262,10 @@ def run(
   )
   if only is not None:  # some of the attacks only: their pieces are stored, nothing is compared
     return None
-  has_reference = os.path.exists(reference_path(dataset, out_dir))
-  reference = reference_outcomes(dataset, out_dir) if has_reference else None
-  out = compare(row_scores(os.path.join(out_dir, dataset, 'pieces', row, 'adaptive')), added, reference)
-  out.update(row=row, weights=weights, seconds=seconds, wall_s=time.time() - t0)
+  has_reference = os.path.exists(reference_path(dataset, previous_dir))
+  reference = reference_outcomes(dataset, previous_dir) if has_reference else None
+  out = compare(row_scores(os.path.join(previous_dir, dataset, 'pieces', row, 'adaptive')), added, reference)
+  out.update(row=row, weights=weights, previous=previous_dir, seconds=seconds, wall_s=time.time() - t0)
   write_result_json(os.path.join(out_dir, dataset, 'added', f'{row}.json'), out, indent=1)
   write_atomic(os.path.join(out_dir, dataset, 'added', f'{row}.md'), markdown(row, out))
   return out
@@ -271,7 +278,9 @@ def main(argv):
   F = flags.FLAGS
   weights = F.weights or os.path.join('results', 'published', F.dataset, F.row)
   only = F.attacks.split(',') if F.attacks else None
-  out = run(F.row, dataset=F.dataset, weights=weights, out_dir=F.out, only=only)
+  out = run(
+    F.row, dataset=F.dataset, weights=weights, out_dir=F.out, previous_dir=F.previous or None, only=only
+  )
   print('pieces stored; run without --attacks to compare' if out is None else markdown(F.row, out))
 
 
@@ -282,7 +291,10 @@ def command_line() -> None:
   flags.DEFINE_string('row', 'lwta', 'a stochastic row of the converged study')
   flags.DEFINE_string('dataset', 'fashion_mnist', "the converged study's dataset")
   flags.DEFINE_string('weights', '', 'its published weights (default results/published/<dataset>/<row>)')
-  flags.DEFINE_string('out', ROOT, "the converged study's results directory")
+  flags.DEFINE_string('out', ROOT, 'where the added pieces and the comparison go')
+  flags.DEFINE_string(
+    'previous', '', "the converged study's results directory (its rows and adaptive pieces; default --out)"
+  )
   flags.DEFINE_string(
     'attacks', '', 'only these added attacks, comma-separated (another process can take the rest)'
   )
