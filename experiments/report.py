@@ -22,6 +22,9 @@ COLUMNS = [
   ('eot_expected_probability', 'EOT expected probability'),
   ('eot_straight_through', 'EOT straight-through'),
   ('transfer_low_temperature', 'Transfer, low temperature'),
+  ('eot_expected_probability_l2', 'EOT expected probability, L2'),
+  ('eot_straight_through_l2', 'EOT straight-through, L2'),
+  ('transfer_low_temperature_l2', 'Transfer, low temperature, L2'),
   ('transfer', 'Transfer'),
   ('autoattack', 'AutoAttack'),
   ('worst_case', 'Worst case'),
@@ -55,17 +58,17 @@ SELECTED_NOTE = (
   'only be lower).'
 )
 # What makes it comparable with a deterministic row's worst case: both threats attacked with EOT
-# and the sampling attacked as the adaptive protocol does (records written before lack them).
-COMPARABLE_ATTACKS = ('eot_pgd_l2', 'eot_expected_probability')
+# and the sampling attacked at both as the adaptive protocol does (records written before lack them).
+COMPARABLE_ATTACKS = ('eot_pgd_l2', 'eot_expected_probability', 'eot_expected_probability_l2')
 COMPARABLE_NOTE = (
   ' Both threats are attacked with EOT (EOT-PGD and EOT-APGD at the L∞ and at the L2 ε; CW-L2 stays '
-  "single-draw) and the model's sampling as in the adaptive protocol (PGD on the expected "
+  "single-draw) and the model's sampling at both ε as in the adaptive protocol (PGD on the expected "
   'probability; for LWTA also straight-through winners and transfer from a low temperature), so it '
   "is compared with the reference row's worst case point by point below."
 )
 NOT_COMPARABLE_NOTE = (
   " Not comparable with a deterministic row's for {rows}: the record predates the suite's EOT "
-  'attacks at the L2 ε or its attacks on the sampling, so its candidates are weak; compare such a '
+  'attacks at the L2 ε or its attacks on the sampling at both ε, so its candidates are weak; compare such a '
   'row with a deterministic one on AutoAttack (AA-rand on a stochastic row).'
 )
 REFERENCE_ROW = 'pgd_at'
@@ -84,7 +87,7 @@ def _cell(res: dict, key: str) -> str:
 
 def comparable(res: dict) -> bool:
   """A stochastic row's selected worst case compares with a deterministic row's: its suite ran
-  the EOT attacks of both threats and the attacks on the sampling."""
+  the EOT attacks of both threats and the attacks on the sampling at both."""
   attacks = res.get('attacks', {})
   return res.get('worst_case_selected') is not None and all(a in attacks for a in COMPARABLE_ATTACKS)
 

@@ -141,7 +141,7 @@ def test_the_table_says_a_random_model_has_no_certificate():
 def test_an_eval_spec_is_checked_once_and_resolved_into_one_plan():
   """Every bad setting is named by the spec; the plan holds the suite's attacks, one transfer
   attack (the figures draw the same one), and budgets scaled by the one rule."""
-  from jaxrobust.models.traits import DETERMINISTIC, LWTA_NETWORK
+  from jaxrobust.models.traits import DETERMINISTIC, LWTA_NETWORK, NOISY
 
   for bad, match in (
     (dict(suite='autoatack'), "unknown suite 'autoatack'"),
@@ -169,18 +169,19 @@ def test_an_eval_spec_is_checked_once_and_resolved_into_one_plan():
   assert sto.attacks['eot_pgd_l2'] == dict(sto.attacks['pgd_l2'], eot_samples=spec.eot_samples)
   assert sto.attacks['eot_apgd_l2']['norm'] == 'l2'
   assert sto.attacks['eot_apgd_l2']['epsilon'] == sto.attacks['pgd_l2']['epsilon'] == 1.5
-  # ... and its sampling, each attack with the work of the suite's EOT-PGD (LWTA: three of them).
-  assert det.sampling == {} and set(sto.sampling) == {
-    'eot_expected_probability',
-    'eot_straight_through',
-    'transfer_low_temperature',
-  }
-  assert sto.sampling['eot_straight_through'].attack == sto.attacks['eot_pgd']
-  expected = sto.sampling['eot_expected_probability']
-  assert (
-    expected.attack == dict(sto.attacks['eot_pgd'], eot_samples=1)
-    and expected.mean_probability == spec.eot_samples
-  )
+  # ... and its sampling at both threats, each attack with the work of the suite's EOT-PGD at that
+  # threat (LWTA: three of them per threat).
+  three = {'eot_expected_probability', 'eot_straight_through', 'transfer_low_temperature'}
+  assert det.sampling == {} and set(sto.sampling) == three | {n + '_l2' for n in three}
+  for suffix, eot in (('', sto.attacks['eot_pgd']), ('_l2', sto.attacks['eot_pgd_l2'])):
+    assert sto.sampling['eot_straight_through' + suffix].attack == eot
+    assert sto.sampling['transfer_low_temperature' + suffix].attack == eot
+    expected = sto.sampling['eot_expected_probability' + suffix]
+    assert expected.attack == dict(eot, eot_samples=1) and expected.mean_probability == spec.eot_samples
+  assert sto.sampling['eot_straight_through_l2'].attack['name'] == 'pgd_l2'
+  assert sto.sampling['eot_straight_through_l2'].attack['epsilon'] == 1.5
+  noisy = E.build_evaluation(spec, NOISY)
+  assert set(noisy.sampling) == {'eot_expected_probability', 'eot_expected_probability_l2'}
   assert det.transfer == E.transfer_attack('standard', 'fashion_mnist', steps_scale=0.5)
   assert isinstance(det, E.ListedPlan) and det.autoattack is not None and sto.autoattack is not None
   assert (det.autoattack.version, sto.autoattack.version) == ('standard', 'rand')
@@ -321,6 +322,9 @@ def test_the_table_shows_a_selected_worst_case_and_pairs_it_only_when_both_threa
   still = table_markdown([ref, {'row': 'lwta', 'title': 'LWTA', 'result': result}])
   assert 'Not comparable' in still  # without the attacks on the sampling
   result['attacks'] = dict(result['attacks'], eot_expected_probability={})
+  linf_only = table_markdown([ref, {'row': 'lwta', 'title': 'LWTA', 'result': result}])
+  assert 'Not comparable' in linf_only  # the sampling attacked at the L∞ ε only
+  result['attacks'] = dict(result['attacks'], eot_expected_probability_l2={})
   with_eot = table_markdown([ref, {'row': 'lwta', 'title': 'LWTA', 'result': result}])
   assert 'Not comparable' not in with_eot and 'Both threats are attacked with EOT' in with_eot
   assert (

@@ -56,8 +56,9 @@ def test_table1_smoke_writes_table_rows_and_json(table):
   # Honest evaluation of the stochastic model: EOT on both threats, the attacks on its sampling.
   for col in ('eot_pgd', 'eot_apgd', 'eot_pgd_l2', 'eot_apgd_l2', 'transfer', 'clean_all_of_k_draws'):
     assert col in rows[1]['result']
-  for col in ('eot_expected_probability', 'eot_straight_through', 'transfer_low_temperature'):
-    assert col in rows[1]['result'] and col in rows[1]['result']['attacks'] and col not in rows[0]['result']
+  for base in ('eot_expected_probability', 'eot_straight_through', 'transfer_low_temperature'):
+    for col in (base, base + '_l2'):
+      assert col in rows[1]['result'] and col in rows[1]['result']['attacks'] and col not in rows[0]['result']
   assert rows[1]['result']['clean_all_of_k_draws'] <= rows[1]['result']['clean']
   # The AutoAttack column: standard on the deterministic row, rand on the stochastic one, and the
   # worst case is correct under it too, point by point.

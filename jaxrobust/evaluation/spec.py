@@ -21,6 +21,7 @@ from jaxrobust.evaluation.suites import (
   adaptive_attacks,
   attack_suite,
   linf_budget,
+  listed_sampling_attacks,
   sampling_attacks,
   scaled,
   transfer_attack,
@@ -144,8 +145,9 @@ class ListedPlan(NamedTuple):
     linf: the suite's L∞ ε (the verified bound is taken there).
     autoattack: the AutoAttack column, when the spec asks for it.
     grid: the ε grid, when the spec asks for it.
-    sampling: a stochastic model's attacks on its sampling (`sampling_attacks`, by its traits),
-      each with the work of the suite's EOT-PGD; empty for a deterministic model.
+    sampling: a stochastic model's attacks on its sampling at both threats
+      (`listed_sampling_attacks`, by its traits), each with the work of the suite's EOT-PGD at
+      that threat; empty for a deterministic model.
   """
 
   spec: EvalSpec
@@ -212,7 +214,7 @@ def build_evaluation(spec: EvalSpec, traits: ModelTraits) -> EvalPlan:
       s.suite, s.dataset, stochastic=stochastic, eot_samples=s.eot_samples, steps_scale=s.steps_scale
     )
     column = autoattack('rand' if stochastic else 'standard') if s.with_autoattack else None
-    sampling = sampling_attacks(s.dataset, lwta=traits.lwta, attack=attacks['eot_pgd']) if stochastic else {}
+    sampling = listed_sampling_attacks(s.dataset, lwta=traits.lwta, attacks=attacks) if stochastic else {}
     return ListedPlan(s, stochastic, attacks, transfer, linf, column, grid, sampling)
   if s.suite == 'adaptive':
     attacks = adaptive_attacks(

@@ -244,3 +244,18 @@ def sampling_attacks(
       attack, lwta_mode='eval', eval_temperature=low_temperature
     )
   return out
+
+
+# A listed suite's attacks on the sampling at its L2 ε carry this suffix (at the L∞ ε, none).
+L2_SUFFIX = '_l2'
+
+
+def listed_sampling_attacks(dataset: str, *, lwta: bool, attacks: dict) -> dict[str, SamplingAttack]:
+  """A listed suite's attacks on a stochastic model's sampling, for both of its threats:
+  `sampling_attacks` with the suite's own EOT-PGD (`attacks['eot_pgd']`, at the L∞ ε) under their
+  names, then with its EOT-PGD-L2 (`attacks['eot_pgd_l2']`) under the same names followed by
+  `L2_SUFFIX`. A threat attacked with EOT but not through the sampling would leave a stochastic
+  model's worst case weaker at that ε than at the other."""
+  linf = sampling_attacks(dataset, lwta=lwta, attack=attacks['eot_pgd'])
+  l2 = sampling_attacks(dataset, lwta=lwta, attack=attacks['eot_pgd_l2'])
+  return {**linf, **{name + L2_SUFFIX: a for name, a in l2.items()}}
