@@ -130,3 +130,30 @@ def test_the_suites_temperatures_are_the_measured_strongest():
     rec = json.load(fh)
   assert rec['strongest']['low_temperature']['temperature'] == suites.LOW_TEMPERATURE
   assert rec['strongest']['straight_through']['temperature'] == suites.STRAIGHT_THROUGH_TEMPERATURE
+
+
+@pytest.mark.long
+def test_a_listed_suites_sampling_attacks_keep_their_threats_ball_and_the_box():
+  """Each attack on the sampling of a (tiny) LWTA network from a listed suite stays in its own
+  threat's ball (L∞ ε for the plain names, the L2 ε for `*_l2`) and in [0, 1]."""
+  from jaxrobust.evaluation.adaptive import sampling_attack
+  from jaxrobust.models import create_model
+
+  model = create_model('small_cnn_lwta', num_classes=4, width=1)
+  variables = model.init(
+    {'params': jax.random.key(0), 'stochastic': jax.random.key(1)}, jnp.zeros((1, 8, 8, 1))
+  )
+  plan = build_evaluation(
+    EvalSpec(dataset='synthetic', suite='standard', eot_samples=2, steps_scale=0.1), LWTA_NETWORK
+  )
+  x = jax.random.uniform(jax.random.key(2), (3, 8, 8, 1))
+  y = jnp.arange(3) % 4
+  assert len(plan.sampling) == 6
+  for name, sampling in plan.sampling.items():
+    eps = sampling.attack['epsilon']
+    assert eps == plan.attacks['eot_pgd_l2' if name.endswith('_l2') else 'eot_pgd']['epsilon'], name
+    x_adv = sampling_attack(model, variables, sampling)(None, jax.random.key(3), x, y)
+    d = np.asarray(x_adv - x).reshape(3, -1)
+    norm = np.linalg.norm(d, axis=1) if name.endswith('_l2') else np.abs(d).max(axis=1)
+    assert (norm <= eps * (1 + 1e-5)).all() and norm.max() > 0, (name, norm, eps)
+    assert 0.0 <= float(x_adv.min()) and float(x_adv.max()) <= 1.0, name
