@@ -1,9 +1,10 @@
 """Does sampling fewer winners trade robustness for confidence? An LWTA model at several test-time
 temperatures, and with argmax winners, under single-draw and EOT PGD (the study's Figure 4).
 
-  python -m experiments.lwta_temperature --workdir=runs/converged/fashion_mnist/lwta --num_test=1000
+  python -m experiments.lwta_temperature --weights=results/published/fashion_mnist/lwta --num_test=1000
 
-For each setting of the same trained weights — the training temperature, lower ones, the
+`--weights` is a published-weights folder or a training run's work directory. For each setting of
+the same trained weights — the training temperature, lower ones, the
 evaluation default (0.01) and argmax winners (`deterministic=True`, no sampling) — it measures
 clean accuracy, PGD-20 accuracy with the attack and the prediction on one draw each (what the
 study reports), EOT-PGD-20 accuracy (gradient averaged over `--eot` draws), and the mean max-softmax
@@ -23,7 +24,8 @@ from jaxrobust.evaluation import STANDARD_BUDGETS, examples_and_confidence
 from jaxrobust.files import write_atomic
 from jaxrobust.provenance import write_result_json
 from jaxrobust.models import with_lwta_mode
-from jaxrobust.train.restore import load_trained
+from jaxrobust.evaluation.cache import digest
+from jaxrobust.train.weights import load_model
 
 TEMPERATURES = (0.67, 0.1, 0.01)
 
@@ -36,9 +38,9 @@ def settings(model) -> dict:
 
 
 def run(
-  workdir: str, *, num_test: int = 1000, eot_samples: int = 8, out_dir: str = 'results/lwta_temperature'
+  weights: str, *, num_test: int = 1000, eot_samples: int = 8, out_dir: str = 'results/lwta_temperature'
 ):
-  config, model, variables, ds = load_trained(workdir)
+  config, model, variables, ds = load_model(weights)
   b = STANDARD_BUDGETS[ds.name]
   pgd = dict(name='pgd', epsilon=b['linf'], step_size=b['linf_step'], num_steps=20)
   attacks = {'PGD-20': pgd, f'EOT{eot_samples}-PGD-20': dict(pgd, eot_samples=eot_samples)}
@@ -75,7 +77,10 @@ def run(
     )
   table = '\n'.join(lines) + '\n'
   base = os.path.join(out_dir, ds.name)
-  write_result_json(os.path.join(base, 'temperature.json'), {'workdir': workdir, 'n': n, 'rows': rows})
+  write_result_json(
+    os.path.join(base, 'temperature.json'),
+    {'weights': weights, 'model_digest': digest(variables), 'n': n, 'eot_samples': eot_samples, 'rows': rows},
+  )
   write_atomic(os.path.join(base, 'temperature.md'), table)
   figures.confidence_histograms(
     os.path.join(base, 'figures', 'confidence_by_temperature.png'),
@@ -92,7 +97,7 @@ def main(argv):
   from absl import flags
 
   F = flags.FLAGS
-  _, table = run(F.workdir, num_test=F.num_test, eot_samples=F.eot, out_dir=F.out)
+  _, table = run(F.weights, num_test=F.num_test, eot_samples=F.eot, out_dir=F.out)
   print(table)
 
 
@@ -100,7 +105,11 @@ def command_line() -> None:
   """`python -m experiments.lwta_temperature`: the flags below, then the run (experiments/lwta_temperature/__main__.py)."""
   from absl import app, flags
 
-  flags.DEFINE_string('workdir', None, 'work directory of a trained LWTA model', required=True)
+  flags.DEFINE_string(
+    'weights',
+    'results/published/fashion_mnist/lwta',
+    "an LWTA model's published-weights folder or its training run's work directory",
+  )
   flags.DEFINE_integer('num_test', 1000, 'test images', lower_bound=1)
   flags.DEFINE_integer('eot', 8, 'EOT draws of the EOT-PGD attack', lower_bound=1)
   flags.DEFINE_string('out', 'results/lwta_temperature', 'results directory')
