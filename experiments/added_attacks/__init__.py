@@ -40,7 +40,7 @@ from jaxrobust import keys
 from jaxrobust.evaluation import EvalSpec, build_evaluation
 from jaxrobust.evaluation.accuracy import as_unit_float, join_batches
 from jaxrobust.evaluation.adaptive import sampling_attack
-from jaxrobust.evaluation.cache import PieceCache, digest, run_identity
+from jaxrobust.evaluation.cache import PieceCache, digest, run_identity, stored_pieces
 from jaxrobust.evaluation.estimator import (
   candidate_scores,
   draw_keys,
@@ -271,11 +271,99 @@ def run(
   return out
 
 
+def _attack_scores(directory: str) -> dict[str, np.ndarray] | None:
+  """One added attack's `candidate_scores` over the points from its stored pieces, batches in
+  order; None when the folder holds none."""
+  if not os.path.isdir(directory):
+    return None
+  pieces = stored_pieces(directory)
+  if not pieces:
+    return None
+  return join_batches([pieces[name]['estimator'] for name in sorted(pieces)])
+
+
+def agreement(row: str, *, dataset: str, rerun_dir: str, study_dir: str = ROOT) -> dict:
+  """How far a rerun of the row's added attacks (`rerun_dir`) lands from the study's committed ones
+  (`study_dir`), for every attack whose pieces both hold, complete, on the same points: each alone
+  in both (expected and majority), and the paired difference rerun − study of the per-point
+  majority verdicts and expected accuracies with its 95 % interval and McNemar's exact test. The
+  draws differ between the two whenever the key schedule did, so only the sampling noise should
+  separate them.
+
+  Raises:
+    ValueError: when no attack's pieces are complete in both folders, or the two cover different
+      numbers of points.
+  """
+  out: dict = {'row': row, 'rerun': rerun_dir, 'study': study_dir, 'attacks': {}}
+  folder = lambda root: os.path.join(root, dataset, 'pieces', row, 'added')  # noqa: E731
+  with open(os.path.join(study_dir, dataset, 'rows', f'{row}.json')) as fh:
+    n = json.load(fh)['n_eval']
+  names = sorted(set(os.listdir(folder(rerun_dir))) & set(os.listdir(folder(study_dir))))
+  for name in names:
+    new, old = (
+      _attack_scores(os.path.join(folder(rerun_dir), name)),
+      _attack_scores(os.path.join(folder(study_dir), name)),
+    )
+    if new is None or old is None or len(new['measure_majority']) != n:
+      continue  # not complete in the rerun (or absent in the study): nothing to compare yet
+    if len(old['measure_majority']) != n:
+      raise ValueError(f'{folder(study_dir)}/{name}: {len(old["measure_majority"])} points, the row has {n}')
+    a, b = np.asarray(new['measure_majority'], bool), np.asarray(old['measure_majority'], bool)
+    t = mcnemar(a, b)
+    out['attacks'][name] = {
+      'study': {'expected': float(np.mean(old['measure_mean'])), 'majority': float(b.mean())},
+      'rerun': {'expected': float(np.mean(new['measure_mean'])), 'majority': float(a.mean())},
+      'majority_rerun_minus_study': paired(a, b),
+      'expected_rerun_minus_study': paired(new['measure_mean'], old['measure_mean']),
+      'mcnemar_majority': {
+        'robust_only_rerun': t['only_row'],
+        'robust_only_study': t['only_reference'],
+        'p_value': t['p_value'],
+      },
+    }
+  if not out['attacks']:
+    raise ValueError(f'{folder(rerun_dir)}: no added attack complete there and in {folder(study_dir)}')
+  out['n'] = n
+  return out
+
+
+def agreement_markdown(out: dict) -> str:
+  pct = lambda v: f'{100 * v:.1f}'  # noqa: E731
+  pts = lambda d: (
+    f'{100 * d["difference"]:+.1f} [{100 * d["interval"][0]:+.1f}, {100 * d["interval"][1]:+.1f}]'
+  )  # noqa: E731
+  lines = [
+    f"{out['row']}: the added attacks rerun ({out['rerun']}) against the study's ({out['study']}) on the "
+    f'same {out["n"]} images, each alone: accuracy expected / majority of the measurement draws; '
+    'differences rerun − study in points with the paired 95 % interval; McNemar on the points whose '
+    'majority verdict differs.',
+    '',
+    '| attack | study | rerun | majority: rerun − study | expected: rerun − study | robust only in the rerun / only in the study | McNemar p |',
+    '|---|---|---|---|---|---|---|',
+  ]
+  for name, r in out['attacks'].items():
+    t = r['mcnemar_majority']
+    lines.append(
+      f'| {name} | {pct(r["study"]["expected"])} / {pct(r["study"]["majority"])} '
+      f'| {pct(r["rerun"]["expected"])} / {pct(r["rerun"]["majority"])} '
+      f'| {pts(r["majority_rerun_minus_study"])} | {pts(r["expected_rerun_minus_study"])} '
+      f'| {t["robust_only_rerun"]} / {t["robust_only_study"]} | {t["p_value"]:.2g} |'
+    )
+  return '\n'.join(lines) + '\n'
+
+
 def main(argv):
   del argv
   from absl import flags
 
   F = flags.FLAGS
+  if F.agreement:
+    out = agreement(F.row, dataset=F.dataset, rerun_dir=F.out, study_dir=F.previous or ROOT)
+    base = os.path.join(F.out, F.dataset, 'added', f'{F.row}_agreement')
+    write_result_json(base + '.json', out, indent=1)
+    write_atomic(base + '.md', agreement_markdown(out))
+    print(agreement_markdown(out))
+    return
   weights = F.weights or os.path.join('results', 'published', F.dataset, F.row)
   only = F.attacks.split(',') if F.attacks else None
   out = run(
@@ -294,6 +382,12 @@ def command_line() -> None:
   flags.DEFINE_string('out', ROOT, 'where the added pieces and the comparison go')
   flags.DEFINE_string(
     'previous', '', "the converged study's results directory (its rows and adaptive pieces; default --out)"
+  )
+  flags.DEFINE_bool(
+    'agreement',
+    False,
+    "compare the added pieces under --out with the study's under --previous (no attack is run); "
+    'writes <out>/<dataset>/added/<row>_agreement.json and .md',
   )
   flags.DEFINE_string(
     'attacks', '', 'only these added attacks, comma-separated (another process can take the rest)'
