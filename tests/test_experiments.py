@@ -1050,8 +1050,8 @@ def test_added_attacks_rerun_reads_the_study_and_writes_elsewhere(tmp_path, monk
 
 def test_added_attacks_agreement_pairs_a_rerun_with_the_study_point_by_point(tmp_path):
   """Closed form: the study's attack leaves points 0-2 of 4 robust, the rerun's points 0-1: rerun −
-  study is −25 points by majority, one point robust only in the study; an attack the rerun has not
-  finished is left out, and with none finished the comparison is refused."""
+  study is −25 points by majority, one point robust only in the study; an attack the rerun has half
+  done is compared on the batch both hold, and with no batch in common the comparison is refused."""
   from experiments import added_attacks, paired
   from jaxrobust.evaluation.cache import PieceCache
 
@@ -1065,18 +1065,25 @@ def test_added_attacks_agreement_pairs_a_rerun_with_the_study_point_by_point(tmp
   (study / 'd' / 'rows').mkdir(parents=True)
   (study / 'd' / 'rows' / 'lwta.json').write_text(json.dumps({'n_eval': 4}))
   store(study, 'a', {0: [1, 1], 2: [1, 0]})
-  store(study, 'b', {0: [1, 1], 2: [1, 1]})
-  store(rerun, 'b', {0: [1, 1]})  # half done
-  with pytest.raises(ValueError, match='no added attack complete'):
-    added_attacks.agreement('lwta', dataset='d', rerun_dir=str(rerun), study_dir=str(study))
+  store(study, 'b', {0: [1, 0], 2: [1, 1]})
+  store(rerun, 'b', {2: [0, 1]})
+  store(rerun, 'c', {0: [1, 1]})  # not in the study
+  out = added_attacks.agreement('lwta', dataset='d', rerun_dir=str(rerun), study_dir=str(study))
+  assert list(out['attacks']) == ['b'] and out['n_row'] == 4
+  b = out['attacks']['b']
+  assert b['n'] == 2 and b['batches'] == ['batch0000002']
+  assert (b['study']['majority'], b['rerun']['majority']) == (1.0, 0.5)
   store(rerun, 'a', {0: [1, 1], 2: [0, 0]})
   out = added_attacks.agreement('lwta', dataset='d', rerun_dir=str(rerun), study_dir=str(study))
-  assert list(out['attacks']) == ['a'] and out['n'] == 4
   a = out['attacks']['a']
-  assert (a['study']['majority'], a['rerun']['majority']) == (0.75, 0.5)
+  assert a['n'] == 4 and (a['study']['majority'], a['rerun']['majority']) == (0.75, 0.5)
   assert a['majority_rerun_minus_study']['difference'] == pytest.approx(-0.25)
   assert a['mcnemar_majority'] == {'robust_only_rerun': 0, 'robust_only_study': 1, 'p_value': 1.0}
-  assert '| a | 75.0 / 75.0 | 50.0 / 50.0 | -25.0' in added_attacks.agreement_markdown(out)
+  assert '| a | 4 | 75.0 / 75.0 | 50.0 / 50.0 | -25.0' in added_attacks.agreement_markdown(out)
+  empty = tmp_path / 'empty'
+  store(empty, 'a', {})
+  with pytest.raises(ValueError, match='no added attack has a batch'):
+    added_attacks.agreement('lwta', dataset='d', rerun_dir=str(empty), study_dir=str(study))
 
 
 @pytest.mark.long

@@ -271,50 +271,45 @@ def run(
   return out
 
 
-def _attack_scores(directory: str) -> dict[str, np.ndarray] | None:
-  """One added attack's `candidate_scores` over the points from its stored pieces, batches in
-  order; None when the folder holds none."""
+def _attack_pieces(directory: str) -> dict[str, dict]:
+  """{batch name: its estimator scores} of one added attack's stored pieces ({} without any)."""
   if not os.path.isdir(directory):
-    return None
-  pieces = stored_pieces(directory)
-  if not pieces:
-    return None
-  return join_batches([pieces[name]['estimator'] for name in sorted(pieces)])
+    return {}
+  return {name: value['estimator'] for name, value in stored_pieces(directory).items()}
 
 
 def agreement(row: str, *, dataset: str, rerun_dir: str, study_dir: str = ROOT) -> dict:
   """How far a rerun of the row's added attacks (`rerun_dir`) lands from the study's committed ones
-  (`study_dir`), for every attack whose pieces both hold, complete, on the same points: each alone
-  in both (expected and majority), and the paired difference rerun − study of the per-point
-  majority verdicts and expected accuracies with its 95 % interval and McNemar's exact test. The
-  draws differ between the two whenever the key schedule did, so only the sampling noise should
-  separate them.
+  (`study_dir`), for every attack on the batches that both hold (a rerun stopped early is compared
+  on what it finished, and says so): each alone in both (expected and majority), and the paired
+  difference rerun − study of the per-point majority verdicts and expected accuracies with its
+  95 % interval and McNemar's exact test. The draws differ between the two whenever the key
+  schedule did, so only the sampling noise should separate them.
 
   Raises:
-    ValueError: when no attack's pieces are complete in both folders, or the two cover different
-      numbers of points.
+    ValueError: when no attack has a batch in both folders.
   """
-  out: dict = {'row': row, 'rerun': rerun_dir, 'study': study_dir, 'attacks': {}}
   folder = lambda root: os.path.join(root, dataset, 'pieces', row, 'added')  # noqa: E731
   with open(os.path.join(study_dir, dataset, 'rows', f'{row}.json')) as fh:
-    n = json.load(fh)['n_eval']
+    n_row = json.load(fh)['n_eval']
+  out: dict = {'row': row, 'rerun': rerun_dir, 'study': study_dir, 'n_row': n_row, 'attacks': {}}
   names = sorted(set(os.listdir(folder(rerun_dir))) & set(os.listdir(folder(study_dir))))
   for name in names:
-    new, old = (
-      _attack_scores(os.path.join(folder(rerun_dir), name)),
-      _attack_scores(os.path.join(folder(study_dir), name)),
-    )
-    if new is None or old is None or len(new['measure_majority']) != n:
-      continue  # not complete in the rerun (or absent in the study): nothing to compare yet
-    if len(old['measure_majority']) != n:
-      raise ValueError(f'{folder(study_dir)}/{name}: {len(old["measure_majority"])} points, the row has {n}')
-    a, b = np.asarray(new['measure_majority'], bool), np.asarray(old['measure_majority'], bool)
+    new = _attack_pieces(os.path.join(folder(rerun_dir), name))
+    old = _attack_pieces(os.path.join(folder(study_dir), name))
+    batches = sorted(set(new) & set(old))
+    if not batches:
+      continue
+    a_scores, b_scores = join_batches([new[b] for b in batches]), join_batches([old[b] for b in batches])
+    a, b = np.asarray(a_scores['measure_majority'], bool), np.asarray(b_scores['measure_majority'], bool)
     t = mcnemar(a, b)
     out['attacks'][name] = {
-      'study': {'expected': float(np.mean(old['measure_mean'])), 'majority': float(b.mean())},
-      'rerun': {'expected': float(np.mean(new['measure_mean'])), 'majority': float(a.mean())},
+      'n': len(a),
+      'batches': batches,
+      'study': {'expected': float(np.mean(b_scores['measure_mean'])), 'majority': float(b.mean())},
+      'rerun': {'expected': float(np.mean(a_scores['measure_mean'])), 'majority': float(a.mean())},
       'majority_rerun_minus_study': paired(a, b),
-      'expected_rerun_minus_study': paired(new['measure_mean'], old['measure_mean']),
+      'expected_rerun_minus_study': paired(a_scores['measure_mean'], b_scores['measure_mean']),
       'mcnemar_majority': {
         'robust_only_rerun': t['only_row'],
         'robust_only_study': t['only_reference'],
@@ -322,29 +317,30 @@ def agreement(row: str, *, dataset: str, rerun_dir: str, study_dir: str = ROOT) 
       },
     }
   if not out['attacks']:
-    raise ValueError(f'{folder(rerun_dir)}: no added attack complete there and in {folder(study_dir)}')
-  out['n'] = n
+    raise ValueError(f'{folder(rerun_dir)}: no added attack has a batch there and in {folder(study_dir)}')
   return out
 
 
 def agreement_markdown(out: dict) -> str:
   pct = lambda v: f'{100 * v:.1f}'  # noqa: E731
-  pts = lambda d: (
-    f'{100 * d["difference"]:+.1f} [{100 * d["interval"][0]:+.1f}, {100 * d["interval"][1]:+.1f}]'
-  )  # noqa: E731
+
+  def pts(d: dict) -> str:
+    return f'{100 * d["difference"]:+.1f} [{100 * d["interval"][0]:+.1f}, {100 * d["interval"][1]:+.1f}]'
+
   lines = [
-    f"{out['row']}: the added attacks rerun ({out['rerun']}) against the study's ({out['study']}) on the "
-    f'same {out["n"]} images, each alone: accuracy expected / majority of the measurement draws; '
-    'differences rerun − study in points with the paired 95 % interval; McNemar on the points whose '
-    'majority verdict differs.',
+    f"{out['row']}: the added attacks rerun ({out['rerun']}) against the study's ({out['study']}), each "
+    f"alone on the images both runs finished (of the row's {out['n_row']}): accuracy expected / majority "
+    'of the measurement draws; differences rerun − study in points with the paired 95 % interval; '
+    'McNemar on the points whose majority verdict differs.',
     '',
-    '| attack | study | rerun | majority: rerun − study | expected: rerun − study | robust only in the rerun / only in the study | McNemar p |',
-    '|---|---|---|---|---|---|---|',
+    '| attack | images | study | rerun | majority: rerun − study | expected: rerun − study '
+    '| robust only in the rerun / only in the study | McNemar p |',
+    '|---|---|---|---|---|---|---|---|',
   ]
   for name, r in out['attacks'].items():
     t = r['mcnemar_majority']
     lines.append(
-      f'| {name} | {pct(r["study"]["expected"])} / {pct(r["study"]["majority"])} '
+      f'| {name} | {r["n"]} | {pct(r["study"]["expected"])} / {pct(r["study"]["majority"])} '
       f'| {pct(r["rerun"]["expected"])} / {pct(r["rerun"]["majority"])} '
       f'| {pts(r["majority_rerun_minus_study"])} | {pts(r["expected_rerun_minus_study"])} '
       f'| {t["robust_only_rerun"]} / {t["robust_only_study"]} | {t["p_value"]:.2g} |'
