@@ -293,7 +293,8 @@ def agreement(row: str, *, dataset: str, rerun_dir: str, study_dir: str = ROOT) 
   with open(os.path.join(study_dir, dataset, 'rows', f'{row}.json')) as fh:
     n_row = json.load(fh)['n_eval']
   out: dict = {'row': row, 'rerun': rerun_dir, 'study': study_dir, 'n_row': n_row, 'attacks': {}}
-  names = sorted(set(os.listdir(folder(rerun_dir))) & set(os.listdir(folder(study_dir))))
+  listed = lambda d: set(os.listdir(d)) if os.path.isdir(d) else set()  # noqa: E731
+  names = sorted(listed(folder(rerun_dir)) & listed(folder(study_dir)))
   for name in names:
     new = _attack_pieces(os.path.join(folder(rerun_dir), name))
     old = _attack_pieces(os.path.join(folder(study_dir), name))
@@ -355,10 +356,10 @@ def main(argv):
   F = flags.FLAGS
   if F.agreement:
     out = agreement(F.row, dataset=F.dataset, rerun_dir=F.out, study_dir=F.previous or ROOT)
-    base = os.path.join(F.out, F.dataset, 'added', f'{F.row}_agreement')
+    base, text = os.path.join(F.out, F.dataset, 'added', f'{F.row}_agreement'), agreement_markdown(out)
     write_result_json(base + '.json', out, indent=1)
-    write_atomic(base + '.md', agreement_markdown(out))
-    print(agreement_markdown(out))
+    write_atomic(base + '.md', text)
+    print(text)
     return
   weights = F.weights or os.path.join('results', 'published', F.dataset, F.row)
   only = F.attacks.split(',') if F.attacks else None
