@@ -46,7 +46,9 @@ class Reproduction(NamedTuple):
   ({name: (recorded, now)}), the per-example outcomes that changed, the environment fields that
   differ ('field: recorded → now'), and the numbers only one of the two records has (either
   way, a row that lacks a number, or holds a string or a boolean in its place, does not
-  reproduce; `spread` compares the common ones only)."""
+  reproduce; `spread` compares the common ones only), and the largest change of an accuracy among
+  the numbers both records hold (the verdict's own when nothing is unmatched; NaN when nothing is
+  common)."""
 
   verdict: str
   largest_difference: float
@@ -54,6 +56,7 @@ class Reproduction(NamedTuple):
   changed_outcomes: int
   environment: list
   unmatched: tuple = ()
+  largest_common_difference: float = math.nan
 
 
 def counts(record, prefix: str = '') -> set[str]:
@@ -105,8 +108,6 @@ def compare(
   env = compare_environments(recorded.get('environment'), rerun.get('environment') or environment())
   common = a.keys() & b.keys()
   unmatched = tuple(sorted(a.keys() ^ b.keys()))
-  if not common or (unmatched and not common_only):
-    return Reproduction(NOT_AT_ALL, math.inf, {k: (a.get(k), b.get(k)) for k in unmatched}, 0, env, unmatched)
   changed = {k: (a[k], b[k]) for k in sorted(common) if a[k] != b[k]}
   # The tolerance is in accuracy (a fraction of the images): a count that moved (AutoAttack's
   # `broken`) is a change, but not one measured in points.
@@ -117,13 +118,18 @@ def compare(
   outcomes = sum(
     sum(x != y for x, y in zip(pa[k], pb[k])) + abs(len(pa[k]) - len(pb[k])) for k in pa.keys() & pb.keys()
   )
+  if not common or (unmatched and not common_only):
+    # What the columns both hold did stays on record: a rerun with a larger suite is judged on them.
+    changed.update({k: (a.get(k), b.get(k)) for k in unmatched})
+    common_largest = largest if common else math.nan
+    return Reproduction(NOT_AT_ALL, math.inf, changed, outcomes, env, unmatched, common_largest)
   if not changed and not outcomes:
     verdict = BIT_FOR_BIT
   elif largest <= tolerance + 1e-9:  # accuracies are k/n: 0.764 - 0.744 is 0.020000000000000018
     verdict = TO_A_TOLERANCE
   else:
     verdict = NOT_AT_ALL
-  return Reproduction(verdict, largest, changed, outcomes, env, unmatched)
+  return Reproduction(verdict, largest, changed, outcomes, env, unmatched, largest)
 
 
 def verdict_record(path: str, r: Reproduction, tolerance: float, *, against: str | None = None) -> dict:
@@ -135,6 +141,9 @@ def verdict_record(path: str, r: Reproduction, tolerance: float, *, against: str
     'verdict': r.verdict,
     'tolerance': tolerance,
     'largest_difference': r.largest_difference if math.isfinite(r.largest_difference) else None,
+    'largest_common_difference': (
+      r.largest_common_difference if math.isfinite(r.largest_common_difference) else None
+    ),
     'changed': {k: list(v) for k, v in r.changed.items()},
     'changed_outcomes': r.changed_outcomes,
     'environment_differences': r.environment,
@@ -146,7 +155,11 @@ def report(path: str, r: Reproduction) -> str:
   """The verdict in words, for the command line."""
   lines = [f'{path}: reproduces {r.verdict}']
   if r.changed:
-    lines.append(f'  largest change of an accuracy {100 * r.largest_difference:.2f} points; changed numbers:')
+    largest = r.largest_difference if not r.unmatched else r.largest_common_difference
+    where = '' if not r.unmatched else ' among the numbers both records hold'
+    if math.isfinite(largest):
+      lines.append(f'  largest change of an accuracy{where} {100 * largest:.2f} points')
+    lines.append('  changed numbers:')
     lines += [f'    {k}: {x} → {y}' for k, (x, y) in sorted(r.changed.items())]
   if r.changed_outcomes:
     lines.append(f'  {r.changed_outcomes} per-example outcomes changed')

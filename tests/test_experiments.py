@@ -627,6 +627,16 @@ def test_verdicts_follow_the_largest_change(table):
     assert r.verdict == reproduce.NOT_AT_ALL and r.unmatched == ('result.verified_linf',), tamper
     assert 'result.verified_linf' in reproduce.report('x.json', r)
   assert reproduce.compare(rec, gone, common_only=True).verdict == reproduce.BIT_FOR_BIT
+  # A rerun with a column more fails, and still says how far the columns both hold moved.
+  larger = copy.deepcopy(near)
+  larger['result']['new_attack'] = 0.25
+  r = reproduce.compare(rec, larger)
+  assert r.verdict == reproduce.NOT_AT_ALL and r.unmatched == ('result.new_attack',)
+  assert r.largest_common_difference == pytest.approx(0.015)
+  assert r.changed['result.fgsm'] == (rec['result']['fgsm'], near['result']['fgsm'])
+  record = reproduce.verdict_record('x.json', r, 0.02)
+  assert record['largest_difference'] is None and record['largest_common_difference'] == pytest.approx(0.015)
+  assert '1.50 points' in reproduce.report('x.json', r)
   nan = copy.deepcopy(rec)
   nan['result']['fgsm'] = float('nan')
   with pytest.raises(ValueError, match=r'result.fgsm is nan'):

@@ -2,7 +2,9 @@
 judged: bit for bit, to a tolerance, or not at all (experiments.reproduce)."""
 
 import copy
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -86,25 +88,76 @@ def test_the_compilation_cache_is_pruned_oldest_first(tmp_path):
   assert prune_cache(str(tmp_path), 250) == 0 and prune_cache(str(tmp_path / 'absent'), 0) == 0
 
 
-def test_every_committed_result_names_its_environment():
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _script(name: str):
+  """A module of scripts/ (they are run from the repository root, not imported as a package)."""
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'scripts', f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_every_committed_result_names_its_environment(monkeypatch):
   """Each results file records its environment, or is one of the files written before that
   existed, described (commit, CPU; versions said to be unknown) in results/LEGACY_ENVIRONMENTS.json."""
-  import importlib.util
-  import json
-  import os
-
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  spec = importlib.util.spec_from_file_location(
-    'legacy', os.path.join(root, 'scripts', 'legacy_environments.py')
-  )
-  legacy = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(legacy)
-  cwd = os.getcwd()
-  os.chdir(root)
-  try:
-    manifest = json.load(open(legacy.OUT))
-    unnamed = [p for p in legacy.result_files() if not legacy.records_environment(p) and p not in manifest]
-  finally:
-    os.chdir(cwd)
+  legacy = _script('legacy_environments')
+  monkeypatch.chdir(ROOT)
+  manifest = json.load(open(legacy.OUT))
+  unnamed = [p for p in legacy.result_files() if not legacy.records_environment(p) and p not in manifest]
   assert not unnamed, f'results without an environment record: {unnamed}'
   assert all(e['commit_added'] for e in manifest.values())
+
+
+def _env(jaxlib):
+  return {'environment': {'versions': {'jaxlib': jaxlib}}}
+
+
+def test_the_lock_ledger_counts_what_the_files_say(tmp_path, monkeypatch):
+  ledger = _script('lock_ledger')
+  monkeypatch.chdir(tmp_path)
+  files = {
+    'results/study/a/new.json': {'accuracy': 0.5, **_env('0.10.1')},
+    'results/study/a/old.json': {'accuracy': 0.5, **_env('0.10.2')},
+    'results/study/a/older.json': {'accuracy': 0.5, **_env('0.10.2')},
+    'results/study/a/bare.json': {'accuracy': 0.5},
+    'results/bench.jsonl': [{'x': 1, **_env('0.10.2')}, {'x': 2, **_env('0.10.1')}],
+    # A verdict under the lock for old.json; one under another jaxlib does not count.
+    'results/study/checks/old.json': {
+      'record': 'results/study/a/old.json',
+      'verdict': 'not at all',
+      'largest_difference': None,
+      'largest_common_difference': 0.026,
+      **_env('0.10.1'),
+    },
+    'results/study/checks/older.json': {
+      'record': 'results/study/a/older.json',
+      'verdict': 'x',
+      **_env('0.9'),
+    },
+  }
+  for path, value in files.items():
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+      f.write('\n'.join(map(json.dumps, value)) if path.endswith('.jsonl') else json.dumps(value))
+  with open('requirements.lock', 'w') as f:
+    f.write("jax==0.10.1 ; python_full_version < '3.12' \\\njaxlib==0.10.1 ; python_full_version < '3.12'\n")
+  text = ledger.ledger(sorted(files), ledger.locked_jaxlib())
+  assert '| `results/study/a` | 4 | 1 | 2 | 1 | 1 |' in text
+  assert '| `results/bench.jsonl` | 1 | 0 | 1 | 0 | 0 |' in text  # judged by its first record
+  assert '| all | 5 | 1 | 3 | 1 | 1 |' in text
+  assert '| `results/study/a/old.json` | not at all |  | 2.6 | `results/study/checks/old.json` |' in text
+  assert 'older.json` | x' not in text
+  with open('requirements.lock', 'w') as f:
+    f.write('numpy==2.0\n')
+  with pytest.raises(ValueError, match='requirements.lock: no jaxlib pin'):
+    ledger.locked_jaxlib()
+
+
+def test_the_committed_lock_ledger_is_current(monkeypatch):
+  """results/LOCK_LEDGER.md says what the committed results say (rerun scripts/lock_ledger.py)."""
+  ledger = _script('lock_ledger')
+  legacy = _script('legacy_environments')
+  monkeypatch.chdir(ROOT)
+  assert open(ledger.OUT).read() == ledger.ledger(legacy.result_files(), ledger.locked_jaxlib())
