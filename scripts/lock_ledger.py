@@ -133,9 +133,9 @@ def ledger(paths: list[str], current: str) -> str:
   for v in sorted(verdicts, key=lambda v: (v.record, v.path)):
     if v.jaxlib != current:
       continue
-    largest, common = (
-      '' if x is None else f'{100 * x:.1f}' for x in (v.largest_difference, v.largest_common_difference)
-    )
+    # The common numbers' change is the verdict's own unless numbers went unmatched.
+    common_only = v.largest_common_difference if v.largest_difference is None else None
+    largest, common = ('' if x is None else f'{100 * x:.1f}' for x in (v.largest_difference, common_only))
     lines.append(f'| `{v.record}` | {v.verdict} | {largest} | {common} | `{v.path}` |')
   return '\n'.join(lines) + '\n'
 
