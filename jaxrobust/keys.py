@@ -59,8 +59,10 @@ TAG_INIT_REDRAW = 10**6  # init='torch': the redraw of a kernel and bias (models
 # come from `batch_keys` (folded with the batch's first index, then split), an attack's from
 # `attack_keys`, a draw's from `draw_key`: no tag shares a namespace with an index.
 # Its version: caches that store results under a key's digest store it too, since the same root
-# draws other numbers under another schedule (1: tags and index arithmetic; 2: splits).
-EVAL_SCHEDULE = 2
+# draws other numbers under another schedule (1: tags and index arithmetic; 2: splits; 3: no
+# arithmetic inside the attacks either, one index folded per level). tests/test_keys.py holds each
+# schedule's fingerprint: a change of these keys without a new number fails there.
+EVAL_SCHEDULE = 3
 
 
 class RunKeys(NamedTuple):

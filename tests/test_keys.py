@@ -230,3 +230,47 @@ def test_a_part_added_last_leaves_the_other_parts_keys_as_they_were():
   now = keys.eval_keys(root)
   assert now._fields[-1] == 'added' and len(now) == 9
   np.testing.assert_array_equal(_data(list(now)[:8]), _data(before))
+
+
+# What every evaluation key helper and tag of keys.py draws from one root, hashed, per schedule:
+# changing any of them changes the bits of a cached attack, so it needs a new `EVAL_SCHEDULE` (and
+# a new line here), or a cache written under the old keys would be read as if drawn under the new.
+SCHEDULE_FINGERPRINTS = {
+  3: '631644631223efdfec094a112e8cb083c96706fe0ccda5999ad7e2c60e31b436',
+}
+
+
+def schedule_fingerprint() -> str:
+  import hashlib
+
+  root = keys.evaluation_key(0)
+  batch = keys.batch_keys(keys.eval_keys(root).suite, 500)
+  drawn = [
+    root,
+    *keys.eval_keys(root),
+    *batch,
+    *keys.attack_keys(batch, 3),
+    *keys.certify_keys(root),
+    *keys.example_keys(root, 3),
+    keys.draw_key(root, 7),
+    keys.pair_key(root, 2, 1500),
+    keys.step_model_key(root, 11),
+    *keys.step_model_keys(root, 11),
+    keys.search_step_model_key(root, 2, 11),
+  ]
+  tags = sorted((name, getattr(keys, name)) for name in dir(keys) if name.startswith('TAG_'))
+  h = hashlib.sha256(repr(tags).encode())
+  for k in drawn:
+    h.update(np.asarray(jax.random.key_data(k)).tobytes())
+  return h.hexdigest()
+
+
+def test_a_changed_key_schedule_has_a_new_number():
+  """keys.EVAL_SCHEDULE names what the helpers draw: a cache stores the number, so a change of
+  the keys under an unchanged number would let a cache of other draws pass as this schedule's."""
+  assert keys.EVAL_SCHEDULE in SCHEDULE_FINGERPRINTS, (
+    f'EVAL_SCHEDULE {keys.EVAL_SCHEDULE} has no fingerprint: {schedule_fingerprint()}'
+  )
+  assert schedule_fingerprint() == SCHEDULE_FINGERPRINTS[keys.EVAL_SCHEDULE], (
+    f'the evaluation keys changed: bump keys.EVAL_SCHEDULE and add its fingerprint {schedule_fingerprint()}'
+  )
