@@ -108,11 +108,13 @@ def compare(
   env = compare_environments(recorded.get('environment'), rerun.get('environment') or environment())
   common = a.keys() & b.keys()
   unmatched = tuple(sorted(a.keys() ^ b.keys()))
-  changed = {k: (a[k], b[k]) for k in sorted(common) if a[k] != b[k]}
+  changed: dict[str, tuple[float | None, float | None]] = {
+    k: (a[k], b[k]) for k in sorted(common) if a[k] != b[k]
+  }
   # The tolerance is in accuracy (a fraction of the images): a count that moved (AutoAttack's
   # `broken`) is a change, but not one measured in points.
   integral = counts(recorded)
-  largest = max((abs(x - y) for k, (x, y) in changed.items() if k not in integral), default=0.0)
+  largest = max((abs(a[k] - b[k]) for k in changed if k not in integral), default=0.0)
   pa = recorded.get('result', recorded).get('per_example', {})
   pb = rerun.get('result', rerun).get('per_example', {})
   outcomes = sum(
