@@ -39,17 +39,22 @@ COPIED_FROM = {
 }
 
 
-def records_environment(path: str) -> bool:
-  """True when the file carries its own environment record (a list of records, as table1.json:
-  each of them)."""
+def records(path: str) -> list:
+  """The JSON values of a results file: each line of a .jsonl, each entry of a list, or the one."""
   with open(path) as f:
     if path.endswith('.jsonl'):
-      first = f.readline()
-      return bool(first.strip()) and 'environment' in json.loads(first)
+      return [json.loads(line) for line in f if line.strip()]
     d = json.load(f)
-  if isinstance(d, list):
-    return bool(d) and all(isinstance(r, dict) and 'environment' in r for r in d)
-  return isinstance(d, dict) and 'environment' in d
+  return d if isinstance(d, list) else [d]
+
+
+def records_environment(path: str) -> bool:
+  """True when the file carries its own environment record (a list of records, as table1.json:
+  each of them; JSON lines: the first)."""
+  rs = records(path)
+  if path.endswith('.jsonl'):
+    rs = rs[:1]
+  return bool(rs) and all(isinstance(r, dict) and 'environment' in r for r in rs)
 
 
 def _ignored(path: str) -> bool:

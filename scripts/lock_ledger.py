@@ -15,7 +15,6 @@ new file is. Run from the repository root:
 from __future__ import annotations
 
 import collections
-import json
 import os
 import re
 import sys
@@ -48,15 +47,6 @@ def locked_jaxlib(lock_path: str = LOCK) -> str:
   return match.group(1)
 
 
-def _records(path: str) -> list:
-  """The JSON objects of a results file: each line of a .jsonl, each entry of a list, or the one."""
-  with open(path) as f:
-    if path.endswith('.jsonl'):
-      return [json.loads(line) for line in f if line.strip()]
-    d = json.load(f)
-  return d if isinstance(d, list) else [d]
-
-
 def _jaxlib(record) -> str | None:
   env = record.get('environment') if isinstance(record, dict) else None
   versions = env.get('versions') if isinstance(env, dict) else None
@@ -65,13 +55,13 @@ def _jaxlib(record) -> str | None:
 
 def file_jaxlib(path: str) -> str | None:
   """The jaxlib a results file names: that of its first record that names one."""
-  names = [_jaxlib(r) for r in _records(path)]
+  names = [_jaxlib(r) for r in legacy_environments.records(path)]
   return next((n for n in names if n), None)
 
 
 def verdict_of(path: str) -> Verdict | None:
   """The verdict a file holds, or None when it is not one."""
-  records = _records(path)
+  records = legacy_environments.records(path)
   d = records[0] if len(records) == 1 else None
   if not (isinstance(d, dict) and 'record' in d and 'verdict' in d):
     return None
