@@ -1096,6 +1096,50 @@ def test_added_attacks_agreement_pairs_a_rerun_with_the_study_point_by_point(tmp
     added_attacks.agreement('lwta', dataset='d', rerun_dir=str(empty), study_dir=str(study))
 
 
+def test_converged_agreement_pairs_each_attack_and_the_worst_case_of_a_rerun(tmp_path):
+  """Closed form, every score a point's robustness so that the worst case is the AND of the
+  candidates: the study's worst case over its adaptive `a` and added `b` is [1, 0 | 1, 0]; a rerun
+  holding `b` on batch 0 only is compared there (+50 points, 2 images); complete, it is
+  [1, 1 | 0, 0] (no change, one point robust only in each); a candidate only the rerun holds is
+  left out, and a rerun with nothing in common is refused naming its folder."""
+  from experiments import converged, paired
+  from jaxrobust.evaluation.cache import PieceCache
+
+  def store(folder, name_of, batches):
+    cache = PieceCache(str(folder), {'folder': str(folder.name)})
+    for i, robust in batches.items():
+      value = {'estimator': dict.fromkeys(paired.SCORE_FIELDS, robust)}
+      cache.get(name_of(i), lambda v=value: v)
+
+  study, rerun = tmp_path / 'study', tmp_path / 'rerun'
+  pieces = lambda root: root / 'd' / 'pieces' / 'lwta'  # noqa: E731
+  adaptive = lambda root, name, batches: store(  # noqa: E731
+    pieces(root) / 'adaptive', lambda i: f'batch{i:07d}_{name}', batches
+  )
+  adaptive(study, 'a', {0: [1, 1], 2: [1, 0]})
+  store(pieces(study) / 'added' / 'b', lambda i: f'batch{i:07d}', {0: [1, 0], 2: [1, 1]})
+  adaptive(rerun, 'a', {0: [1, 1], 2: [0, 0]})
+  adaptive(rerun, 'b', {0: [1, 1]})
+  adaptive(rerun, 'c', {0: [0, 0], 2: [0, 0]})
+  out = converged.agreement('lwta', 'd', rerun_dir=str(rerun), study_dir=str(study))
+  assert sorted(out['attacks']) == ['a', 'b']
+  w = out['worst_case']
+  assert w['candidates'] == ['a', 'b'] and w['batches'] == ['batch0000000'] and w['n'] == 2
+  assert (w['study']['majority'], w['rerun']['majority']) == (0.5, 1.0)
+  assert w['majority_rerun_minus_study']['difference'] == pytest.approx(0.5)
+  adaptive(rerun, 'b', {2: [1, 1]})
+  w = converged.agreement('lwta', 'd', rerun_dir=str(rerun), study_dir=str(study))['worst_case']
+  assert w['n'] == 4 and (w['study']['majority'], w['rerun']['majority']) == (0.5, 0.5)
+  assert w['mcnemar_majority'] == {'robust_only_rerun': 1, 'robust_only_study': 1, 'p_value': 1.0}
+  assert json.loads((rerun / 'd' / 'agreement' / 'lwta.json').read_text())['worst_case']['n'] == 4
+  assert (
+    '| **worst case** (over the 2 above) | 4 | 50.0 / 50.0 | 50.0 / 50.0 | +0.0'
+    in (rerun / 'd' / 'agreement' / 'lwta.md').read_text()
+  )
+  with pytest.raises(ValueError, match='empty.*no adaptive piece'):
+    converged.agreement('lwta', 'd', rerun_dir=str(tmp_path / 'empty'), study_dir=str(study))
+
+
 @pytest.mark.long
 def test_added_attacks_score_every_batch_and_read_their_pieces_back(tmp_path, monkeypatch):
   """The suite's attacks on the sampling of a (tiny) LWTA network, scored per batch; a second run

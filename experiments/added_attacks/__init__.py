@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from experiments.converged import EOT_MICROBATCH
 from experiments.paired import (
+  added_pieces,
   against_reference,
   mcnemar,
   paired,
@@ -36,11 +37,13 @@ from experiments.paired import (
   reference_path,
   row_scores,
 )
+from experiments.paired import agreement as paired_agreement
+from experiments.paired import agreement_markdown as paired_agreement_markdown
 from jaxrobust import keys
 from jaxrobust.evaluation import EvalSpec, build_evaluation
 from jaxrobust.evaluation.accuracy import as_unit_float, join_batches
 from jaxrobust.evaluation.adaptive import sampling_attack
-from jaxrobust.evaluation.cache import PieceCache, digest, run_identity, stored_pieces
+from jaxrobust.evaluation.cache import PieceCache, digest, run_identity
 from jaxrobust.evaluation.estimator import (
   candidate_scores,
   draw_keys,
@@ -271,20 +274,10 @@ def run(
   return out
 
 
-def _attack_pieces(directory: str) -> dict[str, dict]:
-  """{batch name: its estimator scores} of one added attack's stored pieces ({} without any)."""
-  if not os.path.isdir(directory):
-    return {}
-  return {name: value['estimator'] for name, value in stored_pieces(directory).items()}
-
-
 def agreement(row: str, *, dataset: str, rerun_dir: str, study_dir: str = ROOT) -> dict:
   """How far a rerun of the row's added attacks (`rerun_dir`) lands from the study's committed ones
   (`study_dir`), for every attack on the batches that both hold (a rerun stopped early is compared
-  on what it finished, and says so): each alone in both (expected and majority), and the paired
-  difference rerun − study of the per-point majority verdicts and expected accuracies with its
-  95 % interval and McNemar's exact test. The draws differ between the two whenever the key
-  schedule did, so only the sampling noise should separate them.
+  on what it finished, and says so): `paired.agreement` of their pieces, each attack alone.
 
   Raises:
     ValueError: when no attack has a batch in both folders.
@@ -292,61 +285,21 @@ def agreement(row: str, *, dataset: str, rerun_dir: str, study_dir: str = ROOT) 
   folder = lambda root: os.path.join(root, dataset, 'pieces', row, 'added')  # noqa: E731
   with open(os.path.join(study_dir, dataset, 'rows', f'{row}.json')) as fh:
     n_row = json.load(fh)['n_eval']
-  out: dict = {'row': row, 'rerun': rerun_dir, 'study': study_dir, 'n_row': n_row, 'attacks': {}}
-  listed = lambda d: set(os.listdir(d)) if os.path.isdir(d) else set()  # noqa: E731
-  names = sorted(listed(folder(rerun_dir)) & listed(folder(study_dir)))
-  for name in names:
-    new = _attack_pieces(os.path.join(folder(rerun_dir), name))
-    old = _attack_pieces(os.path.join(folder(study_dir), name))
-    batches = sorted(set(new) & set(old))
-    if not batches:
-      continue
-    a_scores, b_scores = join_batches([new[b] for b in batches]), join_batches([old[b] for b in batches])
-    a, b = np.asarray(a_scores['measure_majority'], bool), np.asarray(b_scores['measure_majority'], bool)
-    t = mcnemar(a, b)
-    out['attacks'][name] = {
-      'n': len(a),
-      'batches': batches,
-      'study': {'expected': float(np.mean(b_scores['measure_mean'])), 'majority': float(b.mean())},
-      'rerun': {'expected': float(np.mean(a_scores['measure_mean'])), 'majority': float(a.mean())},
-      'majority_rerun_minus_study': paired(a, b),
-      'expected_rerun_minus_study': paired(a_scores['measure_mean'], b_scores['measure_mean']),
-      'mcnemar_majority': {
-        'robust_only_rerun': t['only_row'],
-        'robust_only_study': t['only_reference'],
-        'p_value': t['p_value'],
-      },
-    }
-  if not out['attacks']:
-    raise ValueError(f'{folder(rerun_dir)}: no added attack has a batch there and in {folder(study_dir)}')
-  return out
+  try:
+    pairs = paired_agreement(added_pieces(folder(rerun_dir)), added_pieces(folder(study_dir)), worst=False)
+  except ValueError:
+    raise ValueError(
+      f'{folder(rerun_dir)}: no added attack has a batch there and in {folder(study_dir)}'
+    ) from None
+  return {'row': row, 'rerun': rerun_dir, 'study': study_dir, 'n_row': n_row, **pairs}
 
 
 def agreement_markdown(out: dict) -> str:
-  pct = lambda v: f'{100 * v:.1f}'  # noqa: E731
-
-  def pts(d: dict) -> str:
-    return f'{100 * d["difference"]:+.1f} [{100 * d["interval"][0]:+.1f}, {100 * d["interval"][1]:+.1f}]'
-
-  lines = [
+  return paired_agreement_markdown(
+    out,
     f"{out['row']}: the added attacks rerun ({out['rerun']}) against the study's ({out['study']}), each "
-    f"alone on the images both runs finished (of the row's {out['n_row']}): accuracy expected / majority "
-    'of the measurement draws; differences rerun − study in points with the paired 95 % interval; '
-    'McNemar on the points whose majority verdict differs.',
-    '',
-    '| attack | images | study | rerun | majority: rerun − study | expected: rerun − study '
-    '| robust only in the rerun / only in the study | McNemar p |',
-    '|---|---|---|---|---|---|---|---|',
-  ]
-  for name, r in out['attacks'].items():
-    t = r['mcnemar_majority']
-    lines.append(
-      f'| {name} | {r["n"]} | {pct(r["study"]["expected"])} / {pct(r["study"]["majority"])} '
-      f'| {pct(r["rerun"]["expected"])} / {pct(r["rerun"]["majority"])} '
-      f'| {pts(r["majority_rerun_minus_study"])} | {pts(r["expected_rerun_minus_study"])} '
-      f'| {t["robust_only_rerun"]} / {t["robust_only_study"]} | {t["p_value"]:.2g} |'
-    )
-  return '\n'.join(lines) + '\n'
+    f"alone on the images both runs finished (of the row's {out['n_row']}).",
+  )
 
 
 def main(argv):

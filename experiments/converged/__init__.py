@@ -41,7 +41,7 @@ import numpy as np
 
 from jaxrobust.configs.defenses import DEFENSES
 from jaxrobust.evaluation.accuracy import as_unit_float
-from experiments import figures
+from experiments import figures, paired
 from experiments import rows as study_rows
 from experiments.rows import TrainedRow
 from jaxrobust.evaluation import STANDARD_BUDGETS, EvalSpec, evaluate_model, scaled
@@ -49,6 +49,7 @@ from jaxrobust.evaluation.adaptive import eot_convergence
 from jaxrobust.evaluation.cache import digest
 from jaxrobust.evaluation.estimator import wilson_interval
 from jaxrobust.files import write_atomic
+from jaxrobust.provenance import write_result_json
 from jaxrobust.machine import cpu_model
 from jaxrobust.models import make_logits_fn, model_traits
 from jaxrobust import keys
@@ -423,11 +424,55 @@ def earlier_rows(rows, dataset: str, out_dir: str) -> list[dict]:
   return out
 
 
+def agreement(row: str, dataset: str, *, rerun_dir: str, study_dir: str = OUT) -> dict:
+  """A rerun of a stochastic row's adaptive suite (`rerun_dir`: under another lock or key schedule)
+  against the study's committed pieces (`study_dir`: its adaptive pieces and the attacks added to
+  them since, `experiments.added_attacks`), point by point on the batches both hold: each attack
+  alone and the worst case over the attacks both hold (`paired.agreement`). Writes
+  <rerun_dir>/<dataset>/agreement/<row>.json and .md; runs no model.
+
+  Raises:
+    ValueError: when no attack has a batch in both.
+  """
+  pieces = lambda root: os.path.join(root, dataset, 'pieces', row)  # noqa: E731
+  study = {
+    **paired.adaptive_pieces(os.path.join(pieces(study_dir), 'adaptive')),
+    **paired.added_pieces(os.path.join(pieces(study_dir), 'added')),
+  }
+  rerun = paired.adaptive_pieces(os.path.join(pieces(rerun_dir), 'adaptive'))
+  try:
+    pairs = paired.agreement(rerun, study, worst=True)
+  except ValueError:
+    raise ValueError(
+      f'{pieces(rerun_dir)}: no adaptive piece there is of a batch and attack that {pieces(study_dir)} holds'
+    ) from None
+  out = {'row': row, 'rerun': rerun_dir, 'study': study_dir, **pairs}
+  base = os.path.join(rerun_dir, dataset, 'agreement', row)
+  write_result_json(base + '.json', out, indent=1)
+  wc = out['worst_case']
+  write_atomic(
+    base + '.md',
+    paired.agreement_markdown(
+      out,
+      f"{row}: the converged study's adaptive suite rerun ({rerun_dir}) against the study's committed "
+      f'pieces ({study_dir}, with the attacks added to them), each attack alone and the worst case, on '
+      f'the {wc["n"]} images of the batches both runs finished.',
+    ),
+  )
+  return out
+
+
 def main(argv):
   del argv
   from absl import flags
 
   F = flags.FLAGS
+  if F.agreement:
+    for row in F.rows.split(','):
+      agreement(row, F.dataset, rerun_dir=F.out, study_dir=F.previous)
+      with open(os.path.join(F.out, F.dataset, 'agreement', f'{row}.md')) as f:
+        print(f.read())
+    return
   _, md = run(
     F.rows.split(','),
     F.dataset,
@@ -455,4 +500,11 @@ def command_line() -> None:
   flags.DEFINE_string('out', OUT, 'results directory')
   flags.DEFINE_string('runs', os.path.join('runs', 'converged'), 'training work directories')
   flags.DEFINE_bool('force', False, 'redo the evaluation of rows whose results exist')
+  flags.DEFINE_bool(
+    'agreement',
+    False,
+    "compare the rows' adaptive pieces under --out with the study's under --previous, point by point "
+    '(no model is run); writes <out>/<dataset>/agreement/<row>.json and .md',
+  )
+  flags.DEFINE_string('previous', OUT, "with --agreement: the study's results directory")
   app.run(main)

@@ -34,6 +34,7 @@ import re
 import numpy as np
 
 from jaxrobust.evaluation import EvalSpec, evaluate_test_set
+from jaxrobust.evaluation.cache import stored_pieces
 from jaxrobust.evaluation.estimator import SCORE_FIELDS, worst_case
 from jaxrobust.files import write_atomic
 from jaxrobust.provenance import write_result_json
@@ -70,6 +71,126 @@ def row_scores(pieces_dir: str) -> dict[str, dict[str, np.ndarray]]:
     name: {f: np.concatenate([np.asarray(by_start[s][f]) for s in starts]) for f in SCORE_FIELDS}
     for name, by_start in parts.items()
   }
+
+
+def adaptive_pieces(directory: str) -> dict[str, dict[str, dict]]:
+  """{candidate: {batch: its estimator scores}} of a row's intact adaptive pieces
+  (batch<start>_<candidate>), read through their seals; {} without the folder."""
+  out: dict[str, dict[str, dict]] = {}
+  if os.path.isdir(directory):
+    for name, value in stored_pieces(directory).items():
+      batch, _, candidate = name.partition('_')
+      out.setdefault(candidate, {})[batch] = value['estimator']
+  return out
+
+
+def added_pieces(directory: str) -> dict[str, dict[str, dict]]:
+  """{attack: {batch: its estimator scores}} of the added attacks' intact pieces under
+  `directory` (one folder per attack, as `experiments.added_attacks` keeps them); {} without it."""
+  if not os.path.isdir(directory):
+    return {}
+  return {
+    name: {batch: value['estimator'] for batch, value in stored_pieces(os.path.join(directory, name)).items()}
+    for name in sorted(os.listdir(directory))
+    if os.path.isdir(os.path.join(directory, name))
+  }
+
+
+def agreement(rerun: dict[str, dict[str, dict]], study: dict[str, dict[str, dict]], *, worst: bool) -> dict:
+  """How far a rerun's candidates land from the study's, point by point (both as
+  `adaptive_pieces` returns them): each candidate both hold, on the batches both hold, alone in
+  both (expected and majority of the measurement draws) with the paired difference rerun − study
+  and McNemar's test; with `worst`, also the worst case (`estimator.worst_case`, each run choosing
+  on its own selection draws) over the candidates both hold, on the batches where every one of
+  them is in both. When the key schedule changed between the two, only sampling noise should
+  separate them.
+
+  Raises:
+    ValueError: when no candidate has a batch in both.
+  """
+  out: dict = {'attacks': {}}
+  common: dict[str, list[str]] = {}
+  for name in sorted(set(rerun) & set(study)):
+    batches = sorted(set(rerun[name]) & set(study[name]))
+    if batches:
+      common[name] = batches
+      out['attacks'][name] = dict(_pair(rerun[name], study[name], batches), batches=batches)
+  if not common:
+    raise ValueError('agreement: no candidate has a batch in both the rerun and the study')
+  if worst:
+    batches = sorted(set.intersection(*(set(b) for b in common.values())))
+    join = lambda runs: {  # noqa: E731
+      name: {f: np.concatenate([np.asarray(runs[name][b][f]) for b in batches]) for f in SCORE_FIELDS}
+      for name in common
+    }
+    a, b = worst_case(join(rerun)), worst_case(join(study))
+    t = mcnemar(a.won, b.won)
+    out['worst_case'] = {
+      'n': len(a.won),
+      'batches': batches,
+      'candidates': sorted(common),
+      'study': {'expected': b.expected, 'majority': b.majority},
+      'rerun': {'expected': a.expected, 'majority': a.majority},
+      'majority_rerun_minus_study': paired(a.won, b.won),
+      'expected_rerun_minus_study': paired(a.per_point, b.per_point),
+      'mcnemar_majority': {
+        'robust_only_rerun': t['only_row'],
+        'robust_only_study': t['only_reference'],
+        'p_value': t['p_value'],
+      },
+    }
+  return out
+
+
+def _pair(rerun: dict[str, dict], study: dict[str, dict], batches: list[str]) -> dict:
+  """One candidate of two runs on the given batches: alone in each, and paired."""
+  a_scores = {f: np.concatenate([np.asarray(rerun[b][f]) for b in batches]) for f in SCORE_FIELDS}
+  b_scores = {f: np.concatenate([np.asarray(study[b][f]) for b in batches]) for f in SCORE_FIELDS}
+  a, b = np.asarray(a_scores['measure_majority'], bool), np.asarray(b_scores['measure_majority'], bool)
+  t = mcnemar(a, b)
+  return {
+    'n': len(a),
+    'study': {'expected': float(np.mean(b_scores['measure_mean'])), 'majority': float(b.mean())},
+    'rerun': {'expected': float(np.mean(a_scores['measure_mean'])), 'majority': float(a.mean())},
+    'majority_rerun_minus_study': paired(a, b),
+    'expected_rerun_minus_study': paired(a_scores['measure_mean'], b_scores['measure_mean']),
+    'mcnemar_majority': {
+      'robust_only_rerun': t['only_row'],
+      'robust_only_study': t['only_reference'],
+      'p_value': t['p_value'],
+    },
+  }
+
+
+def agreement_markdown(out: dict, caption: str) -> str:
+  """`agreement`'s table under a caption: one line per candidate, then the worst case if any."""
+  pct = lambda v: f'{100 * v:.1f}'  # noqa: E731
+
+  def pts(d: dict) -> str:
+    return f'{100 * d["difference"]:+.1f} [{100 * d["interval"][0]:+.1f}, {100 * d["interval"][1]:+.1f}]'
+
+  lines = [
+    caption + ' Accuracy expected / majority of the measurement draws; differences rerun − study '
+    'in points with the paired 95 % interval; McNemar on the points whose majority verdict differs.',
+    '',
+    '| attack | images | study | rerun | majority: rerun − study | expected: rerun − study '
+    '| robust only in the rerun / only in the study | McNemar p |',
+    '|---|---|---|---|---|---|---|---|',
+  ]
+  rows = list(out['attacks'].items())
+  if 'worst_case' in out:
+    rows.append(
+      (f'**worst case** (over the {len(out["worst_case"]["candidates"])} above)', out['worst_case'])
+    )
+  for name, r in rows:
+    t = r['mcnemar_majority']
+    lines.append(
+      f'| {name} | {r["n"]} | {pct(r["study"]["expected"])} / {pct(r["study"]["majority"])} '
+      f'| {pct(r["rerun"]["expected"])} / {pct(r["rerun"]["majority"])} '
+      f'| {pts(r["majority_rerun_minus_study"])} | {pts(r["expected_rerun_minus_study"])} '
+      f'| {t["robust_only_rerun"]} / {t["robust_only_study"]} | {t["p_value"]:.2g} |'
+    )
+  return '\n'.join(lines) + '\n'
 
 
 def paired(a: np.ndarray, b: np.ndarray) -> dict:
