@@ -27,7 +27,9 @@ small, committed with the model's digest: a later run that retrains the same bit
 them, one that trains other bits is refused by name), and an interrupted evaluation resumes.
 Once the row is trained, the same command started on a second core (or on a machine sharing the
 directory on a file system that honours flock) splits the remaining pieces with the first: each
-piece is computed once, under a lock.
+piece is computed once, under a lock. `--agreement --previous=<study>` pairs a rerun's pieces
+(under another lock, key schedule or machine) with the study's, attack by attack and for the worst
+case, point by point (`agreement`).
 """
 
 from __future__ import annotations
