@@ -131,6 +131,11 @@ def agreement(rerun: dict[str, dict[str, dict]], study: dict[str, dict[str, dict
       'candidates': sorted(common),
       'study': {'expected': b.expected, 'majority': b.majority},
       'rerun': {'expected': a.expected, 'majority': a.majority},
+      # how many points each candidate supplied to each run's worst case
+      'chosen': {
+        run: {k: int((wc.chosen == i).sum()) for i, k in enumerate(wc.names)}
+        for run, wc in (('study', b), ('rerun', a))
+      },
       'majority_rerun_minus_study': paired(a.won, b.won),
       'expected_rerun_minus_study': paired(a.per_point, b.per_point),
       'mcnemar_majority': {
