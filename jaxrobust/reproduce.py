@@ -39,6 +39,10 @@ NOT_COMPARED = frozenset(
   }
 )
 NOT_COMPARED_PREFIXES = ('ms_per_image', 'train_time', 'retime')
+# Per-point values (each point's outcome, an attack's per-point scores and margins): compared as
+# outcomes (how many changed), never as accuracies; a logit margin that moves by 0.7 is not a
+# change of 70 points.
+PER_POINT = frozenset({'per_example', 'robust_at_double_budget', 'scores_at_double_budget'})
 
 
 class Reproduction(NamedTuple):
@@ -83,7 +87,7 @@ def numbers(record: dict | list, prefix: str = '') -> dict[str, float]:
   items = record.items() if isinstance(record, dict) else enumerate(record)
   for k, v in items:
     name = f'{prefix}[{k}]' if isinstance(k, int) else (f'{prefix}.{k}' if prefix else k)
-    if isinstance(k, str) and (k in NOT_COMPARED or k.startswith(NOT_COMPARED_PREFIXES)):
+    if isinstance(k, str) and (k in NOT_COMPARED or k in PER_POINT or k.startswith(NOT_COMPARED_PREFIXES)):
       continue
     if isinstance(v, bool) or v is None or isinstance(v, str):
       continue
@@ -93,6 +97,21 @@ def numbers(record: dict | list, prefix: str = '') -> dict[str, float]:
       out[name] = float(v)
     elif isinstance(v, (dict, list)):
       out.update(numbers(v, name))
+  return out
+
+
+def per_point(record: dict | list, prefix: str = '', *, inside: bool = False) -> dict[str, list]:
+  """Every list of per-point values of a record (under a `PER_POINT` key), by its flattened name."""
+  out: dict[str, list] = {}
+  items = record.items() if isinstance(record, dict) else enumerate(record)
+  for k, v in items:
+    name = f'{prefix}[{k}]' if isinstance(k, int) else (f'{prefix}.{k}' if prefix else k)
+    within = inside or (isinstance(k, str) and k in PER_POINT)
+    if within and isinstance(v, list) and not any(isinstance(e, (dict, list)) for e in v):
+      out[name] = v
+    elif isinstance(v, dict) or (isinstance(v, list) and not within):
+      if not (isinstance(k, str) and k in NOT_COMPARED - PER_POINT):
+        out.update(per_point(v, name, inside=within))
   return out
 
 
@@ -115,8 +134,7 @@ def compare(
   # `broken`) is a change, but not one measured in points.
   integral = counts(recorded)
   largest = max((abs(a[k] - b[k]) for k in changed if k not in integral), default=0.0)
-  pa = recorded.get('result', recorded).get('per_example', {})
-  pb = rerun.get('result', rerun).get('per_example', {})
+  pa, pb = per_point(recorded), per_point(rerun)
   outcomes = sum(
     sum(x != y for x, y in zip(pa[k], pb[k])) + abs(len(pa[k]) - len(pb[k])) for k in pa.keys() & pb.keys()
   )

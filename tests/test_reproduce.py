@@ -161,3 +161,35 @@ def test_the_committed_lock_ledger_is_current(monkeypatch):
   legacy = _script('legacy_environments')
   monkeypatch.chdir(ROOT)
   assert open(ledger.OUT).read() == ledger.ledger(legacy.result_files(), ledger.locked_jaxlib())
+
+
+def test_per_point_scores_are_outcomes_not_accuracies():
+  """A convergence record's per-point margins and measurements (and nested per-example scores)
+  are compared as outcomes: a margin that moved by 0.7 logits is three changed outcomes, not a
+  change of 70 accuracy points; the accuracies beside them still decide the verdict."""
+  from jaxrobust import reproduce as verdicts
+
+  rec = {
+    'result': {'pgd': 0.7, 'per_example': {'scores': {'pgd': {'select_margin': [0.5, -1.0]}}}},
+    'convergence': {
+      'at_budget': 0.69,
+      'robust_at_double_budget': [True, False, True],
+      'scores_at_double_budget': {'select_margin': [0.1, -2.0, 3.0], 'measure_mean': [1.0, 0.0, 0.9]},
+    },
+  }
+  assert verdicts.compare(rec, copy.deepcopy(rec)).verdict == verdicts.BIT_FOR_BIT
+  moved = copy.deepcopy(rec)
+  moved['convergence']['scores_at_double_budget']['select_margin'][0] = 0.8
+  moved['convergence']['scores_at_double_budget']['measure_mean'][1] = 0.1
+  moved['convergence']['robust_at_double_budget'][2] = False
+  moved['result']['per_example']['scores']['pgd']['select_margin'][1] = -1.5
+  r = verdicts.compare(rec, moved)
+  assert (r.verdict, r.largest_difference, r.changed, r.changed_outcomes) == (
+    verdicts.TO_A_TOLERANCE,
+    0.0,
+    {},
+    4,
+  )
+  moved['convergence']['at_budget'] = 0.6
+  r = verdicts.compare(rec, moved)
+  assert r.verdict == verdicts.NOT_AT_ALL and list(r.changed) == ['convergence.at_budget']
