@@ -119,11 +119,8 @@ def agreement(rerun: dict[str, dict[str, dict]], study: dict[str, dict[str, dict
     raise ValueError('agreement: no candidate has a batch in both the rerun and the study')
   if worst:
     batches = sorted(set.intersection(*(set(b) for b in common.values())))
-    join = lambda runs: {  # noqa: E731
-      name: {f: np.concatenate([np.asarray(runs[name][b][f]) for b in batches]) for f in SCORE_FIELDS}
-      for name in common
-    }
-    a, b = worst_case(join(rerun)), worst_case(join(study))
+    a = worst_case({name: _joined(rerun[name], batches) for name in common})
+    b = worst_case({name: _joined(study[name], batches) for name in common})
     t = mcnemar(a.won, b.won)
     out['worst_case'] = {
       'n': len(a.won),
@@ -147,10 +144,14 @@ def agreement(rerun: dict[str, dict[str, dict]], study: dict[str, dict[str, dict
   return out
 
 
+def _joined(by_batch: dict[str, dict], batches: list[str]) -> dict[str, np.ndarray]:
+  """One candidate's scores on the given batches, in their order, as one array per field."""
+  return {f: np.concatenate([np.asarray(by_batch[b][f]) for b in batches]) for f in SCORE_FIELDS}
+
+
 def _pair(rerun: dict[str, dict], study: dict[str, dict], batches: list[str]) -> dict:
   """One candidate of two runs on the given batches: alone in each, and paired."""
-  a_scores = {f: np.concatenate([np.asarray(rerun[b][f]) for b in batches]) for f in SCORE_FIELDS}
-  b_scores = {f: np.concatenate([np.asarray(study[b][f]) for b in batches]) for f in SCORE_FIELDS}
+  a_scores, b_scores = _joined(rerun, batches), _joined(study, batches)
   a, b = np.asarray(a_scores['measure_majority'], bool), np.asarray(b_scores['measure_majority'], bool)
   t = mcnemar(a, b)
   return {
